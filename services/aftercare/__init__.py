@@ -1,0 +1,1 @@
+"""The aftercare service: built in a later issue (see DESIGN.md)."""

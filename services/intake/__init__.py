@@ -1,0 +1,1 @@
+"""Intake: the branches' front door (complaints, feedback, sales)."""

@@ -1,0 +1,82 @@
+"""Intake's tables (SQLAlchemy Core). The only place customers' contact data is kept in clear."""
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from shared import idempotency, outbox
+
+metadata = sa.MetaData()
+outbox.add_tables(metadata)
+idempotency.add_tables(metadata)
+
+complaints = sa.Table(
+    "complaints", metadata,
+    sa.Column("id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("reference", sa.Text, nullable=False, unique=True),
+    sa.Column("branch_code", sa.Text, nullable=False),
+    sa.Column("region", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("channel", sa.Text, nullable=False),
+    sa.Column("category", sa.Text, nullable=False),
+    sa.Column("category_source", sa.Text, nullable=False),
+    sa.Column("priority", sa.Text, nullable=False),
+    sa.Column("severity_flags", pg.JSONB, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("occurred_at", sa.DateTime(timezone=True)),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("service", pg.JSONB),
+    sa.Column("products", pg.JSONB, nullable=False),
+    sa.Column("customer_name", sa.Text),
+    sa.Column("customer_phone", sa.Text),
+    sa.Column("customer_email", sa.Text),
+    sa.Column("customer_language", sa.Text, nullable=False),
+    sa.Column("customer_ref", sa.Text),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("first_response_due", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("resolution_due", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("acknowledgement", sa.Text, nullable=False),
+    sa.Column("recorded_by", sa.Text, nullable=False),
+    sa.Column("recorded_by_role", sa.Text, nullable=False),
+    sa.Index("ix_complaints_branch_received", "branch_code", sa.text("received_at DESC"), sa.text("id DESC")),
+    sa.Index("ix_complaints_received", sa.text("received_at DESC"), sa.text("id DESC")),
+    sa.Index("ix_complaints_customer_ref", "customer_ref"),
+)
+
+sales = sa.Table(
+    "sales", metadata,
+    sa.Column("id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("branch_code", sa.Text, nullable=False),
+    sa.Column("region", sa.Text, nullable=False),
+    sa.Column("sold_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("customer_name", sa.Text),
+    sa.Column("customer_phone", sa.Text),
+    sa.Column("customer_email", sa.Text),
+    sa.Column("customer_language", sa.Text, nullable=False),
+    sa.Column("customer_ref", sa.Text),
+    sa.Column("contact_consent", sa.Boolean, nullable=False),
+    sa.Column("items", pg.JSONB, nullable=False),
+    sa.Column("recorded_by", sa.Text, nullable=False),
+    sa.Index("ix_sales_branch_sold", "branch_code", "sold_at"),
+)
+
+# Daily sequence per branch for the human reference SH001-20261122-0007.
+reference_counters = sa.Table(
+    "reference_counters", metadata,
+    sa.Column("branch_code", sa.Text, primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("last", sa.Integer, nullable=False),
+)
+
+# Who read a customer's contact in clear, when and why.
+contact_access_log = sa.Table(
+    "contact_access_log", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("accessed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("record_type", sa.Text, nullable=False),
+    sa.Column("record_id", sa.Text, nullable=False),
+    sa.Column("branch_code", sa.Text, nullable=False),
+    sa.Column("purpose", sa.Text, nullable=False),
+    sa.Index("ix_contact_access_record", "record_id"),
+)

@@ -1,0 +1,33 @@
+"""Intake's OpenAPI document, from the schemas that validate its requests."""
+from shared.openapi import document, operation
+from services.intake import schemas
+
+_ID = [{"name": "complaint_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}]
+_IDEMPOTENCY = [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
+                 "description": "a retry with the same key returns the first answer"}]
+_QUERY = [{"name": n, "in": "query", "required": False, "schema": {"type": t}}
+          for n, t in (("status", "string"), ("kind", "string"), ("priority", "string"), ("category", "string"),
+                       ("branch", "string"), ("from", "string"), ("to", "string"), ("limit", "integer"),
+                       ("cursor", "string"))]
+
+DOCUMENT = document("Closeloop intake", "1", {
+    "/v1/complaints": {
+        "post": operation("Register a complaint, suggestion or praise", request=schemas.ComplaintIn(),
+                          response=schemas.ComplaintOut(), status=201, parameters=_IDEMPOTENCY,
+                          errors=(400, 401, 403, 409, 413, 415)),
+        "get": operation("List complaints in the caller's scope", response=schemas.ComplaintPage(),
+                         parameters=_QUERY, errors=(400, 401, 403)),
+    },
+    "/v1/complaints/{complaint_id}": {
+        "get": operation("One complaint with its status", response=schemas.ComplaintOut(), parameters=_ID,
+                         errors=(401, 403, 404)),
+    },
+    "/v1/sales": {
+        "post": operation("Record a sale (products and services)", request=schemas.SaleIn(),
+                          response=schemas.SaleOut(), status=201, parameters=_IDEMPOTENCY,
+                          errors=(400, 401, 403, 409, 413, 415)),
+    },
+    "/health": {"get": operation("Health per dependency", public=True, errors=(503,))},
+    "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+    "/openapi.json": {"get": operation("This document", public=True, errors=())},
+})

@@ -1,0 +1,173 @@
+"""Intake's request and response shapes (marshmallow). Requests reject unknown fields so
+a typo is named instead of silently ignored."""
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
+
+from shared.events import KINDS
+from shared.privacy import is_email, normalize_phone
+
+CHANNELS = ("front_desk", "phone", "wechat", "social_media", "email", "web_form", "online_chat")
+LANGUAGES = ("zh", "en")
+STATUSES = ("received", "open", "in_progress", "resolved", "closed", "reopened")
+
+
+class Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+def Text(max_length: int, **kwargs):
+    return fields.String(validate=validate.Length(min=1, max=max_length), **kwargs)
+
+
+class CustomerIn(Strict):
+    name = Text(100, load_default=None, allow_none=True)
+    phone = fields.String(load_default=None, allow_none=True)
+    email = fields.String(load_default=None, allow_none=True)
+    language = fields.String(load_default="zh", validate=validate.OneOf(LANGUAGES))
+
+    @validates("phone")
+    def _phone(self, value, **kwargs):
+        if value is not None and normalize_phone(value) is None:
+            raise ValidationError("not a phone number (a Chinese mobile such as 13812346138, a landline "
+                                  "such as 021-12345678, or +<country><number>)")
+
+    @validates("email")
+    def _email(self, value, **kwargs):
+        if value is not None and not is_email(value):
+            raise ValidationError("not an email address")
+
+    @validates_schema
+    def _reachable(self, data, **kwargs):
+        if not data.get("phone") and not data.get("email"):
+            raise ValidationError("give a phone or an email so the customer can be answered", "phone")
+
+
+class SaleCustomerIn(CustomerIn):
+    contact_consent = fields.Boolean(required=True)
+
+
+class ServiceIn(Strict):
+    code = Text(50, required=True)
+    name = Text(100, load_default=None, allow_none=True)
+    technician_id = Text(50, load_default=None, allow_none=True)
+
+
+class ProductIn(Strict):
+    sku = Text(50, required=True)
+    name = Text(100, load_default=None, allow_none=True)
+    batch = Text(50, load_default=None, allow_none=True)
+
+
+class ComplaintIn(Strict):
+    kind = fields.String(required=True, validate=validate.OneOf(KINDS))
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    branch_code = Text(20, load_default=None, allow_none=True,
+                       metadata={"description": "needed when the token's scope has several branches"})
+    customer = fields.Nested(CustomerIn, required=True)
+    description = Text(5000, required=True)
+    occurred_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    category = fields.String(load_default=None, allow_none=True,
+                             metadata={"description": "one of the policy's categories; null to classify"})
+    severity_flags = fields.List(fields.String(), load_default=None, allow_none=True)
+    service = fields.Nested(ServiceIn, load_default=None, allow_none=True)
+    products = fields.List(fields.Nested(ProductIn), load_default=None, allow_none=True,
+                           validate=validate.Length(max=50))
+
+
+class SaleItemIn(Strict):
+    type = fields.String(required=True, validate=validate.OneOf(("product", "service")))
+    sku = Text(50, load_default=None, allow_none=True)
+    code = Text(50, load_default=None, allow_none=True)
+    name = Text(100, load_default=None, allow_none=True)
+    product_type = fields.String(required=True)
+    batch = Text(50, load_default=None, allow_none=True)
+    technician_id = Text(50, load_default=None, allow_none=True)
+
+    @validates_schema
+    def _identified(self, data, **kwargs):
+        if data.get("type") == "product" and not data.get("sku"):
+            raise ValidationError("a product needs its sku", "sku")
+        if data.get("type") == "service" and not data.get("code"):
+            raise ValidationError("a service needs its code", "code")
+
+
+class SaleIn(Strict):
+    branch_code = Text(20, load_default=None, allow_none=True)
+    customer = fields.Nested(SaleCustomerIn, required=True)
+    sold_at = fields.AwareDateTime(required=True)
+    items = fields.List(fields.Nested(SaleItemIn), required=True, validate=validate.Length(min=1, max=100))
+
+
+class ComplaintQuery(Schema):
+    class Meta:
+        unknown = RAISE
+
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    kind = fields.String(validate=validate.OneOf(KINDS))
+    priority = fields.String(validate=validate.OneOf(("urgent", "general", "low")))
+    category = fields.String()
+    branch = fields.String(data_key="branch")
+    from_ = fields.AwareDateTime(data_key="from")
+    to = fields.AwareDateTime()
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String()
+
+
+class MaskedCustomerOut(Schema):
+    name = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    email = fields.String(allow_none=True)
+    language = fields.String()
+
+
+class ComplaintOut(Schema):
+    id = fields.String()
+    reference = fields.String()
+    kind = fields.String()
+    status = fields.String()
+    branch_code = fields.String()
+    channel = fields.String()
+    category = fields.String()
+    category_source = fields.String()
+    priority = fields.String()
+    severity_flags = fields.List(fields.String())
+    description = fields.String()
+    occurred_at = fields.String(allow_none=True)
+    received_at = fields.String()
+    first_response_due = fields.String()
+    resolution_due = fields.String()
+    acknowledgement = fields.String()
+    service = fields.Nested(ServiceIn, allow_none=True)
+    products = fields.List(fields.Nested(ProductIn))
+    customer = fields.Nested(MaskedCustomerOut)
+
+
+class ComplaintPage(Schema):
+    items = fields.List(fields.Nested(ComplaintOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class SaleOut(Schema):
+    id = fields.String()
+    branch_code = fields.String()
+    sold_at = fields.String()
+    recorded_at = fields.String()
+    contact_consent = fields.Boolean()
+    customer = fields.Nested(MaskedCustomerOut)
+    items = fields.List(fields.Nested(SaleItemIn))
+
+
+def flatten_errors(messages, prefix: str = "") -> dict[str, list[str]]:
+    """{'customer': {'phone': [...]}} -> {'customer.phone': [...]}: every wrong field by its path."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key == "_schema" and prefix:
+                path = prefix
+            flat.update({k: flat.get(k, []) + v for k, v in flatten_errors(value, path).items()})
+    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        flat[prefix or "_body"] = list(messages)
+    else:
+        flat[prefix or "_body"] = [str(messages)]
+    return flat

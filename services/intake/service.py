@@ -1,0 +1,81 @@
+"""Intake: the branches' front door. Thin entrypoints: authenticate, load, call a handler,
+dump. Errors become the JSON error shape in shared.http."""
+from nameko.dependency_providers import Config
+from nameko.rpc import rpc
+from werkzeug.wrappers import Response
+
+from shared import health, idempotency, metrics
+from shared.db import Database
+from shared.errors import from_remote  # noqa: F401  (re-exported for RPC callers)
+from shared.http import api, correlation_id, identity, json_response, read_json
+from services.intake import handlers, openapi
+from services.intake.dependencies import IntakeRuntime
+
+
+class IntakeService:
+    name = "intake"
+
+    db = Database()
+    env = IntakeRuntime()
+    config = Config()
+
+    @api("POST", "/v1/complaints")
+    def post_complaint(self, request):
+        who = identity(request)
+        who.require("complaint:create")
+        body = read_json(request)
+        key = idempotency.check_key(request.headers.get("Idempotency-Key"))
+        status, answer = handlers.register_complaint(
+            self.db, identity=who, body=body, policy=self.env.policy, now=self.env.now(),
+            ref_key=self.env.ref_key, idempotency_key=key, causation_id=correlation_id(request))
+        return status, {"Location": f"/v1/complaints/{answer['id']}"}, answer
+
+    @api("GET", "/v1/complaints/<complaint_id>")
+    def get_complaint(self, request, complaint_id):
+        return handlers.get_complaint(self.db, identity=identity(request), complaint_id=complaint_id)
+
+    @api("GET", "/v1/complaints")
+    def list_complaints(self, request):
+        return handlers.list_complaints(self.db, identity=identity(request), query=request.args.to_dict())
+
+    @api("POST", "/v1/sales")
+    def post_sale(self, request):
+        who = identity(request)
+        who.require("sale:create")
+        body = read_json(request)
+        key = idempotency.check_key(request.headers.get("Idempotency-Key"))
+        status, answer = handlers.record_sale(
+            self.db, identity=who, body=body, policy=self.env.policy, now=self.env.now(),
+            ref_key=self.env.ref_key, idempotency_key=key, causation_id=correlation_id(request))
+        return status, {"Location": f"/v1/sales/{answer['id']}"}, answer
+
+    @rpc
+    def get_contact(self, token, record_id, purpose):
+        """For investigation and aftercare: the contact of a complaint's or sale's customer,
+        read with the end user's own token, logged with its purpose."""
+        from shared import runtime
+
+        who = runtime.verifier(self.config.get("POLICY_FILE")).identity(token)
+        return handlers.read_contact(self.db, identity=who, record_id=str(record_id), purpose=purpose,
+                                     now=self.env.now())
+
+    @api("GET", "/health", public=True)
+    def health(self, request):
+        status, body = health.report(self.name, self.db.engine, self.config["AMQP_URI"])
+        return status, body
+
+    @api("GET", "/metrics", public=True)
+    def metrics(self, request):
+        _, lag = health.check_database(self.db.engine)
+        gauges = []
+        if lag is not None:
+            gauges = [("closeloop_outbox_pending", "events waiting for the relay", lag["pending"],
+                       {"service": self.name}),
+                      ("closeloop_outbox_lag_seconds", "age of the oldest unpublished event",
+                       lag["oldest_age_seconds"], {"service": self.name})]
+        text = metrics.registry(self.name).render(gauges)
+        return Response(text, mimetype="text/plain", content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @api("GET", "/openapi.json", public=True)
+    def openapi(self, request):
+        return json_response(openapi.DOCUMENT)

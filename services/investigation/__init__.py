@@ -1,0 +1,1 @@
+"""The investigation service: built in a later issue (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""The reporting service: built in a later issue (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Code every Closeloop service uses; no service's business rules live here."""

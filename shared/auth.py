@@ -1,0 +1,187 @@
+"""Signed bearer tokens (EdDSA / Ed25519), roles and scope, checked in one place.
+
+Services hold only the public key. The private key signs tokens (`closeloop token issue`).
+Keys come from CLOSELOOP_JWT_{PRIVATE,PUBLIC}_KEY (PEM text) or ..._KEY_FILE (a path);
+without either, a development pair is generated on first use in CLOSELOOP_KEYS_DIR
+(default `.keys/` at the repository root, git-ignored).
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shared.errors import Forbidden, Unauthorized
+
+ISSUER = "closeloop"
+ALGORITHM = "EdDSA"
+ROLES = (
+    "front_desk", "store_manager", "aftercare_agent", "investigator", "regional_manager",
+    "hq_analyst", "hq_admin", "auditor", "branch_integration",
+)
+
+# Which roles may do what: the one table every endpoint checks against.
+_STAFF = {"front_desk", "store_manager", "aftercare_agent", "investigator", "regional_manager",
+          "hq_analyst", "hq_admin", "branch_integration"}
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "complaint:create": frozenset({"front_desk", "store_manager", "aftercare_agent",
+                                   "branch_integration", "hq_admin"}),
+    "complaint:read": frozenset(_STAFF),
+    "sale:create": frozenset({"front_desk", "store_manager", "branch_integration", "hq_admin"}),
+    # Reading a customer's phone and name in clear (logged in intake's contact-access log).
+    "contact:read": frozenset({"front_desk", "store_manager", "aftercare_agent", "investigator",
+                               "regional_manager", "hq_admin"}),
+    "access_log:read": frozenset({"auditor", "hq_admin"}),
+}
+
+
+def default_keys_dir() -> Path:
+    configured = os.environ.get("CLOSELOOP_KEYS_DIR")
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parent.parent / ".keys"
+
+
+def _pem_from_env(name: str) -> bytes | None:
+    text = os.environ.get(name)
+    if text:
+        return text.encode()
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        return Path(path).read_bytes()
+    return None
+
+
+def ensure_dev_keys(keys_dir: Path | None = None) -> Path:
+    """Create the development key pair if it is missing; returns the folder."""
+    keys_dir = keys_dir or default_keys_dir()
+    private_path = keys_dir / "jwt-private.pem"
+    public_path = keys_dir / "jwt-public.pem"
+    if private_path.exists() and public_path.exists():
+        return keys_dir
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    # Write under temporary names and rename, so two processes starting together agree.
+    tmp = keys_dir / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    (tmp / "jwt-private.pem").write_bytes(private_pem)
+    os.chmod(tmp / "jwt-private.pem", 0o600)
+    (tmp / "jwt-public.pem").write_bytes(public_pem)
+    if not private_path.exists():
+        os.replace(tmp / "jwt-private.pem", private_path)
+        os.replace(tmp / "jwt-public.pem", public_path)
+    for leftover in tmp.iterdir():
+        leftover.unlink()
+    tmp.rmdir()
+    return keys_dir
+
+
+def load_private_key() -> bytes:
+    return _pem_from_env("CLOSELOOP_JWT_PRIVATE_KEY") or (ensure_dev_keys() / "jwt-private.pem").read_bytes()
+
+
+def load_public_key() -> bytes:
+    return _pem_from_env("CLOSELOOP_JWT_PUBLIC_KEY") or (ensure_dev_keys() / "jwt-public.pem").read_bytes()
+
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_ttl(text: str) -> timedelta:
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 12h, 30d)")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def issue_token(*, role: str, subject: str, branch: str | None = None, region: str | None = None,
+                ttl: timedelta = timedelta(days=30), private_key: bytes | None = None,
+                now: datetime | None = None) -> str:
+    """Sign a token. Scope is one branch, one region, or every branch (branch='*')."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+    if (branch is None) == (region is None):
+        raise ValueError("give exactly one scope: a branch code, a region, or branch '*'")
+    now = now or datetime.now(timezone.utc)
+    scope = {"region": region} if region else ({"all": True} if branch == "*" else {"branch": branch})
+    claims = {"iss": ISSUER, "sub": subject, "role": role, "scope": scope,
+              "iat": int(now.timestamp()), "exp": int((now + ttl).timestamp()),
+              "jti": uuid.uuid4().hex}
+    return jwt.encode(claims, private_key or load_private_key(), algorithm=ALGORITHM)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling: subject, role and the branches in scope (None: every branch)."""
+
+    subject: str
+    role: str
+    branches: frozenset[str] | None
+    scope: dict
+    token: str = ""
+
+    def can_see(self, branch_code: str) -> bool:
+        return self.branches is None or branch_code in self.branches
+
+    def may(self, permission: str) -> bool:
+        return self.role in PERMISSIONS[permission]
+
+    def require(self, permission: str) -> None:
+        if not self.may(permission):
+            allowed = ", ".join(sorted(PERMISSIONS[permission]))
+            raise Forbidden(f"role {self.role} may not do this ({permission}); allowed: {allowed}")
+
+    def audit(self) -> dict:
+        return {"subject": self.subject, "role": self.role}
+
+
+class TokenVerifier:
+    """Verifies tokens with the public key and resolves regions through the chain policy."""
+
+    def __init__(self, public_key: bytes, policy):
+        self._key = public_key
+        self._policy = policy
+
+    def identity(self, token: str | None) -> Identity:
+        if not token:
+            raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+        try:
+            claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], issuer=ISSUER,
+                                options={"require": ["exp", "sub", "iss"]})
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the token has expired") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from None
+        role, scope = claims.get("role"), claims.get("scope")
+        if role not in ROLES or not isinstance(scope, dict):
+            raise Unauthorized("invalid token: unknown role or scope")
+        if scope.get("all") is True:
+            branches = None
+        elif isinstance(scope.get("branch"), str):
+            branches = frozenset({scope["branch"]})
+        elif isinstance(scope.get("region"), str):
+            branches = frozenset(self._policy.branches_in_region(scope["region"]))
+        else:
+            raise Unauthorized("invalid token: unknown scope")
+        return Identity(subject=str(claims["sub"]), role=role, branches=branches, scope=scope,
+                        token=token)
+
+    def from_header(self, header: str | None) -> Identity:
+        if not header:
+            raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+        return self.identity(token.strip())

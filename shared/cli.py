@@ -1,0 +1,225 @@
+"""`closeloop`: the operator's command line (token issue, policy check, db upgrade,
+serve, relay, dev). Each command prints what it did; errors go to stderr with exit 2."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from shared import config as settings
+
+SERVICE_CLASSES = {"intake": "services.intake.service:IntakeService"}
+
+
+def _fail(message: str) -> int:
+    print(f"closeloop: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_token_issue(args) -> int:
+    from shared import auth
+
+    if args.dashboard and args.role not in ("hq_analyst", "hq_admin", "regional_manager", "store_manager"):
+        return _fail("--dashboard is for store_manager, regional_manager, hq_analyst or hq_admin")
+    if args.region:
+        from shared.policy import load_policy
+
+        policy = load_policy(os.environ.get("CLOSELOOP_POLICY_FILE") or None)
+        if args.region not in policy.regions():
+            return _fail(f"unknown region {args.region!r}; regions: {', '.join(sorted(policy.regions()))}")
+    try:
+        ttl = auth.parse_ttl(args.ttl)
+        token = auth.issue_token(role=args.role, subject=args.subject or args.role, branch=args.branch,
+                                 region=args.region, ttl=ttl)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if args.dashboard:
+        base = os.environ.get("REPORTING_URL", f"http://127.0.0.1:{settings.HTTP_PORTS['reporting']}")
+        print(f"{base}/dashboard#token={token}")
+    else:
+        print(token)
+    return 0
+
+
+def cmd_policy_check(args) -> int:
+    from shared.policy import DEFAULT_POLICY_PATH, check_policy
+
+    path = args.file or os.environ.get("CLOSELOOP_POLICY_FILE") or DEFAULT_POLICY_PATH
+    problems = check_policy(path)
+    if problems:
+        print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print(f"{path}: ok")
+    return 0
+
+
+def cmd_keys_ensure(args) -> int:
+    from shared import auth
+
+    print(auth.ensure_dev_keys())
+    return 0
+
+
+def cmd_db_upgrade(args) -> int:
+    from shared import db
+
+    for service in args.services or settings.RUNNABLE_SERVICES:
+        if service not in settings.RUNNABLE_SERVICES:
+            return _fail(f"no migrations for {service!r} yet; services: {', '.join(settings.RUNNABLE_SERVICES)}")
+        url = settings.service_database_url(service)
+        created = db.create_database(url)
+        db.migrate(service, url)
+        print(f"{service}: database {url.rsplit('/', 1)[-1]} {'created and ' if created else ''}migrated")
+    return 0
+
+
+def _service_class(name: str):
+    module, _, cls = SERVICE_CLASSES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def cmd_serve(args) -> int:
+    from shared import green, logs
+
+    green.patch()
+    import eventlet
+    from nameko.runners import ServiceRunner
+
+    logs.configure(args.service, os.environ.get("LOG_LEVEL", "INFO"))
+    runner = ServiceRunner(settings.service_config(args.service))
+    runner.add_service(_service_class(args.service))
+    runner.start()
+    stopping = []
+
+    def stop(signum, frame):
+        # nameko's HTTP services ignore SIGTERM on their own: stop the runner ourselves,
+        # and kill it if in-flight work does not finish in time.
+        if stopping:
+            return
+        stopping.append(signum)
+
+        def shutdown():
+            with eventlet.Timeout(10, False):
+                runner.stop()
+                return
+            runner.kill()
+        eventlet.spawn(shutdown)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"{args.service} serving on {runner.config['WEB_SERVER_ADDRESS']}", file=sys.stderr, flush=True)
+    runner.wait()
+    return 0
+
+
+def cmd_relay(args) -> int:
+    from shared import db, green, logs
+    from shared.notify import make_notifier
+    from shared.relay import Relay
+
+    green.patch()
+    logs.configure(f"{args.service}-relay", os.environ.get("LOG_LEVEL", "INFO"))
+    config = settings.service_config(args.service)
+    relay = Relay(db.make_engine(config["DATABASE_URL"], 2), config["AMQP_URI"], make_notifier(config["NOTIFIER"]),
+                  batch_size=args.batch_size, service=args.service)
+    signal.signal(signal.SIGTERM, lambda *_: relay.stop())
+    signal.signal(signal.SIGINT, lambda *_: relay.stop())
+    relay.run()
+    return 0
+
+
+def cmd_dev(args) -> int:
+    """Everything as local processes; Ctrl-C or SIGTERM stops every one of them."""
+    rc = cmd_db_upgrade(argparse.Namespace(services=None))
+    if rc:
+        return rc
+    from shared import auth
+
+    auth.ensure_dev_keys()
+    exe = [sys.executable, "-m", "shared.cli"]
+    children = []
+    for service in settings.RUNNABLE_SERVICES:
+        children.append(subprocess.Popen([*exe, "serve", service]))
+        children.append(subprocess.Popen([*exe, "relay", service]))
+    stopping = []
+
+    def stop(signum, frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"closeloop dev: {len(children)} processes running; Ctrl-C stops them", file=sys.stderr, flush=True)
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    failed = [c.args[-2:] for c in children if c.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
+    if failed and not stopping:
+        return _fail(f"a process stopped on its own: {failed}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="closeloop", description="Closeloop operations")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    token = sub.add_parser("token", help="signed bearer tokens").add_subparsers(dest="action", required=True)
+    issue = token.add_parser("issue", help="print a signed token (alone) on standard output")
+    from shared.auth import ROLES
+
+    issue.add_argument("--role", required=True, choices=ROLES)
+    scope = issue.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--branch", help="one branch code, or '*' for every branch")
+    scope.add_argument("--region", help="every branch of one region")
+    issue.add_argument("--ttl", default="30d", help="lifetime, e.g. 30m, 12h, 30d (default 30d)")
+    issue.add_argument("--subject", help="who the token is for (default: the role)")
+    issue.add_argument("--dashboard", action="store_true", help="print the dashboard URL with the token")
+    issue.set_defaults(func=cmd_token_issue)
+
+    policy = sub.add_parser("policy", help="the chain policy file").add_subparsers(dest="action", required=True)
+    check = policy.add_parser("check", help="validate a policy file (default: CLOSELOOP_POLICY_FILE or the bundled one)")
+    check.add_argument("file", nargs="?")
+    check.set_defaults(func=cmd_policy_check)
+
+    keys = sub.add_parser("keys", help="development signing keys").add_subparsers(dest="action", required=True)
+    keys.add_parser("ensure", help="create the development key pair if missing").set_defaults(func=cmd_keys_ensure)
+
+    database = sub.add_parser("db", help="service databases").add_subparsers(dest="action", required=True)
+    upgrade = database.add_parser("upgrade", help="create missing databases and migrate them to head")
+    upgrade.add_argument("services", nargs="*")
+    upgrade.set_defaults(func=cmd_db_upgrade)
+
+    serve = sub.add_parser("serve", help="run one service")
+    serve.add_argument("service", choices=sorted(SERVICE_CLASSES))
+    serve.set_defaults(func=cmd_serve)
+
+    relay = sub.add_parser("relay", help="run one service's outbox relay")
+    relay.add_argument("service", choices=sorted(SERVICE_CLASSES))
+    relay.add_argument("--batch-size", type=int, default=500)
+    relay.set_defaults(func=cmd_relay)
+
+    sub.add_parser("dev", help="migrate, then run every service and relay locally").set_defaults(func=cmd_dev)
+    return top
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Configuration from the environment, turned into each service's nameko config.
+
+Everything a service reads at run time comes through its nameko config dict, so that
+tests can run several services in one process, each with its own database and clock.
+"""
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672//"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432"
+
+SERVICES = ("intake", "investigation", "aftercare", "reporting")
+# Services whose code exists so far; the others are package skeletons.
+RUNNABLE_SERVICES = ("intake",)
+HTTP_PORTS = {"intake": 8001, "investigation": 8002, "aftercare": 8003, "reporting": 8004}
+
+
+def amqp_uri(env=os.environ) -> str:
+    return env.get("AMQP_URI") or DEFAULT_AMQP_URI
+
+
+def server_url(env=os.environ) -> str:
+    """The PostgreSQL server, without a database name."""
+    return env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def database_name(service: str, env=os.environ) -> str:
+    prefix = env.get("CLOSELOOP_DB_PREFIX", "closeloop")
+    return f"{prefix}_{service}"
+
+
+def with_database(url: str, name: str) -> str:
+    """The server URL pointed at one database, with the psycopg2 driver named."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    if scheme in ("postgresql", "postgres"):
+        scheme = "postgresql+psycopg2"
+    return urlunsplit((scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def service_database_url(service: str, env=os.environ) -> str:
+    explicit = env.get(f"{service.upper()}_DATABASE_URL")
+    if explicit:
+        return with_database(explicit, urlsplit(explicit).path.lstrip("/") or database_name(service, env))
+    return with_database(server_url(env), database_name(service, env))
+
+
+def service_config(service: str, env=os.environ, **overrides) -> dict:
+    """The nameko config of one service."""
+    port = int(env.get(f"{service.upper()}_PORT", HTTP_PORTS[service]))
+    config = {
+        "AMQP_URI": amqp_uri(env),
+        "WEB_SERVER_ADDRESS": env.get(f"{service.upper()}_BIND", f"0.0.0.0:{port}"),
+        "max_workers": int(env.get("CLOSELOOP_MAX_WORKERS", "10")),
+        "SERVICE_NAME": service,
+        "DATABASE_URL": service_database_url(service, env),
+        "DB_POOL_SIZE": int(env.get("CLOSELOOP_DB_POOL_SIZE", "10")),
+        "POLICY_FILE": env.get("CLOSELOOP_POLICY_FILE") or None,
+        "CUSTOMER_REF_KEY": env.get("CLOSELOOP_CUSTOMER_REF_KEY") or None,
+        "NOTIFIER": env.get("CLOSELOOP_NOTIFIER", "log"),
+        "MAX_BODY_BYTES": int(env.get("CLOSELOOP_MAX_BODY_BYTES", str(1024 * 1024))),
+    }
+    config.update(overrides)
+    return config

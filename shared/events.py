@@ -1,0 +1,182 @@
+"""The envelope and the schema of every event type on the bus.
+
+Producers build events with `build_event`, which refuses anything that fails its
+schema (unknown payload fields included, so contact data cannot slip onto the bus).
+Consumers read them with `parse_event`, which tolerates fields added later.
+Ids and times are plain strings on the wire: kombu's JSON would tag UUID and datetime.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+
+from shared.clock import isoformat
+
+
+class EventSchemaError(ValueError):
+    def __init__(self, event_type: str, errors: dict):
+        super().__init__(f"event {event_type!r} fails its schema: {errors}")
+        self.event_type = event_type
+        self.errors = errors
+
+
+def _check_uuid(value: str) -> None:
+    try:
+        uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        raise ValidationError("Not a valid UUID string.") from None
+
+
+def _check_instant(value: str) -> None:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, TypeError, AttributeError):
+        raise ValidationError("Not an ISO 8601 date-time string.") from None
+    if parsed.tzinfo is None:
+        raise ValidationError("The date-time needs a time zone offset.")
+
+
+def IdString(**kwargs):
+    return fields.String(validate=_check_uuid, **kwargs)
+
+
+def InstantString(**kwargs):
+    return fields.String(validate=_check_instant, **kwargs)
+
+
+class Envelope(Schema):
+    event_id = IdString(required=True)
+    type = fields.String(required=True, validate=validate.Length(min=1))
+    version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    occurred_at = InstantString(required=True)
+    source = fields.String(required=True, validate=validate.Length(min=1))
+    branch_code = fields.String(required=True, allow_none=True)
+    correlation_id = fields.String(required=True, validate=validate.Length(min=1))
+    causation_id = fields.String(required=True, allow_none=True)
+    payload = fields.Dict(required=True)
+
+
+class MaskedCustomer(Schema):
+    name = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    email = fields.String(allow_none=True)
+
+
+class ServiceRendered(Schema):
+    code = fields.String(required=True)
+    name = fields.String(allow_none=True)
+    technician_id = fields.String(allow_none=True)
+
+
+class ProductUsed(Schema):
+    sku = fields.String(required=True)
+    name = fields.String(allow_none=True)
+    batch = fields.String(allow_none=True)
+
+
+KINDS = ("complaint", "suggestion", "praise")
+
+
+class ComplaintRegisteredV1(Schema):
+    complaint_id = IdString(required=True)
+    reference = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(KINDS))
+    channel = fields.String(required=True)
+    category = fields.String(required=True)
+    category_source = fields.String(required=True, validate=validate.OneOf(("manual", "automatic")))
+    priority = fields.String(required=True, validate=validate.OneOf(("urgent", "general", "low")))
+    severity_flags = fields.List(fields.String(), required=True)
+    description = fields.String(required=True)
+    occurred_at = InstantString(required=True, allow_none=True)
+    received_at = InstantString(required=True)
+    region = fields.String(required=True)
+    service = fields.Nested(ServiceRendered, required=True, allow_none=True)
+    products = fields.List(fields.Nested(ProductUsed), required=True)
+    customer_ref = fields.String(required=True, allow_none=True)
+    customer_masked = fields.Nested(MaskedCustomer, required=True)
+    customer_language = fields.String(required=True)
+    first_response_due = InstantString(required=True)
+    resolution_due = InstantString(required=True)
+
+
+class FeedbackRegisteredV1(ComplaintRegisteredV1):
+    kind = fields.String(required=True, validate=validate.OneOf(("suggestion", "praise")))
+
+
+class SaleItem(Schema):
+    type = fields.String(required=True, validate=validate.OneOf(("product", "service")))
+    sku = fields.String(allow_none=True)
+    code = fields.String(allow_none=True)
+    name = fields.String(allow_none=True)
+    product_type = fields.String(required=True)
+    batch = fields.String(allow_none=True)
+    technician_id = fields.String(allow_none=True)
+
+
+class SaleRecordedV1(Schema):
+    sale_id = IdString(required=True)
+    sold_at = InstantString(required=True)
+    recorded_at = InstantString(required=True)
+    region = fields.String(required=True)
+    customer_ref = fields.String(required=True, allow_none=True)
+    customer_masked = fields.Nested(MaskedCustomer, required=True)
+    contact_consent = fields.Boolean(required=True)
+    items = fields.List(fields.Nested(SaleItem), required=True, validate=validate.Length(min=1))
+
+
+# (type, version) -> payload schema; a type's shape changes only under a new version.
+SCHEMAS: dict[tuple[str, int], type[Schema]] = {
+    ("complaint_registered", 1): ComplaintRegisteredV1,
+    ("feedback_registered", 1): FeedbackRegisteredV1,
+    ("sale_recorded", 1): SaleRecordedV1,
+}
+# Which service publishes which type (the exchange is `<source>.events`).
+SOURCES = {
+    "complaint_registered": "intake",
+    "feedback_registered": "intake",
+    "sale_recorded": "intake",
+}
+
+
+def build_event(event_type: str, payload: dict, *, branch_code: str | None, correlation_id: str,
+                occurred_at: datetime, causation_id: str | None = None, version: int = 1,
+                event_id: str | None = None) -> dict:
+    """A validated envelope, ready for the outbox. Raises EventSchemaError."""
+    schema_class = SCHEMAS.get((event_type, version))
+    if schema_class is None:
+        raise EventSchemaError(event_type, {"type": [f"no schema for version {version}"]})
+    envelope = {
+        "event_id": event_id or str(uuid.uuid4()),
+        "type": event_type,
+        "version": version,
+        "occurred_at": isoformat(occurred_at),
+        "source": SOURCES[event_type],
+        "branch_code": branch_code,
+        "correlation_id": str(correlation_id),
+        "causation_id": None if causation_id is None else str(causation_id),
+        "payload": payload,
+    }
+    errors = Envelope(unknown=RAISE).validate(envelope)
+    errors.update({f"payload.{k}": v for k, v in
+                   schema_class(unknown=RAISE).validate(payload).items()})
+    if errors:
+        raise EventSchemaError(event_type, errors)
+    return envelope
+
+
+def parse_event(body) -> dict:
+    """Check an arriving event: its envelope and its payload. Raises EventSchemaError."""
+    if not isinstance(body, dict):
+        raise EventSchemaError("?", {"_schema": ["the body is not a JSON object"]})
+    event_type = body.get("type", "?")
+    try:
+        envelope = Envelope(unknown=EXCLUDE).load(body)
+        schema_class = SCHEMAS.get((envelope["type"], envelope["version"]))
+        if schema_class is None:
+            raise ValidationError({"type": [f"unknown type/version {event_type}/{body.get('version')}"]})
+        envelope["payload"] = schema_class(unknown=EXCLUDE).load(envelope["payload"])
+    except ValidationError as exc:
+        raise EventSchemaError(str(event_type), exc.messages) from None
+    return envelope

@@ -1,0 +1,142 @@
+"""HTTP for every service: one entrypoint class that authenticates, maps every error to
+the JSON error shape, records metrics and carries the correlation id; JSON 404/405 for
+unknown paths; JSON body reading with the size and type checks."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer, WsgiApp
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
+from werkzeug.exceptions import NotFound as WerkzeugNotFound
+from werkzeug.wrappers import Request, Response
+
+from shared import logs, metrics, runtime
+from shared.errors import (ApiError, MalformedJson, MethodNotAllowed, NotFound, PayloadTooLarge,
+                           UnsupportedMediaType, ValidationFailed)
+
+log = logging.getLogger("closeloop.http")
+IDENTITY_KEY = "closeloop.identity"
+CORRELATION_HEADER = "X-Correlation-Id"
+
+
+def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body, ensure_ascii=False), status=status, headers=headers,
+                    mimetype="application/json")
+
+
+def error_response(error: ApiError, headers: dict | None = None) -> Response:
+    return json_response(error.to_body(), error.status, headers)
+
+
+class JsonWsgiApp(WsgiApp):
+    def __call__(self, environ, start_response):
+        request = Request(environ, shallow=True)
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            provider, values = adapter.match()
+        except WerkzeugNotFound:
+            response = error_response(NotFound(f"no such path: {request.path}"))
+        except WerkzeugMethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.valid_methods or []))
+            response = error_response(MethodNotAllowed(f"{request.method} is not allowed here; allowed: {allowed}"),
+                                      {"Allow": allowed})
+        except HTTPException as exc:  # e.g. a redirect for a trailing slash
+            response = exc
+        else:
+            request.path_values = values
+            response = provider.handle_request(request)
+        return response(environ, start_response)
+
+
+class JsonWebServer(WebServer):
+    def get_wsgi_app(self):
+        return JsonWsgiApp(self)
+
+
+class ApiEndpoint(HttpRequestHandler):
+    """`@api("POST", "/v1/complaints")`: the caller's Identity is on the request
+    (`identity(request)`) unless the endpoint is `public=True`."""
+
+    server = JsonWebServer()
+
+    def __init__(self, method, url, public: bool = False, **kwargs):
+        self.public = public
+        super().__init__(method, url, **kwargs)
+
+    def handle_request(self, request):
+        started = time.perf_counter()
+        cid = (request.headers.get(CORRELATION_HEADER) or "")[:100] or str(uuid.uuid4())
+        token = logs.correlation_id.set(cid)
+        config = self.container.config
+        try:
+            if not self.public:
+                verifier = runtime.verifier(config.get("POLICY_FILE"))
+                request.environ[IDENTITY_KEY] = verifier.from_header(request.headers.get("Authorization"))
+            request.environ["closeloop.correlation_id"] = cid
+            request.environ["closeloop.max_body"] = config.get("MAX_BODY_BYTES", 1024 * 1024)
+            response = super().handle_request(request)
+        except ApiError as exc:
+            response = error_response(exc)
+        finally:
+            logs.correlation_id.reset(token)
+        response.headers[CORRELATION_HEADER] = cid
+        elapsed = time.perf_counter() - started
+        registry = metrics.registry(self.container.service_name)
+        labels = {"method": request.method, "path": self.url, "status": response.status_code}
+        registry.inc("closeloop_http_requests_total", "HTTP requests answered", **labels)
+        registry.observe("closeloop_http_request_duration_seconds", "HTTP request latency",
+                         elapsed, method=request.method, path=self.url)
+        return response
+
+    def response_from_result(self, result):
+        if isinstance(result, Response):
+            return result
+        status, headers = 200, None
+        if isinstance(result, tuple):
+            if len(result) == 3:
+                status, headers, result = result
+            else:
+                status, result = result
+        return json_response(result, status, headers)
+
+    def response_from_exception(self, exc):
+        if isinstance(exc, ApiError):
+            return error_response(exc)
+        log.error("unhandled error in %s %s", self.method, self.url, exc_info=exc)
+        return error_response(ApiError("an internal error occurred; it has been logged"))
+
+
+api = ApiEndpoint.decorator
+
+
+def identity(request):
+    return request.environ[IDENTITY_KEY]
+
+
+def correlation_id(request) -> str:
+    return request.environ.get("closeloop.correlation_id") or str(uuid.uuid4())
+
+
+def read_json(request) -> dict:
+    """The body as a JSON object: 415 for another content type, 413 over the limit, 400 if
+    it is not JSON or not an object."""
+    limit = request.environ.get("closeloop.max_body", 1024 * 1024)
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType(f"Content-Type must be application/json, not {request.mimetype or 'missing'}")
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the body is {request.content_length} bytes; the limit is {limit}")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+    try:
+        body = json.loads(raw.decode(request.mimetype_params.get("charset", "utf-8")))
+    except (UnicodeDecodeError, LookupError, ValueError) as exc:
+        raise MalformedJson(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be a JSON object", fields={"_body": ["must be an object"]})
+    return body

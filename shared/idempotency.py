@@ -1,0 +1,73 @@
+"""Idempotency-Key: a retried request returns the first answer and changes nothing.
+
+The key row is written in the request's own transaction, so the answer is stored if and
+only if the effect is. A concurrent duplicate waits on the unique index until the first
+commits, then reads its answer.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from shared.errors import Conflict, ValidationFailed
+
+MAX_KEY_LENGTH = 200
+
+
+def add_tables(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "idempotency_keys", metadata,
+        sa.Column("principal", sa.Text, primary_key=True),
+        sa.Column("key", sa.Text, primary_key=True),
+        sa.Column("request_hash", sa.Text, nullable=False),
+        sa.Column("status", sa.Integer),
+        sa.Column("response", sa.Text),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    )
+
+
+def create_tables_v1(op) -> None:
+    metadata = sa.MetaData()
+    add_tables(metadata)
+    metadata.create_all(op.get_bind())
+
+
+KEYS = add_tables(sa.MetaData())
+
+
+def request_hash(method: str, path: str, body: dict) -> str:
+    canonical = json.dumps([method, path, body], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def check_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise ValidationFailed("invalid Idempotency-Key header",
+                               fields={"Idempotency-Key": [f"must be 1-{MAX_KEY_LENGTH} characters"]})
+    return key
+
+
+def claim(conn: sa.Connection, principal: str, key: str, digest: str) -> tuple[int, dict] | None:
+    """Claim the key for this request. Returns the stored (status, body) of an earlier
+    identical request, None when this request is the first; 409 for a different body."""
+    inserted = conn.execute(
+        pg_insert(KEYS).values(principal=principal, key=key, request_hash=digest)
+        .on_conflict_do_nothing().returning(KEYS.c.key)).first()
+    if inserted:
+        return None
+    row = conn.execute(sa.select(KEYS).where(KEYS.c.principal == principal, KEYS.c.key == key)).one()
+    if row.request_hash != digest:
+        raise Conflict("this Idempotency-Key was used with a different request body",
+                       fields={"Idempotency-Key": ["already used for a different request"]})
+    return row.status, json.loads(row.response)
+
+
+def record(conn: sa.Connection, principal: str, key: str, status: int, body: dict) -> None:
+    conn.execute(KEYS.update().where(KEYS.c.principal == principal, KEYS.c.key == key)
+                 .values(status=status, response=json.dumps(body, ensure_ascii=False)))

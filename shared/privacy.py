@@ -1,0 +1,63 @@
+"""Customers' contact data: validation, masking, and the keyed reference used on the bus."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+
+_SEPARATORS = re.compile(r"[\s\-()]")
+_MOBILE_CN = re.compile(r"^(?:\+?86)?(1[3-9]\d{9})$")
+_LANDLINE_CN = re.compile(r"^0\d{2,3}\d{7,8}$")
+_INTERNATIONAL = re.compile(r"^\+[1-9]\d{6,14}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def normalize_phone(raw: str) -> str | None:
+    """The phone in one canonical form, or None when it is not a phone number."""
+    if not isinstance(raw, str):
+        return None
+    compact = _SEPARATORS.sub("", raw.strip())
+    mobile = _MOBILE_CN.match(compact)
+    if mobile:
+        return mobile.group(1)
+    if _LANDLINE_CN.match(compact) or _INTERNATIONAL.match(compact):
+        return compact
+    return None
+
+
+def is_email(raw: str) -> bool:
+    return isinstance(raw, str) and len(raw) <= 254 and bool(_EMAIL.match(raw))
+
+
+def mask_phone(phone: str | None) -> str | None:
+    if not phone:
+        return None
+    if len(phone) <= 7:
+        return phone[:1] + "*" * (len(phone) - 1)
+    return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
+
+
+def mask_name(name: str | None) -> str | None:
+    if not name:
+        return None
+    return name[:1] + "**"
+
+
+def mask_email(email: str | None) -> str | None:
+    if not email:
+        return None
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def mask_contact(contact: str) -> str:
+    return mask_email(contact) if "@" in contact else (mask_phone(contact) or "")
+
+
+def customer_ref(key: bytes, phone: str | None, email: str | None = None) -> str | None:
+    """A keyed hash of the contact: the same customer matches across events, and the
+    phone cannot be recovered from the bus without the key."""
+    contact = phone or (email.strip().lower() if email else None)
+    if not contact:
+        return None
+    return "c_" + hmac.new(key, contact.encode("utf-8"), hashlib.sha256).hexdigest()[:32]

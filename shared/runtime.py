@@ -1,0 +1,41 @@
+"""What a running service loads once from its config: the policy, the token verifier,
+the customer-reference key, the clock. Cached per config value, so several services in
+one test process each get their own."""
+from __future__ import annotations
+
+import functools
+import os
+
+from shared import auth
+from shared.clock import SystemClock
+from shared.policy import load_policy
+
+
+@functools.lru_cache(maxsize=16)
+def policy(path: str | None):
+    return load_policy(path)
+
+
+@functools.lru_cache(maxsize=16)
+def verifier(policy_path: str | None) -> auth.TokenVerifier:
+    return auth.TokenVerifier(auth.load_public_key(), policy(policy_path))
+
+
+def customer_ref_key(config: dict) -> bytes:
+    configured = config.get("CUSTOMER_REF_KEY")
+    if configured:
+        return configured.encode() if isinstance(configured, str) else configured
+    # Development: derive from a file beside the dev signing keys, made on first use.
+    keys_dir = auth.ensure_dev_keys()
+    path = keys_dir / "customer-ref.key"
+    if not path.exists():
+        path.write_bytes(os.urandom(32).hex().encode())
+    return path.read_bytes().strip()
+
+
+_system_clock = SystemClock()
+
+
+def clock(config: dict):
+    """Tests put a ManualClock object in the config; nothing in production can."""
+    return config.get("CLOCK") or _system_clock

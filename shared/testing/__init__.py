@@ -1,0 +1,1 @@
+"""Test fixtures every service's tests use (a pytest plugin: `pytest_plugins = ["shared.testing.fixtures"]`)."""

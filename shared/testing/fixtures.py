@@ -1,0 +1,304 @@
+"""pytest fixtures for every service's tests: the broker and database of this run, a
+migrated database per test, services and relays running in the test process, a bus
+listener that waits for an event with a deadline, and a TCP proxy to cut connections."""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import eventlet
+import kombu
+import pytest
+import requests
+
+from shared import auth, db
+from shared.clock import ManualClock
+from shared.config import with_database
+from shared.relay import Relay
+from shared.testing import infra as infra_module
+
+RUN_ID = uuid.uuid4().hex[:8]
+SERVICE_CLASSES = {"intake": "services.intake.service:IntakeService"}
+INFRA_FIXTURES = {"infra", "amqp_uri", "database_factory", "start_service", "start_relay", "bus_listener",
+                  "tcp_proxy"}
+_state: dict = {}
+
+
+def pytest_collection_finish(session):
+    """Resolve the infrastructure before the first test, and stop at once without it."""
+    needs = any(INFRA_FIXTURES & set(getattr(item, "fixturenames", ())) for item in session.items)
+    if not needs or session.config.option.collectonly:
+        return
+    try:
+        resolved = infra_module.resolve()
+        vhost = f"closeloop-test-{RUN_ID}"
+        _state["amqp_uri"] = infra_module.create_vhost(resolved, vhost)
+        _state.update(infra=resolved, vhost=vhost)
+    except infra_module.InfraMissing as exc:
+        pytest.exit(str(exc), returncode=3)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    resolved = _state.get("infra")
+    if resolved is None:
+        return
+    for url in _state.get("databases", []):
+        try:
+            db.drop_database(url)
+        except Exception:
+            pass
+    try:
+        infra_module.delete_vhost(resolved, _state["vhost"])
+    finally:
+        resolved.stop()
+
+
+@pytest.fixture(scope="session")
+def infra():
+    if "infra" not in _state:
+        pytest.exit("infrastructure was not resolved at collection", returncode=3)
+    return _state["infra"]
+
+
+@pytest.fixture(scope="session")
+def amqp_uri(infra) -> str:
+    """The AMQP URI of this run's own vhost."""
+    return _state["amqp_uri"]
+
+
+@pytest.fixture(scope="session")
+def database_factory(infra):
+    """`new("intake")` -> the URL of a fresh database with intake's schema, cloned from a
+    template migrated once per run."""
+    templates: dict[str, str] = {}
+    created = _state.setdefault("databases", [])
+    lock = threading.Lock()
+
+    def new(service: str) -> str:
+        with lock:
+            if service not in templates:
+                url = with_database(infra.database_url, f"cltest_{RUN_ID}_{service}_tpl")
+                db.create_database(url)
+                created.append(url)
+                db.migrate(service, url)
+                templates[service] = url
+            url = with_database(infra.database_url, f"cltest_{RUN_ID}_{service}_{uuid.uuid4().hex[:8]}")
+            db.create_database(url, template=urlsplit(templates[service]).path.lstrip("/"))
+            created.insert(0, url)
+            return url
+
+    return new
+
+
+@pytest.fixture
+def token():
+    """`token("front_desk", branch="SH001")` -> a signed bearer token."""
+    def issue(role: str, branch: str | None = None, region: str | None = None, subject: str | None = None,
+              **kwargs) -> str:
+        if branch is None and region is None:
+            branch = "*"
+        return auth.issue_token(role=role, subject=subject or f"{role}-{uuid.uuid4().hex[:6]}",
+                                branch=branch, region=region, **kwargs)
+    return issue
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningService:
+    name: str
+    base_url: str
+    config: dict
+    runner: object
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+@pytest.fixture
+def start_service(amqp_uri, database_factory):
+    """Start a service in the test process: `start_service("intake", clock=ManualClock())`."""
+    from nameko.runners import ServiceRunner
+
+    from shared.config import service_config
+
+    runners = []
+
+    def start(name: str, *, clock=None, database_url: str | None = None, amqp: str | None = None,
+              **overrides) -> RunningService:
+        module, _, cls = SERVICE_CLASSES[name].partition(":")
+        service_class = getattr(importlib.import_module(module), cls)
+        port = free_port()
+        config = service_config(name, env={}, AMQP_URI=amqp or amqp_uri,
+                                DATABASE_URL=database_url or database_factory(name),
+                                WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", CLOCK=clock,
+                                CUSTOMER_REF_KEY="test-customer-ref-key", DB_POOL_SIZE=5, **overrides)
+        runner = ServiceRunner(config)
+        runner.add_service(service_class)
+        runner.start()
+        runners.append(runner)
+        return RunningService(name, f"http://127.0.0.1:{port}", config, runner)
+
+    yield start
+    for runner in runners:
+        runner.kill()
+
+
+@pytest.fixture
+def start_relay(amqp_uri):
+    """Run a relay for a service's database in a greenlet of the test process."""
+    from shared.notify import LogNotifier
+
+    relays = []
+
+    def start(database_url: str, amqp: str | None = None, **kwargs) -> Relay:
+        relay = Relay(db.make_engine(database_url, 2), amqp or amqp_uri, LogNotifier(), **kwargs)
+        relay.thread = eventlet.spawn(relay.run)
+        relays.append(relay)
+        return relay
+
+    yield start
+    for relay in relays:
+        relay.stop()
+        relay.thread.wait()
+        relay.engine.dispose()
+
+
+class BusListener:
+    """A plain kombu consumer on its own queue bound to a service's exchange."""
+
+    def __init__(self, amqp_uri: str, exchange: str, routing_key: str = "#"):
+        self.messages: list[dict] = []
+        self._conn = kombu.Connection(amqp_uri)
+        exchange_obj = kombu.Exchange(exchange, type="topic", durable=True, auto_delete=False)
+        self._queue = kombu.Queue(f"test-listener-{uuid.uuid4().hex[:8]}", exchange_obj, routing_key,
+                                  exclusive=True, auto_delete=True)
+        channel = self._conn.channel()
+        exchange_obj(channel).declare()
+        self._queue(channel).declare()  # bound before the caller publishes anything
+        self._consumer = kombu.Consumer(channel, [self._queue], callbacks=[self._on_message],
+                                        accept=["json"])
+        self._consumer.consume()
+        self._running = True
+        self._thread = eventlet.spawn(self._drain)
+
+    def _on_message(self, body, message):
+        self.messages.append({"body": body, "routing_key": message.delivery_info["routing_key"],
+                              "properties": message.properties, "content_type": message.content_type})
+        message.ack()
+
+    def _drain(self):
+        while self._running:
+            try:
+                self._conn.drain_events(timeout=0.2)
+            except socket.timeout:
+                pass
+            except Exception:
+                if self._running:
+                    raise
+
+    def wait_for(self, predicate, timeout: float = 10.0, count: int = 1) -> list[dict]:
+        """The first `count` messages matching `predicate`, or an AssertionError at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [m for m in self.messages if predicate(m)]
+            if len(found) >= count:
+                return found[:count]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"waited {timeout}s for {count} matching event(s), saw {len(found)} "
+                                     f"of {len(self.messages)} on the bus")
+            eventlet.sleep(0.02)
+
+    def close(self):
+        self._running = False
+        self._thread.wait()
+        self._conn.release()
+
+
+@pytest.fixture
+def bus_listener(amqp_uri):
+    listeners = []
+
+    def listen(exchange: str, routing_key: str = "#") -> BusListener:
+        listener = BusListener(amqp_uri, exchange, routing_key)
+        listeners.append(listener)
+        return listener
+
+    yield listen
+    for listener in listeners:
+        listener.close()
+
+
+class TcpProxy:
+    """A proxy process in front of a host:port; cut() kills it, restore() starts it again."""
+
+    def __init__(self, target_host: str, target_port: int):
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self.process = None
+        self.restore()
+
+    def restore(self):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "shared.testing.tcpproxy", str(self.port), *map(str, self.target)],
+            stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+        line = self.process.stdout.readline()
+        assert line.startswith("ready"), f"tcp proxy did not start: {line!r}"
+
+    def cut(self):
+        self.process.kill()
+        self.process.wait()
+
+    def close(self):
+        if self.process and self.process.poll() is None:
+            self.cut()
+
+
+@pytest.fixture
+def tcp_proxy():
+    proxies = []
+
+    def make(url: str, default_port: int) -> tuple[TcpProxy, str]:
+        """A proxy in front of the server of `url`, and the same URL through the proxy."""
+        parts = urlsplit(url)
+        proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or default_port)
+        proxies.append(proxy)
+        netloc = parts.netloc.rsplit("@", 1)
+        auth_part = netloc[0] + "@" if len(netloc) == 2 else ""
+        return proxy, parts._replace(netloc=f"{auth_part}127.0.0.1:{proxy.port}").geturl()
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture
+def http():
+    session = requests.Session()
+    yield session
+    session.close()
+
+
+def jsonbody(response) -> dict:
+    try:
+        return response.json()
+    except ValueError:
+        raise AssertionError(f"not JSON ({response.status_code}): {response.text[:500]}") from None
