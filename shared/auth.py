@@ -158,7 +158,8 @@ class TokenVerifier:
         if not token:
             raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
         try:
-            claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], issuer=ISSUER,
+            # A little leeway: the machine that issued the token may run a few seconds ahead.
+            claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], issuer=ISSUER, leeway=30,
                                 options={"require": ["exp", "sub", "iss"]})
         except jwt.ExpiredSignatureError:
             raise Unauthorized("the token has expired") from None

@@ -108,7 +108,12 @@ def cmd_serve(args) -> int:
             with eventlet.Timeout(10, False):
                 runner.stop()
                 return
-            runner.kill()
+            with eventlet.Timeout(5, False):
+                runner.kill()
+                return
+            # A consumer reconnecting to an unreachable broker never returns from kill.
+            print(f"{args.service}: did not stop in 15 s; exiting", file=sys.stderr, flush=True)
+            os._exit(1)
         eventlet.spawn(shutdown)
 
     signal.signal(signal.SIGTERM, stop)

@@ -36,4 +36,6 @@ class ManualClock:
 
 def isoformat(instant: datetime) -> str:
     """UTC ISO 8601 with a Z, the one time format on the wire."""
+    if instant.tzinfo is None:
+        raise ValueError("a naive datetime has no place on the wire: give it a time zone")
     return instant.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")

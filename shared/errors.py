@@ -16,10 +16,7 @@ class ApiError(Exception):
         self.fields = fields or {}
 
     def to_body(self) -> dict:
-        error = {"code": self.code, "message": self.message}
-        if self.fields:
-            error["fields"] = self.fields
-        return {"error": error}
+        return {"error": {"code": self.code, "message": self.message, "fields": self.fields}}
 
 
 class Unauthorized(ApiError):

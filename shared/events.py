@@ -58,19 +58,27 @@ class Envelope(Schema):
     payload = fields.Dict(required=True)
 
 
-class MaskedCustomer(Schema):
+class Tolerant(Schema):
+    """Nested shapes ignore fields they do not know, so an older consumer reads a newer
+    event; producers are held to the exact shape by `_unknown_fields` instead."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+class MaskedCustomer(Tolerant):
     name = fields.String(allow_none=True)
     phone = fields.String(allow_none=True)
     email = fields.String(allow_none=True)
 
 
-class ServiceRendered(Schema):
+class ServiceRendered(Tolerant):
     code = fields.String(required=True)
     name = fields.String(allow_none=True)
     technician_id = fields.String(allow_none=True)
 
 
-class ProductUsed(Schema):
+class ProductUsed(Tolerant):
     sku = fields.String(required=True)
     name = fields.String(allow_none=True)
     batch = fields.String(allow_none=True)
@@ -105,7 +113,7 @@ class FeedbackRegisteredV1(ComplaintRegisteredV1):
     kind = fields.String(required=True, validate=validate.OneOf(("suggestion", "praise")))
 
 
-class SaleItem(Schema):
+class SaleItem(Tolerant):
     type = fields.String(required=True, validate=validate.OneOf(("product", "service")))
     sku = fields.String(allow_none=True)
     code = fields.String(allow_none=True)
@@ -161,9 +169,26 @@ def build_event(event_type: str, payload: dict, *, branch_code: str | None, corr
     errors = Envelope(unknown=RAISE).validate(envelope)
     errors.update({f"payload.{k}": v for k, v in
                    schema_class(unknown=RAISE).validate(payload).items()})
+    errors.update({f"payload.{path}": ["Unknown field."] for path in _unknown_fields(schema_class(), payload)})
     if errors:
         raise EventSchemaError(event_type, errors)
     return envelope
+
+
+def _unknown_fields(schema: Schema, data, prefix: str = "") -> list[str]:
+    """Paths of fields the schema does not define, at every depth."""
+    if not isinstance(data, dict):
+        return []
+    known = {f.data_key or name: f for name, f in schema.fields.items()}
+    found = [f"{prefix}{key}" for key in data if key not in known]
+    for key, field in known.items():
+        value, inner = data.get(key), field.inner if isinstance(field, fields.List) else field
+        if isinstance(inner, fields.Nested) and value is not None:
+            items = value if isinstance(field, fields.List) and isinstance(value, list) else [value]
+            for i, item in enumerate(items):
+                where = f"{prefix}{key}.{i}." if isinstance(field, fields.List) else f"{prefix}{key}."
+                found += _unknown_fields(inner.schema, item, where)
+    return found
 
 
 def parse_event(body) -> dict:

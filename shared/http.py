@@ -66,6 +66,8 @@ class ApiEndpoint(HttpRequestHandler):
 
     def __init__(self, method, url, public: bool = False, **kwargs):
         self.public = public
+        # Refusals are answers, not faults: nameko logs them as warnings, not errors.
+        kwargs.setdefault("expected_exceptions", ApiError)
         super().__init__(method, url, **kwargs)
 
     def handle_request(self, request):

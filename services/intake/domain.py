@@ -107,9 +107,15 @@ class Complaint:
             "received_at": isoformat(self.received_at),
             "first_response_due": isoformat(self.first_response_due),
             "resolution_due": isoformat(self.resolution_due),
-            "acknowledgement": self.acknowledgement, "service": self.service, "products": self.products,
+            "acknowledgement": self.staff_acknowledgement(), "service": self.service, "products": self.products,
             "customer": {**self.customer.masked(), "language": self.customer.language},
         }
+
+    def staff_acknowledgement(self) -> str:
+        """The acknowledgement as sent, with the customer's name masked for staff views."""
+        if not self.customer.name:
+            return self.acknowledgement
+        return self.acknowledgement.replace(self.customer.name, mask_name(self.customer.name))
 
     def registered_event(self, ref_key: bytes, causation_id: str | None) -> dict:
         event_type = "complaint_registered" if self.kind == "complaint" else "feedback_registered"

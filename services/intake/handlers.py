@@ -23,11 +23,14 @@ from services.intake.schemas import ComplaintIn, ComplaintQuery, SaleIn, flatten
 CLOCK_SKEW = timedelta(minutes=5)
 
 
-def _load(schema, body: dict) -> tuple[dict | None, dict]:
+def _load(schema, body: dict) -> tuple[dict, dict]:
+    """The loaded data and the errors by field path. With errors, the data is what did
+    validate, so the checks that need the policy or the clock can still name their fields."""
     try:
         return schema.load(body), {}
     except ValidationError as exc:
-        return None, flatten_errors(exc.messages)
+        valid = exc.valid_data if isinstance(exc.valid_data, dict) else {}
+        return valid, flatten_errors(exc.messages)
 
 
 def _branch_for(identity: Identity, requested: str | None, policy, errors: dict) -> str | None:
@@ -70,14 +73,13 @@ def register_complaint(store, *, identity: Identity, body: dict, policy, now: da
     data, errors = _load(ComplaintIn(), body)
     requested_branch = body.get("branch_code") if isinstance(body.get("branch_code"), str) else None
     branch_code = _branch_for(identity, requested_branch, policy, errors)
-    if data is not None:
-        if data["category"] is not None and data["category"] not in policy.categories:
-            errors["category"] = [f"must be one of: {', '.join(policy.categories)}"]
-        unknown_flags = sorted(set(data["severity_flags"] or []) - set(policy.severity_flags))
-        if unknown_flags:
-            errors["severity_flags"] = [f"unknown flag(s) {', '.join(unknown_flags)}; "
-                                        f"known: {', '.join(sorted(policy.severity_flags))}"]
-        _not_future(data["occurred_at"], now, "occurred_at", errors)
+    if data.get("category") is not None and data["category"] not in policy.categories:
+        errors["category"] = [f"must be one of: {', '.join(policy.categories)}"]
+    unknown_flags = sorted(set(data.get("severity_flags") or []) - set(policy.severity_flags))
+    if unknown_flags:
+        errors["severity_flags"] = [f"unknown flag(s) {', '.join(unknown_flags)}; "
+                                    f"known: {', '.join(sorted(policy.severity_flags))}"]
+    _not_future(data.get("occurred_at"), now, "occurred_at", errors)
     if errors:
         raise ValidationFailed("the complaint is invalid", fields=errors)
     with store.unit_of_work() as uow:
@@ -197,12 +199,13 @@ def record_sale(store, *, identity: Identity, body: dict, policy, now: datetime,
     data, errors = _load(SaleIn(), body)
     requested_branch = body.get("branch_code") if isinstance(body.get("branch_code"), str) else None
     branch_code = _branch_for(identity, requested_branch, policy, errors)
-    if data is not None:
-        _not_future(data["sold_at"], now, "sold_at", errors)
-        known = set(policy.visit_delays) | {"other"}
-        for i, item in enumerate(data["items"]):
-            if item["product_type"] not in known:
-                errors[f"items.{i}.product_type"] = [f"must be one of: {', '.join(sorted(known))}"]
+    _not_future(data.get("sold_at"), now, "sold_at", errors)
+    known = set(policy.visit_delays) | {"other"}
+    raw_items = body.get("items") if isinstance(body.get("items"), list) else []
+    for i, item in enumerate(raw_items):
+        product_type = item.get("product_type") if isinstance(item, dict) else None
+        if isinstance(product_type, str) and product_type not in known:
+            errors[f"items.{i}.product_type"] = [f"must be one of: {', '.join(sorted(known))}"]
     if errors:
         raise ValidationFailed("the sale is invalid", fields=errors)
     with store.unit_of_work() as uow:

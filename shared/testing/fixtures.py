@@ -129,8 +129,9 @@ class RunningService:
 
 
 @pytest.fixture
-def start_service(amqp_uri, database_factory):
-    """Start a service in the test process: `start_service("intake", clock=ManualClock())`."""
+def start_service(amqp_uri, database_factory, tcp_proxy):
+    """Start a service in the test process: `start_service("intake", clock=ManualClock())`.
+    (It asks for tcp_proxy so that proxies outlive the services connected through them.)"""
     from nameko.runners import ServiceRunner
 
     from shared.config import service_config
@@ -154,7 +155,10 @@ def start_service(amqp_uri, database_factory):
 
     yield start
     for runner in runners:
-        runner.kill()
+        with eventlet.Timeout(15, False):
+            runner.kill()
+            continue
+        raise AssertionError("a service did not stop within 15 s")
 
 
 @pytest.fixture
@@ -295,6 +299,18 @@ def http():
     session = requests.Session()
     yield session
     session.close()
+
+
+def wait_until(condition, what: str, timeout: float = 15.0, interval: float = 0.05):
+    """Poll `condition` until it is true, or fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        eventlet.sleep(interval)
 
 
 def jsonbody(response) -> dict:

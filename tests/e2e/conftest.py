@@ -1,0 +1,34 @@
+from dataclasses import dataclass
+
+import pytest
+
+from shared.clock import ManualClock
+
+
+@dataclass
+class Intake:
+    service: object
+    relay: object
+    database_url: str
+    clock: ManualClock
+
+    def url(self, path: str) -> str:
+        return self.service.url(path)
+
+
+@pytest.fixture
+def intake(start_service, start_relay, database_factory):
+    """Intake and its relay, on a fresh database, with a clock the test moves.
+    10:00 in Shanghai on 2026-11-22."""
+    from datetime import datetime, timezone
+
+    clock = ManualClock(datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc))
+    url = database_factory("intake")
+    service = start_service("intake", clock=clock, database_url=url)
+    relay = start_relay(url)
+    return Intake(service, relay, url, clock)
+
+
+@pytest.fixture
+def events(bus_listener):
+    return bus_listener("intake.events")

@@ -1,0 +1,177 @@
+"""Signed tokens, roles and scope."""
+import os
+import stat
+from datetime import datetime, timedelta, timezone
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shared.auth import Identity, TokenVerifier, ensure_dev_keys, issue_token, parse_ttl
+from shared.errors import Forbidden, Unauthorized
+from shared.policy import load_policy
+
+
+def key_pair() -> tuple[bytes, bytes]:
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public
+
+
+PRIVATE, PUBLIC = key_pair()
+
+
+@pytest.fixture(scope="module")
+def verifier() -> TokenVerifier:
+    return TokenVerifier(PUBLIC, load_policy())
+
+
+def token(**kwargs) -> str:
+    options = {"role": "front_desk", "subject": "staff-1", "branch": "SH001", "private_key": PRIVATE}
+    options.update(kwargs)
+    return issue_token(**options)
+
+
+def signed(claims: dict) -> str:
+    """A token with hand-made claims, signed with the right key."""
+    base = {"iss": "closeloop", "sub": "staff-1", "role": "front_desk", "scope": {"branch": "SH001"},
+            "exp": int((datetime.now(timezone.utc) + timedelta(hours=1)).timestamp())}
+    return jwt.encode({**base, **claims}, PRIVATE, algorithm="EdDSA")
+
+
+def test_branch_scope(verifier):
+    identity = verifier.identity(token(role="store_manager", subject="m-7", branch="SH001"))
+    assert (identity.subject, identity.role, identity.branches) == ("m-7", "store_manager", frozenset({"SH001"}))
+    assert identity.can_see("SH001") and not identity.can_see("SH002")
+
+
+def test_region_scope_is_resolved_through_the_policy(verifier):
+    identity = verifier.identity(token(role="regional_manager", branch=None, region="east"))
+    assert identity.branches == frozenset({"SH001", "SH002"})
+    assert identity.can_see("SH002") and not identity.can_see("BJ001")
+    assert verifier.identity(token(branch=None, region="atlantis")).branches == frozenset()
+
+
+def test_all_branches_scope(verifier):
+    identity = verifier.identity(token(role="hq_analyst", branch="*"))
+    assert identity.branches is None
+    assert identity.can_see("GZ001") and identity.can_see("XX999")
+
+
+def test_expired_token_is_refused(verifier):
+    old = token(now=datetime.now(timezone.utc) - timedelta(days=2), ttl=timedelta(days=1))
+    with pytest.raises(Unauthorized, match="expired"):
+        verifier.identity(old)
+
+
+def test_token_signed_with_another_key_is_refused(verifier):
+    forged = token(private_key=key_pair()[0])
+    with pytest.raises(Unauthorized, match="invalid token"):
+        verifier.identity(forged)
+
+
+def test_tampered_claims_are_refused(verifier):
+    header, payload, signature = token().split(".")
+    other_payload = token(role="hq_admin", branch="*").split(".")[1]
+    with pytest.raises(Unauthorized):
+        verifier.identity(".".join((header, other_payload, signature)))
+
+
+def test_unsigned_token_is_refused(verifier):
+    unsigned = jwt.encode({"iss": "closeloop", "sub": "x", "role": "hq_admin", "scope": {"all": True},
+                           "exp": 4102444800}, None, algorithm="none")
+    with pytest.raises(Unauthorized):
+        verifier.identity(unsigned)
+
+
+@pytest.mark.parametrize("claims, message", [
+    ({"iss": "someone-else"}, "invalid token"),
+    ({"role": "superuser"}, "unknown role"),
+    ({"role": None}, "unknown role"),
+    ({"scope": "SH001"}, "unknown role or scope"),
+    ({"scope": {"all": "yes"}}, "unknown scope"),
+    ({"scope": {}}, "unknown scope"),
+])
+def test_bad_claims_are_refused(verifier, claims, message):
+    with pytest.raises(Unauthorized, match=message):
+        verifier.identity(signed(claims))
+
+
+@pytest.mark.parametrize("missing", ["exp", "sub", "iss"])
+def test_required_claims(verifier, missing):
+    claims = jwt.decode(signed({}), PUBLIC, algorithms=["EdDSA"], issuer="closeloop")
+    del claims[missing]
+    with pytest.raises(Unauthorized):
+        verifier.identity(jwt.encode(claims, PRIVATE, algorithm="EdDSA"))
+
+
+def test_authorization_header(verifier):
+    good = token()
+    assert verifier.from_header(f"Bearer {good}").subject == "staff-1"
+    assert verifier.from_header(f"bearer {good}").subject == "staff-1"
+    for header in (None, "", "Bearer", "Bearer   ", f"Basic {good}", good):
+        with pytest.raises(Unauthorized):
+            verifier.from_header(header)
+    with pytest.raises(Unauthorized, match="missing"):
+        verifier.identity(None)
+
+
+def test_issue_token_refuses_unknown_roles_and_unclear_scope():
+    with pytest.raises(ValueError, match="unknown role"):
+        token(role="janitor")
+    with pytest.raises(ValueError, match="exactly one scope"):
+        token(branch=None)
+    with pytest.raises(ValueError, match="exactly one scope"):
+        token(branch="SH001", region="east")
+
+
+def test_issued_token_carries_expiry_and_scope():
+    now = datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)
+    claims = jwt.decode(token(now=now, ttl=timedelta(hours=12), branch=None, region="east"), PUBLIC,
+                        algorithms=["EdDSA"], options={"verify_exp": False})
+    assert claims["exp"] - claims["iat"] == 12 * 3600
+    assert claims["iat"] == int(now.timestamp())
+    assert claims["scope"] == {"region": "east"} and claims["iss"] == "closeloop"
+
+
+def test_require_names_the_roles_allowed():
+    auditor = Identity(subject="a", role="auditor", branches=None, scope={"all": True})
+    auditor.require("access_log:read")
+    assert not auditor.may("complaint:create")
+    with pytest.raises(Forbidden) as raised:
+        auditor.require("sale:create")
+    message = raised.value.message
+    assert "auditor" in message and "sale:create" in message
+    for role in ("branch_integration", "front_desk", "hq_admin", "store_manager"):
+        assert role in message
+    assert raised.value.status == 403 and raised.value.to_body()["error"]["code"] == "forbidden"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("30m", timedelta(minutes=30)), ("12h", timedelta(hours=12)), ("30d", timedelta(days=30)),
+    ("2w", timedelta(weeks=2)), ("45s", timedelta(seconds=45)), (" 7d ", timedelta(days=7)),
+])
+def test_parse_ttl(text, expected):
+    assert parse_ttl(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0d", "30", "d", "1.5h", "-1d", "30 days", "3y", ""])
+def test_parse_ttl_rejects(text):
+    with pytest.raises(ValueError):
+        parse_ttl(text)
+
+
+def test_ensure_dev_keys_creates_a_matching_pair_once(tmp_path):
+    keys = tmp_path / "keys"
+    assert ensure_dev_keys(keys) == keys
+    private, public = (keys / "jwt-private.pem").read_bytes(), (keys / "jwt-public.pem").read_bytes()
+    assert stat.S_IMODE(os.stat(keys / "jwt-private.pem").st_mode) == 0o600
+    assert sorted(p.name for p in keys.iterdir()) == ["jwt-private.pem", "jwt-public.pem"]  # no leftovers
+    ensure_dev_keys(keys)
+    assert (keys / "jwt-private.pem").read_bytes() == private  # kept, not regenerated
+    identity = TokenVerifier(public, load_policy()).identity(token(private_key=private))
+    assert identity.role == "front_desk"

@@ -1,0 +1,130 @@
+"""The bus envelope: producers build strictly, consumers read tolerantly."""
+import copy
+import json
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from shared.events import EventSchemaError, build_event, parse_event
+
+AT = datetime(2026, 11, 22, 18, 0, tzinfo=timezone.utc)
+
+
+def sale_payload(**changes) -> dict:
+    payload = {
+        "sale_id": str(uuid.uuid4()), "sold_at": "2026-11-22T10:00:00Z", "recorded_at": "2026-11-22T18:00:00Z",
+        "region": "east", "customer_ref": "c_abc", "customer_masked": {"name": "王**", "phone": "138****6138"},
+        "contact_consent": True,
+        "items": [{"type": "product", "sku": "SK-01", "product_type": "skincare", "batch": "B1"}],
+    }
+    payload.update(changes)
+    return payload
+
+
+def build(payload=None, **kwargs) -> dict:
+    options = {"branch_code": "SH001", "correlation_id": "corr-1", "occurred_at": AT}
+    options.update(kwargs)
+    return build_event("sale_recorded", payload or sale_payload(), **options)
+
+
+def test_build_event_gives_a_plain_json_envelope():
+    event = build(causation_id=uuid.UUID("00000000-0000-0000-0000-000000000001"))
+    assert set(event) == {"event_id", "type", "version", "occurred_at", "source", "branch_code",
+                          "correlation_id", "causation_id", "payload"}
+    assert event["type"] == "sale_recorded" and event["version"] == 1 and event["source"] == "intake"
+    uuid.UUID(event["event_id"])
+    assert event["occurred_at"] == "2026-11-22T18:00:00Z"
+    assert event["causation_id"] == "00000000-0000-0000-0000-000000000001"
+    # Ids and times are plain strings: the JSON round trip changes nothing (no kombu __type__ tags).
+    assert json.loads(json.dumps(event)) == event
+    assert all(isinstance(event[k], str) for k in ("event_id", "occurred_at", "correlation_id", "causation_id"))
+
+
+def test_build_event_keeps_a_given_event_id_and_makes_fresh_ones_otherwise():
+    given = str(uuid.uuid4())
+    assert build(event_id=given)["event_id"] == given
+    assert build()["event_id"] != build()["event_id"]
+
+
+@pytest.mark.parametrize("change, error_key", [
+    ({"customer_phone": "13812346138"}, "payload.customer_phone"),           # unknown field: contact cannot slip on
+    ({"customer_masked": {"name": "王**", "phone_clear": "13812346138"}}, "payload.customer_masked.phone_clear"),
+    ({"sale_id": "not-a-uuid"}, "payload.sale_id"),
+    ({"sale_id": uuid.uuid4()}, "payload.sale_id"),                           # a UUID object, not a string
+    ({"sold_at": datetime(2026, 11, 22, tzinfo=timezone.utc)}, "payload.sold_at"),  # a datetime object
+    ({"sold_at": "2026-11-22T10:00:00"}, "payload.sold_at"),                  # no offset
+    ({"items": []}, "payload.items"),
+    ({"contact_consent": "maybe"}, "payload.contact_consent"),
+])
+def test_build_event_refuses_a_bad_payload(change, error_key):
+    with pytest.raises(EventSchemaError) as raised:
+        build(sale_payload(**change))
+    assert error_key in raised.value.errors
+    assert raised.value.event_type == "sale_recorded"
+
+
+def test_build_event_refuses_a_missing_field_and_an_unknown_type_or_version():
+    payload = sale_payload()
+    del payload["customer_ref"]
+    with pytest.raises(EventSchemaError) as raised:
+        build(payload)
+    assert "payload.customer_ref" in raised.value.errors
+    with pytest.raises(EventSchemaError):
+        build_event("sale_recorded", sale_payload(), branch_code="SH001", correlation_id="c", occurred_at=AT,
+                    version=2)
+    with pytest.raises(EventSchemaError):
+        build_event("no_such_event", {}, branch_code="SH001", correlation_id="c", occurred_at=AT)
+    with pytest.raises(EventSchemaError) as raised:
+        build(event_id="42")
+    assert "event_id" in raised.value.errors
+
+
+def test_parse_event_round_trips_a_built_event():
+    event = build()
+    assert parse_event(json.loads(json.dumps(event))) == event
+
+
+def test_parse_event_tolerates_fields_added_later():
+    body = build()
+    body["trace"] = "x"                              # new envelope field
+    body["payload"]["loyalty_tier"] = "gold"         # new payload field
+    parsed = parse_event(body)
+    assert "trace" not in parsed and "loyalty_tier" not in parsed["payload"]
+    assert parsed["payload"]["sale_id"] == body["payload"]["sale_id"]
+
+
+def test_parse_event_tolerates_fields_added_later_inside_nested_objects():
+    # DESIGN: "add fields freely". A producer adding e.g. an expiry date to each sold item
+    # (or a wechat id to customer_masked) must not make older consumers park every event.
+    body = build()
+    body["payload"]["items"][0]["expiry"] = "2027-12-31"
+    body["payload"]["customer_masked"]["wechat"] = "w***"
+    parsed = parse_event(body)
+    assert parsed["payload"]["items"][0]["sku"] == "SK-01"
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda b: b.pop("event_id"),
+    lambda b: b.update(event_id="not-a-uuid"),
+    lambda b: b.update(version="1"),
+    lambda b: b.update(occurred_at="yesterday"),
+    lambda b: b.update(occurred_at="2026-11-22T18:00:00"),
+    lambda b: b.update(payload="not an object"),
+    lambda b: b.update(type="no_such_event"),
+    lambda b: b.update(version=7),
+    lambda b: b["payload"].pop("items"),
+], ids=["no id", "bad id", "string version", "bad time", "naive time", "payload not object", "unknown type",
+        "unknown version", "payload field missing"])
+def test_parse_event_rejects_a_bad_envelope_or_payload(mutate):
+    body = copy.deepcopy(build())
+    mutate(body)
+    with pytest.raises(EventSchemaError):
+        parse_event(body)
+
+
+@pytest.mark.parametrize("body", ["{}", b"{}", [], None, 42])
+def test_parse_event_rejects_a_body_that_is_not_an_object(body):
+    with pytest.raises(EventSchemaError) as raised:
+        parse_event(body)
+    assert raised.value.errors == {"_schema": ["the body is not a JSON object"]}

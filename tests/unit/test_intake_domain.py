@@ -1,0 +1,186 @@
+"""Intake's domain with the default chain policy and a fixed clock."""
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from services.intake.domain import Complaint, Sale
+from services.intake.schemas import ComplaintIn, SaleIn
+from shared.events import parse_event
+from shared.policy import load_policy
+
+# 18:00 UTC on the 22nd is 02:00 on the 23rd in Shanghai, while the branches are closed.
+RECEIVED = datetime(2026, 11, 22, 18, 0, tzinfo=timezone.utc)
+KEY = b"r" * 32
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return load_policy()
+
+
+def complaint_body(**changes) -> dict:
+    body = {"kind": "complaint", "channel": "front_desk",
+            "customer": {"name": "王女士", "phone": "+86 138 1234 6138", "language": "zh"},
+            "description": "昨天染发后头皮过敏红肿", "occurred_at": "2026-11-21T15:00:00+08:00",
+            "category": None, "severity_flags": ["allergy"],
+            "service": {"code": "HAIR-DYE", "name": "染发", "technician_id": "T-017"},
+            "products": [{"sku": "DYE-5N", "batch": "B2026-11-03"}]}
+    body.update(changes)
+    return body
+
+
+def register(policy, body=None, *, received_at=RECEIVED, sequence=7, branch="SH001") -> Complaint:
+    return Complaint.register(ComplaintIn().load(body or complaint_body()), branch_code=branch, policy=policy,
+                              received_at=received_at, sequence=sequence, recorded_by="fd-1",
+                              recorded_by_role="front_desk")
+
+
+def test_reference_uses_the_branch_local_date(policy):
+    assert register(policy).reference == "SH001-20261123-0007"
+    before_midnight = datetime(2026, 11, 22, 15, 59, tzinfo=timezone.utc)  # 23:59 in Shanghai
+    assert register(policy, received_at=before_midnight, sequence=12).reference == "SH001-20261122-0012"
+    assert register(policy, branch="BJ001", sequence=1).reference == "BJ001-20261123-0001"
+
+
+def test_safety_complaint_is_classified_automatically_and_urgent_around_the_clock(policy):
+    c = register(policy)
+    assert (c.category, c.category_source, c.priority) == ("safety", "automatic", "urgent")
+    assert c.region == "east" and c.status == "received" and c.severity_flags == ["allergy"]
+    # Urgent: 1 hour and 7 days even though the branch is closed at 02:00 local.
+    assert c.first_response_due == datetime(2026, 11, 22, 19, 0, tzinfo=timezone.utc)
+    assert c.resolution_due == datetime(2026, 11, 29, 18, 0, tzinfo=timezone.utc)
+
+
+def test_manual_category_general_priority_and_deadlines_moved_to_opening(policy):
+    c = register(policy, complaint_body(category="price", description="上次收费和价目表不一致",
+                                        severity_flags=None, service=None, products=[]))
+    assert (c.category, c.category_source, c.priority) == ("price", "manual", "general")
+    # +24h is 02:00 local on the 24th: moved to the 10:00 opening (02:00 UTC).
+    assert c.first_response_due == datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc)
+    assert c.resolution_due == datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
+    assert c.products == [] and c.service is None
+
+
+def test_a_manual_category_wins_over_the_text(policy):
+    c = register(policy, complaint_body(category="booking", description="The receptionist was rude and impolite",
+                                        severity_flags=[]))
+    assert (c.category, c.category_source, c.priority) == ("booking", "manual", "general")
+    automatic = register(policy, complaint_body(category=None, description="The receptionist was rude and impolite",
+                                                severity_flags=[]))
+    assert (automatic.category, automatic.category_source) == ("staff_attitude", "automatic")
+
+
+def test_a_legal_threat_in_the_text_makes_a_complaint_urgent(policy):
+    c = register(policy, complaint_body(description="剪坏了，我要找律师", severity_flags=None))
+    assert (c.category, c.priority) == ("service_quality", "urgent")
+    assert c.first_response_due == datetime(2026, 11, 22, 19, 0, tzinfo=timezone.utc)
+
+
+def test_acknowledgement_in_chinese_and_english(policy):
+    zh = register(policy).acknowledgement
+    # The due time is the first response deadline in Shanghai time: 19:00 UTC is 03:00 on the 23rd.
+    assert zh.startswith("王女士，您好！")
+    assert "SH001-20261123-0007" in zh and "投诉" in zh and "上海静安店" in zh and "2026-11-23 03:00" in zh
+    en = register(policy, complaint_body(customer={"name": "Anne Smith", "email": "anne@example.com",
+                                                   "language": "en"})).acknowledgement
+    assert en.startswith("Dear Anne Smith,")
+    assert "complaint" in en and "SH001-20261123-0007" in en and "2026-11-23 03:00" in en
+
+
+def test_view_masks_the_contact(policy):
+    view = register(policy).view()
+    assert view["customer"] == {"name": "王**", "phone": "138****6138", "email": None, "language": "zh"}
+    assert view["reference"] == "SH001-20261123-0007" and view["status"] == "received"
+    assert view["received_at"] == "2026-11-22T18:00:00Z"
+    assert view["first_response_due"] == "2026-11-22T19:00:00Z"
+    assert view["occurred_at"] == "2026-11-21T07:00:00Z"
+    text = json.dumps(view, ensure_ascii=False)
+    assert "13812346138" not in text
+
+
+def test_view_does_not_reveal_the_name_through_the_acknowledgement(policy):
+    # view() is what GET /v1/complaints shows to every role with complaint:read (hq_analyst
+    # included), while the name in clear is meant for contact:read only; the stored
+    # acknowledgement greets the customer by name ("王女士，您好！").
+    text = json.dumps(register(policy).view(), ensure_ascii=False)
+    assert "王女士" not in text
+
+
+def test_registered_event_is_valid_and_carries_no_contact_in_clear(policy):
+    c = register(policy)
+    event = c.registered_event(KEY, causation_id=None)
+    assert event["type"] == "complaint_registered" and event["branch_code"] == "SH001"
+    assert event["correlation_id"] == c.id == event["payload"]["complaint_id"]
+    assert event["occurred_at"] == "2026-11-22T18:00:00Z"
+    payload = parse_event(json.loads(json.dumps(event)))["payload"]
+    assert payload["reference"] == "SH001-20261123-0007" and payload["priority"] == "urgent"
+    assert payload["customer_masked"] == {"name": "王**", "phone": "138****6138", "email": None}
+    assert payload["customer_ref"] == c.customer.ref(KEY) and payload["customer_ref"].startswith("c_")
+    assert payload["products"][0]["batch"] == "B2026-11-03"
+    assert payload["service"]["technician_id"] == "T-017"
+    text = json.dumps(event, ensure_ascii=False)
+    for clear in ("13812346138", "138 1234 6138", "王女士"):
+        assert clear not in text
+
+
+def test_same_customer_same_ref_across_phone_spellings(policy):
+    a = register(policy)
+    b = register(policy, complaint_body(customer={"name": "王女士", "phone": "138-1234-6138"}))
+    assert a.id != b.id
+    assert a.registered_event(KEY, None)["payload"]["customer_ref"] == \
+        b.registered_event(KEY, None)["payload"]["customer_ref"]
+
+
+@pytest.mark.parametrize("kind, word", [("suggestion", "建议"), ("praise", "表扬")])
+def test_suggestion_and_praise_are_feedback_with_low_priority(policy, kind, word):
+    c = register(policy, complaint_body(kind=kind, description="希望增加周末的预约时段", severity_flags=None))
+    assert c.priority == "low"
+    # +72h is 02:00 local on the 26th: moved to the 10:00 opening.
+    assert c.first_response_due == datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+    assert word in c.acknowledgement
+    event = c.registered_event(KEY, causation_id="11111111-1111-1111-1111-111111111111")
+    assert event["type"] == "feedback_registered" and event["payload"]["kind"] == kind
+    assert event["payload"]["priority"] == "low"
+    assert event["causation_id"] == "11111111-1111-1111-1111-111111111111"
+    assert parse_event(event)["type"] == "feedback_registered"
+
+
+def test_acknowledgement_notification_goes_to_the_phone_else_the_email(policy):
+    by_sms = register(policy).acknowledgement_notification()
+    assert (by_sms.channel, by_sms.recipient) == ("sms", "13812346138")
+    by_email = register(policy, complaint_body(customer={"email": "anne@example.com"})).acknowledgement_notification()
+    assert (by_email.channel, by_email.recipient) == ("email", "anne@example.com")
+
+
+def sale_body(**changes) -> dict:
+    body = {"customer": {"name": "李先生", "phone": "13900001111", "contact_consent": True},
+            "sold_at": "2026-11-22T20:30:00+08:00",
+            "items": [{"type": "product", "sku": "SK-01", "name": "精华", "product_type": "skincare", "batch": "B7"},
+                      {"type": "service", "code": "HAIR-DYE", "product_type": "hair_colour",
+                       "technician_id": "T-017"}]}
+    body.update(changes)
+    return body
+
+
+def test_sale_record_and_recorded_event(policy):
+    sale = Sale.record(SaleIn().load(sale_body()), branch_code="SH002", policy=policy, recorded_at=RECEIVED,
+                       recorded_by="fd-2")
+    assert sale.region == "east" and sale.contact_consent is True
+    view = sale.view()
+    assert view["sold_at"] == "2026-11-22T12:30:00Z" and view["customer"]["phone"] == "139****1111"
+    event = sale.recorded_event(KEY, causation_id=None)
+    assert event["type"] == "sale_recorded" and event["correlation_id"] == sale.id
+    payload = parse_event(json.loads(json.dumps(event)))["payload"]
+    assert payload["sale_id"] == sale.id and payload["recorded_at"] == "2026-11-22T18:00:00Z"
+    assert [i["product_type"] for i in payload["items"]] == ["skincare", "hair_colour"]
+    assert payload["items"][1]["technician_id"] == "T-017" and payload["items"][0]["batch"] == "B7"
+    text = json.dumps(event, ensure_ascii=False)
+    assert "13900001111" not in text and "李先生" not in text
+
+
+def test_sale_without_consent(policy):
+    body = sale_body(customer={"phone": "13900001111", "contact_consent": False})
+    sale = Sale.record(SaleIn().load(body), branch_code="SH001", policy=policy, recorded_at=RECEIVED,
+                       recorded_by="fd-2")
+    assert sale.recorded_event(KEY, None)["payload"]["contact_consent"] is False
