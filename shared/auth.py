@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -153,10 +154,22 @@ class TokenVerifier:
     def __init__(self, public_key: bytes, policy):
         self._key = public_key
         self._policy = policy
+        self._cache: dict[str, tuple[float, Identity]] = {}
 
     def identity(self, token: str | None) -> Identity:
         if not token:
             raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+        # A till sends the same token all day: verify its signature once, its expiry always.
+        cached = self._cache.get(token)
+        if cached is not None and cached[0] > time.time():
+            return cached[1]
+        identity, expires = self._verify(token)
+        if len(self._cache) >= 10_000:
+            self._cache.clear()
+        self._cache[token] = (expires, identity)
+        return identity
+
+    def _verify(self, token: str) -> tuple[Identity, float]:
         try:
             # A little leeway: the machine that issued the token may run a few seconds ahead.
             claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], issuer=ISSUER, leeway=30,
@@ -176,8 +189,8 @@ class TokenVerifier:
             branches = frozenset(self._policy.branches_in_region(scope["region"]))
         else:
             raise Unauthorized("invalid token: unknown scope")
-        return Identity(subject=str(claims["sub"]), role=role, branches=branches, scope=scope,
-                        token=token)
+        identity = Identity(subject=str(claims["sub"]), role=role, branches=branches, scope=scope, token=token)
+        return identity, float(claims["exp"]) + 30
 
     def from_header(self, header: str | None) -> Identity:
         if not header:

@@ -148,12 +148,18 @@ SOURCES = {
 }
 
 
+# Schema instances are reusable and costly to build: one strict and one tolerant of each.
+_STRICT_ENVELOPE, _TOLERANT_ENVELOPE = Envelope(unknown=RAISE), Envelope(unknown=EXCLUDE)
+_STRICT = {key: cls(unknown=RAISE) for key, cls in SCHEMAS.items()}
+_TOLERANT = {key: cls(unknown=EXCLUDE) for key, cls in SCHEMAS.items()}
+
+
 def build_event(event_type: str, payload: dict, *, branch_code: str | None, correlation_id: str,
                 occurred_at: datetime, causation_id: str | None = None, version: int = 1,
                 event_id: str | None = None) -> dict:
     """A validated envelope, ready for the outbox. Raises EventSchemaError."""
-    schema_class = SCHEMAS.get((event_type, version))
-    if schema_class is None:
+    schema = _STRICT.get((event_type, version))
+    if schema is None:
         raise EventSchemaError(event_type, {"type": [f"no schema for version {version}"]})
     envelope = {
         "event_id": event_id or str(uuid.uuid4()),
@@ -166,10 +172,9 @@ def build_event(event_type: str, payload: dict, *, branch_code: str | None, corr
         "causation_id": None if causation_id is None else str(causation_id),
         "payload": payload,
     }
-    errors = Envelope(unknown=RAISE).validate(envelope)
-    errors.update({f"payload.{k}": v for k, v in
-                   schema_class(unknown=RAISE).validate(payload).items()})
-    errors.update({f"payload.{path}": ["Unknown field."] for path in _unknown_fields(schema_class(), payload)})
+    errors = _STRICT_ENVELOPE.validate(envelope)
+    errors.update({f"payload.{k}": v for k, v in schema.validate(payload).items()})
+    errors.update({f"payload.{path}": ["Unknown field."] for path in _unknown_fields(schema, payload)})
     if errors:
         raise EventSchemaError(event_type, errors)
     return envelope
@@ -197,11 +202,11 @@ def parse_event(body) -> dict:
         raise EventSchemaError("?", {"_schema": ["the body is not a JSON object"]})
     event_type = body.get("type", "?")
     try:
-        envelope = Envelope(unknown=EXCLUDE).load(body)
-        schema_class = SCHEMAS.get((envelope["type"], envelope["version"]))
-        if schema_class is None:
+        envelope = _TOLERANT_ENVELOPE.load(body)
+        schema = _TOLERANT.get((envelope["type"], envelope["version"]))
+        if schema is None:
             raise ValidationError({"type": [f"unknown type/version {event_type}/{body.get('version')}"]})
-        envelope["payload"] = schema_class(unknown=EXCLUDE).load(envelope["payload"])
+        envelope["payload"] = schema.load(envelope["payload"])
     except ValidationError as exc:
         raise EventSchemaError(str(event_type), exc.messages) from None
     return envelope

@@ -9,6 +9,7 @@ import time
 import uuid
 
 from nameko.web.handlers import HttpRequestHandler
+from sqlalchemy import exc as sa_exc
 from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
@@ -17,7 +18,7 @@ from werkzeug.wrappers import Request, Response
 
 from shared import logs, metrics, runtime
 from shared.errors import (ApiError, MalformedJson, MethodNotAllowed, NotFound, PayloadTooLarge,
-                           UnsupportedMediaType, ValidationFailed)
+                           ServiceUnavailable, UnsupportedMediaType, ValidationFailed)
 
 log = logging.getLogger("closeloop.http")
 IDENTITY_KEY = "closeloop.identity"
@@ -56,6 +57,10 @@ class JsonWsgiApp(WsgiApp):
 class JsonWebServer(WebServer):
     def get_wsgi_app(self):
         return JsonWsgiApp(self)
+
+    def context_data_from_headers(self, request):
+        # Carried into the worker (and its RPC calls) as nameko context data.
+        return {"correlation_id": request.environ.get("closeloop.correlation_id")}
 
 
 class ApiEndpoint(HttpRequestHandler):
@@ -109,6 +114,10 @@ class ApiEndpoint(HttpRequestHandler):
     def response_from_exception(self, exc):
         if isinstance(exc, ApiError):
             return error_response(exc)
+        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+            log.warning("database unavailable in %s %s: %s", self.method, self.url, exc.__class__.__name__)
+            return error_response(ServiceUnavailable("the database is unavailable; nothing was stored, "
+                                                     "try again shortly"), {"Retry-After": "2"})
         log.error("unhandled error in %s %s", self.method, self.url, exc_info=exc)
         return error_response(ApiError("an internal error occurred; it has been logged"))
 

@@ -61,7 +61,15 @@ def claim(conn: sa.Connection, principal: str, key: str, digest: str) -> tuple[i
         .on_conflict_do_nothing().returning(KEYS.c.key)).first()
     if inserted:
         return None
-    row = conn.execute(sa.select(KEYS).where(KEYS.c.principal == principal, KEYS.c.key == key)).one()
+    return lookup(conn, principal, key, digest)
+
+
+def lookup(conn: sa.Connection, principal: str, key: str, digest: str) -> tuple[int, dict] | None:
+    """The stored answer for this key, if a committed request holds it (409 if its body
+    differed). A cheap early look, before work a retry would waste; `claim` decides."""
+    row = conn.execute(sa.select(KEYS).where(KEYS.c.principal == principal, KEYS.c.key == key)).first()
+    if row is None:
+        return None
     if row.request_hash != digest:
         raise Conflict("this Idempotency-Key was used with a different request body",
                        fields={"Idempotency-Key": ["already used for a different request"]})

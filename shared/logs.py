@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import datetime, timezone
 
+from nameko.extensions import DependencyProvider
+
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -39,3 +41,13 @@ def configure(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class CorrelationLogging(DependencyProvider):
+    """Puts the request's correlation id into the worker's logging context: a worker runs
+    in its own greenlet, which does not inherit the entrypoint's context variables."""
+
+    def worker_setup(self, worker_ctx):
+        cid = worker_ctx.data.get("correlation_id")
+        if cid:
+            correlation_id.set(cid)

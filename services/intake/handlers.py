@@ -19,6 +19,8 @@ from services.intake import models
 from services.intake.domain import Complaint, Customer, Sale
 from services.intake.schemas import ComplaintIn, ComplaintQuery, SaleIn, flatten_errors
 
+COMPLAINT_IN, SALE_IN, COMPLAINT_QUERY = ComplaintIn(), SaleIn(), ComplaintQuery()
+
 # Clocks of front-desk tills drift: an occurred_at this far ahead is still "now".
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -53,24 +55,22 @@ def _not_future(value: datetime | None, now: datetime, name: str, errors: dict) 
         errors.setdefault(name, []).append("must not be in the future")
 
 
-def _next_sequence(conn, branch_code: str, day) -> int:
+def _next_sequence(store, branch_code: str, day) -> int:
+    """The branch's next number of the day, in its own short transaction: holding the
+    counter's row lock until the complaint commits would serialize a branch's requests.
+    A complaint that then fails to commit leaves a gap in the numbers, never a duplicate."""
     counters = models.reference_counters
     statement = pg_insert(counters).values(branch_code=branch_code, day=day, last=1)
     statement = statement.on_conflict_do_update(
         index_elements=[counters.c.branch_code, counters.c.day],
         set_={"last": counters.c.last + 1}).returning(counters.c.last)
-    return conn.execute(statement).scalar_one()
-
-
-def _idempotent(uow, identity: Identity, key: str | None, path: str, body: dict):
-    if key is None:
-        return None
-    return idempotency.claim(uow.conn, identity.subject, key, idempotency.request_hash("POST", path, body))
+    with store.engine.begin() as conn:
+        return conn.execute(statement).scalar_one()
 
 
 def register_complaint(store, *, identity: Identity, body: dict, policy, now: datetime, ref_key: bytes,
                        idempotency_key: str | None = None, causation_id: str | None = None) -> tuple[int, dict]:
-    data, errors = _load(ComplaintIn(), body)
+    data, errors = _load(COMPLAINT_IN, body)
     requested_branch = body.get("branch_code") if isinstance(body.get("branch_code"), str) else None
     branch_code = _branch_for(identity, requested_branch, policy, errors)
     if data.get("category") is not None and data["category"] not in policy.categories:
@@ -82,13 +82,21 @@ def register_complaint(store, *, identity: Identity, body: dict, policy, now: da
     _not_future(data.get("occurred_at"), now, "occurred_at", errors)
     if errors:
         raise ValidationFailed("the complaint is invalid", fields=errors)
-    with store.unit_of_work() as uow:
-        earlier = _idempotent(uow, identity, idempotency_key, "/v1/complaints", body)
+    digest = idempotency.request_hash("POST", "/v1/complaints", body)
+    if idempotency_key is not None:
+        with store.engine.connect() as conn:
+            earlier = idempotency.lookup(conn, identity.subject, idempotency_key, digest)
         if earlier is not None:
             return earlier
-        local_day = now.astimezone(policy.branch(branch_code).zone).date()
+    local_day = now.astimezone(policy.branch(branch_code).zone).date()
+    sequence = _next_sequence(store, branch_code, local_day)
+    with store.unit_of_work() as uow:
+        if idempotency_key is not None:
+            earlier = idempotency.claim(uow.conn, identity.subject, idempotency_key, digest)
+            if earlier is not None:  # a concurrent twin committed first
+                return earlier
         complaint = Complaint.register(data, branch_code=branch_code, policy=policy, received_at=now,
-                                       sequence=_next_sequence(uow.conn, branch_code, local_day),
+                                       sequence=sequence,
                                        recorded_by=identity.subject, recorded_by_role=identity.role)
         uow.execute(models.complaints.insert().values(_complaint_row(complaint, ref_key)))
         uow.publish(complaint.registered_event(ref_key, causation_id))
@@ -164,7 +172,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 def list_complaints(store, *, identity: Identity, query: dict) -> dict:
     identity.require("complaint:read")
-    params, errors = _load(ComplaintQuery(), query)
+    params, errors = _load(COMPLAINT_QUERY, query)
     if errors:
         raise ValidationFailed("invalid query", fields=errors)
     table = models.complaints
@@ -196,7 +204,7 @@ def list_complaints(store, *, identity: Identity, query: dict) -> dict:
 
 def record_sale(store, *, identity: Identity, body: dict, policy, now: datetime, ref_key: bytes,
                 idempotency_key: str | None = None, causation_id: str | None = None) -> tuple[int, dict]:
-    data, errors = _load(SaleIn(), body)
+    data, errors = _load(SALE_IN, body)
     requested_branch = body.get("branch_code") if isinstance(body.get("branch_code"), str) else None
     branch_code = _branch_for(identity, requested_branch, policy, errors)
     _not_future(data.get("sold_at"), now, "sold_at", errors)
@@ -209,9 +217,11 @@ def record_sale(store, *, identity: Identity, body: dict, policy, now: datetime,
     if errors:
         raise ValidationFailed("the sale is invalid", fields=errors)
     with store.unit_of_work() as uow:
-        earlier = _idempotent(uow, identity, idempotency_key, "/v1/sales", body)
-        if earlier is not None:
-            return earlier
+        if idempotency_key is not None:
+            earlier = idempotency.claim(uow.conn, identity.subject, idempotency_key,
+                                        idempotency.request_hash("POST", "/v1/sales", body))
+            if earlier is not None:
+                return earlier
         sale = Sale.record(data, branch_code=branch_code, policy=policy, recorded_at=now,
                            recorded_by=identity.subject)
         uow.execute(models.sales.insert().values(

@@ -4,9 +4,9 @@ from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 from werkzeug.wrappers import Response
 
-from shared import health, idempotency, metrics
+from shared import health, idempotency, metrics, runtime
+from shared.logs import CorrelationLogging
 from shared.db import Database
-from shared.errors import from_remote  # noqa: F401  (re-exported for RPC callers)
 from shared.http import api, correlation_id, identity, json_response, read_json
 from services.intake import handlers, openapi
 from services.intake.dependencies import IntakeRuntime
@@ -18,6 +18,7 @@ class IntakeService:
     db = Database()
     env = IntakeRuntime()
     config = Config()
+    logging = CorrelationLogging()
 
     @api("POST", "/v1/complaints")
     def post_complaint(self, request):
@@ -53,8 +54,6 @@ class IntakeService:
     def get_contact(self, token, record_id, purpose):
         """For investigation and aftercare: the contact of a complaint's or sale's customer,
         read with the end user's own token, logged with its purpose."""
-        from shared import runtime
-
         who = runtime.verifier(self.config.get("POLICY_FILE")).identity(token)
         return handlers.read_contact(self.db, identity=who, record_id=str(record_id), purpose=purpose,
                                      now=self.env.now())

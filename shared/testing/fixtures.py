@@ -75,6 +75,11 @@ def amqp_uri(infra) -> str:
     return _state["amqp_uri"]
 
 
+def drop_at_exit(database_url: str) -> None:
+    """Drop this database when the test run ends."""
+    _state.setdefault("databases", []).insert(0, database_url)
+
+
 @pytest.fixture(scope="session")
 def database_factory(infra):
     """`new("intake")` -> the URL of a fresh database with intake's schema, cloned from a

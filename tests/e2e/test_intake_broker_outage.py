@@ -46,3 +46,24 @@ def test_intake_accepts_while_the_broker_is_away_and_nothing_is_lost(
     events.wait_for(lambda m: m["body"]["correlation_id"] in accepted, timeout=30, count=20)
     wait_until(lambda: http.get(intake.url("/health"), timeout=10).json()["status"] == "ok", "health to recover")
     assert http.get(intake.url("/health"), timeout=10).json()["outbox"]["pending"] == 0
+
+
+def test_without_its_database_intake_answers_503_and_recovers(
+        http, start_service, database_factory, tcp_proxy, token):
+    url = database_factory("intake")
+    proxy, proxied = tcp_proxy(url, 5432)
+    intake = start_service("intake", database_url=proxied)
+    headers = {"Authorization": f"Bearer {token('front_desk', branch='SH001')}"}
+    assert http.post(intake.url("/v1/complaints"), json=COMPLAINT, headers=headers, timeout=10).status_code == 201
+
+    proxy.cut()
+    refused = http.post(intake.url("/v1/complaints"), json=COMPLAINT, headers=headers, timeout=20)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "unavailable" and refused.headers["Retry-After"] == "2"
+    health = http.get(intake.url("/health"), timeout=20)
+    assert health.status_code == 503 and health.json()["checks"]["database"]["status"] == "down"
+
+    proxy.restore()
+    wait_until(lambda: http.post(intake.url("/v1/complaints"), json=COMPLAINT, headers=headers,
+                                 timeout=20).status_code == 201, "intake to accept again")
+    assert http.get(intake.url("/health"), timeout=10).status_code == 200
