@@ -38,6 +38,11 @@ def _check_instant(value: str) -> None:
         raise ValidationError("The date-time needs a time zone offset.")
 
 
+class ValidatedEvent(dict):
+    """An envelope that passed its schema. Only `build_event` makes one, and the outbox
+    accepts nothing else, so an invalid event cannot be published."""
+
+
 def IdString(**kwargs):
     return fields.String(validate=_check_uuid, **kwargs)
 
@@ -177,7 +182,7 @@ def build_event(event_type: str, payload: dict, *, branch_code: str | None, corr
     errors.update({f"payload.{path}": ["Unknown field."] for path in _unknown_fields(schema, payload)})
     if errors:
         raise EventSchemaError(event_type, errors)
-    return envelope
+    return ValidatedEvent(envelope)
 
 
 def _unknown_fields(schema: Schema, data, prefix: str = "") -> list[str]:

@@ -114,6 +114,9 @@ class ApiEndpoint(HttpRequestHandler):
     def response_from_exception(self, exc):
         if isinstance(exc, ApiError):
             return error_response(exc)
+        if isinstance(exc, sa_exc.DataError):  # a value the database cannot hold slipped past validation
+            log.warning("database refused a value in %s %s: %s", self.method, self.url, exc.orig)
+            return error_response(ValidationFailed("a value in the request cannot be stored"))
         if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
             log.warning("database unavailable in %s %s: %s", self.method, self.url, exc.__class__.__name__)
             return error_response(ServiceUnavailable("the database is unavailable; nothing was stored, "
@@ -148,6 +151,34 @@ def read_json(request) -> dict:
         body = json.loads(raw.decode(request.mimetype_params.get("charset", "utf-8")))
     except (UnicodeDecodeError, LookupError, ValueError) as exc:
         raise MalformedJson(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedJson("the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object", fields={"_body": ["must be an object"]})
+    nul = _paths_with_nul(body)
+    if nul:  # PostgreSQL text cannot hold U+0000
+        raise ValidationFailed("text must not contain the NUL character",
+                               fields={path: ["must not contain the NUL character (U+0000)"] for path in nul})
     return body
+
+
+def query_args(request) -> dict:
+    """The query string as a dict, refusing values the database cannot hold."""
+    args = request.args.to_dict()
+    nul = _paths_with_nul(args)
+    if nul:
+        raise ValidationFailed("the query must not contain the NUL character",
+                               fields={path: ["must not contain the NUL character (U+0000)"] for path in nul})
+    return args
+
+
+def _paths_with_nul(node, prefix: str = "") -> list[str]:
+    if isinstance(node, str):
+        return [prefix or "_body"] if "\x00" in node else []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    found = []
+    for key, value in items:
+        if isinstance(key, str) and "\x00" in key:
+            found.append(f"{prefix}.{key}" if prefix else key)
+        found += _paths_with_nul(value, f"{prefix}.{key}" if prefix else str(key))
+    return found

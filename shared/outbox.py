@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from shared.events import ValidatedEvent
+
 
 def add_tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
     outbox = sa.Table(
@@ -64,7 +66,9 @@ class Notification:
     subject_id: str       # what it is about (a complaint id, a case id)
 
 
-def add_event(conn: sa.Connection, envelope: dict) -> None:
+def add_event(conn: sa.Connection, envelope: ValidatedEvent) -> None:
+    if not isinstance(envelope, ValidatedEvent):
+        raise TypeError("only events made by shared.events.build_event can be published")
     conn.execute(OUTBOX.insert().values(
         event_id=envelope["event_id"], exchange=f"{envelope['source']}.events",
         routing_key=envelope["type"], body=json.dumps(envelope, ensure_ascii=False)))

@@ -28,8 +28,13 @@ def customer_ref_key(config: dict) -> bytes:
     # Development: derive from a file beside the dev signing keys, made on first use.
     keys_dir = auth.ensure_dev_keys()
     path = keys_dir / "customer-ref.key"
-    if not path.exists():
-        path.write_bytes(os.urandom(32).hex().encode())
+    try:  # O_EXCL: when two processes start together, one writes and both read the same key
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as out:
+            out.write(os.urandom(32).hex().encode())
     return path.read_bytes().strip()
 
 

@@ -7,7 +7,7 @@ from werkzeug.wrappers import Response
 from shared import health, idempotency, metrics, runtime
 from shared.logs import CorrelationLogging
 from shared.db import Database
-from shared.http import api, correlation_id, identity, json_response, read_json
+from shared.http import api, correlation_id, identity, json_response, query_args, read_json
 from services.intake import handlers, openapi
 from services.intake.dependencies import IntakeRuntime
 
@@ -37,7 +37,7 @@ class IntakeService:
 
     @api("GET", "/v1/complaints")
     def list_complaints(self, request):
-        return handlers.list_complaints(self.db, identity=identity(request), query=request.args.to_dict())
+        return handlers.list_complaints(self.db, identity=identity(request), query=query_args(request))
 
     @api("POST", "/v1/sales")
     def post_sale(self, request):

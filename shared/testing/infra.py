@@ -80,13 +80,16 @@ def resolve(env=os.environ) -> Infra:
 
 
 def _containers() -> Infra:
-    from testcontainers.postgres import PostgresContainer
-    from testcontainers.rabbitmq import RabbitMqContainer
+    # RabbitMQ as a plain container: testcontainers' RabbitMQ module needs pika to wait.
+    from testcontainers.community.postgres import PostgresContainer
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
 
     postgres = PostgresContainer("postgres:15", username="postgres", password="postgres", dbname="postgres")
-    rabbit = RabbitMqContainer("rabbitmq:3.12-management").with_exposed_ports(5672, 15672)
+    rabbit = DockerContainer("rabbitmq:3.12-management").with_exposed_ports(5672, 15672)
     postgres.start()
     rabbit.start()
+    wait_for_logs(rabbit, "Server startup complete", timeout=120)
     host = rabbit.get_container_host_ip()
     amqp = f"amqp://guest:guest@{host}:{rabbit.get_exposed_port(5672)}//"
     database = f"postgresql://postgres:postgres@{postgres.get_container_host_ip()}:{postgres.get_exposed_port(5432)}"

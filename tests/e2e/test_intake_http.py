@@ -187,6 +187,9 @@ def test_the_list_filters_pages_and_stays_in_scope(http, intake, token):
                    headers={"Authorization": f"Bearer {sh001}"}, timeout=10)
     assert bad.status_code == 400
     assert set(bad.json()["error"]["fields"]) >= {"limit", "from", "colour"}
+    nul = http.get(intake.url("/v1/complaints"), params={"category": "safety\x00"},
+                   headers={"Authorization": f"Bearer {sh001}"}, timeout=10)
+    assert nul.status_code == 400 and set(nul.json()["error"]["fields"]) == {"category"}
 
 
 BAD_BODIES = [

@@ -128,3 +128,11 @@ def test_parse_event_rejects_a_body_that_is_not_an_object(body):
     with pytest.raises(EventSchemaError) as raised:
         parse_event(body)
     assert raised.value.errors == {"_schema": ["the body is not a JSON object"]}
+
+
+def test_the_outbox_accepts_only_events_that_passed_their_schema():
+    from shared import outbox
+
+    hand_made = json.loads(json.dumps(build()))  # the same content, but not made by build_event
+    with pytest.raises(TypeError, match="build_event"):
+        outbox.add_event(None, hand_made)
