@@ -3,7 +3,6 @@ serve, relay, dev). Each command prints what it did; errors go to stderr with ex
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import subprocess
@@ -11,9 +10,6 @@ import sys
 import time
 
 from shared import config as settings
-
-SERVICE_CLASSES = {"intake": "services.intake.service:IntakeService"}
-
 
 def _fail(message: str) -> int:
     print(f"closeloop: {message}", file=sys.stderr)
@@ -79,11 +75,6 @@ def cmd_db_upgrade(args) -> int:
     return 0
 
 
-def _service_class(name: str):
-    module, _, cls = SERVICE_CLASSES[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
-
-
 def cmd_serve(args) -> int:
     from shared import green, logs
 
@@ -93,7 +84,7 @@ def cmd_serve(args) -> int:
 
     logs.configure(args.service, os.environ.get("LOG_LEVEL", "INFO"))
     runner = ServiceRunner(settings.service_config(args.service))
-    runner.add_service(_service_class(args.service))
+    runner.add_service(settings.service_class(args.service))
     runner.start()
     stopping = []
 
@@ -209,11 +200,11 @@ def parser() -> argparse.ArgumentParser:
     upgrade.set_defaults(func=cmd_db_upgrade)
 
     serve = sub.add_parser("serve", help="run one service")
-    serve.add_argument("service", choices=sorted(SERVICE_CLASSES))
+    serve.add_argument("service", choices=sorted(settings.SERVICE_CLASSES))
     serve.set_defaults(func=cmd_serve)
 
     relay = sub.add_parser("relay", help="run one service's outbox relay")
-    relay.add_argument("service", choices=sorted(SERVICE_CLASSES))
+    relay.add_argument("service", choices=sorted(settings.SERVICE_CLASSES))
     relay.add_argument("--batch-size", type=int, default=500)
     relay.set_defaults(func=cmd_relay)
 

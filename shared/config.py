@@ -12,8 +12,16 @@ DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432"
 
 SERVICES = ("intake", "investigation", "aftercare", "reporting")
-# Services whose code exists so far; the others are package skeletons.
-RUNNABLE_SERVICES = ("intake",)
+# Services whose code exists so far (the others are package skeletons), by their nameko class.
+SERVICE_CLASSES = {"intake": "services.intake.service:IntakeService"}
+RUNNABLE_SERVICES = tuple(SERVICE_CLASSES)
+
+
+def service_class(name: str):
+    import importlib
+
+    module, _, cls = SERVICE_CLASSES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
 HTTP_PORTS = {"intake": 8001, "investigation": 8002, "aftercare": 8003, "reporting": 8004}
 
 

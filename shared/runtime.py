@@ -28,13 +28,18 @@ def customer_ref_key(config: dict) -> bytes:
     # Development: derive from a file beside the dev signing keys, made on first use.
     keys_dir = auth.ensure_dev_keys()
     path = keys_dir / "customer-ref.key"
-    try:  # O_EXCL: when two processes start together, one writes and both read the same key
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "wb") as out:
-            out.write(os.urandom(32).hex().encode())
+    if not path.exists():
+        # Written whole under another name, then linked: when two processes start together,
+        # one link wins and both read the same complete key.
+        tmp = keys_dir / f".customer-ref.{os.getpid()}.tmp"
+        tmp.write_bytes(os.urandom(32).hex().encode())
+        os.chmod(tmp, 0o600)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return path.read_bytes().strip()
 
 

@@ -3,8 +3,6 @@ migrated database per test, services and relays running in the test process, a b
 listener that waits for an event with a deadline, and a TCP proxy to cut connections."""
 from __future__ import annotations
 
-import importlib
-import json
 import os
 import socket
 import subprocess
@@ -27,7 +25,6 @@ from shared.relay import Relay
 from shared.testing import infra as infra_module
 
 RUN_ID = uuid.uuid4().hex[:8]
-SERVICE_CLASSES = {"intake": "services.intake.service:IntakeService"}
 INFRA_FIXTURES = {"infra", "amqp_uri", "database_factory", "start_service", "start_relay", "bus_listener",
                   "tcp_proxy"}
 _state: dict = {}
@@ -139,24 +136,23 @@ def start_service(amqp_uri, database_factory, tcp_proxy):
     (It asks for tcp_proxy so that proxies outlive the services connected through them.)"""
     from nameko.runners import ServiceRunner
 
-    from shared.config import service_config
+    from shared import config
 
     runners = []
 
     def start(name: str, *, clock=None, database_url: str | None = None, amqp: str | None = None,
               **overrides) -> RunningService:
-        module, _, cls = SERVICE_CLASSES[name].partition(":")
-        service_class = getattr(importlib.import_module(module), cls)
+        service_class = config.service_class(name)
         port = free_port()
-        config = service_config(name, env={}, AMQP_URI=amqp or amqp_uri,
+        settings = config.service_config(name, env={}, AMQP_URI=amqp or amqp_uri,
                                 DATABASE_URL=database_url or database_factory(name),
                                 WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", CLOCK=clock,
                                 CUSTOMER_REF_KEY="test-customer-ref-key", DB_POOL_SIZE=5, **overrides)
-        runner = ServiceRunner(config)
+        runner = ServiceRunner(settings)
         runner.add_service(service_class)
         runner.start()
         runners.append(runner)
-        return RunningService(name, f"http://127.0.0.1:{port}", config, runner)
+        return RunningService(name, f"http://127.0.0.1:{port}", settings, runner)
 
     yield start
     for runner in runners:

@@ -1,5 +1,4 @@
 """The outbox and the relay on the real broker and database."""
-import json
 import uuid
 from datetime import datetime, timezone
 
