@@ -132,7 +132,7 @@ def cmd_relay(args) -> int:
 
 def cmd_dev(args) -> int:
     """Everything as local processes; Ctrl-C or SIGTERM stops every one of them."""
-    rc = cmd_db_upgrade(argparse.Namespace(services=None))
+    rc = cmd_db_upgrade(argparse.Namespace(services=None)) or cmd_bus_declare(None)
     if rc:
         return rc
     from shared import auth
@@ -167,6 +167,65 @@ def cmd_dev(args) -> int:
     if failed and not stopping:
         return _fail(f"a process stopped on its own: {failed}")
     return 0
+
+
+def _handler_queues(args) -> list[str]:
+    """The handler queues a dlq command is about: --queue names, --handler service.method,
+    or every handler of every service."""
+    from shared import bus
+
+    if args.queue:
+        return list(args.queue)
+    handlers = bus.all_handlers()
+    if args.handler:
+        handlers = [h for h in handlers if h.handler in args.handler]
+        if not handlers:
+            raise SystemExit(_fail(f"no handler named {', '.join(args.handler)}"))
+    return [h.queue_name for h in handlers]
+
+
+def cmd_bus_declare(args) -> int:
+    from shared import bus
+
+    for line in bus.declare(settings.amqp_uri(), bus.all_handlers()):
+        print(line)
+    return 0
+
+
+def cmd_dlq_list(args) -> int:
+    import dataclasses
+    import json
+
+    from shared import bus
+
+    parked = bus.list_parked(settings.amqp_uri(), [f"{q}.dlq" for q in _handler_queues(args)], limit=args.limit)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(p) for p in parked], ensure_ascii=False, indent=2))
+        return 0
+    if not parked:
+        print("no parked messages")
+        return 0
+    print(f"{'event id':36}  {'type':22}  {'reason':9}  {'tries':5}  {'failed at':25}  queue / error")
+    for p in parked:
+        print(f"{(p.event_id or '-'):36}  {(p.event_type or '-'):22}  {p.reason:9}  {p.attempts:5}  "
+              f"{p.failed_at[:25]:25}  {p.dlq}\n{'':>36}  {p.error[:200]}")
+    print(f"{len(parked)} parked message(s)")
+    return 0
+
+
+def cmd_dlq_replay(args) -> int:
+    from shared import bus
+
+    if not args.all and not args.id:
+        return _fail("say which: --all, or --id EVENT_ID (repeatable)")
+    total = 0
+    for queue in _handler_queues(args):
+        moved = bus.replay(settings.amqp_uri(), queue, None if args.all else set(args.id))
+        if moved:
+            print(f"{queue}: {moved} message(s) back to the handler")
+        total += moved
+    print(f"replayed {total} message(s)")
+    return 0 if total or args.all else 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -208,11 +267,31 @@ def parser() -> argparse.ArgumentParser:
     relay.add_argument("--batch-size", type=int, default=500)
     relay.set_defaults(func=cmd_relay)
 
-    sub.add_parser("dev", help="migrate, then run every service and relay locally").set_defaults(func=cmd_dev)
+    bus_cmd = sub.add_parser("bus", help="the RabbitMQ topology").add_subparsers(dest="action", required=True)
+    bus_cmd.add_parser("declare", help="declare every exchange, handler queue, retry queue and dead-letter "
+                                       "queue (run before any producer)").set_defaults(func=cmd_bus_declare)
+
+    dlq = sub.add_parser("dlq", help="dead-lettered (parked) messages").add_subparsers(dest="action", required=True)
+    for name, func, text in (("list", cmd_dlq_list, "show what is parked, why, and how often it was tried"),
+                             ("replay", cmd_dlq_replay, "send parked messages back to their handler")):
+        command = dlq.add_parser(name, help=text)
+        command.add_argument("--handler", action="append", help="service.method (repeatable); default: all")
+        command.add_argument("--queue", action="append", help="a handler queue name (repeatable)")
+        command.set_defaults(func=func)
+    dlq.choices["list"].add_argument("--limit", type=int, default=1000)
+    dlq.choices["list"].add_argument("--json", action="store_true")
+    dlq.choices["replay"].add_argument("--all", action="store_true", help="every parked message")
+    dlq.choices["replay"].add_argument("--id", action="append", help="an event id (repeatable)")
+
+    sub.add_parser("dev", help="migrate, declare the bus, then run every service and relay locally").set_defaults(
+        func=cmd_dev)
     return top
 
 
 def main(argv=None) -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Eventlet is deprecated")
     args = parser().parse_args(argv)
     return args.func(args) or 0
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import sqlalchemy as sa
 from nameko.extensions import DependencyProvider
 
-from shared import outbox
+from shared import inbox, outbox
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,15 +22,25 @@ def make_engine(url: str, pool_size: int = 5) -> sa.Engine:
 
 
 class UnitOfWork:
-    """One transaction: the state change, its outbox events and its notifications together."""
+    """One transaction: the state change, its outbox events and its notifications together.
+    In an event handler it also claims the event in the inbox, so a duplicate delivery
+    raises AlreadyHandled instead of having a second effect."""
 
-    def __init__(self, engine: sa.Engine):
+    def __init__(self, engine: sa.Engine, claim: tuple[str, str] | None = None):
         self._engine = engine
+        self._claim = claim
         self.conn: sa.Connection | None = None
 
     def __enter__(self) -> "UnitOfWork":
         self.conn = self._engine.connect()
         self._tx = self.conn.begin()
+        if self._claim is not None:
+            try:
+                inbox.claim(self.conn, *self._claim)
+            except BaseException:
+                self._tx.rollback()
+                self.conn.close()
+                raise
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -55,11 +65,13 @@ class UnitOfWork:
 
 
 class Store:
-    def __init__(self, engine: sa.Engine):
+    def __init__(self, engine: sa.Engine, claim: tuple[str, str] | None = None):
         self.engine = engine
+        self._claim = claim
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.engine)
+        """A handler does its work in one unit of work (the one that claims its event)."""
+        return UnitOfWork(self.engine, self._claim)
 
 
 class Database(DependencyProvider):
@@ -76,6 +88,9 @@ class Database(DependencyProvider):
         self.store.engine.dispose()
 
     def get_dependency(self, worker_ctx):
+        topology = getattr(worker_ctx.entrypoint, "topology", None)
+        if topology is not None:  # a safe event handler: its unit of work claims the event
+            return Store(self.store.engine, claim=(topology.handler, worker_ctx.args[0]["event_id"]))
         return self.store
 
 

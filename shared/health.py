@@ -55,3 +55,32 @@ def report(service: str, engine: sa.Engine, amqp_uri: str) -> tuple[int, dict]:
     if lag is not None:
         body["outbox"] = lag
     return code, body
+
+
+_depth_cache: dict[tuple, tuple[float, dict]] = {}
+
+
+def metrics_text(service: str, engine: sa.Engine, amqp_uri: str, handlers=(), ttl: float = 5.0) -> str:
+    """Everything /metrics shows for a service: its counters and histograms, the outbox
+    lag from its database, and the depth of its handlers' dead-letter queues."""
+    from shared import bus, metrics
+
+    gauges = []
+    _, lag = check_database(engine)
+    if lag is not None:
+        gauges += [("closeloop_outbox_pending", "events waiting for the relay", lag["pending"], {"service": service}),
+                   ("closeloop_outbox_lag_seconds", "age of the oldest unpublished event",
+                    lag["oldest_age_seconds"], {"service": service})]
+    names = tuple(h.dlq_name for h in handlers)
+    if names:
+        key = (amqp_uri, names)
+        cached = _depth_cache.get(key)
+        if cached is None or time.monotonic() - cached[0] > ttl:
+            try:
+                cached = (time.monotonic(), bus.queue_depths(amqp_uri, list(names)))
+            except Exception:  # broker away: report what we know
+                cached = (time.monotonic(), {name: -1 for name in names})
+            _depth_cache[key] = cached
+        gauges += [("closeloop_dead_letter_depth", "messages parked in a handler's dead-letter queue (-1: unknown)",
+                    depth, {"service": service, "queue": name}) for name, depth in cached[1].items()]
+    return metrics.registry(service).render(gauges)

@@ -59,8 +59,12 @@ class Registry:
                     lines.append(f"{name}_bucket{_labels({**labels, 'le': '+Inf'})} {count}")
                     lines.append(f"{name}_sum{_labels(labels)} {total}")
                     lines.append(f"{name}_count{_labels(labels)} {count}")
-        for name, help_text, value, labels in gauges:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name}{_labels(labels)} {value}"]
+        described = set()
+        for name, help_text, value, labels in sorted(gauges, key=lambda g: g[0]):
+            if name not in described:  # one HELP/TYPE per metric, however many series
+                lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+                described.add(name)
+            lines.append(f"{name}{_labels(labels)} {value}")
         return "\n".join(lines) + "\n"
 
 

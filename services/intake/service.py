@@ -4,7 +4,7 @@ from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 from werkzeug.wrappers import Response
 
-from shared import health, idempotency, metrics, runtime
+from shared import bus, health, idempotency, runtime
 from shared.logs import CorrelationLogging
 from shared.db import Database
 from shared.http import api, correlation_id, identity, json_response, query_args, read_json
@@ -65,15 +65,9 @@ class IntakeService:
 
     @api("GET", "/metrics", public=True)
     def metrics(self, request):
-        _, lag = health.check_database(self.db.engine)
-        gauges = []
-        if lag is not None:
-            gauges = [("closeloop_outbox_pending", "events waiting for the relay", lag["pending"],
-                       {"service": self.name}),
-                      ("closeloop_outbox_lag_seconds", "age of the oldest unpublished event",
-                       lag["oldest_age_seconds"], {"service": self.name})]
-        text = metrics.registry(self.name).render(gauges)
-        return Response(text, mimetype="text/plain", content_type="text/plain; version=0.0.4; charset=utf-8")
+        text = health.metrics_text(self.name, self.db.engine, self.config["AMQP_URI"],
+                                   bus.handlers_of(IntakeService, bus.retry_delays(self.config)))
+        return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api("GET", "/openapi.json", public=True)
     def openapi(self, request):

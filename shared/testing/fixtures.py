@@ -40,6 +40,9 @@ def pytest_collection_finish(session):
         vhost = f"closeloop-test-{RUN_ID}"
         _state["amqp_uri"] = infra_module.create_vhost(resolved, vhost)
         _state.update(infra=resolved, vhost=vhost)
+        from shared import bus
+
+        bus.declare(_state["amqp_uri"], bus.all_handlers())  # as `closeloop bus declare` does
     except infra_module.InfraMissing as exc:
         pytest.exit(str(exc), returncode=3)
 

@@ -119,3 +119,12 @@ def test_remote_errors_map_back_to_local_ones():
     assert isinstance(errors.from_remote(Remote()), errors.NotFound)
     assert errors.from_remote(Remote()).message == "no complaint 1"
     assert errors.from_remote(Unknown()).status == 503
+
+
+def test_several_series_of_one_gauge_share_one_help_and_type():
+    from shared.metrics import Registry
+
+    text = Registry().render([("closeloop_dead_letter_depth", "parked", 2, {"queue": "a.dlq"}),
+                              ("closeloop_dead_letter_depth", "parked", 0, {"queue": "b.dlq"})])
+    assert text.count("# TYPE closeloop_dead_letter_depth gauge") == 1
+    assert 'closeloop_dead_letter_depth{queue="a.dlq"} 2' in text and 'closeloop_dead_letter_depth{queue="b.dlq"} 0' in text

@@ -1,0 +1,237 @@
+"""Safe consuming on the real broker and database, proven with a small probe service:
+duplicates, a handler failing twice then succeeding, one failing for good, garbage bytes,
+a wrong schema, and a replay from the dead-letter queue."""
+import json
+import uuid
+from datetime import datetime, timezone
+
+import kombu
+import pytest
+import sqlalchemy as sa
+from nameko.events import event_handler
+from nameko.runners import ServiceRunner
+
+from shared import bus, db, inbox, metrics
+from shared.config import with_database
+from shared.consumer import handle_event
+from shared.events import build_event
+from shared.relay import Publisher
+from shared.testing.fixtures import RUN_ID, drop_at_exit, wait_until
+
+pytestmark = pytest.mark.integration
+DELAYS_MS = (100, 300)  # three attempts in all, quickly
+
+probe_metadata = sa.MetaData()
+inbox.add_tables(probe_metadata)
+SEEN = sa.Table("seen", probe_metadata, sa.Column("event_id", sa.Text, primary_key=True),
+                sa.Column("description", sa.Text))
+TRIES = sa.Table("tries", probe_metadata, sa.Column("event_id", sa.Text, primary_key=True),
+                 sa.Column("count", sa.Integer, nullable=False))
+BROKEN = sa.Table("broken", probe_metadata, sa.Column("word", sa.Text, primary_key=True))
+
+
+class ProbeService:
+    """Fails as its input says: 'fail-twice' fails the first two tries; a description
+    listed in `broken` fails every time."""
+
+    name = "probe"
+    db = db.Database()
+
+    @handle_event("intake", "complaint_registered")
+    def record(self, event):
+        description = event["payload"]["description"]
+        with self.db.engine.begin() as conn:  # counted outside the handler's transaction
+            tries = conn.execute(sa.text(
+                "INSERT INTO tries VALUES (:e, 1) ON CONFLICT (event_id) DO UPDATE SET count = tries.count + 1 "
+                "RETURNING count"), {"e": event["event_id"]}).scalar_one()
+            broken = conn.execute(sa.select(BROKEN).where(BROKEN.c.word == description)).first()
+        if broken or (description == "fail-twice" and tries <= 2):
+            raise RuntimeError(f"probe refuses {description!r} (try {tries})")
+        with self.db.unit_of_work() as uow:
+            uow.execute(SEEN.insert().values(event_id=event["event_id"], description=description))
+
+
+@pytest.fixture
+def probe(infra, amqp_uri):
+    url = with_database(infra.database_url, f"cltest_{RUN_ID}_probe_{uuid.uuid4().hex[:8]}")
+    db.create_database(url)
+    drop_at_exit(url)
+    engine = db.make_engine(url, 2)
+    probe_metadata.create_all(engine)
+    handlers = bus.handlers_of(ProbeService, DELAYS_MS)
+    bus.declare(amqp_uri, handlers)
+    with kombu.Connection(amqp_uri) as conn:  # a clean slate: queues outlive a test
+        for handler in handlers:
+            for name in (handler.queue_name, handler.dlq_name):
+                kombu.Queue(name)(conn.channel()).purge()
+    runner = ServiceRunner({"AMQP_URI": amqp_uri, "DATABASE_URL": url, "EVENT_RETRY_DELAYS_MS": DELAYS_MS,
+                            "max_workers": 10})
+    metrics._registries.pop("probe", None)  # counts of this test only
+    runner.add_service(ProbeService)
+    runner.start()
+    yield Probe(engine, handlers[0], amqp_uri)
+    runner.kill()
+    engine.dispose()
+
+
+class Probe:
+    def __init__(self, engine, topology, amqp_uri):
+        self.engine, self.topology, self.amqp_uri = engine, topology, amqp_uri
+        self.publisher = Publisher(amqp_uri)
+
+    def publish(self, *events):
+        self.publisher.publish_batch([("intake.events", e["type"], json.dumps(e), e["event_id"]) for e in events])
+
+    def publish_raw(self, body: bytes, content_type="application/json"):
+        with kombu.Connection(self.amqp_uri) as conn:
+            kombu.Producer(conn.channel()).publish(body, exchange="intake.events", routing_key="complaint_registered",
+                                                   content_type=content_type, content_encoding="binary")
+
+    def rows(self, table):
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(table)).all()
+
+    def seen(self, event_id) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(SEEN).where(SEEN.c.event_id == event_id)).first() is not None
+
+    def tries(self, event_id) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(TRIES.c.count).where(TRIES.c.event_id == event_id)).scalar() or 0
+
+    def parked(self):
+        return bus.list_parked(self.amqp_uri, [self.topology.dlq_name])
+
+    def count(self, outcome) -> float:
+        text = metrics.registry("probe").render()
+        line = f'closeloop_events_total{{handler="probe.record",outcome="{outcome}"}} '
+        return next((float(l.split()[-1]) for l in text.splitlines() if l.startswith(line)), 0.0)
+
+
+def complaint_event(description: str) -> dict:
+    complaint_id = str(uuid.uuid4())
+    payload = {
+        "complaint_id": complaint_id, "reference": "SH001-20261122-0001", "kind": "complaint",
+        "channel": "front_desk", "category": "hygiene_environment", "category_source": "automatic",
+        "priority": "general", "severity_flags": [], "description": description, "occurred_at": None,
+        "received_at": "2026-11-22T02:00:00Z", "region": "east", "service": None, "products": [],
+        "customer_ref": None, "customer_masked": {"name": "王**"}, "customer_language": "zh",
+        "first_response_due": "2026-11-23T02:00:00Z", "resolution_due": "2026-11-29T02:00:00Z"}
+    return build_event("complaint_registered", payload, branch_code="SH001", correlation_id=complaint_id,
+                       occurred_at=datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc))
+
+
+def test_a_duplicated_delivery_has_exactly_one_effect(probe):
+    event = complaint_event("毛巾很脏")
+    probe.publish(event, event, event)
+    wait_until(lambda: probe.count("handled") + probe.count("duplicate") == 3, "three deliveries to be handled")
+    assert probe.count("handled") == 1 and probe.count("duplicate") == 2
+    assert [r.event_id for r in probe.rows(SEEN)] == [event["event_id"]]
+    assert [(r.handler, r.event_id) for r in probe.rows(inbox.INBOX)] == [("probe.record", event["event_id"])]
+
+
+def test_a_handler_failing_twice_then_succeeding_is_retried_with_delays(probe):
+    event = complaint_event("fail-twice")
+    probe.publish(event)
+    wait_until(lambda: probe.seen(event["event_id"]), "the third attempt to succeed")
+    assert probe.tries(event["event_id"]) == 3
+    assert probe.count("retried") == 2 and probe.parked() == []
+
+
+def test_a_handler_failing_for_good_is_parked_and_other_messages_keep_flowing(probe):
+    with probe.engine.begin() as conn:
+        conn.execute(BROKEN.insert().values(word="poison"))
+    poison, fine = complaint_event("poison"), complaint_event("fine")
+    probe.publish(poison, fine)
+    wait_until(lambda: probe.seen(fine["event_id"]), "the good message behind the poison one")
+    wait_until(lambda: probe.parked(), "the poison message to be parked")
+    [parked] = probe.parked()
+    assert (parked.event_id, parked.reason, parked.attempts) == (poison["event_id"], "failed", 3)
+    assert "probe refuses 'poison' (try 3)" in parked.error and parked.event_type == "complaint_registered"
+    assert probe.tries(poison["event_id"]) == 3  # bounded: no hot loop
+    assert probe.parked() != []  # listing does not consume
+
+    # The operator mends the cause and replays it: handled once, the queue empty.
+    with probe.engine.begin() as conn:
+        conn.execute(BROKEN.delete())
+    assert bus.replay(probe.amqp_uri, probe.topology, {poison["event_id"]}) == 1
+    wait_until(lambda: probe.seen(poison["event_id"]), "the replayed message to be handled")
+    assert probe.parked() == []
+
+
+@pytest.mark.parametrize("body, content_type, why", [
+    (b"\xff\x00 garbage", "application/json", "not JSON"),
+    (b"plain words", "text/plain", "not JSON"),
+    (b'{"event_id": "x"}', "application/json", "fails its schema"),
+    (b"[1, 2, 3]", "application/json", "fails its schema"),
+])
+def test_a_malformed_message_is_parked_at_once(probe, body, content_type, why):
+    probe.publish_raw(body, content_type)
+    after = complaint_event("after the garbage")
+    probe.publish(after)
+    wait_until(lambda: probe.seen(after["event_id"]), "the next message to be handled")
+    [parked] = wait_until(lambda: probe.parked(), "the malformed message to be parked")
+    assert (parked.reason, parked.attempts) == ("malformed", 1) and why in parked.error
+    assert probe.tries(after["event_id"]) == 1 and len(probe.rows(TRIES)) == 1  # the garbage reached no handler
+
+
+def test_a_wrong_payload_schema_is_parked_without_reaching_the_handler(probe):
+    event = complaint_event("x")
+    event["payload"]["priority"] = "whenever"
+    probe.publish(event)
+    [parked] = wait_until(lambda: probe.parked(), "the invalid event to be parked")
+    assert parked.event_id == event["event_id"] and "priority" in parked.error
+    assert probe.tries(event["event_id"]) == 0
+
+
+class PlainNamekoService:
+    name = "probe"
+
+    @event_handler("intake", "complaint_registered")
+    def record(self, payload):
+        pass
+
+
+def test_declared_queues_match_what_nameko_declares(amqp_uri, probe):
+    # After `bus declare` (in the probe fixture) a stock nameko handler on the same queue
+    # starts: a mismatch in arguments would fail with PRECONDITION_FAILED.
+    runner = ServiceRunner({"AMQP_URI": amqp_uri})
+    runner.add_service(PlainNamekoService)
+    runner.start()
+    runner.kill()
+    assert bus.declare(amqp_uri, [probe.topology])[-1].startswith(f"queue {probe.topology.queue_name}")
+
+
+def test_the_dlq_commands_list_and_replay(probe, capsys, monkeypatch):
+    from shared import cli
+
+    monkeypatch.setenv("AMQP_URI", probe.amqp_uri)
+    with probe.engine.begin() as conn:
+        conn.execute(BROKEN.insert().values(word="poison"))
+    poison = complaint_event("poison")
+    probe.publish(poison)
+    wait_until(lambda: probe.parked(), "the poison message to be parked")
+    queue = probe.topology.queue_name
+
+    assert cli.main(["dlq", "list", "--queue", queue]) == 0
+    listing = capsys.readouterr().out
+    assert poison["event_id"] in listing and "failed" in listing and "probe refuses 'poison' (try 3)" in listing
+    assert "1 parked message(s)" in listing
+
+    assert cli.main(["dlq", "replay", "--queue", queue, "--id", str(uuid.uuid4())]) == 1  # nothing matched
+    with probe.engine.begin() as conn:
+        conn.execute(BROKEN.delete())
+    assert cli.main(["dlq", "replay", "--queue", queue, "--all"]) == 0
+    assert "replayed 1 message(s)" in capsys.readouterr().out
+    wait_until(lambda: probe.seen(poison["event_id"]), "the replayed message to be handled")
+    assert cli.main(["dlq", "list", "--queue", queue]) == 0 and "no parked messages" in capsys.readouterr().out
+
+
+def test_metrics_show_dead_letter_depth_and_handler_outcomes(probe):
+    from shared import health
+
+    probe.publish_raw(b"garbage")
+    wait_until(lambda: probe.parked(), "the garbage to be parked")
+    text = health.metrics_text("probe", probe.engine, probe.amqp_uri, [probe.topology], ttl=0)
+    assert f'closeloop_dead_letter_depth{{queue="{probe.topology.dlq_name}",service="probe"}} 1' in text
+    assert 'closeloop_events_total{handler="probe.record",outcome="malformed"} 1.0' in text
