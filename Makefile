@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test dev unit clean
+.PHONY: install system-packages test dev unit bench clean
 
 install: $(STAMP)
 
@@ -14,13 +14,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# docker-compose (validating the compose file) and wrk (benchmarks), from Debian.
+system-packages:
+	bash scripts/install-system-packages.sh
+
 # The whole suite against a real RabbitMQ and PostgreSQL (see README: "Tests").
-test: install
+test: install system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Unit tests only: no infrastructure needed.
 unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+# Benchmarks: prints figures and writes bench/results/ (see README: "Benchmarks").
+bench: install system-packages
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 dev: install
 	exec $(BIN)/closeloop dev

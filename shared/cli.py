@@ -119,11 +119,24 @@ def cmd_relay(args) -> int:
     from shared.notify import make_notifier
     from shared.relay import Relay
 
+    from shared.relay import heartbeat_path
+
+    if args.healthcheck:
+        # For container health checks: a running relay touches its file after each healthy
+        # round (broker and database reachable).
+        beat = heartbeat_path(args.service)
+        age = time.time() - beat.stat().st_mtime if beat.exists() else None
+        if age is None or age > 30:
+            return _fail(f"relay for {args.service} unhealthy: last healthy round "
+                         f"{'never' if age is None else f'{age:.0f}s ago'}")
+        print(f"relay for {args.service} healthy ({age:.0f}s ago)")
+        return 0
     green.patch()
     logs.configure(f"{args.service}-relay", os.environ.get("LOG_LEVEL", "INFO"))
     config = settings.service_config(args.service)
     relay = Relay(db.make_engine(config["DATABASE_URL"], 2), config["AMQP_URI"], make_notifier(config["NOTIFIER"]),
                   batch_size=args.batch_size, service=args.service)
+    relay.heartbeat_file = heartbeat_path(args.service)
     signal.signal(signal.SIGTERM, lambda *_: relay.stop())
     signal.signal(signal.SIGINT, lambda *_: relay.stop())
     relay.run()
@@ -265,6 +278,8 @@ def parser() -> argparse.ArgumentParser:
     relay = sub.add_parser("relay", help="run one service's outbox relay")
     relay.add_argument("service", choices=sorted(settings.SERVICE_CLASSES))
     relay.add_argument("--batch-size", type=int, default=500)
+    relay.add_argument("--healthcheck", action="store_true",
+                       help="exit 0 if this machine's relay had a healthy round in the last 30 s")
     relay.set_defaults(func=cmd_relay)
 
     bus_cmd = sub.add_parser("bus", help="the RabbitMQ topology").add_subparsers(dest="action", required=True)
@@ -291,7 +306,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     import warnings
 
-    warnings.filterwarnings("ignore", message="Eventlet is deprecated")
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
     args = parser().parse_args(argv)
     return args.func(args) or 0
 

@@ -9,6 +9,7 @@ A row is marked only once the broker confirmed it: a crash in between publishes 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -159,6 +160,7 @@ class Relay:
                     self.purge_sent()
                     last_purge = time.monotonic()
                 backoff = 0.0
+                self._beat()
                 if sent < self.batch_size:
                     self._stop.wait(self.idle_wait)
             except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
@@ -178,3 +180,17 @@ class Relay:
 
     def stop(self) -> None:
         self._stop.set()
+
+    heartbeat_file = None  # set by `closeloop relay`: touched after each healthy round
+
+    def _beat(self) -> None:
+        if self.heartbeat_file is not None and time.monotonic() - getattr(self, "_last_beat", 0) > 1:
+            self.heartbeat_file.touch()
+            self._last_beat = time.monotonic()
+
+
+def heartbeat_path(service: str):
+    import tempfile
+    from pathlib import Path
+
+    return Path(os.environ.get("CLOSELOOP_RUN_DIR", tempfile.gettempdir())) / f"closeloop-relay-{service}.alive"
