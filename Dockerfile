@@ -9,6 +9,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY shared shared
 COPY services services
+# Editable: Alembic reads services/<name>/migrations from this source tree (they are not
+# packages, so a regular install would leave them out). Installs the `closeloop` script.
 RUN pip install -e .
 
 # Development signing keys are mounted here by docker-compose; production passes

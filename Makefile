@@ -23,7 +23,7 @@ test: install system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Unit tests only: no infrastructure needed.
-unit: install
+unit: install system-packages
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 # Benchmarks: prints figures and writes bench/results/ (see README: "Benchmarks").

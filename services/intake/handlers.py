@@ -58,14 +58,23 @@ def _not_future(value: datetime | None, now: datetime, name: str, errors: dict) 
 def _next_sequence(store, branch_code: str, day) -> int:
     """The branch's next number of the day, in its own short transaction: holding the
     counter's row lock until the complaint commits would serialize a branch's requests.
-    A complaint that then fails to commit leaves a gap in the numbers, never a duplicate."""
+    A complaint that then fails to commit leaves a gap in the numbers, never a duplicate.
+
+    The counter commits without waiting for its WAL flush: the complaint's own (synchronous)
+    commit comes later in the WAL and flushes it too, so a number is durable whenever a
+    complaint carrying it is; waiting for the flush here would serialize a branch's
+    complaints on the disk."""
     counters = models.reference_counters
     statement = pg_insert(counters).values(branch_code=branch_code, day=day, last=1)
     statement = statement.on_conflict_do_update(
         index_elements=[counters.c.branch_code, counters.c.day],
         set_={"last": counters.c.last + 1}).returning(counters.c.last)
     with store.engine.begin() as conn:
+        conn.execute(_ASYNC_COMMIT)
         return conn.execute(statement).scalar_one()
+
+
+_ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit TO OFF")
 
 
 def register_complaint(store, *, identity: Identity, body: dict, policy, now: datetime, ref_key: bytes,

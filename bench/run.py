@@ -1,0 +1,399 @@
+"""`make bench`: Closeloop's throughput and latency, each figure beside its ceiling.
+
+    python -m bench.run [--seconds 15] [--only intake,latency,relay,consumer] [--profile]
+
+Uses the RabbitMQ and PostgreSQL that `make test` would (AMQP_URI / DATABASE_URL, else the
+local defaults), in a vhost `closeloop-bench` and databases `closeloop_bench_*` of its own.
+Prints a table and writes bench/results/<time>.json and bench/results/latest.{json,md}.
+Every step is bounded in time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import kombu
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+TARGETS = {"intake_per_s": 600, "intake_p99_ms_at_200": 50, "relay_per_s": 5000, "consumer_per_s": 1000}
+COMPLAINT = {"kind": "complaint", "channel": "front_desk",
+             "customer": {"name": "王女士", "phone": "13812346138", "language": "zh"},
+             "description": "昨天染发后头皮过敏红肿", "occurred_at": "2026-11-21T15:00:00+08:00",
+             "severity_flags": ["allergy"], "service": {"code": "HAIR-DYE", "name": "染发", "technician_id": "T-017"},
+             "products": [{"sku": "DYE-5N", "batch": "B2026-11-03"}]}
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Processes:
+    """Child processes, each stopped (TERM, then KILL) when the step ends."""
+
+    def __init__(self, env):
+        self.env, self.children = env, []
+
+    def start(self, *argv, wait_for: str | None = None, timeout: float = 30) -> subprocess.Popen:
+        child = subprocess.Popen([sys.executable, *argv], env=self.env, cwd=ROOT, text=True,
+                                 stdout=subprocess.PIPE if wait_for else subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        self.children.append(child)
+        if wait_for:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                line = child.stdout.readline()
+                if wait_for in line:
+                    return child
+                if not line and child.poll() is not None:
+                    break
+            raise RuntimeError(f"{argv} did not print {wait_for!r} within {timeout}s")
+        return child
+
+    def stop(self):
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in self.children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        self.children = []
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except Exception:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def wrk(url: str, seconds: int, lua: Path, connections: int = 32) -> dict:
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
+                         capture_output=True, text=True, timeout=seconds + 30).stdout
+
+    def latency(p):
+        match = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        if not match:
+            return None
+        value, unit = float(match.group(1)), match.group(2)
+        return round(value / 1000 if unit == "us" else value * 1000 if unit == "s" else value, 2)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50_ms": latency(50),
+            "p99_ms": latency(99), "non_2xx": int(errors.group(1)) if errors else 0, "connections": connections}
+
+
+def wrk_script(path: Path, token: str, body: dict, dir_: Path) -> Path:
+    body_file = dir_ / f"{path.name}.json"
+    body_file.write_text(json.dumps(body, ensure_ascii=False))
+    lua = dir_ / f"{path.name}.lua"
+    lua.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                   f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+                   f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n')
+    return lua
+
+
+# --- steps -----------------------------------------------------------------------------------
+
+def step_intake(env, seconds, work, results, profile: bool):
+    """Two intake processes sharing one port (SO_REUSEPORT), one relay; then a bare nameko
+    endpoint, two processes, as the ceiling."""
+    from shared import auth
+
+    token = auth.issue_token(role="front_desk", subject="bench", branch="SH001")
+    lua = wrk_script(Path("complaint"), token, COMPLAINT, work)
+    port = free_port()
+    procs = Processes({**env, "INTAKE_BIND": f"127.0.0.1:{port}", "CLOSELOOP_MAX_WORKERS": "20",
+                       "CLOSELOOP_DB_POOL_SIZE": "20", "LOG_LEVEL": "WARNING"})
+    try:
+        intakes = [procs.start("-m", "shared.cli", "serve", "intake") for _ in range(2)]
+        procs.start("-m", "shared.cli", "relay", "intake")
+        wait_http(f"http://127.0.0.1:{port}/health")
+        wrk(f"http://127.0.0.1:{port}/v1/complaints", 3, lua)  # warm up
+        log(f"intake: wrk for {seconds}s against two processes")
+        results["intake"] = wrk(f"http://127.0.0.1:{port}/v1/complaints", seconds, lua)
+        log(f"intake: {results['intake']['per_s']}/s")
+        body_file = work / "complaint.json"
+        log(f"intake: 200 complaints/s offered for {seconds}s (open loop)")
+        out = subprocess.run([sys.executable, "-m", "bench.loadgen", f"http://127.0.0.1:{port}/v1/complaints",
+                              "200", str(seconds), str(body_file), token, "32"],
+                             capture_output=True, text=True, timeout=seconds + 60, cwd=ROOT, env=env)
+        results["intake_at_200"] = json.loads(out.stdout)
+        if profile:
+            results["intake_profile"] = profile_process(intakes[0].pid, port, lua, work)
+    finally:
+        procs.stop()
+    bare_port = free_port()
+    try:
+        for _ in range(2):
+            procs.start("-m", "bench.services", "http", str(bare_port), wait_for="ready")
+        bare_lua = wrk_script(Path("bare"), token, COMPLAINT, work)
+        wrk(f"http://127.0.0.1:{bare_port}/bare", 3, bare_lua)
+        results["bare_http"] = wrk(f"http://127.0.0.1:{bare_port}/bare", seconds, bare_lua)
+        log(f"bare nameko http: {results['bare_http']['per_s']}/s")
+    finally:
+        procs.stop()
+
+
+def profile_process(pid: int, port: int, lua: Path, work: Path, seconds: int = 10) -> list[str]:
+    """Where one intake process spends its time under load (py-spy, inclusive %)."""
+    raw = work / "profile.txt"
+    load = subprocess.Popen(["wrk", "-t2", "-c32", f"-d{seconds + 2}s", "-s", str(lua),
+                             f"http://127.0.0.1:{port}/v1/complaints"], stdout=subprocess.DEVNULL)
+    subprocess.run([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-d", str(seconds),
+                    "-r", "200", "-f", "raw", "-o", str(raw), "--nonblocking"],
+                   capture_output=True, timeout=seconds + 30)
+    load.wait(timeout=seconds + 30)
+    inclusive, total = {}, 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        for frame in {f.split(" (")[0] + " " + f.split(" (")[-1].split(":")[0] for f in stack.split(";")}:
+            inclusive[frame] = inclusive.get(frame, 0) + int(count)
+    top = sorted(inclusive.items(), key=lambda kv: -kv[1])
+    return [f"{100 * n / total:5.1f}% {frame}" for frame, n in top
+            if "eventlet/hubs" not in frame and "greenthread" not in frame and "threading" not in frame][:25]
+
+
+def step_relay(env, seconds, work, results, count: int = 20_000):
+    """Relay: events/s from outbox rows to confirmed publishes; beside raw kombu publishing
+    of the same bodies without confirms."""
+    from shared import config as settings
+    from shared.db import make_engine
+    from shared.relay import Relay
+
+    amqp = env["AMQP_URI"]
+    engine = make_engine(settings.service_database_url("intake", env), 2)
+    body = (work / "event.json").read_text()
+    with kombu.Connection(amqp) as conn:
+        sink = kombu.Queue("bench-relay-sink", kombu.Exchange("intake.events", "topic", durable=True), "#",
+                           durable=True)(conn.channel())
+        sink.declare()
+        sink.purge()
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM outbox"))
+        raw = conn.connection.dbapi_connection.cursor()
+        from psycopg2.extras import execute_values
+
+        execute_values(raw, "INSERT INTO outbox (event_id, exchange, routing_key, body) VALUES %s",
+                       [(str(uuid.uuid4()), "intake.events", "complaint_registered", body) for _ in range(count)],
+                       page_size=2000)
+    relay = Relay(engine, amqp, batch_size=500, service="bench")
+    started = time.perf_counter()
+    deadline = started + 120
+    while relay.publish_pending() and time.perf_counter() < deadline:
+        pass
+    elapsed = time.perf_counter() - started
+    relay.publisher.close()
+    results["relay"] = {"events": relay.published, "seconds": round(elapsed, 2),
+                        "per_s": round(relay.published / elapsed, 1), "batch": 500}
+    log(f"relay: {results['relay']['per_s']}/s")
+    with kombu.Connection(amqp) as conn:
+        producer = kombu.Producer(conn.channel())
+        payload = body.encode()
+        started = time.perf_counter()
+        for _ in range(count):
+            producer.publish(payload, exchange="intake.events", routing_key="complaint_registered",
+                             content_type="application/json", content_encoding="utf-8", delivery_mode=2,
+                             serializer=None)
+        elapsed = time.perf_counter() - started
+        kombu.Queue("bench-relay-sink")(conn.channel()).delete()
+    results["raw_kombu_no_confirms"] = {"events": count, "seconds": round(elapsed, 2),
+                                        "per_s": round(count / elapsed, 1)}
+    log(f"raw kombu without confirms: {results['raw_kombu_no_confirms']['per_s']}/s")
+    engine.dispose()
+
+
+def step_consumer(env, seconds, work, results, count: int = 5_000):
+    """A safe handler (schema check, inbox row, commit) draining a preloaded queue; beside a
+    bare nameko event handler draining the same events."""
+    from bench.services import InboxConsumer  # noqa: F401  (import checks it loads)
+    from shared import bus
+    from shared import config as settings
+    from shared.db import make_engine
+    from shared.inbox import INBOX
+    from shared.relay import Publisher
+
+    amqp = env["AMQP_URI"]
+    inbox_handler = bus.HandlerTopology("intake", "complaint_registered", "benchinbox", "consume",
+                                        bus.retry_delays())
+    bare_queue = bus.HandlerTopology("intake", "complaint_registered", "benchbare", "consume", ())
+    bus.declare(amqp, [inbox_handler])
+    with kombu.Connection(amqp) as conn:
+        for queue in (inbox_handler.queue(), bare_queue.queue()):
+            bound = queue(conn.channel())
+            bound.declare()
+            bound.purge()
+    engine = make_engine(settings.service_database_url("benchinbox", env), 2)
+    with engine.begin() as conn:
+        conn.execute(INBOX.delete())
+    template = json.loads((work / "event.json").read_text())
+    publisher = Publisher(amqp)
+    for start in range(0, count, 500):
+        batch = []
+        for _ in range(min(500, count - start)):
+            event = {**template, "event_id": str(uuid.uuid4())}
+            batch.append(("intake.events", "complaint_registered", json.dumps(event, ensure_ascii=False),
+                          event["event_id"]))
+        publisher.publish_batch(batch)
+    publisher.close()
+
+    def drain(kind: str, progress) -> dict:
+        procs = Processes(env)
+        try:
+            procs.start("-m", "bench.services", kind, wait_for="ready")
+            first = progress()
+            started = time.perf_counter()
+            deadline = started + 120
+            while progress() < count and time.perf_counter() < deadline:
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - started
+            done = progress() - first
+            return {"events": done, "seconds": round(elapsed, 2), "per_s": round(done / elapsed, 1)}
+        finally:
+            procs.stop()
+
+    def inbox_rows():
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(INBOX)).scalar()
+
+    def bare_done():
+        return count - bus.queue_depths(amqp, [bare_queue.queue_name])[bare_queue.queue_name]
+
+    results["consumer_inbox"] = drain("inbox-consumer", inbox_rows)
+    log(f"consumer with inbox: {results['consumer_inbox']['per_s']}/s")
+    results["consumer_bare"] = drain("bare-consumer", bare_done)
+    log(f"bare nameko handler: {results['consumer_bare']['per_s']}/s")
+    engine.dispose()
+
+
+# --- set-up and report -----------------------------------------------------------------------
+
+def prepare(env) -> dict:
+    """A vhost and fresh databases of the benchmark's own."""
+    from shared import auth, bus, db
+    from shared import config as settings
+    from shared.events import build_event
+    from shared.inbox import add_tables
+    from shared.testing import infra
+
+    resolved = infra.resolve(env)
+    try:
+        infra.delete_vhost(resolved, "closeloop-bench")
+    except Exception:
+        pass
+    env = {**env, "AMQP_URI": infra.create_vhost(resolved, "closeloop-bench"),
+           "DATABASE_URL": resolved.database_url, "CLOSELOOP_DB_PREFIX": "closeloop_bench"}
+    for service in ("intake", "benchinbox"):
+        url = settings.service_database_url(service, env)
+        db.drop_database(url)
+        db.create_database(url)
+    db.migrate("intake", settings.service_database_url("intake", env))
+    engine = db.make_engine(settings.service_database_url("benchinbox", env), 1)
+    metadata = sa.MetaData()
+    add_tables(metadata)
+    metadata.create_all(engine)
+    engine.dispose()
+    bus.declare(env["AMQP_URI"], bus.all_handlers())
+    auth.ensure_dev_keys()
+    return env
+
+
+def sample_event() -> dict:
+    from tests.integration.test_consumer import complaint_event
+
+    return complaint_event("毛巾很脏，没有消毒")
+
+
+def report(results: dict) -> str:
+    def row(what, value, ceiling, target, unit, met):
+        return f"| {what} | {value} {unit} | {ceiling} | {target} | {'met' if met else 'NOT met'} |"
+
+    intake, at200 = results.get("intake"), results.get("intake_at_200")
+    lines = ["| measure | Closeloop | ceiling, same run | target | |", "|---|---|---|---|---|"]
+    if intake:
+        lines.append(row("intake complaints accepted, 2 processes", intake["per_s"],
+                         f"{results['bare_http']['per_s']}/s bare nameko HTTP, 2 processes",
+                         f">= {TARGETS['intake_per_s']}/s", "/s", intake["per_s"] >= TARGETS["intake_per_s"]))
+    if at200:
+        lines.append(row("intake p50 / p99 at 200 complaints/s offered", f"{at200['p50_ms']} / {at200['p99_ms']}",
+                         f"achieved {at200['achieved_per_s']}/s", f"p99 < {TARGETS['intake_p99_ms_at_200']} ms",
+                         "ms", at200["p99_ms"] < TARGETS["intake_p99_ms_at_200"]))
+    if "relay" in results:
+        lines.append(row("relay, outbox to confirmed publish", results["relay"]["per_s"],
+                         f"{results['raw_kombu_no_confirms']['per_s']}/s raw kombu without confirms",
+                         f">= {TARGETS['relay_per_s']}/s", "/s", results["relay"]["per_s"] >= TARGETS["relay_per_s"]))
+    if "consumer_inbox" in results:
+        lines.append(row("consumer with schema check and inbox dedup", results["consumer_inbox"]["per_s"],
+                         f"{results['consumer_bare']['per_s']}/s bare nameko event handler",
+                         f">= {TARGETS['consumer_per_s']}/s", "/s",
+                         results["consumer_inbox"]["per_s"] >= TARGETS["consumer_per_s"]))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=15, help="length of each load run (default 15)")
+    parser.add_argument("--only", default="intake,relay,consumer", help="steps: intake, relay, consumer")
+    parser.add_argument("--profile", action="store_true", help="profile an intake process under load (py-spy)")
+    args = parser.parse_args(argv)
+    steps = set(args.only.split(","))
+    env = prepare(dict(os.environ))
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "event.json").write_text(json.dumps(sample_event(), ensure_ascii=False))
+        if "intake" in steps:
+            step_intake(env, args.seconds, work, results, args.profile)
+        if "relay" in steps:
+            step_relay(env, args.seconds, work, results)
+        if "consumer" in steps:
+            step_consumer(env, args.seconds, work, results)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    document = {"at": stamp, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "targets": TARGETS, "results": results}
+    table = report(results)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in (f"{stamp}.json", "latest.json"):
+        (RESULTS / name).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    profile = results.get("intake_profile")
+    markdown = (f"# Benchmarks, {stamp}\n\n{os.cpu_count()} cores, Python {platform.python_version()}\n\n{table}\n"
+                + ("\n## Where an intake process spends its time (inclusive)\n\n```\n" + "\n".join(profile) + "\n```\n"
+                   if profile else ""))
+    (RESULTS / "latest.md").write_text(markdown)
+    print(table)
+    if profile:
+        print("\n".join(profile[:15]))
+    print(f"\nwritten: bench/results/{stamp}.json, bench/results/latest.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
