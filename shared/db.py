@@ -29,39 +29,81 @@ class UnitOfWork:
     def __init__(self, engine: sa.Engine, claim: tuple[str, str] | None = None):
         self._engine = engine
         self._claim = claim
-        self.conn: sa.Connection | None = None
+        self._conn: sa.Connection | None = None
+        self._pending: list[bytes] = []
 
     def __enter__(self) -> "UnitOfWork":
-        self.conn = self._engine.connect()
-        self._tx = self.conn.begin()
+        self._conn = self._engine.connect()
+        self._tx = self._conn.begin()
         if self._claim is not None:
             try:
-                inbox.claim(self.conn, *self._claim)
+                inbox.claim(self._conn, *self._claim)
             except BaseException:
                 self._tx.rollback()
-                self.conn.close()
+                self._conn.close()
                 raise
         return self
 
     def __exit__(self, exc_type, exc, tb):
         try:
             if exc_type is None and self._tx.is_active:
+                self._flush()
                 self._tx.commit()
             elif self._tx.is_active:
                 self._tx.rollback()
         finally:
-            self.conn.close()
+            self._conn.close()
         return False
+
+    @property
+    def conn(self) -> sa.Connection:
+        """The transaction's connection (queued inserts are sent first, to keep their order)."""
+        self._flush()
+        return self._conn
 
     def execute(self, statement, *args, **kwargs):
         return self.conn.execute(statement, *args, **kwargs)
 
+    def insert(self, table: sa.Table, values: dict) -> None:
+        """Queue an INSERT: the queued inserts go to the server together, in one round trip,
+        before the next statement or the commit. Values are plain Python; dicts and lists
+        are stored as JSON."""
+        self._pending.append(_insert_sql(self._conn, table, values))
+
+    def _flush(self) -> None:
+        if self._pending:
+            cursor = self._conn.connection.dbapi_connection.cursor()
+            try:
+                cursor.execute(b";".join(self._pending))
+            finally:
+                cursor.close()
+            self._pending.clear()
+
     def publish(self, envelope: dict) -> None:
-        """Queue an already validated event; the relay publishes it after commit."""
-        outbox.add_event(self.conn, envelope)
+        """Queue an event made by shared.events.build_event; the relay publishes it after commit."""
+        self.insert(outbox.OUTBOX, outbox.event_row(envelope))
 
     def notify(self, notification) -> None:
-        outbox.add_notification(self.conn, notification)
+        self.insert(outbox.NOTIFICATIONS, outbox.notification_row(notification))
+
+
+_INSERTS: dict[tuple, str] = {}
+
+
+def _insert_sql(conn: sa.Connection, table: sa.Table, values: dict) -> bytes:
+    """The INSERT with its values bound, as psycopg2 would send it (its mogrify)."""
+    key = (table.name, tuple(values))
+    sql = _INSERTS.get(key)
+    if sql is None:
+        columns = ", ".join(f'"{name}"' for name in values)
+        placeholders = ", ".join(f"%({name})s" for name in values)
+        sql = _INSERTS[key] = f'INSERT INTO "{table.name}" ({columns}) VALUES ({placeholders})'
+    params = {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v for k, v in values.items()}
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        return cursor.mogrify(sql, params)
+    finally:
+        cursor.close()
 
 
 class Store:

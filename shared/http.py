@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 
+import psycopg2
 from nameko.web.handlers import HttpRequestHandler
 from sqlalchemy import exc as sa_exc
 from nameko.web.server import WebServer, WsgiApp
@@ -114,10 +115,13 @@ class ApiEndpoint(HttpRequestHandler):
     def response_from_exception(self, exc):
         if isinstance(exc, ApiError):
             return error_response(exc)
-        if isinstance(exc, sa_exc.DataError):  # a value the database cannot hold slipped past validation
-            log.warning("database refused a value in %s %s: %s", self.method, self.url, exc.orig)
+        # Raw driver errors too: the unit of work sends its queued inserts through psycopg2.
+        if isinstance(exc, (sa_exc.DataError, psycopg2.DataError)):
+            # a value the database cannot hold slipped past validation
+            log.warning("database refused a value in %s %s: %s", self.method, self.url, exc)
             return error_response(ValidationFailed("a value in the request cannot be stored"))
-        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
+                            psycopg2.OperationalError, psycopg2.InterfaceError)):
             log.warning("database unavailable in %s %s: %s", self.method, self.url, exc.__class__.__name__)
             return error_response(ServiceUnavailable("the database is unavailable; nothing was stored, "
                                                      "try again shortly"), {"Retry-After": "2"})

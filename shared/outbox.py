@@ -66,18 +66,17 @@ class Notification:
     subject_id: str       # what it is about (a complaint id, a case id)
 
 
-def add_event(conn: sa.Connection, envelope: ValidatedEvent) -> None:
+def event_row(envelope: ValidatedEvent) -> dict:
+    """The outbox row of an event; only events that passed their schema have one."""
     if not isinstance(envelope, ValidatedEvent):
         raise TypeError("only events made by shared.events.build_event can be published")
-    conn.execute(OUTBOX.insert().values(
-        event_id=envelope["event_id"], exchange=f"{envelope['source']}.events",
-        routing_key=envelope["type"], body=json.dumps(envelope, ensure_ascii=False)))
+    return {"event_id": envelope["event_id"], "exchange": f"{envelope['source']}.events",
+            "routing_key": envelope["type"], "body": json.dumps(envelope, ensure_ascii=False)}
 
 
-def add_notification(conn: sa.Connection, notification: Notification) -> None:
-    conn.execute(NOTIFICATIONS.insert().values(
-        channel=notification.channel, recipient=notification.recipient,
-        language=notification.language, body=notification.body, subject_id=notification.subject_id))
+def notification_row(notification: Notification) -> dict:
+    return {"channel": notification.channel, "recipient": notification.recipient,
+            "language": notification.language, "body": notification.body, "subject_id": notification.subject_id}
 
 
 def lag(conn: sa.Connection) -> dict:

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from marshmallow import ValidationError
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared import idempotency
 from shared.auth import Identity
@@ -64,17 +63,21 @@ def _next_sequence(store, branch_code: str, day) -> int:
     commit comes later in the WAL and flushes it too, so a number is durable whenever a
     complaint carrying it is; waiting for the flush here would serialize a branch's
     complaints on the disk."""
-    counters = models.reference_counters
-    statement = pg_insert(counters).values(branch_code=branch_code, day=day, last=1)
-    statement = statement.on_conflict_do_update(
-        index_elements=[counters.c.branch_code, counters.c.day],
-        set_={"last": counters.c.last + 1}).returning(counters.c.last)
-    with store.engine.begin() as conn:
-        conn.execute(_ASYNC_COMMIT)
-        return conn.execute(statement).scalar_one()
+    with store.engine.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        cursor = dbapi.cursor()
+        try:  # one round trip for both statements
+            cursor.execute(_NEXT_NUMBER, {"branch": branch_code, "day": day})
+            number = cursor.fetchone()[0]
+        finally:
+            cursor.close()
+        dbapi.commit()
+    return number
 
 
-_ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit TO OFF")
+_NEXT_NUMBER = ("SET LOCAL synchronous_commit TO OFF; "
+                "INSERT INTO reference_counters (branch_code, day, last) VALUES (%(branch)s, %(day)s, 1) "
+                "ON CONFLICT (branch_code, day) DO UPDATE SET last = reference_counters.last + 1 RETURNING last")
 
 
 def register_complaint(store, *, identity: Identity, body: dict, policy, now: datetime, ref_key: bytes,
@@ -107,7 +110,7 @@ def register_complaint(store, *, identity: Identity, body: dict, policy, now: da
         complaint = Complaint.register(data, branch_code=branch_code, policy=policy, received_at=now,
                                        sequence=sequence,
                                        recorded_by=identity.subject, recorded_by_role=identity.role)
-        uow.execute(models.complaints.insert().values(_complaint_row(complaint, ref_key)))
+        uow.insert(models.complaints, _complaint_row(complaint, ref_key))
         uow.publish(complaint.registered_event(ref_key, causation_id))
         notification = complaint.acknowledgement_notification()
         if notification is not None:
@@ -233,7 +236,7 @@ def record_sale(store, *, identity: Identity, body: dict, policy, now: datetime,
                 return earlier
         sale = Sale.record(data, branch_code=branch_code, policy=policy, recorded_at=now,
                            recorded_by=identity.subject)
-        uow.execute(models.sales.insert().values(
+        uow.insert(models.sales, dict(
             id=sale.id, branch_code=sale.branch_code, region=sale.region, sold_at=sale.sold_at,
             recorded_at=sale.recorded_at, customer_name=sale.customer.name,
             customer_phone=sale.customer.phone, customer_email=sale.customer.email,
