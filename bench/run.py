@@ -234,7 +234,6 @@ def step_relay(env, seconds, work, results, count: int = 20_000):
 def step_consumer(env, seconds, work, results, count: int = 5_000):
     """A safe handler (schema check, inbox row, commit) draining a preloaded queue; beside a
     bare nameko event handler draining the same events."""
-    from bench.services import InboxConsumer  # noqa: F401  (import checks it loads)
     from shared import bus
     from shared import config as settings
     from shared.db import make_engine
@@ -300,7 +299,6 @@ def prepare(env) -> dict:
     """A vhost and fresh databases of the benchmark's own."""
     from shared import auth, bus, db
     from shared import config as settings
-    from shared.events import build_event
     from shared.inbox import add_tables
     from shared.testing import infra
 
@@ -327,9 +325,9 @@ def prepare(env) -> dict:
 
 
 def sample_event() -> dict:
-    from tests.integration.test_consumer import complaint_event
+    from shared.testing.samples import complaint_event
 
-    return complaint_event("毛巾很脏，没有消毒")
+    return complaint_event()
 
 
 def report(results: dict) -> str:

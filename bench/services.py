@@ -10,7 +10,6 @@ from shared import green
 
 green.patch()
 
-import eventlet  # noqa: E402
 from nameko.events import event_handler  # noqa: E402
 from nameko.runners import ServiceRunner  # noqa: E402
 from nameko.web.handlers import http  # noqa: E402

@@ -55,29 +55,18 @@ def _not_future(value: datetime | None, now: datetime, name: str, errors: dict) 
 
 
 def _next_sequence(store, branch_code: str, day) -> int:
-    """The branch's next number of the day, in its own short transaction: holding the
-    counter's row lock until the complaint commits would serialize a branch's requests.
-    A complaint that then fails to commit leaves a gap in the numbers, never a duplicate.
-
-    The counter commits without waiting for its WAL flush: the complaint's own (synchronous)
-    commit comes later in the WAL and flushes it too, so a number is durable whenever a
-    complaint carrying it is; waiting for the flush here would serialize a branch's
-    complaints on the disk."""
+    """The branch's next number of the day, committed on its own (migration 0002): holding the
+    counter's row lock until the complaint commits would serialize a branch's requests. A
+    complaint that then fails to commit leaves a gap in the numbers, never a duplicate."""
     with store.engine.connect() as conn:
         dbapi = conn.connection.dbapi_connection
-        cursor = dbapi.cursor()
-        try:  # one round trip for both statements
-            cursor.execute(_NEXT_NUMBER, {"branch": branch_code, "day": day})
-            number = cursor.fetchone()[0]
+        dbapi.autocommit = True  # the statement is its own transaction: one round trip
+        try:
+            with dbapi.cursor() as cursor:
+                cursor.execute("SELECT next_reference_number(%s, %s)", (branch_code, day))
+                return cursor.fetchone()[0]
         finally:
-            cursor.close()
-        dbapi.commit()
-    return number
-
-
-_NEXT_NUMBER = ("SET LOCAL synchronous_commit TO OFF; "
-                "INSERT INTO reference_counters (branch_code, day, last) VALUES (%(branch)s, %(day)s, 1) "
-                "ON CONFLICT (branch_code, day) DO UPDATE SET last = reference_counters.last + 1 RETURNING last")
+            dbapi.autocommit = False
 
 
 def register_complaint(store, *, identity: Identity, body: dict, policy, now: datetime, ref_key: bytes,

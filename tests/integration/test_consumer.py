@@ -3,7 +3,6 @@ duplicates, a handler failing twice then succeeding, one failing for good, garba
 a wrong schema, and a replay from the dead-letter queue."""
 import json
 import uuid
-from datetime import datetime, timezone
 
 import kombu
 import pytest
@@ -14,9 +13,9 @@ from nameko.runners import ServiceRunner
 from shared import bus, db, inbox, metrics
 from shared.config import with_database
 from shared.consumer import handle_event
-from shared.events import build_event
 from shared.relay import Publisher
 from shared.testing.fixtures import RUN_ID, drop_at_exit, wait_until
+from shared.testing.samples import complaint_event
 
 pytestmark = pytest.mark.integration
 DELAYS_MS = (100, 300)  # three attempts in all, quickly
@@ -106,19 +105,6 @@ class Probe:
         text = metrics.registry("probe").render()
         line = f'closeloop_events_total{{handler="probe.record",outcome="{outcome}"}} '
         return next((float(l.split()[-1]) for l in text.splitlines() if l.startswith(line)), 0.0)
-
-
-def complaint_event(description: str) -> dict:
-    complaint_id = str(uuid.uuid4())
-    payload = {
-        "complaint_id": complaint_id, "reference": "SH001-20261122-0001", "kind": "complaint",
-        "channel": "front_desk", "category": "hygiene_environment", "category_source": "automatic",
-        "priority": "general", "severity_flags": [], "description": description, "occurred_at": None,
-        "received_at": "2026-11-22T02:00:00Z", "region": "east", "service": None, "products": [],
-        "customer_ref": None, "customer_masked": {"name": "王**"}, "customer_language": "zh",
-        "first_response_due": "2026-11-23T02:00:00Z", "resolution_due": "2026-11-29T02:00:00Z"}
-    return build_event("complaint_registered", payload, branch_code="SH001", correlation_id=complaint_id,
-                       occurred_at=datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc))
 
 
 def test_a_duplicated_delivery_has_exactly_one_effect(probe):

@@ -1,0 +1,19 @@
+"""Valid sample events for tests and benchmarks."""
+import uuid
+from datetime import datetime, timezone
+
+from shared.events import build_event
+
+
+def complaint_event(description: str = "毛巾很脏，没有消毒") -> dict:
+    """A complaint_registered event as intake would publish it."""
+    complaint_id = str(uuid.uuid4())
+    payload = {
+        "complaint_id": complaint_id, "reference": "SH001-20261122-0001", "kind": "complaint",
+        "channel": "front_desk", "category": "hygiene_environment", "category_source": "automatic",
+        "priority": "general", "severity_flags": [], "description": description, "occurred_at": None,
+        "received_at": "2026-11-22T02:00:00Z", "region": "east", "service": None, "products": [],
+        "customer_ref": None, "customer_masked": {"name": "王**"}, "customer_language": "zh",
+        "first_response_due": "2026-11-23T02:00:00Z", "resolution_due": "2026-11-29T02:00:00Z"}
+    return build_event("complaint_registered", payload, branch_code="SH001", correlation_id=complaint_id,
+                       occurred_at=datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc))
