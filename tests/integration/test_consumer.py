@@ -61,7 +61,7 @@ def probe(infra, amqp_uri):
     bus.declare(amqp_uri, handlers)
     with kombu.Connection(amqp_uri) as conn:  # a clean slate: queues outlive a test
         for handler in handlers:
-            for name in (handler.queue_name, handler.dlq_name):
+            for name in (handler.queue_name, handler.dlq_name, *map(handler.retry_name, handler.delays_ms)):
                 kombu.Queue(name)(conn.channel()).purge()
     runner = ServiceRunner({"AMQP_URI": amqp_uri, "DATABASE_URL": url, "EVENT_RETRY_DELAYS_MS": DELAYS_MS,
                             "max_workers": 10})
