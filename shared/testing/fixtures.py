@@ -24,7 +24,10 @@ from shared.config import with_database
 from shared.relay import Relay
 from shared.testing import infra as infra_module
 
-RUN_ID = uuid.uuid4().hex[:8]
+# Names of this run's vhost and databases start with the run's start time, so that a later
+# run can drop what an interrupted one left behind.
+RUN_ID = f"{int(time.time())}_{uuid.uuid4().hex[:6]}"
+STALE_AFTER = 6 * 3600
 INFRA_FIXTURES = {"infra", "amqp_uri", "database_factory", "start_service", "start_relay", "bus_listener",
                   "tcp_proxy"}
 _state: dict = {}
@@ -37,6 +40,7 @@ def pytest_collection_finish(session):
         return
     try:
         resolved = infra_module.resolve()
+        _drop_stale_runs(resolved)
         vhost = f"closeloop-test-{RUN_ID}"
         _state["amqp_uri"] = infra_module.create_vhost(resolved, vhost)
         _state.update(infra=resolved, vhost=vhost)
@@ -45,6 +49,27 @@ def pytest_collection_finish(session):
         bus.declare(_state["amqp_uri"], bus.all_handlers())  # as `closeloop bus declare` does
     except infra_module.InfraMissing as exc:
         pytest.exit(str(exc), returncode=3)
+
+
+def _stale(name: str, prefix: str) -> bool:
+    started = name[len(prefix):].split("_", 1)[0]
+    return started.isdigit() and time.time() - int(started) > STALE_AFTER
+
+
+def _drop_stale_runs(resolved) -> None:
+    """Vhosts and databases of runs that started hours ago and never cleaned up (killed)."""
+    import sqlalchemy as sa
+
+    for vhost in infra_module.list_vhosts(resolved):
+        if vhost.startswith("closeloop-test-") and _stale(vhost, "closeloop-test-"):
+            infra_module.delete_vhost(resolved, vhost)
+    engine = sa.create_engine(with_database(resolved.database_url, "postgres"), poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        names = conn.execute(sa.text("SELECT datname FROM pg_database WHERE datname LIKE 'cltest\\_%'")).scalars()
+        stale = [n for n in names if _stale(n, "cltest_")]
+    engine.dispose()
+    for name in stale:
+        db.drop_database(with_database(resolved.database_url, name))
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -137,6 +137,23 @@ def create_vhost(infra: Infra, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), parts.query, ""))
 
 
+def list_vhosts(infra: Infra) -> list[str]:
+    parts = urlsplit(infra.amqp_uri)
+    base = infra.management_url or f"http://{parts.hostname or '127.0.0.1'}:15672"
+    request = urllib.request.Request(base.rstrip("/") + "/api/vhosts")
+    credentials = f"{parts.username or 'guest'}:{parts.password or 'guest'}".encode()
+    request.add_header("Authorization", "Basic " + base64.b64encode(credentials).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return [v["name"] for v in json.loads(response.read())]
+    except (urllib.error.URLError, OSError):
+        if shutil.which("rabbitmqctl") and _is_local(infra.amqp_uri):
+            out = subprocess.run(["rabbitmqctl", "list_vhosts", "-q"], check=True, capture_output=True,
+                                 text=True, timeout=60).stdout
+            return [line.strip() for line in out.splitlines() if line.strip() and line.strip() != "name"]
+        return []
+
+
 def delete_vhost(infra: Infra, name: str) -> None:
     try:
         _management(infra, "DELETE", f"/api/vhosts/{quote(name, safe='')}")
