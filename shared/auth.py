@@ -157,7 +157,7 @@ class TokenVerifier:
         self._cache: dict[str, tuple[float, Identity]] = {}
 
     def identity(self, token: str | None) -> Identity:
-        if not token:
+        if not isinstance(token, str) or not token:
             raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
         # A till sends the same token all day: verify its signature once, its expiry always.
         cached = self._cache.get(token)
@@ -189,6 +189,10 @@ class TokenVerifier:
             branches = frozenset(self._policy.branches_in_region(scope["region"]))
         else:
             raise Unauthorized("invalid token: unknown scope")
+        if branches is not None and not branches <= set(self._policy.branches):
+            raise Unauthorized("invalid token: its branch is not in the chain policy")
+        if branches is not None and not branches:
+            raise Unauthorized("invalid token: its region has no branches in the chain policy")
         identity = Identity(subject=str(claims["sub"]), role=role, branches=branches, scope=scope, token=token)
         return identity, float(claims["exp"]) + 30
 

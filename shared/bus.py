@@ -135,7 +135,7 @@ def _parked(dlq: str, message) -> Parked:
         envelope = json.loads(body)
         event_id = envelope.get("event_id") if isinstance(envelope, dict) else None
         event_type = envelope.get("type") if isinstance(envelope, dict) else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         event_id, event_type = None, None
     return Parked(dlq=dlq, event_id=message.properties.get("message_id") or event_id,
                   event_type=headers.get(f"{HEADER}routing-key") or event_type,

@@ -21,12 +21,13 @@ def cmd_token_issue(args) -> int:
 
     if args.dashboard and args.role not in ("hq_analyst", "hq_admin", "regional_manager", "store_manager"):
         return _fail("--dashboard is for store_manager, regional_manager, hq_analyst or hq_admin")
-    if args.region:
-        from shared.policy import load_policy
+    from shared.policy import load_policy
 
-        policy = load_policy(os.environ.get("CLOSELOOP_POLICY_FILE") or None)
-        if args.region not in policy.regions():
-            return _fail(f"unknown region {args.region!r}; regions: {', '.join(sorted(policy.regions()))}")
+    policy = load_policy(os.environ.get("CLOSELOOP_POLICY_FILE") or None)
+    if args.region and args.region not in policy.regions():
+        return _fail(f"unknown region {args.region!r}; regions: {', '.join(sorted(policy.regions()))}")
+    if args.branch and args.branch != "*" and args.branch not in policy.branches:
+        return _fail(f"unknown branch {args.branch!r}; branches: {', '.join(sorted(policy.branches))}")
     try:
         ttl = auth.parse_ttl(args.ttl)
         token = auth.issue_token(role=args.role, subject=args.subject or args.role, branch=args.branch,

@@ -114,15 +114,18 @@ class EventConsumer(Entrypoint):
     # -- arrival ------------------------------------------------------------------------------
 
     def handle_raw(self, message):
-        attempt = int((message.headers or {}).get(f"{H}attempt", 1))
+        try:
+            attempt = min(max(int((message.headers or {}).get(f"{H}attempt", 1)), 1), self.topology.max_attempts)
+        except (TypeError, ValueError):
+            attempt = 1  # a header we did not write: count from the start
         try:
             body = json.loads(message.body)
-        except (ValueError, TypeError, UnicodeDecodeError) as exc:
-            return self._park(message, "malformed", f"not JSON: {exc}", attempt)
+        except (ValueError, TypeError, RecursionError) as exc:
+            return self._park(message, "malformed", f"not JSON: {exc.__class__.__name__}: {exc}"[:500], attempt)
         try:
             event = parse_event(body)
-        except EventSchemaError as exc:
-            return self._park(message, "malformed", str(exc), attempt)
+        except (EventSchemaError, RecursionError) as exc:
+            return self._park(message, "malformed", str(exc)[:1000], attempt)
         started = time.perf_counter()
         try:
             self.container.spawn_worker(

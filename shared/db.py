@@ -110,9 +110,17 @@ class Store:
     def __init__(self, engine: sa.Engine, claim: tuple[str, str] | None = None):
         self.engine = engine
         self._claim = claim
+        self._claimed = False
 
     def unit_of_work(self) -> UnitOfWork:
-        """A handler does its work in one unit of work (the one that claims its event)."""
+        """In an event handler, the unit of work claims the event: a handler does its work in
+        one unit of work, so that the claim and the effect commit together."""
+        if self._claim is None:
+            return UnitOfWork(self.engine)
+        if self._claimed:
+            raise RuntimeError(f"{self._claim[0]} opened a second unit of work for one event; "
+                               "do the handler's work in one")
+        self._claimed = True
         return UnitOfWork(self.engine, self._claim)
 
 

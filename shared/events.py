@@ -13,6 +13,7 @@ from datetime import datetime
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from shared.clock import isoformat
+from shared.policy import KINDS
 
 
 class EventSchemaError(ValueError):
@@ -89,7 +90,6 @@ class ProductUsed(Tolerant):
     batch = fields.String(allow_none=True)
 
 
-KINDS = ("complaint", "suggestion", "praise")
 
 
 class ComplaintRegisteredV1(Schema):

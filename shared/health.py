@@ -19,6 +19,7 @@ def check_database(engine: sa.Engine) -> tuple[dict, dict | None]:
     try:
         with engine.connect() as conn:
             lag = outbox.lag(conn)
+            lag.update(outbox.notification_state(conn))
     except Exception as exc:
         return {"status": "down", "error": exc.__class__.__name__}, None
     return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 1)}, lag
@@ -70,7 +71,11 @@ def metrics_text(service: str, engine: sa.Engine, amqp_uri: str, handlers=(), tt
     if lag is not None:
         gauges += [("closeloop_outbox_pending", "events waiting for the relay", lag["pending"], {"service": service}),
                    ("closeloop_outbox_lag_seconds", "age of the oldest unpublished event",
-                    lag["oldest_age_seconds"], {"service": service})]
+                    lag["oldest_age_seconds"], {"service": service}),
+                   ("closeloop_notifications_pending", "customer notifications waiting to be sent",
+                    lag["notifications_pending"], {"service": service}),
+                   ("closeloop_notifications_failed", "customer notifications given up after every retry",
+                    lag["notifications_failed"], {"service": service})]
     names = tuple(h.dlq_name for h in handlers)
     if names:
         key = (amqp_uri, names)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 
@@ -32,11 +33,19 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
 
 
 def error_response(error: ApiError, headers: dict | None = None) -> Response:
-    return json_response(error.to_body(), error.status, headers)
+    # ASCII escapes: an error may quote the caller's input, whatever it holds.
+    return Response(json.dumps(error.to_body()), status=error.status, headers=headers,
+                    mimetype="application/json")
+
+
+_CORRELATION = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
 
 
 class JsonWsgiApp(WsgiApp):
     def __call__(self, environ, start_response):
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # eventlet de-chunks the input; without this werkzeug would read an empty body.
+            environ["wsgi.input_terminated"] = True
         request = Request(environ, shallow=True)
         adapter = self.url_map.bind_to_environ(environ)
         try:
@@ -78,7 +87,8 @@ class ApiEndpoint(HttpRequestHandler):
 
     def handle_request(self, request):
         started = time.perf_counter()
-        cid = (request.headers.get(CORRELATION_HEADER) or "")[:100] or str(uuid.uuid4())
+        offered = request.headers.get(CORRELATION_HEADER) or ""
+        cid = offered if _CORRELATION.match(offered) else str(uuid.uuid4())
         token = logs.correlation_id.set(cid)
         config = self.container.config
         try:
@@ -90,6 +100,8 @@ class ApiEndpoint(HttpRequestHandler):
             response = super().handle_request(request)
         except ApiError as exc:
             response = error_response(exc)
+        except Exception as exc:  # the last line of defence: still the JSON shape, and counted
+            response = self.response_from_exception(exc)
         finally:
             logs.correlation_id.reset(token)
         response.headers[CORRELATION_HEADER] = cid
@@ -151,38 +163,53 @@ def read_json(request) -> dict:
     raw = request.stream.read(limit + 1)
     if len(raw) > limit:
         raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType(f"the body must be UTF-8, not {charset}")
     try:
-        body = json.loads(raw.decode(request.mimetype_params.get("charset", "utf-8")))
-    except (UnicodeDecodeError, LookupError, ValueError) as exc:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedJson(f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise MalformedJson("the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object", fields={"_body": ["must be an object"]})
-    nul = _paths_with_nul(body)
-    if nul:  # PostgreSQL text cannot hold U+0000
-        raise ValidationFailed("text must not contain the NUL character",
-                               fields={path: ["must not contain the NUL character (U+0000)"] for path in nul})
+    bad = _paths_with_bad_text(body)
+    if bad:
+        raise ValidationFailed("text must be valid Unicode without NUL characters", fields=bad)
     return body
 
 
 def query_args(request) -> dict:
     """The query string as a dict, refusing values the database cannot hold."""
     args = request.args.to_dict()
-    nul = _paths_with_nul(args)
-    if nul:
-        raise ValidationFailed("the query must not contain the NUL character",
-                               fields={path: ["must not contain the NUL character (U+0000)"] for path in nul})
+    bad = _paths_with_bad_text(args)
+    if bad:
+        raise ValidationFailed("the query must be valid Unicode without NUL characters", fields=bad)
     return args
 
 
-def _paths_with_nul(node, prefix: str = "") -> list[str]:
+def bad_text(text: str) -> str | None:
+    """Why PostgreSQL could not store this text (NUL, or a lone surrogate), or None."""
+    if "\x00" in text:
+        return "must not contain the NUL character (U+0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (a lone surrogate escape is not)"
+    return None
+
+
+def _paths_with_bad_text(node, prefix: str = "") -> dict[str, list[str]]:
     if isinstance(node, str):
-        return [prefix or "_body"] if "\x00" in node else []
+        problem = bad_text(node)
+        return {prefix or "_body": [problem]} if problem else {}
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    found = []
+    found: dict[str, list[str]] = {}
     for key, value in items:
-        if isinstance(key, str) and "\x00" in key:
-            found.append(f"{prefix}.{key}" if prefix else key)
-        found += _paths_with_nul(value, f"{prefix}.{key}" if prefix else str(key))
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(key, str) and bad_text(key):
+            found[path.encode("utf-8", "backslashreplace").decode()] = [f"field name {bad_text(key)}"]
+            continue
+        found.update(_paths_with_bad_text(value, path))
     return found

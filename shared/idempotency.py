@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -43,14 +44,24 @@ def request_hash(method: str, path: str, body: dict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+_KEY = re.compile(r"^[\x21-\x7e]{1,%d}$" % MAX_KEY_LENGTH)
+
+
 def check_key(key: str | None) -> str | None:
     if key is None:
         return None
     key = key.strip()
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise ValidationFailed("invalid Idempotency-Key header",
-                               fields={"Idempotency-Key": [f"must be 1-{MAX_KEY_LENGTH} characters"]})
+    if not _KEY.match(key):
+        raise ValidationFailed("invalid Idempotency-Key header", fields={"Idempotency-Key": [
+            f"must be 1-{MAX_KEY_LENGTH} visible ASCII characters (a UUID is a good key)"]})
     return key
+
+
+def principal(identity) -> str:
+    """Whose key space a key belongs to: the same key from another subject, role or scope
+    is another key (a subject name alone may be shared, e.g. by every till of a chain)."""
+    scope = json.dumps(identity.scope, sort_keys=True)
+    return f"{identity.subject}|{identity.role}|{scope}"
 
 
 def claim(conn: sa.Connection, principal: str, key: str, digest: str) -> tuple[int, dict] | None:

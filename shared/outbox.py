@@ -85,3 +85,13 @@ def lag(conn: sa.Connection) -> dict:
         "SELECT count(*), EXTRACT(EPOCH FROM (now() - min(created_at))) "
         "FROM outbox WHERE sent_at IS NULL")).one()
     return {"pending": int(row[0]), "oldest_age_seconds": float(row[1] or 0.0)}
+
+
+MAX_NOTIFICATION_ATTEMPTS = 16
+
+
+def notification_state(conn: sa.Connection, max_attempts: int = MAX_NOTIFICATION_ATTEMPTS) -> dict:
+    row = conn.execute(sa.text(
+        "SELECT count(*) FILTER (WHERE attempts < :m), count(*) FILTER (WHERE attempts >= :m) "
+        "FROM notifications WHERE sent_at IS NULL"), {"m": max_attempts}).one()
+    return {"notifications_pending": int(row[0]), "notifications_failed": int(row[1])}

@@ -16,7 +16,7 @@ import time
 import kombu
 import sqlalchemy as sa
 
-from shared.outbox import NOTIFICATIONS, OUTBOX
+from shared.outbox import MAX_NOTIFICATION_ATTEMPTS, NOTIFICATIONS, OUTBOX
 
 log = logging.getLogger("closeloop.relay")
 
@@ -81,6 +81,12 @@ class Publisher:
         if self._nacked:
             raise ConfirmFailed("the broker refused (nacked) part of the batch")
 
+    def ping(self) -> None:
+        """A round trip to the broker (connecting if needed); raises when it is unreachable."""
+        if self._conn is None:
+            self._connect()
+        self._channel.exchange_declare("amq.topic", "topic", passive=True)
+
     def close(self) -> None:
         if self._conn is not None:
             try:
@@ -119,13 +125,17 @@ class Relay:
         self.published += len(rows)
         return len(rows)
 
-    def deliver_notifications(self, limit: int = 100, max_attempts: int = 10) -> int:
+    def deliver_notifications(self, limit: int = 100, max_attempts: int = MAX_NOTIFICATION_ATTEMPTS) -> int:
+        """Send what is queued. A failed send is tried again after 2^attempts seconds counted
+        from its creation (2 s, 4 s, ... about 9 hours for the 15th), then left as failed."""
         if self.notifier is None:
             return 0
+        due = sa.or_(NOTIFICATIONS.c.attempts == 0, NOTIFICATIONS.c.created_at + sa.func.make_interval(
+            0, 0, 0, 0, 0, 0, sa.func.power(2, NOTIFICATIONS.c.attempts)) <= sa.func.now())
         with self.engine.begin() as conn:
             rows = conn.execute(
                 sa.select(NOTIFICATIONS).where(NOTIFICATIONS.c.sent_at.is_(None),
-                                               NOTIFICATIONS.c.attempts < max_attempts)
+                                               NOTIFICATIONS.c.attempts < max_attempts, due)
                 .order_by(NOTIFICATIONS.c.id).limit(limit).with_for_update(skip_locked=True)).all()
             for row in rows:
                 try:
@@ -149,9 +159,15 @@ class Relay:
         backoff = 0.0
         last_purge = 0.0
         log.info("relay for %s started", self.service)
+        last_contact = 0.0
         while not self._stop.is_set():
             try:
                 sent = self.publish_pending()
+                if sent:
+                    last_contact = time.monotonic()
+                elif time.monotonic() - last_contact > 10:
+                    self.publisher.ping()  # an idle relay still proves the broker answers
+                    last_contact = time.monotonic()
                 if self.broker_ok is not True:
                     log.info("relay for %s: broker reachable", self.service)
                 self.broker_ok = True

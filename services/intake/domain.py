@@ -65,10 +65,12 @@ class Complaint:
     customer: Customer
     first_response_due: datetime
     resolution_due: datetime
-    acknowledgement: str
+    acknowledgement: str  # as staff see it: the customer's name masked
     recorded_by: str
     recorded_by_role: str
     status: str = "received"
+    # The text the customer receives, greeted by name; sent, never stored with the complaint.
+    customer_acknowledgement: str | None = None
 
     @classmethod
     def register(cls, data: dict, *, branch_code: str, policy, received_at: datetime, sequence: int,
@@ -84,9 +86,9 @@ class Complaint:
         local_day = received_at.astimezone(branch.zone).date()
         reference = human_reference(branch_code, local_day, sequence)
         customer = Customer.from_request(data["customer"])
-        acknowledgement = policy.acknowledgement(
-            customer.language, name=customer.name, reference=reference, kind=data["kind"],
-            first_response_due=due.first_response_due, branch_code=branch_code)
+        def acknowledgement(name):
+            return policy.acknowledgement(customer.language, name=name, reference=reference, kind=data["kind"],
+                                          first_response_due=due.first_response_due, branch_code=branch_code)
         return cls(
             id=str(uuid.uuid4()), reference=reference, branch_code=branch_code, region=branch.region,
             kind=data["kind"], channel=data["channel"], category=category, category_source=source,
@@ -94,7 +96,9 @@ class Complaint:
             occurred_at=data.get("occurred_at"), received_at=received_at, service=data.get("service"),
             products=data.get("products") or [], customer=customer,
             first_response_due=due.first_response_due, resolution_due=due.resolution_due,
-            acknowledgement=acknowledgement, recorded_by=recorded_by, recorded_by_role=recorded_by_role)
+            acknowledgement=acknowledgement(mask_name(customer.name)),
+            customer_acknowledgement=acknowledgement(customer.name),
+            recorded_by=recorded_by, recorded_by_role=recorded_by_role)
 
     def view(self) -> dict:
         """What staff see: the customer's contact masked."""
@@ -107,15 +111,9 @@ class Complaint:
             "received_at": isoformat(self.received_at),
             "first_response_due": isoformat(self.first_response_due),
             "resolution_due": isoformat(self.resolution_due),
-            "acknowledgement": self.staff_acknowledgement(), "service": self.service, "products": self.products,
+            "acknowledgement": self.acknowledgement, "service": self.service, "products": self.products,
             "customer": {**self.customer.masked(), "language": self.customer.language},
         }
-
-    def staff_acknowledgement(self) -> str:
-        """The acknowledgement as sent, with the customer's name masked for staff views."""
-        if not self.customer.name:
-            return self.acknowledgement
-        return self.acknowledgement.replace(self.customer.name, mask_name(self.customer.name))
 
     def registered_event(self, ref_key: bytes, causation_id: str | None) -> dict:
         event_type = "complaint_registered" if self.kind == "complaint" else "feedback_registered"
@@ -141,7 +139,7 @@ class Complaint:
         if channel is None:
             return None
         return Notification(channel=channel[0], recipient=channel[1], language=self.customer.language,
-                            body=self.acknowledgement, subject_id=self.id)
+                            body=self.customer_acknowledgement or self.acknowledgement, subject_id=self.id)
 
 
 @dataclass

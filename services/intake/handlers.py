@@ -6,13 +6,14 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 from marshmallow import ValidationError
 
 from shared import idempotency
 from shared.auth import Identity
+from shared.http import bad_text
 from shared.errors import Forbidden, NotFound, ValidationFailed
 from services.intake import models
 from services.intake.domain import Complaint, Customer, Sale
@@ -49,8 +50,16 @@ def _branch_for(identity: Identity, requested: str | None, policy, errors: dict)
     return requested
 
 
-def _not_future(value: datetime | None, now: datetime, name: str, errors: dict) -> None:
-    if value is not None and value > now + CLOCK_SKEW:
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+def _plausible(value: datetime | None, now: datetime, name: str, errors: dict) -> None:
+    """Not in the future, and not before this century (also keeps UTC conversion in range)."""
+    if value is None:
+        return
+    if value.year < 2000 or value.astimezone(timezone.utc) < EARLIEST:
+        errors.setdefault(name, []).append("must not be before 2000-01-01")
+    elif value > now + CLOCK_SKEW:
         errors.setdefault(name, []).append("must not be in the future")
 
 
@@ -80,20 +89,20 @@ def register_complaint(store, *, identity: Identity, body: dict, policy, now: da
     if unknown_flags:
         errors["severity_flags"] = [f"unknown flag(s) {', '.join(unknown_flags)}; "
                                     f"known: {', '.join(sorted(policy.severity_flags))}"]
-    _not_future(data.get("occurred_at"), now, "occurred_at", errors)
+    _plausible(data.get("occurred_at"), now, "occurred_at", errors)
     if errors:
         raise ValidationFailed("the complaint is invalid", fields=errors)
     digest = idempotency.request_hash("POST", "/v1/complaints", body)
     if idempotency_key is not None:
         with store.engine.connect() as conn:
-            earlier = idempotency.lookup(conn, identity.subject, idempotency_key, digest)
+            earlier = idempotency.lookup(conn, idempotency.principal(identity), idempotency_key, digest)
         if earlier is not None:
             return earlier
     local_day = now.astimezone(policy.branch(branch_code).zone).date()
     sequence = _next_sequence(store, branch_code, local_day)
     with store.unit_of_work() as uow:
         if idempotency_key is not None:
-            earlier = idempotency.claim(uow.conn, identity.subject, idempotency_key, digest)
+            earlier = idempotency.claim(uow.conn, idempotency.principal(identity), idempotency_key, digest)
             if earlier is not None:  # a concurrent twin committed first
                 return earlier
         complaint = Complaint.register(data, branch_code=branch_code, policy=policy, received_at=now,
@@ -106,7 +115,7 @@ def register_complaint(store, *, identity: Identity, body: dict, policy, now: da
             uow.notify(notification)
         answer = complaint.view()
         if idempotency_key is not None:
-            idempotency.record(uow.conn, identity.subject, idempotency_key, 201, answer)
+            idempotency.record(uow.conn, idempotency.principal(identity), idempotency_key, 201, answer)
     return 201, answer
 
 
@@ -141,9 +150,9 @@ def _complaint_from_row(row) -> Complaint:
 def _find(conn, table, record_id: str, identity: Identity, what: str):
     """The row, or 404 when it does not exist or lies outside the caller's scope."""
     try:
-        uuid.UUID(record_id)
-    except ValueError:
-        raise NotFound(f"no {what} {record_id}") from None
+        record_id = str(uuid.UUID(record_id))  # canonical form: urn:uuid:..., braces, upper case
+    except (ValueError, TypeError, AttributeError):
+        raise NotFound(f"no {what} {str(record_id)[:100]}") from None
     row = conn.execute(sa.select(table).where(table.c.id == record_id)).first()
     if row is None or not identity.can_see(row.branch_code):
         raise NotFound(f"no {what} {record_id}")
@@ -164,10 +173,15 @@ def _encode_cursor(received_at: datetime, complaint_id: str) -> str:
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
+        if len(cursor) > 200:  # the API's own cursors are about 100 characters
+            raise ValueError("too long")
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         received_at, complaint_id = json.loads(raw)
-        return datetime.fromisoformat(received_at), str(uuid.UUID(complaint_id))
-    except (ValueError, TypeError):
+        after = datetime.fromisoformat(received_at)
+        if after.tzinfo is None:
+            raise ValueError("no time zone")
+        return after, str(uuid.UUID(complaint_id))
+    except (ValueError, TypeError, AttributeError, RecursionError):
         raise ValidationFailed("invalid cursor", fields={"cursor": ["not a cursor this API gave out"]}) from None
 
 
@@ -208,7 +222,7 @@ def record_sale(store, *, identity: Identity, body: dict, policy, now: datetime,
     data, errors = _load(SALE_IN, body)
     requested_branch = body.get("branch_code") if isinstance(body.get("branch_code"), str) else None
     branch_code = _branch_for(identity, requested_branch, policy, errors)
-    _not_future(data.get("sold_at"), now, "sold_at", errors)
+    _plausible(data.get("sold_at"), now, "sold_at", errors)
     known = set(policy.visit_delays) | {"other"}
     raw_items = body.get("items") if isinstance(body.get("items"), list) else []
     for i, item in enumerate(raw_items):
@@ -219,7 +233,7 @@ def record_sale(store, *, identity: Identity, body: dict, policy, now: datetime,
         raise ValidationFailed("the sale is invalid", fields=errors)
     with store.unit_of_work() as uow:
         if idempotency_key is not None:
-            earlier = idempotency.claim(uow.conn, identity.subject, idempotency_key,
+            earlier = idempotency.claim(uow.conn, idempotency.principal(identity), idempotency_key,
                                         idempotency.request_hash("POST", "/v1/sales", body))
             if earlier is not None:
                 return earlier
@@ -234,13 +248,15 @@ def record_sale(store, *, identity: Identity, body: dict, policy, now: datetime,
         uow.publish(sale.recorded_event(ref_key, causation_id))
         answer = sale.view()
         if idempotency_key is not None:
-            idempotency.record(uow.conn, identity.subject, idempotency_key, 201, answer)
+            idempotency.record(uow.conn, idempotency.principal(identity), idempotency_key, 201, answer)
     return 201, answer
 
 
 def read_contact(store, *, identity: Identity, record_id: str, purpose: str | None, now: datetime) -> dict:
     """A customer's contact in clear, for the user working the case or visit; every read is
     logged with its purpose."""
+    if not isinstance(purpose, str) or bad_text(purpose):
+        purpose = None  # refused below, after scope and role, in the error order
     with store.unit_of_work() as uow:
         try:
             row, record_type = _find(uow.conn, models.complaints, record_id, identity, "record"), "complaint"

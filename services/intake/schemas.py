@@ -3,9 +3,9 @@ a typo is named instead of silently ignored."""
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
 from shared.events import KINDS
+from shared.policy import CHANNELS
 from shared.privacy import is_email, normalize_phone
 
-CHANNELS = ("front_desk", "phone", "wechat", "social_media", "email", "web_form", "online_chat")
 LANGUAGES = ("zh", "en")
 STATUSES = ("received", "open", "in_progress", "resolved", "closed", "reopened")
 
@@ -15,8 +15,15 @@ class Strict(Schema):
         unknown = RAISE
 
 
+class Trimmed(fields.String):
+    """Text with surrounding whitespace removed before it is checked and stored."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).strip()
+
+
 def Text(max_length: int, **kwargs):
-    return fields.String(validate=validate.Length(min=1, max=max_length), **kwargs)
+    return Trimmed(validate=validate.Length(min=1, max=max_length), **kwargs)
 
 
 class CustomerIn(Strict):

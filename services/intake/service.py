@@ -10,6 +10,8 @@ from shared.db import Database
 from shared.http import api, correlation_id, identity, json_response, query_args, read_json
 from services.intake import handlers, openapi
 from services.intake.dependencies import IntakeRuntime
+from services.intake.exceptions import RPC_ERRORS
+from shared.errors import Unauthorized
 
 
 class IntakeService:
@@ -50,10 +52,12 @@ class IntakeService:
             ref_key=self.env.ref_key, idempotency_key=key, causation_id=correlation_id(request))
         return status, {"Location": f"/v1/sales/{answer['id']}"}, answer
 
-    @rpc
+    @rpc(expected_exceptions=RPC_ERRORS)
     def get_contact(self, token, record_id, purpose):
         """For investigation and aftercare: the contact of a complaint's or sale's customer,
         read with the end user's own token, logged with its purpose."""
+        if not isinstance(token, str):
+            raise Unauthorized("the token must be a string")
         who = runtime.verifier(self.config.get("POLICY_FILE")).identity(token)
         return handlers.read_contact(self.db, identity=who, record_id=str(record_id), purpose=purpose,
                                      now=self.env.now())

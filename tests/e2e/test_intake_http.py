@@ -337,7 +337,7 @@ def test_health_metrics_and_openapi_are_public(http, intake, token):
     body = health.json()
     assert body["status"] == "ok"
     assert body["checks"]["database"]["status"] == "ok" and body["checks"]["broker"]["status"] == "ok"
-    assert set(body["outbox"]) == {"pending", "oldest_age_seconds"}
+    assert set(body["outbox"]) == {"pending", "oldest_age_seconds", "notifications_pending", "notifications_failed"}
 
     metrics = http.get(intake.url("/metrics"), timeout=10)
     assert metrics.status_code == 200 and metrics.headers["Content-Type"].startswith("text/plain")

@@ -81,10 +81,11 @@ class Probe:
     def publish(self, *events):
         self.publisher.publish_batch([("intake.events", e["type"], json.dumps(e), e["event_id"]) for e in events])
 
-    def publish_raw(self, body: bytes, content_type="application/json"):
+    def publish_raw(self, body: bytes, content_type="application/json", headers=None):
         with kombu.Connection(self.amqp_uri) as conn:
             kombu.Producer(conn.channel()).publish(body, exchange="intake.events", routing_key="complaint_registered",
-                                                   content_type=content_type, content_encoding="binary")
+                                                   content_type=content_type, content_encoding="binary",
+                                                   headers=headers or {})
 
     def rows(self, table):
         with self.engine.connect() as conn:
@@ -150,6 +151,7 @@ def test_a_handler_failing_for_good_is_parked_and_other_messages_keep_flowing(pr
     (b"plain words", "text/plain", "not JSON"),
     (b'{"event_id": "x"}', "application/json", "fails its schema"),
     (b"[1, 2, 3]", "application/json", "fails its schema"),
+    (b"[" * 100_000, "application/json", "not JSON"),  # too deep for the parser
 ])
 def test_a_malformed_message_is_parked_at_once(probe, body, content_type, why):
     probe.publish_raw(body, content_type)
@@ -221,3 +223,10 @@ def test_metrics_show_dead_letter_depth_and_handler_outcomes(probe):
     text = health.metrics_text("probe", probe.engine, probe.amqp_uri, [probe.topology], ttl=0)
     assert f'closeloop_dead_letter_depth{{queue="{probe.topology.dlq_name}",service="probe"}} 1' in text
     assert 'closeloop_events_total{handler="probe.record",outcome="malformed"} 1.0' in text
+
+
+def test_an_attempt_header_we_did_not_write_does_not_stop_the_handler(probe):
+    for value in ("abc", -5, 99):
+        event = complaint_event(f"header {value}")
+        probe.publish_raw(json.dumps(event).encode(), headers={"x-closeloop-attempt": value})
+        wait_until(lambda: probe.seen(event["event_id"]), f"the event with attempt header {value!r}")

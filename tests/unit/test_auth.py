@@ -53,7 +53,11 @@ def test_region_scope_is_resolved_through_the_policy(verifier):
     identity = verifier.identity(token(role="regional_manager", branch=None, region="east"))
     assert identity.branches == frozenset({"SH001", "SH002"})
     assert identity.can_see("SH002") and not identity.can_see("BJ001")
-    assert verifier.identity(token(branch=None, region="atlantis")).branches == frozenset()
+    # A scope the chain policy does not know is no scope at all.
+    with pytest.raises(Unauthorized, match="region has no branches"):
+        verifier.identity(token(branch=None, region="atlantis"))
+    with pytest.raises(Unauthorized, match="branch is not in the chain policy"):
+        verifier.identity(token(branch="XX999"))
 
 
 def test_all_branches_scope(verifier):

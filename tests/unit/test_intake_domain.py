@@ -78,12 +78,14 @@ def test_a_legal_threat_in_the_text_makes_a_complaint_urgent(policy):
 
 
 def test_acknowledgement_in_chinese_and_english(policy):
-    zh = register(policy).acknowledgement
+    complaint = register(policy)
+    zh = complaint.customer_acknowledgement
+    assert complaint.acknowledgement.startswith("王**，您好！")  # what staff see
     # The due time is the first response deadline in Shanghai time: 19:00 UTC is 03:00 on the 23rd.
     assert zh.startswith("王女士，您好！")
     assert "SH001-20261123-0007" in zh and "投诉" in zh and "上海静安店" in zh and "2026-11-23 03:00" in zh
     en = register(policy, complaint_body(customer={"name": "Anne Smith", "email": "anne@example.com",
-                                                   "language": "en"})).acknowledgement
+                                                   "language": "en"})).customer_acknowledgement
     assert en.startswith("Dear Anne Smith,")
     assert "complaint" in en and "SH001-20261123-0007" in en and "2026-11-23 03:00" in en
 
