@@ -92,8 +92,24 @@ def load_private_key() -> bytes:
     return _pem_from_env("CLOSELOOP_JWT_PRIVATE_KEY") or (ensure_dev_keys() / "jwt-private.pem").read_bytes()
 
 
+class KeysNotConfigured(RuntimeError):
+    pass
+
+
+def dev_keys_allowed() -> bool:
+    """Development keys only when asked for (make dev, the tests, the development compose
+    file): a production service without its keys must fail at start, not invent some."""
+    return os.environ.get("CLOSELOOP_DEV_KEYS") == "1"
+
+
 def load_public_key() -> bytes:
-    return _pem_from_env("CLOSELOOP_JWT_PUBLIC_KEY") or (ensure_dev_keys() / "jwt-public.pem").read_bytes()
+    configured = _pem_from_env("CLOSELOOP_JWT_PUBLIC_KEY")
+    if configured:
+        return configured
+    if not dev_keys_allowed():
+        raise KeysNotConfigured("no token verification key: set CLOSELOOP_JWT_PUBLIC_KEY or "
+                                "CLOSELOOP_JWT_PUBLIC_KEY_FILE (or CLOSELOOP_DEV_KEYS=1 for development keys)")
+    return (ensure_dev_keys() / "jwt-public.pem").read_bytes()
 
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")

@@ -57,8 +57,11 @@ def cmd_policy_check(args) -> int:
 
 
 def cmd_keys_ensure(args) -> int:
-    from shared import auth
+    """The development signing pair and customer-reference key, made if missing."""
+    from shared import auth, runtime
 
+    os.environ.setdefault("CLOSELOOP_DEV_KEYS", "1")
+    runtime.customer_ref_key({})
     print(auth.ensure_dev_keys())
     return 0
 
@@ -84,9 +87,14 @@ def cmd_serve(args) -> int:
     from nameko.runners import ServiceRunner
 
     logs.configure(args.service, os.environ.get("LOG_LEVEL", "INFO"))
+    from shared.auth import KeysNotConfigured
+
     runner = ServiceRunner(settings.service_config(args.service))
     runner.add_service(settings.service_class(args.service))
-    runner.start()
+    try:
+        runner.start()
+    except KeysNotConfigured as exc:
+        return _fail(f"{args.service} cannot start: {exc}")
     stopping = []
 
     def stop(signum, frame):
@@ -152,6 +160,7 @@ def cmd_dev(args) -> int:
     from shared import auth
 
     auth.ensure_dev_keys()
+    os.environ.setdefault("CLOSELOOP_DEV_KEYS", "1")  # the children use the development keys
     exe = [sys.executable, "-m", "shared.cli"]
     children = []
     for service in settings.RUNNABLE_SERVICES:

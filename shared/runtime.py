@@ -25,7 +25,14 @@ def customer_ref_key(config: dict) -> bytes:
     configured = config.get("CUSTOMER_REF_KEY")
     if configured:
         return configured.encode() if isinstance(configured, str) else configured
-    # Development: derive from a file beside the dev signing keys, made on first use.
+    key_file = os.environ.get("CLOSELOOP_CUSTOMER_REF_KEY_FILE")
+    if key_file:
+        return open(key_file, "rb").read().strip()
+    if not auth.dev_keys_allowed():
+        # Every replica must hash customers with the same key, kept for years: never invent one.
+        raise auth.KeysNotConfigured("no customer reference key: set CLOSELOOP_CUSTOMER_REF_KEY or "
+                                     "CLOSELOOP_CUSTOMER_REF_KEY_FILE (or CLOSELOOP_DEV_KEYS=1 in development)")
+    # Development: a file beside the dev signing keys, made on first use.
     keys_dir = auth.ensure_dev_keys()
     path = keys_dir / "customer-ref.key"
     if not path.exists():

@@ -7,4 +7,9 @@ from shared import green  # noqa: E402
 
 green.patch()
 
+import os  # noqa: E402
+
+# The tests sign and verify with development keys made on first use in .keys/.
+os.environ.setdefault("CLOSELOOP_DEV_KEYS", "1")
+
 pytest_plugins = ["shared.testing.fixtures"]

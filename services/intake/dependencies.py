@@ -23,6 +23,7 @@ class IntakeRuntime(DependencyProvider):
         config = self.container.config
         self.runtime = Runtime(policy=runtime.policy(config.get("POLICY_FILE")), clock=runtime.clock(config),
                                ref_key=runtime.customer_ref_key(config), config=config)
+        runtime.verifier(config.get("POLICY_FILE"))  # missing keys fail the start, not a request
 
     def get_dependency(self, worker_ctx):
         return self.runtime

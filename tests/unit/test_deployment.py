@@ -89,7 +89,8 @@ def test_runnable_services_have_scalable_server_and_relay_after_the_one_off_jobs
                     (str(port).rsplit(":", 1)[0] if ":" in str(port) else "")
                 assert host == "" or "-" in host.rsplit(":", 1)[-1], f"{name}: host port {port} blocks --scale"
             keys = svc["environment"]["CLOSELOOP_KEYS_DIR"]
-            assert f"./.keys:{keys}" in svc["volumes"], (verb, name)
+            assert f"./.keys:{keys}:ro" in svc["volumes"], (verb, name)  # services only read the keys
+            assert svc["environment"].get("CLOSELOOP_DEV_KEYS") == "1", (verb, name)
 
 
 def test_dockerfile_copies_existing_paths_and_installs_the_project():
