@@ -101,3 +101,9 @@ def operation(summary: str, *, request: Schema | None = None, response: Schema |
         op["responses"][str(code)] = {"description": "error",
                                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     return op
+
+
+def query_parameters(schema: Schema) -> list[dict]:
+    """The query parameters a schema accepts, named as the client sends them."""
+    return [{"name": field.data_key or name, "in": "query", "required": field.required,
+             "schema": field_schema(field)} for name, field in schema.fields.items()]

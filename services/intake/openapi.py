@@ -1,14 +1,11 @@
 """Intake's OpenAPI document, from the schemas that validate its requests."""
-from shared.openapi import document, operation
+from shared.openapi import document, operation, query_parameters
 from services.intake import schemas
 
 _ID = [{"name": "complaint_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}]
 _IDEMPOTENCY = [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
                  "description": "a retry with the same key returns the first answer"}]
-_QUERY = [{"name": n, "in": "query", "required": False, "schema": {"type": t}}
-          for n, t in (("status", "string"), ("kind", "string"), ("priority", "string"), ("category", "string"),
-                       ("branch", "string"), ("from", "string"), ("to", "string"), ("limit", "integer"),
-                       ("cursor", "string"))]
+_QUERY = query_parameters(schemas.ComplaintQuery())
 
 DOCUMENT = document("Closeloop intake", "1", {
     "/v1/complaints": {

@@ -128,3 +128,12 @@ def test_several_series_of_one_gauge_share_one_help_and_type():
                               ("closeloop_dead_letter_depth", "parked", 0, {"queue": "b.dlq"})])
     assert text.count("# TYPE closeloop_dead_letter_depth gauge") == 1
     assert 'closeloop_dead_letter_depth{queue="a.dlq"} 2' in text and 'closeloop_dead_letter_depth{queue="b.dlq"} 0' in text
+
+
+def test_the_list_query_parameters_come_from_the_query_schema():
+    from services.intake.openapi import DOCUMENT
+
+    params = {p["name"]: p["schema"] for p in DOCUMENT["paths"]["/v1/complaints"]["get"]["parameters"]}
+    assert params["from"] == {"type": "string", "format": "date-time"}
+    assert params["limit"] == {"type": "integer", "minimum": 1, "maximum": 200}
+    assert params["status"]["enum"][0] == "received"
