@@ -78,8 +78,22 @@ def _next_sequence(store, branch_code: str, day) -> int:
             dbapi.autocommit = False
 
 
+def _earlier_answer(store, identity: Identity, key: str | None, digest: str) -> tuple[int, dict] | None:
+    """The stored answer of a committed request with this key (409 if its body differed):
+    a retry gets it before any other check. `idempotency.claim` in the transaction decides
+    races between twins in flight."""
+    if key is None:
+        return None
+    with store.engine.connect() as conn:
+        return idempotency.lookup(conn, idempotency.principal(identity), key, digest)
+
+
 def register_complaint(store, *, identity: Identity, body: dict, policy, now: datetime, ref_key: bytes,
                        idempotency_key: str | None = None, causation_id: str | None = None) -> tuple[int, dict]:
+    digest = idempotency.request_hash("POST", "/v1/complaints", body)
+    earlier = _earlier_answer(store, identity, idempotency_key, digest)  # 409 comes before 403 and 400
+    if earlier is not None:
+        return earlier
     data, errors = _load(COMPLAINT_IN, body)
     requested_branch = body.get("branch_code") if isinstance(body.get("branch_code"), str) else None
     branch_code = _branch_for(identity, requested_branch, policy, errors)
@@ -92,12 +106,6 @@ def register_complaint(store, *, identity: Identity, body: dict, policy, now: da
     _plausible(data.get("occurred_at"), now, "occurred_at", errors)
     if errors:
         raise ValidationFailed("the complaint is invalid", fields=errors)
-    digest = idempotency.request_hash("POST", "/v1/complaints", body)
-    if idempotency_key is not None:
-        with store.engine.connect() as conn:
-            earlier = idempotency.lookup(conn, idempotency.principal(identity), idempotency_key, digest)
-        if earlier is not None:
-            return earlier
     local_day = now.astimezone(policy.branch(branch_code).zone).date()
     sequence = _next_sequence(store, branch_code, local_day)
     with store.unit_of_work() as uow:
@@ -219,6 +227,10 @@ def list_complaints(store, *, identity: Identity, query: dict) -> dict:
 
 def record_sale(store, *, identity: Identity, body: dict, policy, now: datetime, ref_key: bytes,
                 idempotency_key: str | None = None, causation_id: str | None = None) -> tuple[int, dict]:
+    digest = idempotency.request_hash("POST", "/v1/sales", body)
+    earlier = _earlier_answer(store, identity, idempotency_key, digest)
+    if earlier is not None:
+        return earlier
     data, errors = _load(SALE_IN, body)
     requested_branch = body.get("branch_code") if isinstance(body.get("branch_code"), str) else None
     branch_code = _branch_for(identity, requested_branch, policy, errors)
@@ -233,8 +245,7 @@ def record_sale(store, *, identity: Identity, body: dict, policy, now: datetime,
         raise ValidationFailed("the sale is invalid", fields=errors)
     with store.unit_of_work() as uow:
         if idempotency_key is not None:
-            earlier = idempotency.claim(uow.conn, idempotency.principal(identity), idempotency_key,
-                                        idempotency.request_hash("POST", "/v1/sales", body))
+            earlier = idempotency.claim(uow.conn, idempotency.principal(identity), idempotency_key, digest)
             if earlier is not None:
                 return earlier
         sale = Sale.record(data, branch_code=branch_code, policy=policy, recorded_at=now,

@@ -106,3 +106,11 @@ def test_the_contact_rpc_refuses_arguments_of_the_wrong_type(http, intake, token
             refusals[label] = raised.value.exc_type
     assert refusals == {"dict token": "Unauthorized", "list id": "NotFound", "dict purpose": "ValidationFailed",
                         "nul purpose": "ValidationFailed"}
+
+
+def test_a_reused_key_is_409_even_when_the_new_body_is_invalid_or_out_of_scope(http, intake, token):
+    front_desk = token("front_desk", branch="SH001")
+    assert post(http, intake, "/v1/complaints", COMPLAINT, front_desk, **{"Idempotency-Key": "k-7"}).status_code == 201
+    for body in (complaint(kind="moan"), complaint(branch_code="SH002")):
+        again = post(http, intake, "/v1/complaints", body, front_desk, **{"Idempotency-Key": "k-7"})
+        assert again.status_code == 409, again.text
