@@ -56,29 +56,39 @@ class SidePublisher(SharedExtension):
         super().__init__()
         self._lock = Semaphore()
         self._conn = None
+        self._returned = None
 
     def _producer(self):
         if self._conn is None:
             self._conn = kombu.Connection(self.container.config["AMQP_URI"], connect_timeout=5,
                                           transport_options={"confirm_publish": True})
-            self._producer_obj = kombu.Producer(self._conn.channel())
+            self._producer_obj = kombu.Producer(self._conn.channel(), on_return=self._on_return)
         return self._producer_obj
+
+    def _on_return(self, exception, exchange, routing_key, message):
+        # The broker returns a mandatory message it cannot route before it confirms it.
+        self._returned = f"no queue {routing_key!r} ({exception})"
 
     def declare(self, topology: bus.HandlerTopology) -> None:
         with self._lock:
             topology.declare(self._producer().channel)
 
     def publish(self, queue_name: str, message, headers: dict) -> None:
+        """Raises unless the broker confirmed the copy into an existing queue (mandatory: a
+        copy sent to a missing queue would otherwise be confirmed and dropped)."""
         with self._lock:
+            self._returned = None
             try:
                 self._producer().publish(
-                    message.body, exchange="", routing_key=queue_name, headers=headers,
+                    message.body, exchange="", routing_key=queue_name, headers=headers, mandatory=True,
                     content_type=message.content_type or "application/octet-stream",
                     content_encoding=message.content_encoding or "binary",
                     message_id=message.properties.get("message_id"), delivery_mode=2, serializer=None)
             except Exception:
                 self.stop()  # reconnect on the next publish
                 raise
+            if self._returned:
+                raise RuntimeError(f"the broker could not route the copy: {self._returned}")
 
     def stop(self):
         if self._conn is not None:
@@ -166,6 +176,7 @@ class EventConsumer(Entrypoint):
             # Without a confirmed copy the original must not be acked: put it back, after a
             # pause so that a broker in trouble is not hammered.
             log.error("could not move a message to %s (%s); requeueing it", queue_name, exc)
+            self._count("requeued", {"handler": self.topology.handler})
             eventlet.sleep(1)
             self.queue_consumer.requeue_message(message)
             return False

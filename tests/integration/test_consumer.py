@@ -230,3 +230,14 @@ def test_an_attempt_header_we_did_not_write_does_not_stop_the_handler(probe):
         event = complaint_event(f"header {value}")
         probe.publish_raw(json.dumps(event).encode(), headers={"x-closeloop-attempt": value})
         wait_until(lambda: probe.seen(event["event_id"]), f"the event with attempt header {value!r}")
+
+
+def test_a_message_is_not_acked_until_its_dead_letter_copy_has_a_queue(probe):
+    with kombu.Connection(probe.amqp_uri) as conn:
+        kombu.Queue(probe.topology.dlq_name)(conn.channel()).delete()  # an operator's mistake
+    probe.publish_raw(b"garbage while the dead-letter queue is gone")
+    wait_until(lambda: probe.count("requeued") >= 1, "the failed copy to put the message back")
+    assert probe.count("malformed") == 0
+    bus.declare(probe.amqp_uri, [probe.topology])  # `closeloop bus declare` mends it
+    [parked] = wait_until(lambda: probe.parked(), "the garbage to be parked once the queue exists", timeout=30)
+    assert parked.reason == "malformed" and probe.count("malformed") == 1
