@@ -98,12 +98,13 @@ class Publisher:
 
 class Relay:
     def __init__(self, engine: sa.Engine, amqp_uri: str, notifier=None, *, batch_size: int = 500,
-                 idle_wait: float = 0.05, service: str = "?"):
+                 idle_wait: float = 0.05, service: str = "?", ping_interval: float = 10.0):
         self.engine = engine
         self.publisher = Publisher(amqp_uri)
         self.notifier = notifier
         self.batch_size = batch_size
         self.idle_wait = idle_wait
+        self.ping_interval = ping_interval
         self.service = service
         self.published = 0
         self._stop = threading.Event()
@@ -165,7 +166,7 @@ class Relay:
                 sent = self.publish_pending()
                 if sent:
                     last_contact = time.monotonic()
-                elif time.monotonic() - last_contact > 10:
+                elif time.monotonic() - last_contact > self.ping_interval:
                     self.publisher.ping()  # an idle relay still proves the broker answers
                     last_contact = time.monotonic()
                 if self.broker_ok is not True:

@@ -99,3 +99,16 @@ def test_relay_keeps_events_while_the_broker_is_cut_and_delivers_them_after(
     assert {e["event_id"] for e in before + during} <= {m["body"]["event_id"] for m in got}
     wait_until(lambda: outbox_state(store)[0] == 0, "the outbox to drain")
 
+
+
+def test_an_idle_relay_notices_a_lost_broker_and_stops_reporting_healthy(store, start_relay, tcp_proxy, amqp_uri,
+                                                                          tmp_path):
+    proxy, proxied_uri = tcp_proxy(amqp_uri, 5672)
+    relay = start_relay(store.engine.url.render_as_string(hide_password=False), amqp=proxied_uri,
+                        ping_interval=0.2)
+    relay.heartbeat_file = tmp_path / "relay.alive"
+    wait_until(lambda: relay.heartbeat_file.exists() and relay.broker_ok, "a healthy idle round")
+    proxy.cut()
+    wait_until(lambda: relay.broker_ok is False, "the idle relay to notice the broker is gone")
+    proxy.restore()
+    wait_until(lambda: relay.broker_ok is True, "the relay to reconnect")

@@ -136,3 +136,4 @@ def test_the_outbox_accepts_only_events_that_passed_their_schema():
     hand_made = json.loads(json.dumps(build()))  # the same content, but not made by build_event
     with pytest.raises(TypeError, match="build_event"):
         outbox.event_row(hand_made)
+
