@@ -27,14 +27,11 @@ from pathlib import Path
 import kombu
 import sqlalchemy as sa
 
+from shared.testing.samples import COMPLAINT_REQUEST
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TARGETS = {"intake_per_s": 600, "intake_p99_ms_at_200": 50, "relay_per_s": 5000, "consumer_per_s": 1000}
-COMPLAINT = {"kind": "complaint", "channel": "front_desk",
-             "customer": {"name": "王女士", "phone": "13812346138", "language": "zh"},
-             "description": "昨天染发后头皮过敏红肿", "occurred_at": "2026-11-21T15:00:00+08:00",
-             "severity_flags": ["allergy"], "service": {"code": "HAIR-DYE", "name": "染发", "technician_id": "T-017"},
-             "products": [{"sku": "DYE-5N", "batch": "B2026-11-03"}]}
 
 
 def log(message: str) -> None:
@@ -128,7 +125,7 @@ def step_intake(env, seconds, work, results, profile: bool):
     from shared import auth
 
     token = auth.issue_token(role="front_desk", subject="bench", branch="SH001")
-    lua = wrk_script(Path("complaint"), token, COMPLAINT, work)
+    lua = wrk_script(Path("complaint"), token, COMPLAINT_REQUEST, work)
     port = free_port()
     procs = Processes({**env, "INTAKE_BIND": f"127.0.0.1:{port}", "CLOSELOOP_MAX_WORKERS": "20",
                        "CLOSELOOP_DB_POOL_SIZE": "20", "LOG_LEVEL": "WARNING"})
@@ -154,7 +151,7 @@ def step_intake(env, seconds, work, results, profile: bool):
     try:
         for _ in range(2):
             procs.start("-m", "bench.services", "http", str(bare_port), wait_for="ready")
-        bare_lua = wrk_script(Path("bare"), token, COMPLAINT, work)
+        bare_lua = wrk_script(Path("bare"), token, COMPLAINT_REQUEST, work)
         wrk(f"http://127.0.0.1:{bare_port}/bare", 3, bare_lua)
         results["bare_http"] = wrk(f"http://127.0.0.1:{bare_port}/bare", seconds, bare_lua)
         log(f"bare nameko http: {results['bare_http']['per_s']}/s")

@@ -147,7 +147,7 @@ class Identity:
     role: str
     branches: frozenset[str] | None
     scope: dict
-    token: str = ""
+    token: str = ""  # as presented: forwarded when a service reads intake's contact data for its user
 
     def can_see(self, branch_code: str) -> bool:
         return self.branches is None or branch_code in self.branches
@@ -159,9 +159,6 @@ class Identity:
         if not self.may(permission):
             allowed = ", ".join(sorted(PERMISSIONS[permission]))
             raise Forbidden(f"role {self.role} may not do this ({permission}); allowed: {allowed}")
-
-    def audit(self) -> dict:
-        return {"subject": self.subject, "role": self.role}
 
 
 class TokenVerifier:

@@ -30,6 +30,7 @@ class UnitOfWork:
         self._engine = engine
         self._claim = claim
         self._conn: sa.Connection | None = None
+        self._cursor = None  # the driver's cursor, for the queued inserts
         self._pending: list[bytes] = []
 
     def __enter__(self) -> "UnitOfWork":
@@ -52,6 +53,8 @@ class UnitOfWork:
             elif self._tx.is_active:
                 self._tx.rollback()
         finally:
+            if self._cursor is not None:
+                self._cursor.close()
             self._conn.close()
         return False
 
@@ -68,15 +71,13 @@ class UnitOfWork:
         """Queue an INSERT: the queued inserts go to the server together, in one round trip,
         before the next statement or the commit. Values are plain Python; dicts and lists
         are stored as JSON."""
-        self._pending.append(_insert_sql(self._conn, table, values))
+        if self._cursor is None:
+            self._cursor = self._conn.connection.dbapi_connection.cursor()
+        self._pending.append(self._cursor.mogrify(*_insert_sql(table, values)))
 
     def _flush(self) -> None:
         if self._pending:
-            cursor = self._conn.connection.dbapi_connection.cursor()
-            try:
-                cursor.execute(b";".join(self._pending))
-            finally:
-                cursor.close()
+            self._cursor.execute(b";".join(self._pending))
             self._pending.clear()
 
     def publish(self, envelope: dict) -> None:
@@ -90,20 +91,15 @@ class UnitOfWork:
 _INSERTS: dict[tuple, str] = {}
 
 
-def _insert_sql(conn: sa.Connection, table: sa.Table, values: dict) -> bytes:
-    """The INSERT with its values bound, as psycopg2 would send it (its mogrify)."""
+def _insert_sql(table: sa.Table, values: dict) -> tuple[str, dict]:
+    """The INSERT for these columns (built once) and its parameters, for psycopg2's mogrify."""
     key = (table.name, tuple(values))
     sql = _INSERTS.get(key)
     if sql is None:
         columns = ", ".join(f'"{name}"' for name in values)
         placeholders = ", ".join(f"%({name})s" for name in values)
         sql = _INSERTS[key] = f'INSERT INTO "{table.name}" ({columns}) VALUES ({placeholders})'
-    params = {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v for k, v in values.items()}
-    cursor = conn.connection.dbapi_connection.cursor()
-    try:
-        return cursor.mogrify(sql, params)
-    finally:
-        cursor.close()
+    return sql, {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v for k, v in values.items()}
 
 
 class Store:

@@ -1,4 +1,5 @@
-"""Valid sample events for tests and benchmarks."""
+"""Valid sample requests and events for tests and benchmarks."""
+import copy
 import uuid
 from datetime import datetime, timezone
 
@@ -17,3 +18,21 @@ def complaint_event(description: str = "毛巾很脏，没有消毒") -> dict:
         "first_response_due": "2026-11-23T02:00:00Z", "resolution_due": "2026-11-29T02:00:00Z"}
     return build_event("complaint_registered", payload, branch_code="SH001", correlation_id=complaint_id,
                        occurred_at=datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc))
+
+
+# DESIGN.md's example: a front desk posts an allergy after a hair dye.
+COMPLAINT_REQUEST = {
+    "kind": "complaint", "channel": "front_desk",
+    "customer": {"name": "王女士", "phone": "13812346138", "language": "zh"},
+    "description": "昨天染发后头皮过敏红肿", "occurred_at": "2026-11-21T15:00:00+08:00",
+    "category": None, "severity_flags": ["allergy"],
+    "service": {"code": "HAIR-DYE", "name": "染发", "technician_id": "T-017"},
+    "products": [{"sku": "DYE-5N", "batch": "B2026-11-03"}],
+}
+
+
+def complaint_request(**changes) -> dict:
+    """A copy of the example complaint with some fields replaced."""
+    body = copy.deepcopy(COMPLAINT_REQUEST)
+    body.update(changes)
+    return body

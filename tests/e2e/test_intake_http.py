@@ -8,17 +8,11 @@ import sqlalchemy as sa
 
 from shared import auth
 from shared.testing.fixtures import jsonbody, wait_until
+from shared.testing.samples import COMPLAINT_REQUEST as COMPLAINT
+from shared.testing.samples import complaint_request as complaint
 
 pytestmark = pytest.mark.e2e
 
-COMPLAINT = {
-    "kind": "complaint", "channel": "front_desk",
-    "customer": {"name": "王女士", "phone": "13812346138", "language": "zh"},
-    "description": "昨天染发后头皮过敏红肿", "occurred_at": "2026-11-21T15:00:00+08:00",
-    "category": None, "severity_flags": ["allergy"],
-    "service": {"code": "HAIR-DYE", "name": "染发", "technician_id": "T-017"},
-    "products": [{"sku": "DYE-5N", "batch": "B2026-11-03"}],
-}
 ENVELOPE_KEYS = {"event_id", "type", "version", "occurred_at", "source", "branch_code", "correlation_id",
                  "causation_id", "payload"}
 
@@ -28,12 +22,6 @@ def post(http, intake, path, body, token, **headers):
     if isinstance(body, (dict, list)):
         return http.post(intake.url(path), json=body, headers=headers, timeout=10)
     return http.post(intake.url(path), data=body, headers=headers, timeout=10)
-
-
-def complaint(**changes) -> dict:
-    body = json.loads(json.dumps(COMPLAINT))
-    body.update(changes)
-    return body
 
 
 def of(complaint_id):

@@ -8,6 +8,7 @@ from services.intake.domain import Complaint, Sale
 from services.intake.schemas import ComplaintIn, SaleIn
 from shared.events import parse_event
 from shared.policy import load_policy
+from shared.testing.samples import complaint_request
 
 # 18:00 UTC on the 22nd is 02:00 on the 23rd in Shanghai, while the branches are closed.
 RECEIVED = datetime(2026, 11, 22, 18, 0, tzinfo=timezone.utc)
@@ -20,14 +21,9 @@ def policy():
 
 
 def complaint_body(**changes) -> dict:
-    body = {"kind": "complaint", "channel": "front_desk",
-            "customer": {"name": "王女士", "phone": "+86 138 1234 6138", "language": "zh"},
-            "description": "昨天染发后头皮过敏红肿", "occurred_at": "2026-11-21T15:00:00+08:00",
-            "category": None, "severity_flags": ["allergy"],
-            "service": {"code": "HAIR-DYE", "name": "染发", "technician_id": "T-017"},
-            "products": [{"sku": "DYE-5N", "batch": "B2026-11-03"}]}
-    body.update(changes)
-    return body
+    # The phone as a till might type it: the domain normalises it.
+    return complaint_request(**{"customer": {"name": "王女士", "phone": "+86 138 1234 6138", "language": "zh"},
+                                **changes})
 
 
 def register(policy, body=None, *, received_at=RECEIVED, sequence=7, branch="SH001") -> Complaint:

@@ -3,13 +3,9 @@ import pytest
 from marshmallow import ValidationError
 
 from services.intake.schemas import ComplaintIn, ComplaintQuery, SaleIn, flatten_errors
+from shared.testing.samples import COMPLAINT_REQUEST
 
-COMPLAINT = {"kind": "complaint", "channel": "front_desk",
-             "customer": {"name": "王女士", "phone": "13812346138", "language": "zh"},
-             "description": "昨天染发后头皮过敏红肿", "occurred_at": "2026-11-21T15:00:00+08:00",
-             "category": None, "severity_flags": ["allergy"],
-             "service": {"code": "HAIR-DYE", "name": "染发", "technician_id": "T-017"},
-             "products": [{"sku": "DYE-5N", "batch": "B2026-11-03"}]}
+COMPLAINT = COMPLAINT_REQUEST
 SALE = {"customer": {"name": "李先生", "phone": "13900001111", "contact_consent": True},
         "sold_at": "2026-11-22T20:30:00+08:00",
         "items": [{"type": "product", "sku": "SK-01", "product_type": "skincare", "batch": "B7"},
