@@ -4,14 +4,14 @@ from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 from werkzeug.wrappers import Response
 
-from shared import bus, health, idempotency, runtime
-from shared.logs import CorrelationLogging
-from shared.db import Database
-from shared.http import api, correlation_id, identity, json_response, query_args, read_json
 from services.intake import handlers, openapi
 from services.intake.dependencies import IntakeRuntime
 from services.intake.exceptions import RPC_ERRORS
+from shared import bus, health, idempotency, runtime
+from shared.db import Database
 from shared.errors import Unauthorized
+from shared.http import api, correlation_id, identity, json_response, query_args, read_json
+from shared.logs import CorrelationLogging
 
 
 class IntakeService:
@@ -22,15 +22,18 @@ class IntakeService:
     config = Config()
     logging = CorrelationLogging()
 
-    @api("POST", "/v1/complaints")
-    def post_complaint(self, request):
+    def _create(self, request, permission: str, handler):
+        """A POST that creates: role (403), then body (413/415/400), then the handler."""
         who = identity(request)
-        who.require("complaint:create")
+        who.require(permission)
         body = read_json(request)
         key = idempotency.check_key(request.headers.get("Idempotency-Key"))
-        status, answer = handlers.register_complaint(
-            self.db, identity=who, body=body, policy=self.env.policy, now=self.env.now(),
-            ref_key=self.env.ref_key, idempotency_key=key, causation_id=correlation_id(request))
+        return handler(self.db, identity=who, body=body, policy=self.env.policy, now=self.env.now(),
+                       ref_key=self.env.ref_key, idempotency_key=key, causation_id=correlation_id(request))
+
+    @api("POST", "/v1/complaints")
+    def post_complaint(self, request):
+        status, answer = self._create(request, "complaint:create", handlers.register_complaint)
         return status, {"Location": f"/v1/complaints/{answer['id']}"}, answer
 
     @api("GET", "/v1/complaints/<complaint_id>")
@@ -43,14 +46,7 @@ class IntakeService:
 
     @api("POST", "/v1/sales")
     def post_sale(self, request):
-        who = identity(request)
-        who.require("sale:create")
-        body = read_json(request)
-        key = idempotency.check_key(request.headers.get("Idempotency-Key"))
-        status, answer = handlers.record_sale(
-            self.db, identity=who, body=body, policy=self.env.policy, now=self.env.now(),
-            ref_key=self.env.ref_key, idempotency_key=key, causation_id=correlation_id(request))
-        return status, {"Location": f"/v1/sales/{answer['id']}"}, answer
+        return self._create(request, "sale:create", handlers.record_sale)
 
     @rpc(expected_exceptions=RPC_ERRORS)
     def get_contact(self, token, record_id, purpose):

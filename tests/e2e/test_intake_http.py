@@ -276,6 +276,7 @@ def test_a_sale_is_recorded_and_published_without_the_contact(http, intake, even
     response = post(http, intake, "/v1/sales", sale, token("front_desk", branch="SH001"))
     assert response.status_code == 201, response.text
     answer = response.json()
+    assert "Location" not in response.headers  # no endpoint serves a single sale
     assert answer["contact_consent"] is True and answer["customer"]["phone"] == "139****1111"
     [message] = events.wait_for(lambda m: m["body"]["payload"].get("sale_id") == answer["id"])
     payload = message["body"]["payload"]
