@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -90,3 +91,32 @@ def lookup(conn: sa.Connection, principal: str, key: str, digest: str) -> tuple[
 def record(conn: sa.Connection, principal: str, key: str, status: int, body: dict) -> None:
     conn.execute(KEYS.update().where(KEYS.c.principal == principal, KEYS.c.key == key)
                  .values(status=status, response=json.dumps(body, ensure_ascii=False)))
+
+
+@dataclass(frozen=True)
+class Retry:
+    """One POST's idempotency: nothing at all without a key. Use `earlier` before any
+    check (a retry gets the first answer, 409 comes first), then `claim` and `record` in the
+    request's unit of work."""
+
+    principal: str
+    key: str | None
+    digest: str
+
+    @classmethod
+    def of(cls, identity, key: str | None, path: str, body: dict) -> "Retry":
+        return cls(principal(identity), key, request_hash("POST", path, body))
+
+    def earlier(self, engine: sa.Engine) -> tuple[int, dict] | None:
+        if self.key is None:
+            return None
+        with engine.connect() as conn:
+            return lookup(conn, self.principal, self.key, self.digest)
+
+    def claim(self, conn: sa.Connection) -> tuple[int, dict] | None:
+        """None for the first request; the stored answer if a concurrent twin committed first."""
+        return None if self.key is None else claim(conn, self.principal, self.key, self.digest)
+
+    def record(self, conn: sa.Connection, status: int, body: dict) -> None:
+        if self.key is not None:
+            record(conn, self.principal, self.key, status, body)

@@ -78,20 +78,10 @@ def _next_sequence(store, branch_code: str, day) -> int:
             dbapi.autocommit = False
 
 
-def _earlier_answer(store, identity: Identity, key: str | None, digest: str) -> tuple[int, dict] | None:
-    """The stored answer of a committed request with this key (409 if its body differed):
-    a retry gets it before any other check. `idempotency.claim` in the transaction decides
-    races between twins in flight."""
-    if key is None:
-        return None
-    with store.engine.connect() as conn:
-        return idempotency.lookup(conn, idempotency.principal(identity), key, digest)
-
-
 def register_complaint(store, *, identity: Identity, body: dict, policy, now: datetime, ref_key: bytes,
                        idempotency_key: str | None = None, causation_id: str | None = None) -> tuple[int, dict]:
-    digest = idempotency.request_hash("POST", "/v1/complaints", body)
-    earlier = _earlier_answer(store, identity, idempotency_key, digest)  # 409 comes before 403 and 400
+    retry = idempotency.Retry.of(identity, idempotency_key, "/v1/complaints", body)
+    earlier = retry.earlier(store.engine)  # 409 comes before 403 and 400
     if earlier is not None:
         return earlier
     data, errors = _load(COMPLAINT_IN, body)
@@ -109,10 +99,9 @@ def register_complaint(store, *, identity: Identity, body: dict, policy, now: da
     local_day = now.astimezone(policy.branch(branch_code).zone).date()
     sequence = _next_sequence(store, branch_code, local_day)
     with store.unit_of_work() as uow:
-        if idempotency_key is not None:
-            earlier = idempotency.claim(uow.conn, idempotency.principal(identity), idempotency_key, digest)
-            if earlier is not None:  # a concurrent twin committed first
-                return earlier
+        earlier = retry.claim(uow.conn)
+        if earlier is not None:  # a concurrent twin committed first
+            return earlier
         complaint = Complaint.register(data, branch_code=branch_code, policy=policy, received_at=now,
                                        sequence=sequence,
                                        recorded_by=identity.subject, recorded_by_role=identity.role)
@@ -122,8 +111,7 @@ def register_complaint(store, *, identity: Identity, body: dict, policy, now: da
         if notification is not None:
             uow.notify(notification)
         answer = complaint.view()
-        if idempotency_key is not None:
-            idempotency.record(uow.conn, idempotency.principal(identity), idempotency_key, 201, answer)
+        retry.record(uow.conn, 201, answer)
     return 201, answer
 
 
@@ -227,8 +215,8 @@ def list_complaints(store, *, identity: Identity, query: dict) -> dict:
 
 def record_sale(store, *, identity: Identity, body: dict, policy, now: datetime, ref_key: bytes,
                 idempotency_key: str | None = None, causation_id: str | None = None) -> tuple[int, dict]:
-    digest = idempotency.request_hash("POST", "/v1/sales", body)
-    earlier = _earlier_answer(store, identity, idempotency_key, digest)
+    retry = idempotency.Retry.of(identity, idempotency_key, "/v1/sales", body)
+    earlier = retry.earlier(store.engine)
     if earlier is not None:
         return earlier
     data, errors = _load(SALE_IN, body)
@@ -244,10 +232,9 @@ def record_sale(store, *, identity: Identity, body: dict, policy, now: datetime,
     if errors:
         raise ValidationFailed("the sale is invalid", fields=errors)
     with store.unit_of_work() as uow:
-        if idempotency_key is not None:
-            earlier = idempotency.claim(uow.conn, idempotency.principal(identity), idempotency_key, digest)
-            if earlier is not None:
-                return earlier
+        earlier = retry.claim(uow.conn)
+        if earlier is not None:  # a concurrent twin committed first
+            return earlier
         sale = Sale.record(data, branch_code=branch_code, policy=policy, recorded_at=now,
                            recorded_by=identity.subject)
         uow.insert(models.sales, dict(
@@ -258,8 +245,7 @@ def record_sale(store, *, identity: Identity, body: dict, policy, now: datetime,
             contact_consent=sale.contact_consent, items=sale.items, recorded_by=sale.recorded_by))
         uow.publish(sale.recorded_event(ref_key, causation_id))
         answer = sale.view()
-        if idempotency_key is not None:
-            idempotency.record(uow.conn, idempotency.principal(identity), idempotency_key, 201, answer)
+        retry.record(uow.conn, 201, answer)
     return 201, answer
 
 
