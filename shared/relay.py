@@ -105,6 +105,9 @@ class Relay:
         self.batch_size = batch_size
         self.idle_wait = idle_wait
         self.ping_interval = ping_interval
+        # Set by `closeloop relay` for container health checks: touched after each healthy round.
+        self.heartbeat_file = None
+        self._last_beat = 0.0
         self.service = service
         self.published = 0
         self._stop = threading.Event()
@@ -198,10 +201,8 @@ class Relay:
     def stop(self) -> None:
         self._stop.set()
 
-    heartbeat_file = None  # set by `closeloop relay`: touched after each healthy round
-
     def _beat(self) -> None:
-        if self.heartbeat_file is not None and time.monotonic() - getattr(self, "_last_beat", 0) > 1:
+        if self.heartbeat_file is not None and time.monotonic() - self._last_beat > 1:
             self.heartbeat_file.touch()
             self._last_beat = time.monotonic()
 
