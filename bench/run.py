@@ -122,7 +122,7 @@ def wrk_script(path: Path, token: str, body: dict, dir_: Path) -> Path:
 def step_intake(env, seconds, work, results, profile: bool):
     """Two intake processes sharing one port (SO_REUSEPORT), one relay; then a bare nameko
     endpoint, two processes, as the ceiling."""
-    from shared import auth
+    from shared.security import auth
 
     token = auth.issue_token(role="front_desk", subject="bench", branch="SH001")
     lua = wrk_script(Path("complaint"), token, COMPLAINT_REQUEST, work)
@@ -182,9 +182,9 @@ def profile_process(pid: int, port: int, lua: Path, work: Path, seconds: int = 1
 def step_relay(env, seconds, work, results, count: int = 20_000):
     """Relay: events/s from outbox rows to confirmed publishes; beside raw kombu publishing
     of the same bodies without confirms."""
-    from shared import config as settings
-    from shared.db import make_engine
-    from shared.relay import Relay
+    from shared.runtime import config as settings
+    from shared.persistence.db import make_engine
+    from shared.messaging.relay import Relay
 
     amqp = env["AMQP_URI"]
     engine = make_engine(settings.service_database_url("intake", env), 2)
@@ -231,17 +231,17 @@ def step_relay(env, seconds, work, results, count: int = 20_000):
 def step_consumer(env, seconds, work, results, count: int = 5_000):
     """A safe handler (schema check, inbox row, commit) draining a preloaded queue; beside a
     bare nameko event handler draining the same events."""
-    from shared import bus
-    from shared import config as settings
-    from shared.db import make_engine
-    from shared.inbox import INBOX
-    from shared.relay import Publisher
+    from shared.messaging import topology, dead_letters, consumer
+    from shared.runtime import config as settings
+    from shared.persistence.db import make_engine
+    from shared.messaging.inbox import INBOX
+    from shared.messaging.relay import Publisher
 
     amqp = env["AMQP_URI"]
-    inbox_handler = bus.HandlerTopology("intake", "complaint_registered", "benchinbox", "consume",
-                                        bus.retry_delays())
-    bare_queue = bus.HandlerTopology("intake", "complaint_registered", "benchbare", "consume", ())
-    bus.declare(amqp, [inbox_handler])
+    inbox_handler = topology.HandlerTopology("intake", "complaint_registered", "benchinbox", "consume",
+                                        topology.retry_delays())
+    bare_queue = topology.HandlerTopology("intake", "complaint_registered", "benchbare", "consume", ())
+    topology.declare(amqp, [inbox_handler])
     with kombu.Connection(amqp) as conn:
         for queue in (inbox_handler.queue(), bare_queue.queue()):
             bound = queue(conn.channel())
@@ -281,7 +281,7 @@ def step_consumer(env, seconds, work, results, count: int = 5_000):
             return conn.execute(sa.select(sa.func.count()).select_from(INBOX)).scalar()
 
     def bare_done():
-        return count - bus.queue_depths(amqp, [bare_queue.queue_name])[bare_queue.queue_name]
+        return count - dead_letters.queue_depths(amqp, [bare_queue.queue_name])[bare_queue.queue_name]
 
     results["consumer_inbox"] = drain("inbox-consumer", inbox_rows)
     log(f"consumer with inbox: {results['consumer_inbox']['per_s']}/s")
@@ -294,9 +294,11 @@ def step_consumer(env, seconds, work, results, count: int = 5_000):
 
 def prepare(env) -> dict:
     """A vhost and fresh databases of the benchmark's own."""
-    from shared import auth, bus, db
-    from shared import config as settings
-    from shared.inbox import add_tables
+    from shared.security import auth
+    from shared.messaging import topology, dead_letters, consumer
+    from shared.persistence import db
+    from shared.runtime import config as settings
+    from shared.messaging.inbox import add_tables
     from shared.testing import infra
 
     resolved = infra.resolve(env)
@@ -316,7 +318,7 @@ def prepare(env) -> dict:
     add_tables(metadata)
     metadata.create_all(engine)
     engine.dispose()
-    bus.declare(env["AMQP_URI"], bus.all_handlers())
+    topology.declare(env["AMQP_URI"], consumer.all_handlers())
     auth.ensure_dev_keys()
     return env
 

@@ -6,7 +6,7 @@
 """
 import sys
 
-from shared import green
+from shared.runtime import green
 
 green.patch()
 
@@ -14,9 +14,9 @@ from nameko.events import event_handler  # noqa: E402
 from nameko.runners import ServiceRunner  # noqa: E402
 from nameko.web.handlers import http  # noqa: E402
 
-from shared import config as settings  # noqa: E402
-from shared.consumer import handle_event  # noqa: E402
-from shared.db import Database  # noqa: E402
+from shared.runtime import config as settings  # noqa: E402
+from shared.messaging.consumer import handle_event  # noqa: E402
+from shared.persistence.db import Database  # noqa: E402
 
 
 class BareHttp:

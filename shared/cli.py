@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from shared import config as settings
+from shared.runtime import config as settings
 
 def _fail(message: str) -> int:
     print(f"closeloop: {message}", file=sys.stderr)
@@ -17,11 +17,11 @@ def _fail(message: str) -> int:
 
 
 def cmd_token_issue(args) -> int:
-    from shared import auth
+    from shared.security import auth
 
     if args.dashboard and args.role not in ("hq_analyst", "hq_admin", "regional_manager", "store_manager"):
         return _fail("--dashboard is for store_manager, regional_manager, hq_analyst or hq_admin")
-    from shared.policy import load_policy
+    from shared.calendar.policy import load_policy
 
     policy = load_policy(os.environ.get("CLOSELOOP_POLICY_FILE") or None)
     if args.region and args.region not in policy.regions():
@@ -43,7 +43,7 @@ def cmd_token_issue(args) -> int:
 
 
 def cmd_policy_check(args) -> int:
-    from shared.policy import DEFAULT_POLICY_PATH, check_policy
+    from shared.calendar.policy import DEFAULT_POLICY_PATH, check_policy
 
     path = args.file or os.environ.get("CLOSELOOP_POLICY_FILE") or DEFAULT_POLICY_PATH
     problems = check_policy(path)
@@ -58,7 +58,8 @@ def cmd_policy_check(args) -> int:
 
 def cmd_keys_ensure(args) -> int:
     """The development signing pair and customer-reference key, made if missing."""
-    from shared import auth, runtime
+    from shared.security import auth
+    from shared.runtime import provider as runtime
 
     os.environ.setdefault("CLOSELOOP_DEV_KEYS", "1")
     runtime.customer_ref_key({})
@@ -67,7 +68,7 @@ def cmd_keys_ensure(args) -> int:
 
 
 def cmd_db_upgrade(args) -> int:
-    from shared import db
+    from shared.persistence import db
 
     for service in args.services or settings.RUNNABLE_SERVICES:
         if service not in settings.RUNNABLE_SERVICES:
@@ -80,14 +81,15 @@ def cmd_db_upgrade(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from shared import green, logs
+    from shared.runtime import green
+    from shared.observability import logs
 
     green.patch()
     import eventlet
     from nameko.runners import ServiceRunner
 
     logs.configure(args.service, os.environ.get("LOG_LEVEL", "INFO"))
-    from shared.auth import KeysNotConfigured
+    from shared.security.auth import KeysNotConfigured
 
     runner = ServiceRunner(settings.service_config(args.service))
     runner.add_service(settings.service_class(args.service))
@@ -124,11 +126,13 @@ def cmd_serve(args) -> int:
 
 
 def cmd_relay(args) -> int:
-    from shared import db, green, logs
-    from shared.notify import make_notifier
-    from shared.relay import Relay
+    from shared.persistence import db
+    from shared.runtime import green
+    from shared.observability import logs
+    from shared.notifications.port import make_notifier
+    from shared.messaging.relay import Relay
 
-    from shared.relay import heartbeat_path
+    from shared.messaging.relay import heartbeat_path
 
     if args.healthcheck:
         # For container health checks: a running relay touches its file after each healthy
@@ -157,7 +161,7 @@ def cmd_dev(args) -> int:
     rc = cmd_db_upgrade(argparse.Namespace(services=None)) or cmd_bus_declare(None)
     if rc:
         return rc
-    from shared import auth
+    from shared.security import auth
 
     auth.ensure_dev_keys()
     os.environ.setdefault("CLOSELOOP_DEV_KEYS", "1")  # the children use the development keys
@@ -195,11 +199,11 @@ def cmd_dev(args) -> int:
 def _handler_queues(args) -> list[str]:
     """The handler queues a dlq command is about: --queue names, --handler service.method,
     or every handler of every service."""
-    from shared import bus
+    from shared.messaging import topology, dead_letters, consumer
 
     if args.queue:
         return list(args.queue)
-    handlers = bus.all_handlers()
+    handlers = consumer.all_handlers()
     if args.handler:
         handlers = [h for h in handlers if h.handler in args.handler]
         if not handlers:
@@ -208,9 +212,9 @@ def _handler_queues(args) -> list[str]:
 
 
 def cmd_bus_declare(args) -> int:
-    from shared import bus
+    from shared.messaging import topology, dead_letters, consumer
 
-    for line in bus.declare(settings.amqp_uri(), bus.all_handlers()):
+    for line in topology.declare(settings.amqp_uri(), consumer.all_handlers()):
         print(line)
     return 0
 
@@ -219,9 +223,9 @@ def cmd_dlq_list(args) -> int:
     import dataclasses
     import json
 
-    from shared import bus
+    from shared.messaging import topology, dead_letters, consumer
 
-    parked = bus.list_parked(settings.amqp_uri(), [f"{q}.dlq" for q in _handler_queues(args)], limit=args.limit)
+    parked = dead_letters.list_parked(settings.amqp_uri(), [f"{q}.dlq" for q in _handler_queues(args)], limit=args.limit)
     if args.json:
         print(json.dumps([dataclasses.asdict(p) for p in parked], ensure_ascii=False, indent=2))
         return 0
@@ -237,13 +241,13 @@ def cmd_dlq_list(args) -> int:
 
 
 def cmd_dlq_replay(args) -> int:
-    from shared import bus
+    from shared.messaging import topology, dead_letters, consumer
 
     if not args.all and not args.id:
         return _fail("say which: --all, or --id EVENT_ID (repeatable)")
     total = 0
     for queue in _handler_queues(args):
-        moved = bus.replay(settings.amqp_uri(), queue, None if args.all else set(args.id))
+        moved = dead_letters.replay(settings.amqp_uri(), queue, None if args.all else set(args.id))
         if moved:
             print(f"{queue}: {moved} message(s) back to the handler")
         total += moved
@@ -257,7 +261,7 @@ def parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="signed bearer tokens").add_subparsers(dest="action", required=True)
     issue = token.add_parser("issue", help="print a signed token (alone) on standard output")
-    from shared.auth import ROLES
+    from shared.security.auth import ROLES
 
     issue.add_argument("--role", required=True, choices=ROLES)
     scope = issue.add_mutually_exclusive_group(required=True)

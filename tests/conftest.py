@@ -3,7 +3,7 @@ import eventlet
 
 eventlet.monkey_patch()
 
-from shared import green  # noqa: E402
+from shared.runtime import green  # noqa: E402
 
 green.patch()
 

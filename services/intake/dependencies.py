@@ -1,10 +1,10 @@
 """What intake's workers get injected: the chain policy, the clock, the customer-reference
-key and the service's config. The database is shared.db.Database."""
+key and the service's config. The database is shared.persistence.db.Database."""
 from dataclasses import dataclass
 
 from nameko.extensions import DependencyProvider
 
-from shared import runtime
+from shared.runtime import provider as runtime
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shared.clock import isoformat
-from shared.events import build_event
-from shared.outbox import Notification
-from shared.privacy import customer_ref, mask_email, mask_name, mask_phone, normalize_phone
+from shared.calendar.clock import isoformat
+from shared.messaging.envelope import build_event
+from shared.messaging.outbox import Notification
+from shared.security.privacy import customer_ref, mask_email, mask_name, mask_phone, normalize_phone
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 from marshmallow import ValidationError
 
-from shared import idempotency
-from shared.auth import Identity
-from shared.http import bad_text
-from shared.errors import Forbidden, NotFound, ValidationFailed
+from shared.persistence import idempotency
+from shared.security.auth import Identity
+from shared.web.http import bad_text
+from shared.web.errors import Forbidden, NotFound, ValidationFailed
 from services.intake import models
 from services.intake.domain import Complaint, Customer, Sale
 from services.intake.schemas import ComplaintIn, ComplaintQuery, SaleIn, flatten_errors

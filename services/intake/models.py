@@ -2,7 +2,8 @@
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from shared import idempotency, outbox
+from shared.persistence import idempotency
+from shared.messaging import outbox
 
 metadata = sa.MetaData()
 outbox.add_tables(metadata)

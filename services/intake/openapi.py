@@ -1,5 +1,5 @@
 """Intake's OpenAPI document, from the schemas that validate its requests."""
-from shared.openapi import document, operation, query_parameters
+from shared.web.openapi import document, operation, query_parameters
 from services.intake import schemas
 
 _ID = [{"name": "complaint_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}]

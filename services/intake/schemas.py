@@ -2,9 +2,9 @@
 a typo is named instead of silently ignored."""
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from shared.events import KINDS
-from shared.policy import CHANNELS
-from shared.privacy import is_email, normalize_phone
+from shared.messaging.envelope import KINDS
+from shared.calendar.policy import CHANNELS
+from shared.security.privacy import is_email, normalize_phone
 
 LANGUAGES = ("zh", "en")
 STATUSES = ("received", "open", "in_progress", "resolved", "closed", "reopened")

@@ -1,5 +1,5 @@
 """Intake: the branches' front door. Thin entrypoints: authenticate, load, call a handler,
-dump. Errors become the JSON error shape in shared.http."""
+dump. Errors become the JSON error shape in shared.web.http."""
 from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 from werkzeug.wrappers import Response
@@ -7,11 +7,14 @@ from werkzeug.wrappers import Response
 from services.intake import handlers, openapi
 from services.intake.dependencies import IntakeRuntime
 from services.intake.exceptions import RPC_ERRORS
-from shared import bus, health, idempotency, runtime
-from shared.db import Database
-from shared.errors import Unauthorized
-from shared.http import api, correlation_id, identity, json_response, query_args, read_json
-from shared.logs import CorrelationLogging
+from shared.messaging import topology, consumer
+from shared.web import health
+from shared.persistence import idempotency
+from shared.runtime import provider as runtime
+from shared.persistence.db import Database
+from shared.web.errors import Unauthorized
+from shared.web.http import api, correlation_id, identity, json_response, query_args, read_json
+from shared.observability.logs import CorrelationLogging
 
 
 class IntakeService:
@@ -66,7 +69,7 @@ class IntakeService:
     @api("GET", "/metrics", public=True)
     def metrics(self, request):
         text = health.metrics_text(self.name, self.db.engine, self.config["AMQP_URI"],
-                                   bus.handlers_of(IntakeService, bus.retry_delays(self.config)))
+                                   consumer.handlers_of(IntakeService, topology.retry_delays(self.config)))
         return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api("GET", "/openapi.json", public=True)

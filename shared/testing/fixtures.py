@@ -18,10 +18,11 @@ import kombu
 import pytest
 import requests
 
-from shared import auth, db
-from shared.clock import ManualClock
-from shared.config import with_database
-from shared.relay import Relay
+from shared.security import auth
+from shared.persistence import db
+from shared.calendar.clock import ManualClock
+from shared.runtime.config import with_database
+from shared.messaging.relay import Relay
 from shared.testing import infra as infra_module
 
 # Names of this run's vhost and databases start with the run's start time, so that a later
@@ -44,9 +45,9 @@ def pytest_collection_finish(session):
         vhost = f"closeloop-test-{RUN_ID}"
         _state["amqp_uri"] = infra_module.create_vhost(resolved, vhost)
         _state.update(infra=resolved, vhost=vhost)
-        from shared import bus
+        from shared.messaging import topology, consumer
 
-        bus.declare(_state["amqp_uri"], bus.all_handlers())  # as `closeloop bus declare` does
+        topology.declare(_state["amqp_uri"], consumer.all_handlers())  # as `closeloop bus declare` does
     except infra_module.InfraMissing as exc:
         pytest.exit(str(exc), returncode=3)
 
@@ -164,7 +165,7 @@ def start_service(amqp_uri, database_factory, tcp_proxy):
     (It asks for tcp_proxy so that proxies outlive the services connected through them.)"""
     from nameko.runners import ServiceRunner
 
-    from shared import config
+    from shared.runtime import config
 
     runners = []
 
@@ -193,7 +194,7 @@ def start_service(amqp_uri, database_factory, tcp_proxy):
 @pytest.fixture
 def start_relay(amqp_uri):
     """Run a relay for a service's database in a greenlet of the test process."""
-    from shared.notify import LogNotifier
+    from shared.notifications.port import LogNotifier
 
     relays = []
 

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from shared.config import DEFAULT_AMQP_URI, DEFAULT_DATABASE_URL
+from shared.runtime.config import DEFAULT_AMQP_URI, DEFAULT_DATABASE_URL
 
 HOW_TO = (
     "The integration and end-to-end tests need a real RabbitMQ and PostgreSQL. Provide one of:\n"

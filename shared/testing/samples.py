@@ -3,7 +3,7 @@ import copy
 import uuid
 from datetime import datetime, timezone
 
-from shared.events import build_event
+from shared.messaging.envelope import build_event
 
 
 def complaint_event(description: str = "毛巾很脏，没有消毒") -> dict:

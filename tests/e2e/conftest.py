@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from shared.clock import ManualClock
+from shared.calendar.clock import ManualClock
 
 
 @dataclass

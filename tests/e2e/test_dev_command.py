@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.config import with_database
+from shared.runtime.config import with_database
 from shared.testing.fixtures import RUN_ID, drop_at_exit, free_port, wait_until
 
 pytestmark = pytest.mark.e2e

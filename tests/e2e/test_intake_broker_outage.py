@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared.clock import ManualClock
+from shared.calendar.clock import ManualClock
 from shared.testing.fixtures import wait_until
 from tests.e2e.test_intake_http import COMPLAINT, complaint
 

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from shared import auth
+from shared.security import auth
 from tests.e2e.test_intake_http import COMPLAINT, complaint, post
 
 pytestmark = pytest.mark.e2e

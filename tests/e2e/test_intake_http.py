@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from shared import auth
+from shared.security import auth
 from shared.testing.fixtures import jsonbody, wait_until
 from shared.testing.samples import COMPLAINT_REQUEST as COMPLAINT
 from shared.testing.samples import complaint_request as complaint

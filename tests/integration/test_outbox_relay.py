@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 import pytest
 import sqlalchemy as sa
 
-from shared import db
-from shared.events import build_event
+from shared.persistence import db
+from shared.messaging.envelope import build_event
 from services.intake import models
 from shared.testing.fixtures import wait_until
 

@@ -8,9 +8,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shared.auth import Identity, TokenVerifier, ensure_dev_keys, issue_token, parse_ttl
-from shared.errors import Forbidden, Unauthorized
-from shared.policy import load_policy
+from shared.security.auth import Identity, TokenVerifier, ensure_dev_keys, issue_token, parse_ttl
+from shared.web.errors import Forbidden, Unauthorized
+from shared.calendar.policy import load_policy
 
 
 def key_pair() -> tuple[bytes, bytes]:

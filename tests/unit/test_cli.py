@@ -4,8 +4,10 @@ import logging
 
 import pytest
 
-from shared import auth, cli, logs
-from shared.policy import load_policy
+from shared.security import auth
+from shared import cli
+from shared.observability import logs
+from shared.calendar.policy import load_policy
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared import config
+from shared.runtime import config
 from shared.cli import parser
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared.events import EventSchemaError, build_event, parse_event
+from shared.messaging.envelope import EventSchemaError, build_event, parse_event
 
 AT = datetime(2026, 11, 22, 18, 0, tzinfo=timezone.utc)
 
@@ -131,7 +131,7 @@ def test_parse_event_rejects_a_body_that_is_not_an_object(body):
 
 
 def test_the_outbox_accepts_only_events_that_passed_their_schema():
-    from shared import outbox
+    from shared.messaging import outbox
 
     hand_made = json.loads(json.dumps(build()))  # the same content, but not made by build_event
     with pytest.raises(TypeError, match="build_event"):

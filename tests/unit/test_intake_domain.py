@@ -6,8 +6,8 @@ import pytest
 
 from services.intake.domain import Complaint, Sale
 from services.intake.schemas import ComplaintIn, SaleIn
-from shared.events import parse_event
-from shared.policy import load_policy
+from shared.messaging.envelope import parse_event
+from shared.calendar.policy import load_policy
 from shared.testing.samples import complaint_request
 
 # 18:00 UTC on the 22nd is 02:00 on the 23rd in Shanghai, while the branches are closed.

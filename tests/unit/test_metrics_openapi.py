@@ -4,8 +4,8 @@ import json
 import pytest
 
 from services.intake.openapi import DOCUMENT
-from shared import errors
-from shared.metrics import Registry
+from shared.web import errors
+from shared.observability.metrics import Registry
 
 
 def test_counters_render_in_prometheus_text_format():
@@ -122,7 +122,7 @@ def test_remote_errors_map_back_to_local_ones():
 
 
 def test_several_series_of_one_gauge_share_one_help_and_type():
-    from shared.metrics import Registry
+    from shared.observability.metrics import Registry
 
     text = Registry().render([("closeloop_dead_letter_depth", "parked", 2, {"queue": "a.dlq"}),
                               ("closeloop_dead_letter_depth", "parked", 0, {"queue": "b.dlq"})])

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from shared.policy import (DEFAULT_POLICY_PATH, ChainPolicy, PolicyError, check_policy, load_policy,
+from shared.calendar.policy import (DEFAULT_POLICY_PATH, ChainPolicy, PolicyError, check_policy, load_policy,
                            parse_duration)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

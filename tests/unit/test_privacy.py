@@ -1,7 +1,7 @@
 """Customers' contact data: canonical phones, masks and the keyed reference."""
 import pytest
 
-from shared.privacy import (customer_ref, is_email, mask_contact, mask_email, mask_name, mask_phone,
+from shared.security.privacy import (customer_ref, is_email, mask_contact, mask_email, mask_name, mask_phone,
                             normalize_phone)
 
 

@@ -1,3 +1,3 @@
-from shared.migrations_env import run
+from shared.persistence.migrations_env import run
 
 run()

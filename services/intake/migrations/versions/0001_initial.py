@@ -7,7 +7,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
-from shared import idempotency, outbox
+from shared.persistence import idempotency
+from shared.messaging import outbox
 
 revision = "0001"
 down_revision = None

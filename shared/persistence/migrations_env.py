@@ -1,5 +1,5 @@
 """The body of every service's Alembic env.py: online migrations against the URL the
-caller put in the config (shared.db.migrate, `closeloop db upgrade`)."""
+caller put in the config (shared.persistence.db.migrate, `closeloop db upgrade`)."""
 import sqlalchemy as sa
 from alembic import context
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from shared.errors import Conflict, ValidationFailed
+from shared.web.errors import Conflict, ValidationFailed
 
 MAX_KEY_LENGTH = 200
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from shared.events import ValidatedEvent
+from shared.messaging.envelope import ValidatedEvent
 
 
 def add_tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
@@ -69,7 +69,7 @@ class Notification:
 def event_row(envelope: ValidatedEvent) -> dict:
     """The outbox row of an event; only events that passed their schema have one."""
     if not isinstance(envelope, ValidatedEvent):
-        raise TypeError("only events made by shared.events.build_event can be published")
+        raise TypeError("only events made by shared.messaging.envelope.build_event can be published")
     return {"event_id": envelope["event_id"], "exchange": f"{envelope['source']}.events",
             "routing_key": envelope["type"], "body": json.dumps(envelope, ensure_ascii=False)}
 

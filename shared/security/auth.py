@@ -19,7 +19,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shared.errors import Forbidden, Unauthorized
+from shared.web.errors import Forbidden, Unauthorized
 
 ISSUER = "closeloop"
 ALGORITHM = "EdDSA"
@@ -47,7 +47,7 @@ def default_keys_dir() -> Path:
     configured = os.environ.get("CLOSELOOP_KEYS_DIR")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parent.parent / ".keys"
+    return Path(__file__).resolve().parents[2] / ".keys"
 
 
 def _pem_from_env(name: str) -> bytes | None:

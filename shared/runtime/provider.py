@@ -6,9 +6,9 @@ from __future__ import annotations
 import functools
 import os
 
-from shared import auth
-from shared.clock import SystemClock
-from shared.policy import load_policy
+from shared.security import auth
+from shared.calendar.clock import SystemClock
+from shared.calendar.policy import load_policy
 
 
 @functools.lru_cache(maxsize=16)

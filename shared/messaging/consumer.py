@@ -7,7 +7,7 @@
   in the dead-letter queue. The copy is confirmed by the broker before the original is
   acked, so a failure never loses the message, never blocks the queue and never loops hot.
 - Duplicates have one effect: a worker of this entrypoint gets a Store whose unit of work
-  claims the event in the inbox in the same transaction (shared.db.Database does this).
+  claims the event in the inbox in the same transaction (shared.persistence.db.Database does this).
 """
 from __future__ import annotations
 
@@ -24,12 +24,13 @@ from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import Entrypoint, SharedExtension
 from nameko.messaging import QueueConsumer
 
-from shared import bus, metrics
-from shared.events import EventSchemaError, parse_event
-from shared.inbox import AlreadyHandled
+from shared.messaging import topology
+from shared.observability import metrics
+from shared.messaging.envelope import EventSchemaError, parse_event
+from shared.messaging.inbox import AlreadyHandled
 
 log = logging.getLogger("closeloop.consumer")
-H = bus.HEADER
+H = topology.HEADER
 
 
 class RawQueueConsumer(QueueConsumer):
@@ -69,7 +70,7 @@ class SidePublisher(SharedExtension):
         # The broker returns a mandatory message it cannot route before it confirms it.
         self._returned = f"no queue {routing_key!r} ({exception})"
 
-    def declare(self, topology: bus.HandlerTopology) -> None:
+    def declare(self, topology: topology.HandlerTopology) -> None:
         with self._lock:
             topology.declare(self._producer().channel)
 
@@ -110,8 +111,8 @@ class EventConsumer(Entrypoint):
         super().__init__(**kwargs)
 
     def setup(self):
-        self.topology = bus.HandlerTopology(self.source_service, self.event_type, self.container.service_name,
-                                            self.method_name, bus.retry_delays(self.container.config))
+        self.topology = topology.HandlerTopology(self.source_service, self.event_type, self.container.service_name,
+                                            self.method_name, topology.retry_delays(self.container.config))
         self.queue = self.topology.queue()
         self.metrics = metrics.registry(self.container.service_name)
         self.side_publisher.declare(self.topology)  # retry and dead-letter queues exist before any failure
@@ -200,3 +201,22 @@ class EventConsumer(Entrypoint):
 
 
 handle_event = EventConsumer.decorator
+
+
+def handlers_of(service_class, delays_ms: tuple[int, ...]) -> list[topology.HandlerTopology]:
+    """Every safe event handler a nameko service class defines."""
+    found = []
+    for attribute in dir(service_class):
+        method = getattr(service_class, attribute, None)
+        for entrypoint in getattr(method, "nameko_entrypoints", ()):
+            if isinstance(entrypoint, EventConsumer):
+                found.append(topology.HandlerTopology(entrypoint.source_service, entrypoint.event_type,
+                                             service_class.name, attribute, delays_ms))
+    return found
+
+
+def all_handlers(delays_ms: tuple[int, ...] | None = None) -> list[topology.HandlerTopology]:
+    from shared.runtime.config import SERVICE_CLASSES, service_class
+
+    delays = delays_ms or topology.retry_delays()
+    return [h for name in SERVICE_CLASSES for h in handlers_of(service_class(name), delays)]

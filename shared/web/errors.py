@@ -1,6 +1,6 @@
 """The errors a request can end in, each with its HTTP status and JSON code.
 
-Services raise these from the domain or the entrypoint; shared.http turns them into
+Services raise these from the domain or the entrypoint; shared.web.http turns them into
 `{"error": {"code", "message", "fields"}}` in one place.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ import time
 import kombu
 import sqlalchemy as sa
 
-from shared import outbox
+from shared.messaging import outbox
 
 _broker_cache: dict[str, tuple[float, dict]] = {}
 _broker_lock = threading.Lock()
@@ -64,7 +64,8 @@ _depth_cache: dict[tuple, tuple[float, dict]] = {}
 def metrics_text(service: str, engine: sa.Engine, amqp_uri: str, handlers=(), ttl: float = 5.0) -> str:
     """Everything /metrics shows for a service: its counters and histograms, the outbox
     lag from its database, and the depth of its handlers' dead-letter queues."""
-    from shared import bus, metrics
+    from shared.messaging import dead_letters
+    from shared.observability import metrics
 
     gauges = []
     _, lag = check_database(engine)
@@ -82,7 +83,7 @@ def metrics_text(service: str, engine: sa.Engine, amqp_uri: str, handlers=(), tt
         cached = _depth_cache.get(key)
         if cached is None or time.monotonic() - cached[0] > ttl:
             try:
-                cached = (time.monotonic(), bus.queue_depths(amqp_uri, list(names)))
+                cached = (time.monotonic(), dead_letters.queue_depths(amqp_uri, list(names)))
             except Exception:  # broker away: report what we know
                 cached = (time.monotonic(), {name: -1 for name in names})
             _depth_cache[key] = cached

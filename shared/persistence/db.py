@@ -8,9 +8,10 @@ from urllib.parse import urlsplit, urlunsplit
 import sqlalchemy as sa
 from nameko.extensions import DependencyProvider
 
-from shared import inbox, outbox
+from shared.messaging import inbox
+from shared.messaging import outbox
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_engine(url: str, pool_size: int = 5) -> sa.Engine:
@@ -81,7 +82,7 @@ class UnitOfWork:
             self._pending.clear()
 
     def publish(self, envelope: dict) -> None:
-        """Queue an event made by shared.events.build_event; the relay publishes it after commit."""
+        """Queue an event made by shared.messaging.envelope.build_event; the relay publishes it after commit."""
         self.insert(outbox.OUTBOX, outbox.event_row(envelope))
 
     def notify(self, notification) -> None:

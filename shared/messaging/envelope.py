@@ -12,8 +12,8 @@ from datetime import datetime
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
-from shared.clock import isoformat
-from shared.policy import KINDS
+from shared.calendar.clock import isoformat
+from shared.calendar.policy import KINDS
 
 
 class EventSchemaError(ValueError):

@@ -16,7 +16,7 @@ import time
 import kombu
 import sqlalchemy as sa
 
-from shared.outbox import MAX_NOTIFICATION_ATTEMPTS, NOTIFICATIONS, OUTBOX
+from shared.messaging.outbox import MAX_NOTIFICATION_ATTEMPTS, NOTIFICATIONS, OUTBOX
 
 log = logging.getLogger("closeloop.relay")
 

@@ -18,8 +18,10 @@ from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.wrappers import Request, Response
 
-from shared import logs, metrics, runtime
-from shared.errors import (ApiError, MalformedJson, MethodNotAllowed, NotFound, PayloadTooLarge,
+from shared.observability import logs
+from shared.observability import metrics
+from shared.runtime import provider as runtime
+from shared.web.errors import (ApiError, MalformedJson, MethodNotAllowed, NotFound, PayloadTooLarge,
                            ServiceUnavailable, UnsupportedMediaType, ValidationFailed)
 
 log = logging.getLogger("closeloop.http")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from shared.privacy import mask_contact
+from shared.security.privacy import mask_contact
 
 CHANNELS = ("sms", "wechat", "email")
 log = logging.getLogger("closeloop.notify")

@@ -1,0 +1,1 @@
+"""Messages to customers and staff: the port, its adapters, the queue and the sender loop."""

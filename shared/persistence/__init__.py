@@ -1,0 +1,1 @@
+"""Databases: engines, creation and migrations, the unit of work, idempotency keys."""

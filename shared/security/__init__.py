@@ -1,0 +1,1 @@
+"""Tokens, identities, permissions, keys and customers' personal data."""

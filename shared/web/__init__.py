@@ -1,0 +1,1 @@
+"""HTTP for every service: entrypoints, the error shape, OpenAPI, health and metrics pages."""
