@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
-# Debian packages the test suite and the benchmarks use: docker-compose (to validate
-# docker-compose.yml without an engine) and wrk (HTTP load). Installs what is missing when
-# run as root with apt-get; otherwise says what to install and fails.
+# What the test suite and the benchmarks need from the machine:
+# - Debian packages docker-compose (to validate docker-compose.yml without an engine) and wrk
+#   (HTTP load), installed when run as root with apt-get; otherwise it says what to install and fails;
+# - on a RabbitMQ running on this machine, the management plugin: the tests make a vhost per run
+#   and `closeloop bus declare` sets policies through its API (rabbitmqctl works too, but starts
+#   an Erlang VM per call: about a second each).
 set -euo pipefail
 need=()
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
-[ ${#need[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing ${need[*]} (Debian packages)" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q "${need[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "${need[@]}" >/dev/null; }
-  exit 0
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${need[*]} (Debian packages)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q "${need[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "${need[@]}" >/dev/null; }
+  else
+    echo "missing: ${need[*]}. Install them (Debian/Ubuntu: sudo apt-get install ${need[*]}) and run again." >&2
+    exit 1
+  fi
 fi
-echo "missing: ${need[*]}. Install them (Debian/Ubuntu: sudo apt-get install ${need[*]}) and run again." >&2
-exit 1
+# Only for a broker on this machine that we may administer; a remote one is its operator's.
+if [ -z "${AMQP_URI:-}" ] && [ "$(id -u)" = 0 ] && command -v rabbitmq-plugins >/dev/null 2>&1 \
+   && ! curl -s -o /dev/null -m 2 http://127.0.0.1:15672/ 2>/dev/null; then
+  if rabbitmqctl -q status >/dev/null 2>&1; then
+    echo "enabling the RabbitMQ management plugin on the local broker" >&2
+    rabbitmq-plugins enable --quiet rabbitmq_management >/dev/null
+    for _ in $(seq 1 30); do curl -s -o /dev/null -m 2 http://127.0.0.1:15672/ && break; sleep 1; done
+  fi
+fi
+exit 0

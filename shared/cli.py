@@ -196,26 +196,32 @@ def cmd_dev(args) -> int:
     return 0
 
 
-def _handler_queues(args) -> list[str]:
-    """The handler queues a dlq command is about: --queue names, --handler service.method,
-    or every handler of every service."""
-    from shared.messaging import topology, dead_letters, consumer
+def _parked_queues(args) -> list[str]:
+    """The queues a dlq command is about: --queue names (a handler queue, or an unroutable
+    queue), --handler service.method, or every handler's dead-letter queue and every
+    source's unroutable queue."""
+    from shared.messaging import consumer, topology
 
     if args.queue:
-        return list(args.queue)
+        return [q if q.endswith((".dlq", ".unroutable")) else f"{q}.dlq" for q in args.queue]
     handlers = consumer.all_handlers()
     if args.handler:
         handlers = [h for h in handlers if h.handler in args.handler]
         if not handlers:
             raise SystemExit(_fail(f"no handler named {', '.join(args.handler)}"))
-    return [h.queue_name for h in handlers]
+        return [h.dlq_name for h in handlers]
+    return [h.dlq_name for h in handlers] + [topology.unroutable_queue_name(s) for s in settings.SERVICES]
 
 
 def cmd_bus_declare(args) -> int:
-    from shared.messaging import topology, dead_letters, consumer
+    from shared.messaging import consumer, topology
+    from shared.messaging.broker_admin import AdminUnavailable
 
-    for line in topology.declare(settings.amqp_uri(), consumer.all_handlers()):
-        print(line)
+    try:
+        for line in topology.declare(settings.amqp_uri(), consumer.all_handlers()):
+            print(line)
+    except AdminUnavailable as exc:
+        return _fail(f"the queues are declared, but unroutable events would be dropped: {exc}")
     return 0
 
 
@@ -223,36 +229,49 @@ def cmd_dlq_list(args) -> int:
     import dataclasses
     import json
 
-    from shared.messaging import topology, dead_letters, consumer
+    from shared.messaging import dead_letters
 
-    parked = dead_letters.list_parked(settings.amqp_uri(), [f"{q}.dlq" for q in _handler_queues(args)], limit=args.limit)
+    parked = dead_letters.list_parked(settings.amqp_uri(), _parked_queues(args), limit=args.limit)
     if args.json:
         print(json.dumps([dataclasses.asdict(p) for p in parked], ensure_ascii=False, indent=2))
         return 0
     if not parked:
         print("no parked messages")
         return 0
-    print(f"{'event id':36}  {'type':22}  {'reason':9}  {'tries':5}  {'failed at':25}  queue / error")
+    print(f"{'event id':36}  {'type':22}  {'reason':13}  {'tries':5}  {'failed at':25}  queue / error")
     for p in parked:
-        print(f"{(p.event_id or '-'):36}  {(p.event_type or '-'):22}  {p.reason:9}  {p.attempts:5}  "
+        print(f"{(p.event_id or '-'):36}  {(p.event_type or '-'):22}  {p.reason:13}  {p.attempts:5}  "
               f"{p.failed_at[:25]:25}  {p.dlq}\n{'':>36}  {p.error[:200]}")
     print(f"{len(parked)} parked message(s)")
     return 0
 
 
 def cmd_dlq_replay(args) -> int:
-    from shared.messaging import topology, dead_letters, consumer
+    from shared.messaging import consumer, dead_letters
 
     if not args.all and not args.id:
         return _fail("say which: --all, or --id EVENT_ID (repeatable)")
-    total = 0
-    for queue in _handler_queues(args):
-        moved = dead_letters.replay(settings.amqp_uri(), queue, None if args.all else set(args.id))
-        if moved:
-            print(f"{queue}: {moved} message(s) back to the handler")
-        total += moved
-    print(f"replayed {total} message(s)")
-    return 0 if total or args.all else 1
+    routes = consumer.replay_routes(consumer.all_handlers())
+    moved = kept = 0
+    skipped: dict[str, int] = {}
+    for queue in _parked_queues(args):
+        report = dead_letters.replay(settings.amqp_uri(), queue, routes=routes,
+                                     event_ids=None if args.all else set(args.id),
+                                     include_malformed=args.include_malformed,
+                                     reasons=set(args.reason) if args.reason else None)
+        for parked, targets in report.moved:
+            print(f"moved {parked.event_id or '-'} {parked.event_type or '-'} ({parked.reason}) -> {', '.join(targets)}")
+        for parked, why in report.kept:
+            print(f"kept  {parked.event_id or '-'} {parked.event_type or '-'} in {queue}: {why}")
+        moved, kept = moved + len(report.moved), kept + len(report.kept)
+        for reason, count in report.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + count
+    print(f"replayed {moved} message(s)" + (f"; {kept} kept parked (see above)" if kept else ""))
+    if skipped.get("malformed"):
+        print(f"{skipped['malformed']} malformed message(s) left parked (--include-malformed to replay them)")
+    if kept:
+        return 1
+    return 0 if moved or args.all else 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -305,12 +324,19 @@ def parser() -> argparse.ArgumentParser:
                              ("replay", cmd_dlq_replay, "send parked messages back to their handler")):
         command = dlq.add_parser(name, help=text)
         command.add_argument("--handler", action="append", help="service.method (repeatable); default: all")
-        command.add_argument("--queue", action="append", help="a handler queue name (repeatable)")
+        command.add_argument("--queue", action="append", help="a handler queue or an unroutable queue "
+                                                                 "(repeatable)")
         command.set_defaults(func=func)
     dlq.choices["list"].add_argument("--limit", type=int, default=1000)
     dlq.choices["list"].add_argument("--json", action="store_true")
     dlq.choices["replay"].add_argument("--all", action="store_true", help="every parked message")
     dlq.choices["replay"].add_argument("--id", action="append", help="an event id (repeatable)")
+    dlq.choices["replay"].add_argument("--reason", action="append",
+                                       help="only messages parked for this reason (failed, newer_version, "
+                                            "unroutable, malformed; repeatable)")
+    dlq.choices["replay"].add_argument("--include-malformed", action="store_true",
+                                       help="also replay messages parked as malformed (they fail again "
+                                            "unless the consumer now reads them)")
 
     sub.add_parser("dev", help="migrate, declare the bus, then run every service and relay locally").set_defaults(
         func=cmd_dev)

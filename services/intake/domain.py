@@ -131,7 +131,7 @@ class Complaint:
             "resolution_due": isoformat(self.resolution_due),
         }
         # A case's id is its complaint's id: the complaint id is the correlation id.
-        return build_event(event_type, payload, branch_code=self.branch_code, correlation_id=self.id,
+        return build_event(event_type, payload, branch_code=self.branch_code, correlation_id=self.id, sequence=1,
                            causation_id=causation_id, occurred_at=self.received_at)
 
     def acknowledgement_notification(self) -> Notification | None:
@@ -173,5 +173,5 @@ class Sale:
                    "recorded_at": isoformat(self.recorded_at), "region": self.region,
                    "customer_ref": self.customer.ref(ref_key), "customer_masked": self.customer.masked(),
                    "contact_consent": self.contact_consent, "items": self.items}
-        return build_event("sale_recorded", payload, branch_code=self.branch_code, correlation_id=self.id,
+        return build_event("sale_recorded", payload, branch_code=self.branch_code, correlation_id=self.id, sequence=1,
                            causation_id=causation_id, occurred_at=self.recorded_at)

@@ -2,7 +2,7 @@
 a typo is named instead of silently ignored."""
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from shared.messaging.envelope import KINDS
+from shared.messaging.catalogue.intake import KINDS
 from shared.calendar.policy import CHANNELS
 from shared.security.privacy import is_email, normalize_phone
 

@@ -2,32 +2,39 @@
 
 - The message is decoded here, not by kombu, so a body that is not JSON, not an envelope
   or fails its schema is parked in the handler's dead-letter queue at once (nameko's
-  consumer would ack and drop it).
-- A failing handler is retried through per-delay TTL queues (growing delays), then parked
-  in the dead-letter queue. The copy is confirmed by the broker before the original is
-  acked, so a failure never loses the message, never blocks the queue and never loops hot.
+  consumer would ack and drop it). An event of a newer version than this code knows is not
+  malformed: it is retried, then parked as `newer_version`, to be replayed after the upgrade.
+- A temporary failure (database, broker or another service away) is retried in place with
+  capped back-off and uses up no attempt; the message stays unacked meanwhile, and as the
+  replica's window fills the consumer stops taking more.
+- Any other failure is retried through per-delay TTL queues (growing delays), then parked.
+  Each copy is confirmed by the broker before the original is acked, so a failure never
+  loses the message, never blocks the queue and never loops hot.
+- One prefetch window per replica, shared by all its handlers, so replicas share work.
 - Duplicates have one effect: a worker of this entrypoint gets a Store whose unit of work
-  claims the event in the inbox in the same transaction (shared.persistence.db.Database does this).
+  claims the event in the inbox in the same transaction (shared.persistence.db.Database).
 """
 from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from datetime import datetime, timezone
 from functools import partial
 
 import eventlet
-import kombu
 from eventlet.semaphore import Semaphore
 from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import Entrypoint, SharedExtension
 from nameko.messaging import QueueConsumer
 
 from shared.messaging import topology
-from shared.observability import metrics
-from shared.messaging.envelope import EventSchemaError, parse_event
+from shared.messaging.copies import CopyPublisher
+from shared.messaging.envelope import EventSchemaError, NewerVersion, parse_event
+from shared.messaging.failures import is_temporary, pause_after
 from shared.messaging.inbox import AlreadyHandled
+from shared.observability import metrics
 
 log = logging.getLogger("closeloop.consumer")
 H = topology.HEADER
@@ -37,11 +44,19 @@ class RawQueueConsumer(QueueConsumer):
     """nameko's queue consumer, but messages of EventConsumer entrypoints reach them
     undecoded, so that a body kombu cannot decode is parked instead of acked."""
 
+    @property
+    def prefetch_count(self):
+        return int(self.container.config.get("EVENT_PREFETCH") or self.container.max_workers)
+
     def get_consumers(self, consumer_cls, channel):
         for provider in self._providers:
-            consumer = consumer_cls(queues=[provider.queue], on_message=partial(self._on_raw, provider), accept=None)
-            consumer.qos(prefetch_count=self.prefetch_count)
-            self._consumers[provider] = consumer
+            self._consumers[provider] = consumer_cls(queues=[provider.queue], accept=None,
+                                                     on_message=partial(self._on_raw, provider))
+        if self._consumers:
+            # One window for the whole replica: RabbitMQ's global QoS is shared by every
+            # consumer on the channel. Per consumer, 30 handlers would hold 30 x max_workers
+            # messages and starve the other replicas.
+            next(iter(self._consumers.values())).qos(prefetch_count=self.prefetch_count, apply_global=True)
         return self._consumers.values()
 
     def _on_raw(self, provider, message):
@@ -50,54 +65,31 @@ class RawQueueConsumer(QueueConsumer):
 
 
 class SidePublisher(SharedExtension):
-    """Publishes retry and dead-letter copies, waiting for the broker's confirm."""
+    """Publishes retry and dead-letter copies for every handler of the service."""
 
     def __init__(self):
         # Here, not in setup(): the entrypoints' setup() may run first and declare through it.
         super().__init__()
         self._lock = Semaphore()
-        self._conn = None
-        self._returned = None
+        self._publisher = None
 
-    def _producer(self):
-        if self._conn is None:
-            self._conn = kombu.Connection(self.container.config["AMQP_URI"], connect_timeout=5,
-                                          transport_options={"confirm_publish": True})
-            self._producer_obj = kombu.Producer(self._conn.channel(), on_return=self._on_return)
-        return self._producer_obj
+    def _ready(self) -> CopyPublisher:
+        if self._publisher is None:
+            self._publisher = CopyPublisher(self.container.config["AMQP_URI"])
+        return self._publisher
 
-    def _on_return(self, exception, exchange, routing_key, message):
-        # The broker returns a mandatory message it cannot route before it confirms it.
-        self._returned = f"no queue {routing_key!r} ({exception})"
-
-    def declare(self, topology: topology.HandlerTopology) -> None:
+    def declare(self, handler: topology.HandlerTopology) -> None:
         with self._lock:
-            topology.declare(self._producer().channel)
+            handler.declare(self._ready().channel)
 
     def publish(self, queue_name: str, message, headers: dict) -> None:
-        """Raises unless the broker confirmed the copy into an existing queue (mandatory: a
-        copy sent to a missing queue would otherwise be confirmed and dropped)."""
+        """Raises unless the broker confirmed the copy into an existing queue."""
         with self._lock:
-            self._returned = None
-            try:
-                self._producer().publish(
-                    message.body, exchange="", routing_key=queue_name, headers=headers, mandatory=True,
-                    content_type=message.content_type or "application/octet-stream",
-                    content_encoding=message.content_encoding or "binary",
-                    message_id=message.properties.get("message_id"), delivery_mode=2, serializer=None)
-            except Exception:
-                self.stop()  # reconnect on the next publish
-                raise
-            if self._returned:
-                raise RuntimeError(f"the broker could not route the copy: {self._returned}")
+            self._ready().copy(message, headers, routing_key=queue_name)
 
     def stop(self):
-        if self._conn is not None:
-            try:
-                self._conn.release()
-            except Exception:
-                pass
-        self._conn = None
+        if self._publisher is not None:
+            self._publisher.close()
 
 
 class EventConsumer(Entrypoint):
@@ -112,9 +104,11 @@ class EventConsumer(Entrypoint):
 
     def setup(self):
         self.topology = topology.HandlerTopology(self.source_service, self.event_type, self.container.service_name,
-                                            self.method_name, topology.retry_delays(self.container.config))
+                                                 self.method_name, topology.retry_delays(self.container.config))
         self.queue = self.topology.queue()
         self.metrics = metrics.registry(self.container.service_name)
+        self.pause_cap = float(self.container.config.get("EVENT_PAUSE_MAX_SECONDS", 30))
+        self.waiting = 0  # messages held back after a temporary failure
         self.side_publisher.declare(self.topology)  # retry and dead-letter queues exist before any failure
         self.queue_consumer.register_provider(self)
 
@@ -135,36 +129,90 @@ class EventConsumer(Entrypoint):
             return self._park(message, "malformed", f"not JSON: {exc.__class__.__name__}: {exc}"[:500], attempt)
         try:
             event = parse_event(body)
+        except NewerVersion as exc:
+            return self._fail(message, attempt, "newer_version", str(exc))
         except (EventSchemaError, RecursionError) as exc:
             return self._park(message, "malformed", str(exc)[:1000], attempt)
+        self._dispatch(message, event, attempt, pauses=0)
+
+    def _dispatch(self, message, event, attempt, pauses):
         started = time.perf_counter()
         try:
             self.container.spawn_worker(
                 self, (event,), {}, context_data={"correlation_id": event["correlation_id"]},
-                handle_result=partial(self._handle_result, message, attempt, started))
+                handle_result=partial(self._handle_result, message, event, attempt, pauses, started))
         except ContainerBeingKilled:
             self.queue_consumer.requeue_message(message)
 
-    def _handle_result(self, message, attempt, started, worker_ctx, result=None, exc_info=None):
+    def _handle_result(self, message, event, attempt, pauses, started, worker_ctx, result=None, exc_info=None):
         labels = {"handler": self.topology.handler}
         self.metrics.observe("closeloop_event_handler_duration_seconds", "event handler latency",
                              time.perf_counter() - started, **labels)
         if exc_info is None:
-            self._count("handled", labels)
+            self._count("handled")
             self.queue_consumer.ack_message(message)
+            if pauses:
+                log.info("%s: %s handled after %d pause(s)", self.topology.handler, event["event_id"], pauses)
         elif isinstance(exc_info[1], AlreadyHandled):
-            self._count("duplicate", labels)
+            self._count("duplicate")
             self.queue_consumer.ack_message(message)
-        elif attempt < self.topology.max_attempts:
-            self._retry(message, attempt, exc_info[1])
+        elif is_temporary(exc_info[1]):
+            self._pause(message, event, attempt, pauses + 1, exc_info[1])
         else:
-            self._park(message, "failed", f"{exc_info[0].__name__}: {exc_info[1]}", attempt)
+            self._fail(message, attempt, "failed", f"{exc_info[0].__name__}: {exc_info[1]}")
         return result, exc_info
 
     # -- failure paths ------------------------------------------------------------------------
 
-    def _count(self, outcome, labels):
-        self.metrics.inc("closeloop_events_total", "events by handler and outcome", outcome=outcome, **labels)
+    def _count(self, outcome):
+        self.metrics.inc("closeloop_events_total", "events by handler and outcome", outcome=outcome,
+                         handler=self.topology.handler)
+
+    def _pause(self, message, event, attempt, pauses, error):
+        """Hold the message (unacked) and try again later, without using up an attempt. A
+        replica whose window is full of held messages takes no more: the consumer pauses."""
+        delay = pause_after(pauses, self.pause_cap) * random.uniform(0.8, 1.2)
+        self._count("deferred")
+        level = logging.WARNING if pauses == 1 or delay >= self.pause_cap * 0.8 else logging.DEBUG
+        log.log(level, "%s: temporary failure on %s (%s: %s); trying again in %.1fs without using an attempt",
+                self.topology.handler, event["event_id"], error.__class__.__name__, str(error)[:200], delay)
+        self.waiting += 1
+        self._gauge_waiting()
+
+        def later():
+            try:
+                eventlet.sleep(delay)
+            finally:
+                self.waiting -= 1
+                self._gauge_waiting()
+            if message.channel.connection is None:
+                return  # the connection dropped meanwhile: the broker delivers the message again
+            self._dispatch(message, event, attempt, pauses)
+
+        # A managed thread: killed when the service stops, leaving the message to the broker.
+        self.container.spawn_managed_thread(later, identifier=f"{self.topology.handler}.pause")
+
+    def _gauge_waiting(self):
+        self.metrics.set_gauge("closeloop_events_waiting", "messages held back after a temporary failure",
+                               self.waiting, handler=self.topology.handler)
+
+    def _fail(self, message, attempt, reason, error):
+        """A failure that will repeat: another attempt after a delay, or parked after the last."""
+        if attempt >= self.topology.max_attempts:
+            return self._park(message, reason, error, attempt)
+        delay = self.topology.delays_ms[attempt - 1]
+        log.warning("%s failed on attempt %d/%d (%s); retrying in %d ms", self.topology.handler, attempt,
+                    self.topology.max_attempts, error[:500], delay)
+        if self._side_copy(self.topology.retry_name(delay), message,
+                           {f"{H}attempt": attempt + 1, f"{H}error": error[:500]}):
+            self._count("retried")
+
+    def _park(self, message, reason: str, error: str, attempt: int):
+        log.error("%s parks a message (%s): %s", self.topology.handler, reason, error[:500])
+        headers = {f"{H}reason": reason, f"{H}error": error[:1000], f"{H}attempts": attempt,
+                   f"{H}failed-at": datetime.now(timezone.utc).isoformat()}
+        if self._side_copy(self.topology.dlq_name, message, headers):
+            self._count({"failed": "dead_lettered"}.get(reason, reason))
 
     def _side_copy(self, queue_name: str, message, headers: dict) -> bool:
         original = message.headers or {}
@@ -177,27 +225,12 @@ class EventConsumer(Entrypoint):
             # Without a confirmed copy the original must not be acked: put it back, after a
             # pause so that a broker in trouble is not hammered.
             log.error("could not move a message to %s (%s); requeueing it", queue_name, exc)
-            self._count("requeued", {"handler": self.topology.handler})
+            self._count("requeued")
             eventlet.sleep(1)
             self.queue_consumer.requeue_message(message)
             return False
         self.queue_consumer.ack_message(message)
         return True
-
-    def _retry(self, message, attempt, error):
-        delay = self.topology.delays_ms[attempt - 1]
-        log.warning("%s failed on attempt %d/%d (%s); retrying in %d ms", self.topology.handler, attempt,
-                    self.topology.max_attempts, error, delay)
-        if self._side_copy(self.topology.retry_name(delay), message,
-                           {f"{H}attempt": attempt + 1, f"{H}error": str(error)[:500]}):
-            self._count("retried", {"handler": self.topology.handler})
-
-    def _park(self, message, reason: str, error: str, attempt: int):
-        log.error("%s parks a message (%s): %s", self.topology.handler, reason, error[:500])
-        headers = {f"{H}reason": reason, f"{H}error": error[:1000], f"{H}attempts": attempt,
-                   f"{H}failed-at": datetime.now(timezone.utc).isoformat()}
-        if self._side_copy(self.topology.dlq_name, message, headers):
-            self._count("dead_lettered" if reason == "failed" else "malformed", {"handler": self.topology.handler})
 
 
 handle_event = EventConsumer.decorator
@@ -211,7 +244,7 @@ def handlers_of(service_class, delays_ms: tuple[int, ...]) -> list[topology.Hand
         for entrypoint in getattr(method, "nameko_entrypoints", ()):
             if isinstance(entrypoint, EventConsumer):
                 found.append(topology.HandlerTopology(entrypoint.source_service, entrypoint.event_type,
-                                             service_class.name, attribute, delays_ms))
+                                                      service_class.name, attribute, delays_ms))
     return found
 
 
@@ -220,3 +253,16 @@ def all_handlers(delays_ms: tuple[int, ...] | None = None) -> list[topology.Hand
 
     delays = delays_ms or topology.retry_delays()
     return [h for name in SERVICE_CLASSES for h in handlers_of(service_class(name), delays)]
+
+
+def replay_routes(handlers: list[topology.HandlerTopology]):
+    """Where `closeloop dlq replay` sends a parked message: a dead-letter queue's message to
+    its handler's queue; an unroutable event to every handler of its type known now."""
+    from shared.messaging.dead_letters import UNROUTABLE_SUFFIX
+
+    def routes(parked) -> list[str]:
+        if parked.dlq.endswith(".dlq"):
+            return [parked.dlq[:-len(".dlq")]]
+        source = parked.dlq[:-len(UNROUTABLE_SUFFIX)]
+        return [h.queue_name for h in handlers if h.source == source and h.event_type == parked.event_type]
+    return routes

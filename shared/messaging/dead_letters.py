@@ -1,13 +1,21 @@
-"""Dead letters: what sits in the handlers' dead-letter queues, listed without consuming it,
-and replayed to the handler (`closeloop dlq list|replay`)."""
+"""Dead letters: what sits in the handlers' dead-letter queues and in the unroutable-event
+queues, listed without consuming it, and replayed to the handlers (`closeloop dlq`).
+
+A replay is bounded: it reads the queue's depth first and looks at no more messages than
+that, so a message that fails again and is parked again waits for the next replay instead
+of circling for ever. Each copy is mandatory and confirmed; the original is acked only
+then, and stays parked when the copy comes back (no queue to take it)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import kombu
 
-from shared.messaging.topology import HEADER, HandlerTopology
+from shared.messaging.copies import CopyPublisher, Unroutable
+from shared.messaging.topology import HEADER
+
+UNROUTABLE_SUFFIX = ".events.unroutable"
 
 
 @dataclass
@@ -22,7 +30,11 @@ class Parked:
     body_preview: str
 
 
-def _parked(dlq: str, message) -> Parked:
+def is_unroutable_queue(name: str) -> bool:
+    return name.endswith(UNROUTABLE_SUFFIX)
+
+
+def _parked(queue: str, message) -> Parked:
     headers = message.headers or {}
     body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
     try:
@@ -31,66 +43,97 @@ def _parked(dlq: str, message) -> Parked:
         event_type = envelope.get("type") if isinstance(envelope, dict) else None
     except (ValueError, RecursionError):
         event_id, event_type = None, None
-    return Parked(dlq=dlq, event_id=message.properties.get("message_id") or event_id,
-                  event_type=headers.get(f"{HEADER}routing-key") or event_type,
-                  reason=str(headers.get(f"{HEADER}reason", "?")), error=str(headers.get(f"{HEADER}error", "")),
-                  attempts=int(headers.get(f"{HEADER}attempts", 0)), failed_at=str(headers.get(f"{HEADER}failed-at", "")),
+    unroutable = is_unroutable_queue(queue)
+    return Parked(dlq=queue, event_id=message.properties.get("message_id") or event_id,
+                  event_type=(message.delivery_info.get("routing_key") if unroutable
+                              else headers.get(f"{HEADER}routing-key")) or event_type,
+                  reason="unroutable" if unroutable else str(headers.get(f"{HEADER}reason", "?")),
+                  error=("no queue was bound for it when it was published" if unroutable
+                         else str(headers.get(f"{HEADER}error", ""))),
+                  attempts=int(headers.get(f"{HEADER}attempts", 0) or 0),
+                  failed_at=str(headers.get(f"{HEADER}failed-at", "")),
                   body_preview=body[:120].decode("utf-8", "replace"))
 
 
-def list_parked(amqp_uri: str, dlqs: list[str], limit: int = 1000) -> list[Parked]:
-    """What sits in the dead-letter queues, read without consuming it: messages are
-    fetched unacknowledged and returned to their queue when the channel closes."""
+def list_parked(amqp_uri: str, queues: list[str], limit: int = 1000) -> list[Parked]:
+    """What sits in these queues, read without consuming it: messages are fetched
+    unacknowledged and return to their queue when the channel closes."""
     found = []
     with kombu.Connection(amqp_uri, connect_timeout=5) as conn:
-        for dlq in dlqs:
-            if not _exists(conn, dlq):
+        for name in queues:
+            if not _exists(conn, name):
                 continue
             channel = conn.channel()
             try:
-                queue = kombu.Queue(dlq, durable=True, auto_delete=False)(channel)
+                queue = kombu.Queue(name, durable=True, auto_delete=False)(channel)
                 while len(found) < limit:
                     message = queue.get(no_ack=False, accept=None)
                     if message is None:
                         break
-                    found.append(_parked(dlq, message))
+                    found.append(_parked(name, message))
             finally:
                 channel.close()  # unacked messages go back to the queue
     return found
 
 
-def replay(amqp_uri: str, handler: HandlerTopology | str, event_ids: set[str] | None = None) -> int:
-    """Move parked messages (all, or those with the given event ids) back to their handler
-    queue with a fresh attempt count. Returns how many were moved."""
-    queue_name = handler.queue_name if isinstance(handler, HandlerTopology) else handler
-    dlq = f"{queue_name}.dlq"
-    moved = 0
-    with kombu.Connection(amqp_uri, connect_timeout=5, transport_options={"confirm_publish": True}) as conn:
-        if not _exists(conn, dlq):
-            return 0
+@dataclass
+class ReplayReport:
+    queue: str
+    moved: list[tuple[Parked, list[str]]] = field(default_factory=list)  # with the queues it went to
+    kept: list[tuple[Parked, str]] = field(default_factory=list)          # could not go anywhere: why
+    skipped: dict[str, int] = field(default_factory=dict)                 # left parked on purpose, by reason
+
+
+def replay(amqp_uri: str, queue: str, *, routes, event_ids: set[str] | None = None,
+           include_malformed: bool = False, reasons: set[str] | None = None) -> ReplayReport:
+    """Move parked messages of `queue` back to handlers, with a fresh attempt count.
+    `routes(parked)` names the handler queues a message goes to ([] when none exists).
+    Malformed messages stay unless `include_malformed`; `event_ids` and `reasons` narrow it."""
+    report = ReplayReport(queue)
+    with kombu.Connection(amqp_uri, connect_timeout=5) as conn:
+        if not _exists(conn, queue):
+            return report
         channel = conn.channel()
-        producer = kombu.Producer(conn.channel())
+        publisher = CopyPublisher(amqp_uri)
         try:
-            queue = kombu.Queue(dlq, durable=True, auto_delete=False)(channel)
-            while True:
-                message = queue.get(no_ack=False, accept=None)
+            source = kombu.Queue(queue, durable=True, auto_delete=False)(channel)
+            depth = source.queue_declare(passive=True).message_count
+            for _ in range(depth):  # what was parked when we started, not what comes back meanwhile
+                message = source.get(no_ack=False, accept=None)
                 if message is None:
                     break
-                parked = _parked(dlq, message)
+                parked = _parked(queue, message)
+                # Left unacked, a message returns to the queue when the channel closes.
                 if event_ids is not None and parked.event_id not in event_ids:
-                    continue  # stays parked: returned to the queue when the channel closes
-                headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith(HEADER)}
-                headers[f"{HEADER}replayed"] = True
-                producer.publish(message.body, exchange="", routing_key=queue_name, headers=headers,
-                                 content_type=message.content_type or "application/octet-stream",
-                                 content_encoding=message.content_encoding or "binary",
-                                 message_id=message.properties.get("message_id"), delivery_mode=2,
-                                 serializer=None)
-                message.ack()  # only after the broker confirmed the copy
-                moved += 1
+                    report.skipped["not selected"] = report.skipped.get("not selected", 0) + 1
+                elif reasons is not None and parked.reason not in reasons:
+                    report.skipped[parked.reason] = report.skipped.get(parked.reason, 0) + 1
+                elif parked.reason == "malformed" and not include_malformed:
+                    report.skipped["malformed"] = report.skipped.get("malformed", 0) + 1
+                else:
+                    targets = routes(parked)
+                    why = _copy_to_all(publisher, message, targets) if targets else \
+                        f"no handler takes {parked.event_type!r} events"
+                    if why is None:
+                        message.ack()  # only after the broker confirmed every copy
+                        report.moved.append((parked, targets))
+                    else:
+                        report.kept.append((parked, why))
         finally:
+            publisher.close()
             channel.close()
-    return moved
+    return report
+
+
+def _copy_to_all(publisher: CopyPublisher, message, queues: list[str]) -> str | None:
+    headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith(HEADER)}
+    headers[f"{HEADER}replayed"] = True
+    for name in queues:
+        try:
+            publisher.copy(message, headers, routing_key=name)
+        except Unroutable:
+            return f"queue {name} does not exist (run `closeloop bus declare`)"
+    return None
 
 
 def _exists(conn, name: str) -> bool:

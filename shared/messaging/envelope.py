@@ -1,9 +1,11 @@
-"""The envelope and the schema of every event type on the bus.
+"""The envelope every event travels in, built strictly and read tolerantly.
 
-Producers build events with `build_event`, which refuses anything that fails its
-schema (unknown payload fields included, so contact data cannot slip onto the bus).
-Consumers read them with `parse_event`, which tolerates fields added later.
-Ids and times are plain strings on the wire: kombu's JSON would tag UUID and datetime.
+Producers build events with `build_event`, which refuses anything that fails its schema
+(unknown payload fields included, so contact data cannot slip onto the bus). Consumers
+read them with `parse_event`, which tolerates fields added later, and tells an event of a
+newer version than this code knows (`NewerVersion`: wait for the upgrade) from a malformed
+one. Ids and times are plain strings on the wire: kombu's JSON would tag UUID and datetime.
+The payload schemas of every type, by source, are in `shared.messaging.catalogue`.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ from datetime import datetime
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from shared.calendar.clock import isoformat
-from shared.calendar.policy import KINDS
 
 
 class EventSchemaError(ValueError):
@@ -21,6 +22,11 @@ class EventSchemaError(ValueError):
         super().__init__(f"event {event_type!r} fails its schema: {errors}")
         self.event_type = event_type
         self.errors = errors
+
+
+class NewerVersion(EventSchemaError):
+    """A version of a known type that this code does not know yet: not malformed, early.
+    The producer rolled out first; the consumer's upgrade will read it."""
 
 
 def _check_uuid(value: str) -> None:
@@ -52,6 +58,14 @@ def InstantString(**kwargs):
     return fields.String(validate=_check_instant, **kwargs)
 
 
+class Tolerant(Schema):
+    """Nested shapes ignore fields they do not know, so an older consumer reads a newer
+    event; producers are held to the exact shape by `_unknown_fields` instead."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
 class Envelope(Schema):
     event_id = IdString(required=True)
     type = fields.String(required=True, validate=validate.Length(min=1))
@@ -61,120 +75,54 @@ class Envelope(Schema):
     branch_code = fields.String(required=True, allow_none=True)
     correlation_id = fields.String(required=True, validate=validate.Length(min=1))
     causation_id = fields.String(required=True, allow_none=True)
+    # The n-th event its producer published about this record (complaint, case, sale, visit):
+    # queues and retries reorder events, so a projection applies only what is newer.
+    sequence = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
     payload = fields.Dict(required=True)
 
 
-class Tolerant(Schema):
-    """Nested shapes ignore fields they do not know, so an older consumer reads a newer
-    event; producers are held to the exact shape by `_unknown_fields` instead."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-
-class MaskedCustomer(Tolerant):
-    name = fields.String(allow_none=True)
-    phone = fields.String(allow_none=True)
-    email = fields.String(allow_none=True)
-
-
-class ServiceRendered(Tolerant):
-    code = fields.String(required=True)
-    name = fields.String(allow_none=True)
-    technician_id = fields.String(allow_none=True)
-
-
-class ProductUsed(Tolerant):
-    sku = fields.String(required=True)
-    name = fields.String(allow_none=True)
-    batch = fields.String(allow_none=True)
-
-
-
-
-class ComplaintRegisteredV1(Schema):
-    complaint_id = IdString(required=True)
-    reference = fields.String(required=True)
-    kind = fields.String(required=True, validate=validate.OneOf(KINDS))
-    channel = fields.String(required=True)
-    category = fields.String(required=True)
-    category_source = fields.String(required=True, validate=validate.OneOf(("manual", "automatic")))
-    priority = fields.String(required=True, validate=validate.OneOf(("urgent", "general", "low")))
-    severity_flags = fields.List(fields.String(), required=True)
-    description = fields.String(required=True)
-    occurred_at = InstantString(required=True, allow_none=True)
-    received_at = InstantString(required=True)
-    region = fields.String(required=True)
-    service = fields.Nested(ServiceRendered, required=True, allow_none=True)
-    products = fields.List(fields.Nested(ProductUsed), required=True)
-    customer_ref = fields.String(required=True, allow_none=True)
-    customer_masked = fields.Nested(MaskedCustomer, required=True)
-    customer_language = fields.String(required=True)
-    first_response_due = InstantString(required=True)
-    resolution_due = InstantString(required=True)
-
-
-class FeedbackRegisteredV1(ComplaintRegisteredV1):
-    kind = fields.String(required=True, validate=validate.OneOf(("suggestion", "praise")))
-
-
-class SaleItem(Tolerant):
-    type = fields.String(required=True, validate=validate.OneOf(("product", "service")))
-    sku = fields.String(allow_none=True)
-    code = fields.String(allow_none=True)
-    name = fields.String(allow_none=True)
-    product_type = fields.String(required=True)
-    batch = fields.String(allow_none=True)
-    technician_id = fields.String(allow_none=True)
-
-
-class SaleRecordedV1(Schema):
-    sale_id = IdString(required=True)
-    sold_at = InstantString(required=True)
-    recorded_at = InstantString(required=True)
-    region = fields.String(required=True)
-    customer_ref = fields.String(required=True, allow_none=True)
-    customer_masked = fields.Nested(MaskedCustomer, required=True)
-    contact_consent = fields.Boolean(required=True)
-    items = fields.List(fields.Nested(SaleItem), required=True, validate=validate.Length(min=1))
-
-
-# (type, version) -> payload schema; a type's shape changes only under a new version.
-SCHEMAS: dict[tuple[str, int], type[Schema]] = {
-    ("complaint_registered", 1): ComplaintRegisteredV1,
-    ("feedback_registered", 1): FeedbackRegisteredV1,
-    ("sale_recorded", 1): SaleRecordedV1,
-}
-# Which service publishes which type (the exchange is `<source>.events`).
-SOURCES = {
-    "complaint_registered": "intake",
-    "feedback_registered": "intake",
-    "sale_recorded": "intake",
-}
-
-
-# Schema instances are reusable and costly to build: one strict and one tolerant of each.
+# Schema instances are reusable and costly to build: one strict and one tolerant of each,
+# made on first use (the catalogue imports this module).
 _STRICT_ENVELOPE, _TOLERANT_ENVELOPE = Envelope(unknown=RAISE), Envelope(unknown=EXCLUDE)
-_STRICT = {key: cls(unknown=RAISE) for key, cls in SCHEMAS.items()}
-_TOLERANT = {key: cls(unknown=EXCLUDE) for key, cls in SCHEMAS.items()}
+_strict: dict = {}
+_tolerant: dict = {}
+
+
+def _schema(event_type: str, version: int, strict: bool) -> Schema | None:
+    from shared.messaging.catalogue import SCHEMAS
+
+    cache = _strict if strict else _tolerant
+    schema = cache.get((event_type, version))
+    if schema is None and (event_type, version) in SCHEMAS:
+        schema = cache[(event_type, version)] = SCHEMAS[(event_type, version)](unknown=RAISE if strict else EXCLUDE)
+    return schema
 
 
 def build_event(event_type: str, payload: dict, *, branch_code: str | None, correlation_id: str,
-                occurred_at: datetime, causation_id: str | None = None, version: int = 1,
-                event_id: str | None = None) -> dict:
-    """A validated envelope, ready for the outbox. Raises EventSchemaError."""
-    schema = _STRICT.get((event_type, version))
+                occurred_at: datetime, sequence: int, causation_id: str | None = None, version: int = 1,
+                event_id: str | None = None, source: str | None = None) -> ValidatedEvent:
+    """A validated envelope, ready for the outbox. `source` may be left out for a type only
+    one service publishes. Raises EventSchemaError."""
+    from shared.messaging.catalogue import SOURCES
+
+    schema = _schema(event_type, version, strict=True)
     if schema is None:
         raise EventSchemaError(event_type, {"type": [f"no schema for version {version}"]})
+    sources = SOURCES[event_type]
+    if source is None and len(sources) == 1:
+        source = next(iter(sources))
+    if source not in sources:
+        raise EventSchemaError(event_type, {"source": [f"must be one of {', '.join(sorted(sources))}"]})
     envelope = {
         "event_id": event_id or str(uuid.uuid4()),
         "type": event_type,
         "version": version,
         "occurred_at": isoformat(occurred_at),
-        "source": SOURCES[event_type],
+        "source": source,
         "branch_code": branch_code,
         "correlation_id": str(correlation_id),
         "causation_id": None if causation_id is None else str(causation_id),
+        "sequence": sequence,
         "payload": payload,
     }
     errors = _STRICT_ENVELOPE.validate(envelope)
@@ -202,14 +150,21 @@ def _unknown_fields(schema: Schema, data, prefix: str = "") -> list[str]:
 
 
 def parse_event(body) -> dict:
-    """Check an arriving event: its envelope and its payload. Raises EventSchemaError."""
+    """Check an arriving event: its envelope and its payload. Raises NewerVersion for a
+    later version of a known type, EventSchemaError for anything else that is wrong."""
+    from shared.messaging.catalogue import LATEST
+
     if not isinstance(body, dict):
         raise EventSchemaError("?", {"_schema": ["the body is not a JSON object"]})
     event_type = body.get("type", "?")
     try:
         envelope = _TOLERANT_ENVELOPE.load(body)
-        schema = _TOLERANT.get((envelope["type"], envelope["version"]))
+        schema = _schema(envelope["type"], envelope["version"], strict=False)
         if schema is None:
+            known = LATEST.get(envelope["type"])
+            if known is not None and envelope["version"] > known:
+                raise NewerVersion(envelope["type"], {"version": [
+                    f"version {envelope['version']} is newer than this code knows ({known}): upgrade the consumer"]})
             raise ValidationError({"type": [f"unknown type/version {event_type}/{body.get('version')}"]})
         envelope["payload"] = schema.load(envelope["payload"])
     except ValidationError as exc:

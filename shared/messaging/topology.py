@@ -1,6 +1,6 @@
-"""The bus's topology: event exchanges, handler queues, retry queues and dead-letter
-queues, named and declared exactly as nameko declares them, plus the `closeloop bus
-declare` and `closeloop dlq` operations.
+"""The bus's topology: event exchanges, handler queues, retry queues, dead-letter queues
+and the catch for unroutable events, named and declared exactly as nameko declares them,
+for `closeloop bus declare`.
 
 For a handler `<service>.<method>` of `<source>`'s `<type>` events:
 - queue `evt-<source>-<type>--<service>.<method>`, bound to `<source>.events` with the
@@ -8,10 +8,14 @@ For a handler `<service>.<method>` of `<source>`'s `<type>` events:
 - `<queue>.retry.<ms>ms` per retry delay: a message waits there for its TTL, then is
   dead-lettered back to the handler queue through the default exchange;
 - `<queue>.dlq`: where a message ends after its last attempt, or at once if malformed.
+
+For each source, an event no queue is bound for (published before its consumer exists, or
+for a type nobody handles yet) would be dropped by the broker. A RabbitMQ policy gives
+`<source>.events` the alternate exchange `<source>.events.unroutable`, whose queue of the
+same name keeps it; a policy, so the exchange's declaration stays exactly nameko's.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
@@ -21,6 +25,7 @@ from shared.runtime.config import SERVICES
 
 DEFAULT_RETRY_DELAYS_MS = (1_000, 5_000, 30_000)
 HEADER = "x-closeloop-"
+UNROUTABLE_POLICY = "closeloop-unroutable-{source}"
 
 
 def retry_delays(config: dict | None = None, env=os.environ) -> tuple[int, ...]:
@@ -33,6 +38,15 @@ def retry_delays(config: dict | None = None, env=os.environ) -> tuple[int, ...]:
 def event_exchange(source: str) -> kombu.Exchange:
     # As nameko's get_event_exchange: topic, durable, not auto-delete, persistent.
     return kombu.Exchange(f"{source}.events", type="topic", durable=True, auto_delete=False, delivery_mode=2)
+
+
+def unroutable_queue_name(source: str) -> str:
+    return f"{source}.events.unroutable"
+
+
+def unroutable_queue(source: str) -> kombu.Queue:
+    catch = kombu.Exchange(unroutable_queue_name(source), type="fanout", durable=True, auto_delete=False)
+    return kombu.Queue(unroutable_queue_name(source), exchange=catch, durable=True, auto_delete=False)
 
 
 @dataclass(frozen=True)
@@ -79,16 +93,26 @@ class HandlerTopology:
             queue(channel).declare()
 
 
+def declare(amqp_uri: str, handlers: list[HandlerTopology], sources=SERVICES, admin=None) -> list[str]:
+    """Declare every exchange, handler queue, retry queue and dead-letter queue, and the
+    catch for unroutable events (its policy through `admin`, a BrokerAdmin; made from the
+    URI when not given). Raises broker_admin.AdminUnavailable when the policy cannot be set."""
+    from shared.messaging.broker_admin import BrokerAdmin
 
-def declare(amqp_uri: str, handlers: list[HandlerTopology], sources=SERVICES) -> list[str]:
-    """Declare every exchange, handler queue, retry queue and dead-letter queue."""
     declared = []
+    sources = sorted(set(sources) | {h.source for h in handlers})
     with kombu.Connection(amqp_uri, connect_timeout=5) as conn:
         channel = conn.channel()
-        for source in sorted(set(sources) | {h.source for h in handlers}):
+        for source in sources:
             event_exchange(source)(channel).declare()
-            declared.append(f"exchange {source}.events")
+            unroutable_queue(source)(channel).declare()
+            declared.append(f"exchange {source}.events (unroutable events kept in {unroutable_queue_name(source)})")
         for handler in handlers:
             handler.declare(channel)
             declared.append(f"queue {handler.queue_name} (+{len(handler.delays_ms)} retry, 1 dlq)")
+    admin = admin or BrokerAdmin(amqp_uri)
+    for source in sources:
+        admin.set_exchange_policy(UNROUTABLE_POLICY.format(source=source), f"^{source}\\.events$",
+                                  {"alternate-exchange": unroutable_queue_name(source)})
+    declared.append(f"policy {UNROUTABLE_POLICY.format(source='<source>')} on {len(sources)} exchanges")
     return declared

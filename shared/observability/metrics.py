@@ -25,6 +25,7 @@ class Registry:
         self._help: dict[str, tuple[str, str]] = {}
         self._counters: dict[str, dict[tuple, float]] = defaultdict(dict)
         self._histograms: dict[str, dict[tuple, list]] = defaultdict(dict)
+        self._gauges: dict[tuple, tuple[str, str, float, dict]] = {}
 
     def inc(self, name: str, help_text: str, value: float = 1.0, **labels) -> None:
         key = tuple(sorted(labels.items()))
@@ -44,8 +45,15 @@ class Registry:
             state[1] += seconds
             state[2] += 1
 
+    def set_gauge(self, name: str, help_text: str, value: float, **labels) -> None:
+        """A value that goes up and down, kept by the process (e.g. messages held back)."""
+        with self._lock:
+            self._gauges[(name, tuple(sorted(labels.items())))] = (name, help_text, value, labels)
+
     def render(self, gauges: list[tuple[str, str, float, dict]] = ()) -> str:
         lines: list[str] = []
+        with self._lock:
+            gauges = [*gauges, *self._gauges.values()]
         with self._lock:
             for name, series in sorted(self._counters.items()):
                 lines += [f"# HELP {name} {self._help[name][1]}", f"# TYPE {name} counter"]

@@ -3,14 +3,8 @@ AMQP_URI / DATABASE_URL when set; else the local defaults of `make dev` when the
 else containers from testcontainers when a Docker engine answers; else a clear failure."""
 from __future__ import annotations
 
-import base64
-import json
 import os
-import shutil
 import socket
-import subprocess
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -99,64 +93,32 @@ def _containers() -> Infra:
 
 # --- one vhost per test run ------------------------------------------------------------------
 
-def _management(infra: Infra, method: str, path: str, body: dict | None = None) -> None:
-    parts = urlsplit(infra.amqp_uri)
-    base = infra.management_url or f"http://{parts.hostname or '127.0.0.1'}:15672"
-    request = urllib.request.Request(base.rstrip("/") + path, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"content-type": "application/json"})
-    credentials = f"{parts.username or 'guest'}:{parts.password or 'guest'}".encode()
-    request.add_header("Authorization", "Basic " + base64.b64encode(credentials).decode())
-    urllib.request.urlopen(request, timeout=5).close()
+def _admin(infra: Infra):
+    from shared.messaging.broker_admin import BrokerAdmin
 
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
-
-
-def _is_local(url: str) -> bool:
-    return (urlsplit(url).hostname or "127.0.0.1") in ("127.0.0.1", "localhost", "::1")
+    return BrokerAdmin(infra.amqp_uri, infra.management_url)
 
 
 def create_vhost(infra: Infra, name: str) -> str:
     """Create the vhost and return the AMQP URI pointing at it."""
-    user = urlsplit(infra.amqp_uri).username or "guest"
+    from shared.messaging.broker_admin import AdminUnavailable
+
     try:
-        _management(infra, "PUT", f"/api/vhosts/{quote(name, safe='')}")
-        _management(infra, "PUT", f"/api/permissions/{quote(name, safe='')}/{quote(user, safe='')}",
-                    {"configure": ".*", "write": ".*", "read": ".*"})
-    except (urllib.error.URLError, OSError) as management_error:
-        if not (shutil.which("rabbitmqctl") and _is_local(infra.amqp_uri)):
-            raise InfraMissing(f"cannot create a test vhost: the management API did not answer "
-                               f"({management_error}) and rabbitmqctl is not available here. Enable it "
-                               f"with `rabbitmq-plugins enable rabbitmq_management` or set "
-                               f"RABBITMQ_MANAGEMENT_URL.") from None
-        _rabbitmqctl("add_vhost", name)
-        _rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
+        _admin(infra).create_vhost(name)
+    except AdminUnavailable as exc:
+        raise InfraMissing(f"cannot create a test vhost: {exc}") from None
     parts = urlsplit(infra.amqp_uri)
     return urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), parts.query, ""))
 
 
 def list_vhosts(infra: Infra) -> list[str]:
-    parts = urlsplit(infra.amqp_uri)
-    base = infra.management_url or f"http://{parts.hostname or '127.0.0.1'}:15672"
-    request = urllib.request.Request(base.rstrip("/") + "/api/vhosts")
-    credentials = f"{parts.username or 'guest'}:{parts.password or 'guest'}".encode()
-    request.add_header("Authorization", "Basic " + base64.b64encode(credentials).decode())
+    from shared.messaging.broker_admin import AdminUnavailable
+
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return [v["name"] for v in json.loads(response.read())]
-    except (urllib.error.URLError, OSError):
-        if shutil.which("rabbitmqctl") and _is_local(infra.amqp_uri):
-            out = subprocess.run(["rabbitmqctl", "list_vhosts", "-q"], check=True, capture_output=True,
-                                 text=True, timeout=60).stdout
-            return [line.strip() for line in out.splitlines() if line.strip() and line.strip() != "name"]
+        return _admin(infra).list_vhosts()
+    except AdminUnavailable:
         return []
 
 
 def delete_vhost(infra: Infra, name: str) -> None:
-    try:
-        _management(infra, "DELETE", f"/api/vhosts/{quote(name, safe='')}")
-    except (urllib.error.URLError, OSError):
-        if shutil.which("rabbitmqctl") and _is_local(infra.amqp_uri):
-            _rabbitmqctl("delete_vhost", name)
+    _admin(infra).delete_vhost(name)

@@ -16,7 +16,7 @@ def complaint_event(description: str = "毛巾很脏，没有消毒") -> dict:
         "received_at": "2026-11-22T02:00:00Z", "region": "east", "service": None, "products": [],
         "customer_ref": None, "customer_masked": {"name": "王**"}, "customer_language": "zh",
         "first_response_due": "2026-11-23T02:00:00Z", "resolution_due": "2026-11-29T02:00:00Z"}
-    return build_event("complaint_registered", payload, branch_code="SH001", correlation_id=complaint_id,
+    return build_event("complaint_registered", payload, branch_code="SH001", correlation_id=complaint_id, sequence=1,
                        occurred_at=datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc))
 
 

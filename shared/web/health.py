@@ -64,7 +64,7 @@ _depth_cache: dict[tuple, tuple[float, dict]] = {}
 def metrics_text(service: str, engine: sa.Engine, amqp_uri: str, handlers=(), ttl: float = 5.0) -> str:
     """Everything /metrics shows for a service: its counters and histograms, the outbox
     lag from its database, and the depth of its handlers' dead-letter queues."""
-    from shared.messaging import dead_letters
+    from shared.messaging import dead_letters, topology
     from shared.observability import metrics
 
     gauges = []
@@ -77,16 +77,19 @@ def metrics_text(service: str, engine: sa.Engine, amqp_uri: str, handlers=(), tt
                     lag["notifications_pending"], {"service": service}),
                    ("closeloop_notifications_failed", "customer notifications given up after every retry",
                     lag["notifications_failed"], {"service": service})]
-    names = tuple(h.dlq_name for h in handlers)
-    if names:
-        key = (amqp_uri, names)
-        cached = _depth_cache.get(key)
-        if cached is None or time.monotonic() - cached[0] > ttl:
-            try:
-                cached = (time.monotonic(), dead_letters.queue_depths(amqp_uri, list(names)))
-            except Exception:  # broker away: report what we know
-                cached = (time.monotonic(), {name: -1 for name in names})
-            _depth_cache[key] = cached
-        gauges += [("closeloop_dead_letter_depth", "messages parked in a handler's dead-letter queue (-1: unknown)",
-                    depth, {"service": service, "queue": name}) for name, depth in cached[1].items()]
+    unroutable = topology.unroutable_queue_name(service)
+    names = (*(h.dlq_name for h in handlers), unroutable)
+    key = (amqp_uri, names)
+    cached = _depth_cache.get(key)
+    if cached is None or time.monotonic() - cached[0] > ttl:
+        try:
+            cached = (time.monotonic(), dead_letters.queue_depths(amqp_uri, list(names)))
+        except Exception:  # broker away: report what we know
+            cached = (time.monotonic(), {name: -1 for name in names})
+        _depth_cache[key] = cached
+    depths = dict(cached[1])
+    gauges.append(("closeloop_unroutable_events", "events of this service that no queue took, kept in "
+                   f"{unroutable} (-1: unknown)", depths.pop(unroutable), {"exchange": f"{service}.events"}))
+    gauges += [("closeloop_dead_letter_depth", "messages parked in a handler's dead-letter queue (-1: unknown)",
+                depth, {"service": service, "queue": name}) for name, depth in depths.items()]
     return metrics.registry(service).render(gauges)

@@ -14,7 +14,7 @@ from shared.testing.samples import complaint_request as complaint
 pytestmark = pytest.mark.e2e
 
 ENVELOPE_KEYS = {"event_id", "type", "version", "occurred_at", "source", "branch_code", "correlation_id",
-                 "causation_id", "payload"}
+                 "causation_id", "sequence", "payload"}
 
 
 def post(http, intake, path, body, token, **headers):
@@ -53,6 +53,7 @@ def test_a_complaint_posted_over_http_reaches_a_plain_kombu_consumer(http, intak
     assert event["causation_id"] == response.headers["X-Correlation-Id"]
     uuid.UUID(event["event_id"])
     assert event["occurred_at"] == "2026-11-22T02:00:00Z"
+    assert event["sequence"] == 1  # the first event about this complaint
     payload = event["payload"]
     assert payload["reference"] == answer["reference"]
     assert payload["priority"] == "urgent" and payload["category"] == "safety"

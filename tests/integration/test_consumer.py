@@ -4,6 +4,8 @@ a wrong schema, and a replay from the dead-letter queue."""
 import json
 import uuid
 
+import eventlet
+import eventlet.event
 import kombu
 import pytest
 import sqlalchemy as sa
@@ -54,39 +56,59 @@ class ProbeService:
 
 
 @pytest.fixture
-def probe(infra, amqp_uri):
-    url = with_database(infra.database_url, f"cltest_{RUN_ID}_probe_{uuid.uuid4().hex[:8]}")
-    db.create_database(url)
-    drop_at_exit(url)
-    engine = db.make_engine(url, 2)
-    probe_metadata.create_all(engine)
-    handlers = consumer.handlers_of(ProbeService, DELAYS_MS)
-    topology.declare(amqp_uri, handlers)
-    with kombu.Connection(amqp_uri) as conn:  # a clean slate: queues outlive a test
-        for handler in handlers:
-            for name in (handler.queue_name, handler.dlq_name, *map(handler.retry_name, handler.delays_ms)):
-                kombu.Queue(name)(conn.channel()).purge()
-    runner = ServiceRunner({"AMQP_URI": amqp_uri, "DATABASE_URL": url, "EVENT_RETRY_DELAYS_MS": DELAYS_MS,
-                            "max_workers": 10})
-    metrics._registries.pop("probe", None)  # counts of this test only
-    runner.add_service(ProbeService)
-    runner.start()
-    yield Probe(engine, handlers[0], amqp_uri)
-    runner.kill()
-    engine.dispose()
+def start_probe(infra, amqp_uri, tcp_proxy):
+    """A probe service on a fresh database: `start_probe()`, or `start_probe(through_proxy=True)`
+    for one whose database connection a test can cut."""
+    runners, engines = [], []
+
+    def start(service_class=None, through_proxy: bool = False, **config) -> "Probe":
+        service_class = service_class or ProbeService
+        url = with_database(infra.database_url, f"cltest_{RUN_ID}_probe_{uuid.uuid4().hex[:8]}")
+        db.create_database(url)
+        drop_at_exit(url)
+        engine = db.make_engine(url, 2)
+        engines.append(engine)
+        probe_metadata.create_all(engine)
+        handlers = consumer.handlers_of(service_class, DELAYS_MS)
+        topology.declare(amqp_uri, handlers)
+        with kombu.Connection(amqp_uri) as conn:  # a clean slate: queues outlive a test
+            for handler in handlers:
+                for name in (handler.queue_name, handler.dlq_name, *map(handler.retry_name, handler.delays_ms)):
+                    kombu.Queue(name)(conn.channel()).purge()
+        proxy, service_url = tcp_proxy(url, 5432) if through_proxy else (None, url)
+        runner = ServiceRunner({"AMQP_URI": amqp_uri, "DATABASE_URL": service_url, "EVENT_RETRY_DELAYS_MS": DELAYS_MS,
+                                "max_workers": 10, "EVENT_PAUSE_MAX_SECONDS": 1, **config})
+        metrics._registries.pop("probe", None)  # counts of this test only
+        runner.add_service(service_class)
+        runner.start()
+        runners.append(runner)
+        return Probe(engine, handlers[0], amqp_uri, proxy, handlers)
+
+    yield start
+    for runner in runners:
+        runner.kill()
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture
+def probe(start_probe):
+    return start_probe()
 
 
 class Probe:
-    def __init__(self, engine, topology, amqp_uri):
-        self.engine, self.topology, self.amqp_uri = engine, topology, amqp_uri
+    def __init__(self, engine, topology, amqp_uri, proxy=None, handlers=()):
+        self.engine, self.topology, self.amqp_uri, self.proxy = engine, topology, amqp_uri, proxy
+        self.handlers = list(handlers)
         self.publisher = Publisher(amqp_uri)
 
     def publish(self, *events):
         self.publisher.publish_batch([("intake.events", e["type"], json.dumps(e), e["event_id"]) for e in events])
 
-    def publish_raw(self, body: bytes, content_type="application/json", headers=None):
+    def publish_raw(self, body: bytes, content_type="application/json", headers=None,
+                    routing_key="complaint_registered"):
         with kombu.Connection(self.amqp_uri) as conn:
-            kombu.Producer(conn.channel()).publish(body, exchange="intake.events", routing_key="complaint_registered",
+            kombu.Producer(conn.channel()).publish(body, exchange="intake.events", routing_key=routing_key,
                                                    content_type=content_type, content_encoding="binary",
                                                    headers=headers or {})
 
@@ -104,6 +126,10 @@ class Probe:
 
     def parked(self):
         return dead_letters.list_parked(self.amqp_uri, [self.topology.dlq_name])
+
+    def replay(self, **options):
+        return dead_letters.replay(self.amqp_uri, self.topology.dlq_name,
+                                   routes=consumer.replay_routes(self.handlers), **options)
 
     def count(self, outcome) -> float:
         text = metrics.registry("probe").render()
@@ -144,7 +170,7 @@ def test_a_handler_failing_for_good_is_parked_and_other_messages_keep_flowing(pr
     # The operator mends the cause and replays it: handled once, the queue empty.
     with probe.engine.begin() as conn:
         conn.execute(BROKEN.delete())
-    assert dead_letters.replay(probe.amqp_uri, probe.topology, {poison["event_id"]}) == 1
+    assert len(probe.replay(event_ids={poison["event_id"]}).moved) == 1
     wait_until(lambda: probe.seen(poison["event_id"]), "the replayed message to be handled")
     assert probe.parked() == []
 
@@ -190,7 +216,8 @@ def test_declared_queues_match_what_nameko_declares(amqp_uri, probe):
     runner.add_service(PlainNamekoService)
     runner.start()
     runner.kill()
-    assert topology.declare(amqp_uri, [probe.topology])[-1].startswith(f"queue {probe.topology.queue_name}")
+    # (nameko declared intake.events too: the unroutable policy changes no declared argument.)
+    assert f"queue {probe.topology.queue_name} (+2 retry, 1 dlq)" in topology.declare(amqp_uri, [probe.topology])
 
 
 def test_the_dlq_commands_list_and_replay(probe, capsys, monkeypatch):
@@ -246,3 +273,169 @@ def test_a_message_is_not_acked_until_its_dead_letter_copy_has_a_queue(probe):
     assert parked.reason == "malformed"
     # The count follows the broker's confirm of the copy: wait for it rather than race it.
     wait_until(lambda: probe.count("malformed") == 1, "the parked message to be counted")
+
+
+# --- the failure model: replay, temporary failures, versions, prefetch, unroutable events ------
+
+def test_replay_all_ends_while_the_consumer_parks_every_message_again(probe):
+    # Malformed messages come straight back to the dead-letter queue: a replay that kept
+    # reading would move them for ever. It moves what was parked when it started, once.
+    for n in range(30):
+        probe.publish_raw(f"garbage {n}".encode())
+    wait_until(lambda: len(probe.parked()) == 30, "30 malformed messages to be parked")
+    report = probe.replay(include_malformed=True)
+    assert len(report.moved) == 30 and report.kept == []
+    wait_until(lambda: probe.count("malformed") == 60, "every replayed message to be parked again")
+    assert len(probe.parked()) == 30
+
+
+def test_replay_leaves_malformed_messages_parked_unless_asked(probe, capsys, monkeypatch):
+    from shared import cli
+
+    with probe.engine.begin() as conn:
+        conn.execute(BROKEN.insert().values(word="poison"))
+    poison = complaint_event("poison")
+    probe.publish(poison)
+    probe.publish_raw(b"garbage")
+    wait_until(lambda: len(probe.parked()) == 2, "a failed and a malformed message to be parked")
+    with probe.engine.begin() as conn:
+        conn.execute(BROKEN.delete())
+
+    monkeypatch.setenv("AMQP_URI", probe.amqp_uri)
+    assert cli.main(["dlq", "replay", "--queue", probe.topology.queue_name, "--all"]) == 0
+    out = capsys.readouterr().out
+    assert f"moved {poison['event_id']} complaint_registered (failed) -> {probe.topology.queue_name}" in out
+    assert "replayed 1 message(s)" in out and "1 malformed message(s) left parked (--include-malformed" in out
+    wait_until(lambda: probe.seen(poison["event_id"]), "the replayed message to be handled")
+    [left] = probe.parked()
+    assert left.reason == "malformed"
+
+
+def test_a_replay_to_a_missing_handler_queue_keeps_the_message_parked(probe, amqp_uri):
+    with probe.engine.begin() as conn:
+        conn.execute(BROKEN.insert().values(word="poison"))
+    poison = complaint_event("poison")
+    probe.publish(poison)
+    wait_until(lambda: probe.parked(), "the poison message to be parked")
+    with kombu.Connection(amqp_uri) as conn:  # e.g. an operator removed the handler's queue
+        kombu.Queue(probe.topology.queue_name)(conn.channel()).delete()
+
+    report = probe.replay()
+    assert report.moved == [] and "does not exist" in report.kept[0][1]
+    [still] = probe.parked()
+    assert still.event_id == poison["event_id"] and still.reason == "failed"
+
+
+def test_a_database_outage_longer_than_every_retry_parks_nothing(start_probe):
+    probe = start_probe(through_proxy=True)
+    probe.proxy.cut()
+    events = [complaint_event(f"during the outage {n}") for n in range(5)]
+    probe.publish(*events)
+    # Each message is tried again and again (a pause of at most 1 s here) for longer than all
+    # its retry delays (0.1 s + 0.3 s): none may use up an attempt or be parked.
+    wait_until(lambda: probe.count("deferred") >= 15, "each event to be held back several times")
+    assert probe.count("retried") == 0 and probe.parked() == []
+    probe.proxy.restore()
+    for event in events:
+        wait_until(lambda: probe.seen(event["event_id"]), "the held-back events to be handled")
+    assert probe.count("handled") == 5 and probe.parked() == []
+    assert all(probe.tries(e["event_id"]) == 1 for e in events)  # the handler's own work ran once
+
+
+def test_an_event_of_a_newer_version_waits_for_the_upgrade_and_is_replayed_after_it(probe, monkeypatch):
+    from shared.messaging import catalogue
+
+    event = dict(complaint_event("from a producer that rolled out first"), version=2)
+    probe.publish(event)
+    [parked] = wait_until(lambda: probe.parked(), "the early event to be parked")
+    assert (parked.reason, parked.attempts) == ("newer_version", 3) and probe.count("retried") == 2
+    assert probe.tries(event["event_id"]) == 0
+
+    # The consumer is upgraded (here: it learns version 2), then the operator replays.
+    monkeypatch.setitem(catalogue.SCHEMAS, ("complaint_registered", 2), catalogue.intake.ComplaintRegisteredV1)
+    monkeypatch.setitem(catalogue.LATEST, "complaint_registered", 2)
+    assert len(probe.replay(reasons={"newer_version"}).moved) == 1
+    wait_until(lambda: probe.seen(event["event_id"]), "the upgraded consumer to handle it")
+
+
+RELEASE = eventlet.event.Event()
+ENTERED = []
+
+
+class BusyProbeService:
+    """Three handlers whose work blocks until the test releases it."""
+
+    name = "probe"
+
+    def _block(self, event):
+        ENTERED.append(event["event_id"])
+        RELEASE.wait()
+
+    @handle_event("intake", "complaint_registered")
+    def first(self, event):
+        self._block(event)
+
+    @handle_event("intake", "complaint_registered")
+    def second(self, event):
+        self._block(event)
+
+    @handle_event("intake", "complaint_registered")
+    def third(self, event):
+        self._block(event)
+
+
+def test_one_replica_holds_one_window_of_messages_across_all_its_handlers(start_probe, amqp_uri):
+    global RELEASE
+    RELEASE = eventlet.event.Event()
+    ENTERED.clear()
+    probe = start_probe(BusyProbeService, max_workers=4)
+    probe.publish(*[complaint_event(f"busy {n}") for n in range(10)])  # 10 for each of 3 handlers
+    queues = [h.queue_name for h in probe.handlers]
+    try:
+        wait_until(lambda: len(ENTERED) == 4, "the four workers to be busy")
+        # The other 26 stay in the queues for other replicas (with a window per handler, this
+        # replica would hold 12 and leave 18).
+        wait_until(lambda: sum(dead_letters.queue_depths(amqp_uri, queues).values()) == 26,
+                   "26 messages to wait in the queues")
+    finally:
+        RELEASE.send()
+    wait_until(lambda: len(ENTERED) == 30, "every message to be handled once released")
+
+
+class LateProbeService:
+    """A handler deployed after events of its type were published."""
+
+    name = "probe"
+
+    @handle_event("probeland", "complaint_registered")
+    def record(self, event):
+        pass
+
+
+def test_an_event_no_queue_takes_is_kept_counted_listed_and_replayed_once_a_handler_exists(
+        infra, amqp_uri, start_probe, capsys, monkeypatch):
+    from shared import cli
+    from shared.web import health
+
+    topology.declare(amqp_uri, [], sources=["probeland"])
+    early = complaint_event("published before any consumer of its type")
+    Publisher(amqp_uri).publish_batch([("probeland.events", "complaint_registered", json.dumps(early),
+                                        early["event_id"])])  # confirmed: the broker took it
+    queue = topology.unroutable_queue_name("probeland")
+    [kept] = wait_until(lambda: dead_letters.list_parked(amqp_uri, [queue]), "the event to be kept")
+    assert (kept.event_id, kept.event_type, kept.reason) == (early["event_id"], "complaint_registered", "unroutable")
+    engine = db.make_engine(with_database(infra.database_url, "postgres"), 1)
+    try:
+        text = health.metrics_text("probeland", engine, amqp_uri, [], ttl=0)
+    finally:
+        engine.dispose()
+    assert 'closeloop_unroutable_events{exchange="probeland.events"} 1' in text
+    monkeypatch.setenv("AMQP_URI", amqp_uri)
+    assert cli.main(["dlq", "list", "--queue", queue]) == 0
+    assert early["event_id"] in capsys.readouterr().out
+
+    probe = start_probe(LateProbeService)
+    report = dead_letters.replay(amqp_uri, queue, routes=consumer.replay_routes(probe.handlers))
+    assert [p.event_id for p, _ in report.moved] == [early["event_id"]]
+    wait_until(lambda: probe.count("handled") == 1, "the late handler to get the kept event")
+    assert dead_letters.list_parked(amqp_uri, [queue]) == []

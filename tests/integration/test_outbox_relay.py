@@ -19,7 +19,7 @@ def sale_event(n: int = 0) -> dict:
                "region": "east", "customer_ref": f"c_{n}", "customer_masked": {"name": "王**"},
                "contact_consent": True,
                "items": [{"type": "product", "sku": "SK-01", "product_type": "skincare"}]}
-    return build_event("sale_recorded", payload, branch_code="SH001", correlation_id=sale_id,
+    return build_event("sale_recorded", payload, branch_code="SH001", correlation_id=sale_id, sequence=1,
                        occurred_at=datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc))
 
 

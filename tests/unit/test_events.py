@@ -23,7 +23,7 @@ def sale_payload(**changes) -> dict:
 
 
 def build(payload=None, **kwargs) -> dict:
-    options = {"branch_code": "SH001", "correlation_id": "corr-1", "occurred_at": AT}
+    options = {"branch_code": "SH001", "correlation_id": "corr-1", "occurred_at": AT, "sequence": 1}
     options.update(kwargs)
     return build_event("sale_recorded", payload or sale_payload(), **options)
 
@@ -31,7 +31,7 @@ def build(payload=None, **kwargs) -> dict:
 def test_build_event_gives_a_plain_json_envelope():
     event = build(causation_id=uuid.UUID("00000000-0000-0000-0000-000000000001"))
     assert set(event) == {"event_id", "type", "version", "occurred_at", "source", "branch_code",
-                          "correlation_id", "causation_id", "payload"}
+                          "correlation_id", "causation_id", "sequence", "payload"}
     assert event["type"] == "sale_recorded" and event["version"] == 1 and event["source"] == "intake"
     uuid.UUID(event["event_id"])
     assert event["occurred_at"] == "2026-11-22T18:00:00Z"
@@ -72,9 +72,9 @@ def test_build_event_refuses_a_missing_field_and_an_unknown_type_or_version():
     assert "payload.customer_ref" in raised.value.errors
     with pytest.raises(EventSchemaError):
         build_event("sale_recorded", sale_payload(), branch_code="SH001", correlation_id="c", occurred_at=AT,
-                    version=2)
+                    sequence=1, version=2)
     with pytest.raises(EventSchemaError):
-        build_event("no_such_event", {}, branch_code="SH001", correlation_id="c", occurred_at=AT)
+        build_event("no_such_event", {}, branch_code="SH001", correlation_id="c", occurred_at=AT, sequence=1)
     with pytest.raises(EventSchemaError) as raised:
         build(event_id="42")
     assert "event_id" in raised.value.errors
@@ -112,10 +112,11 @@ def test_parse_event_tolerates_fields_added_later_inside_nested_objects():
     lambda b: b.update(occurred_at="2026-11-22T18:00:00"),
     lambda b: b.update(payload="not an object"),
     lambda b: b.update(type="no_such_event"),
-    lambda b: b.update(version=7),
     lambda b: b["payload"].pop("items"),
+    lambda b: b.pop("sequence"),
+    lambda b: b.update(sequence=0),
 ], ids=["no id", "bad id", "string version", "bad time", "naive time", "payload not object", "unknown type",
-        "unknown version", "payload field missing"])
+        "payload field missing", "no sequence", "sequence zero"])
 def test_parse_event_rejects_a_bad_envelope_or_payload(mutate):
     body = copy.deepcopy(build())
     mutate(body)
@@ -137,3 +138,38 @@ def test_the_outbox_accepts_only_events_that_passed_their_schema():
     with pytest.raises(TypeError, match="build_event"):
         outbox.event_row(hand_made)
 
+
+
+def test_build_event_numbers_events_per_record_and_refuses_a_missing_sequence():
+    assert build(sequence=3)["sequence"] == 3
+    for bad in (0, -1, "2", None):
+        with pytest.raises(EventSchemaError) as raised:
+            build(sequence=bad)
+        assert "sequence" in raised.value.errors
+
+
+def test_a_newer_version_of_a_known_type_is_not_malformed_but_early():
+    from shared.messaging.envelope import NewerVersion
+
+    body = copy.deepcopy(build())
+    body["version"] = 7
+    with pytest.raises(NewerVersion) as raised:
+        parse_event(body)
+    assert "upgrade the consumer" in str(raised.value.errors["version"])
+    body["type"], body["version"] = "no_such_event", 7
+    with pytest.raises(EventSchemaError) as raised:
+        parse_event(body)
+    assert not isinstance(raised.value, NewerVersion)
+
+
+def test_a_type_several_services_publish_names_its_source():
+    payload = {"record_type": "complaint", "record_id": str(uuid.uuid4()), "purpose": "written_result",
+               "text": "您的投诉已处理完毕", "language": "zh", "channels": ["sms"]}
+    options = {"branch_code": "SH001", "correlation_id": "c", "occurred_at": AT, "sequence": 4}
+    with pytest.raises(EventSchemaError) as raised:
+        build_event("customer_message_requested", payload, **options)
+    assert "source" in raised.value.errors
+    with pytest.raises(EventSchemaError):
+        build_event("customer_message_requested", payload, source="intake", **options)
+    for source in ("investigation", "aftercare"):
+        assert build_event("customer_message_requested", payload, source=source, **options)["source"] == source

@@ -1,0 +1,100 @@
+"""Intake's events: complaints, feedback and sales as registered, and the outcome of each
+message it sends to a customer on another service's request."""
+from marshmallow import Schema, fields, validate
+
+from shared.messaging.catalogue.messages import CHANNELS, RECORD_TYPES
+from shared.messaging.envelope import IdString, InstantString, Tolerant
+
+SOURCE = "intake"
+KINDS = ("complaint", "suggestion", "praise")
+
+
+class MaskedCustomer(Tolerant):
+    name = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    email = fields.String(allow_none=True)
+
+
+class ServiceRendered(Tolerant):
+    code = fields.String(required=True)
+    name = fields.String(allow_none=True)
+    technician_id = fields.String(allow_none=True)
+
+
+class ProductUsed(Tolerant):
+    sku = fields.String(required=True)
+    name = fields.String(allow_none=True)
+    batch = fields.String(allow_none=True)
+
+
+class ComplaintRegisteredV1(Schema):
+    complaint_id = IdString(required=True)
+    reference = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(KINDS))
+    channel = fields.String(required=True)
+    category = fields.String(required=True)
+    category_source = fields.String(required=True, validate=validate.OneOf(("manual", "automatic")))
+    priority = fields.String(required=True, validate=validate.OneOf(("urgent", "general", "low")))
+    severity_flags = fields.List(fields.String(), required=True)
+    description = fields.String(required=True)
+    occurred_at = InstantString(required=True, allow_none=True)
+    received_at = InstantString(required=True)
+    region = fields.String(required=True)
+    service = fields.Nested(ServiceRendered, required=True, allow_none=True)
+    products = fields.List(fields.Nested(ProductUsed), required=True)
+    customer_ref = fields.String(required=True, allow_none=True)
+    customer_masked = fields.Nested(MaskedCustomer, required=True)
+    customer_language = fields.String(required=True)
+    first_response_due = InstantString(required=True)
+    resolution_due = InstantString(required=True)
+
+
+class FeedbackRegisteredV1(ComplaintRegisteredV1):
+    kind = fields.String(required=True, validate=validate.OneOf(("suggestion", "praise")))
+
+
+class SaleItem(Tolerant):
+    type = fields.String(required=True, validate=validate.OneOf(("product", "service")))
+    sku = fields.String(allow_none=True)
+    code = fields.String(allow_none=True)
+    name = fields.String(allow_none=True)
+    product_type = fields.String(required=True)
+    batch = fields.String(allow_none=True)
+    technician_id = fields.String(allow_none=True)
+
+
+class SaleRecordedV1(Schema):
+    sale_id = IdString(required=True)
+    sold_at = InstantString(required=True)
+    recorded_at = InstantString(required=True)
+    region = fields.String(required=True)
+    customer_ref = fields.String(required=True, allow_none=True)
+    customer_masked = fields.Nested(MaskedCustomer, required=True)
+    contact_consent = fields.Boolean(required=True)
+    items = fields.List(fields.Nested(SaleItem), required=True, validate=validate.Length(min=1))
+
+
+class CustomerMessageOutcome(Schema):
+    request_event_id = IdString(required=True)
+    record_type = fields.String(required=True, validate=validate.OneOf(RECORD_TYPES))
+    record_id = IdString(required=True)
+    purpose = fields.String(required=True)
+
+
+class CustomerMessageSentV1(CustomerMessageOutcome):
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+
+
+class CustomerMessageFailedV1(CustomerMessageOutcome):
+    # unknown_record, no_consent, no_contact (none for the channels asked), delivery_failed
+    reason = fields.String(required=True)
+    detail = fields.String(required=True, allow_none=True)
+
+
+SCHEMAS = {
+    ("complaint_registered", 1): ComplaintRegisteredV1,
+    ("feedback_registered", 1): FeedbackRegisteredV1,
+    ("sale_recorded", 1): SaleRecordedV1,
+    ("customer_message_sent", 1): CustomerMessageSentV1,
+    ("customer_message_failed", 1): CustomerMessageFailedV1,
+}
