@@ -16,7 +16,7 @@ from nameko.web.handlers import http  # noqa: E402
 
 from shared.runtime import config as settings  # noqa: E402
 from shared.messaging.consumer import handle_event  # noqa: E402
-from shared.persistence.db import Database  # noqa: E402
+from shared.persistence.unit_of_work import Database  # noqa: E402
 
 
 class BareHttp:

@@ -1,15 +1,29 @@
-"""Intake's domain: what a complaint and a sale are when intake registers them.
-Plain Python: no ORM, no framework; the policy and the clock come in as arguments."""
+"""Intake's domain: what a complaint and a sale are when intake registers them, and how a
+complaint's status follows its case. Plain Python: no ORM, no framework, no wire format;
+the rules, the branch, the clock's reading and the customer-reference key come in as
+arguments. Records note what happened as domain events (shared.messaging.aggregate);
+services/intake/events.py turns them into envelopes."""
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shared.calendar.branches import Branch
 from shared.calendar.clock import isoformat
-from shared.messaging.envelope import build_event
-from shared.messaging.outbox import Notification
+from shared.messaging.aggregate import Aggregate
 from shared.security.privacy import customer_ref, mask_email, mask_name, mask_phone, normalize_phone
+
+STATUSES = ("received", "open", "in_progress", "resolved", "closed", "reopened")
+# A complaint's status as its case moves (investigation's case events).
+STATUS_AFTER_CASE_EVENT = {
+    "case_opened": "open",
+    "case_assigned": "in_progress",
+    "case_acknowledged": "in_progress",
+    "case_resolved": "resolved",
+    "case_reopened": "reopened",
+    "case_closed": "closed",
+}
 
 
 @dataclass(frozen=True)
@@ -39,12 +53,35 @@ class Customer:
         return None
 
 
+# -- domain events -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ComplaintRegistered:
+    complaint: "Complaint"
+
+
+@dataclass(frozen=True)
+class SaleRecorded:
+    sale: "Sale"
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """The text sent to the customer when a complaint is registered."""
+    channel: str
+    recipient: str
+    language: str
+    text: str          # greets the customer by name
+    masked_text: str   # what staff and logs see
+    subject_id: str
+
+
 def human_reference(branch_code: str, local_day, sequence: int) -> str:
     return f"{branch_code}-{local_day:%Y%m%d}-{sequence:04d}"
 
 
-@dataclass
-class Complaint:
+@dataclass(eq=False)
+class Complaint(Aggregate):
     """A complaint, suggestion or praise as received; investigation owns what follows."""
 
     id: str
@@ -63,42 +100,56 @@ class Complaint:
     service: dict | None
     products: list[dict]
     customer: Customer
+    customer_ref: str | None
     first_response_due: datetime
     resolution_due: datetime
     acknowledgement: str  # as staff see it: the customer's name masked
     recorded_by: str
     recorded_by_role: str
     status: str = "received"
+    status_sequence: int = 0  # the last case event the status follows
     # The text the customer receives, greeted by name; sent, never stored with the complaint.
     customer_acknowledgement: str | None = None
 
     @classmethod
-    def register(cls, data: dict, *, branch_code: str, policy, received_at: datetime, sequence: int,
-                 recorded_by: str, recorded_by_role: str) -> "Complaint":
-        branch = policy.branch(branch_code)
+    def register(cls, data: dict, *, branch: Branch, rules, received_at: datetime, number: int,
+                 recorded_by: str, recorded_by_role: str, ref_key: bytes) -> "Complaint":
+        """`number` is the branch's number of the day, for the human reference."""
         if data.get("category"):
             category, source = data["category"], "manual"
         else:
-            category, source = policy.classify(data["description"]), "automatic"
+            category, source = rules.classify(data["description"]), "automatic"
         flags = sorted(set(data.get("severity_flags") or []))
-        priority = policy.priority(data["kind"], category, flags, data["description"])
-        due = policy.deadlines(priority, branch_code, received_at)
-        local_day = received_at.astimezone(branch.zone).date()
-        reference = human_reference(branch_code, local_day, sequence)
+        priority = rules.priority(data["kind"], category, flags, data["description"])
+        due = rules.deadlines(priority, branch, received_at)
+        reference = human_reference(branch.code, received_at.astimezone(branch.zone).date(), number)
         customer = Customer.from_request(data["customer"])
+
         def acknowledgement(name):
-            return policy.acknowledgement(customer.language, name=name, reference=reference, kind=data["kind"],
-                                          first_response_due=due.first_response_due, branch_code=branch_code)
-        return cls(
-            id=str(uuid.uuid4()), reference=reference, branch_code=branch_code, region=branch.region,
+            return rules.acknowledgement(customer.language, name=name, reference=reference, kind=data["kind"],
+                                         first_response_due=due.first_response_due, branch=branch)
+        complaint = cls(
+            id=str(uuid.uuid4()), reference=reference, branch_code=branch.code, region=branch.region,
             kind=data["kind"], channel=data["channel"], category=category, category_source=source,
             priority=priority, severity_flags=flags, description=data["description"],
             occurred_at=data.get("occurred_at"), received_at=received_at, service=data.get("service"),
-            products=data.get("products") or [], customer=customer,
+            products=data.get("products") or [], customer=customer, customer_ref=customer.ref(ref_key),
             first_response_due=due.first_response_due, resolution_due=due.resolution_due,
             acknowledgement=acknowledgement(mask_name(customer.name)),
             customer_acknowledgement=acknowledgement(customer.name),
             recorded_by=recorded_by, recorded_by_role=recorded_by_role)
+        complaint.record(ComplaintRegistered(complaint))
+        return complaint
+
+    def follow_case(self, event_type: str, sequence: int) -> bool:
+        """Take the status its case's event implies, unless a newer case event was already
+        followed (queues and retries reorder events). True when the event was applied (the
+        status may be the same: assigned and acknowledged both mean in progress)."""
+        status = STATUS_AFTER_CASE_EVENT[event_type]
+        if sequence <= self.status_sequence:
+            return False
+        self.status, self.status_sequence = status, sequence
+        return True
 
     def view(self) -> dict:
         """What staff see: the customer's contact masked."""
@@ -115,63 +166,41 @@ class Complaint:
             "customer": {**self.customer.masked(), "language": self.customer.language},
         }
 
-    def registered_event(self, ref_key: bytes, causation_id: str | None) -> dict:
-        event_type = "complaint_registered" if self.kind == "complaint" else "feedback_registered"
-        payload = {
-            "complaint_id": self.id, "reference": self.reference, "kind": self.kind,
-            "channel": self.channel, "category": self.category, "category_source": self.category_source,
-            "priority": self.priority, "severity_flags": list(self.severity_flags),
-            "description": self.description,
-            "occurred_at": isoformat(self.occurred_at) if self.occurred_at else None,
-            "received_at": isoformat(self.received_at), "region": self.region,
-            "service": self.service, "products": self.products,
-            "customer_ref": self.customer.ref(ref_key), "customer_masked": self.customer.masked(),
-            "customer_language": self.customer.language,
-            "first_response_due": isoformat(self.first_response_due),
-            "resolution_due": isoformat(self.resolution_due),
-        }
-        # A case's id is its complaint's id: the complaint id is the correlation id.
-        return build_event(event_type, payload, branch_code=self.branch_code, correlation_id=self.id, sequence=1,
-                           causation_id=causation_id, occurred_at=self.received_at)
-
-    def acknowledgement_notification(self) -> Notification | None:
+    def acknowledgement_message(self) -> Acknowledgement | None:
         channel = self.customer.reply_channel()
         if channel is None:
             return None
-        return Notification(channel=channel[0], recipient=channel[1], language=self.customer.language,
-                            body=self.customer_acknowledgement or self.acknowledgement, subject_id=self.id)
+        return Acknowledgement(channel=channel[0], recipient=channel[1], language=self.customer.language,
+                               text=self.customer_acknowledgement or self.acknowledgement,
+                               masked_text=self.acknowledgement, subject_id=self.id)
 
 
-@dataclass
-class Sale:
+@dataclass(eq=False)
+class Sale(Aggregate):
     id: str
     branch_code: str
     region: str
     sold_at: datetime
     recorded_at: datetime
     customer: Customer
+    customer_ref: str | None
     contact_consent: bool
     items: list[dict] = field(default_factory=list)
     recorded_by: str = ""
 
     @classmethod
-    def record(cls, data: dict, *, branch_code: str, policy, recorded_at: datetime, recorded_by: str) -> "Sale":
+    def register(cls, data: dict, *, branch: Branch, recorded_at: datetime, recorded_by: str,
+                    ref_key: bytes) -> "Sale":
         customer = Customer.from_request(data["customer"])
-        return cls(id=str(uuid.uuid4()), branch_code=branch_code, region=policy.branch(branch_code).region,
-                   sold_at=data["sold_at"], recorded_at=recorded_at, customer=customer,
+        sale = cls(id=str(uuid.uuid4()), branch_code=branch.code, region=branch.region, sold_at=data["sold_at"],
+                   recorded_at=recorded_at, customer=customer, customer_ref=customer.ref(ref_key),
                    contact_consent=bool(data["customer"]["contact_consent"]), items=data["items"],
                    recorded_by=recorded_by)
+        sale.record(SaleRecorded(sale))
+        return sale
 
     def view(self) -> dict:
         return {"id": self.id, "branch_code": self.branch_code, "sold_at": isoformat(self.sold_at),
                 "recorded_at": isoformat(self.recorded_at), "contact_consent": self.contact_consent,
                 "customer": {**self.customer.masked(), "language": self.customer.language},
                 "items": self.items}
-
-    def recorded_event(self, ref_key: bytes, causation_id: str | None) -> dict:
-        payload = {"sale_id": self.id, "sold_at": isoformat(self.sold_at),
-                   "recorded_at": isoformat(self.recorded_at), "region": self.region,
-                   "customer_ref": self.customer.ref(ref_key), "customer_masked": self.customer.masked(),
-                   "contact_consent": self.contact_consent, "items": self.items}
-        return build_event("sale_recorded", payload, branch_code=self.branch_code, correlation_id=self.id, sequence=1,
-                           causation_id=causation_id, occurred_at=self.recorded_at)

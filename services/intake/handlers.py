@@ -1,6 +1,7 @@
-"""Intake's use cases: plain functions over a unit of work. service.py calls them after
-authentication; they do scope, validation, the state change, its events and its
-notifications in one transaction."""
+"""Intake's use cases: plain functions over a store of units of work. service.py calls them
+after authentication; each does scope, validation, the state change, its events and its
+messages in one transaction. The store is IntakeStore (repository.py) in the service and an
+in-memory fake in the service-layer tests."""
 from __future__ import annotations
 
 import base64
@@ -8,16 +9,17 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import sqlalchemy as sa
 from marshmallow import ValidationError
 
+from services.intake import events
+from services.intake.domain import Complaint, Sale
+from services.intake.policy import PERMISSIONS
+from services.intake.schemas import ComplaintIn, ComplaintQuery, SaleIn, flatten_errors
+from shared.messaging.outbox import Notification
 from shared.persistence import idempotency
 from shared.security.auth import Identity
-from shared.web.http import bad_text
 from shared.web.errors import Forbidden, NotFound, ValidationFailed
-from services.intake import models
-from services.intake.domain import Complaint, Customer, Sale
-from services.intake.schemas import ComplaintIn, ComplaintQuery, SaleIn, flatten_errors
+from shared.web.http import bad_text
 
 COMPLAINT_IN, SALE_IN, COMPLAINT_QUERY = ComplaintIn(), SaleIn(), ComplaintQuery()
 
@@ -63,103 +65,67 @@ def _plausible(value: datetime | None, now: datetime, name: str, errors: dict) -
         errors.setdefault(name, []).append("must not be in the future")
 
 
-def _next_sequence(store, branch_code: str, day) -> int:
-    """The branch's next number of the day, committed on its own (migration 0002): holding the
-    counter's row lock until the complaint commits would serialize a branch's requests. A
-    complaint that then fails to commit leaves a gap in the numbers, never a duplicate."""
-    with store.engine.connect() as conn:
-        dbapi = conn.connection.dbapi_connection
-        dbapi.autocommit = True  # the statement is its own transaction: one round trip
-        try:
-            with dbapi.cursor() as cursor:
-                cursor.execute("SELECT next_reference_number(%s, %s)", (branch_code, day))
-                return cursor.fetchone()[0]
-        finally:
-            dbapi.autocommit = False
-
-
-def register_complaint(store, *, identity: Identity, body: dict, policy, now: datetime, ref_key: bytes,
+def register_complaint(store, *, identity: Identity, body: dict, policy, rules, now: datetime, ref_key: bytes,
                        idempotency_key: str | None = None, causation_id: str | None = None) -> tuple[int, dict]:
+    PERMISSIONS.require(identity, "complaint:create")
     retry = idempotency.Retry.of(identity, idempotency_key, "/v1/complaints", body)
-    earlier = retry.earlier(store.engine)  # 409 comes before 403 and 400
+    earlier = retry.earlier(store)  # 409 comes before 403 and 400
     if earlier is not None:
         return earlier
     data, errors = _load(COMPLAINT_IN, body)
     requested_branch = body.get("branch_code") if isinstance(body.get("branch_code"), str) else None
     branch_code = _branch_for(identity, requested_branch, policy, errors)
-    if data.get("category") is not None and data["category"] not in policy.categories:
-        errors["category"] = [f"must be one of: {', '.join(policy.categories)}"]
-    unknown_flags = sorted(set(data.get("severity_flags") or []) - set(policy.severity_flags))
+    if data.get("category") is not None and data["category"] not in rules.categories:
+        errors["category"] = [f"must be one of: {', '.join(rules.categories)}"]
+    unknown_flags = sorted(set(data.get("severity_flags") or []) - set(rules.severity_flags))
     if unknown_flags:
         errors["severity_flags"] = [f"unknown flag(s) {', '.join(unknown_flags)}; "
-                                    f"known: {', '.join(sorted(policy.severity_flags))}"]
+                                    f"known: {', '.join(sorted(rules.severity_flags))}"]
     _plausible(data.get("occurred_at"), now, "occurred_at", errors)
     if errors:
         raise ValidationFailed("the complaint is invalid", fields=errors)
-    local_day = now.astimezone(policy.branch(branch_code).zone).date()
-    sequence = _next_sequence(store, branch_code, local_day)
+    branch = policy.branch(branch_code)
+    number = store.next_reference_number(branch_code, now.astimezone(branch.zone).date())
     with store.unit_of_work() as uow:
-        earlier = retry.claim(uow.conn)
+        earlier = retry.claim(uow)
         if earlier is not None:  # a concurrent twin committed first
             return earlier
-        complaint = Complaint.register(data, branch_code=branch_code, policy=policy, received_at=now,
-                                       sequence=sequence,
-                                       recorded_by=identity.subject, recorded_by_role=identity.role)
-        uow.insert(models.complaints, _complaint_row(complaint, ref_key))
-        uow.publish(complaint.registered_event(ref_key, causation_id))
-        notification = complaint.acknowledgement_notification()
-        if notification is not None:
-            uow.notify(notification)
+        complaint = Complaint.register(data, branch=branch, rules=rules, received_at=now, number=number,
+                                       recorded_by=identity.subject, recorded_by_role=identity.role, ref_key=ref_key)
+        uow.complaints.add(complaint)
+        for envelope in events.envelopes(complaint, causation_id=causation_id):
+            uow.publish(envelope)
+        acknowledgement = complaint.acknowledgement_message()
+        if acknowledgement is not None:
+            uow.notify(Notification(channel=acknowledgement.channel, recipient=acknowledgement.recipient,
+                                    language=acknowledgement.language, body=acknowledgement.text,
+                                    subject_id=acknowledgement.subject_id))
         answer = complaint.view()
-        retry.record(uow.conn, 201, answer)
+        retry.record(uow, 201, answer)
     return 201, answer
 
 
-def _complaint_row(c: Complaint, ref_key: bytes) -> dict:
-    return {
-        "id": c.id, "reference": c.reference, "branch_code": c.branch_code, "region": c.region,
-        "kind": c.kind, "channel": c.channel, "category": c.category, "category_source": c.category_source,
-        "priority": c.priority, "severity_flags": c.severity_flags, "description": c.description,
-        "occurred_at": c.occurred_at, "received_at": c.received_at, "service": c.service,
-        "products": c.products, "customer_name": c.customer.name, "customer_phone": c.customer.phone,
-        "customer_email": c.customer.email, "customer_language": c.customer.language,
-        "customer_ref": c.customer.ref(ref_key), "status": c.status,
-        "first_response_due": c.first_response_due, "resolution_due": c.resolution_due,
-        "acknowledgement": c.acknowledgement, "recorded_by": c.recorded_by,
-        "recorded_by_role": c.recorded_by_role,
-    }
-
-
-def _complaint_from_row(row) -> Complaint:
-    return Complaint(
-        id=str(row.id), reference=row.reference, branch_code=row.branch_code, region=row.region,
-        kind=row.kind, channel=row.channel, category=row.category, category_source=row.category_source,
-        priority=row.priority, severity_flags=row.severity_flags, description=row.description,
-        occurred_at=row.occurred_at, received_at=row.received_at, service=row.service,
-        products=row.products, customer=Customer(row.customer_name, row.customer_phone,
-                                                 row.customer_email, row.customer_language),
-        first_response_due=row.first_response_due, resolution_due=row.resolution_due,
-        acknowledgement=row.acknowledgement, recorded_by=row.recorded_by,
-        recorded_by_role=row.recorded_by_role, status=row.status)
-
-
-def _find(conn, table, record_id: str, identity: Identity, what: str):
-    """The row, or 404 when it does not exist or lies outside the caller's scope."""
+def _canonical_id(record_id, what: str) -> str:
+    """The id in canonical form (urn:uuid:..., braces, upper case are accepted), or 404."""
     try:
-        record_id = str(uuid.UUID(record_id))  # canonical form: urn:uuid:..., braces, upper case
+        return str(uuid.UUID(record_id))
     except (ValueError, TypeError, AttributeError):
         raise NotFound(f"no {what} {str(record_id)[:100]}") from None
-    row = conn.execute(sa.select(table).where(table.c.id == record_id)).first()
-    if row is None or not identity.can_see(row.branch_code):
+
+
+def _in_scope(record, identity: Identity, what: str, record_id: str):
+    """The record, or 404 when it does not exist or lies outside the caller's scope."""
+    if record is None or not identity.can_see(record.branch_code):
         raise NotFound(f"no {what} {record_id}")
-    return row
+    return record
 
 
 def get_complaint(store, *, identity: Identity, complaint_id: str) -> dict:
+    complaint_id = _canonical_id(complaint_id, "complaint")
     with store.unit_of_work() as uow:
-        row = _find(uow.conn, models.complaints, complaint_id, identity, "complaint")
-    identity.require("complaint:read")
-    return _complaint_from_row(row).view()
+        complaint = _in_scope(uow.complaints.get(complaint_id), identity, "complaint", complaint_id)
+    PERMISSIONS.require(identity, "complaint:read")
+    return complaint.view()
 
 
 def _encode_cursor(received_at: datetime, complaint_id: str) -> str:
@@ -182,48 +148,32 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def list_complaints(store, *, identity: Identity, query: dict) -> dict:
-    identity.require("complaint:read")
+    PERMISSIONS.require(identity, "complaint:read")
     params, errors = _load(COMPLAINT_QUERY, query)
     if errors:
         raise ValidationFailed("invalid query", fields=errors)
-    table = models.complaints
-    statement = sa.select(table)
-    if identity.branches is not None:
-        statement = statement.where(table.c.branch_code.in_(sorted(identity.branches)))
-    for name in ("status", "kind", "priority", "category"):
-        if name in params:
-            statement = statement.where(table.c[name] == params[name])
-    if "branch" in params:
-        statement = statement.where(table.c.branch_code == params["branch"])
-    if "from_" in params:
-        statement = statement.where(table.c.received_at >= params["from_"])
-    if "to" in params:
-        statement = statement.where(table.c.received_at < params["to"])
-    if "cursor" in params:
-        after_time, after_id = _decode_cursor(params["cursor"])
-        statement = statement.where(sa.tuple_(table.c.received_at, table.c.id) < sa.tuple_(
-            sa.literal(after_time, sa.DateTime(timezone=True)), sa.cast(after_id, table.c.id.type)))
+    after = _decode_cursor(params["cursor"]) if "cursor" in params else None
     limit = params["limit"]
-    statement = statement.order_by(table.c.received_at.desc(), table.c.id.desc()).limit(limit + 1)
     with store.unit_of_work() as uow:
-        rows = uow.execute(statement).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {"items": [_complaint_from_row(r).view() for r in rows],
-            "next_cursor": _encode_cursor(rows[-1].received_at, rows[-1].id) if more else None}
+        complaints = uow.complaints.page(branches=identity.branches, filters=params, after=after, limit=limit + 1)
+    more = len(complaints) > limit
+    complaints = complaints[:limit]
+    return {"items": [c.view() for c in complaints],
+            "next_cursor": _encode_cursor(complaints[-1].received_at, complaints[-1].id) if more else None}
 
 
-def record_sale(store, *, identity: Identity, body: dict, policy, now: datetime, ref_key: bytes,
+def record_sale(store, *, identity: Identity, body: dict, policy, rules, now: datetime, ref_key: bytes,
                 idempotency_key: str | None = None, causation_id: str | None = None) -> tuple[int, dict]:
+    PERMISSIONS.require(identity, "sale:create")
     retry = idempotency.Retry.of(identity, idempotency_key, "/v1/sales", body)
-    earlier = retry.earlier(store.engine)
+    earlier = retry.earlier(store)
     if earlier is not None:
         return earlier
     data, errors = _load(SALE_IN, body)
     requested_branch = body.get("branch_code") if isinstance(body.get("branch_code"), str) else None
     branch_code = _branch_for(identity, requested_branch, policy, errors)
     _plausible(data.get("sold_at"), now, "sold_at", errors)
-    known = set(policy.visit_delays) | {"other"}
+    known = set(policy.product_types)
     raw_items = body.get("items") if isinstance(body.get("items"), list) else []
     for i, item in enumerate(raw_items):
         product_type = item.get("product_type") if isinstance(item, dict) else None
@@ -232,20 +182,16 @@ def record_sale(store, *, identity: Identity, body: dict, policy, now: datetime,
     if errors:
         raise ValidationFailed("the sale is invalid", fields=errors)
     with store.unit_of_work() as uow:
-        earlier = retry.claim(uow.conn)
+        earlier = retry.claim(uow)
         if earlier is not None:  # a concurrent twin committed first
             return earlier
-        sale = Sale.record(data, branch_code=branch_code, policy=policy, recorded_at=now,
-                           recorded_by=identity.subject)
-        uow.insert(models.sales, dict(
-            id=sale.id, branch_code=sale.branch_code, region=sale.region, sold_at=sale.sold_at,
-            recorded_at=sale.recorded_at, customer_name=sale.customer.name,
-            customer_phone=sale.customer.phone, customer_email=sale.customer.email,
-            customer_language=sale.customer.language, customer_ref=sale.customer.ref(ref_key),
-            contact_consent=sale.contact_consent, items=sale.items, recorded_by=sale.recorded_by))
-        uow.publish(sale.recorded_event(ref_key, causation_id))
+        sale = Sale.register(data, branch=policy.branch(branch_code), recorded_at=now, recorded_by=identity.subject,
+                             ref_key=ref_key)
+        uow.sales.add(sale)
+        for envelope in events.envelopes(sale, causation_id=causation_id):
+            uow.publish(envelope)
         answer = sale.view()
-        retry.record(uow.conn, 201, answer)
+        retry.record(uow, 201, answer)
     return 201, answer
 
 
@@ -254,21 +200,38 @@ def read_contact(store, *, identity: Identity, record_id: str, purpose: str | No
     logged with its purpose."""
     if not isinstance(purpose, str) or bad_text(purpose):
         purpose = None  # refused below, after scope and role, in the error order
+    record_id = _canonical_id(record_id, "record")
     with store.unit_of_work() as uow:
-        try:
-            row, record_type = _find(uow.conn, models.complaints, record_id, identity, "record"), "complaint"
-        except NotFound:
-            row, record_type = _find(uow.conn, models.sales, record_id, identity, "record"), "sale"
-        identity.require("contact:read")
+        record, record_type = uow.complaints.get(record_id), "complaint"
+        if record is None:
+            record, record_type = uow.sales.get(record_id), "sale"
+        _in_scope(record, identity, "record", record_id)
+        PERMISSIONS.require(identity, "contact:read")
         if not purpose or not str(purpose).strip():
             raise ValidationFailed("a purpose is required to read a customer's contact",
                                    fields={"purpose": ["required"]})
-        uow.execute(models.contact_access_log.insert().values(
-            accessed_at=now, subject=identity.subject, role=identity.role, record_type=record_type,
-            record_id=str(row.id), branch_code=row.branch_code, purpose=str(purpose).strip()[:500]))
-        answer = {"record_type": record_type, "record_id": str(row.id), "name": row.customer_name,
-                  "phone": row.customer_phone, "email": row.customer_email,
-                  "language": row.customer_language}
+        uow.contact_access.add(accessed_at=now, subject=identity.subject, role=identity.role,
+                               record_type=record_type, record_id=record.id, branch_code=record.branch_code,
+                               purpose=str(purpose).strip()[:500])
+        customer = record.customer
+        answer = {"record_type": record_type, "record_id": record.id, "name": customer.name,
+                  "phone": customer.phone, "email": customer.email, "language": customer.language}
         if record_type == "sale":
-            answer["contact_consent"] = row.contact_consent
+            answer["contact_consent"] = record.contact_consent
     return answer
+
+
+def follow_case(store, *, event: dict) -> bool:
+    """A case event moves its complaint's status, unless a newer one already did (events of
+    one case may arrive in any order). A case not opened for a complaint (an adverse
+    reaction after a sale) has no complaint here. True when the event was applied."""
+    complaint_id = event["payload"]["complaint_id"]
+    with store.unit_of_work() as uow:
+        complaint = uow.complaints.get(complaint_id, for_update=True) if complaint_id else None
+        if complaint is None:
+            return False
+        changed = complaint.follow_case(event["type"], event["sequence"])
+        if changed:
+            uow.complaints.save_progress(complaint)
+    return changed
+

@@ -2,12 +2,13 @@
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from shared.messaging import inbox, outbox
 from shared.persistence import idempotency
-from shared.messaging import outbox
 
 metadata = sa.MetaData()
 outbox.add_tables(metadata)
 idempotency.add_tables(metadata)
+inbox.add_tables(metadata)
 
 complaints = sa.Table(
     "complaints", metadata,
@@ -37,6 +38,10 @@ complaints = sa.Table(
     sa.Column("acknowledgement", sa.Text, nullable=False),
     sa.Column("recorded_by", sa.Text, nullable=False),
     sa.Column("recorded_by_role", sa.Text, nullable=False),
+    # Events intake published about this complaint (the envelope's sequence), and the last
+    # case event its status follows (investigation numbers those).
+    sa.Column("last_sequence", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("status_sequence", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_complaints_branch_received", "branch_code", sa.text("received_at DESC"), sa.text("id DESC")),
     sa.Index("ix_complaints_received", sa.text("received_at DESC"), sa.text("id DESC")),
     sa.Index("ix_complaints_customer_ref", "customer_ref"),
@@ -57,6 +62,7 @@ sales = sa.Table(
     sa.Column("contact_consent", sa.Boolean, nullable=False),
     sa.Column("items", pg.JSONB, nullable=False),
     sa.Column("recorded_by", sa.Text, nullable=False),
+    sa.Column("last_sequence", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_sales_branch_sold", "branch_code", "sold_at"),
 )
 

@@ -2,12 +2,12 @@
 a typo is named instead of silently ignored."""
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
+from services.intake.domain import STATUSES
+from services.intake.policy import CHANNELS
 from shared.messaging.catalogue.intake import KINDS
-from shared.calendar.policy import CHANNELS
 from shared.security.privacy import is_email, normalize_phone
 
 LANGUAGES = ("zh", "en")
-STATUSES = ("received", "open", "in_progress", "resolved", "closed", "reopened")
 
 
 class Strict(Schema):

@@ -1,38 +1,40 @@
 """Intake: the branches' front door. Thin entrypoints: authenticate, load, call a handler,
 dump. Errors become the JSON error shape in shared.web.http."""
-from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 from werkzeug.wrappers import Response
 
 from services.intake import handlers, openapi
-from services.intake.dependencies import IntakeRuntime
 from services.intake.exceptions import RPC_ERRORS
-from shared.messaging import topology, consumer
-from shared.web import health
+from services.intake.policy import PERMISSIONS
+from services.intake.repository import IntakeStore
+from shared.messaging import consumer
+from shared.messaging.consumer import handle_event
+from shared.messaging.topology import retry_delays
+from shared.observability.logs import CorrelationLogging
 from shared.persistence import idempotency
-from shared.runtime import provider as runtime
-from shared.persistence.db import Database
+from shared.persistence.unit_of_work import Database
+from shared.runtime.provider import Runtime
+from shared.web import health
 from shared.web.errors import Unauthorized
 from shared.web.http import api, correlation_id, identity, json_response, query_args, read_json
-from shared.observability.logs import CorrelationLogging
 
 
 class IntakeService:
     name = "intake"
 
-    db = Database()
-    env = IntakeRuntime()
-    config = Config()
+    db = Database(IntakeStore)
+    env = Runtime(customer_ref_key=True)
     logging = CorrelationLogging()
 
     def _create(self, request, permission: str, handler):
         """A POST that creates: role (403), then body (413/415/400), then the handler."""
         who = identity(request)
-        who.require(permission)
+        PERMISSIONS.require(who, permission)
         body = read_json(request)
         key = idempotency.check_key(request.headers.get("Idempotency-Key"))
-        return handler(self.db, identity=who, body=body, policy=self.env.policy, now=self.env.now(),
-                       ref_key=self.env.ref_key, idempotency_key=key, causation_id=correlation_id(request))
+        return handler(self.db, identity=who, body=body, policy=self.env.policy, rules=self.env.rules,
+                       now=self.env.now(), ref_key=self.env.ref_key, idempotency_key=key,
+                       causation_id=correlation_id(request))
 
     @api("POST", "/v1/complaints")
     def post_complaint(self, request):
@@ -57,19 +59,33 @@ class IntakeService:
         read with the end user's own token, logged with its purpose."""
         if not isinstance(token, str):
             raise Unauthorized("the token must be a string")
-        who = runtime.verifier(self.config.get("POLICY_FILE")).identity(token)
+        who = self.env.verifier.identity(token)
         return handlers.read_contact(self.db, identity=who, record_id=str(record_id), purpose=purpose,
                                      now=self.env.now())
 
+    # -- a complaint's status follows its case (investigation's events) ------------------------
+
+    @handle_event("investigation", "case_opened")
+    @handle_event("investigation", "case_assigned")
+    @handle_event("investigation", "case_acknowledged")
+    @handle_event("investigation", "case_resolved")
+    @handle_event("investigation", "case_reopened")
+    @handle_event("investigation", "case_closed")
+    def follow_case(self, event):
+        handlers.follow_case(self.db, event=event)
+
+    # -- operations --------------------------------------------------------------------------------
+
     @api("GET", "/health", public=True)
     def health(self, request):
-        status, body = health.report(self.name, self.db.engine, self.config["AMQP_URI"])
+        status, body = health.report(self.name, self.db.engine, self.env.config["AMQP_URI"])
         return status, body
 
     @api("GET", "/metrics", public=True)
     def metrics(self, request):
-        text = health.metrics_text(self.name, self.db.engine, self.config["AMQP_URI"],
-                                   consumer.handlers_of(IntakeService, topology.retry_delays(self.config)))
+        config = self.env.config
+        text = health.metrics_text(self.name, self.db.engine, config["AMQP_URI"],
+                                   consumer.handlers_of(IntakeService, retry_delays(config)))
         return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api("GET", "/openapi.json", public=True)

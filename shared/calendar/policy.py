@@ -1,40 +1,31 @@
-"""Chain policy: branches, calendars, categories, triage, deadlines and templates.
+"""The chain policy: one YAML file the operator edits, validated whole so that `closeloop
+policy check` lists every problem at once.
 
-The whole policy is one YAML file the operator edits (default: default_policy.yaml next to this
-module). Loading validates everything at once so `closeloop policy check` can list every problem
-instead of failing on the first one.
+This module reads the chain-wide part (branches with their regions and calendars, shared
+holidays, product types, the default time zone and language). Each service owns its own
+section (`intake:`, `investigation:`, `aftercare:`) and validates it in its `policy.py`
+(`load_section(check, raw, chain)`), so business rules stay with the service that applies
+them while the file stays one. Default: `default_policy.yaml` next to this module.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
-import string
-import unicodedata
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import ClassVar, Iterable
+from typing import Iterable
 from zoneinfo import ZoneInfo
 
 import yaml
 
+from shared.calendar.branches import Branch, Window
+
 DEFAULT_POLICY_PATH = Path(__file__).with_name("default_policy.yaml")
-
-KINDS = ("complaint", "suggestion", "praise")
-CHANNELS = ("front_desk", "phone", "wechat", "social_media", "email", "web_form", "online_chat")
-# Fixed by the design: other services store and report on these codes.
-CATEGORY_CODES = ("service_quality", "product_quality", "hygiene_environment", "booking", "price",
-                  "staff_attitude", "after_sales", "safety")
-SEVERITY_FLAGS = frozenset({"allergy", "burn", "injury", "infection", "legal_threat",
-                            "media_threat", "wide_reach", "serious_service_failure"})
-SAFETY_FLAGS = frozenset({"allergy", "burn", "injury", "infection"})
-PRIORITIES = ("urgent", "general", "low")
+VERSION = 2
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_SEARCH_DAYS = 800  # how far next_opening looks ahead; validation guarantees some open day
-_PLACEHOLDERS = {"greeting", "reference", "kind", "due", "branch_code", "branch_name"}
-
 _RANGE = re.compile(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*")
-Window = tuple[int, int]  # opening and closing, minutes after local midnight (closing may be 1440)
 
 
 class PolicyError(Exception):
@@ -43,95 +34,6 @@ class PolicyError(Exception):
     def __init__(self, problems: Iterable[str]):
         self.problems = list(problems)
         super().__init__("invalid chain policy:\n" + "\n".join(f"- {p}" for p in self.problems))
-
-
-def _aware(instant: datetime) -> datetime:
-    if not isinstance(instant, datetime) or instant.utcoffset() is None:
-        raise ValueError(f"an aware datetime is needed, got {instant!r}")
-    return instant
-
-
-@dataclass(frozen=True)
-class Branch:
-    code: str
-    name: str
-    region: str
-    timezone: str
-    weekly_hours: tuple[Window | None, ...]  # mon..sun, None = closed
-    holidays: frozenset[date] = field(default=frozenset(), repr=False)
-    extra_working_days: frozenset[date] = field(default=frozenset(), repr=False)
-    extra_working_day_hours: Window | None = None
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)  # ZoneInfo caches instances, so this is cheap
-
-    def hours_on(self, day: date) -> Window | None:
-        # An extra working day wins over a holiday, so a branch can open on a chain-wide holiday.
-        if day in self.extra_working_days:
-            return self.extra_working_day_hours or next((w for w in self.weekly_hours if w), None)
-        if day in self.holidays:
-            return None
-        return self.weekly_hours[day.weekday()]
-
-    def _bounds(self, day: date, window: Window) -> tuple[datetime, datetime]:
-        midnight = datetime.combine(day, time())
-        return tuple((midnight + timedelta(minutes=m)).replace(tzinfo=self.zone) for m in window)
-
-    def is_open(self, instant: datetime) -> bool:
-        local = _aware(instant).astimezone(self.zone)
-        window = self.hours_on(local.date())
-        if window is None:
-            return False
-        start, end = self._bounds(local.date(), window)
-        return start <= local < end
-
-    def next_opening(self, instant: datetime) -> datetime:
-        """The instant itself when open, else the next opening (in the instant's time zone)."""
-        local = _aware(instant).astimezone(self.zone)
-        for offset in range(_SEARCH_DAYS):
-            day = local.date() + timedelta(days=offset)
-            window = self.hours_on(day)
-            if window is None:
-                continue
-            start, end = self._bounds(day, window)
-            if local < start:
-                return start.astimezone(instant.tzinfo)
-            if local < end:
-                return instant
-        raise ValueError(f"branch {self.code} does not open within {_SEARCH_DAYS} days")
-
-
-@dataclass(frozen=True)
-class Category:
-    code: str
-    label_zh: str
-    label_en: str
-    keywords_zh: tuple[str, ...] = ()
-    keywords_en: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Deadlines:
-    first_response_due: datetime
-    resolution_due: datetime
-
-
-def _normalize(text: str) -> str:
-    # NFKC folds full-width letters and digits (ＲＵＤＥ, １２３１５) so they match too.
-    return unicodedata.normalize("NFKC", text or "").casefold()
-
-
-class _Keywords:
-    """Chinese keywords match as substrings; English ones as whole words (plus plural/-ed/-ing)."""
-
-    def __init__(self, zh: Iterable[str], en: Iterable[str]):
-        self.zh = tuple(_normalize(k) for k in zh)
-        self.en = tuple(re.compile(r"(?<![a-z0-9])" + r"\s+".join(map(re.escape, _normalize(k).split()))
-                                   + r"(?:s|es|ed|d|ing)?(?![a-z0-9])") for k in en)
-
-    def count(self, normalized: str) -> int:
-        return sum(k in normalized for k in self.zh) + sum(bool(p.search(normalized)) for p in self.en)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -149,35 +51,14 @@ def parse_duration(text: str) -> timedelta:
 
 @dataclass(eq=False)
 class ChainPolicy:
-    """The loaded policy; build it with load_policy()."""
+    """The loaded policy; build it with load_policy(). `section(name)` is a service's own
+    rules, as its policy.py built them."""
 
     branches: dict[str, Branch]
-    categories: dict[str, Category]  # in tie-break order
-    default_category: str
-    urgent_categories: frozenset[str]
-    urgent_flags: frozenset[str]
-    urgent_keywords: tuple[tuple[str, ...], tuple[str, ...]]  # (zh, en)
-    first_response: dict[str, timedelta]  # priority -> duration
-    resolution: dict[str, timedelta]
-    around_the_clock: frozenset[str]  # priorities whose deadlines are never moved
-    authority: dict  # role -> CNY limit (None: no limit), raw for the remedy service
-    visit_delays: dict  # product type -> days
-    contact_hours: tuple[time, time]
-    acknowledgements: dict  # language -> {greeting, greeting_anonymous, kinds, text}
+    product_types: tuple[str, ...]
     default_language: str
+    sections: dict[str, object] = field(default_factory=dict)
     source: Path | None = None
-
-    kinds: ClassVar = KINDS
-    channels: ClassVar = CHANNELS
-    severity_flags: ClassVar = SEVERITY_FLAGS
-    safety_flags: ClassVar = SAFETY_FLAGS
-    priorities: ClassVar = PRIORITIES
-
-    def __post_init__(self):
-        # Compile the keyword matchers once; classify runs on every intake.
-        self._category_keywords = {code: _Keywords(c.keywords_zh, c.keywords_en)
-                                   for code, c in self.categories.items()}
-        self._urgent_keywords = _Keywords(*self.urgent_keywords)
 
     def branch(self, code: str) -> Branch:
         try:
@@ -191,55 +72,11 @@ class ChainPolicy:
     def regions(self) -> set[str]:
         return {b.region for b in self.branches.values()}
 
-    def classify(self, text: str) -> str:
-        normalized = _normalize(text)
-        best, best_hits = self.default_category, 0
-        for code in self.categories:  # file order is the tie-break order: strict > keeps the first
-            hits = self._category_keywords[code].count(normalized)
-            if hits > best_hits:
-                best, best_hits = code, hits
-        return best
-
-    def priority(self, kind: str, category: str | None, severity_flags: Iterable[str] = (),
-                 text: str = "") -> str:
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind {kind!r}")
-        if kind != "complaint":
-            return "low"
-        flags = set(severity_flags or ())
-        if flags - SEVERITY_FLAGS:
-            raise ValueError(f"unknown severity flags: {', '.join(sorted(flags - SEVERITY_FLAGS))}")
-        if (category in self.urgent_categories or flags & self.urgent_flags
-                or self._urgent_keywords.count(_normalize(text))):
-            return "urgent"
-        return "general"
-
-    def deadlines(self, priority: str, branch_code: str, received_at: datetime) -> Deadlines:
-        if priority not in PRIORITIES:
-            raise ValueError(f"unknown priority {priority!r}")
-        branch = self.branch(branch_code)
-        received = _aware(received_at).astimezone(timezone.utc)
-        first, resolution = received + self.first_response[priority], received + self.resolution[priority]
-        if priority not in self.around_the_clock:
-            first, resolution = branch.next_opening(first), branch.next_opening(resolution)
-        return Deadlines(first.astimezone(timezone.utc), resolution.astimezone(timezone.utc))
-
-    def language(self, language: str | None) -> str:
-        """'zh-CN' -> 'zh'; a language without templates falls back to the default."""
-        base = re.split(r"[-_]", (language or "").strip().lower())[0]
-        return base if base in self.acknowledgements else self.default_language
-
-    def acknowledgement(self, language: str | None, *, name: str | None, reference: str, kind: str,
-                        first_response_due: datetime, branch_code: str) -> str:
-        template = self.acknowledgements[self.language(language)]
-        if kind not in template["kinds"]:
-            raise ValueError(f"unknown kind {kind!r}")
-        branch = self.branch(branch_code)
-        name = (name or "").strip()
-        greeting = template["greeting"].format(name=name) if name else template["greeting_anonymous"]
-        due = _aware(first_response_due).astimezone(branch.zone).strftime("%Y-%m-%d %H:%M")
-        return template["text"].format(greeting=greeting, reference=reference, kind=template["kinds"][kind],
-                                       due=due, branch_code=branch.code, branch_name=branch.name)
+    def section(self, service: str):
+        try:
+            return self.sections[service]
+        except KeyError:
+            raise KeyError(f"the policy has no {service!r} section") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +101,10 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-class _Checker:
+class Checker:
+    """Collects every problem of a policy file, each named by its place in the file; each
+    service's section loader reports through it too."""
+
     def __init__(self):
         self.problems: list[str] = []
 
@@ -361,14 +201,29 @@ class _Checker:
         return frozenset(items) & frozenset(allowed)
 
 
-_TOP = {"version", "default_timezone", "default_language", "calendar", "branches", "categories",
-        "default_category", "keywords", "triage", "deadlines", "authority", "visit_delays",
-        "contact_hours", "acknowledgement"}
+_CHAIN = {"version", "default_timezone", "default_language", "calendar", "branches", "product_types"}
 _BRANCH = {"name", "region", "timezone", "opening_hours", "extra_working_day_hours", "holidays",
            "extra_working_days"}
 
 
-def _branches(c: _Checker, doc: dict) -> dict[str, Branch]:
+def section_loaders() -> dict:
+    """service -> its section loader: `services.<name>.policy.load_section`, for each service
+    that has one."""
+    from shared.runtime.config import SERVICES
+
+    loaders = {}
+    for name in SERVICES:
+        try:
+            module = importlib.import_module(f"services.{name}.policy")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"services.{name}.policy":
+                raise
+            continue
+        loaders[name] = module.load_section
+    return loaders
+
+
+def _branches(c: Checker, doc: dict) -> dict[str, Branch]:
     default_zone = c.zone(doc.get("default_timezone", "Asia/Shanghai"), "default_timezone")
     calendar = c.mapping(doc.get("calendar"), "calendar", {"holidays", "extra_working_days"})
     shared_holidays = c.days(calendar.get("holidays"), "calendar.holidays")
@@ -409,108 +264,35 @@ def _branches(c: _Checker, doc: dict) -> dict[str, Branch]:
     return branches
 
 
-def _categories(c: _Checker, doc: dict) -> dict[str, Category]:
-    labels = c.mapping(doc.get("categories"), "categories", set(CATEGORY_CODES))
-    keywords = c.mapping(doc.get("keywords"), "keywords", set(CATEGORY_CODES))
-    categories = {}
-    for code in labels:
-        if code not in CATEGORY_CODES:
-            continue  # already reported as an unknown key
-        spec = c.mapping(labels[code], f"categories.{code}", {"zh", "en"}, required=("zh", "en"))
-        words = c.mapping(keywords.get(code), f"keywords.{code}", {"zh", "en"})
-        categories[code] = Category(code, str(spec.get("zh") or ""), str(spec.get("en") or ""),
-                                    c.words(words.get("zh"), f"keywords.{code}.zh"),
-                                    c.words(words.get("en"), f"keywords.{code}.en"))
-    for code in CATEGORY_CODES:
-        if code not in labels:
-            c.bad(f"categories.{code}", "missing")
-    return categories
-
-
-def _acknowledgements(c: _Checker, doc: dict) -> dict:
-    raw = c.mapping(doc.get("acknowledgement"), "acknowledgement", required=("zh", "en"))
-    templates = {}
-    for lang, spec in raw.items():
-        where = f"acknowledgement.{lang}"
-        if not isinstance(lang, str) or not re.fullmatch(r"[a-z]{2,3}", lang):
-            c.bad(where, "a language is a lower-case code such as zh or en")
-        spec = c.mapping(spec, where, {"greeting", "greeting_anonymous", "kinds", "text"},
-                         required=("greeting", "greeting_anonymous", "kinds", "text"))
-        kinds = c.mapping(spec.get("kinds"), f"{where}.kinds", set(KINDS), required=KINDS)
-        for key, allowed in (("greeting", {"name"}), ("greeting_anonymous", set()), ("text", _PLACEHOLDERS)):
-            try:
-                parsed = string.Formatter().parse(str(spec.get(key) or ""))
-                used = {f for _, f, _, _ in parsed if f is not None}
-            except ValueError as exc:
-                c.bad(f"{where}.{key}", f"bad template: {exc}")
-                continue
-            for name in sorted(used - allowed):
-                c.bad(f"{where}.{key}", f"unknown placeholder {{{name}}}")
-        template = {key: str(spec.get(key) or "") for key in ("greeting", "greeting_anonymous", "text")}
-        template["kinds"] = {k: c.text(kinds[k], f"{where}.kinds.{k}") for k in KINDS if kinds.get(k)}
-        templates[str(lang)] = template
-    return templates
-
-
 def _build(doc, source: Path | None, problems: list[str]) -> ChainPolicy:
-    c = _Checker()
+    c = Checker()
     c.problems.extend(problems)
     if not isinstance(doc, dict):  # an empty file or a bare list: nothing else can be checked
         raise PolicyError(c.problems + ["policy: must be a mapping of sections"])
-    c.mapping(doc, "policy", _TOP)
-    if doc.get("version", 1) != 1:
-        c.bad("version", "only version 1 is understood")
+    loaders = section_loaders()
+    c.mapping(doc, "policy", _CHAIN | set(loaders))
+    if doc.get("version") != VERSION:
+        c.bad("version", f"must be {VERSION}" + (" (version 1 kept every rule at the top level: move them under "
+                                                  "intake:, investigation: and aftercare:, as in the bundled file)"
+                                                  if doc.get("version", 1) == 1 else ""))
+        raise PolicyError(c.problems)  # the rest would be read with the wrong layout: noise
     branches = _branches(c, doc)
-    categories = _categories(c, doc)
-    default_category = doc.get("default_category", "service_quality")
-    if default_category not in CATEGORY_CODES:
-        c.bad("default_category", f"unknown category {default_category!r}")
-
-    triage = c.mapping(doc.get("triage"), "triage", {"urgent_categories", "urgent_flags", "urgent_keywords"})
-    urgent_categories = c.subset(triage.get("urgent_categories"), CATEGORY_CODES, "triage.urgent_categories",
-                                 "category")
-    urgent_flags = c.subset(triage.get("urgent_flags"), SEVERITY_FLAGS, "triage.urgent_flags",
-                            "severity flag")
-    urgent_words = c.mapping(triage.get("urgent_keywords"), "triage.urgent_keywords", {"zh", "en"})
-    urgent_keywords = (c.words(urgent_words.get("zh"), "triage.urgent_keywords.zh"),
-                       c.words(urgent_words.get("en"), "triage.urgent_keywords.en"))
-
-    deadlines = c.mapping(doc.get("deadlines"), "deadlines", {"first_response", "resolution",
-                                                              "around_the_clock"},
-                          required=("first_response", "resolution"))
-    durations = {}
-    for key in ("first_response", "resolution"):
-        spec = c.mapping(deadlines.get(key), f"deadlines.{key}", set(PRIORITIES), required=PRIORITIES)
-        durations[key] = {p: c.duration(spec[p], f"deadlines.{key}.{p}") for p in PRIORITIES if p in spec}
-    around_the_clock = c.subset(deadlines.get("around_the_clock"), PRIORITIES, "deadlines.around_the_clock",
-                                "priority")
-
-    authority = c.mapping(doc.get("authority"), "authority")
-    for role, limit in authority.items():
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
-                                  or limit < 0):
-            c.bad(f"authority.{role}", f"{limit!r} is not an amount in CNY (or null for no limit)")
-    visit_delays = c.mapping(doc.get("visit_delays"), "visit_delays")
-    for product_type, days in visit_delays.items():
-        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-            c.bad(f"visit_delays.{product_type}", f"{days!r} is not a positive number of days")
-    contact = c.window(doc.get("contact_hours", "09:00-21:00"), "contact_hours") or (540, 1260)
-
-    acknowledgements = _acknowledgements(c, doc)
+    product_types = c.words(doc.get("product_types"), "product_types")
+    if not product_types:
+        c.bad("product_types", "list the product and service types sales may name (e.g. skincare, other)")
     default_language = doc.get("default_language", "zh")
-    if default_language not in acknowledgements:
-        c.bad("default_language", f"{default_language!r} has no acknowledgement template")
-
+    if not isinstance(default_language, str) or not re.fullmatch(r"[a-z]{2,3}", default_language):
+        c.bad("default_language", "a language is a lower-case code such as zh or en")
+    chain = ChainPolicy(branches=branches, product_types=tuple(product_types),
+                        default_language=str(default_language), source=source)
+    for name, load in loaders.items():
+        if doc.get(name) is None:
+            c.bad(name, "missing")
+            continue
+        chain.sections[name] = load(c, c.mapping(doc.get(name), name), chain)
     if c.problems:
         raise PolicyError(c.problems)
-    as_time = lambda m: time.max if m == 1440 else time(m // 60, m % 60)  # noqa: E731 (24:00 = end of day)
-    return ChainPolicy(
-        branches=branches, categories=categories, default_category=default_category,
-        urgent_categories=urgent_categories, urgent_flags=urgent_flags, urgent_keywords=urgent_keywords,
-        first_response=durations["first_response"], resolution=durations["resolution"],
-        around_the_clock=around_the_clock, authority=dict(authority), visit_delays=dict(visit_delays),
-        contact_hours=(as_time(contact[0]), as_time(contact[1])), acknowledgements=acknowledgements,
-        default_language=default_language, source=source)
+    return chain
 
 
 def load_policy(path: str | os.PathLike | None = None) -> ChainPolicy:

@@ -93,11 +93,28 @@ def record(conn: sa.Connection, principal: str, key: str, status: int, body: dic
                  .values(status=status, response=json.dumps(body, ensure_ascii=False)))
 
 
+class Keys:
+    """The keys of a unit of work's transaction (a repository: the fake in
+    shared.testing.fakes keeps them in memory)."""
+
+    def __init__(self, uow):
+        self._uow = uow
+
+    def lookup(self, principal: str, key: str, digest: str) -> tuple[int, dict] | None:
+        return lookup(self._uow.conn, principal, key, digest)
+
+    def claim(self, principal: str, key: str, digest: str) -> tuple[int, dict] | None:
+        return claim(self._uow.conn, principal, key, digest)
+
+    def record(self, principal: str, key: str, status: int, body: dict) -> None:
+        record(self._uow.conn, principal, key, status, body)
+
+
 @dataclass(frozen=True)
 class Retry:
     """One POST's idempotency: nothing at all without a key. Use `earlier` before any
     check (a retry gets the first answer, 409 comes first), then `claim` and `record` in the
-    request's unit of work."""
+    request's unit of work (whose `idempotency` is a Keys)."""
 
     principal: str
     key: str | None
@@ -107,16 +124,16 @@ class Retry:
     def of(cls, identity, key: str | None, path: str, body: dict) -> "Retry":
         return cls(principal(identity), key, request_hash("POST", path, body))
 
-    def earlier(self, engine: sa.Engine) -> tuple[int, dict] | None:
+    def earlier(self, store) -> tuple[int, dict] | None:
         if self.key is None:
             return None
-        with engine.connect() as conn:
-            return lookup(conn, self.principal, self.key, self.digest)
+        with store.unit_of_work() as uow:
+            return uow.idempotency.lookup(self.principal, self.key, self.digest)
 
-    def claim(self, conn: sa.Connection) -> tuple[int, dict] | None:
+    def claim(self, uow) -> tuple[int, dict] | None:
         """None for the first request; the stored answer if a concurrent twin committed first."""
-        return None if self.key is None else claim(conn, self.principal, self.key, self.digest)
+        return None if self.key is None else uow.idempotency.claim(self.principal, self.key, self.digest)
 
-    def record(self, conn: sa.Connection, status: int, body: dict) -> None:
+    def record(self, uow, status: int, body: dict) -> None:
         if self.key is not None:
-            record(conn, self.principal, self.key, status, body)
+            uow.idempotency.record(self.principal, self.key, status, body)

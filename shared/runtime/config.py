@@ -69,6 +69,10 @@ def service_config(service: str, env=os.environ, **overrides) -> dict:
         "CUSTOMER_REF_KEY": env.get("CLOSELOOP_CUSTOMER_REF_KEY") or None,
         "NOTIFIER": env.get("CLOSELOOP_NOTIFIER", "log"),
         "MAX_BODY_BYTES": int(env.get("CLOSELOOP_MAX_BODY_BYTES", str(1024 * 1024))),
+        # Messages one replica holds unacked across all its event handlers (default: max_workers).
+        "EVENT_PREFETCH": int(env["CLOSELOOP_EVENT_PREFETCH"]) if env.get("CLOSELOOP_EVENT_PREFETCH") else None,
+        # The longest pause between tries of a message whose handler hit a temporary failure.
+        "EVENT_PAUSE_MAX_SECONDS": float(env.get("CLOSELOOP_EVENT_PAUSE_MAX_SECONDS", "30")),
     }
     config.update(overrides)
     return config

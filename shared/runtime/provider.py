@@ -1,10 +1,14 @@
-"""What a running service loads once from its config: the policy, the token verifier,
-the customer-reference key, the clock. Cached per config value, so several services in
-one test process each get their own."""
+"""What a running service loads once from its config, and the one dependency provider that
+hands it to workers: the chain policy and the service's own rules from it, the clock, the
+token verifier, the customer-reference key and the config. Loaders are cached per config
+value, so several services in one test process each get their own."""
 from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
+
+from nameko.extensions import DependencyProvider
 
 from shared.security import auth
 from shared.calendar.clock import SystemClock
@@ -56,3 +60,40 @@ _system_clock = SystemClock()
 def clock(config: dict):
     """Tests put a ManualClock object in the config; nothing in production can."""
     return config.get("CLOCK") or _system_clock
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What a worker gets as `self.env`."""
+
+    service: str
+    policy: object          # the whole chain policy (branches, regions, product types)
+    rules: object | None    # this service's own section of it (None: it has none)
+    clock: object
+    verifier: auth.TokenVerifier
+    ref_key: bytes | None   # only for a service that hashes contacts (intake)
+    config: dict
+
+    def now(self):
+        return self.clock.now()
+
+
+class Runtime(DependencyProvider):
+    """`env = Runtime()` in a service class; `Runtime(customer_ref_key=True)` for one that
+    turns contacts into `customer_ref`. Missing keys or a bad policy fail the start, not a
+    request."""
+
+    def __init__(self, customer_ref_key: bool = False):
+        self.needs_ref_key = customer_ref_key
+
+    def setup(self):
+        config = self.container.config
+        name = self.container.service_name
+        chain = policy(config.get("POLICY_FILE"))
+        self.environment = Environment(
+            service=name, policy=chain, rules=chain.sections.get(name), clock=clock(config),
+            verifier=verifier(config.get("POLICY_FILE")),
+            ref_key=customer_ref_key(config) if self.needs_ref_key else None, config=config)
+
+    def get_dependency(self, worker_ctx):
+        return self.environment

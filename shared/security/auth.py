@@ -19,7 +19,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shared.web.errors import Forbidden, Unauthorized
+from shared.web.errors import Unauthorized
 
 ISSUER = "closeloop"
 ALGORITHM = "EdDSA"
@@ -27,21 +27,6 @@ ROLES = (
     "front_desk", "store_manager", "aftercare_agent", "investigator", "regional_manager",
     "hq_analyst", "hq_admin", "auditor", "branch_integration",
 )
-
-# Which roles may do what: the one table every endpoint checks against.
-_STAFF = {"front_desk", "store_manager", "aftercare_agent", "investigator", "regional_manager",
-          "hq_analyst", "hq_admin", "branch_integration"}
-PERMISSIONS: dict[str, frozenset[str]] = {
-    "complaint:create": frozenset({"front_desk", "store_manager", "aftercare_agent",
-                                   "branch_integration", "hq_admin"}),
-    "complaint:read": frozenset(_STAFF),
-    "sale:create": frozenset({"front_desk", "store_manager", "branch_integration", "hq_admin"}),
-    # Reading a customer's phone and name in clear (logged in intake's contact-access log).
-    "contact:read": frozenset({"front_desk", "store_manager", "aftercare_agent", "investigator",
-                               "regional_manager", "hq_admin"}),
-    "access_log:read": frozenset({"auditor", "hq_admin"}),
-}
-
 
 def default_keys_dir() -> Path:
     configured = os.environ.get("CLOSELOOP_KEYS_DIR")
@@ -151,14 +136,6 @@ class Identity:
 
     def can_see(self, branch_code: str) -> bool:
         return self.branches is None or branch_code in self.branches
-
-    def may(self, permission: str) -> bool:
-        return self.role in PERMISSIONS[permission]
-
-    def require(self, permission: str) -> None:
-        if not self.may(permission):
-            allowed = ", ".join(sorted(PERMISSIONS[permission]))
-            raise Forbidden(f"role {self.role} may not do this ({permission}); allowed: {allowed}")
 
 
 class TokenVerifier:

@@ -19,6 +19,7 @@ from shared.observability import metrics
 from shared.runtime.config import with_database
 from shared.messaging.consumer import handle_event
 from shared.messaging.relay import Publisher
+from shared.persistence.unit_of_work import Database
 from shared.testing.fixtures import RUN_ID, drop_at_exit, wait_until
 from shared.testing.samples import complaint_event
 
@@ -39,7 +40,7 @@ class ProbeService:
     listed in `broken` fails every time."""
 
     name = "probe"
-    db = db.Database()
+    db = Database()
 
     @handle_event("intake", "complaint_registered")
     def record(self, event):

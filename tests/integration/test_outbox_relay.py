@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from shared.persistence import db
 from shared.messaging.envelope import build_event
 from services.intake import models
+from services.intake.repository import IntakeStore
 from shared.testing.fixtures import wait_until
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ def sale_event(n: int = 0) -> dict:
 @pytest.fixture
 def store(database_factory):
     engine = db.make_engine(database_factory("intake"), 3)
-    yield db.Store(engine)
+    yield IntakeStore(engine)
     engine.dispose()
 
 

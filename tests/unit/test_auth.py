@@ -1,4 +1,4 @@
-"""Signed tokens, roles and scope."""
+"""Signed tokens, roles and scope; who may do what (shared.security.permissions, intake's table)."""
 import os
 import stat
 from datetime import datetime, timedelta, timezone
@@ -8,7 +8,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from services.intake.policy import PERMISSIONS
+from shared.security import auth
 from shared.security.auth import Identity, TokenVerifier, ensure_dev_keys, issue_token, parse_ttl
+from shared.security.permissions import Permissions
 from shared.web.errors import Forbidden, Unauthorized
 from shared.calendar.policy import load_policy
 
@@ -144,15 +147,49 @@ def test_issued_token_carries_expiry_and_scope():
 
 def test_require_names_the_roles_allowed():
     auditor = Identity(subject="a", role="auditor", branches=None, scope={"all": True})
-    auditor.require("access_log:read")
-    assert not auditor.may("complaint:create")
+    assert not PERMISSIONS.may(auditor, "complaint:create")
     with pytest.raises(Forbidden) as raised:
-        auditor.require("sale:create")
+        PERMISSIONS.require(auditor, "sale:create")
     message = raised.value.message
     assert "auditor" in message and "sale:create" in message
     for role in ("branch_integration", "front_desk", "hq_admin", "store_manager"):
         assert role in message
+    assert "aftercare_agent" not in message  # only the roles that may
     assert raised.value.status == 403 and raised.value.to_body()["error"]["code"] == "forbidden"
+    front_desk = Identity(subject="f", role="front_desk", branches=frozenset({"SH001"}), scope={"branch": "SH001"})
+    PERMISSIONS.require(front_desk, "sale:create")  # allowed: no error
+    assert PERMISSIONS.may(front_desk, "complaint:create")
+
+
+def test_intake_permission_table():
+    assert PERMISSIONS.roles("sale:create") == {"front_desk", "store_manager", "branch_integration", "hq_admin"}
+    assert PERMISSIONS.roles("complaint:create") == {"front_desk", "store_manager", "aftercare_agent",
+                                                     "branch_integration", "hq_admin"}
+    assert "hq_analyst" in PERMISSIONS.roles("complaint:read")
+    # Reading a contact in clear is not for analysts, auditors or integrations.
+    assert not PERMISSIONS.roles("contact:read") & {"hq_analyst", "auditor", "branch_integration"}
+    # The access log is no longer intake's to grant.
+    with pytest.raises(KeyError, match="access_log:read"):
+        PERMISSIONS.roles("access_log:read")
+
+
+def test_each_service_keeps_its_own_table_through_one_mechanism():
+    auditor = Identity(subject="a", role="auditor", branches=None, scope={"all": True})
+    table = Permissions({"access_log:read": {"auditor", "hq_admin"}})
+    table.require(auditor, "access_log:read")
+    assert table.may(auditor, "access_log:read") and table.roles("access_log:read") == {"auditor", "hq_admin"}
+    with pytest.raises(KeyError):
+        table.may(auditor, "complaint:create")  # an action the table does not name is no permission
+    # The identity no longer carries a permission table of its own.
+    assert not hasattr(Identity, "may") and not hasattr(Identity, "require")
+    assert not hasattr(auth, "PERMISSIONS")
+
+
+def test_a_table_naming_an_unknown_role_is_refused():
+    with pytest.raises(ValueError, match="janitor"):
+        Permissions({"complaint:read": {"front_desk", "janitor"}})
+    with pytest.raises(ValueError, match="visit:read"):
+        Permissions({"visit:read": ["aftercare_agent", "superuser"]})
 
 
 @pytest.mark.parametrize("text, expected", [

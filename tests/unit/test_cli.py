@@ -3,11 +3,12 @@ import json
 import logging
 
 import pytest
+import yaml
 
 from shared.security import auth
 from shared import cli
 from shared.observability import logs
-from shared.calendar.policy import load_policy
+from shared.calendar.policy import DEFAULT_POLICY_PATH, load_policy
 
 
 @pytest.fixture
@@ -55,13 +56,50 @@ def test_the_dashboard_form_prints_a_url_with_the_token_in_the_fragment(capsys, 
     assert "/dashboard#token=" in out and out.strip().split("#token=")[1].count(".") == 2
 
 
+def default_doc() -> dict:
+    return yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+
+
 def test_policy_check_passes_the_default_file_and_lists_every_problem_of_a_bad_one(capsys, tmp_path):
-    assert run(capsys, "policy", "check")[0] == 0
+    code, out, _ = run(capsys, "policy", "check")
+    assert code == 0 and out.strip().endswith(": ok")
+    doc = default_doc()
+    doc["branches"]["SH001"].update(timezone="Mars/Olympus", opening_hours="25:00-22:00")
+    del doc["branches"]["SH001"]["region"]
+    doc["intake"]["deadlines"]["first_response"]["urgent"] = "soon"
+    doc["aftercare"]["visit_delays"]["nails"] = 3
     bad = tmp_path / "policy.yaml"
-    bad.write_text("branches:\n  SH001:\n    name: x\n    timezone: Mars/Olympus\n    opening_hours: '25:00-22:00'\n")
+    bad.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     code, _, err = run(capsys, "policy", "check", str(bad))
     assert code == 1
-    assert "Mars/Olympus" in err and "25:00" in err and "region" in err
+    assert "5 problem(s)" in err
+    assert "Mars/Olympus" in err and "25:00" in err and "branches.SH001.region: missing" in err
+    # A section's problems come with their place in the file.
+    assert "intake.deadlines.first_response.urgent" in err and "aftercare.visit_delays.nails" in err
+
+
+def test_policy_check_tells_how_to_move_a_version_1_file(capsys, tmp_path):
+    doc = default_doc()
+    for section in ("intake", "investigation", "aftercare"):
+        doc.update(doc.pop(section))
+    doc["version"] = 1
+    old = tmp_path / "policy.yaml"
+    old.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    code, _, err = run(capsys, "policy", "check", str(old))
+    assert code == 1
+    assert "version: must be 2" in err and "move them under intake:, investigation: and aftercare:" in err
+
+
+def test_token_issue_reads_the_policy_file_it_is_given(capsys, keys, tmp_path, monkeypatch):
+    doc = default_doc()
+    doc["branches"]["CD001"] = {"name": "成都店", "region": "west", "opening_hours": "10:00-22:00"}
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    monkeypatch.setenv("CLOSELOOP_POLICY_FILE", str(path))
+    code, out, _ = run(capsys, "token", "issue", "--role", "regional_manager", "--region", "west")
+    assert code == 0
+    identity = auth.TokenVerifier((keys / "jwt-public.pem").read_bytes(), load_policy(path)).identity(out.strip())
+    assert identity.branches == frozenset({"CD001"})
 
 
 def test_logs_are_json_lines_with_the_correlation_id():

@@ -1,15 +1,25 @@
-"""Chain policy: classification, triage, deadlines, calendars, templates and validation."""
+"""Chain policy (version 2): the chain-wide part, each service's section (intake's
+classification, triage, deadlines and templates; investigation's authority; aftercare's
+visits), calendars and validation."""
 import copy
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 
-from shared.calendar.policy import (DEFAULT_POLICY_PATH, ChainPolicy, PolicyError, check_policy, load_policy,
-                           parse_duration)
+from services.aftercare import policy as aftercare_policy
+from services.aftercare.policy import AftercareRules
+from services.intake import policy as intake_policy
+from services.intake.policy import IntakeRules
+from services.investigation import policy as investigation_policy
+from services.investigation.policy import InvestigationRules
+from shared.calendar.branches import Branch
+from shared.calendar.policy import (DEFAULT_POLICY_PATH, ChainPolicy, Checker, PolicyError, check_policy,
+                                    load_policy, parse_duration)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+SECTIONS = ("intake", "investigation", "aftercare")
 
 
 def local(*args) -> datetime:
@@ -19,6 +29,11 @@ def local(*args) -> datetime:
 @pytest.fixture(scope="module")
 def policy() -> ChainPolicy:
     return load_policy()
+
+
+@pytest.fixture(scope="module")
+def rules(policy) -> IntakeRules:
+    return policy.section("intake")
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +49,44 @@ def write_policy(tmp_path, doc: dict, name="policy.yaml"):
 
 # --- the default file -------------------------------------------------------------------------
 
-def test_default_policy_loads_without_problems(policy):
+def test_default_policy_loads_without_problems(policy, rules):
     assert check_policy(DEFAULT_POLICY_PATH) == []
+    # Chain-wide.
     assert set(policy.branches) == {"SH001", "SH002", "BJ001", "GZ001"}
-    assert set(policy.categories) == {"service_quality", "product_quality", "hygiene_environment", "booking",
-                                      "price", "staff_attitude", "after_sales", "safety"}
-    assert policy.categories["safety"].label_zh == "安全"
-    assert policy.severity_flags == {"allergy", "burn", "injury", "infection", "legal_threat", "media_threat",
-                                     "wide_reach", "serious_service_failure"}
-    assert policy.kinds == ("complaint", "suggestion", "praise")
-    assert "online_chat" in policy.channels
-    assert policy.authority["store_manager"] == 2000 and policy.authority["hq_admin"] is None
-    assert policy.visit_delays["hair_colour"] == 2
-    assert [t.strftime("%H:%M") for t in policy.contact_hours] == ["09:00", "21:00"]
+    assert all(isinstance(b, Branch) for b in policy.branches.values())
+    assert policy.default_language == "zh"
+    assert policy.product_types == ("skincare", "cosmetics", "fragrance", "hair_colour", "perm", "treatment",
+                                    "other")
+    assert set(policy.sections) == set(SECTIONS)
+    # intake:
+    assert isinstance(rules, IntakeRules)
+    assert set(rules.categories) == {"service_quality", "product_quality", "hygiene_environment", "booking",
+                                     "price", "staff_attitude", "after_sales", "safety"}
+    assert set(rules.categories) == set(intake_policy.CATEGORY_CODES)
+    assert rules.categories["safety"].label_zh == "安全"
+    assert rules.default_category == "service_quality"
+    assert rules.severity_flags == {"allergy", "burn", "injury", "infection", "legal_threat", "media_threat",
+                                    "wide_reach", "serious_service_failure"} == intake_policy.SEVERITY_FLAGS
+    assert rules.kinds == ("complaint", "suggestion", "praise")
+    assert "online_chat" in rules.channels and rules.channels == intake_policy.CHANNELS
+    assert rules.priorities == intake_policy.PRIORITIES == ("urgent", "general", "low")
+    assert rules.first_response["urgent"] == timedelta(hours=1) and rules.around_the_clock == {"urgent"}
+    assert rules.default_language == "zh"
+    # investigation:
+    investigation = policy.section("investigation")
+    assert isinstance(investigation, InvestigationRules)
+    assert investigation.authority["store_manager"] == 2000 and investigation.authority["hq_admin"] is None
+    # aftercare:
+    aftercare = policy.section("aftercare")
+    assert isinstance(aftercare, AftercareRules)
+    assert aftercare.visit_delays["hair_colour"] == 2
+    assert set(aftercare.visit_delays) <= set(policy.product_types)
+    assert [t.strftime("%H:%M") for t in aftercare.contact_hours] == ["09:00", "21:00"]
+
+
+def test_a_section_no_service_owns_is_not_there(policy):
+    with pytest.raises(KeyError, match="reporting"):
+        policy.section("reporting")
 
 
 def test_region_lookup(policy):
@@ -59,7 +99,7 @@ def test_region_lookup(policy):
         policy.branch("XX999")
 
 
-# --- classification and priority --------------------------------------------------------------
+# --- classification and priority (intake) -----------------------------------------------------
 
 @pytest.mark.parametrize("text, category", [
     ("染发后头皮过敏红肿", "safety"),
@@ -77,8 +117,8 @@ def test_region_lookup(policy):
     ("今天天气不错", "service_quality"),
     ("", "service_quality"),
 ])
-def test_classify(policy, text, category):
-    assert policy.classify(text) == category
+def test_classify(rules, text, category):
+    assert rules.classify(text) == category
 
 
 @pytest.mark.parametrize("kind, category, flags, text, expected", [
@@ -94,66 +134,69 @@ def test_classify(policy, text, category):
     ("suggestion", "safety", ["allergy"], "律师", "low"),
     ("praise", "staff_attitude", [], "Tony 服务很好", "low"),
 ])
-def test_priority(policy, kind, category, flags, text, expected):
-    assert policy.priority(kind, category, flags, text) == expected
+def test_priority(rules, kind, category, flags, text, expected):
+    assert rules.priority(kind, category, flags, text) == expected
 
 
-def test_priority_rejects_unknown_kind_and_flag(policy):
+def test_priority_rejects_unknown_kind_and_flag(rules):
     with pytest.raises(ValueError):
-        policy.priority("rant", "price", [], "")
+        rules.priority("rant", "price", [], "")
     with pytest.raises(ValueError, match="sunburn"):
-        policy.priority("complaint", "price", ["sunburn"], "")
+        rules.priority("complaint", "price", ["sunburn"], "")
 
 
-# --- deadlines --------------------------------------------------------------------------------
+# --- deadlines (intake, on the branch's calendar) ---------------------------------------------
 
 def as_local(deadline: datetime) -> datetime:
     assert deadline.utcoffset() == timedelta(0)  # deadlines come back in UTC
     return deadline.astimezone(SHANGHAI).replace(tzinfo=None)
 
 
-def test_urgent_runs_around_the_clock(policy):
-    d = policy.deadlines("urgent", "SH001", local(2026, 11, 22, 23, 30).astimezone(timezone.utc))
+def test_urgent_runs_around_the_clock(policy, rules):
+    d = rules.deadlines("urgent", policy.branch("SH001"), local(2026, 11, 22, 23, 30).astimezone(timezone.utc))
     assert as_local(d.first_response_due) == datetime(2026, 11, 23, 0, 30)
     assert as_local(d.resolution_due) == datetime(2026, 11, 29, 23, 30)  # not moved either
 
 
-def test_general_falling_after_closing_moves_to_next_opening(policy):
-    d = policy.deadlines("general", "SH001", local(2026, 11, 22, 23, 0))
+def test_general_falling_after_closing_moves_to_next_opening(policy, rules):
+    d = rules.deadlines("general", policy.branch("SH001"), local(2026, 11, 22, 23, 0))
     assert as_local(d.first_response_due) == datetime(2026, 11, 24, 10, 0)
     assert as_local(d.resolution_due) == datetime(2026, 11, 30, 10, 0)
 
 
-def test_general_inside_hours_unchanged(policy):
-    d = policy.deadlines("general", "BJ001", local(2026, 11, 22, 12, 0))
+def test_general_inside_hours_unchanged(policy, rules):
+    d = rules.deadlines("general", policy.branch("BJ001"), local(2026, 11, 22, 12, 0))
     assert as_local(d.first_response_due) == datetime(2026, 11, 23, 12, 0)
     assert as_local(d.resolution_due) == datetime(2026, 11, 29, 12, 0)
 
 
-def test_low_is_72_hours(policy):
-    d = policy.deadlines("low", "SH002", local(2026, 11, 20, 12, 0))
+def test_low_is_72_hours(policy, rules):
+    d = rules.deadlines("low", policy.branch("SH002"), local(2026, 11, 20, 12, 0))
     assert as_local(d.first_response_due) == datetime(2026, 11, 23, 12, 0)
-    d = policy.deadlines("low", "SH002", local(2026, 11, 20, 9, 0))  # 09:00 is before opening
+    d = rules.deadlines("low", policy.branch("SH002"), local(2026, 11, 20, 9, 0))  # 09:00 is before opening
     assert as_local(d.first_response_due) == datetime(2026, 11, 23, 10, 0)
 
 
-def test_holiday_moves_to_next_non_holiday_opening(policy):
-    d = policy.deadlines("general", "BJ001", local(2026, 12, 31, 12, 0))
+def test_holiday_moves_to_next_non_holiday_opening(policy, rules):
+    d = rules.deadlines("general", policy.branch("BJ001"), local(2026, 12, 31, 12, 0))
     assert as_local(d.first_response_due) == datetime(2027, 1, 2, 10, 0)
-    d = policy.deadlines("general", "SH001", local(2027, 2, 5, 15, 0))  # Spring Festival 02-06..02-12
+    d = rules.deadlines("general", policy.branch("SH001"), local(2027, 2, 5, 15, 0))  # Spring Festival 02-06..02-12
     assert as_local(d.first_response_due) == datetime(2027, 2, 13, 10, 0)
     # GZ001 reopens on 2027-02-12 (an extra working day) with its short hours.
-    d = policy.deadlines("general", "GZ001", local(2027, 2, 5, 15, 0))
+    d = rules.deadlines("general", policy.branch("GZ001"), local(2027, 2, 5, 15, 0))
     assert as_local(d.first_response_due) == datetime(2027, 2, 12, 12, 0)
 
 
-def test_deadlines_need_aware_time_and_known_branch(policy):
+def test_deadlines_need_aware_time_and_known_branch(policy, rules):
+    branch = policy.branch("SH001")
     with pytest.raises(ValueError):
-        policy.deadlines("general", "SH001", datetime(2026, 11, 22, 12, 0))
-    with pytest.raises(KeyError):
-        policy.deadlines("general", "XX999", local(2026, 11, 22, 12, 0))
+        rules.deadlines("general", branch, datetime(2026, 11, 22, 12, 0))
+    with pytest.raises(ValueError):  # urgent deadlines are not moved, but still need an aware time
+        rules.deadlines("urgent", branch, datetime(2026, 11, 22, 12, 0))
+    with pytest.raises(KeyError):  # an unknown branch has no calendar to give
+        rules.deadlines("general", policy.branch("XX999"), local(2026, 11, 22, 12, 0))
     with pytest.raises(ValueError):
-        policy.deadlines("soon", "SH001", local(2026, 11, 22, 12, 0))
+        rules.deadlines("soon", branch, local(2026, 11, 22, 12, 0))
 
 
 def test_opening_bounds(policy):
@@ -165,6 +208,8 @@ def test_opening_bounds(policy):
     assert branch.next_opening(open_instant) is open_instant
     midnight_utc = datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)  # 08:00 in Shanghai
     assert branch.next_opening(midnight_utc) == local(2026, 11, 23, 10, 0)
+    with pytest.raises(ValueError):
+        branch.is_open(datetime(2026, 11, 23, 12, 0))  # naive
 
 
 def test_extra_working_day_opens_a_normally_closed_weekday(tmp_path, default_doc):
@@ -176,31 +221,42 @@ def test_extra_working_day_opens_a_normally_closed_weekday(tmp_path, default_doc
                           "thu": "09:00-18:00", "fri": "09:00-18:00", "sat": None, "sun": None},
         "holidays": ["2026-11-30"], "extra_working_days": ["2026-11-28"]}}
     policy = load_policy(write_policy(tmp_path, doc))
+    rules = policy.section("intake")
     branch = policy.branch("TEST1")
     assert branch.is_open(local(2026, 11, 28, 12, 0))       # Saturday, 调休: open with weekday hours
     assert not branch.is_open(local(2026, 11, 28, 18, 30))
     assert not branch.is_open(local(2026, 11, 29, 12, 0))   # Sunday
-    d = policy.deadlines("general", "TEST1", local(2026, 11, 27, 12, 0))
+    d = rules.deadlines("general", branch, local(2026, 11, 27, 12, 0))
     assert as_local(d.first_response_due) == datetime(2026, 11, 28, 12, 0)
     # Sunday closed, Monday a holiday: Tuesday's opening.
-    d = policy.deadlines("general", "TEST1", local(2026, 11, 28, 17, 0))
+    d = rules.deadlines("general", branch, local(2026, 11, 28, 17, 0))
     assert as_local(d.first_response_due) == datetime(2026, 12, 1, 9, 0)
 
 
-# --- acknowledgement --------------------------------------------------------------------------
+# --- acknowledgement (intake) -----------------------------------------------------------------
 
-def test_acknowledgement_texts(policy):
+def test_acknowledgement_texts(policy, rules):
     due = local(2026, 11, 22, 16, 5).astimezone(timezone.utc)
-    zh = policy.acknowledgement("zh", name="王女士", reference="SH001-20261122-0007", kind="complaint",
-                                first_response_due=due, branch_code="SH001")
+    zh = rules.acknowledgement("zh", name="王女士", reference="SH001-20261122-0007", kind="complaint",
+                               first_response_due=due, branch=policy.branch("SH001"))
     assert zh.startswith("王女士，您好！")
     assert "SH001-20261122-0007" in zh and "投诉" in zh and "2026-11-22 16:05" in zh
-    en = policy.acknowledgement("en-GB", name=None, reference="BJ001-20261122-0001", kind="suggestion",
-                                first_response_due=due, branch_code="BJ001")
+    assert "上海静安店" in zh  # {branch_name}, from the Branch given
+    en = rules.acknowledgement("en-GB", name=None, reference="BJ001-20261122-0001", kind="suggestion",
+                               first_response_due=due, branch=policy.branch("BJ001"))
     assert en.startswith("Dear customer,") and "suggestion" in en and "2026-11-22 16:05" in en
-    fallback = policy.acknowledgement("fr", name="Anne", reference="R", kind="praise",
-                                      first_response_due=due, branch_code="SH001")
+    fallback = rules.acknowledgement("fr", name="Anne", reference="R", kind="praise",
+                                     first_response_due=due, branch=policy.branch("SH001"))
     assert fallback.startswith("Anne，您好！") and "表扬" in fallback
+    with pytest.raises(ValueError):
+        rules.acknowledgement("zh", name=None, reference="R", kind="rant", first_response_due=due,
+                              branch=policy.branch("SH001"))
+
+
+@pytest.mark.parametrize("asked, language", [("zh-CN", "zh"), ("EN_gb", "en"), ("fr", "zh"), (None, "zh"),
+                                             ("", "zh")])
+def test_language_falls_back_to_the_chain_default(rules, asked, language):
+    assert rules.language(asked) == language
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -212,6 +268,7 @@ def mutate(doc, change):
 
 
 BAD_POLICIES = [
+    # chain-wide
     ("unknown branch key", lambda d: d["branches"]["SH001"].update(colour="pink"), "branches.SH001.colour"),
     ("bad time zone", lambda d: d["branches"]["SH001"].update(timezone="Mars/Olympus"), "Mars/Olympus"),
     ("hour 25", lambda d: d["branches"]["BJ001"].update(opening_hours="25:00-22:00"),
@@ -224,20 +281,46 @@ BAD_POLICIES = [
     ("region missing", lambda d: d["branches"]["GZ001"].pop("region"), "branches.GZ001.region: missing"),
     ("bad branch code", lambda d: d["branches"].update({"sh-3": d["branches"]["SH001"]}), "branches.sh-3"),
     ("bad holiday", lambda d: d["calendar"].update(holidays=["2027-02-30"]), "calendar.holidays[0]"),
-    ("unknown category in keywords", lambda d: d["keywords"].update(nails={"zh": ["美甲"]}), "keywords.nails"),
-    ("category missing", lambda d: d["categories"].pop("price"), "categories.price: missing"),
-    ("deadline not a duration", lambda d: d["deadlines"]["first_response"].update(general="24 hours"),
-     "deadlines.first_response.general"),
-    ("deadline zero", lambda d: d["deadlines"]["resolution"].update(low="PT0H"), "not a positive duration"),
-    ("unknown flag", lambda d: d["triage"]["urgent_flags"].append("sunburn"),
-     "unknown severity flag 'sunburn'"),
     ("never open", lambda d: d["branches"]["SH002"].update(opening_hours=dict.fromkeys(
         ["mon", "tue", "wed", "thu", "fri", "sat", "sun"])), "the branch is never open"),
-    ("negative authority", lambda d: d["authority"].update(front_desk=-5), "authority.front_desk"),
-    ("bad visit delay", lambda d: d["visit_delays"].update(skincare="a week"), "visit_delays.skincare"),
-    ("unknown placeholder", lambda d: d["acknowledgement"]["en"].update(text="Hi {customer}"),
-     "unknown placeholder {customer}"),
-    ("unknown top-level key", lambda d: d.update(colour="pink"), "policy.colour"),
+    ("no product types", lambda d: d.update(product_types=[]), "product_types: list the product"),
+    ("bad default language", lambda d: d.update(default_language="Chinese"), "default_language: a language"),
+    ("unknown top-level key", lambda d: d.update(colour="pink"), "policy.colour: unknown key"),
+    ("section missing", lambda d: d.pop("investigation"), "investigation: missing"),
+    ("section not a mapping", lambda d: d.update(aftercare=["skincare"]), "aftercare: must be a mapping"),
+    # intake:
+    ("unknown category in keywords", lambda d: d["intake"]["keywords"].update(nails={"zh": ["美甲"]}),
+     "intake.keywords.nails: unknown key"),
+    ("category missing", lambda d: d["intake"]["categories"].pop("price"), "intake.categories.price: missing"),
+    ("bad default category", lambda d: d["intake"].update(default_category="nails"),
+     "intake.default_category: unknown category 'nails'"),
+    ("deadline not a duration", lambda d: d["intake"]["deadlines"]["first_response"].update(general="24 hours"),
+     "intake.deadlines.first_response.general: "),
+    ("deadline zero", lambda d: d["intake"]["deadlines"]["resolution"].update(low="PT0H"),
+     "intake.deadlines.resolution.low: 'PT0H' is not a positive duration"),
+    ("unknown flag", lambda d: d["intake"]["triage"]["urgent_flags"].append("sunburn"),
+     "intake.triage.urgent_flags: unknown severity flag 'sunburn'"),
+    ("unknown placeholder", lambda d: d["intake"]["acknowledgement"]["en"].update(text="Hi {customer}"),
+     "intake.acknowledgement.en.text: unknown placeholder {customer}"),
+    ("unknown intake key", lambda d: d["intake"].update(colour="pink"), "intake.colour: unknown key"),
+    ("default language without a template", lambda d: d.update(default_language="fr"),
+     "intake.acknowledgement: the default language 'fr' has no template"),
+    # investigation:
+    ("negative authority", lambda d: d["investigation"]["authority"].update(front_desk=-5),
+     "investigation.authority.front_desk: -5 is not an amount"),
+    ("unknown role in authority", lambda d: d["investigation"]["authority"].update(janitor=50),
+     "investigation.authority.janitor: unknown role"),
+    ("unknown investigation key", lambda d: d["investigation"].update(colour="pink"),
+     "investigation.colour: unknown key"),
+    # aftercare:
+    ("bad visit delay", lambda d: d["aftercare"]["visit_delays"].update(skincare="a week"),
+     "aftercare.visit_delays.skincare: 'a week' is not a positive number of days"),
+    ("visit delay for an unknown product type", lambda d: d["aftercare"]["visit_delays"].update(nails=5),
+     "aftercare.visit_delays.nails: unknown product type"),
+    ("product type with a visit delay removed", lambda d: d["product_types"].remove("perm"),
+     "aftercare.visit_delays.perm: unknown product type"),
+    ("bad contact hours", lambda d: d["aftercare"].update(contact_hours="21:00-09:00"),
+     "aftercare.contact_hours: '21:00-09:00' closes before it opens"),
 ]
 
 
@@ -253,8 +336,10 @@ def test_each_problem_is_named(tmp_path, default_doc, label, change, expected):
 
 def test_every_problem_is_reported_at_once(tmp_path, default_doc):
     labels = {"unknown branch key", "bad time zone", "hour 25", "weekday missing", "region missing",
-              "unknown category in keywords", "deadline zero", "unknown placeholder"}
+              "unknown category in keywords", "deadline zero", "unknown placeholder", "negative authority",
+              "visit delay for an unknown product type"}
     chosen = [b for b in BAD_POLICIES if b[0] in labels]
+    assert len(chosen) == len(labels)
     doc = default_doc
     for _, change, _ in chosen:
         doc = mutate(doc, change)
@@ -262,6 +347,77 @@ def test_every_problem_is_reported_at_once(tmp_path, default_doc):
     assert len(problems) == len(chosen), problems
     for _, _, expected in chosen:
         assert any(expected in p for p in problems), (expected, problems)
+
+
+def test_each_section_is_validated_by_its_owner_under_its_own_name(tmp_path, default_doc):
+    """One problem in each service's section: all three reported together, each at its place."""
+    def change(d):
+        d["intake"]["deadlines"]["first_response"]["urgent"] = "soon"
+        d["investigation"]["authority"]["front_desk"] = "lots"
+        d["aftercare"]["visit_delays"]["skincare"] = 0
+    problems = check_policy(write_policy(tmp_path, mutate(default_doc, change)))
+    assert len(problems) == 3, problems
+    aftercare, intake, investigation = sorted(problems)
+    assert aftercare.startswith("aftercare.visit_delays.skincare: ") and "positive number of days" in aftercare
+    assert intake.startswith("intake.deadlines.first_response.urgent: ") and "SOON" in intake
+    assert investigation.startswith("investigation.authority.front_desk: ") and "'lots'" in investigation
+
+
+@pytest.mark.parametrize("name, load, raw, expected", [
+    ("intake", intake_policy.load_section, {"keywords": {"bogus": {}}}, "intake.keywords.bogus: unknown key"),
+    ("investigation", investigation_policy.load_section, {"authority": {"wizard": 1}},
+     "investigation.authority.wizard: unknown role"),
+    ("aftercare", aftercare_policy.load_section, {"visit_delays": {"nails": 3}},
+     "aftercare.visit_delays.nails: unknown product type"),
+])
+def test_a_service_loads_its_own_section_through_the_checker(policy, name, load, raw, expected):
+    c = Checker()
+    load(c, raw, policy)
+    assert any(p.startswith(expected) for p in c.problems), c.problems
+    assert all(p.startswith(f"{name}.") or p.startswith(f"{name}:") for p in c.problems), c.problems
+
+
+def test_the_sections_own_loaders_accept_the_default_sections(policy, default_doc):
+    c = Checker()
+    aftercare = aftercare_policy.load_section(c, copy.deepcopy(default_doc["aftercare"]), policy)
+    investigation = investigation_policy.load_section(c, copy.deepcopy(default_doc["investigation"]), policy)
+    intake = intake_policy.load_section(c, copy.deepcopy(default_doc["intake"]), policy)
+    assert c.problems == []
+    assert aftercare.contact_hours == (time(9, 0), time(21, 0))
+    assert investigation.authority == policy.section("investigation").authority
+    assert intake.classify("毛巾很脏") == "hygiene_environment"
+
+
+def version_1(doc: dict) -> dict:
+    """The same rules laid out as a version-1 file: every rule at the top level."""
+    flat = {k: copy.deepcopy(v) for k, v in doc.items() if k not in SECTIONS}
+    for section in SECTIONS:
+        flat.update(copy.deepcopy(doc[section]))
+    flat["version"] = 1
+    return flat
+
+
+HINT = "move them under intake:, investigation: and aftercare:"
+
+
+@pytest.mark.parametrize("with_version", [True, False])
+def test_a_version_1_file_is_refused_with_a_hint(tmp_path, default_doc, with_version):
+    doc = version_1(default_doc)
+    if not with_version:  # version 1 files did not always say so
+        del doc["version"]
+    path = write_policy(tmp_path, doc)
+    with pytest.raises(PolicyError) as raised:
+        load_policy(path)
+    [version] = [p for p in raised.value.problems if p.startswith("version:")]
+    assert version.startswith("version: must be 2") and HINT in version
+    assert HINT in str(raised.value)
+    # Only that: the rest, read with the wrong layout, would bury the hint in noise.
+    assert raised.value.problems == [version]
+
+
+def test_a_later_version_is_refused_without_the_version_1_hint(tmp_path, default_doc):
+    problems = check_policy(write_policy(tmp_path, mutate(default_doc, lambda d: d.update(version=3))))
+    assert problems == ["version: must be 2"]
 
 
 def test_duplicate_branch_code(tmp_path):

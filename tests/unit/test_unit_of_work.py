@@ -1,7 +1,7 @@
 """The unit of work's rules that need no database."""
 import pytest
 
-from shared.persistence.db import Store
+from shared.persistence.unit_of_work import Store
 
 
 def test_an_event_handler_gets_one_unit_of_work():

@@ -1,0 +1,42 @@
+"""Intake's domain events as they travel on the bus: the edge where a plain domain event
+becomes a validated envelope (shared.messaging.envelope) for the outbox."""
+from __future__ import annotations
+
+from shared.calendar.clock import isoformat
+from shared.messaging.envelope import ValidatedEvent, build_event
+from services.intake.domain import ComplaintRegistered, SaleRecorded
+
+
+def envelopes(record, *, causation_id: str | None) -> list[ValidatedEvent]:
+    """Every event the record noted since it was loaded, as envelopes, numbered per record."""
+    return [envelope(event, sequence, causation_id) for sequence, event in record.pull_events()]
+
+
+def envelope(event, sequence: int, causation_id: str | None) -> ValidatedEvent:
+    if isinstance(event, ComplaintRegistered):
+        c = event.complaint
+        payload = {
+            "complaint_id": c.id, "reference": c.reference, "kind": c.kind,
+            "channel": c.channel, "category": c.category, "category_source": c.category_source,
+            "priority": c.priority, "severity_flags": list(c.severity_flags),
+            "description": c.description,
+            "occurred_at": isoformat(c.occurred_at) if c.occurred_at else None,
+            "received_at": isoformat(c.received_at), "region": c.region,
+            "service": c.service, "products": c.products,
+            "customer_ref": c.customer_ref, "customer_masked": c.customer.masked(),
+            "customer_language": c.customer.language,
+            "first_response_due": isoformat(c.first_response_due),
+            "resolution_due": isoformat(c.resolution_due),
+        }
+        event_type = "complaint_registered" if c.kind == "complaint" else "feedback_registered"
+        # A case's id is its complaint's id: the complaint id is the correlation id.
+        return build_event(event_type, payload, branch_code=c.branch_code, correlation_id=c.id,
+                           sequence=sequence, causation_id=causation_id, occurred_at=c.received_at)
+    if isinstance(event, SaleRecorded):
+        s = event.sale
+        payload = {"sale_id": s.id, "sold_at": isoformat(s.sold_at), "recorded_at": isoformat(s.recorded_at),
+                   "region": s.region, "customer_ref": s.customer_ref, "customer_masked": s.customer.masked(),
+                   "contact_consent": s.contact_consent, "items": s.items}
+        return build_event("sale_recorded", payload, branch_code=s.branch_code, correlation_id=s.id,
+                           sequence=sequence, causation_id=causation_id, occurred_at=s.recorded_at)
+    raise TypeError(f"intake publishes no event for {type(event).__name__}")

@@ -1,0 +1,146 @@
+"""Intake's repositories over its tables (models.py), opened on each unit of work: the
+handlers ask for complaints and sales, not for rows. The in-memory fakes used by the
+service-layer tests are in tests/unit/intake_fakes.py."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from services.intake import models
+from services.intake.domain import Complaint, Customer, Sale
+from shared.persistence import idempotency
+from shared.persistence.unit_of_work import Store, UnitOfWork
+
+
+class Complaints:
+    def __init__(self, uow: UnitOfWork):
+        self._uow = uow
+
+    def add(self, c: Complaint) -> None:
+        self._uow.insert(models.complaints, {
+            "id": c.id, "reference": c.reference, "branch_code": c.branch_code, "region": c.region,
+            "kind": c.kind, "channel": c.channel, "category": c.category, "category_source": c.category_source,
+            "priority": c.priority, "severity_flags": c.severity_flags, "description": c.description,
+            "occurred_at": c.occurred_at, "received_at": c.received_at, "service": c.service,
+            "products": c.products, "customer_name": c.customer.name, "customer_phone": c.customer.phone,
+            "customer_email": c.customer.email, "customer_language": c.customer.language,
+            "customer_ref": c.customer_ref, "status": c.status,
+            "first_response_due": c.first_response_due, "resolution_due": c.resolution_due,
+            "acknowledgement": c.acknowledgement, "recorded_by": c.recorded_by,
+            "recorded_by_role": c.recorded_by_role, "last_sequence": c.sequence,
+            "status_sequence": c.status_sequence})
+        self._uow.track(c)
+
+    def get(self, complaint_id: str, *, for_update: bool = False) -> Complaint | None:
+        """`for_update` locks the row until commit: two events about one complaint wait
+        for each other instead of overwriting each other's change."""
+        statement = sa.select(models.complaints).where(models.complaints.c.id == complaint_id)
+        row = self._uow.execute(statement.with_for_update() if for_update else statement).first()
+        return None if row is None else self._uow.track(_complaint(row))
+
+    def save_progress(self, c: Complaint) -> None:
+        """The status and the event numbers: what changes after registration."""
+        self._uow.execute(models.complaints.update().where(models.complaints.c.id == c.id).values(
+            status=c.status, status_sequence=c.status_sequence, last_sequence=c.sequence))
+
+    def page(self, *, branches: frozenset[str] | None, filters: dict, after: tuple | None,
+             limit: int) -> list[Complaint]:
+        """Newest first, in the given branches (None: all); `after` is (received_at, id)."""
+        table = models.complaints
+        statement = sa.select(table)
+        if branches is not None:
+            statement = statement.where(table.c.branch_code.in_(sorted(branches)))
+        for name in ("status", "kind", "priority", "category"):
+            if name in filters:
+                statement = statement.where(table.c[name] == filters[name])
+        if "branch" in filters:
+            statement = statement.where(table.c.branch_code == filters["branch"])
+        if "from_" in filters:
+            statement = statement.where(table.c.received_at >= filters["from_"])
+        if "to" in filters:
+            statement = statement.where(table.c.received_at < filters["to"])
+        if after is not None:
+            statement = statement.where(sa.tuple_(table.c.received_at, table.c.id) < sa.tuple_(
+                sa.literal(after[0], sa.DateTime(timezone=True)), sa.cast(after[1], table.c.id.type)))
+        statement = statement.order_by(table.c.received_at.desc(), table.c.id.desc()).limit(limit)
+        return [_complaint(row) for row in self._uow.execute(statement).all()]
+
+
+class Sales:
+    def __init__(self, uow: UnitOfWork):
+        self._uow = uow
+
+    def add(self, s: Sale) -> None:
+        self._uow.insert(models.sales, dict(
+            id=s.id, branch_code=s.branch_code, region=s.region, sold_at=s.sold_at, recorded_at=s.recorded_at,
+            customer_name=s.customer.name, customer_phone=s.customer.phone, customer_email=s.customer.email,
+            customer_language=s.customer.language, customer_ref=s.customer_ref, contact_consent=s.contact_consent,
+            items=s.items, recorded_by=s.recorded_by, last_sequence=s.sequence))
+        self._uow.track(s)
+
+    def get(self, sale_id: str, *, for_update: bool = False) -> Sale | None:
+        statement = sa.select(models.sales).where(models.sales.c.id == sale_id)
+        row = self._uow.execute(statement.with_for_update() if for_update else statement).first()
+        return None if row is None else self._uow.track(_sale(row))
+
+    def save_progress(self, s: Sale) -> None:
+        self._uow.execute(models.sales.update().where(models.sales.c.id == s.id).values(last_sequence=s.sequence))
+
+
+class ContactAccessLog:
+    def __init__(self, uow: UnitOfWork):
+        self._uow = uow
+
+    def add(self, **entry) -> None:
+        self._uow.execute(models.contact_access_log.insert().values(**entry))
+
+
+class IntakeUnitOfWork(UnitOfWork):
+    def _open(self) -> None:
+        self.complaints = Complaints(self)
+        self.sales = Sales(self)
+        self.contact_access = ContactAccessLog(self)
+        self.idempotency = idempotency.Keys(self)
+
+
+class IntakeStore(Store):
+    unit_of_work_class = IntakeUnitOfWork
+
+    def next_reference_number(self, branch_code: str, day) -> int:
+        """The branch's next number of the day, committed on its own (migration 0002): holding
+        the counter's row lock until the complaint commits would serialize a branch's requests.
+        A complaint that then fails to commit leaves a gap in the numbers, never a duplicate."""
+        with self.engine.connect() as conn:
+            dbapi = conn.connection.dbapi_connection
+            dbapi.autocommit = True  # the statement is its own transaction: one round trip
+            try:
+                with dbapi.cursor() as cursor:
+                    cursor.execute("SELECT next_reference_number(%s, %s)", (branch_code, day))
+                    return cursor.fetchone()[0]
+            finally:
+                dbapi.autocommit = False
+
+
+def _customer(row) -> Customer:
+    return Customer(row.customer_name, row.customer_phone, row.customer_email, row.customer_language)
+
+
+def _complaint(row) -> Complaint:
+    complaint = Complaint(
+        id=str(row.id), reference=row.reference, branch_code=row.branch_code, region=row.region,
+        kind=row.kind, channel=row.channel, category=row.category, category_source=row.category_source,
+        priority=row.priority, severity_flags=row.severity_flags, description=row.description,
+        occurred_at=row.occurred_at, received_at=row.received_at, service=row.service,
+        products=row.products, customer=_customer(row), customer_ref=row.customer_ref,
+        first_response_due=row.first_response_due, resolution_due=row.resolution_due,
+        acknowledgement=row.acknowledgement, recorded_by=row.recorded_by,
+        recorded_by_role=row.recorded_by_role, status=row.status, status_sequence=row.status_sequence)
+    complaint.sequence = row.last_sequence
+    return complaint
+
+
+def _sale(row) -> Sale:
+    sale = Sale(id=str(row.id), branch_code=row.branch_code, region=row.region, sold_at=row.sold_at,
+                recorded_at=row.recorded_at, customer=_customer(row), customer_ref=row.customer_ref,
+                contact_consent=row.contact_consent, items=row.items, recorded_by=row.recorded_by)
+    sale.sequence = row.last_sequence
+    return sale

@@ -1,0 +1,122 @@
+"""Intake's use cases on in-memory repositories: what is stored, published and sent, with no
+PostgreSQL (the same handlers run on the real database in tests/e2e)."""
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from services.intake import handlers
+from services.intake.domain import Complaint
+from shared.calendar.policy import load_policy
+from shared.messaging.envelope import build_event, parse_event
+from shared.messaging.inbox import AlreadyHandled
+from shared.persistence.unit_of_work import UnpublishedEvents
+from shared.security.auth import Identity
+from shared.testing.samples import complaint_request
+from shared.web.errors import Conflict, NotFound, ValidationFailed
+from tests.unit.intake_fakes import FakeIntakeStore
+
+NOW = datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)  # 10:00 in Shanghai
+KEY = b"k" * 32
+POLICY = load_policy()
+FRONT_DESK = Identity(subject="fd-1", role="front_desk", branches=frozenset({"SH001"}), scope={"branch": "SH001"})
+
+
+def register(store, body=None, key=None, who=FRONT_DESK):
+    return handlers.register_complaint(store, identity=who, body=body or complaint_request(), policy=POLICY,
+                                       rules=POLICY.section("intake"), now=NOW, ref_key=KEY, idempotency_key=key,
+                                       causation_id="req-1")
+
+
+def case_event(event_type: str, complaint_id: str | None, sequence: int, **extra) -> dict:
+    payload = {"case_id": complaint_id or str(uuid.uuid4()), "complaint_id": complaint_id, **extra}
+    return parse_event(build_event(event_type, payload, branch_code="SH001", correlation_id=payload["case_id"],
+                                   occurred_at=NOW, sequence=sequence))
+
+
+def test_a_complaint_is_stored_published_as_event_one_and_acknowledged_in_one_commit():
+    store = FakeIntakeStore()
+    status, answer = register(store)
+    assert status == 201 and store.commits == 1
+    [event] = store.published
+    assert (event["type"], event["sequence"], event["correlation_id"], event["causation_id"]) == \
+        ("complaint_registered", 1, answer["id"], "req-1")
+    assert event["payload"]["reference"] == answer["reference"] == "SH001-20261122-0001"
+    assert event["payload"]["customer_ref"].startswith("c_")
+    assert "13812346138" not in str(event)  # the contact stays in intake
+    [ack] = store.notified
+    assert ack.recipient == "13812346138" and ack.subject_id == answer["id"] and "王女士" in ack.body
+    assert store.complaint(answer["id"]).sequence == 1
+
+
+def test_a_retry_with_the_same_key_gets_the_first_answer_and_publishes_nothing_more():
+    store = FakeIntakeStore()
+    first = register(store, key="till-7-1")
+    assert register(store, key="till-7-1") == first
+    assert len(store.published) == 1 and len(store.notified) == 1
+    with pytest.raises(Conflict):
+        register(store, body=complaint_request(description="另一件事"), key="till-7-1")
+
+
+def test_every_wrong_field_is_named_and_nothing_is_stored_or_published():
+    store = FakeIntakeStore()
+    body = complaint_request(kind="rant", category="weather", severity_flags=["sunburn"],
+                             occurred_at="2099-01-01T00:00:00+08:00")
+    with pytest.raises(ValidationFailed) as refused:
+        register(store, body=body)
+    assert {"kind", "severity_flags", "occurred_at"} <= set(refused.value.fields)
+    assert store.commits == 0 and store.published == [] and store.notified == []
+
+
+def test_the_status_follows_the_newest_case_event_whatever_order_they_arrive_in():
+    store = FakeIntakeStore()
+    _, answer = register(store)
+    cid = answer["id"]
+    arrivals = [case_event("case_opened", cid, 1), case_event("case_closed", cid, 5, outcome="satisfied"),
+                case_event("case_resolved", cid, 4), case_event("case_assigned", cid, 2, owner="sm-1")]
+    changed = [handlers.follow_case(store.for_event("intake.follow_case", e["event_id"]), event=e)
+               for e in arrivals]
+    assert changed == [True, True, False, False]
+    assert handlers.get_complaint(store, identity=FRONT_DESK, complaint_id=cid)["status"] == "closed"
+    # Following a case publishes nothing: the complaint's own events are intake's registrations.
+    assert [e["type"] for e in store.published] == ["complaint_registered"]
+
+
+def test_a_redelivered_case_event_has_no_second_effect():
+    store = FakeIntakeStore()
+    _, answer = register(store)
+    event = case_event("case_reopened", answer["id"], 3, escalation_level=1)
+    assert handlers.follow_case(store.for_event("intake.follow_case", event["event_id"]), event=event)
+    with pytest.raises(AlreadyHandled):
+        handlers.follow_case(store.for_event("intake.follow_case", event["event_id"]), event=event)
+
+
+def test_a_case_without_a_complaint_here_changes_nothing():
+    store = FakeIntakeStore()
+    for event in (case_event("case_opened", None, 1), case_event("case_opened", str(uuid.uuid4()), 1)):
+        assert handlers.follow_case(store.for_event("intake.follow_case", event["event_id"]), event=event) is False
+
+
+def test_a_record_whose_events_were_not_queued_cannot_commit():
+    store = FakeIntakeStore()
+    complaint = Complaint.register(complaint_request(occurred_at=None), branch=POLICY.branch("SH001"),
+                                   rules=POLICY.section("intake"), received_at=NOW, number=1, recorded_by="fd-1",
+                                   recorded_by_role="front_desk", ref_key=KEY)
+    with pytest.raises(UnpublishedEvents):
+        with store.unit_of_work() as uow:
+            uow.complaints.add(complaint)  # ... and forgets events.envelopes(complaint)
+    assert store.commits == 0
+
+
+def test_reading_a_contact_is_scoped_needs_a_purpose_and_is_logged():
+    store = FakeIntakeStore()
+    _, answer = register(store)
+    other_branch = Identity(subject="fd-2", role="front_desk", branches=frozenset({"BJ001"}), scope={"branch": "BJ001"})
+    with pytest.raises(NotFound):
+        handlers.read_contact(store, identity=other_branch, record_id=answer["id"], purpose="call back", now=NOW)
+    with pytest.raises(ValidationFailed):
+        handlers.read_contact(store, identity=FRONT_DESK, record_id=answer["id"], purpose=" ", now=NOW)
+    contact = handlers.read_contact(store, identity=FRONT_DESK, record_id=answer["id"], purpose="call back", now=NOW)
+    assert contact["phone"] == "13812346138"
+    [entry] = store.tables["contact_access_log"]["entries"]
+    assert (entry["subject"], entry["purpose"], entry["record_id"]) == ("fd-1", "call back", answer["id"])
