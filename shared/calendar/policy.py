@@ -269,13 +269,13 @@ def _build(doc, source: Path | None, problems: list[str]) -> ChainPolicy:
     c.problems.extend(problems)
     if not isinstance(doc, dict):  # an empty file or a bare list: nothing else can be checked
         raise PolicyError(c.problems + ["policy: must be a mapping of sections"])
-    loaders = section_loaders()
-    c.mapping(doc, "policy", _CHAIN | set(loaders))
     if doc.get("version") != VERSION:
         c.bad("version", f"must be {VERSION}" + (" (version 1 kept every rule at the top level: move them under "
                                                   "intake:, investigation: and aftercare:, as in the bundled file)"
                                                   if doc.get("version", 1) == 1 else ""))
         raise PolicyError(c.problems)  # the rest would be read with the wrong layout: noise
+    loaders = section_loaders()
+    c.mapping(doc, "policy", _CHAIN | set(loaders))
     branches = _branches(c, doc)
     product_types = c.words(doc.get("product_types"), "product_types")
     if not product_types:
