@@ -4,9 +4,11 @@ from sqlalchemy.dialects import postgresql as pg
 
 from shared.persistence import idempotency
 from shared.messaging import outbox
+from shared.notifications import queue
 
 metadata = sa.MetaData()
 outbox.add_tables(metadata)
+queue.add_tables(metadata)
 idempotency.add_tables(metadata)
 
 complaints = sa.Table(

@@ -16,7 +16,8 @@ import time
 import kombu
 import sqlalchemy as sa
 
-from shared.messaging.outbox import MAX_NOTIFICATION_ATTEMPTS, NOTIFICATIONS, OUTBOX
+from shared.messaging.outbox import OUTBOX
+from shared.notifications.queue import MAX_ATTEMPTS as MAX_NOTIFICATION_ATTEMPTS, NOTIFICATIONS
 
 log = logging.getLogger("closeloop.relay")
 

@@ -10,6 +10,7 @@ from nameko.extensions import DependencyProvider
 
 from shared.messaging import inbox
 from shared.messaging import outbox
+from shared.notifications import queue
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,7 +87,7 @@ class UnitOfWork:
         self.insert(outbox.OUTBOX, outbox.event_row(envelope))
 
     def notify(self, notification) -> None:
-        self.insert(outbox.NOTIFICATIONS, outbox.notification_row(notification))
+        self.insert(queue.NOTIFICATIONS, queue.message_row(notification))
 
 
 _INSERTS: dict[tuple, str] = {}
