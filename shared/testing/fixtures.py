@@ -229,13 +229,21 @@ def start_sender():
         return sender
 
     yield start
+    stuck = []
     for sender in senders:
         release = getattr(sender.notifier, "release", None)
         if release is not None:
             release()  # sends a test held back end now, not at their timeout
         sender.stop()
-        sender.thread.wait()
+    for sender in senders:
+        with eventlet.Timeout(sender.timeout_s + 5, False):
+            sender.thread.wait()
+            sender.engine.dispose()
+            continue
+        sender.thread.kill()  # a send that ignored its timeout: end it, and fail the test
         sender.engine.dispose()
+        stuck.append(sender.service)
+    assert not stuck, "a notification sender did not stop within its send timeout"
 
 
 class BusListener:
