@@ -72,6 +72,7 @@ class NotificationSender:
         self.database_errors = 0  # statements that found the database away, since start
         self._pool = eventlet.GreenPool(batch)
         self._stop = threading.Event()
+        self._slot_freed = threading.Event()  # a send ended: the loop may claim again
 
     # --- one round -------------------------------------------------------------------------
 
@@ -118,6 +119,8 @@ class NotificationSender:
                 self._record(row, True, None)
         except Exception:
             log.exception("notification %s: unexpected error; it is tried again after its lease", row.id)
+        finally:
+            self._slot_freed.set()
 
     @staticmethod
     def _error_text(row, exc: Exception) -> str:
@@ -191,9 +194,13 @@ class NotificationSender:
         log.info("notification sender for %s started", self.service)
         pause = 0.0
         while not self._stop.is_set():
+            self._slot_freed.clear()
             free = self._pool.free()
+            if free == 0:
+                self._slot_freed.wait(self.idle_wait)  # every slot busy: claim when one ends
+                continue
             try:
-                claimed = self._dispatch(min(free, self.batch))
+                claimed = self._dispatch(free)
             except DATABASE_DOWN as exc:
                 self._database_down(exc)
                 pause = min(max(pause * 2, 0.2), 5.0)
@@ -208,13 +215,14 @@ class NotificationSender:
                 log.info("notification sender for %s: database reachable again", self.service)
             self.database_ok = True
             pause = 0.0
-            if claimed < free or free == 0:  # nothing more due, or every slot busy
+            if claimed < free:  # nothing more is due now
                 self._stop.wait(self.idle_wait)
         self._pool.waitall()  # sends in flight end within the timeout and are recorded
         log.info("notification sender for %s stopped after %d sent", self.service, self.sent)
 
     def stop(self) -> None:
         self._stop.set()
+        self._slot_freed.set()
 
     def _database_down(self, exc: Exception) -> None:
         self.database_errors += 1

@@ -217,6 +217,15 @@ def test_a_send_past_the_timeout_is_recorded_failed_and_retried_while_the_others
     assert during_slow == [True] * 5  # the others were sent while the slow call hung
 
 
+def test_the_sender_claims_again_as_soon_as_a_send_ends_not_after_its_idle_pause(store, url, start_sender):
+    ids = queue(store, *(message(n) for n in range(5)))
+    gateway = RecordingNotifier()
+    # One slot and a minute's idle pause: only a send ending may wake the loop to claim the next.
+    start_sender(url, gateway, batch=1, idle_wait=60)
+    wait_until(lambda: len(gateway.sent) == 5, "the five messages to go out one after another", timeout=20)
+    assert [s["id"] for s in gateway.sent] == ids
+
+
 @pytest.fixture
 def outcomes(store):
     with store.engine.begin() as conn:
