@@ -126,10 +126,13 @@ def cmd_serve(args) -> int:
 
 
 def cmd_relay(args) -> int:
+    """The event relay and the notification sender, side by side in two greenlets: neither
+    waits for the other, so a slow or failing send never delays an event."""
     from shared.persistence import db
     from shared.runtime import green
     from shared.observability import logs
     from shared.notifications.port import make_notifier
+    from shared.notifications.sender import NotificationSender
     from shared.messaging.relay import Relay
 
     from shared.messaging.relay import heartbeat_path
@@ -145,15 +148,39 @@ def cmd_relay(args) -> int:
         print(f"relay for {args.service} healthy ({age:.0f}s ago)")
         return 0
     green.patch()
+    import eventlet
+
     logs.configure(f"{args.service}-relay", os.environ.get("LOG_LEVEL", "INFO"))
     config = settings.service_config(args.service)
-    relay = Relay(db.make_engine(config["DATABASE_URL"], 2), config["AMQP_URI"], make_notifier(config["NOTIFIER"]),
+    try:
+        # A service that sends on others' behalf publishes each outcome (intake: customer_message_sent).
+        on_outcome = getattr(settings.service_class(args.service), "message_outcome", None)
+        sender = NotificationSender(db.make_engine(config["DATABASE_URL"], 3), make_notifier(config["NOTIFIER"]),
+                                    service=args.service, timeout_s=config["NOTIFY_TIMEOUT_SECONDS"],
+                                    lease_s=config["NOTIFY_LEASE_SECONDS"], on_outcome=on_outcome)
+    except ValueError as exc:  # CLOSELOOP_NOTIFIER or the timeouts: say so at start
+        return _fail(f"relay for {args.service} cannot start: {exc}")
+    relay = Relay(db.make_engine(config["DATABASE_URL"], 2), config["AMQP_URI"],
                   batch_size=args.batch_size, service=args.service)
     relay.heartbeat_file = heartbeat_path(args.service)
-    signal.signal(signal.SIGTERM, lambda *_: relay.stop())
-    signal.signal(signal.SIGINT, lambda *_: relay.stop())
-    relay.run()
-    return 0
+
+    def stop(*_):
+        relay.stop()
+        sender.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    loops = [eventlet.spawn(relay.run), eventlet.spawn(sender.run)]
+    for loop in loops:
+        loop.link(lambda _: stop())  # one ending for any reason ends the other: exit, be restarted
+    failed = False
+    for loop in loops:
+        try:
+            loop.wait()
+        except Exception as exc:
+            print(f"relay for {args.service}: {exc.__class__.__name__}: {exc}", file=sys.stderr, flush=True)
+            failed = True
+    return 1 if failed else 0
 
 
 def cmd_dev(args) -> int:
@@ -308,7 +335,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("service", choices=sorted(settings.SERVICE_CLASSES))
     serve.set_defaults(func=cmd_serve)
 
-    relay = sub.add_parser("relay", help="run one service's outbox relay")
+    relay = sub.add_parser("relay", help="run one service's outbox relay and notification sender")
     relay.add_argument("service", choices=sorted(settings.SERVICE_CLASSES))
     relay.add_argument("--batch-size", type=int, default=500)
     relay.add_argument("--healthcheck", action="store_true",

@@ -66,6 +66,35 @@ class SaleRecorded:
 
 
 @dataclass(frozen=True)
+class CustomerMessageSent:
+    request_event_id: str
+    record_type: str
+    record_id: str
+    branch_code: str
+    at: datetime
+    channel: str
+
+
+@dataclass(frozen=True)
+class CustomerMessageFailed:
+    request_event_id: str
+    record_type: str
+    record_id: str
+    branch_code: str | None
+    at: datetime
+    reason: str  # one of shared.messaging.catalogue.intake.FAILURE_REASONS
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where a requested message goes: the first channel asked for that the customer can be
+    reached on (SMS and WeChat by phone, email by address)."""
+    channel: str
+    recipient: str
+
+
+@dataclass(frozen=True)
 class Acknowledgement:
     """The text sent to the customer when a complaint is registered."""
     channel: str
@@ -76,13 +105,52 @@ class Acknowledgement:
     subject_id: str
 
 
+class CustomerRecord(Aggregate):
+    """A complaint or a sale: a record whose customer intake can reach for other services."""
+
+    record_type = "?"
+    customer: Customer
+
+    @property
+    def may_contact(self) -> bool:
+        return True
+
+    def delivery_for(self, request_event_id: str, channels: list[str], at: datetime) -> Delivery | None:
+        """Where a message another service asked for goes, or None after recording why it
+        cannot go anywhere (no consent, no contact for the channels asked)."""
+        if not self.may_contact:
+            self._refuse(request_event_id, at, "no_consent", "the customer did not consent to be contacted")
+            return None
+        for channel in channels:
+            recipient = self.customer.email if channel == "email" else self.customer.phone
+            if recipient:
+                return Delivery(channel, recipient)
+        self._refuse(request_event_id, at, "no_contact", f"no contact for {', '.join(channels)}")
+        return None
+
+    def message_outcome(self, request_event_id: str, channel: str, delivered: bool, error: str | None,
+                        at: datetime) -> None:
+        """What became of a requested message, once the notification port is done with it."""
+        if delivered:
+            self.record(CustomerMessageSent(request_event_id, self.record_type, self.id, self.branch_code, at,
+                                            channel))
+        else:
+            self._refuse(request_event_id, at, "delivery_failed", (error or "")[:500] or None)
+
+    def _refuse(self, request_event_id: str, at: datetime, reason: str, detail: str | None) -> None:
+        self.record(CustomerMessageFailed(request_event_id, self.record_type, self.id, self.branch_code, at,
+                                          reason, detail))
+
+
 def human_reference(branch_code: str, local_day, sequence: int) -> str:
     return f"{branch_code}-{local_day:%Y%m%d}-{sequence:04d}"
 
 
 @dataclass(eq=False)
-class Complaint(Aggregate):
+class Complaint(CustomerRecord):
     """A complaint, suggestion or praise as received; investigation owns what follows."""
+
+    record_type = "complaint"
 
     id: str
     reference: str
@@ -176,7 +244,9 @@ class Complaint(Aggregate):
 
 
 @dataclass(eq=False)
-class Sale(Aggregate):
+class Sale(CustomerRecord):
+    record_type = "sale"
+
     id: str
     branch_code: str
     region: str
@@ -198,6 +268,10 @@ class Sale(Aggregate):
                    recorded_by=recorded_by)
         sale.record(SaleRecorded(sale))
         return sale
+
+    @property
+    def may_contact(self) -> bool:
+        return self.contact_consent
 
     def view(self) -> dict:
         return {"id": self.id, "branch_code": self.branch_code, "sold_at": isoformat(self.sold_at),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from shared.calendar.clock import isoformat
 from shared.messaging.envelope import ValidatedEvent, build_event
-from services.intake.domain import ComplaintRegistered, SaleRecorded
+from services.intake.domain import (ComplaintRegistered, CustomerMessageFailed, CustomerMessageSent,
+                                    SaleRecorded)
 
 
 def envelopes(record, *, causation_id: str | None) -> list[ValidatedEvent]:
@@ -39,4 +40,30 @@ def envelope(event, sequence: int, causation_id: str | None) -> ValidatedEvent:
                    "contact_consent": s.contact_consent, "items": s.items}
         return build_event("sale_recorded", payload, branch_code=s.branch_code, correlation_id=s.id,
                            sequence=sequence, causation_id=causation_id, occurred_at=s.recorded_at)
+    if isinstance(event, (CustomerMessageSent, CustomerMessageFailed)):
+        return _message_outcome(event, sequence)
     raise TypeError(f"intake publishes no event for {type(event).__name__}")
+
+
+def _message_outcome(event, sequence: int, correlation_id: str | None = None) -> ValidatedEvent:
+    payload = {"request_event_id": event.request_event_id, "record_type": event.record_type,
+               "record_id": event.record_id}
+    if isinstance(event, CustomerMessageSent):
+        event_type, payload["channel"] = "customer_message_sent", event.channel
+    else:
+        event_type = "customer_message_failed"
+        payload.update(reason=event.reason, detail=event.detail)
+    # A case's id is its complaint's, a return visit's correlation is its sale: the record's
+    # id is the requester's correlation id.
+    return build_event(event_type, payload, branch_code=event.branch_code,
+                       correlation_id=correlation_id or event.record_id, sequence=sequence,
+                       causation_id=event.request_event_id, occurred_at=event.at)
+
+
+def unknown_record(request: dict, at) -> ValidatedEvent:
+    """The answer to a request about a complaint or sale intake does not hold: there is no
+    record to number it, so it is the first and only event about that id here."""
+    p = request["payload"]
+    failure = CustomerMessageFailed(request["event_id"], p["record_type"], p["record_id"], request["branch_code"],
+                                    at, "unknown_record", f"no {p['record_type']} {p['record_id']} at intake")
+    return _message_outcome(failure, 1, correlation_id=request["correlation_id"])

@@ -12,10 +12,12 @@ from datetime import datetime, timedelta, timezone
 from marshmallow import ValidationError
 
 from services.intake import events
+from services.intake.repository import IntakeUnitOfWork
 from services.intake.domain import Complaint, Sale
 from services.intake.policy import PERMISSIONS
 from services.intake.schemas import ComplaintIn, ComplaintQuery, SaleIn, flatten_errors
-from shared.messaging.outbox import Notification
+from shared.notifications.queue import CustomerMessage
+from shared.security.privacy import redact
 from shared.persistence import idempotency
 from shared.security.auth import Identity
 from shared.web.errors import Forbidden, NotFound, ValidationFailed
@@ -97,9 +99,9 @@ def register_complaint(store, *, identity: Identity, body: dict, policy, rules, 
             uow.publish(envelope)
         acknowledgement = complaint.acknowledgement_message()
         if acknowledgement is not None:
-            uow.notify(Notification(channel=acknowledgement.channel, recipient=acknowledgement.recipient,
-                                    language=acknowledgement.language, body=acknowledgement.text,
-                                    subject_id=acknowledgement.subject_id))
+            uow.notify(CustomerMessage(channel=acknowledgement.channel, recipient=acknowledgement.recipient,
+                                       language=acknowledgement.language, body=acknowledgement.text,
+                                       log_text=acknowledgement.masked_text, subject_id=acknowledgement.subject_id))
         answer = complaint.view()
         retry.record(uow, 201, answer)
     return 201, answer
@@ -235,3 +237,51 @@ def follow_case(store, *, event: dict) -> bool:
             uow.complaints.save_progress(complaint)
     return changed
 
+
+
+# -- messages to customers, on other services' request ------------------------------------------
+
+def _customer_record(uow, record_type: str, record_id: str):
+    records = uow.complaints if record_type == "complaint" else uow.sales
+    return records, records.get(record_id, for_update=True)
+
+
+def send_customer_message(store, *, event: dict, now: datetime) -> None:
+    """Investigation or aftercare asks intake, the holder of the contact, to send a text to
+    a complaint's or sale's customer. Queued for the notification sender in the handler's
+    own transaction; what cannot go anywhere is answered with customer_message_failed."""
+    request = event["payload"]
+    with store.unit_of_work() as uow:
+        records, record = _customer_record(uow, request["record_type"], request["record_id"])
+        if record is None:
+            uow.publish(events.unknown_record(event, now))
+            return
+        delivery = record.delivery_for(event["event_id"], request["channels"], now)
+        if delivery is not None:
+            customer = record.customer
+            uow.notify(CustomerMessage(
+                channel=delivery.channel, recipient=delivery.recipient, language=request["language"],
+                body=request["text"], subject_id=record.id, request_event_id=event["event_id"],
+                log_text=redact(request["text"], name=customer.name, phone=customer.phone, email=customer.email)))
+        for envelope in events.envelopes(record, causation_id=event["event_id"]):
+            uow.publish(envelope)
+        records.save_progress(record)
+
+
+def message_outcome(conn, row, delivered: bool, error: str | None) -> None:
+    """The notification sender's hook: the final outcome of a message another service asked
+    for, published in the transaction that records it."""
+    if row.request_event_id is None:
+        return  # intake's own acknowledgements: nobody waits for their outcome
+    with IntakeUnitOfWork.joining(conn) as uow:
+        record = uow.complaints.get(row.subject_id, for_update=True)
+        records = uow.complaints
+        if record is None:
+            records, record = uow.sales, uow.sales.get(row.subject_id, for_update=True)
+        if record is None:
+            return
+        record.message_outcome(str(row.request_event_id), row.channel, delivered, error,
+                               at=datetime.now(timezone.utc))
+        for envelope in events.envelopes(record, causation_id=None):
+            uow.publish(envelope)
+        records.save_progress(record)

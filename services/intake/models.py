@@ -3,10 +3,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from shared.messaging import inbox, outbox
+from shared.notifications import queue
 from shared.persistence import idempotency
 
 metadata = sa.MetaData()
 outbox.add_tables(metadata)
+queue.add_tables(metadata)
 idempotency.add_tables(metadata)
 inbox.add_tables(metadata)
 

@@ -74,6 +74,16 @@ class IntakeService:
     def follow_case(self, event):
         handlers.follow_case(self.db, event=event)
 
+    # -- messages to customers, asked for by the services that hold no contact ------------------
+
+    @handle_event("investigation", "customer_message_requested")
+    @handle_event("aftercare", "customer_message_requested")
+    def send_customer_message(self, event):
+        handlers.send_customer_message(self.db, event=event, now=self.env.now())
+
+    # The notification sender (`closeloop relay intake`) calls this with each final outcome.
+    message_outcome = staticmethod(handlers.message_outcome)
+
     # -- operations --------------------------------------------------------------------------------
 
     @api("GET", "/health", public=True)

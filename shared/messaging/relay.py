@@ -1,5 +1,6 @@
-"""The relay: publishes each service's outbox to its nameko exchange and delivers queued
-notifications through the notification port.
+"""The relay: publishes each service's outbox to its nameko exchange. (Queued messages to
+customers and staff go out through shared.notifications.sender, in a loop of its own, so
+a slow gateway never delays an event.)
 
 Rows are locked (FOR UPDATE SKIP LOCKED, so several relays may run), published with
 publisher confirms, one confirm wait per batch, and marked sent in the same transaction.
@@ -16,7 +17,7 @@ import time
 import kombu
 import sqlalchemy as sa
 
-from shared.messaging.outbox import MAX_NOTIFICATION_ATTEMPTS, NOTIFICATIONS, OUTBOX
+from shared.messaging.outbox import OUTBOX
 
 log = logging.getLogger("closeloop.relay")
 
@@ -97,11 +98,10 @@ class Publisher:
 
 
 class Relay:
-    def __init__(self, engine: sa.Engine, amqp_uri: str, notifier=None, *, batch_size: int = 500,
+    def __init__(self, engine: sa.Engine, amqp_uri: str, *, batch_size: int = 500,
                  idle_wait: float = 0.05, service: str = "?", ping_interval: float = 10.0):
         self.engine = engine
         self.publisher = Publisher(amqp_uri)
-        self.notifier = notifier
         self.batch_size = batch_size
         self.idle_wait = idle_wait
         self.ping_interval = ping_interval
@@ -129,37 +129,13 @@ class Relay:
         self.published += len(rows)
         return len(rows)
 
-    def deliver_notifications(self, limit: int = 100, max_attempts: int = MAX_NOTIFICATION_ATTEMPTS) -> int:
-        """Send what is queued. A failed send is tried again after 2^attempts seconds counted
-        from its creation (2 s, 4 s, ... about 9 hours for the 15th), then left as failed."""
-        if self.notifier is None:
-            return 0
-        due = sa.or_(NOTIFICATIONS.c.attempts == 0, NOTIFICATIONS.c.created_at + sa.func.make_interval(
-            0, 0, 0, 0, 0, 0, sa.func.power(2, NOTIFICATIONS.c.attempts)) <= sa.func.now())
-        with self.engine.begin() as conn:
-            rows = conn.execute(
-                sa.select(NOTIFICATIONS).where(NOTIFICATIONS.c.sent_at.is_(None),
-                                               NOTIFICATIONS.c.attempts < max_attempts, due)
-                .order_by(NOTIFICATIONS.c.id).limit(limit).with_for_update(skip_locked=True)).all()
-            for row in rows:
-                try:
-                    self.notifier.send(row.channel, row.recipient, row.language, row.body, row.subject_id)
-                except Exception as exc:  # a failing adapter must not stop the relay
-                    log.warning("notification %s failed: %s", row.id, exc)
-                    conn.execute(NOTIFICATIONS.update().where(NOTIFICATIONS.c.id == row.id).values(
-                        attempts=row.attempts + 1, last_error=str(exc)[:500]))
-                else:
-                    conn.execute(NOTIFICATIONS.update().where(NOTIFICATIONS.c.id == row.id).values(
-                        attempts=row.attempts + 1, sent_at=sa.func.now()))
-        return len(rows)
-
     def purge_sent(self, older_than_days: int = 7) -> None:
         with self.engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM outbox WHERE sent_at < now() - make_interval(days => :d)"),
                          {"d": older_than_days})
 
     def run(self) -> None:
-        """Loop until stop(): publish, deliver, back off on failures (up to 5 s)."""
+        """Loop until stop(): publish, back off on failures (up to 5 s)."""
         backoff = 0.0
         last_purge = 0.0
         log.info("relay for %s started", self.service)
@@ -175,7 +151,6 @@ class Relay:
                 if self.broker_ok is not True:
                     log.info("relay for %s: broker reachable", self.service)
                 self.broker_ok = True
-                self.deliver_notifications()
                 if time.monotonic() - last_purge > 3600:
                     self.purge_sent()
                     last_purge = time.monotonic()

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from nameko.extensions import DependencyProvider
 
 from shared.messaging import inbox, outbox
+from shared.notifications import queue
 from shared.persistence.db import make_engine
 
 
@@ -22,15 +23,27 @@ class UnpublishedEvents(RuntimeError):
 
 
 class UnitOfWork:
-    def __init__(self, engine: sa.Engine, claim: tuple[str, str] | None = None):
+    def __init__(self, engine: sa.Engine | None, claim: tuple[str, str] | None = None):
         self._engine = engine
         self._claim = claim
+        self._joined = False  # working inside a transaction someone else owns (see `joining`)
         self._conn: sa.Connection | None = None
         self._cursor = None  # the driver's cursor, for the queued inserts
         self._pending: list[bytes] = []
         self._seen: list = []  # aggregates loaded or added: their recorded events must be published
 
+    @classmethod
+    def joining(cls, conn: sa.Connection) -> "UnitOfWork":
+        """A unit of work inside a transaction the caller owns and commits (e.g. the
+        notification sender's, recording an outcome): its writes and events join it."""
+        uow = cls(None)
+        uow._conn, uow._joined = conn, True
+        return uow
+
     def __enter__(self):
+        if self._joined:
+            self._open()
+            return self
         self._conn = self._engine.connect()
         self._tx = self._conn.begin()
         try:
@@ -47,6 +60,15 @@ class UnitOfWork:
         """Open the service's repositories on this unit of work."""
 
     def __exit__(self, exc_type, exc, tb):
+        if self._joined:
+            try:
+                if exc_type is None:
+                    self._check_published()
+                    self._flush()
+            finally:
+                if self._cursor is not None:
+                    self._cursor.close()
+            return False
         try:
             if exc_type is None and self._tx.is_active:
                 self._check_published()
@@ -100,8 +122,9 @@ class UnitOfWork:
         """Queue an event made by shared.messaging.envelope.build_event; the relay publishes it after commit."""
         self.insert(outbox.OUTBOX, outbox.event_row(envelope))
 
-    def notify(self, notification) -> None:
-        self.insert(outbox.NOTIFICATIONS, outbox.notification_row(notification))
+    def notify(self, message) -> None:
+        """Queue a CustomerMessage (intake only) or a StaffMessage; the sender sends it after commit."""
+        self.insert(queue.NOTIFICATIONS, queue.message_row(message))
 
 
 _INSERTS: dict[tuple, str] = {}

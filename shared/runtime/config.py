@@ -68,6 +68,8 @@ def service_config(service: str, env=os.environ, **overrides) -> dict:
         "POLICY_FILE": env.get("CLOSELOOP_POLICY_FILE") or None,
         "CUSTOMER_REF_KEY": env.get("CLOSELOOP_CUSTOMER_REF_KEY") or None,
         "NOTIFIER": env.get("CLOSELOOP_NOTIFIER", "log"),
+        "NOTIFY_TIMEOUT_SECONDS": float(env.get("CLOSELOOP_NOTIFY_TIMEOUT_SECONDS", "10")),
+        "NOTIFY_LEASE_SECONDS": float(env.get("CLOSELOOP_NOTIFY_LEASE_SECONDS", "60")),
         "MAX_BODY_BYTES": int(env.get("CLOSELOOP_MAX_BODY_BYTES", str(1024 * 1024))),
         # Messages one replica holds unacked across all its event handlers (default: max_workers).
         "EVENT_PREFETCH": int(env["CLOSELOOP_EVENT_PREFETCH"]) if env.get("CLOSELOOP_EVENT_PREFETCH") else None,

@@ -61,3 +61,12 @@ def customer_ref(key: bytes, phone: str | None, email: str | None = None) -> str
     if not contact:
         return None
     return "c_" + hmac.new(key, contact.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+def redact(text: str, *, name: str | None = None, phone: str | None = None, email: str | None = None) -> str:
+    """The text with this customer's name, phone and email masked wherever they appear: what
+    logs and staff may see of a message written to the customer."""
+    for clear, masked in ((email, mask_email(email)), (phone, mask_phone(phone)), (name, mask_name(name))):
+        if clear and clear.strip():
+            text = text.replace(clear.strip(), masked)
+    return text

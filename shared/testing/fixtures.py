@@ -1,6 +1,7 @@
 """pytest fixtures for every service's tests: the broker and database of this run, a
-migrated database per test, services and relays running in the test process, a bus
-listener that waits for an event with a deadline, and a TCP proxy to cut connections."""
+migrated database per test, services, relays and notification senders running in the
+test process, a bus listener that waits for an event with a deadline, and a TCP proxy to
+cut connections."""
 from __future__ import annotations
 
 import os
@@ -29,8 +30,8 @@ from shared.testing import infra as infra_module
 # run can drop what an interrupted one left behind.
 RUN_ID = f"{int(time.time())}_{uuid.uuid4().hex[:6]}"
 STALE_AFTER = 6 * 3600
-INFRA_FIXTURES = {"infra", "amqp_uri", "database_factory", "start_service", "start_relay", "bus_listener",
-                  "tcp_proxy"}
+INFRA_FIXTURES = {"infra", "amqp_uri", "database_factory", "start_service", "start_relay", "start_sender",
+                  "bus_listener", "tcp_proxy"}
 _state: dict = {}
 
 
@@ -194,12 +195,10 @@ def start_service(amqp_uri, database_factory, tcp_proxy):
 @pytest.fixture
 def start_relay(amqp_uri):
     """Run a relay for a service's database in a greenlet of the test process."""
-    from shared.notifications.port import LogNotifier
-
     relays = []
 
     def start(database_url: str, amqp: str | None = None, **kwargs) -> Relay:
-        relay = Relay(db.make_engine(database_url, 2), amqp or amqp_uri, LogNotifier(), **kwargs)
+        relay = Relay(db.make_engine(database_url, 2), amqp or amqp_uri, **kwargs)
         relay.thread = eventlet.spawn(relay.run)
         relays.append(relay)
         return relay
@@ -209,6 +208,42 @@ def start_relay(amqp_uri):
         relay.stop()
         relay.thread.wait()
         relay.engine.dispose()
+
+
+@pytest.fixture
+def start_sender():
+    """Run a notification sender for a service's database in a greenlet of the test
+    process: `start_sender(url, notifier, timeout_s=1, lease_s=5)`; the notifier defaults
+    to a RecordingNotifier (`sender.notifier.sent`)."""
+    from shared.notifications.sender import NotificationSender
+    from shared.testing.notifiers import RecordingNotifier
+
+    senders = []
+
+    def start(database_url: str, notifier=None, **kwargs) -> NotificationSender:
+        kwargs.setdefault("idle_wait", 0.05)
+        engine = db.make_engine(database_url, kwargs.get("batch", 8) + 1)
+        sender = NotificationSender(engine, notifier if notifier is not None else RecordingNotifier(), **kwargs)
+        sender.thread = eventlet.spawn(sender.run)
+        senders.append(sender)
+        return sender
+
+    yield start
+    stuck = []
+    for sender in senders:
+        release = getattr(sender.notifier, "release", None)
+        if release is not None:
+            release()  # sends a test held back end now, not at their timeout
+        sender.stop()
+    for sender in senders:
+        with eventlet.Timeout(sender.timeout_s + 5, False):
+            sender.thread.wait()
+            sender.engine.dispose()
+            continue
+        sender.thread.kill()  # a send that ignored its timeout: end it, and fail the test
+        sender.engine.dispose()
+        stuck.append(sender.service)
+    assert not stuck, "a notification sender did not stop within its send timeout"
 
 
 class BusListener:

@@ -9,6 +9,7 @@ import kombu
 import sqlalchemy as sa
 
 from shared.messaging import outbox
+from shared.notifications import queue
 
 _broker_cache: dict[str, tuple[float, dict]] = {}
 _broker_lock = threading.Lock()
@@ -19,7 +20,7 @@ def check_database(engine: sa.Engine) -> tuple[dict, dict | None]:
     try:
         with engine.connect() as conn:
             lag = outbox.lag(conn)
-            lag.update(outbox.notification_state(conn))
+            lag.update(queue.state(conn))
     except Exception as exc:
         return {"status": "down", "error": exc.__class__.__name__}, None
     return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 1)}, lag
@@ -73,9 +74,9 @@ def metrics_text(service: str, engine: sa.Engine, amqp_uri: str, handlers=(), tt
         gauges += [("closeloop_outbox_pending", "events waiting for the relay", lag["pending"], {"service": service}),
                    ("closeloop_outbox_lag_seconds", "age of the oldest unpublished event",
                     lag["oldest_age_seconds"], {"service": service}),
-                   ("closeloop_notifications_pending", "customer notifications waiting to be sent",
+                   ("closeloop_notifications_pending", "messages to customers and staff waiting to be sent",
                     lag["notifications_pending"], {"service": service}),
-                   ("closeloop_notifications_failed", "customer notifications given up after every retry",
+                   ("closeloop_notifications_failed", "messages to customers and staff given up",
                     lag["notifications_failed"], {"service": service})]
     unroutable = topology.unroutable_queue_name(service)
     names = (*(h.dlq_name for h in handlers), unroutable)

@@ -9,6 +9,7 @@ from shared.calendar.clock import ManualClock
 class Intake:
     service: object
     relay: object
+    sender: object
     database_url: str
     clock: ManualClock
 
@@ -17,8 +18,9 @@ class Intake:
 
 
 @pytest.fixture
-def intake(start_service, start_relay, database_factory):
-    """Intake and its relay, on a fresh database, with a clock the test moves.
+def intake(start_service, start_relay, start_sender, database_factory):
+    """Intake, its relay and its notification sender (recording what it sends), on a fresh
+    database, with a clock the test moves.
     10:00 in Shanghai on 2026-11-22."""
     from datetime import datetime, timezone
 
@@ -26,7 +28,10 @@ def intake(start_service, start_relay, database_factory):
     url = database_factory("intake")
     service = start_service("intake", clock=clock, database_url=url)
     relay = start_relay(url)
-    return Intake(service, relay, url, clock)
+    from services.intake.service import IntakeService
+
+    sender = start_sender(url, service="intake", on_outcome=IntakeService.message_outcome)
+    return Intake(service, relay, sender, url, clock)
 
 
 @pytest.fixture

@@ -66,10 +66,10 @@ def test_a_complaint_posted_over_http_reaches_a_plain_kombu_consumer(http, intak
     assert "13812346138" not in raw and "王女士" not in raw  # contact data never leaves intake
 
     # The acknowledgement also went out through the notification port.
-    wait_until(lambda: any(n["subject_id"] == answer["id"] for n in intake.relay.notifier.sent),
+    wait_until(lambda: any(n["subject_id"] == answer["id"] for n in intake.sender.notifier.sent),
                "the acknowledgement to be sent")
-    sent = next(n for n in intake.relay.notifier.sent if n["subject_id"] == answer["id"])
-    assert (sent["channel"], sent["recipient"]) == ("sms", "138****6138")
+    sent = next(n for n in intake.sender.notifier.sent if n["subject_id"] == answer["id"])
+    assert (sent["channel"], sent["recipient"], sent["audience"]) == ("sms", "13812346138", "customer")
     # The customer is greeted by name; staff views show the same text with the name masked.
     assert sent["body"] == answer["acknowledgement"].replace("王**", "王女士")
     assert answer["acknowledgement"].startswith("王**")

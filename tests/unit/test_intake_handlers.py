@@ -120,3 +120,42 @@ def test_reading_a_contact_is_scoped_needs_a_purpose_and_is_logged():
     assert contact["phone"] == "13812346138"
     [entry] = store.tables["contact_access_log"]["entries"]
     assert (entry["subject"], entry["purpose"], entry["record_id"]) == ("fd-1", "call back", answer["id"])
+
+
+def message_request(record_type, record_id, channels=("sms",), text="王女士您好，处理结果如下"):
+    payload = {"record_type": record_type, "record_id": record_id, "purpose": "written_result", "text": text,
+               "language": "zh", "channels": list(channels)}
+    return parse_event(build_event("customer_message_requested", payload, branch_code="SH001",
+                                   correlation_id=record_id, occurred_at=NOW, sequence=3, source="investigation"))
+
+
+def test_a_requested_message_is_queued_for_the_customer_with_a_masked_log_text():
+    store = FakeIntakeStore()
+    _, answer = register(store)
+    asked = message_request("complaint", answer["id"], channels=("email", "wechat"))
+    handlers.send_customer_message(store.for_event("intake.send_customer_message", asked["event_id"]),
+                                   event=asked, now=NOW)
+    message = store.notified[-1]
+    assert (message.channel, message.recipient, message.request_event_id) == ("wechat", "13812346138",
+                                                                              asked["event_id"])
+    assert message.log_text == "王**您好，处理结果如下"
+    assert [e["type"] for e in store.published] == ["complaint_registered"]  # the outcome comes after sending
+
+
+def test_a_request_without_a_way_to_reach_the_customer_is_answered_at_once():
+    store = FakeIntakeStore()
+    _, answer = register(store)  # the customer left a phone, no email
+    asked = message_request("complaint", answer["id"], channels=("email",))
+    handlers.send_customer_message(store.for_event("h", asked["event_id"]), event=asked, now=NOW)
+    [failed] = store.events("customer_message_failed")
+    assert failed["payload"]["reason"] == "no_contact" and failed["sequence"] == 2
+    assert failed["causation_id"] == asked["event_id"] and len(store.notified) == 1  # the acknowledgement only
+    assert store.complaint(answer["id"]).sequence == 2
+
+
+def test_a_request_about_a_record_intake_does_not_hold_is_answered_unknown():
+    store = FakeIntakeStore()
+    asked = message_request("sale", str(uuid.uuid4()))
+    handlers.send_customer_message(store.for_event("h", asked["event_id"]), event=asked, now=NOW)
+    [failed] = store.events("customer_message_failed")
+    assert (failed["payload"]["reason"], failed["correlation_id"]) == ("unknown_record", asked["correlation_id"])

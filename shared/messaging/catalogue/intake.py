@@ -7,6 +7,9 @@ from shared.messaging.envelope import IdString, InstantString, Tolerant
 
 SOURCE = "intake"
 KINDS = ("complaint", "suggestion", "praise")
+# Why a requested message did not reach the customer: no such complaint or sale here, a sale
+# without consent to contact, no contact for any channel asked, or every send failed.
+FAILURE_REASONS = ("unknown_record", "no_consent", "no_contact", "delivery_failed")
 
 
 class MaskedCustomer(Tolerant):
@@ -75,10 +78,10 @@ class SaleRecordedV1(Schema):
 
 
 class CustomerMessageOutcome(Schema):
+    # The customer_message_requested event this answers (also the envelope's causation_id).
     request_event_id = IdString(required=True)
     record_type = fields.String(required=True, validate=validate.OneOf(RECORD_TYPES))
     record_id = IdString(required=True)
-    purpose = fields.String(required=True)
 
 
 class CustomerMessageSentV1(CustomerMessageOutcome):
@@ -86,8 +89,7 @@ class CustomerMessageSentV1(CustomerMessageOutcome):
 
 
 class CustomerMessageFailedV1(CustomerMessageOutcome):
-    # unknown_record, no_consent, no_contact (none for the channels asked), delivery_failed
-    reason = fields.String(required=True)
+    reason = fields.String(required=True, validate=validate.OneOf(FAILURE_REASONS))
     detail = fields.String(required=True, allow_none=True)
 
 
