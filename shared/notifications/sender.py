@@ -1,18 +1,26 @@
 """The notification sender: sends what the queue holds, in a loop of its own beside the
 event relay, so a slow or failing gateway never delays an event.
 
-- Claim: due rows are taken in a short transaction of their own (FOR UPDATE SKIP LOCKED,
-  so several senders may run); their next_attempt_at moves to the end of a lease and the
-  attempt is counted. A sender that dies holds its rows only until the lease ends: a
-  crash sends again at most the rows that were in flight.
+- Claim: due rows are taken by one statement, a transaction of its own (FOR UPDATE SKIP
+  LOCKED, so several senders may run); their next_attempt_at moves to the end of a lease
+  and the attempt is counted. A sender that dies holds its rows only until the lease
+  ends: a crash sends again at most the rows that were in flight.
 - Send: each row outside any transaction, with a timeout, at most `batch` at a time;
-  a row is claimed only when a send slot is free, so a slow call holds only its own slot.
-- Record: per row, in a short transaction: sent; or tried again after a back-off counted
-  from this attempt (2 s, 4 s, ... up to an hour, with jitter); or given up. The final
-  outcome (sent or given up) calls `on_outcome(conn, row, delivered, error)` in that same
-  transaction, so a service can write an outbox event with it.
+  rows are claimed only into free send slots, so a slow call holds only its own slot.
+- Record: per row, in a short transaction of its own: sent; or tried again after a
+  back-off counted from this attempt (2 s, 4 s, ... up to an hour, with jitter); or given
+  up. The final outcome (sent or given up) calls `on_outcome(conn, row, delivered, error)`
+  in that same transaction, so a service can write an outbox event with it.
 
 Every time is the database's now(): the process keeps no clock of its own.
+
+Cost matters: the sender shares the database (and often the machine) with its service.
+Claims and results without a hook are single autocommit statements on one connection the
+sender holds (no BEGIN and COMMIT round trips, no pool checkout per message), and its
+commits do not wait for their WAL flush (synchronous_commit off on its connections: give
+it an engine of its own). What
+a database crash could take back is a claim or a result, and either only means the message
+is sent again; an outcome hook's writes go with the result they belong to.
 """
 from __future__ import annotations
 
@@ -23,16 +31,29 @@ import time
 
 import eventlet
 import sqlalchemy as sa
+from eventlet.semaphore import Semaphore
 
 from shared.notifications.port import Undeliverable
-from shared.notifications.queue import MAX_ATTEMPTS, NOTIFICATIONS as N
+from shared.notifications.queue import MAX_ATTEMPTS
 from shared.security.privacy import mask_contact
 
 log = logging.getLogger("closeloop.notify")
 
-# What the adapter and the outcome hook get of a claimed row.
-CLAIMED = (N.c.id, N.c.audience, N.c.channel, N.c.recipient, N.c.language, N.c.body, N.c.log_text,
-           N.c.subject_id, N.c.request_event_id, N.c.attempts, N.c.created_at)
+# The adapter and the outcome hook get the claimed row: these columns.
+CLAIM = sa.text("""
+    UPDATE notifications SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => :lease)
+    WHERE id IN (SELECT id FROM notifications
+                 WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now()
+                 ORDER BY next_attempt_at, id LIMIT :limit FOR UPDATE SKIP LOCKED)
+    RETURNING id, audience, channel, recipient, language, body, log_text, subject_id, request_event_id,
+              attempts, created_at""")
+# A result counts only while the row is still ours: no other sender claimed it since
+# (attempts is the claim's token).
+_OURS = "WHERE id = :id AND attempts = :attempts AND sent_at IS NULL AND failed_at IS NULL"
+MARK_SENT = sa.text(f"UPDATE notifications SET sent_at = now() {_OURS}")  # last_error stays: earlier attempts
+MARK_GIVEN_UP = sa.text(f"UPDATE notifications SET failed_at = now(), last_error = :error {_OURS}")
+MARK_RETRY = sa.text("UPDATE notifications SET last_error = :error, "
+                     f"next_attempt_at = now() + make_interval(secs => :delay) {_OURS}")
 # The database is away (or every pooled connection is stuck on it): wait, don't give up.
 DATABASE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 
@@ -44,8 +65,10 @@ def backoff(attempts: int, base: float = 2.0, cap: float = 3600.0) -> float:
     return nominal * random.uniform(0.9, 1.1)
 
 
-def _interval(seconds: float):
-    return sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.literal(float(seconds), sa.Float))
+def _commit_without_flush_wait(dbapi_connection, _record) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = off")
+    dbapi_connection.commit()
 
 
 class NotificationSender:
@@ -58,6 +81,9 @@ class NotificationSender:
         if batch < 1 or max_attempts < 1:
             raise ValueError("batch and max_attempts must be at least 1")
         self.engine = engine
+        sa.event.listen(engine, "connect", _commit_without_flush_wait)
+        self._conn: sa.Connection | None = None  # autocommit: claims, and results without a hook
+        self._conn_lock = Semaphore(1)  # greenlets take turns on it; its statements are short
         self.notifier = notifier
         self.service = service
         self.batch = batch  # rows in flight at most
@@ -90,14 +116,33 @@ class NotificationSender:
         return len(rows)
 
     def _claim(self, limit: int) -> list:
-        due = (sa.select(N.c.id)
-               .where(N.c.sent_at.is_(None), N.c.failed_at.is_(None), N.c.next_attempt_at <= sa.func.now())
-               .order_by(N.c.next_attempt_at, N.c.id).limit(limit).with_for_update(skip_locked=True))
-        with self.engine.begin() as conn:
-            return conn.execute(
-                N.update().where(N.c.id.in_(due))
-                .values(attempts=N.c.attempts + 1, next_attempt_at=sa.func.now() + _interval(self.lease_s))
-                .returning(*CLAIMED)).all()
+        return self._autocommit(CLAIM, {"lease": float(self.lease_s), "limit": limit}, rows=True)
+
+    def _autocommit(self, statement, params: dict, rows: bool = False):
+        """One statement, a transaction of its own, on the sender's connection: its rows, or
+        how many rows it changed."""
+        with self._conn_lock:
+            try:
+                if self._conn is None:
+                    self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                result = self._conn.execute(statement, params)
+                return result.all() if rows else result.rowcount
+            except DATABASE_DOWN:
+                self._close_connection()  # a new one next time
+                raise
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # already broken
+                pass
+            self._conn = None
+
+    def close(self) -> None:
+        """Give back the connection the sender holds (run() does it when it stops)."""
+        with self._conn_lock:
+            self._close_connection()
 
     def _deliver(self, row) -> None:
         try:
@@ -143,27 +188,30 @@ class NotificationSender:
         """The attempt's result, in a transaction of its own; retried while the database
         is away, for as long as the row's lease lasts (after that it is sent again anyway)."""
         final = delivered or give_up or row.attempts >= self.max_attempts
+        params = {"id": row.id, "attempts": row.attempts}
         if delivered:
-            values = {"sent_at": sa.func.now()}  # last_error stays: what the earlier attempts met
+            statement = MARK_SENT
         elif final:
-            values = {"failed_at": sa.func.now(), "last_error": error}
+            statement, params["error"] = MARK_GIVEN_UP, error
         else:
             delay = backoff(row.attempts)
-            values = {"last_error": error, "next_attempt_at": sa.func.now() + _interval(delay)}
-        # Still ours: no other sender claimed it since (attempts is the claim's token).
-        ours = sa.and_(N.c.id == row.id, N.c.attempts == row.attempts, N.c.sent_at.is_(None),
-                       N.c.failed_at.is_(None))
+            statement, params["error"], params["delay"] = MARK_RETRY, error, delay
+        hook = self.on_outcome if final else None
         deadline = time.monotonic() + self.lease_s - self.timeout_s
         pause = 0.0
         while True:
             try:
-                with self.engine.begin() as conn:
-                    if conn.execute(N.update().where(ours).values(**values)).rowcount == 0:
-                        log.warning("notification %s: claimed again by another sender; its result is "
-                                    "left to that one", row.id)
-                        return
-                    if final and self.on_outcome is not None:
-                        self.on_outcome(conn, row, delivered, error)
+                if hook is None:  # one statement is a transaction of its own
+                    recorded = self._autocommit(statement, params)
+                else:
+                    with self.engine.begin() as conn:
+                        recorded = conn.execute(statement, params).rowcount
+                        if recorded:
+                            hook(conn, row, delivered, error)
+                if not recorded:
+                    log.warning("notification %s: claimed again by another sender; its result is "
+                                "left to that one", row.id)
+                    return
                 break
             except DATABASE_DOWN as exc:
                 self._database_down(exc)
@@ -190,16 +238,22 @@ class NotificationSender:
     # --- the loop ----------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Loop until stop(): claim into free send slots, back off while the database is away."""
+        """Loop until stop(): claim into free send slots, back off while the database is away.
+        Busy, it claims once half the slots are free (or the idle pause has passed), so one
+        claim serves several messages."""
         log.info("notification sender for %s started", self.service)
         pause = 0.0
+        enough = max(1, self.batch // 2)
+        last_claim = 0.0
         while not self._stop.is_set():
             self._slot_freed.clear()
             free = self._pool.free()
-            if free == 0:
-                self._slot_freed.wait(self.idle_wait)  # every slot busy: claim when one ends
+            wait = self.idle_wait - (time.monotonic() - last_claim)
+            if free == 0 or (free < enough and wait > 0):
+                self._slot_freed.wait(wait if free else self.idle_wait)  # until a send ends
                 continue
             try:
+                last_claim = time.monotonic()
                 claimed = self._dispatch(free)
             except DATABASE_DOWN as exc:
                 self._database_down(exc)
@@ -218,6 +272,7 @@ class NotificationSender:
             if claimed < free:  # nothing more is due now
                 self._stop.wait(self.idle_wait)
         self._pool.waitall()  # sends in flight end within the timeout and are recorded
+        self.close()
         log.info("notification sender for %s stopped after %d sent", self.service, self.sent)
 
     def stop(self) -> None:

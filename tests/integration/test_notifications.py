@@ -50,15 +50,18 @@ def store(url):
 @pytest.fixture
 def make_sender(url):
     """A sender the test drives round by round with send_due()."""
-    engines = []
+    engines, senders = [], []
 
     def make(notifier, **kwargs) -> NotificationSender:
         kwargs.setdefault("batch", 20)
         engine = db.make_engine(url, kwargs["batch"] + 1)
         engines.append(engine)
-        return NotificationSender(engine, notifier, **kwargs)
+        senders.append(NotificationSender(engine, notifier, **kwargs))
+        return senders[-1]
 
     yield make
+    for sender in senders:
+        sender.close()
     for engine in engines:
         engine.dispose()
 
