@@ -23,6 +23,23 @@ def case_event(event_type, complaint_id, sequence, **extra):
                        occurred_at=AT, source="investigation")
 
 
+def deliver(intake, amqp_uri, *events):
+    """Publish investigation's events and wait until intake's handler took each (its inbox)."""
+    publisher = Publisher(amqp_uri)
+    try:
+        publisher.publish_batch([("investigation.events", e["type"], json.dumps(e), e["event_id"]) for e in events])
+    finally:
+        publisher.close()
+    engine = sa.create_engine(intake.database_url)
+    try:
+        def handled():
+            with engine.connect() as conn:
+                return set(conn.execute(sa.select(INBOX.c.event_id)).scalars())
+        wait_until(lambda: {e["event_id"] for e in events} <= handled(), "intake to handle the case events")
+    finally:
+        engine.dispose()
+
+
 def test_the_status_follows_the_newest_case_event_out_of_order_and_duplicated(http, intake, token, amqp_uri):
     auth_header = {"Authorization": f"Bearer {token('front_desk', branch='SH001')}"}
     created = http.post(intake.url("/v1/complaints"), json=COMPLAINT_REQUEST, headers=auth_header, timeout=10)
@@ -32,22 +49,7 @@ def test_the_status_follows_the_newest_case_event_out_of_order_and_duplicated(ht
     opened = case_event("case_opened", complaint_id, 1)
     closed = case_event("case_closed", complaint_id, 6, outcome="satisfied")
     resolved = case_event("case_resolved", complaint_id, 5)  # older, arrives last
-    publisher = Publisher(amqp_uri)
-    try:
-        publisher.publish_batch([("investigation.events", e["type"], json.dumps(e), e["event_id"])
-                                 for e in (opened, closed, closed, resolved)])
-    finally:
-        publisher.close()
-
-    engine = sa.create_engine(intake.database_url)
-    try:
-        def handled():
-            with engine.connect() as conn:
-                return set(conn.execute(sa.select(INBOX.c.event_id)).scalars())
-        wait_until(lambda: {opened["event_id"], closed["event_id"], resolved["event_id"]} <= handled(),
-                   "intake to handle the three case events")
-    finally:
-        engine.dispose()
+    deliver(intake, amqp_uri, opened, closed, closed, resolved)
     answer = http.get(intake.url(f"/v1/complaints/{complaint_id}"), headers=auth_header, timeout=10)
     assert jsonbody(answer)["status"] == "closed"
     listed = http.get(intake.url("/v1/complaints?status=closed"), headers=auth_header, timeout=10)
@@ -55,17 +57,4 @@ def test_the_status_follows_the_newest_case_event_out_of_order_and_duplicated(ht
 
 
 def test_a_case_event_for_no_complaint_here_is_handled_and_changes_nothing(intake, amqp_uri):
-    stray = case_event("case_opened", str(uuid.uuid4()), 1)
-    publisher = Publisher(amqp_uri)
-    try:
-        publisher.publish_batch([("investigation.events", stray["type"], json.dumps(stray), stray["event_id"])])
-    finally:
-        publisher.close()
-    engine = sa.create_engine(intake.database_url)
-    try:
-        def handled():
-            with engine.connect() as conn:
-                return conn.execute(sa.select(INBOX).where(INBOX.c.event_id == stray["event_id"])).first()
-        wait_until(handled, "intake to take the stray case event without parking it")
-    finally:
-        engine.dispose()
+    deliver(intake, amqp_uri, case_event("case_opened", str(uuid.uuid4()), 1))  # taken, not parked
