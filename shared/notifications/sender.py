@@ -15,8 +15,9 @@ event relay, so a slow or failing gateway never delays an event.
 Every time is the database's now(): the process keeps no clock of its own.
 
 Cost matters: the sender shares the database (and often the machine) with its service.
-Claims and results without a hook are single autocommit statements on one connection the
-sender holds (no BEGIN and COMMIT round trips, no pool checkout per message), and its
+It holds two connections, each used by one greenlet at a time (no pool checkout per
+message): claims and results without a hook are single autocommit statements on one (no
+BEGIN and COMMIT round trips); results with a hook are transactions on the other. Its
 commits do not wait for their WAL flush (synchronous_commit off on its connections: give
 it an engine of its own). What
 a database crash could take back is a claim or a result, and either only means the message
@@ -71,6 +72,41 @@ def _commit_without_flush_wait(dbapi_connection, _record) -> None:
     dbapi_connection.commit()
 
 
+class _HeldConnection:
+    """A connection the sender keeps, used by one greenlet at a time (its work is short);
+    dropped when the database goes away, opened again on next use."""
+
+    def __init__(self, engine: sa.Engine, autocommit: bool):
+        self._engine = engine
+        self._autocommit = autocommit
+        self._conn: sa.Connection | None = None
+        self._lock = Semaphore(1)
+
+    def __call__(self, work):
+        """work(conn) under the lock; its value."""
+        with self._lock:
+            try:
+                if self._conn is None:
+                    conn = self._engine.connect()
+                    self._conn = conn.execution_options(isolation_level="AUTOCOMMIT") if self._autocommit else conn
+                return work(self._conn)
+            except DATABASE_DOWN:
+                self._drop()
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # already broken
+                pass
+            self._conn = None
+
+
 class NotificationSender:
     def __init__(self, engine: sa.Engine, notifier, *, service: str = "?", batch: int = 8,
                  timeout_s: float = 10.0, lease_s: float = 60.0, max_attempts: int = MAX_ATTEMPTS,
@@ -82,8 +118,8 @@ class NotificationSender:
             raise ValueError("batch and max_attempts must be at least 1")
         self.engine = engine
         sa.event.listen(engine, "connect", _commit_without_flush_wait)
-        self._conn: sa.Connection | None = None  # autocommit: claims, and results without a hook
-        self._conn_lock = Semaphore(1)  # greenlets take turns on it; its statements are short
+        self._statements = _HeldConnection(engine, autocommit=True)     # claims, results without a hook
+        self._transactions = _HeldConnection(engine, autocommit=False)  # results with their hook
         self.notifier = notifier
         self.service = service
         self.batch = batch  # rows in flight at most
@@ -116,33 +152,13 @@ class NotificationSender:
         return len(rows)
 
     def _claim(self, limit: int) -> list:
-        return self._autocommit(CLAIM, {"lease": float(self.lease_s), "limit": limit}, rows=True)
-
-    def _autocommit(self, statement, params: dict, rows: bool = False):
-        """One statement, a transaction of its own, on the sender's connection: its rows, or
-        how many rows it changed."""
-        with self._conn_lock:
-            try:
-                if self._conn is None:
-                    self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-                result = self._conn.execute(statement, params)
-                return result.all() if rows else result.rowcount
-            except DATABASE_DOWN:
-                self._close_connection()  # a new one next time
-                raise
-
-    def _close_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:  # already broken
-                pass
-            self._conn = None
+        params = {"lease": float(self.lease_s), "limit": limit}
+        return self._statements(lambda conn: conn.execute(CLAIM, params).all())
 
     def close(self) -> None:
-        """Give back the connection the sender holds (run() does it when it stops)."""
-        with self._conn_lock:
-            self._close_connection()
+        """Give back the connections the sender holds (run() does it when it stops)."""
+        self._statements.close()
+        self._transactions.close()
 
     def _deliver(self, row) -> None:
         try:
@@ -202,12 +218,15 @@ class NotificationSender:
         while True:
             try:
                 if hook is None:  # one statement is a transaction of its own
-                    recorded = self._autocommit(statement, params)
+                    recorded = self._statements(lambda conn: conn.execute(statement, params).rowcount)
                 else:
-                    with self.engine.begin() as conn:
-                        recorded = conn.execute(statement, params).rowcount
-                        if recorded:
-                            hook(conn, row, delivered, error)
+                    def with_hook(conn):
+                        with conn.begin():
+                            changed = conn.execute(statement, params).rowcount
+                            if changed:
+                                hook(conn, row, delivered, error)
+                        return changed
+                    recorded = self._transactions(with_hook)
                 if not recorded:
                     log.warning("notification %s: claimed again by another sender; its result is "
                                 "left to that one", row.id)
