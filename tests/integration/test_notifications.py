@@ -373,3 +373,18 @@ def test_the_sender_waits_out_a_database_outage_logging_it_once(store, start_sen
     assert sum("database unavailable" in m for m in messages) == 1
     assert sum("database reachable again" in m for m in messages) == 1
     assert [s["id"] for s in gateway.sent] == [only]
+
+
+def test_messages_done_a_month_ago_are_deleted_with_their_bodies(store):
+    with store.unit_of_work() as uow:
+        for n in range(3):
+            uow.notify(CustomerMessage(channel="sms", recipient="13812346138", language="zh",
+                                       body=f"王女士，您好 {n}", subject_id=f"c-{n}"))
+    with store.engine.begin() as conn:  # one sent long ago, one given up long ago, one waiting
+        conn.execute(sa.text("UPDATE notifications SET sent_at = now() - interval '31 days' WHERE subject_id = 'c-0'"))
+        conn.execute(sa.text("UPDATE notifications SET failed_at = now() - interval '40 days' "
+                             "WHERE subject_id = 'c-1'"))
+    sender = NotificationSender(store.engine, RecordingNotifier(), service="intake")
+    assert sender.purge_done() == 2
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT subject_id FROM notifications")).scalars().all() == ["c-2"]
