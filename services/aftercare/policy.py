@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import time
 
-from shared.calendar.policy import ChainPolicy, Checker
+from shared.calendar.policy import ChainPolicy, Checker, show
 
 _SECTION = {"visit_delays", "contact_hours"}
 
@@ -24,7 +24,7 @@ def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> AftercareRules:
             c.bad(f"aftercare.visit_delays.{product_type}",
                   f"unknown product type (product_types: {', '.join(chain.product_types)})")
         if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-            c.bad(f"aftercare.visit_delays.{product_type}", f"{days!r} is not a positive number of days")
+            c.bad(f"aftercare.visit_delays.{product_type}", f"{show(days)} is not a positive number of days")
     window = c.window(doc.get("contact_hours", "09:00-21:00"), "aftercare.contact_hours") or (540, 1260)
     as_time = lambda m: time.max if m == 1440 else time(m // 60, m % 60)  # noqa: E731 (24:00 = end of day)
     return AftercareRules(visit_delays=dict(visit_delays), contact_hours=(as_time(window[0]), as_time(window[1])))

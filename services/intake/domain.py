@@ -135,7 +135,8 @@ class CustomerRecord(Aggregate):
             self.record(CustomerMessageSent(request_event_id, self.record_type, self.id, self.branch_code, at,
                                             channel))
         else:
-            self._refuse(request_event_id, at, "delivery_failed", (error or "")[:500] or None)
+            # Not the gateway's own words: they may quote the number or the text in clear.
+            self._refuse(request_event_id, at, "delivery_failed", "the notification gateway did not take it")
 
     def _refuse(self, request_event_id: str, at: datetime, reason: str, detail: str | None) -> None:
         self.record(CustomerMessageFailed(request_event_id, self.record_type, self.id, self.branch_code, at,

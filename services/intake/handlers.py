@@ -230,8 +230,8 @@ def follow_case(store, *, event: dict) -> bool:
     complaint_id = event["payload"]["complaint_id"]
     with store.unit_of_work() as uow:
         complaint = uow.complaints.get(complaint_id, for_update=True) if complaint_id else None
-        if complaint is None:
-            return False
+        if complaint is None or complaint.branch_code != event["branch_code"]:
+            return False  # not ours, or not the branch the case says: a producer's mistake
         changed = complaint.follow_case(event["type"], event["sequence"])
         if changed:
             uow.complaints.save_progress(complaint)
@@ -253,7 +253,7 @@ def send_customer_message(store, *, event: dict, now: datetime) -> None:
     request = event["payload"]
     with store.unit_of_work() as uow:
         records, record = _customer_record(uow, request["record_type"], request["record_id"])
-        if record is None:
+        if record is None or record.branch_code != event["branch_code"]:  # a customer of another branch: refuse
             uow.publish(events.unknown_record(event, now))
             return
         delivery = record.delivery_for(event["event_id"], request["channels"], now)

@@ -42,8 +42,8 @@ complaints = sa.Table(
     sa.Column("recorded_by_role", sa.Text, nullable=False),
     # Events intake published about this complaint (the envelope's sequence), and the last
     # case event its status follows (investigation numbers those).
-    sa.Column("last_sequence", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("status_sequence", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_sequence", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("status_sequence", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_complaints_branch_received", "branch_code", sa.text("received_at DESC"), sa.text("id DESC")),
     sa.Index("ix_complaints_received", sa.text("received_at DESC"), sa.text("id DESC")),
     sa.Index("ix_complaints_customer_ref", "customer_ref"),
@@ -64,7 +64,7 @@ sales = sa.Table(
     sa.Column("contact_consent", sa.Boolean, nullable=False),
     sa.Column("items", pg.JSONB, nullable=False),
     sa.Column("recorded_by", sa.Text, nullable=False),
-    sa.Column("last_sequence", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_sequence", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_sales_branch_sold", "branch_code", "sold_at"),
 )
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 from shared.calendar.branches import Branch, aware
-from shared.calendar.policy import Checker, ChainPolicy
+from shared.calendar.policy import ChainPolicy, Checker, show
 from shared.messaging.catalogue.intake import KINDS
 from shared.security.permissions import Permissions
 
@@ -24,6 +24,9 @@ SEVERITY_FLAGS = frozenset({"allergy", "burn", "injury", "infection", "legal_thr
                             "media_threat", "wide_reach", "serious_service_failure"})
 PRIORITIES = ("urgent", "general", "low")
 _PLACEHOLDERS = {"greeting", "reference", "kind", "due", "branch_code", "branch_name"}
+# What intake fills the acknowledgement templates with (all text), to try each template.
+_SAMPLE = {"name": "王女士", "greeting": "您好！", "reference": "SH001-20261122-0001", "kind": "投诉",
+           "due": "2026-11-22 11:00", "branch_code": "SH001", "branch_name": "上海静安店"}
 _SECTION = {"categories", "default_category", "keywords", "triage", "deadlines", "acknowledgement"}
 
 # Who may do what at intake; `PERMISSIONS.require(identity, action)` in the handlers.
@@ -185,6 +188,11 @@ def _acknowledgements(c: Checker, doc: dict) -> dict:
                 continue
             for name in sorted(used - allowed):
                 c.bad(f"{where}.{key}", f"unknown placeholder {{{name}}}")
+            if used <= allowed:
+                try:  # as intake will: a format spec such as {name:d} fails only when rendered
+                    str(spec.get(key) or "").format(**_SAMPLE)
+                except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+                    c.bad(f"{where}.{key}", f"the template cannot be filled in: {exc}")
         template = {key: str(spec.get(key) or "") for key in ("greeting", "greeting_anonymous", "text")}
         template["kinds"] = {k: c.text(kinds[k], f"{where}.kinds.{k}") for k in KINDS if kinds.get(k)}
         templates[str(lang)] = template
@@ -198,7 +206,7 @@ def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> IntakeRules | Non
     categories = _categories(c, doc)
     default_category = doc.get("default_category", "service_quality")
     if default_category not in CATEGORY_CODES:
-        c.bad("intake.default_category", f"unknown category {default_category!r}")
+        c.bad("intake.default_category", f"unknown category {show(default_category)}")
 
     triage = c.mapping(doc.get("triage"), "intake.triage", {"urgent_categories", "urgent_flags", "urgent_keywords"})
     urgent_categories = c.subset(triage.get("urgent_categories"), CATEGORY_CODES, "intake.triage.urgent_categories",

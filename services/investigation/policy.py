@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.calendar.policy import ChainPolicy, Checker
+from shared.calendar.policy import ChainPolicy, Checker, show
 from shared.security.auth import ROLES
 
 _SECTION = {"authority"}
@@ -22,5 +22,5 @@ def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> InvestigationRule
         if role not in ROLES:
             c.bad(f"investigation.authority.{role}", f"unknown role (roles: {', '.join(ROLES)})")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0):
-            c.bad(f"investigation.authority.{role}", f"{limit!r} is not an amount in CNY (or null for no limit)")
+            c.bad(f"investigation.authority.{role}", f"{show(limit)} is not an amount in CNY (or null for no limit)")
     return InvestigationRules(authority=dict(authority))

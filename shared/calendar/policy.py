@@ -41,11 +41,11 @@ def parse_duration(text: str) -> timedelta:
     text = text.strip().upper() if isinstance(text, str) else ""
     m = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?", text)
     if not m or text.endswith("T") or not any(m.groups()):
-        raise ValueError(f"{text!r} is not a duration like PT1H, PT24H or P7D")
+        raise ValueError(f"{show(text)} is not a duration like PT1H, PT24H or P7D")
     days, hours, minutes = (int(g or 0) for g in m.groups())
     delta = timedelta(days=days, hours=hours, minutes=minutes)
     if delta <= timedelta(0):
-        raise ValueError(f"{text!r} is not a positive duration")
+        raise ValueError(f"{show(text)} is not a positive duration")
     return delta
 
 
@@ -101,6 +101,15 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def show(value) -> str:
+    """A value as a problem may quote it: scalars as they are (cut short), anything else by its
+    kind only, never expanded (a YAML alias bomb is small on disk and huge when printed)."""
+    if isinstance(value, (str, int, float, bool, date)) or value is None:
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+    return f"a {type(value).__name__}"
+
+
 class Checker:
     """Collects every problem of a policy file, each named by its place in the file; each
     service's section loader reports through it too."""
@@ -144,15 +153,15 @@ class Checker:
     def window(self, value, where) -> Window | None:
         m = _RANGE.fullmatch(value if isinstance(value, str) else "")
         if not m:
-            self.bad(where, f"{value!r} is not a range 'HH:MM-HH:MM' (quote it)")
+            self.bad(where, f"{show(value)} is not a range 'HH:MM-HH:MM' (quote it)")
             return None
         (oh, om, ch, cm), ok = map(int, m.groups()), True
         for h, mi, closing in ((oh, om, False), (ch, cm, True)):
             if not (h < 24 and mi < 60 or closing and (h, mi) == (24, 0)):
-                self.bad(where, f"{value!r}: {h:02d}:{mi:02d} is not a valid time")
+                self.bad(where, f"{show(value)}: {h:02d}:{mi:02d} is not a valid time")
                 ok = False
         if ok and ch * 60 + cm <= oh * 60 + om:
-            self.bad(where, f"{value!r} closes before it opens")
+            self.bad(where, f"{show(value)} closes before it opens")
             ok = False
         return (oh * 60 + om, ch * 60 + cm) if ok else None
 
@@ -168,28 +177,32 @@ class Checker:
                 if isinstance(item, date) and not isinstance(item, datetime):
                     start = end = item
                 else:
-                    first, _, last = str(item).partition("..")
+                    if not isinstance(item, str):
+                        raise ValueError
+                    first, _, last = item.partition("..")
                     start, end = (date.fromisoformat(d.strip()) for d in (first, last or first))
                 if not timedelta(0) <= end - start <= timedelta(days=366):
                     raise ValueError
             except ValueError:
-                self.bad(f"{where}[{i}]", f"{item!r} is not a day YYYY-MM-DD or a range A..B of days")
+                self.bad(f"{where}[{i}]", f"{show(item)} is not a day YYYY-MM-DD or a range A..B of days")
                 continue
             result.update(start + timedelta(days=n) for n in range((end - start).days + 1))
         return frozenset(result)
 
     def zone(self, value, where) -> str:
         try:
+            if not isinstance(value, str):
+                raise ValueError
             ZoneInfo(value)
             return value
         except Exception:  # ZoneInfoNotFoundError, ValueError, TypeError for odd names
-            self.bad(where, f"unknown time zone {value!r}")
+            self.bad(where, f"unknown time zone {show(value)}")
             return "UTC"
 
     def duration(self, value, where) -> timedelta:
         try:
             return parse_duration(value)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             self.bad(where, str(exc))
             return timedelta(hours=1)
 
@@ -197,7 +210,7 @@ class Checker:
         items = self.words(value, where)
         for item in items:
             if item and item not in allowed:
-                self.bad(where, f"unknown {what} {item!r}")
+                self.bad(where, f"unknown {what} {show(item)}")
         return frozenset(items) & frozenset(allowed)
 
 
@@ -302,14 +315,22 @@ def load_policy(path: str | os.PathLike | None = None) -> ChainPolicy:
         text = source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError([f"{source}: cannot read the policy file ({exc})"]) from None
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:  # e.g. a NUL or another character YAML does not allow
+        raise PolicyError([f"{source}: not valid YAML ({exc})"]) from None
     try:
         doc = loader.get_single_data()
     except yaml.YAMLError as exc:
         raise PolicyError([f"{source}: not valid YAML ({exc})"]) from None
+    except RecursionError:
+        raise PolicyError([f"{source}: nested too deeply"]) from None
     finally:
         loader.dispose()
-    return _build(doc, source, loader.duplicates)
+    try:
+        return _build(doc, source, loader.duplicates)
+    except RecursionError:
+        raise PolicyError([f"{source}: nested too deeply"]) from None
 
 
 def check_policy(path: str | os.PathLike | None = None) -> list[str]:

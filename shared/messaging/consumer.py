@@ -32,7 +32,7 @@ from nameko.messaging import QueueConsumer
 from shared.messaging import topology
 from shared.messaging.copies import CopyPublisher
 from shared.messaging.envelope import EventSchemaError, NewerVersion, parse_event
-from shared.messaging.failures import is_temporary, pause_after
+from shared.messaging.failures import TEMPORARY, is_temporary, pause_after
 from shared.messaging.inbox import AlreadyHandled
 from shared.observability import metrics
 
@@ -99,7 +99,8 @@ class EventConsumer(Entrypoint):
     def __init__(self, source_service: str, event_type: str, **kwargs):
         self.source_service = source_service
         self.event_type = event_type
-        kwargs.setdefault("expected_exceptions", AlreadyHandled)
+        # Expected: logged by this entrypoint in a line, not by nameko with a traceback each time.
+        kwargs.setdefault("expected_exceptions", (AlreadyHandled, *TEMPORARY))
         super().__init__(**kwargs)
 
     def setup(self):
@@ -133,6 +134,9 @@ class EventConsumer(Entrypoint):
             return self._fail(message, attempt, "newer_version", str(exc))
         except (EventSchemaError, RecursionError) as exc:
             return self._park(message, "malformed", str(exc)[:1000], attempt)
+        if (event["type"], event["source"]) != (self.event_type, self.source_service):
+            return self._park(message, "malformed", f"a {event['source']} {event['type']} event in the queue of "
+                                                    f"{self.source_service} {self.event_type} events", attempt)
         self._dispatch(message, event, attempt, pauses=0)
 
     def _dispatch(self, message, event, attempt, pauses):

@@ -12,17 +12,21 @@ class Unroutable(Exception):
 
 
 class CopyPublisher:
-    def __init__(self, amqp_uri: str, connect_timeout: float = 5):
+    def __init__(self, amqp_uri: str, connect_timeout: float = 5, confirm_timeout: float = 10):
         self._uri = amqp_uri
         self._timeout = connect_timeout
+        # A broker that stops answering without closing the connection must not hold the
+        # original message (and every other copy behind the lock) for minutes.
+        self._confirm_timeout = confirm_timeout
         self._conn = None
         self._producer = None
         self._returned = None
 
     def _ready(self) -> kombu.Producer:
         if self._conn is None:
-            self._conn = kombu.Connection(self._uri, connect_timeout=self._timeout,
-                                          transport_options={"confirm_publish": True})
+            self._conn = kombu.Connection(self._uri, connect_timeout=self._timeout, transport_options={
+                "confirm_publish": True, "read_timeout": self._confirm_timeout,
+                "write_timeout": self._confirm_timeout})
             self._producer = kombu.Producer(self._conn.channel(), on_return=self._on_return)
         return self._producer
 
@@ -43,7 +47,8 @@ class CopyPublisher:
                 message.body, exchange=exchange, routing_key=routing_key, headers=headers, mandatory=True,
                 content_type=message.content_type or "application/octet-stream",
                 content_encoding=message.content_encoding or "binary",
-                message_id=message.properties.get("message_id"), delivery_mode=2, serializer=None)
+                message_id=message.properties.get("message_id"), delivery_mode=2, serializer=None,
+                confirm_timeout=self._confirm_timeout)
         except Exception:
             self.close()
             raise

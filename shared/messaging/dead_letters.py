@@ -39,18 +39,25 @@ def _parked(queue: str, message) -> Parked:
     body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
     try:
         envelope = json.loads(body)
-        event_id = envelope.get("event_id") if isinstance(envelope, dict) else None
-        event_type = envelope.get("type") if isinstance(envelope, dict) else None
     except (ValueError, RecursionError):
-        event_id, event_type = None, None
+        envelope = None
+    # Whatever a malformed body holds: only strings are ids and types.
+    event_id, event_type = ((v if isinstance(v, str) else None) for v in
+                            ((envelope.get("event_id"), envelope.get("type")) if isinstance(envelope, dict)
+                             else (None, None)))
+    try:
+        attempts = int(headers.get(f"{HEADER}attempts", 0) or 0)
+    except (TypeError, ValueError):
+        attempts = 0  # a header we did not write
     unroutable = is_unroutable_queue(queue)
-    return Parked(dlq=queue, event_id=message.properties.get("message_id") or event_id,
+    message_id = message.properties.get("message_id")
+    return Parked(dlq=queue, event_id=message_id if isinstance(message_id, str) and message_id else event_id,
                   event_type=(message.delivery_info.get("routing_key") if unroutable
                               else headers.get(f"{HEADER}routing-key")) or event_type,
                   reason="unroutable" if unroutable else str(headers.get(f"{HEADER}reason", "?")),
                   error=("no queue was bound for it when it was published" if unroutable
                          else str(headers.get(f"{HEADER}error", ""))),
-                  attempts=int(headers.get(f"{HEADER}attempts", 0) or 0),
+                  attempts=attempts,
                   failed_at=str(headers.get(f"{HEADER}failed-at", "")),
                   body_preview=body[:120].decode("utf-8", "replace"))
 
@@ -153,7 +160,9 @@ def _exists(conn, name: str) -> bool:
 
 def queue_depths(amqp_uri: str, names: list[str]) -> dict[str, int]:
     depths = {}
-    with kombu.Connection(amqp_uri, connect_timeout=2) as conn:
+    # Bounded: /metrics asks this, and a broker that went silent must not hang the page.
+    with kombu.Connection(amqp_uri, connect_timeout=2,
+                          transport_options={"read_timeout": 2, "write_timeout": 2}) as conn:
         for name in names:
             channel = conn.channel()
             try:

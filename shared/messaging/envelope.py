@@ -54,6 +54,21 @@ def IdString(**kwargs):
     return fields.String(validate=_check_uuid, **kwargs)
 
 
+def _check_text(value: str) -> None:
+    if "\x00" in value:
+        raise ValidationError("Must not contain the NUL character.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("Must be valid Unicode (no lone surrogates).") from None
+
+
+def Text(*validators, **kwargs):
+    """A string a consumer can store: no NUL, no lone surrogate (PostgreSQL refuses both, so
+    such an event would fail for ever instead of being parked as malformed at once)."""
+    return fields.String(validate=[_check_text, *validators], **kwargs)
+
+
 def InstantString(**kwargs):
     return fields.String(validate=_check_instant, **kwargs)
 
@@ -77,7 +92,7 @@ class Envelope(Schema):
     causation_id = fields.String(required=True, allow_none=True)
     # The n-th event its producer published about this record (complaint, case, sale, visit):
     # queues and retries reorder events, so a projection applies only what is newer.
-    sequence = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    sequence = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=2**63 - 1))
     payload = fields.Dict(required=True)
 
 

@@ -25,10 +25,24 @@ TEMPORARY = (
 )
 
 
+# SQLSTATEs that pass with time whatever the exception class: connection exceptions (08),
+# a read-only transaction (25006: a standby during a failover), the server shutting down or
+# not yet accepting (57P01-57P03), serialization failures and deadlocks (40001, 40P01).
+_TEMPORARY_SQLSTATES = ("08", "25006", "57P01", "57P02", "57P03", "40001", "40P01", "53300")
+
+
+def sqlstate(exc: BaseException) -> str:
+    code = getattr(exc, "pgcode", None) or getattr(getattr(exc, "orig", None), "pgcode", None)
+    return code or ""
+
+
 def is_temporary(exc: BaseException) -> bool:
     from shared.web.errors import ServiceUnavailable
 
-    return isinstance(exc, TEMPORARY) or isinstance(exc, ServiceUnavailable)
+    if isinstance(exc, TEMPORARY) or isinstance(exc, ServiceUnavailable):
+        return True
+    code = sqlstate(exc)
+    return bool(code) and code.startswith(_TEMPORARY_SQLSTATES)
 
 
 def pause_after(pauses: int, cap: float = 30.0) -> float:

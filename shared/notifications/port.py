@@ -30,6 +30,11 @@ class Message(Protocol):
 
 
 class Notifier(Protocol):
+    # True for an adapter that blocks outside eventlet (a C client library, an unpatched
+    # socket): the sender then runs it in a real thread, so its timeout still applies. An
+    # adapter built on requests or plain sockets is cooperative and leaves it False.
+    blocking: bool = False
+
     def send(self, message: Message) -> None:
         """Deliver one message, or raise. Raise Undeliverable when trying again cannot help."""
 

@@ -31,6 +31,7 @@ import threading
 import time
 
 import eventlet
+import eventlet.tpool
 import sqlalchemy as sa
 from eventlet.semaphore import Semaphore
 
@@ -168,7 +169,12 @@ class NotificationSender:
                 return
             try:
                 with eventlet.Timeout(self.timeout_s) as timer:
-                    self.notifier.send(row)
+                    if getattr(self.notifier, "blocking", False):
+                        # An adapter that blocks outside eventlet (a C client library) runs in
+                        # a real thread, so the timeout and the event relay beside it still run.
+                        eventlet.tpool.execute(self.notifier.send, row)
+                    else:
+                        self.notifier.send(row)
             except eventlet.Timeout as exc:
                 text = f"no answer in {self.timeout_s:g}s" if exc is timer else f"Timeout: {exc}"
                 self._record(row, False, text)

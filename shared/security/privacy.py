@@ -64,9 +64,16 @@ def customer_ref(key: bytes, phone: str | None, email: str | None = None) -> str
 
 
 def redact(text: str, *, name: str | None = None, phone: str | None = None, email: str | None = None) -> str:
-    """The text with this customer's name, phone and email masked wherever they appear: what
-    logs and staff may see of a message written to the customer."""
-    for clear, masked in ((email, mask_email(email)), (phone, mask_phone(phone)), (name, mask_name(name))):
-        if clear and clear.strip():
-            text = text.replace(clear.strip(), masked)
+    """The text with this customer's name, phone and email masked wherever they appear, however
+    the phone is written (+86 138 1234 6138, 138-1234-6138): what logs and staff may see of a
+    message written to the customer."""
+    if email and email.strip():
+        text = re.sub(re.escape(email.strip()), mask_email(email.strip()), text, flags=re.IGNORECASE)
+    if phone and phone.strip():
+        digits = re.sub(r"\D", "", phone)
+        if len(digits) >= 5:
+            loose = r"(?:\+?\s*86[\s\-]*)?" + r"[\s\-().]*".join(map(re.escape, digits))
+            text = re.sub(r"(?<!\d)" + loose + r"(?!\d)", mask_phone(phone), text)
+    if name and name.strip():
+        text = text.replace(name.strip(), mask_name(name.strip()))
     return text

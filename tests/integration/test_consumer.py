@@ -423,7 +423,7 @@ def test_an_event_no_queue_takes_is_kept_counted_listed_and_replayed_once_a_hand
     from shared.web import health
 
     topology.declare(amqp_uri, [], sources=["probeland"])
-    early = complaint_event("published before any consumer of its type")
+    early = {**complaint_event("published before any consumer of its type"), "source": "probeland"}
     Publisher(amqp_uri).publish_batch([("probeland.events", "complaint_registered", json.dumps(early),
                                         early["event_id"])])  # confirmed: the broker took it
     queue = topology.unroutable_queue_name("probeland")
@@ -444,3 +444,28 @@ def test_an_event_no_queue_takes_is_kept_counted_listed_and_replayed_once_a_hand
     assert [p.event_id for p, _ in report.moved] == [early["event_id"]]
     wait_until(lambda: probe.count("handled") == 1, "the late handler to get the kept event")
     assert dead_letters.list_parked(amqp_uri, [queue]) == []
+
+
+def test_an_event_in_the_queue_of_another_type_or_source_is_malformed(probe):
+    stray = dict(complaint_event("routed here by mistake"), type="feedback_registered")
+    stray["payload"] = dict(stray["payload"], kind="suggestion")
+    probe.publish_raw(json.dumps(stray).encode())  # routing key complaint_registered, body says feedback
+    [parked] = wait_until(lambda: probe.parked(), "the stray event to be parked")
+    assert parked.reason == "malformed" and "in the queue of intake complaint_registered" in parked.error
+    assert probe.tries(stray["event_id"]) == 0
+
+
+def test_the_dlq_listing_survives_headers_and_bodies_it_did_not_write(probe, capsys, monkeypatch):
+    from shared import cli
+
+    probe.publish_raw(b'{"event_id": ["x"], "type": {"a": 1}}')
+    wait_until(lambda: probe.parked(), "the odd body to be parked")
+    with kombu.Connection(probe.amqp_uri) as conn:  # and a copy with an attempts header we did not write
+        kombu.Producer(conn.channel()).publish(b"{}", exchange="", routing_key=probe.topology.dlq_name,
+                                               headers={"x-closeloop-attempts": "abc"}, serializer=None,
+                                               content_type="application/json", content_encoding="utf-8")
+    monkeypatch.setenv("AMQP_URI", probe.amqp_uri)
+    wait_until(lambda: len(probe.parked()) == 2, "both to be listed")
+    assert cli.main(["dlq", "list", "--queue", probe.topology.queue_name]) == 0
+    assert "2 parked message(s)" in capsys.readouterr().out
+    assert cli.main(["dlq", "replay", "--queue", probe.topology.queue_name, "--id", "x"]) == 1

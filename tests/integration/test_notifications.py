@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+import eventlet
 import pytest
 import sqlalchemy as sa
 
@@ -388,3 +389,35 @@ def test_messages_done_a_month_ago_are_deleted_with_their_bodies(store):
     assert sender.purge_done() == 2
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT subject_id FROM notifications")).scalars().all() == ["c-2"]
+
+
+class BlockingGateway:
+    """A gateway client that blocks the whole thread (as a C library would), not a greenlet."""
+
+    blocking = True
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.calls = 0
+
+    def send(self, message):
+        import eventlet.patcher
+
+        self.calls += 1
+        eventlet.patcher.original("time").sleep(self.seconds)
+
+
+def test_an_adapter_that_blocks_its_thread_still_times_out_and_leaves_the_process_running(store):
+    with store.unit_of_work() as uow:
+        uow.notify(CustomerMessage(channel="sms", recipient="13812346138", language="zh", body="结果",
+                                   subject_id="c-block", log_text="结果"))
+    gateway = BlockingGateway(3.0)
+    sender = NotificationSender(store.engine, gateway, service="intake", timeout_s=0.5, lease_s=5)
+    ticks = []
+    ticker = eventlet.spawn(lambda: [ticks.append(1) or eventlet.sleep(0.05) for _ in range(20)])
+    sender.send_due()  # returns once the row is recorded: after the timeout, not the 3 s block
+    ticker.wait()
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT sent_at, last_error FROM notifications WHERE subject_id = 'c-block'")).one()
+    assert row.sent_at is None and "no answer in 0.5s" in row.last_error
+    assert len(ticks) == 20  # other greenlets (the event relay beside it) kept running meanwhile

@@ -173,3 +173,33 @@ def test_a_type_several_services_publish_names_its_source():
         build_event("customer_message_requested", payload, source="intake", **options)
     for source in ("investigation", "aftercare"):
         assert build_event("customer_message_requested", payload, source=source, **options)["source"] == source
+
+
+def test_text_no_consumer_could_store_is_refused_on_the_bus():
+    payload = {"record_type": "complaint", "record_id": str(uuid.uuid4()), "purpose": "written_result",
+               "text": "结果\x00", "language": "zh", "channels": ["sms"]}
+    options = {"branch_code": "SH001", "correlation_id": "c", "occurred_at": AT, "sequence": 1,
+               "source": "investigation"}
+    for text in ("结果\x00", "lone \ud800 surrogate"):
+        with pytest.raises(EventSchemaError) as raised:
+            build_event("customer_message_requested", dict(payload, text=text), **options)
+        assert "payload.text" in raised.value.errors
+    with pytest.raises(EventSchemaError):
+        build(sequence=2 ** 63)
+
+
+def test_failures_that_pass_with_time_are_told_by_their_sqlstate_too():
+    import psycopg2
+    from sqlalchemy import exc as sa_exc
+
+    from shared.messaging.failures import is_temporary
+
+    class ReadOnly(psycopg2.InternalError):
+        pgcode = "25006"  # a standby during a failover
+
+    class Bug(psycopg2.ProgrammingError):
+        pgcode = "42P01"  # undefined table: will repeat
+
+    assert is_temporary(sa_exc.InternalError("INSERT ...", {}, ReadOnly()))
+    assert not is_temporary(sa_exc.ProgrammingError("SELECT ...", {}, Bug()))
+    assert not is_temporary(KeyError("complaint_id"))

@@ -159,3 +159,26 @@ def test_a_request_about_a_record_intake_does_not_hold_is_answered_unknown():
     handlers.send_customer_message(store.for_event("h", asked["event_id"]), event=asked, now=NOW)
     [failed] = store.events("customer_message_failed")
     assert (failed["payload"]["reason"], failed["correlation_id"]) == ("unknown_record", asked["correlation_id"])
+
+
+def test_events_naming_another_branch_than_the_record_change_nothing_and_send_nothing():
+    store = FakeIntakeStore()
+    _, answer = register(store)  # an SH001 complaint
+    wrong_branch = case_event("case_opened", answer["id"], 1)
+    wrong_branch["branch_code"] = "BJ001"
+    assert handlers.follow_case(store.for_event("h", wrong_branch["event_id"]), event=wrong_branch) is False
+    asked = message_request("complaint", answer["id"])
+    asked["branch_code"] = "BJ001"
+    handlers.send_customer_message(store.for_event("h", asked["event_id"]), event=asked, now=NOW)
+    [failed] = store.events("customer_message_failed")
+    assert failed["payload"]["reason"] == "unknown_record" and len(store.notified) == 1  # the acknowledgement
+
+
+def test_a_failed_delivery_is_published_without_the_gateways_words():
+    complaint = Complaint.register(complaint_request(occurred_at=None), branch=POLICY.branch("SH001"),
+                                   rules=POLICY.section("intake"), received_at=NOW, number=1, recorded_by="fd-1",
+                                   recorded_by_role="front_desk", ref_key=KEY)
+    complaint.pull_events()
+    complaint.message_outcome(str(uuid.uuid4()), "sms", False, "rejected +86 138 1234 6138: 王女士您好", at=NOW)
+    [(sequence, failed)] = complaint.pull_events()
+    assert failed.reason == "delivery_failed" and "138" not in failed.detail and "王" not in failed.detail

@@ -449,3 +449,31 @@ def test_parse_duration(text, expected):
 def test_parse_duration_rejects(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("version: 2\nbranches: {}\x00", "not valid YAML"),
+    ("version: 2\nx: " + "[" * 5000 + "]" * 5000, "nested too deeply"),
+    ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+     "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+     "g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\nversion: 2\ndefault_timezone: *g\n"
+     "calendar: {holidays: [*g], extra_working_days: *g}\n", "default_timezone: unknown time zone a list"),
+], ids=["NUL", "deep", "alias bomb"])
+def test_hostile_files_give_problems_not_tracebacks_or_hangs(tmp_path, text, problem):
+    path = tmp_path / "policy.yaml"
+    path.write_text(text, encoding="utf-8")
+    problems = check_policy(path)
+    assert any(problem in p for p in problems), problems
+    assert all(len(p) < 400 for p in problems)
+
+
+def test_a_template_that_cannot_be_filled_in_and_a_huge_duration_are_problems(tmp_path, default_doc):
+    doc = copy.deepcopy(default_doc)
+    doc["intake"]["acknowledgement"]["zh"]["greeting"] = "{name:d}，您好！"
+    doc["intake"]["acknowledgement"]["en"]["text"] = "{greeting} by {due:%Y}"
+    doc["intake"]["deadlines"]["first_response"]["urgent"] = "PT99999999999999999999H"
+    problems = check_policy(write_policy(tmp_path, doc))
+    assert any(p.startswith("intake.acknowledgement.zh.greeting: the template cannot be filled in") for p in problems)
+    assert any(p.startswith("intake.acknowledgement.en.text: the template cannot be filled in") for p in problems)
+    assert any(p.startswith("intake.deadlines.first_response.urgent:") for p in problems)

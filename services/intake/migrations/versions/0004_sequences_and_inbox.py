@@ -17,10 +17,10 @@ depends_on = None
 
 def upgrade():
     # Rows registered before this revision published exactly one event each.
-    op.add_column("complaints", sa.Column("last_sequence", sa.Integer, nullable=False, server_default="1"))
+    op.add_column("complaints", sa.Column("last_sequence", sa.BigInteger, nullable=False, server_default="1"))
     op.alter_column("complaints", "last_sequence", server_default="0")
-    op.add_column("complaints", sa.Column("status_sequence", sa.Integer, nullable=False, server_default="0"))
-    op.add_column("sales", sa.Column("last_sequence", sa.Integer, nullable=False, server_default="1"))
+    op.add_column("complaints", sa.Column("status_sequence", sa.BigInteger, nullable=False, server_default="0"))
+    op.add_column("sales", sa.Column("last_sequence", sa.BigInteger, nullable=False, server_default="1"))
     op.alter_column("sales", "last_sequence", server_default="0")
     inbox.create_tables_v1(op)
 
