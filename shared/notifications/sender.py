@@ -9,7 +9,8 @@ event relay, so a slow or failing gateway never delays an event.
   rows are claimed only into free send slots, so a slow call holds only its own slot.
 - Record: per row, in a short transaction of its own: sent; or tried again after a
   back-off counted from this attempt (2 s, 4 s, ... up to an hour, with jitter); or given
-  up. The final outcome (sent or given up) calls `on_outcome(conn, row, delivered, error)`
+  up. The final outcome (sent or given up) of a message another service asked for (its
+  `request_event_id` set) calls `on_outcome(conn, row, delivered, error)`
   in that same transaction, so a service can write an outbox event with it.
 
 Every time is the database's now(): the process keeps no clock of its own.
@@ -31,6 +32,7 @@ import threading
 import time
 
 import eventlet
+import eventlet.event
 import eventlet.tpool
 import sqlalchemy as sa
 from eventlet.semaphore import Semaphore
@@ -53,6 +55,12 @@ CLAIM = sa.text("""
 # (attempts is the claim's token).
 _OURS = "WHERE id = :id AND attempts = :attempts AND sent_at IS NULL AND failed_at IS NULL"
 MARK_SENT = sa.text(f"UPDATE notifications SET sent_at = now() {_OURS}")  # last_error stays: earlier attempts
+# Rows sent meanwhile, marked together (see `_mark_sent`).
+MARK_SENT_TOGETHER = sa.text(
+    "UPDATE notifications n SET sent_at = now() "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:attempts AS integer[])) AS d(id, attempts) "
+    "WHERE n.id = d.id AND n.attempts = d.attempts AND n.sent_at IS NULL AND n.failed_at IS NULL "
+    "RETURNING n.id")
 MARK_GIVEN_UP = sa.text(f"UPDATE notifications SET failed_at = now(), last_error = :error {_OURS}")
 MARK_RETRY = sa.text("UPDATE notifications SET last_error = :error, "
                      f"next_attempt_at = now() + make_interval(secs => :delay) {_OURS}")
@@ -119,6 +127,7 @@ class NotificationSender:
             raise ValueError("batch and max_attempts must be at least 1")
         self.engine = engine
         sa.event.listen(engine, "connect", _commit_without_flush_wait)
+        self._to_mark: list = []  # sent rows waiting to be marked together
         self._statements = _HeldConnection(engine, autocommit=True)     # claims, results without a hook
         self._transactions = _HeldConnection(engine, autocommit=False)  # results with their hook
         self.notifier = notifier
@@ -218,12 +227,16 @@ class NotificationSender:
         else:
             delay = backoff(row.attempts)
             statement, params["error"], params["delay"] = MARK_RETRY, error, delay
-        hook = self.on_outcome if final else None
+        # Only a message another service asked for has someone waiting for its outcome; the
+        # rest (acknowledgements) are recorded by one statement, the cheap path.
+        hook = self.on_outcome if final and row.request_event_id is not None else None
         deadline = time.monotonic() + self.lease_s - self.timeout_s
         pause = 0.0
         while True:
             try:
-                if hook is None:  # one statement is a transaction of its own
+                if delivered and hook is None:
+                    recorded = self._mark_sent(row)
+                elif hook is None:  # one statement is a transaction of its own
                     recorded = self._statements(lambda conn: conn.execute(statement, params).rowcount)
                 else:
                     def with_hook(conn):
@@ -259,6 +272,34 @@ class NotificationSender:
         else:
             log.warning("notification %s: attempt %d failed (%s); next try in about %.0fs",
                         row.id, row.attempts, shown or error, delay)
+
+    def _mark_sent(self, row) -> bool:
+        """Mark a sent row, together with the rows other sends finished meanwhile: whoever
+        holds the connection next marks every one waiting in one statement, so a busy sender
+        costs the database one statement per round instead of one per message. Returns once
+        this row is recorded (False: another sender holds it now); raises as the statement did."""
+        waiter = eventlet.event.Event()
+        self._to_mark.append((row.id, row.attempts, waiter))
+
+        def mark_waiting(conn):
+            batch, self._to_mark = self._to_mark, []
+            if not batch:
+                return  # another greenlet marked ours already
+            try:
+                marked = set(conn.execute(MARK_SENT_TOGETHER, {"ids": [b[0] for b in batch],
+                                                               "attempts": [b[1] for b in batch]}).scalars())
+            except BaseException as exc:
+                for _, _, each in batch:
+                    each.send_exception(exc)
+                raise
+            for row_id, _, each in batch:
+                each.send(row_id in marked)
+
+        try:
+            self._statements(mark_waiting)
+        except DATABASE_DOWN:
+            pass  # every waiter of that batch, ours included, got the error: raised below
+        return waiter.wait()
 
     # --- the loop ----------------------------------------------------------------------------
 

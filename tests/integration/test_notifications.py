@@ -253,15 +253,16 @@ def outcomes(store):
 
 
 def test_the_outcome_hook_runs_once_per_final_outcome_in_the_recording_transaction(store, make_sender, outcomes):
-    ok, bad = queue(store, message(0, request_event_id="5b0e7b43-3f55-4d6e-9a55-8f1b1f2a0c11"),
-                    message(1, subject_id="unreachable"))
+    ok, bad, own = queue(store, message(0, request_event_id="5b0e7b43-3f55-4d6e-9a55-8f1b1f2a0c11"),
+                         message(1, subject_id="unreachable", request_event_id="6c1f8c54-4066-4e7f-8b66-9a2c2b3b1d22"),
+                         message(2))  # the service's own message: nobody waits for its outcome
 
     def behaviour(m):
         if m.subject_id == "unreachable":
             raise ConnectionError("the SMS gateway is down")
 
     sender = make_sender(RecordingNotifier(behaviour), max_attempts=2, on_outcome=outcomes)
-    assert sender.send_due() == 2
+    assert sender.send_due() == 3
     # Delivered: final. Failed once of two: not final, no call.
     [delivered] = outcomes.recorded()
     assert (delivered.notification_id, delivered.delivered, delivered.error) == (ok, True, None)
@@ -287,7 +288,7 @@ def test_a_failing_outcome_hook_rolls_the_outcome_back_and_the_row_stays_claimab
             raise RuntimeError("the outbox insert failed")
 
     gateway = RecordingNotifier()
-    [only] = queue(store, message(0))
+    [only] = queue(store, message(0, request_event_id="7d2a9d65-5177-4f80-9c77-ab3d3c4c2e33"))
     sender = make_sender(gateway, on_outcome=hook)
     assert sender.send_due() == 1
     row = rows(store)[only]
