@@ -204,10 +204,9 @@ def read_contact(store, *, identity: Identity, record_id: str, purpose: str | No
         purpose = None  # refused below, after scope and role, in the error order
     record_id = _canonical_id(record_id, "record")
     with store.unit_of_work() as uow:
-        record, record_type = uow.complaints.get(record_id), "complaint"
-        if record is None:
-            record, record_type = uow.sales.get(record_id), "sale"
+        _, record = _complaint_or_sale(uow, record_id)
         _in_scope(record, identity, "record", record_id)
+        record_type = record.record_type
         PERMISSIONS.require(identity, "contact:read")
         if not purpose or not str(purpose).strip():
             raise ValidationFailed("a purpose is required to read a customer's contact",
@@ -246,6 +245,21 @@ def _customer_record(uow, record_type: str, record_id: str):
     return records, records.get(record_id, for_update=True)
 
 
+def _complaint_or_sale(uow, record_id: str, *, for_update: bool = False):
+    """(its repository, the record) for an id that may be either; the record may be None."""
+    record = uow.complaints.get(record_id, for_update=for_update)
+    if record is not None:
+        return uow.complaints, record
+    return uow.sales, uow.sales.get(record_id, for_update=for_update)
+
+
+def _publish_recorded(uow, records, record, causation_id: str | None) -> None:
+    """Queue what the record noted, and keep its event count."""
+    for envelope in events.envelopes(record, causation_id=causation_id):
+        uow.publish(envelope)
+    records.save_progress(record)
+
+
 def send_customer_message(store, *, event: dict, now: datetime) -> None:
     """Investigation or aftercare asks intake, the holder of the contact, to send a text to
     a complaint's or sale's customer. Queued for the notification sender in the handler's
@@ -263,9 +277,7 @@ def send_customer_message(store, *, event: dict, now: datetime) -> None:
                 channel=delivery.channel, recipient=delivery.recipient, language=request["language"],
                 body=request["text"], subject_id=record.id, request_event_id=event["event_id"],
                 log_text=redact(request["text"], name=customer.name, phone=customer.phone, email=customer.email)))
-        for envelope in events.envelopes(record, causation_id=event["event_id"]):
-            uow.publish(envelope)
-        records.save_progress(record)
+        _publish_recorded(uow, records, record, causation_id=event["event_id"])
 
 
 def message_outcome(conn, row, delivered: bool, error: str | None) -> None:
@@ -274,14 +286,9 @@ def message_outcome(conn, row, delivered: bool, error: str | None) -> None:
     if row.request_event_id is None:
         return  # intake's own acknowledgements: nobody waits for their outcome
     with IntakeUnitOfWork.joining(conn) as uow:
-        record = uow.complaints.get(row.subject_id, for_update=True)
-        records = uow.complaints
-        if record is None:
-            records, record = uow.sales, uow.sales.get(row.subject_id, for_update=True)
+        records, record = _complaint_or_sale(uow, row.subject_id, for_update=True)
         if record is None:
             return
         record.message_outcome(str(row.request_event_id), row.channel, delivered, error,
                                at=datetime.now(timezone.utc))
-        for envelope in events.envelopes(record, causation_id=None):
-            uow.publish(envelope)
-        records.save_progress(record)
+        _publish_recorded(uow, records, record, causation_id=None)

@@ -34,6 +34,12 @@ def is_unroutable_queue(name: str) -> bool:
     return name.endswith(UNROUTABLE_SUFFIX)
 
 
+def _text(envelope, key: str) -> str | None:
+    """A field of a parked body, if it is a string: a malformed body may hold anything."""
+    value = envelope.get(key) if isinstance(envelope, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def _parked(queue: str, message) -> Parked:
     headers = message.headers or {}
     body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
@@ -41,10 +47,7 @@ def _parked(queue: str, message) -> Parked:
         envelope = json.loads(body)
     except (ValueError, RecursionError):
         envelope = None
-    # Whatever a malformed body holds: only strings are ids and types.
-    event_id, event_type = ((v if isinstance(v, str) else None) for v in
-                            ((envelope.get("event_id"), envelope.get("type")) if isinstance(envelope, dict)
-                             else (None, None)))
+    event_id, event_type = _text(envelope, "event_id"), _text(envelope, "type")
     try:
         attempts = int(headers.get(f"{HEADER}attempts", 0) or 0)
     except (TypeError, ValueError):
