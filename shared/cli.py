@@ -157,8 +157,9 @@ def cmd_relay(args) -> int:
         on_outcome = getattr(settings.service_class(args.service), "message_outcome", None)
         sender = NotificationSender(db.make_engine(config["DATABASE_URL"], 3), make_notifier(config["NOTIFIER"]),
                                     service=args.service, timeout_s=config["NOTIFY_TIMEOUT_SECONDS"],
-                                    lease_s=config["NOTIFY_LEASE_SECONDS"], on_outcome=on_outcome)
-    except ValueError as exc:  # CLOSELOOP_NOTIFIER or the timeouts: say so at start
+                                    lease_s=config["NOTIFY_LEASE_SECONDS"], batch=config["NOTIFY_CONCURRENCY"],
+                                    on_outcome=on_outcome)
+    except ValueError as exc:  # CLOSELOOP_NOTIFIER, the timeouts or the concurrency: say so at start
         return _fail(f"relay for {args.service} cannot start: {exc}")
     relay = Relay(db.make_engine(config["DATABASE_URL"], 2), config["AMQP_URI"],
                   batch_size=args.batch_size, service=args.service)

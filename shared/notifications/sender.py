@@ -117,7 +117,7 @@ class _HeldConnection:
 
 
 class NotificationSender:
-    def __init__(self, engine: sa.Engine, notifier, *, service: str = "?", batch: int = 8,
+    def __init__(self, engine: sa.Engine, notifier, *, service: str = "?", batch: int = 32,
                  timeout_s: float = 10.0, lease_s: float = 60.0, max_attempts: int = MAX_ATTEMPTS,
                  on_outcome=None, idle_wait: float = 0.2):
         if lease_s <= timeout_s:

@@ -70,6 +70,8 @@ def service_config(service: str, env=os.environ, **overrides) -> dict:
         "NOTIFIER": env.get("CLOSELOOP_NOTIFIER", "log"),
         "NOTIFY_TIMEOUT_SECONDS": float(env.get("CLOSELOOP_NOTIFY_TIMEOUT_SECONDS", "10")),
         "NOTIFY_LEASE_SECONDS": float(env.get("CLOSELOOP_NOTIFY_LEASE_SECONDS", "60")),
+        # Messages one sender has in flight at most (one claim takes up to this many).
+        "NOTIFY_CONCURRENCY": int(env.get("CLOSELOOP_NOTIFY_CONCURRENCY", "32")),
         "MAX_BODY_BYTES": int(env.get("CLOSELOOP_MAX_BODY_BYTES", str(1024 * 1024))),
         # Messages one replica holds unacked across all its event handlers (default: max_workers).
         "EVENT_PREFETCH": int(env["CLOSELOOP_EVENT_PREFETCH"]) if env.get("CLOSELOOP_EVENT_PREFETCH") else None,

@@ -120,7 +120,8 @@ def test_a_killed_relay_process_sends_again_at_most_the_rows_in_flight_and_only_
     env = {**os.environ, "AMQP_URI": amqp_uri, "INTAKE_DATABASE_URL": url, "CLOSELOOP_RUN_DIR": str(tmp_path),
            "CLOSELOOP_NOTIFIER": "shared.testing.notifiers:FileNotifier",
            "CLOSELOOP_TEST_NOTIFY_FILE": str(sends), "CLOSELOOP_TEST_NOTIFY_SECONDS": "0.5",
-           "CLOSELOOP_NOTIFY_TIMEOUT_SECONDS": "2", "CLOSELOOP_NOTIFY_LEASE_SECONDS": "3"}
+           "CLOSELOOP_NOTIFY_TIMEOUT_SECONDS": "2", "CLOSELOOP_NOTIFY_LEASE_SECONDS": "3",
+           "CLOSELOOP_NOTIFY_CONCURRENCY": "8"}
 
     def relay_process(name: str) -> subprocess.Popen:
         with open(tmp_path / f"{name}.log", "w") as log_file:
@@ -150,7 +151,7 @@ def test_a_killed_relay_process_sends_again_at_most_the_rows_in_flight_and_only_
     in_flight = {i for i, r in after_kill.items() if r.sent_at is None and r.attempts == 1}
     lease_ends = {i: after_kill[i].next_attempt_at for i in in_flight}
     assert sent_before and in_flight, "the kill should land mid-batch"
-    assert len(in_flight) <= 8  # the sender's batch: what it had claimed
+    assert len(in_flight) <= 8  # CLOSELOOP_NOTIFY_CONCURRENCY: what it had claimed
 
     second = relay_process("second")
     try:
