@@ -107,6 +107,62 @@ def wrk(url: str, seconds: int, lua: Path, connections: int = 32) -> dict:
             "p99_ms": latency(99), "non_2xx": int(errors.group(1)) if errors else 0, "connections": connections}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of_named(name: str) -> float | None:
+    """CPU of every local process called `name` (postgres, beam.smp); None if there is none
+    (servers in containers or on other hosts)."""
+    total, found = 0.0, False
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == name:
+                total, found = total + cpu_seconds(int(entry.name)), True
+        except (OSError, IndexError, ValueError):
+            pass  # ended meanwhile
+    return total if found else None
+
+
+class CpuMeter:
+    """CPU milliseconds per request, by part, over one run: a figure that noisy neighbours
+    move far less than throughput (each part's cost, not how much CPU was left for it)."""
+
+    def __init__(self, parts: dict[str, list[int]], servers=("postgres", "beam.smp")):
+        self.parts, self.servers = parts, servers
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float | None]:
+        read = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self.parts.items()}
+        return {**read, **{server: cpu_of_named(server) for server in self.servers}}
+
+    def per_request(self, requests: float) -> dict[str, float]:
+        end = self._read()
+        return {name: round(1000 * (end[name] - self.start[name]) / requests, 3)
+                for name in end if end[name] is not None and self.start[name] is not None and requests}
+
+
+def drained(env, timeout: float = 60) -> None:
+    """Wait until intake's relay has published every event and sent every message."""
+    from shared.runtime import config as settings
+
+    engine = sa.create_engine(settings.service_database_url("intake", env), poolclass=sa.pool.NullPool)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                if not conn.execute(sa.text(
+                        "SELECT EXISTS (SELECT 1 FROM outbox WHERE sent_at IS NULL) "
+                        "OR EXISTS (SELECT 1 FROM notifications WHERE sent_at IS NULL AND failed_at IS NULL)")).scalar():
+                    return
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+    raise RuntimeError(f"intake's relay left events or messages unsent after {timeout}s")
+
+
 def wrk_script(path: Path, token: str, body: dict, dir_: Path) -> Path:
     body_file = dir_ / f"{path.name}.json"
     body_file.write_text(json.dumps(body, ensure_ascii=False))
@@ -131,11 +187,15 @@ def step_intake(env, seconds, work, results, profile: bool):
                        "CLOSELOOP_DB_POOL_SIZE": "20", "LOG_LEVEL": "WARNING"})
     try:
         intakes = [procs.start("-m", "shared.cli", "serve", "intake") for _ in range(2)]
-        procs.start("-m", "shared.cli", "relay", "intake")
+        relay = procs.start("-m", "shared.cli", "relay", "intake")
         wait_http(f"http://127.0.0.1:{port}/health")
         wrk(f"http://127.0.0.1:{port}/v1/complaints", 3, lua)  # warm up
         log(f"intake: wrk for {seconds}s against two processes")
+        drained(env)
+        meter = CpuMeter({"intake": [p.pid for p in intakes], "relay": [relay.pid]})
         results["intake"] = wrk(f"http://127.0.0.1:{port}/v1/complaints", seconds, lua)
+        drained(env)
+        results["intake"]["cpu_ms_per_complaint"] = meter.per_request(results["intake"]["per_s"] * seconds)
         log(f"intake: {results['intake']['per_s']}/s")
         body_file = work / "complaint.json"
         log(f"intake: 200 complaints/s offered for {seconds}s (open loop)")
@@ -357,6 +417,12 @@ def report(results: dict) -> str:
                          f"{results['consumer_bare']['per_s']}/s bare nameko event handler",
                          f">= {TARGETS['consumer_per_s']}/s", "/s",
                          results["consumer_inbox"]["per_s"] >= TARGETS["consumer_per_s"]))
+    cpu = (results.get("intake") or {}).get("cpu_ms_per_complaint")
+    if cpu:
+        names = {"beam.smp": "rabbitmq"}
+        lines += ["", "CPU per complaint accepted (ms; compare runs by this on a busy machine): "
+                  + ", ".join(f"{names.get(k, k)} {v}" for k, v in cpu.items())
+                  + f", total {round(sum(cpu.values()), 3)}"]
     return "\n".join(lines)
 
 
