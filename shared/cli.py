@@ -30,9 +30,9 @@ def cmd_token_issue(args) -> int:
         return _fail(f"unknown branch {args.branch!r}; branches: {', '.join(sorted(policy.branches))}")
     try:
         ttl = auth.parse_ttl(args.ttl)
-        token = auth.issue_token(role=args.role, subject=args.subject or args.role, branch=args.branch,
-                                 region=args.region, ttl=ttl)
-    except ValueError as exc:
+        token = auth.issue_token(role=args.role, subject=args.role if args.subject is None else args.subject,
+                                 branch=args.branch, region=args.region, ttl=ttl)
+    except (ValueError, OverflowError) as exc:  # OverflowError: a lifetime past the calendar's end
         return _fail(str(exc))
     if args.dashboard:
         base = os.environ.get("REPORTING_URL", f"http://127.0.0.1:{settings.HTTP_PORTS['reporting']}")
