@@ -30,9 +30,9 @@ def cmd_token_issue(args) -> int:
         return _fail(f"unknown branch {args.branch!r}; branches: {', '.join(sorted(policy.branches))}")
     try:
         ttl = auth.parse_ttl(args.ttl)
-        token = auth.issue_token(role=args.role, subject=args.subject or args.role, branch=args.branch,
-                                 region=args.region, ttl=ttl)
-    except ValueError as exc:
+        token = auth.issue_token(role=args.role, subject=args.role if args.subject is None else args.subject,
+                                 branch=args.branch, region=args.region, ttl=ttl)
+    except (ValueError, OverflowError) as exc:  # OverflowError: a lifetime past the calendar's end
         return _fail(str(exc))
     if args.dashboard:
         base = os.environ.get("REPORTING_URL", f"http://127.0.0.1:{settings.HTTP_PORTS['reporting']}")
@@ -253,6 +253,27 @@ def cmd_bus_declare(args) -> int:
     return 0
 
 
+def cmd_bus_users(args) -> int:
+    """One broker user per service, on AMQP_URI's vhost, made with AMQP_URI's (admin) user."""
+    from shared.messaging import consumer, topology
+    from shared.messaging.broker_admin import AdminUnavailable, BrokerAdmin
+
+    services = args.service or list(settings.SERVICES)
+    try:
+        passwords = {s: topology.bus_password(s) for s in services}
+    except OSError as exc:
+        return _fail(f"cannot read a password file: {exc}")
+    calls = {s: topology.rpc_targets(settings.service_class(s)) for s in services if s in settings.SERVICE_CLASSES}
+    prefix = os.environ.get("CLOSELOOP_BUS_USER_PREFIX", topology.USER_PREFIX)
+    try:
+        for line in topology.declare_users(BrokerAdmin(settings.amqp_uri()), consumer.all_handlers(),
+                                           passwords, calls, prefix):
+            print(line)
+    except AdminUnavailable as exc:
+        return _fail(str(exc))
+    return 0
+
+
 def cmd_dlq_list(args) -> int:
     import dataclasses
     import json
@@ -346,6 +367,11 @@ def parser() -> argparse.ArgumentParser:
     bus_cmd = sub.add_parser("bus", help="the RabbitMQ topology").add_subparsers(dest="action", required=True)
     bus_cmd.add_parser("declare", help="declare every exchange, handler queue, retry queue and dead-letter "
                                        "queue (run before any producer)").set_defaults(func=cmd_bus_declare)
+    users = bus_cmd.add_parser("users", help="create or update one broker user per service (closeloop-<service>), "
+                                             "allowed to bind only what it consumes; passwords from "
+                                             "CLOSELOOP_BUS_PASSWORD_<SERVICE>[_FILE]")
+    users.add_argument("--service", action="append", choices=settings.SERVICES, help="only this one (repeatable)")
+    users.set_defaults(func=cmd_bus_users)
 
     dlq = sub.add_parser("dlq", help="dead-lettered (parked) messages").add_subparsers(dest="action", required=True)
     for name, func, text in (("list", cmd_dlq_list, "show what is parked, why, and how often it was tried"),

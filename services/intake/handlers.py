@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import unicodedata
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -24,6 +26,8 @@ from shared.web.errors import Forbidden, NotFound, ValidationFailed
 from shared.web.http import bad_text
 
 COMPLAINT_IN, SALE_IN, COMPLAINT_QUERY = ComplaintIn(), SaleIn(), ComplaintQuery()
+
+logger = logging.getLogger(__name__)
 
 # Clocks of front-desk tills drift: an occurred_at this far ahead is still "now".
 CLOCK_SKEW = timedelta(minutes=5)
@@ -197,29 +201,87 @@ def record_sale(store, *, identity: Identity, body: dict, policy, rules, now: da
     return 201, answer
 
 
-def read_contact(store, *, identity: Identity, record_id: str, purpose: str | None, now: datetime) -> dict:
-    """A customer's contact in clear, for the user working the case or visit; every read is
-    logged with its purpose."""
-    if not isinstance(purpose, str) or bad_text(purpose):
-        purpose = None  # refused below, after scope and role, in the error order
-    record_id = _canonical_id(record_id, "record")
+PURPOSE_MIN_LETTERS, PURPOSE_MAX_CHARS = 2, 500
+PURPOSE_RULE = (f"a purpose of at least {PURPOSE_MIN_LETTERS} letters (spaces and invisible characters do not "
+                f"count), at most {PURPOSE_MAX_CHARS} characters, is required to read a customer's contact")
+
+
+class _Refused(Exception):
+    """A contact read refused: the error the caller gets, and why, for the access log."""
+
+    def __init__(self, error, reason: str, record=None):
+        super().__init__(reason)
+        self.error, self.reason, self.record = error, reason, record
+
+
+def _purpose_ok(purpose) -> bool:
+    if not isinstance(purpose, str) or bad_text(purpose) or len(purpose) > PURPOSE_MAX_CHARS:
+        return False
+    return sum(unicodedata.category(c).startswith("L") for c in purpose) >= PURPOSE_MIN_LETTERS
+
+
+def read_contact(store, *, identity: Identity, record_id: str, purpose, now: datetime) -> dict:
+    """A customer's contact in clear, for the user working the case or visit; every read,
+    and every refusal (who, which id, why), is logged with its purpose."""
+    try:
+        return _read_contact(store, identity=identity, record_id=record_id, purpose=purpose, now=now)
+    except _Refused as refused:
+        _log_refusal(store, identity=identity, asked=record_id, purpose=purpose, now=now, refused=refused)
+        raise refused.error from None
+
+
+def _read_contact(store, *, identity: Identity, record_id: str, purpose, now: datetime) -> dict:
+    try:
+        record_id = _canonical_id(record_id, "record")
+    except NotFound as error:
+        raise _Refused(error, "unknown_record") from None
     with store.unit_of_work() as uow:
         _, record = _complaint_or_sale(uow, record_id)
-        _in_scope(record, identity, "record", record_id)
+        if record is None:
+            raise _Refused(NotFound(f"no record {record_id}"), "unknown_record")
+        try:  # scope, role, purpose: in the error order
+            _in_scope(record, identity, "record", record_id)
+        except NotFound as error:
+            raise _Refused(error, "out_of_scope", record) from None
+        try:
+            PERMISSIONS.require(identity, "contact:read")
+        except Forbidden as error:
+            raise _Refused(error, "role", record) from None
+        if not _purpose_ok(purpose):
+            raise _Refused(ValidationFailed(PURPOSE_RULE, fields={"purpose": [PURPOSE_RULE]}), "purpose", record)
         record_type = record.record_type
-        PERMISSIONS.require(identity, "contact:read")
-        if not purpose or not str(purpose).strip():
-            raise ValidationFailed("a purpose is required to read a customer's contact",
-                                   fields={"purpose": ["required"]})
         uow.contact_access.add(accessed_at=now, subject=identity.subject, role=identity.role,
                                record_type=record_type, record_id=record.id, branch_code=record.branch_code,
-                               purpose=str(purpose).strip()[:500])
+                               purpose=purpose.strip(), outcome="granted")
         customer = record.customer
         answer = {"record_type": record_type, "record_id": record.id, "name": customer.name,
                   "phone": customer.phone, "email": customer.email, "language": customer.language}
         if record_type == "sale":
             answer["contact_consent"] = record.contact_consent
     return answer
+
+
+def _loggable(value, limit: int) -> str:
+    """Any caller's value as text PostgreSQL takes (no NUL, no lone surrogate), cut short."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text[:limit].replace("\x00", "\ufffd")
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _log_refusal(store, *, identity: Identity, asked, purpose, now: datetime, refused: _Refused) -> None:
+    """In a transaction of its own, after the read's rolled back. If it fails, the caller
+    still gets its refusal; the failure is logged."""
+    record = refused.record
+    try:
+        with store.unit_of_work() as uow:
+            uow.contact_access.add(
+                accessed_at=now, subject=identity.subject, role=identity.role,
+                record_type=record.record_type if record else None,
+                record_id=record.id if record else _loggable(asked, 100),
+                branch_code=record.branch_code if record else None,
+                purpose=_loggable(purpose, PURPOSE_MAX_CHARS), outcome="refused", reason=refused.reason)
+    except Exception:  # noqa: BLE001 - the refusal must answer even when the log cannot be written
+        logger.exception("contact read refused but not logged", extra={"reason": refused.reason})
 
 
 def follow_case(store, *, event: dict) -> bool:

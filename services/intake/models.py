@@ -76,16 +76,19 @@ reference_counters = sa.Table(
     sa.Column("last", sa.Integer, nullable=False),
 )
 
-# Who read a customer's contact in clear, when and why.
+# Who read a customer's contact in clear, or was refused, when and why. A refused id may
+# name no record: then its type and branch are unknown.
 contact_access_log = sa.Table(
     "contact_access_log", metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
     sa.Column("accessed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("subject", sa.Text, nullable=False),
     sa.Column("role", sa.Text, nullable=False),
-    sa.Column("record_type", sa.Text, nullable=False),
+    sa.Column("record_type", sa.Text),
     sa.Column("record_id", sa.Text, nullable=False),
-    sa.Column("branch_code", sa.Text, nullable=False),
+    sa.Column("branch_code", sa.Text),
     sa.Column("purpose", sa.Text, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),  # granted | refused
+    sa.Column("reason", sa.Text),  # why refused: unknown_record, out_of_scope, role, purpose
     sa.Index("ix_contact_access_record", "record_id"),
 )

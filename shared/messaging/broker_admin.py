@@ -99,3 +99,35 @@ class BrokerAdmin:
             lambda: self._ctl("set_policy", "-p", vhost, "--priority", str(priority), "--apply-to", "exchanges",
                               name, pattern, json.dumps(definition)),
             f"set policy {name}")
+
+    def ensure_user(self, name: str, password: str, *, configure: str, write: str, read: str,
+                    topics: dict[str, tuple[str, str]]) -> None:
+        """Create or update a user (no management tags), its topic permissions, then its
+        permissions on this URI's vhost: topic permissions first, since an exchange with none
+        lets every routing key through. The password is never logged or printed."""
+        vhost = vhost_of(self.amqp_uri)
+        v, u = quote(vhost, safe=""), quote(name, safe="")
+
+        def http():
+            self._http("PUT", f"/api/users/{u}", {"password": password, "tags": ""})
+            for exchange, (topic_write, topic_read) in topics.items():
+                self._http("PUT", f"/api/topic-permissions/{v}/{u}",
+                           {"exchange": exchange, "write": topic_write, "read": topic_read})
+            self._http("PUT", f"/api/permissions/{v}/{u}", {"configure": configure, "write": write, "read": read})
+
+        def ctl():
+            # rabbitmqctl takes the password as an argument: visible to this machine's
+            # process list for a moment, so prefer the management API.
+            try:
+                self._ctl("add_user", name, password)
+            except subprocess.CalledProcessError:
+                self._ctl("change_password", name, password)
+            for exchange, (topic_write, topic_read) in topics.items():
+                self._ctl("set_topic_permissions", "-p", vhost, name, exchange, topic_write, topic_read)
+            self._ctl("set_permissions", "-p", vhost, name, configure, write, read)
+
+        self._either(http, ctl, f"set up broker user {name}")
+
+    def delete_user(self, name: str) -> None:
+        self._either(lambda: self._http("DELETE", f"/api/users/{quote(name, safe='')}"),
+                     lambda: self._ctl("delete_user", name), f"delete broker user {name}")

@@ -116,3 +116,100 @@ def declare(amqp_uri: str, handlers: list[HandlerTopology], sources=SERVICES, ad
                                   {"alternate-exchange": unroutable_queue_name(source)})
     declared.append(f"policy {UNROUTABLE_POLICY.format(source='<source>')} on {len(sources)} exchanges")
     return declared
+
+
+# -- broker users: each service binds only what it consumes -----------------------------------------
+
+RPC_EXCHANGE = "nameko-rpc"  # nameko's default
+REPLY_KEY = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # a reply queue's uuid
+
+
+def _any(*patterns: str) -> str:
+    return "^(" + "|".join(patterns) + ")$" if patterns else "^$"
+
+
+def _escaped(name: str) -> str:
+    return name.replace(".", r"\.").replace("-", r"\-")
+
+
+@dataclass(frozen=True)
+class BrokerUser:
+    """One service's RabbitMQ permissions in a vhost: the regexes of vhost permissions and,
+    for each topic exchange it may touch, (write, read) routing-key regexes. RabbitMQ checks
+    the read one on queue.bind, so a service cannot bind a key it does not consume."""
+
+    service: str
+    configure: str
+    write: str
+    read: str
+    topics: dict[str, tuple[str, str]]
+
+
+def broker_user(service: str, handlers: list[HandlerTopology], rpc_targets=()) -> BrokerUser:
+    """What a nameko service needs and nothing more:
+    - its handler queues (`evt-<source>-<type>--<service>.<method>`) with their retry and
+      dead-letter queues, bound to `<source>.events` by the types it handles only;
+    - its RPC queue `rpc-<service>`, bound to nameko-rpc by `<service>.*` only, and its reply
+      queues `rpc.reply-<service>-<uuid>`, bound by their uuid;
+    - publishing to `<service>.events` (any type), to nameko-rpc (calls to
+      `rpc_targets` and replies by uuid) and to the default exchange (retry and dead-letter copies).
+    Exchanges are in configure because nameko and kombu (re)declare them when they start."""
+    mine = [h for h in handlers if h.service == service]
+    consumed: dict[str, set[str]] = {}
+    for h in mine:
+        consumed.setdefault(h.source, set()).add(h.event_type)
+    queues = [rf"evt\-[a-z_]+\-[a-z_]+\-\-{_escaped(service)}\.[a-z_]+(\.retry\.[0-9]+ms|\.dlq)?",
+              rf"rpc\-{_escaped(service)}", rf"rpc\.reply\-{_escaped(service)}\-{REPLY_KEY}"]
+    own_events = _escaped(f"{service}.events")
+    sources = [_escaped(f"{source}.events") for source in sorted(consumed)]
+    rpc = _escaped(RPC_EXCHANGE)
+    topics = {f"{source}.events": ("^$", _any(*(_escaped(t) for t in sorted(types))))
+              for source, types in consumed.items()}
+    own = topics.get(f"{service}.events", ("", "^$"))[1]
+    topics[f"{service}.events"] = (".*", own)
+    calls = [rf"{_escaped(target)}\.[a-z_]+" for target in sorted(set(rpc_targets))]
+    topics[RPC_EXCHANGE] = (_any(REPLY_KEY, *calls), _any(rf"{_escaped(service)}\.\*", REPLY_KEY))
+    return BrokerUser(
+        service=service,
+        configure=_any(*queues, rpc, own_events, *sources),
+        write=_any(*queues, rpc, own_events, r"amq\.default"),  # the unroutable catch needs none
+        read=_any(*queues, rpc, *sources),
+        topics=topics)
+
+
+def rpc_targets(service_class) -> list[str]:
+    """The services a nameko service class calls through RpcProxy dependencies."""
+    from nameko.rpc import RpcProxy
+
+    return sorted({value.target_service for value in vars(service_class).values() if isinstance(value, RpcProxy)})
+
+
+USER_PREFIX = "closeloop-"
+
+
+def bus_password(service: str, env=os.environ) -> str | None:
+    """CLOSELOOP_BUS_PASSWORD_<SERVICE>, or the first line of the file ..._FILE names."""
+    variable = f"CLOSELOOP_BUS_PASSWORD_{service.upper()}"
+    if env.get(variable):
+        return env[variable]
+    if env.get(f"{variable}_FILE"):
+        with open(env[f"{variable}_FILE"], encoding="utf-8") as secret:
+            return secret.readline().rstrip("\r\n") or None
+    return None
+
+
+def declare_users(admin, handlers: list[HandlerTopology], passwords: dict[str, str | None],
+                  calls: dict[str, list[str]], prefix: str = USER_PREFIX) -> list[str]:
+    """Create or update `<prefix><service>` for each service with a password, on the admin's
+    vhost. Returns what was done, without passwords."""
+    done = []
+    for service, password in sorted(passwords.items()):
+        if not password:
+            done.append(f"user {prefix}{service}: skipped (no CLOSELOOP_BUS_PASSWORD_{service.upper()}[_FILE])")
+            continue
+        user = broker_user(service, handlers, calls.get(service, ()))
+        admin.ensure_user(prefix + service, password, configure=user.configure, write=user.write,
+                          read=user.read, topics=user.topics)
+        bound = ", ".join(f"{exchange} by {read}" for exchange, (_, read) in sorted(user.topics.items()))
+        done.append(f"user {prefix}{service}: binds {bound}")
+    return done

@@ -4,6 +4,11 @@ Services hold only the public key. The private key signs tokens (`closeloop toke
 Keys come from CLOSELOOP_JWT_{PRIVATE,PUBLIC}_KEY (PEM text) or ..._KEY_FILE (a path);
 without either, a development pair is generated on first use in CLOSELOOP_KEYS_DIR
 (default `.keys/` at the repository root, git-ignored).
+
+A user's own token never goes on the bus. A service that calls another over RPC for its
+user sends a grant instead: a token of a few minutes naming the call, the record and the
+purpose, signed with the grant key (CLOSELOOP_GRANT_PRIVATE_KEY, held only by the calling
+services) and checked with its public half (CLOSELOOP_GRANT_PUBLIC_KEY, held by the callee).
 """
 from __future__ import annotations
 
@@ -46,12 +51,18 @@ def _pem_from_env(name: str) -> bytes | None:
 
 
 def ensure_dev_keys(keys_dir: Path | None = None) -> Path:
-    """Create the development key pair if it is missing; returns the folder."""
+    """Create the development key pairs (tokens, grants) if missing; returns the folder."""
     keys_dir = keys_dir or default_keys_dir()
-    private_path = keys_dir / "jwt-private.pem"
-    public_path = keys_dir / "jwt-public.pem"
+    for stem in ("jwt", "grant"):
+        _ensure_pair(keys_dir, stem)
+    return keys_dir
+
+
+def _ensure_pair(keys_dir: Path, stem: str) -> None:
+    private_path = keys_dir / f"{stem}-private.pem"
+    public_path = keys_dir / f"{stem}-public.pem"
     if private_path.exists() and public_path.exists():
-        return keys_dir
+        return
     keys_dir.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -61,16 +72,15 @@ def ensure_dev_keys(keys_dir: Path | None = None) -> Path:
     # Write under temporary names and rename, so two processes starting together agree.
     tmp = keys_dir / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
-    (tmp / "jwt-private.pem").write_bytes(private_pem)
-    os.chmod(tmp / "jwt-private.pem", 0o600)
-    (tmp / "jwt-public.pem").write_bytes(public_pem)
+    (tmp / private_path.name).write_bytes(private_pem)
+    os.chmod(tmp / private_path.name, 0o600)
+    (tmp / public_path.name).write_bytes(public_pem)
     if not private_path.exists():
-        os.replace(tmp / "jwt-private.pem", private_path)
-        os.replace(tmp / "jwt-public.pem", public_path)
+        os.replace(tmp / private_path.name, private_path)
+        os.replace(tmp / public_path.name, public_path)
     for leftover in tmp.iterdir():
         leftover.unlink()
     tmp.rmdir()
-    return keys_dir
 
 
 def load_private_key() -> bytes:
@@ -87,14 +97,26 @@ def dev_keys_allowed() -> bool:
     return os.environ.get("CLOSELOOP_DEV_KEYS") == "1"
 
 
-def load_public_key() -> bytes:
-    configured = _pem_from_env("CLOSELOOP_JWT_PUBLIC_KEY")
+def _configured_or_dev(variable: str, dev_file: str, what: str) -> bytes:
+    configured = _pem_from_env(variable)
     if configured:
         return configured
     if not dev_keys_allowed():
-        raise KeysNotConfigured("no token verification key: set CLOSELOOP_JWT_PUBLIC_KEY or "
-                                "CLOSELOOP_JWT_PUBLIC_KEY_FILE (or CLOSELOOP_DEV_KEYS=1 for development keys)")
-    return (ensure_dev_keys() / "jwt-public.pem").read_bytes()
+        raise KeysNotConfigured(f"no {what}: set {variable} or {variable}_FILE "
+                                "(or CLOSELOOP_DEV_KEYS=1 for development keys)")
+    return (ensure_dev_keys() / dev_file).read_bytes()
+
+
+def load_public_key() -> bytes:
+    return _configured_or_dev("CLOSELOOP_JWT_PUBLIC_KEY", "jwt-public.pem", "token verification key")
+
+
+def load_grant_private_key() -> bytes:
+    return _configured_or_dev("CLOSELOOP_GRANT_PRIVATE_KEY", "grant-private.pem", "grant signing key")
+
+
+def load_grant_public_key() -> bytes:
+    return _configured_or_dev("CLOSELOOP_GRANT_PUBLIC_KEY", "grant-public.pem", "grant verification key")
 
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -116,12 +138,18 @@ def issue_token(*, role: str, subject: str, branch: str | None = None, region: s
         raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
     if (branch is None) == (region is None):
         raise ValueError("give exactly one scope: a branch code, a region, or branch '*'")
+    if not _visible(subject) or not _visible(branch or region):
+        raise ValueError("the subject and the branch or region must not be empty")
     now = now or datetime.now(timezone.utc)
     scope = {"region": region} if region else ({"all": True} if branch == "*" else {"branch": branch})
     claims = {"iss": ISSUER, "sub": subject, "role": role, "scope": scope,
               "iat": int(now.timestamp()), "exp": int((now + ttl).timestamp()),
               "jti": uuid.uuid4().hex}
     return jwt.encode(claims, private_key or load_private_key(), algorithm=ALGORITHM)
+
+
+def _visible(text) -> bool:
+    return isinstance(text, str) and bool(text.strip())
 
 
 @dataclass(frozen=True)
@@ -132,18 +160,40 @@ class Identity:
     role: str
     branches: frozenset[str] | None
     scope: dict
-    token: str = ""  # as presented: forwarded when a service reads intake's contact data for its user
+    expires_at: int | None = None  # the token's exp: a grant made for this user ends by then
 
     def can_see(self, branch_code: str) -> bool:
         return self.branches is None or branch_code in self.branches
 
 
-class TokenVerifier:
-    """Verifies tokens with the public key and resolves regions through the chain policy."""
+# -- grants: what a service sends over RPC instead of its user's token -----------------------------
 
-    def __init__(self, public_key: bytes, policy):
+GRANT_ISSUER = "closeloop-grant"
+GRANT_TTL = timedelta(minutes=2)
+GRANT_MAX_SECONDS = 300  # a grant living longer than this is refused whoever signed it
+
+
+def issue_grant(identity: Identity, *, call: str, record_id: str, purpose: str,
+                private_key: bytes | None = None, ttl: timedelta = GRANT_TTL, now: datetime | None = None) -> str:
+    """A short token for one RPC (`call`, e.g. "intake.get_contact") on one record for one
+    purpose, carrying the user's subject, role and scope; it ends with the user's token."""
+    now = now or datetime.now(timezone.utc)
+    issued = int(now.timestamp())
+    expires = min(issued + int(ttl.total_seconds()), identity.expires_at or issued + int(ttl.total_seconds()))
+    claims = {"iss": GRANT_ISSUER, "aud": call, "sub": identity.subject, "role": identity.role,
+              "scope": identity.scope, "record": record_id, "purpose": purpose,
+              "iat": issued, "exp": expires, "jti": uuid.uuid4().hex}
+    return jwt.encode(claims, private_key or load_grant_private_key(), algorithm=ALGORITHM)
+
+
+class TokenVerifier:
+    """Verifies tokens with the public key and resolves regions through the chain policy;
+    verifies grants with the grant key (loaded when the first grant arrives)."""
+
+    def __init__(self, public_key: bytes, policy, grant_key: bytes | None = None):
         self._key = public_key
         self._policy = policy
+        self._grant_key = grant_key
         self._cache: dict[str, tuple[float, Identity]] = {}
 
     def identity(self, token: str | None) -> Identity:
@@ -159,23 +209,55 @@ class TokenVerifier:
         self._cache[token] = (expires, identity)
         return identity
 
-    def _verify(self, token: str) -> tuple[Identity, float]:
+    def grant(self, grant, *, call: str, record_id: str, purpose) -> Identity:
+        """The user a grant speaks for, if it was made for this call, record and purpose."""
+        if not isinstance(grant, str) or not grant:
+            raise Unauthorized("missing grant")
+        if self._grant_key is None:
+            self._grant_key = load_grant_public_key()
+        claims = self._decode(grant, self._grant_key, issuer=GRANT_ISSUER, audience=call,
+                              required=["exp", "iat", "sub", "iss", "aud", "jti"])
+        if not isinstance(claims.get("iat"), int) or claims["exp"] - claims["iat"] > GRANT_MAX_SECONDS:
+            raise Unauthorized(f"invalid grant: it must live at most {GRANT_MAX_SECONDS} s")
+        if claims.get("record") != record_id or claims.get("purpose") != purpose:
+            raise Unauthorized("invalid grant: it was made for another record or purpose")
+        return self._identity(claims)
+
+    def _decode(self, token: str, key: bytes, *, issuer: str, required: list[str], audience=None) -> dict:
         try:
             # A little leeway: the machine that issued the token may run a few seconds ahead.
-            claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], issuer=ISSUER, leeway=30,
-                                options={"require": ["exp", "sub", "iss"]})
+            claims = jwt.decode(token, key, algorithms=[ALGORITHM], issuer=issuer, audience=audience,
+                                leeway=30, options={"require": required})
         except jwt.ExpiredSignatureError:
             raise Unauthorized("the token has expired") from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
-        role, scope = claims.get("role"), claims.get("scope")
+        # PyJWT takes a float, or a string of digits, as exp: only an integer is unambiguous.
+        if type(claims["exp"]) is not int:
+            raise Unauthorized("invalid token: exp must be an integer")
+        return claims
+
+    def _verify(self, token: str) -> tuple[Identity, float]:
+        claims = self._decode(token, self._key, issuer=ISSUER, required=["exp", "sub", "iss"])
+        if "aud" in claims:
+            raise Unauthorized("invalid token: a grant is not a bearer token")
+        identity = self._identity(claims)
+        return identity, float(claims["exp"]) + 30
+
+    def _identity(self, claims: dict) -> Identity:
+        role, scope, subject = claims.get("role"), claims.get("scope"), claims.get("sub")
         if role not in ROLES or not isinstance(scope, dict):
             raise Unauthorized("invalid token: unknown role or scope")
+        if not _visible(subject):
+            raise Unauthorized("invalid token: sub must be a non-empty string")
+        # Exactly one scope key: with two, which one wins would be a guess.
+        if len(scope) != 1:
+            raise Unauthorized("invalid token: unknown scope (it must have exactly one of all, branch or region)")
         if scope.get("all") is True:
             branches = None
-        elif isinstance(scope.get("branch"), str):
+        elif _visible(scope.get("branch")):
             branches = frozenset({scope["branch"]})
-        elif isinstance(scope.get("region"), str):
+        elif _visible(scope.get("region")):
             branches = frozenset(self._policy.branches_in_region(scope["region"]))
         else:
             raise Unauthorized("invalid token: unknown scope")
@@ -183,8 +265,7 @@ class TokenVerifier:
             raise Unauthorized("invalid token: its branch is not in the chain policy")
         if branches is not None and not branches:
             raise Unauthorized("invalid token: its region has no branches in the chain policy")
-        identity = Identity(subject=str(claims["sub"]), role=role, branches=branches, scope=scope, token=token)
-        return identity, float(claims["exp"]) + 30
+        return Identity(subject=subject, role=role, branches=branches, scope=scope, expires_at=claims["exp"])
 
     def from_header(self, header: str | None) -> Identity:
         if not header:

@@ -93,14 +93,19 @@ def test_the_contact_rpc_refuses_arguments_of_the_wrong_type(http, intake, token
     from nameko.exceptions import RemoteError
     from nameko.standalone.rpc import ClusterRpcProxy
 
+    from tests.e2e.test_intake_http import contact_grant
+
     created = post(http, intake, "/v1/complaints", COMPLAINT, token("front_desk", branch="SH001")).json()
-    manager = token("store_manager", branch="SH001")
+
+    def grant(record_id, purpose):  # even a grant made for odd values meets the handler's checks
+        return contact_grant(token, "store_manager", "SH001", record_id, purpose)
+
     with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=10) as rpc:
         refusals = {}
         for label, args in [("dict token", ({"a": 1}, created["id"], "x")),
-                            ("list id", (manager, [created["id"]], "x")),
-                            ("dict purpose", (manager, created["id"], {"why": "x"})),
-                            ("nul purpose", (manager, created["id"], "x\x00"))]:
+                            ("list id", (grant([created["id"]], "call back"), [created["id"]], "call back")),
+                            ("dict purpose", (grant(created["id"], {"why": "x"}), created["id"], {"why": "x"})),
+                            ("nul purpose", (grant(created["id"], "call\x00back"), created["id"], "call\x00back"))]:
             with pytest.raises(RemoteError) as raised:
                 rpc.intake.get_contact(*args)
             refusals[label] = raised.value.exc_type

@@ -294,30 +294,48 @@ def test_a_sale_is_recorded_and_published_without_the_contact(http, intake, even
     assert post(http, intake, "/v1/sales", sale, token("hq_analyst", branch="*")).status_code == 403
 
 
+def contact_grant(token, role, branch, record_id, purpose, subject=None):
+    """What investigation or aftercare sends for its user: a grant, never the user's token."""
+    from shared.runtime.provider import verifier
+
+    user = verifier(None).identity(token(role, branch=branch, subject=subject))
+    return auth.issue_grant(user, call="intake.get_contact", record_id=record_id, purpose=purpose)
+
+
 def test_the_contact_read_rpc_checks_scope_and_role_and_logs_each_read(http, intake, token, amqp_uri):
     from nameko.exceptions import RemoteError
     from nameko.standalone.rpc import ClusterRpcProxy
 
     created = post(http, intake, "/v1/complaints", COMPLAINT, token("front_desk", branch="SH001")).json()
-    manager = token("store_manager", branch="SH001", subject="mgr-7")
+    record = created["id"]
+    why = "calling back about the allergy"
     with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=10) as rpc:
-        contact = rpc.intake.get_contact(manager, created["id"], "calling back about the allergy")
+        grant = contact_grant(token, "store_manager", "SH001", record, why, subject="mgr-7")
+        contact = rpc.intake.get_contact(grant, record, why)
         assert (contact["name"], contact["phone"], contact["record_type"]) == ("王女士", "13812346138", "complaint")
         refusals = {}
-        for label, tok, purpose in [("other branch", token("store_manager", branch="SH002"), "x"),
-                                    ("no purpose", manager, " "),
-                                    ("analyst", token("hq_analyst", branch="*"), "x"),
-                                    ("bad token", "nonsense", "x")]:
+        for label, grant, purpose in [
+                ("other branch", contact_grant(token, "store_manager", "SH002", record, "x y", "mgr-9"), "x y"),
+                ("no purpose", contact_grant(token, "store_manager", "SH001", record, "\u200b", "mgr-7"), "\u200b"),
+                ("analyst", contact_grant(token, "hq_analyst", "*", record, "x y", "an-1"), "x y"),
+                ("bad grant", "nonsense", "x y"),
+                ("user token", token("store_manager", branch="SH001"), why),
+                ("another purpose", contact_grant(token, "store_manager", "SH001", record, why), "something else")]:
             with pytest.raises(RemoteError) as raised:
-                rpc.intake.get_contact(tok, created["id"], purpose)
+                rpc.intake.get_contact(grant, record, purpose)
             refusals[label] = raised.value.exc_type
-    assert refusals == {"other branch": "NotFound", "no purpose": "ValidationFailed",
-                        "analyst": "Forbidden", "bad token": "Unauthorized"}
+    assert refusals == {"other branch": "NotFound", "no purpose": "ValidationFailed", "analyst": "Forbidden",
+                        "bad grant": "Unauthorized", "user token": "Unauthorized", "another purpose": "Unauthorized"}
     engine = sa.create_engine(intake.database_url)
     with engine.connect() as conn:
-        log = conn.execute(sa.text("SELECT subject, role, record_id, purpose FROM contact_access_log")).all()
+        log = conn.execute(sa.text("SELECT subject, role, record_id, branch_code, purpose, outcome, reason "
+                                   "FROM contact_access_log ORDER BY id")).all()
     engine.dispose()
-    assert [tuple(row) for row in log] == [("mgr-7", "store_manager", created["id"], "calling back about the allergy")]
+    assert [tuple(row) for row in log] == [
+        ("mgr-7", "store_manager", record, "SH001", why, "granted", None),
+        ("mgr-9", "store_manager", record, "SH001", "x y", "refused", "out_of_scope"),
+        ("mgr-7", "store_manager", record, "SH001", "\u200b", "refused", "purpose"),
+        ("an-1", "hq_analyst", record, "SH001", "x y", "refused", "role")]
 
 
 def test_health_metrics_and_openapi_are_public(http, intake, token):

@@ -211,8 +211,111 @@ def test_ensure_dev_keys_creates_a_matching_pair_once(tmp_path):
     assert ensure_dev_keys(keys) == keys
     private, public = (keys / "jwt-private.pem").read_bytes(), (keys / "jwt-public.pem").read_bytes()
     assert stat.S_IMODE(os.stat(keys / "jwt-private.pem").st_mode) == 0o600
-    assert sorted(p.name for p in keys.iterdir()) == ["jwt-private.pem", "jwt-public.pem"]  # no leftovers
+    assert sorted(p.name for p in keys.iterdir()) == ["grant-private.pem", "grant-public.pem",
+                                                      "jwt-private.pem", "jwt-public.pem"]  # no leftovers
     ensure_dev_keys(keys)
     assert (keys / "jwt-private.pem").read_bytes() == private  # kept, not regenerated
     identity = TokenVerifier(public, load_policy()).identity(token(private_key=private))
     assert identity.role == "front_desk"
+
+
+# -- ambiguous claims are refused (issue 7) --------------------------------------------------------
+
+@pytest.mark.parametrize("claims, message", [
+    ({"scope": {"all": True, "branch": "SH001"}}, "exactly one"),
+    ({"scope": {"region": "east", "branch": "SH001"}}, "exactly one"),
+    ({"scope": {"branch": "SH001", "note": "x"}}, "exactly one"),
+    ({"scope": {"branch": ""}}, "unknown scope"),
+    ({"scope": {"region": " "}}, "unknown scope"),
+    ({"sub": ""}, "sub"),
+    ({"sub": "   "}, "sub"),
+    ({"exp": "4102444800"}, "exp"),
+    ({"exp": 1e308}, "exp"),
+    ({"exp": 4102444800.0}, "exp"),
+    ({"exp": True}, "exp|expired"),
+])
+def test_ambiguous_claims_are_refused(verifier, claims, message):
+    with pytest.raises(Unauthorized, match=message):
+        verifier.identity(signed(claims))
+
+
+def test_an_ambiguous_token_answers_401_in_the_error_shape(verifier):
+    with pytest.raises(Unauthorized) as raised:
+        verifier.from_header("Bearer " + signed({"scope": {"all": True, "branch": "SH001"}}))
+    assert raised.value.status == 401
+    assert raised.value.to_body()["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("kwargs", [{"subject": ""}, {"subject": "  "}, {"branch": ""}, {"branch": None, "region": ""}])
+def test_issue_token_makes_only_valid_tokens(kwargs):
+    with pytest.raises(ValueError):
+        token(**kwargs)
+
+
+def test_every_token_the_cli_can_issue_is_accepted(verifier, monkeypatch, tmp_path):
+    from shared import cli
+
+    monkeypatch.setenv("CLOSELOOP_JWT_PRIVATE_KEY", PRIVATE.decode())
+    for scope in (["--branch", "SH001"], ["--region", "east"], ["--branch", "*"]):
+        for subject in ([], ["--subject", "fd-9"]):
+            out = tmp_path / "out"
+            with open(out, "w") as stdout:
+                monkeypatch.setattr("sys.stdout", stdout)
+                assert cli.main(["token", "issue", "--role", "front_desk", *scope, *subject]) == 0
+            identity = verifier.identity(out.read_text().strip())
+            assert identity.subject == (subject[1] if subject else "front_desk")
+    for bad in (["--branch", ""], ["--region", ""], ["--branch", "SH001", "--subject", " "]):
+        assert cli.main(["token", "issue", "--role", "front_desk", *bad]) != 0
+
+
+# -- grants: what goes on the bus instead of the user's token --------------------------------------
+
+GRANT_PRIVATE, GRANT_PUBLIC = key_pair()
+
+
+@pytest.fixture()
+def grants() -> TokenVerifier:
+    return TokenVerifier(PUBLIC, load_policy(), grant_key=GRANT_PUBLIC)
+
+
+def test_a_grant_speaks_for_its_user_for_one_call_record_and_purpose(grants):
+    user = grants.identity(token(role="investigator", subject="inv-3", branch="SH002"))
+    grant = auth.issue_grant(user, call="intake.get_contact", record_id="r-1", purpose="call back",
+                             private_key=GRANT_PRIVATE)
+    who = grants.grant(grant, call="intake.get_contact", record_id="r-1", purpose="call back")
+    assert (who.subject, who.role, who.branches) == ("inv-3", "investigator", frozenset({"SH002"}))
+    for call, record, purpose in [("intake.other", "r-1", "call back"), ("intake.get_contact", "r-2", "call back"),
+                                  ("intake.get_contact", "r-1", "something else")]:
+        with pytest.raises(Unauthorized):
+            grants.grant(grant, call=call, record_id=record, purpose=purpose)
+
+
+def test_a_user_token_is_not_a_grant_and_a_grant_is_not_a_user_token(grants):
+    user_token = token(role="investigator", branch="SH001")
+    with pytest.raises(Unauthorized):
+        grants.grant(user_token, call="intake.get_contact", record_id="r-1", purpose="call back")
+    grant = auth.issue_grant(grants.identity(user_token), call="intake.get_contact", record_id="r-1",
+                             purpose="call back", private_key=PRIVATE)  # even signed with the token key
+    with pytest.raises(Unauthorized):
+        grants.identity(grant)
+    with pytest.raises(Unauthorized):  # the grant key is not the user key
+        grants.grant(grant, call="intake.get_contact", record_id="r-1", purpose="call back")
+
+
+def test_a_grant_is_short_and_ends_with_its_users_token(grants):
+    now = datetime.now(timezone.utc)
+    user = grants.identity(token(role="investigator", branch="SH001", ttl=timedelta(seconds=40)))
+    grant = auth.issue_grant(user, call="c", record_id="r", purpose="p", private_key=GRANT_PRIVATE, now=now)
+    assert jwt.decode(grant, options={"verify_signature": False})["exp"] == user.expires_at
+    long = auth.issue_grant(user, call="c", record_id="r", purpose="p", private_key=GRANT_PRIVATE,
+                            ttl=timedelta(hours=1), now=now)
+    user_for_a_day = grants.identity(token(role="investigator", branch="SH001"))
+    longer = auth.issue_grant(user_for_a_day, call="c", record_id="r", purpose="p", private_key=GRANT_PRIVATE,
+                              ttl=timedelta(hours=1), now=now)
+    with pytest.raises(Unauthorized, match="at most"):
+        grants.grant(longer, call="c", record_id="r", purpose="p")
+    assert grants.grant(long, call="c", record_id="r", purpose="p").subject
+    old = auth.issue_grant(user_for_a_day, call="c", record_id="r", purpose="p", private_key=GRANT_PRIVATE,
+                           now=now - timedelta(minutes=10))
+    with pytest.raises(Unauthorized, match="expired"):
+        grants.grant(old, call="c", record_id="r", purpose="p")

@@ -112,3 +112,25 @@ def test_logs_are_json_lines_with_the_correlation_id():
         logs.correlation_id.reset(token)
     assert line["message"] == "accepted x" and line["service"] == "intake" and line["level"] == "info"
     assert line["correlation_id"] == "req-42" and line["reference"] == "SH001-20261122-0001"
+
+
+def test_bus_users_skips_services_without_a_password_and_never_prints_one(monkeypatch, capsys):
+    from shared import cli
+    from shared.messaging import broker_admin
+
+    made = {}
+    monkeypatch.setattr(broker_admin.BrokerAdmin, "ensure_user",
+                        lambda self, name, password, **perms: made.setdefault(name, (password, perms)))
+    monkeypatch.setenv("CLOSELOOP_BUS_PASSWORD_INTAKE", "s3cret-intake")
+    for service in ("INVESTIGATION", "AFTERCARE", "REPORTING"):
+        monkeypatch.delenv(f"CLOSELOOP_BUS_PASSWORD_{service}", raising=False)
+        monkeypatch.delenv(f"CLOSELOOP_BUS_PASSWORD_{service}_FILE", raising=False)
+    assert cli.main(["bus", "users"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "closeloop-investigation: skipped" in out
+    password, perms = made["closeloop-intake"]
+    assert password == "s3cret-intake"
+    # intake binds its RPC queue by intake.* and reply uuids only, and investigation's events by type
+    assert perms["topics"]["nameko-rpc"][1] == r"^(intake\.\*|" + "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
+    assert "case_opened" in perms["topics"]["investigation.events"][1]
+    assert "reporting.events" not in perms["topics"] and "reporting" not in perms["read"]

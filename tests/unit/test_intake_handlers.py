@@ -13,7 +13,7 @@ from shared.messaging.inbox import AlreadyHandled
 from shared.persistence.unit_of_work import UnpublishedEvents
 from shared.security.auth import Identity
 from shared.testing.samples import complaint_request
-from shared.web.errors import Conflict, NotFound, ValidationFailed
+from shared.web.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from tests.unit.intake_fakes import FakeIntakeStore
 
 NOW = datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)  # 10:00 in Shanghai
@@ -111,15 +111,70 @@ def test_a_record_whose_events_were_not_queued_cannot_commit():
 def test_reading_a_contact_is_scoped_needs_a_purpose_and_is_logged():
     store = FakeIntakeStore()
     _, answer = register(store)
-    other_branch = Identity(subject="fd-2", role="front_desk", branches=frozenset({"BJ001"}), scope={"branch": "BJ001"})
-    with pytest.raises(NotFound):
-        handlers.read_contact(store, identity=other_branch, record_id=answer["id"], purpose="call back", now=NOW)
-    with pytest.raises(ValidationFailed):
-        handlers.read_contact(store, identity=FRONT_DESK, record_id=answer["id"], purpose=" ", now=NOW)
     contact = handlers.read_contact(store, identity=FRONT_DESK, record_id=answer["id"], purpose="call back", now=NOW)
     assert contact["phone"] == "13812346138"
     [entry] = store.tables["contact_access_log"]["entries"]
-    assert (entry["subject"], entry["purpose"], entry["record_id"]) == ("fd-1", "call back", answer["id"])
+    assert (entry["subject"], entry["purpose"], entry["record_id"], entry["outcome"]) == (
+        "fd-1", "call back", answer["id"], "granted")
+
+
+ANALYST = Identity(subject="an-1", role="hq_analyst", branches=None, scope={"all": True})
+OTHER_BRANCH = Identity(subject="fd-2", role="front_desk", branches=frozenset({"BJ001"}), scope={"branch": "BJ001"})
+
+
+def test_every_refused_contact_read_is_logged_with_who_what_and_why():
+    store = FakeIntakeStore()
+    _, answer = register(store)
+    unknown = str(uuid.uuid4())
+    for who, record_id, purpose, error in [(OTHER_BRANCH, answer["id"], "call back", NotFound),
+                                           (FRONT_DESK, unknown, "call back", NotFound),
+                                           (FRONT_DESK, "not-an-id", "call back", NotFound),
+                                           (ANALYST, answer["id"], "call back", Forbidden),
+                                           (FRONT_DESK, answer["id"], "\u200b", ValidationFailed)]:
+        with pytest.raises(error):
+            handlers.read_contact(store, identity=who, record_id=record_id, purpose=purpose, now=NOW)
+    log = [(e["subject"], e["record_id"], e["branch_code"], e["outcome"], e["reason"])
+           for e in store.tables["contact_access_log"]["entries"]]
+    assert log == [("fd-2", answer["id"], "SH001", "refused", "out_of_scope"),
+                   ("fd-1", unknown, None, "refused", "unknown_record"),
+                   ("fd-1", "not-an-id", None, "refused", "unknown_record"),
+                   ("an-1", answer["id"], "SH001", "refused", "role"),
+                   ("fd-1", answer["id"], "SH001", "refused", "purpose")]
+
+
+@pytest.mark.parametrize("purpose", [None, "", " ", "\u200b", "\u200b\u200b\u200b", "a", " a\u200b ", "1234",
+                                     "\u2060\ufeffx\u00ad", "x" * 501, "call\x00back", {"why": "x"}])
+def test_a_purpose_needs_visible_words(purpose):
+    store = FakeIntakeStore()
+    _, answer = register(store)
+    with pytest.raises(ValidationFailed) as refused:
+        handlers.read_contact(store, identity=FRONT_DESK, record_id=answer["id"], purpose=purpose, now=NOW)
+    assert "at least 2 letters" in refused.value.fields["purpose"][0]
+    [entry] = store.tables["contact_access_log"]["entries"]
+    assert (entry["outcome"], entry["reason"]) == ("refused", "purpose") and "\x00" not in entry["purpose"]
+
+
+@pytest.mark.parametrize("purpose", ["回访", "call back", "ab"])
+def test_short_purposes_with_two_letters_are_accepted(purpose):
+    store = FakeIntakeStore()
+    _, answer = register(store)
+    assert handlers.read_contact(store, identity=FRONT_DESK, record_id=answer["id"], purpose=purpose, now=NOW)
+
+
+def test_a_refusal_answers_even_when_its_log_cannot_be_written(caplog):
+    store = FakeIntakeStore()
+    _, answer = register(store)
+    broken = store.unit_of_work_class
+
+    class LogFails(broken):
+        def _open(self):
+            super()._open()
+            self.contact_access.add = lambda **entry: (_ for _ in ()).throw(RuntimeError("disk full"))
+
+    store.unit_of_work_class = LogFails
+    with pytest.raises(NotFound):
+        handlers.read_contact(store, identity=OTHER_BRANCH, record_id=answer["id"], purpose="call back", now=NOW)
+    assert "contact read refused but not logged" in caplog.text
 
 
 def message_request(record_type, record_id, channels=("sms",), text="王女士您好，处理结果如下"):
