@@ -236,10 +236,7 @@ def _limit(c: Checker, value, where: str, default: Limit) -> Limit:
     if isinstance(messages, bool) or not isinstance(messages, int) or messages < 1:
         c.bad(f"{where}.messages", f"{show(messages)} is not a whole number of at least 1")
         messages = default.messages
-    per = c.duration(spec.get("per"), f"{where}.per")
-    if per <= timedelta(0):
-        c.bad(f"{where}.per", "must be longer than zero")
-    return Limit(messages, per)
+    return Limit(messages, c.duration(spec.get("per"), f"{where}.per"))
 
 
 def _customer_messages(c: Checker, doc: dict) -> CustomerMessages:
