@@ -20,7 +20,7 @@ class Strict(Schema):
 
 def Text(max_length: int, **kwargs):
     """Free text: invisible characters removed, bidirectional controls refused (CleanText)."""
-    return CleanText(validate=validate.Length(min=1, max=max_length), **kwargs)
+    return CleanText(validate=validate.Length(min=1, max=max_length), max_length=max_length, **kwargs)
 
 
 # Besides letters and combining marks (any script), what names are written with: spaces, the
@@ -40,10 +40,10 @@ def person_name(value: str) -> None:
 
 
 class CustomerIn(Strict):
-    name = CleanText(load_default=None, allow_none=True,
+    name = CleanText(load_default=None, allow_none=True, max_length=100,
                      validate=[validate.Length(min=1, max=100), person_name])
     phone = fields.String(load_default=None, allow_none=True)
-    email = CleanText(load_default=None, allow_none=True)
+    email = CleanText(load_default=None, allow_none=True, max_length=254)
     language = fields.String(load_default="zh", validate=validate.OneOf(LANGUAGES))
 
     @validates("phone")

@@ -120,3 +120,8 @@ def test_invisible_characters_are_stripped_and_bidi_controls_refused_in_every_te
     assert data["description"] == "头皮过敏"
     sale = errors(SaleIn(), {**SALE, "items": [{**SALE["items"][0], "batch": "B\u202d7"}]})
     assert list(sale) == ["items.0.batch"]
+
+
+def test_a_huge_text_is_refused_before_it_is_scanned():
+    found = errors(ComplaintIn(), {**COMPLAINT, "description": "头\u200b" * 300_000})
+    assert found == {"description": ["longer than 5000 characters"]}
