@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Callable, NamedTuple
 
 from shared.calendar.branches import Branch
 from shared.calendar.clock import isoformat
@@ -45,12 +46,21 @@ class Customer:
     def ref(self, key: bytes) -> str | None:
         return customer_ref(key, self.phone, self.email)
 
-    def reply_channel(self) -> tuple[str, str] | None:
-        if self.phone:
+    def reply_channel(self, sms_allowed: Callable[[str], bool] | None = None) -> tuple[str, str] | None:
+        """SMS to the phone (when its country may get one), else email."""
+        if self.phone and (sms_allowed is None or sms_allowed(self.phone)):
             return "sms", self.phone
         if self.email:
             return "email", self.email
         return None
+
+
+class Numbered(NamedTuple):
+    """What numbering a complaint gave: its number of the day (None when the poster is over
+    its limit, with how long to wait), and whether its acknowledgement may be sent."""
+    reference_number: int | None
+    poster_wait_seconds: float | None
+    recipient_allowed: bool | None
 
 
 # -- domain events -------------------------------------------------------------------------------
@@ -235,8 +245,8 @@ class Complaint(CustomerRecord):
             "customer": {**self.customer.masked(), "language": self.customer.language},
         }
 
-    def acknowledgement_message(self) -> Acknowledgement | None:
-        channel = self.customer.reply_channel()
+    def acknowledgement_message(self, sms_allowed: Callable[[str], bool] | None = None) -> Acknowledgement | None:
+        channel = self.customer.reply_channel(sms_allowed)
         if channel is None:
             return None
         return Acknowledgement(channel=channel[0], recipient=channel[1], language=self.customer.language,

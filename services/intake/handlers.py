@@ -15,19 +15,18 @@ from marshmallow import ValidationError
 
 from services.intake import events
 from services.intake.repository import IntakeUnitOfWork
-from services.intake.domain import Complaint, Sale
+from services.intake.domain import Complaint, Customer, Sale
 from services.intake.policy import PERMISSIONS
 from services.intake.schemas import ComplaintIn, ComplaintQuery, SaleIn, flatten_errors
 from shared.notifications.queue import CustomerMessage
-from shared.security.privacy import redact
+from shared.security.privacy import customer_ref, mask_contact, redact
 from shared.persistence import idempotency
 from shared.security.auth import Identity
-from shared.web.errors import Forbidden, NotFound, ValidationFailed
+from shared.web.errors import Forbidden, NotFound, TooManyRequests, ValidationFailed
 from shared.web.http import bad_text
 
 COMPLAINT_IN, SALE_IN, COMPLAINT_QUERY = ComplaintIn(), SaleIn(), ComplaintQuery()
-
-logger = logging.getLogger(__name__)
+log = logging.getLogger("closeloop.intake")
 
 # Clocks of front-desk tills drift: an occurred_at this far ahead is still "now".
 CLOCK_SKEW = timedelta(minutes=5)
@@ -91,7 +90,15 @@ def register_complaint(store, *, identity: Identity, body: dict, policy, rules, 
     if errors:
         raise ValidationFailed("the complaint is invalid", fields=errors)
     branch = policy.branch(branch_code)
-    number = store.next_reference_number(branch_code, now.astimezone(branch.zone).date())
+    limits = rules.customer_messages
+    reply = Customer.from_request(data["customer"]).reply_channel(limits.sms_allowed)
+    numbered = store.number_complaint(branch_code, now.astimezone(branch.zone).date(), poster=identity.subject,
+                                      recipient=_recipient_key(reply, ref_key), limits=limits)
+    if numbered.reference_number is None:
+        raise TooManyRequests(f"more than {limits.per_poster.messages} complaints in "
+                              f"{limits.per_poster.per} from {identity.subject}; nothing was stored",
+                              retry_after=numbered.poster_wait_seconds)
+    number = numbered.reference_number
     with store.unit_of_work() as uow:
         earlier = retry.claim(uow)
         if earlier is not None:  # a concurrent twin committed first
@@ -101,14 +108,27 @@ def register_complaint(store, *, identity: Identity, body: dict, policy, rules, 
         uow.complaints.add(complaint)
         for envelope in events.envelopes(complaint, causation_id=causation_id):
             uow.publish(envelope)
-        acknowledgement = complaint.acknowledgement_message()
-        if acknowledgement is not None:
+        acknowledgement = complaint.acknowledgement_message(limits.sms_allowed)
+        if acknowledgement is not None and not numbered.recipient_allowed:
+            # Kept, not acknowledged again: this contact had its share (SMS pumping, floods).
+            log.warning("complaint %s: acknowledgement to %s not sent, over %d per %s", complaint.reference,
+                        mask_contact(acknowledgement.recipient), limits.per_recipient.messages,
+                        limits.per_recipient.per)
+        elif acknowledgement is not None:
             uow.notify(CustomerMessage(channel=acknowledgement.channel, recipient=acknowledgement.recipient,
                                        language=acknowledgement.language, body=acknowledgement.text,
                                        log_text=acknowledgement.masked_text, subject_id=acknowledgement.subject_id))
         answer = complaint.view()
         retry.record(uow, 201, answer)
     return 201, answer
+
+
+def _recipient_key(reply: tuple[str, str] | None, ref_key: bytes) -> str | None:
+    """The acknowledgement's recipient as the limits know it: a keyed hash, never the contact."""
+    if reply is None:
+        return None
+    channel, contact = reply
+    return customer_ref(ref_key, contact if channel == "sms" else None, contact if channel == "email" else None)
 
 
 def _canonical_id(record_id, what: str) -> str:
@@ -281,7 +301,7 @@ def _log_refusal(store, *, identity: Identity, asked, purpose, now: datetime, re
                 branch_code=record.branch_code if record else None,
                 purpose=_loggable(purpose, PURPOSE_MAX_CHARS), outcome="refused", reason=refused.reason)
     except Exception:  # noqa: BLE001 - the refusal must answer even when the log cannot be written
-        logger.exception("contact read refused but not logged", extra={"reason": refused.reason})
+        log.exception("contact read refused but not logged", extra={"reason": refused.reason})
 
 
 def follow_case(store, *, event: dict) -> bool:

@@ -76,6 +76,14 @@ reference_counters = sa.Table(
     sa.Column("last", sa.Integer, nullable=False),
 )
 
+# From when a poster or a customer's contact may have its next message (migration 0005).
+message_limits = sa.Table(
+    "message_limits", metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("allowed_from", sa.DateTime(timezone=True), nullable=False),
+    prefixes=["UNLOGGED"],
+)
+
 # Who read a customer's contact in clear, or was refused, when and why. A refused id may
 # name no record: then its type and branch are unknown.
 contact_access_log = sa.Table(

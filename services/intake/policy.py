@@ -27,7 +27,9 @@ _PLACEHOLDERS = {"greeting", "reference", "kind", "due", "branch_code", "branch_
 # What intake fills the acknowledgement templates with (all text), to try each template.
 _SAMPLE = {"name": "王女士", "greeting": "您好！", "reference": "SH001-20261122-0001", "kind": "投诉",
            "due": "2026-11-22 11:00", "branch_code": "SH001", "branch_name": "上海静安店"}
-_SECTION = {"categories", "default_category", "keywords", "triage", "deadlines", "acknowledgement"}
+_SECTION = {"categories", "default_category", "keywords", "triage", "deadlines", "acknowledgement",
+            "customer_messages"}
+_COUNTRY_CODE = re.compile(r"\+[1-9]\d{0,2}")
 
 # Who may do what at intake; `PERMISSIONS.require(identity, action)` in the handlers.
 _STAFF = {"front_desk", "store_manager", "aftercare_agent", "investigator", "regional_manager",
@@ -49,6 +51,29 @@ class Category:
     label_en: str
     keywords_zh: tuple[str, ...] = ()
     keywords_en: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most `messages` per `per`, spread out: a burst of `messages`, then one each
+    per/messages (the database keeps one time per key; see migration 0005)."""
+    messages: int
+    per: timedelta
+
+
+@dataclass(frozen=True)
+class CustomerMessages:
+    """What may be sent to customers at intake, so a poster cannot use the chain's sender
+    for its own ends (phishing in a name, SMS pumping to premium numbers abroad)."""
+    sms_country_codes: tuple[str, ...] = ("+86",)
+    per_recipient: Limit = Limit(3, timedelta(hours=1))   # acknowledgements to one contact
+    per_poster: Limit = Limit(120, timedelta(minutes=1))  # complaints posted by one token subject
+    greeting_name_max: int = 20  # a longer name is not repeated to the customer
+
+    def sms_allowed(self, phone: str) -> bool:
+        """Chinese numbers are stored without +86 (13812346138, 02112345678)."""
+        international = phone if phone.startswith("+") else "+86" + phone.lstrip("0")
+        return international.startswith(self.sms_country_codes)
 
 
 @dataclass(frozen=True)
@@ -88,6 +113,7 @@ class IntakeRules:
     around_the_clock: frozenset[str]  # priorities whose deadlines are never moved
     acknowledgements: dict  # language -> {greeting, greeting_anonymous, kinds, text}
     default_language: str
+    customer_messages: CustomerMessages = CustomerMessages()
 
     kinds = KINDS
     channels = CHANNELS
@@ -145,7 +171,10 @@ class IntakeRules:
         if kind not in template["kinds"]:
             raise ValueError(f"unknown kind {kind!r}")
         name = (name or "").strip()
-        greeting = template["greeting"].format(name=name) if name else template["greeting_anonymous"]
+        if name and len(name) <= self.customer_messages.greeting_name_max:
+            greeting = template["greeting"].format(name=name)
+        else:
+            greeting = template["greeting_anonymous"]
         due = aware(first_response_due).astimezone(branch.zone).strftime("%Y-%m-%d %H:%M")
         return template["text"].format(greeting=greeting, reference=reference, kind=template["kinds"][kind],
                                        due=due, branch_code=branch.code, branch_name=branch.name)
@@ -199,6 +228,38 @@ def _acknowledgements(c: Checker, doc: dict) -> dict:
     return templates
 
 
+def _limit(c: Checker, value, where: str, default: Limit) -> Limit:
+    spec = c.mapping(value, where, {"messages", "per"}, required=("messages", "per") if value is not None else ())
+    if not spec:
+        return default
+    messages = spec.get("messages")
+    if isinstance(messages, bool) or not isinstance(messages, int) or messages < 1:
+        c.bad(f"{where}.messages", f"{show(messages)} is not a whole number of at least 1")
+        messages = default.messages
+    return Limit(messages, c.duration(spec.get("per"), f"{where}.per"))
+
+
+def _customer_messages(c: Checker, doc: dict) -> CustomerMessages:
+    where, default = "intake.customer_messages", CustomerMessages()
+    spec = c.mapping(doc.get("customer_messages"), where,
+                     {"sms_country_codes", "per_recipient", "per_poster", "greeting_name_max"})
+    codes = default.sms_country_codes
+    if "sms_country_codes" in spec:
+        codes = c.words(spec["sms_country_codes"], f"{where}.sms_country_codes")
+        for code in codes:
+            if not _COUNTRY_CODE.fullmatch(code):
+                c.bad(f"{where}.sms_country_codes", f"{show(code)} is not a country code such as '+86' (quote it)")
+    name_max = spec.get("greeting_name_max", default.greeting_name_max)
+    if isinstance(name_max, bool) or not isinstance(name_max, int) or not 0 <= name_max <= 100:
+        c.bad(f"{where}.greeting_name_max", f"{show(name_max)} is not a whole number from 0 to 100")
+        name_max = default.greeting_name_max
+    return CustomerMessages(
+        sms_country_codes=tuple(codes),
+        per_recipient=_limit(c, spec.get("per_recipient"), f"{where}.per_recipient", default.per_recipient),
+        per_poster=_limit(c, spec.get("per_poster"), f"{where}.per_poster", default.per_poster),
+        greeting_name_max=name_max)
+
+
 def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> IntakeRules | None:
     """Validate the `intake:` section, reporting through `c`; None when it has problems."""
     before = len(c.problems)
@@ -228,6 +289,7 @@ def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> IntakeRules | Non
                                 "priority")
 
     acknowledgements = _acknowledgements(c, doc)
+    customer_messages = _customer_messages(c, doc)
     if chain.default_language not in acknowledgements:
         c.bad("intake.acknowledgement", f"the default language {chain.default_language!r} has no template")
     if len(c.problems) > before:
@@ -237,4 +299,4 @@ def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> IntakeRules | Non
         urgent_categories=urgent_categories, urgent_flags=urgent_flags, urgent_keywords=urgent_keywords,
         first_response=durations["first_response"], resolution=durations["resolution"],
         around_the_clock=around_the_clock, acknowledgements=acknowledgements,
-        default_language=chain.default_language)
+        default_language=chain.default_language, customer_messages=customer_messages)

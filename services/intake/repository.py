@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from services.intake import models
-from services.intake.domain import Complaint, Customer, Sale
+from services.intake.domain import Complaint, Customer, Numbered, Sale
 from shared.persistence import idempotency
 from shared.persistence.unit_of_work import Store, UnitOfWork
 
@@ -116,6 +116,24 @@ class IntakeStore(Store):
                 with dbapi.cursor() as cursor:
                     cursor.execute("SELECT next_reference_number(%s, %s)", (branch_code, day))
                     return cursor.fetchone()[0]
+            finally:
+                dbapi.autocommit = False
+
+
+    def number_complaint(self, branch_code: str, day, *, poster: str, recipient: str | None,
+                         limits) -> Numbered:
+        """next_reference_number and the message limits (policy's customer_messages) in the
+        same single statement (migration 0005): the poster's allowance first; over it, no
+        number is taken."""
+        with self.engine.connect() as conn:
+            dbapi = conn.connection.dbapi_connection
+            dbapi.autocommit = True
+            try:
+                with dbapi.cursor() as cursor:
+                    cursor.execute("SELECT * FROM number_complaint(%s, %s, %s, %s, %s, %s, %s, %s)",
+                                   (branch_code, day, poster, limits.per_poster.per, limits.per_poster.messages,
+                                    recipient, limits.per_recipient.per, limits.per_recipient.messages))
+                    return Numbered(*cursor.fetchone())
             finally:
                 dbapi.autocommit = False
 

@@ -1,11 +1,14 @@
 """Intake's request and response shapes (marshmallow). Requests reject unknown fields so
 a typo is named instead of silently ignored."""
+import unicodedata
+
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
 from services.intake.domain import STATUSES
 from services.intake.policy import CHANNELS
 from shared.messaging.catalogue.intake import KINDS
 from shared.security.privacy import is_email, normalize_phone
+from shared.web.text import CleanText
 
 LANGUAGES = ("zh", "en")
 
@@ -15,21 +18,32 @@ class Strict(Schema):
         unknown = RAISE
 
 
-class Trimmed(fields.String):
-    """Text with surrounding whitespace removed before it is checked and stored."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        return super()._deserialize(value, attr, data, **kwargs).strip()
-
-
 def Text(max_length: int, **kwargs):
-    return Trimmed(validate=validate.Length(min=1, max=max_length), **kwargs)
+    """Free text: invisible characters removed, bidirectional controls refused (CleanText)."""
+    return CleanText(validate=validate.Length(min=1, max=max_length), max_length=max_length, **kwargs)
+
+
+# Besides letters and combining marks (any script), what names are written with: spaces, the
+# middle dots of transliterated names (玛丽·居里), initials' dots, apostrophes and hyphens.
+NAME_MARKS = frozenset(" ·・.'’-")
+
+
+def person_name(value: str) -> None:
+    """A person's name, nothing else: no digits, links or brackets (【】), which would turn the
+    acknowledgement SMS that greets the customer by name into the poster's own message."""
+    odd = sorted({c for c in value if c not in NAME_MARKS and unicodedata.category(c)[0] not in "LM"})
+    if odd:
+        shown = " ".join(odd[:10])
+        raise ValidationError(f"a name is letters, spaces and · . ' - only; not: {shown}")
+    if not any(unicodedata.category(c)[0] == "L" for c in value):
+        raise ValidationError("a name needs at least one letter")
 
 
 class CustomerIn(Strict):
-    name = Text(100, load_default=None, allow_none=True)
+    name = CleanText(load_default=None, allow_none=True, max_length=100,
+                     validate=[validate.Length(min=1, max=100), person_name])
     phone = fields.String(load_default=None, allow_none=True)
-    email = fields.String(load_default=None, allow_none=True)
+    email = CleanText(load_default=None, allow_none=True, max_length=254)
     language = fields.String(load_default="zh", validate=validate.OneOf(LANGUAGES))
 
     @validates("phone")

@@ -30,11 +30,18 @@ def is_email(raw: str) -> bool:
 
 
 def mask_phone(phone: str | None) -> str | None:
+    """A Chinese mobile as the design shows it (138****6138); any other number with at least
+    half its digits hidden (+1****67), so a short one cannot be guessed from its mask."""
     if not phone:
         return None
-    if len(phone) <= 7:
-        return phone[:1] + "*" * (len(phone) - 1)
-    return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
+    if _MOBILE_CN.match(phone) and len(phone) == 11:
+        return phone[:3] + "****" + phone[-4:]
+    plus, digits = ("+", phone[1:]) if phone.startswith("+") else ("", phone)
+    if len(digits) <= 6:  # too short to show more than its first digit
+        return plus + digits[:1] + "*" * (len(digits) - 1)
+    shown = min(7, len(digits) // 2)  # at most 3 leading and 4 trailing, as for a mobile
+    head = min(3, shown // 2)
+    return plus + digits[:head] + "*" * (len(digits) - shown) + digits[len(digits) - (shown - head):]
 
 
 def mask_name(name: str | None) -> str | None:
@@ -72,8 +79,25 @@ def redact(text: str, *, name: str | None = None, phone: str | None = None, emai
     if phone and phone.strip():
         digits = re.sub(r"\D", "", phone)
         if len(digits) >= 5:
-            loose = r"(?:\+?\s*86[\s\-]*)?" + r"[\s\-().]*".join(map(re.escape, digits))
+            loose = r"(?:\+?\s*86[\s\-]*|\+)?" + r"[\s\-().]*".join(map(re.escape, digits))
             text = re.sub(r"(?<!\d)" + loose + r"(?!\d)", mask_phone(phone), text)
     if name and name.strip():
-        text = text.replace(name.strip(), mask_name(name.strip()))
+        text = _redact_name(text, name.strip())
+    return text
+
+
+_NAME_SEPARATORS = re.compile(r"[\s·・.]+")
+
+
+def _redact_name(text: str, name: str) -> str:
+    """The whole name however it is spaced or cased, then each part of two letters or more
+    on its own ("Dear Ms Smith" for Anne Smith)."""
+    parts = [p for p in _NAME_SEPARATORS.split(name) if p]
+    if not parts:
+        return text
+    whole = r"[\s·・.]*".join(map(re.escape, parts))
+    text = re.sub(whole, lambda _: mask_name(name), text, flags=re.IGNORECASE)
+    if len(parts) > 1:
+        for part in sorted({p for p in parts if len(p) >= 2}, key=len, reverse=True):
+            text = re.sub(re.escape(part), lambda _, p=part: mask_name(p), text, flags=re.IGNORECASE)
     return text

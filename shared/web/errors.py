@@ -15,6 +15,10 @@ class ApiError(Exception):
         self.message = message or (self.__class__.__doc__ or self.code).strip()
         self.fields = fields or {}
 
+    def headers(self) -> dict:
+        """Response headers this error needs (Retry-After...)."""
+        return {}
+
     def to_body(self) -> dict:
         return {"error": {"code": self.code, "message": self.message, "fields": self.fields}}
 
@@ -67,6 +71,23 @@ class UnsupportedMediaType(ApiError):
 class RuleRefused(ApiError):
     """A business rule refused the request."""
     status, code = 422, "rule_refused"
+
+
+class TooManyRequests(ApiError):
+    """Too many requests; try again after Retry-After seconds."""
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, message: str | None = None, *, retry_after: float, fields: dict | None = None):
+        super().__init__(message, fields=fields)
+        self.retry_after = max(1, int(-(-retry_after // 1)))  # whole seconds, rounded up
+
+    def headers(self) -> dict:
+        return {"Retry-After": str(self.retry_after)}
+
+    def to_body(self) -> dict:
+        body = super().to_body()
+        body["error"]["retry_after"] = self.retry_after
+        return body
 
 
 class ServiceUnavailable(ApiError):

@@ -36,7 +36,7 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
 
 def error_response(error: ApiError, headers: dict | None = None) -> Response:
     # ASCII escapes: an error may quote the caller's input, whatever it holds.
-    return Response(json.dumps(error.to_body()), status=error.status, headers=headers,
+    return Response(json.dumps(error.to_body()), status=error.status, headers={**error.headers(), **(headers or {})},
                     mimetype="application/json")
 
 

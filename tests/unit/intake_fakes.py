@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import itertools
 
+from services.intake.domain import Numbered
 from shared.testing.fakes import FakeStore, FakeUnitOfWork
 
 
@@ -66,6 +67,10 @@ class FakeIntakeStore(FakeStore):
     def next_reference_number(self, branch_code: str, day) -> int:
         counter = self._counters.setdefault((branch_code, day), itertools.count(1))
         return next(counter)
+
+    def number_complaint(self, branch_code: str, day, *, poster: str, recipient: str | None, limits):
+        """No limits here: they are the database's (tests/integration)."""
+        return Numbered(self.next_reference_number(branch_code, day), None, True)
 
     def complaint(self, complaint_id):
         return self.tables.get("complaints", {}).get(complaint_id)

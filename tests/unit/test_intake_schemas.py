@@ -93,3 +93,35 @@ def test_flatten_errors():
         "customer": ["bad customer"], "customer.phone": ["bad phone"], "products.0.sku": ["missing"],
         "products.3": ["bad product"], "_schema": ["bad body"], "weird.x": ["5"]}
     assert flatten_errors(["bad"]) == {"_body": ["bad"]}
+
+
+@pytest.mark.parametrize("name", ["王女士", "玛丽·居里", "José Núñez-García", "O'Brien", "Dr. A. Smith", "Zoë",
+                                  "山田 太郎", "Ngọc Ánh"])
+def test_names_are_letters_of_any_script_with_a_few_marks(name):
+    assert ComplaintIn().load({**COMPLAINT, "customer": {**COMPLAINT["customer"], "name": name}})
+
+
+@pytest.mark.parametrize("name", ["【中奖通知】请点击", "http://x.cn/a", "王女士 4001234567", "win$$$", "王<b>", "###",
+                                  "...", "a_b", "王女士，回复TD退订"])
+def test_a_name_with_digits_links_or_brackets_is_refused(name):
+    found = errors(ComplaintIn(), {**COMPLAINT, "customer": {**COMPLAINT["customer"], "name": name}})
+    assert list(found) == ["customer.name"]
+
+
+def test_invisible_characters_are_stripped_and_bidi_controls_refused_in_every_text_field():
+    body = {**COMPLAINT, "description": "\u200b\u200b\u200b",
+            "customer": {**COMPLAINT["customer"], "name": "\u202e士女王"},
+            "service": {"code": "HAIR\u2066-DYE"}, "products": [{"sku": "\u2060"}]}
+    found = errors(ComplaintIn(), body)
+    assert found["description"] == ["required (nothing visible is left once invisible characters are removed)"]
+    assert "U+202E" in found["customer.name"][0] and "U+2066" in found["service.code"][0]
+    assert found["products.0.sku"][0].startswith("required")
+    data = ComplaintIn().load({**COMPLAINT, "description": "头皮\u200b过敏\ufeff"})
+    assert data["description"] == "头皮过敏"
+    sale = errors(SaleIn(), {**SALE, "items": [{**SALE["items"][0], "batch": "B\u202d7"}]})
+    assert list(sale) == ["items.0.batch"]
+
+
+def test_a_huge_text_is_refused_before_it_is_scanned():
+    found = errors(ComplaintIn(), {**COMPLAINT, "description": "头\u200b" * 300_000})
+    assert found == {"description": ["longer than 5000 characters"]}

@@ -235,6 +235,21 @@ def test_extra_working_day_opens_a_normally_closed_weekday(tmp_path, default_doc
 
 # --- acknowledgement (intake) -----------------------------------------------------------------
 
+def test_customer_messages_defaults_sms_countries_and_long_names(policy, rules):
+    limits = rules.customer_messages
+    assert limits.sms_country_codes == ("+86",)
+    assert (limits.per_recipient.messages, limits.per_recipient.per) == (3, timedelta(hours=1))
+    assert (limits.per_poster.messages, limits.per_poster.per) == (120, timedelta(minutes=1))
+    assert limits.sms_allowed("13812346138") and limits.sms_allowed("02112345678")
+    assert limits.sms_allowed("+8613812346138") and not limits.sms_allowed("+12025550123")
+    assert not limits.sms_allowed("+85291234567")
+    due = datetime(2026, 11, 22, 4, 0, tzinfo=timezone.utc)
+    long_name = "Abcdefghij Klmnopqrstu"  # 22 characters: not repeated to the customer
+    text = rules.acknowledgement("en", name=long_name, reference="R", kind="praise", first_response_due=due,
+                                 branch=policy.branch("SH001"))
+    assert text.startswith("Dear customer,") and long_name not in text
+
+
 def test_acknowledgement_texts(policy, rules):
     due = local(2026, 11, 22, 16, 5).astimezone(timezone.utc)
     zh = rules.acknowledgement("zh", name="王女士", reference="SH001-20261122-0007", kind="complaint",
@@ -303,6 +318,16 @@ BAD_POLICIES = [
     ("unknown placeholder", lambda d: d["intake"]["acknowledgement"]["en"].update(text="Hi {customer}"),
      "intake.acknowledgement.en.text: unknown placeholder {customer}"),
     ("unknown intake key", lambda d: d["intake"].update(colour="pink"), "intake.colour: unknown key"),
+    ("country code without its plus", lambda d: d["intake"]["customer_messages"].update(sms_country_codes=["86"]),
+     "intake.customer_messages.sms_country_codes: '86' is not a country code"),
+    ("limit of no messages", lambda d: d["intake"]["customer_messages"]["per_recipient"].update(messages=0),
+     "intake.customer_messages.per_recipient.messages: 0 is not a whole number of at least 1"),
+    ("limit over no time", lambda d: d["intake"]["customer_messages"]["per_poster"].update(per="PT0M"),
+     "intake.customer_messages.per_poster.per: 'PT0M' is not a positive duration"),
+    ("limit without its period", lambda d: d["intake"]["customer_messages"]["per_poster"].pop("per"),
+     "intake.customer_messages.per_poster.per: missing"),
+    ("a template with an unknown placeholder", lambda d: d["intake"]["acknowledgement"]["zh"].update(
+        greeting="{name}{description}"), "intake.acknowledgement.zh.greeting: unknown placeholder {description}"),
     ("default language without a template", lambda d: d.update(default_language="fr"),
      "intake.acknowledgement: the default language 'fr' has no template"),
     # investigation:

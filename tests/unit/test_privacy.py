@@ -1,7 +1,7 @@
 """Customers' contact data: canonical phones, masks and the keyed reference."""
 import pytest
 
-from shared.security.privacy import (customer_ref, is_email, mask_contact, mask_email, mask_name, mask_phone,
+from shared.security.privacy import (redact, customer_ref, is_email, mask_contact, mask_email, mask_name, mask_phone,
                             normalize_phone)
 
 
@@ -28,12 +28,29 @@ def test_masks():
     assert mask_name("王女士") == "王**"
     assert mask_name("Anne Smith") == "A**"
     assert mask_phone("13812346138") == "138****6138"
-    assert mask_phone("02112345678") == "021****5678"
+    # Any other number: at least half its digits hidden, so a short one cannot be guessed.
+    assert mask_phone("02112345678") == "02******678"
+    assert mask_phone("+1234567") == "+1****67"
+    assert mask_phone("+447911123456") == "+447******456"
     assert mask_phone("12345") == "1****"  # short numbers keep only their first digit
     assert mask_email("anne.smith@example.com") == "a***@example.com"
     assert mask_contact("anne@example.com") == "a***@example.com"
     assert mask_contact("13812346138") == "138****6138"
     assert mask_name(None) is None and mask_phone("") is None and mask_email(None) is None
+
+
+@pytest.mark.parametrize("phone", ["+1234567", "+85291234567", "02112345678", "+123456789012345", "123456"])
+def test_a_mask_hides_at_least_half_the_digits(phone):
+    masked = mask_phone(phone)
+    assert masked.count("*") * 2 >= sum(c.isdigit() for c in phone) and len(masked) == len(phone)
+
+
+def test_redact_masks_the_name_however_written_and_each_part_of_it():
+    text = "Dear Ms SMITH, we called Anne  Smith on +852 9123 4567."
+    shown = redact(text, name="Anne Smith", phone="+85291234567")
+    assert "smith" not in shown.lower() and "anne" not in shown.lower() and "9123" not in shown
+    assert shown == "Dear Ms S**, we called A** on +85******567."
+    assert redact("王女士，您好", name="王女士") == "王**，您好"
 
 
 def test_is_email():
