@@ -23,6 +23,7 @@ from shared.security.privacy import customer_ref, mask_contact, redact
 from shared.persistence import idempotency
 from shared.security.auth import Identity
 from shared.web.errors import Forbidden, NotFound, TooManyRequests, ValidationFailed
+from shared.web.fields import RANGE_MESSAGE, in_range
 from shared.web.http import bad_text
 
 COMPLAINT_IN, SALE_IN, COMPLAINT_QUERY = ComplaintIn(), SaleIn(), ComplaintQuery()
@@ -64,7 +65,9 @@ def _plausible(value: datetime | None, now: datetime, name: str, errors: dict) -
     """Not in the future, and not before this century (also keeps UTC conversion in range)."""
     if value is None:
         return
-    if value.year < 2000 or value.astimezone(timezone.utc) < EARLIEST:
+    if not in_range(value):  # the schemas' field refuses these; a caller passing a datetime may not
+        errors.setdefault(name, []).append(RANGE_MESSAGE)
+    elif value.year < 2000 or value.astimezone(timezone.utc) < EARLIEST:
         errors.setdefault(name, []).append("must not be before 2000-01-01")
     elif value > now + CLOCK_SKEW:
         errors.setdefault(name, []).append("must not be in the future")
@@ -166,8 +169,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         received_at, complaint_id = json.loads(raw)
         after = datetime.fromisoformat(received_at)
-        if after.tzinfo is None:
-            raise ValueError("no time zone")
+        if after.tzinfo is None or not in_range(after):
+            raise ValueError("no time zone, or out of range")
         return after, str(uuid.UUID(complaint_id))
     except (ValueError, TypeError, AttributeError, RecursionError):
         raise ValidationFailed("invalid cursor", fields={"cursor": ["not a cursor this API gave out"]}) from None

@@ -24,7 +24,13 @@ DOCUMENT = document("Closeloop intake", "1", {
                           response=schemas.SaleOut(), status=201, parameters=_IDEMPOTENCY,
                           errors=(400, 401, 403, 409, 413, 415)),
     },
-    "/health": {"get": operation("Health per dependency", public=True, errors=(503,))},
-    "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+    "/health/ready": {"get": operation(
+        "Readiness: ok or degraded (200); down or not_ready (503) with the reasons", public=True, errors=(503,))},
+    "/health": {"get": operation("The older name of /health/ready, same answer", public=True, errors=(503,))},
+    "/metrics": {"get": {"summary": "Prometheus metrics of this replica (sum across replicas)",
+                         "responses": {"200": {"description": "text"}}}},
+    "/metrics/shared": {"get": {"summary": "Prometheus gauges of shared state (outbox, notifications, "
+                                           "parked events): scrape once per service, not per replica",
+                                "responses": {"200": {"description": "text"}}}},
     "/openapi.json": {"get": operation("This document", public=True, errors=())},
 })

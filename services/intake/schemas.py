@@ -9,6 +9,7 @@ from services.intake.policy import CHANNELS
 from shared.messaging.catalogue.intake import KINDS
 from shared.security.privacy import is_email, normalize_phone
 from shared.web.text import CleanText
+from shared.web.fields import AwareDateTime
 
 LANGUAGES = ("zh", "en")
 
@@ -86,7 +87,7 @@ class ComplaintIn(Strict):
                        metadata={"description": "needed when the token's scope has several branches"})
     customer = fields.Nested(CustomerIn, required=True)
     description = Text(5000, required=True)
-    occurred_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    occurred_at = AwareDateTime(load_default=None, allow_none=True)
     category = fields.String(load_default=None, allow_none=True,
                              metadata={"description": "one of the policy's categories; null to classify"})
     severity_flags = fields.List(fields.String(), load_default=None, allow_none=True)
@@ -115,7 +116,7 @@ class SaleItemIn(Strict):
 class SaleIn(Strict):
     branch_code = Text(20, load_default=None, allow_none=True)
     customer = fields.Nested(SaleCustomerIn, required=True)
-    sold_at = fields.AwareDateTime(required=True)
+    sold_at = AwareDateTime(required=True)
     items = fields.List(fields.Nested(SaleItemIn), required=True, validate=validate.Length(min=1, max=100))
 
 
@@ -128,8 +129,8 @@ class ComplaintQuery(Schema):
     priority = fields.String(validate=validate.OneOf(("urgent", "general", "low")))
     category = fields.String()
     branch = fields.String(data_key="branch")
-    from_ = fields.AwareDateTime(data_key="from")
-    to = fields.AwareDateTime()
+    from_ = AwareDateTime(data_key="from")
+    to = AwareDateTime()
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = fields.String()
 

@@ -17,6 +17,8 @@ from shared.runtime.provider import Runtime
 from shared.web import health
 from shared.web.http import api, correlation_id, identity, json_response, query_args, read_json
 
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
 
 CONTACT_CALL = "intake.get_contact"  # what a contact grant is made for
 
@@ -27,6 +29,7 @@ class IntakeService:
     db = Database(IntakeStore)
     env = Runtime(customer_ref_key=True)
     logging = CorrelationLogging()
+    readiness = health.Readiness()
 
     def _create(self, request, permission: str, handler):
         """A POST that creates: role (403), then body (413/415/400), then the handler."""
@@ -88,17 +91,24 @@ class IntakeService:
 
     # -- operations --------------------------------------------------------------------------------
 
+    @api("GET", "/health/ready", public=True)
+    def ready(self, request):
+        return self.readiness(self.db.engine)
+
     @api("GET", "/health", public=True)
-    def health(self, request):
-        status, body = health.report(self.name, self.db.engine, self.env.config["AMQP_URI"])
-        return status, body
+    def health(self, request):  # the older name of /health/ready, same answer
+        return self.readiness(self.db.engine)
 
     @api("GET", "/metrics", public=True)
     def metrics(self, request):
+        return Response(health.replica_metrics_text(self.name), content_type=PROMETHEUS_TEXT)
+
+    @api("GET", "/metrics/shared", public=True)
+    def shared_metrics(self, request):
         config = self.env.config
-        text = health.metrics_text(self.name, self.db.engine, config["AMQP_URI"],
-                                   consumer.handlers_of(IntakeService, retry_delays(config)))
-        return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
+        text = health.shared_metrics_text(self.name, self.db.engine, config["AMQP_URI"],
+                                          consumer.handlers_of(IntakeService, retry_delays(config)))
+        return Response(text, content_type=PROMETHEUS_TEXT)
 
     @api("GET", "/openapi.json", public=True)
     def openapi(self, request):

@@ -1,5 +1,7 @@
 """Prometheus text metrics, one small registry per service (several services may share a
-process in tests). Gauges that come from the database are added at scrape time."""
+process in tests). Gauges of shared state (the database's outbox, the broker's queues) are
+made at scrape time and rendered apart (`render_gauges`), so that each is published once
+rather than by every replica (see shared.web.health)."""
 from __future__ import annotations
 
 import threading
@@ -83,3 +85,8 @@ _registries_lock = threading.Lock()
 def registry(service: str) -> Registry:
     with _registries_lock:
         return _registries.setdefault(service, Registry())
+
+
+def render_gauges(gauges: list[tuple[str, str, float, dict]]) -> str:
+    """Gauges alone, in the same text format, without any process's counters."""
+    return Registry().render(gauges)

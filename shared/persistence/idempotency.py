@@ -41,7 +41,10 @@ KEYS = add_tables(sa.MetaData())
 
 
 def request_hash(method: str, path: str, body: dict) -> str:
-    canonical = json.dumps([method, path, body], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    try:
+        canonical = json.dumps([method, path, body], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:  # read_json refuses such bodies first; a 400 here too, never a 500
+        raise ValidationFailed("the body is nested too deeply", fields={"_body": ["nested too deeply"]}) from None
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

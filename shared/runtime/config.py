@@ -77,6 +77,8 @@ def service_config(service: str, env=os.environ, **overrides) -> dict:
         "EVENT_PREFETCH": int(env["CLOSELOOP_EVENT_PREFETCH"]) if env.get("CLOSELOOP_EVENT_PREFETCH") else None,
         # The longest pause between tries of a message whose handler hit a temporary failure.
         "EVENT_PAUSE_MAX_SECONDS": float(env.get("CLOSELOOP_EVENT_PAUSE_MAX_SECONDS", "30")),
+        # /health/ready: the oldest unsent event may be this old before the replica is not ready.
+        "READY_OUTBOX_LAG_SECONDS": float(env.get("CLOSELOOP_READY_OUTBOX_LAG_SECONDS", "60")),
     }
     config.update(overrides)
     return config

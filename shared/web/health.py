@@ -1,5 +1,6 @@
-"""Per-dependency health checks: the database is essential, the broker is not (the
-outbox keeps accepting work while it is away), so a missing broker is 'degraded'."""
+"""Readiness, per dependency: the database is essential, the broker is not (the outbox
+keeps accepting work while it is away), so a missing broker is 'degraded'; a replica whose
+own consumer lost the broker, or a relay that stopped publishing, is not ready."""
 from __future__ import annotations
 
 import threading
@@ -7,6 +8,7 @@ import time
 
 import kombu
 import sqlalchemy as sa
+from nameko.extensions import DependencyProvider
 
 from shared.messaging import outbox
 from shared.notifications import queue
@@ -44,29 +46,108 @@ def check_broker(amqp_uri: str, ttl: float = 2.0) -> dict:
     return result
 
 
-def report(service: str, engine: sa.Engine, amqp_uri: str) -> tuple[int, dict]:
+# The relay touches its heartbeat file after each healthy round; `closeloop relay
+# --healthcheck` calls it dead after this long.
+HEARTBEAT_MAX_AGE = 30.0
+
+
+def check_consumer(container) -> dict:
+    """This replica's own event consumer: is its connection to the broker up? (A fresh
+    connection opening says nothing about the one the consumer holds.)"""
+    from nameko.messaging import QueueConsumer
+
+    queue_consumers = [e for e in container.subextensions if isinstance(e, QueueConsumer)]
+    if not queue_consumers:
+        return {"status": "none"}
+    for qc in queue_consumers:
+        channels = [getattr(c, "channel", None) for c in list(qc._consumers.values())]
+        if not channels or not all(ch is not None and getattr(ch, "is_open", False)
+                                   and getattr(ch.connection, "connected", False) for ch in channels):
+            return {"status": "disconnected"}
+    return {"status": "ok"}
+
+
+def check_relay(service: str) -> dict:
+    """The relay's heartbeat file, when the relay runs where this replica can see it."""
+    from shared.messaging.relay import heartbeat_path
+
+    try:
+        age = time.time() - heartbeat_path(service).stat().st_mtime
+    except OSError:
+        return {"status": "unknown"}  # elsewhere (another container): judged by the outbox lag
+    return {"status": "ok" if age <= HEARTBEAT_MAX_AGE else "stale", "heartbeat_age_seconds": round(age, 1)}
+
+
+def report(service: str, engine: sa.Engine, amqp_uri: str, container=None,
+           max_lag: float = 60.0) -> tuple[int, dict]:
+    """Readiness: 503 `down` without the database; 200 `degraded` while the broker is
+    unreachable (the outbox keeps the events, so intake keeps accepting); 503 `not_ready`
+    when the broker is there but this replica's consumer is not connected to it. An oldest
+    unsent event older than `max_lag` with no healthy relay in sight is 200 `degraded` with
+    the reason."""
     database, lag = check_database(engine)
     broker = check_broker(amqp_uri)
+    checks = {"database": database, "broker": broker}
+    if container is not None:
+        checks["consumer"] = check_consumer(container)
+    checks["relay"] = relay = check_relay(service)
+    reasons = []
     if database["status"] != "ok":
         status, code = "down", 503
+        reasons.append("the database is unreachable")
     elif broker["status"] != "ok":
         status, code = "degraded", 200
+        reasons.append("the broker is unreachable; events wait in the outbox")
+    elif checks.get("consumer", {}).get("status") == "disconnected":
+        status, code = "not_ready", 503
+        reasons.append("this replica's event consumer is not connected to the broker")
     else:
         status, code = "ok", 200
-    body = {"service": service, "status": status, "checks": {"database": database, "broker": broker}}
+    if database["status"] == "ok" and lag["oldest_age_seconds"] > max_lag and relay["status"] != "ok":
+        # Said, not acted on: every replica shares the outbox, so taking them out of service
+        # would refuse complaints the outbox can hold until the relay is back.
+        seen = (f"; the relay's last healthy round was {relay['heartbeat_age_seconds']:.0f} s ago"
+                if relay["status"] == "stale" else "")
+        reasons.append(f"the oldest unsent event is {lag['oldest_age_seconds']:.0f} s old "
+                       f"(limit {max_lag:g} s): is the relay running?{seen}")
+        if status == "ok":
+            status = "degraded"
+    body = {"service": service, "status": status, "reasons": reasons, "checks": checks}
     if lag is not None:
         body["outbox"] = lag
     return code, body
 
 
+class Readiness(DependencyProvider):
+    """`self.readiness()` in a service: its readiness report (status, body), cached for
+    `ttl` seconds so that probes under load cost at most one database round trip a second."""
+
+    def __init__(self, ttl: float = 1.0):
+        self.ttl = ttl
+        self._cached: tuple[float, tuple[int, dict]] | None = None
+        self._lock = threading.Lock()
+
+    def _report(self, engine: sa.Engine) -> tuple[int, dict]:
+        with self._lock:  # one refresh at a time; the others take its answer
+            if self._cached is None or time.monotonic() - self._cached[0] > self.ttl:
+                config = self.container.config
+                answer = report(self.container.service_name, engine, config["AMQP_URI"], self.container,
+                                float(config.get("READY_OUTBOX_LAG_SECONDS", 60)))
+                self._cached = (time.monotonic(), answer)
+            return self._cached[1]
+
+    def get_dependency(self, worker_ctx):
+        return self._report
+
+
 _depth_cache: dict[tuple, tuple[float, dict]] = {}
 
 
-def metrics_text(service: str, engine: sa.Engine, amqp_uri: str, handlers=(), ttl: float = 5.0) -> str:
-    """Everything /metrics shows for a service: its counters and histograms, the outbox
-    lag from its database, and the depth of its handlers' dead-letter queues."""
+def shared_gauges(service: str, engine: sa.Engine, amqp_uri: str, handlers=(), ttl: float = 5.0) -> list:
+    """The gauges of state every replica shares (the outbox and notifications in the
+    database, the dead-letter and unroutable queues on the broker): the same from any
+    replica, so published once, on /metrics/shared, never summed across replicas."""
     from shared.messaging import dead_letters, topology
-    from shared.observability import metrics
 
     gauges = []
     _, lag = check_database(engine)
@@ -93,4 +174,25 @@ def metrics_text(service: str, engine: sa.Engine, amqp_uri: str, handlers=(), tt
                    f"{unroutable} (-1: unknown)", depths.pop(unroutable), {"exchange": f"{service}.events"}))
     gauges += [("closeloop_dead_letter_depth", "messages parked in a handler's dead-letter queue (-1: unknown)",
                 depth, {"service": service, "queue": name}) for name, depth in depths.items()]
-    return metrics.registry(service).render(gauges)
+    return gauges
+
+
+def replica_metrics_text(service: str) -> str:
+    """/metrics: this replica's own counters, histograms and gauges (sum them across replicas)."""
+    from shared.observability import metrics
+
+    return metrics.registry(service).render()
+
+
+def shared_metrics_text(service: str, engine: sa.Engine, amqp_uri: str, handlers=(), ttl: float = 5.0) -> str:
+    """/metrics/shared: the shared state's gauges alone."""
+    from shared.observability import metrics
+
+    return metrics.render_gauges(shared_gauges(service, engine, amqp_uri, handlers, ttl))
+
+
+def metrics_text(service: str, engine: sa.Engine, amqp_uri: str, handlers=(), ttl: float = 5.0) -> str:
+    """Both in one text, for a process that is the only one of its service (tests, tools)."""
+    from shared.observability import metrics
+
+    return metrics.registry(service).render(shared_gauges(service, engine, amqp_uri, handlers, ttl))

@@ -156,7 +156,7 @@ def correlation_id(request) -> str:
 
 def read_json(request) -> dict:
     """The body as a JSON object: 415 for another content type, 413 over the limit, 400 if
-    it is not JSON or not an object."""
+    it is not JSON, not an object, or nested more than MAX_DEPTH levels."""
     limit = request.environ.get("closeloop.max_body", 1024 * 1024)
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(f"Content-Type must be application/json, not {request.mimetype or 'missing'}")
@@ -202,10 +202,20 @@ def bad_text(text: str) -> str | None:
     return None
 
 
-def _paths_with_bad_text(node, prefix: str = "") -> dict[str, list[str]]:
+# Far deeper than any real request; what is deeper would exhaust the stack of the code
+# that walks it (the idempotency hash, the schemas): a 400, never a RecursionError.
+MAX_DEPTH = 32
+
+
+def _paths_with_bad_text(node, prefix: str = "", depth: int = 0) -> dict[str, list[str]]:
+    """Every string that PostgreSQL could not store, by path; refuses nesting beyond
+    MAX_DEPTH on the same walk (no second pass over the body)."""
     if isinstance(node, str):
         problem = bad_text(node)
         return {prefix or "_body": [problem]} if problem else {}
+    if depth >= MAX_DEPTH and isinstance(node, (dict, list)):
+        raise ValidationFailed(f"the body is nested more than {MAX_DEPTH} levels deep",
+                               fields={prefix or "_body": [f"nested more than {MAX_DEPTH} levels deep"]})
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     found: dict[str, list[str]] = {}
     for key, value in items:
@@ -213,5 +223,5 @@ def _paths_with_bad_text(node, prefix: str = "") -> dict[str, list[str]]:
         if isinstance(key, str) and bad_text(key):
             found[path.encode("utf-8", "backslashreplace").decode()] = [f"field name {bad_text(key)}"]
             continue
-        found.update(_paths_with_bad_text(value, path))
+        found.update(_paths_with_bad_text(value, path, depth + 1))
     return found

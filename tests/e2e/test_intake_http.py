@@ -350,9 +350,14 @@ def test_health_metrics_and_openapi_are_public(http, intake, token):
     metrics = http.get(intake.url("/metrics"), timeout=10)
     assert metrics.status_code == 200 and metrics.headers["Content-Type"].startswith("text/plain")
     assert 'closeloop_http_requests_total{method="POST",path="/v1/complaints",status="201"}' in metrics.text
-    assert 'closeloop_outbox_pending{service="intake"}' in metrics.text
-    assert "closeloop_outbox_lag_seconds" in metrics.text
+    # state every replica shares is published apart, so a dashboard summing replicas counts it once
+    assert "closeloop_outbox" not in metrics.text
+    shared = http.get(intake.url("/metrics/shared"), timeout=10)
+    assert shared.status_code == 200 and shared.headers["Content-Type"].startswith("text/plain")
+    assert 'closeloop_outbox_pending{service="intake"}' in shared.text
+    assert "closeloop_outbox_lag_seconds" in shared.text and "closeloop_http_requests_total" not in shared.text
 
     spec = http.get(intake.url("/openapi.json"), timeout=10).json()
     assert spec["openapi"].startswith("3.")
-    assert {"/v1/complaints", "/v1/complaints/{complaint_id}", "/v1/sales", "/health"} <= set(spec["paths"])
+    assert {"/v1/complaints", "/v1/complaints/{complaint_id}", "/v1/sales", "/health", "/health/ready",
+            "/metrics/shared"} <= set(spec["paths"])
