@@ -55,8 +55,8 @@ def test_a_dead_relay_is_reported_degraded_until_a_relay_runs_again(http, intake
     assert post(http, intake, "/v1/complaints", {**COMPLAINT, "description": "第二次"}, front_desk).status_code == 201
 
     start_relay(intake.database_url)
-    code, body = wait_until(lambda: (r := readiness(http, intake))[0] == 200 and r, "readiness after the relay",
-                            timeout=30)
+    code, body = wait_until(lambda: (r := readiness(http, intake))[1]["status"] == "ok" and r,
+                            "readiness after the relay", timeout=30)
     assert body["status"] == "ok" and body["outbox"]["pending"] == 0 and body["reasons"] == []
 
 
