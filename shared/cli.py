@@ -75,9 +75,20 @@ def cmd_db_upgrade(args) -> int:
             return _fail(f"no migrations for {service!r} yet; services: {', '.join(settings.RUNNABLE_SERVICES)}")
         url = settings.service_database_url(service)
         created = db.create_database(url)
+        problem = db.check_utf8(url)
+        if problem:
+            return _fail(f"{service}: {problem}")
         db.migrate(service, url)
         print(f"{service}: database {url.rsplit('/', 1)[-1]} {'created and ' if created else ''}migrated")
     return 0
+
+
+def _database_problem(config: dict) -> str | None:
+    """Why the service's database is unusable (not UTF-8). A database that is down at start is
+    waited for as usual, and each new connection is checked again (shared.persistence.db)."""
+    from shared.persistence import db
+
+    return db.check_utf8(config["DATABASE_URL"])
 
 
 def cmd_serve(args) -> int:
@@ -91,7 +102,11 @@ def cmd_serve(args) -> int:
     logs.configure(args.service, os.environ.get("LOG_LEVEL", "INFO"))
     from shared.security.auth import KeysNotConfigured
 
-    runner = ServiceRunner(settings.service_config(args.service))
+    config = settings.service_config(args.service)
+    problem = _database_problem(config)
+    if problem:
+        return _fail(f"{args.service} cannot start: {problem}")
+    runner = ServiceRunner(config)
     runner.add_service(settings.service_class(args.service))
     try:
         runner.start()
@@ -152,6 +167,9 @@ def cmd_relay(args) -> int:
 
     logs.configure(f"{args.service}-relay", os.environ.get("LOG_LEVEL", "INFO"))
     config = settings.service_config(args.service)
+    problem = _database_problem(config)
+    if problem:
+        return _fail(f"relay for {args.service} cannot start: {problem}")
     try:
         # A service that sends on others' behalf publishes each outcome (intake: customer_message_sent).
         on_outcome = getattr(settings.service_class(args.service), "message_outcome", None)
