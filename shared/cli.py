@@ -151,6 +151,7 @@ def cmd_relay(args) -> int:
     from shared.messaging.relay import Relay
 
     from shared.messaging.relay import heartbeat_path
+    from shared.calendar.policy import PolicyError
 
     if args.healthcheck:
         # For container health checks: a running relay touches its file after each healthy
@@ -179,6 +180,10 @@ def cmd_relay(args) -> int:
                                     on_outcome=on_outcome)
     except ValueError as exc:  # CLOSELOOP_NOTIFIER, the timeouts or the concurrency: say so at start
         return _fail(f"relay for {args.service} cannot start: {exc}")
+    try:
+        purger = _purger(args.service, config, db.make_engine(config["DATABASE_URL"], 1))
+    except PolicyError as exc:
+        return _fail(f"relay for {args.service} cannot start: {exc}")
     relay = Relay(db.make_engine(config["DATABASE_URL"], 2), config["AMQP_URI"],
                   batch_size=args.batch_size, service=args.service)
     relay.heartbeat_file = heartbeat_path(args.service)
@@ -186,10 +191,12 @@ def cmd_relay(args) -> int:
     def stop(*_):
         relay.stop()
         sender.stop()
+        purger.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    loops = [eventlet.spawn(relay.run), eventlet.spawn(sender.run)]
+    # The purge of idempotency keys and inbox rows, hourly, in a loop of its own too.
+    loops = [eventlet.spawn(relay.run), eventlet.spawn(sender.run), eventlet.spawn(purger.run)]
     for loop in loops:
         loop.link(lambda _: stop())  # one ending for any reason ends the other: exit, be restarted
     failed = False
@@ -200,6 +207,39 @@ def cmd_relay(args) -> int:
             print(f"relay for {args.service}: {exc.__class__.__name__}: {exc}", file=sys.stderr, flush=True)
             failed = True
     return 1 if failed else 0
+
+
+def _purger(service: str, config: dict, engine, **kwargs):
+    """The retention purge of one service's database, with the chain policy's retention."""
+    from shared.calendar.policy import load_policy
+    from shared.persistence.retention import Purger
+
+    return Purger(engine, load_policy(config["POLICY_FILE"]).retention, service=service,
+                  interval=float(os.environ.get("CLOSELOOP_PURGE_INTERVAL_SECONDS", "3600")), **kwargs)
+
+
+def cmd_purge(args) -> int:
+    """One round of what `closeloop relay` does hourly: delete idempotency keys and inbox rows
+    older than the policy's retention, in batches."""
+    from shared.calendar.policy import PolicyError
+    from shared.persistence import db
+
+    config = settings.service_config(args.service)
+    problem = _database_problem(config)
+    if problem:
+        return _fail(f"cannot purge {args.service}: {problem}")
+    if args.batch_size < 1:
+        return _fail("--batch-size must be at least 1")
+    engine = db.make_engine(config["DATABASE_URL"], 1)
+    try:
+        purger = _purger(args.service, config, engine, batch=args.batch_size)
+        for done in purger.purge_once():
+            print(f"{args.service}: deleted {done.deleted} row(s) of {done.table} in {done.batches} batch(es)")
+    except PolicyError as exc:
+        return _fail(str(exc))
+    finally:
+        engine.dispose()
+    return 0
 
 
 def cmd_dev(args) -> int:
@@ -360,6 +400,12 @@ def parser() -> argparse.ArgumentParser:
     relay.add_argument("--healthcheck", action="store_true",
                        help="exit 0 if this machine's relay had a healthy round in the last 30 s")
     relay.set_defaults(func=cmd_relay)
+
+    purge = sub.add_parser("purge", help="delete idempotency keys and inbox rows older than the policy's "
+                                         "retention (what `relay` does hourly)")
+    purge.add_argument("service", choices=sorted(settings.SERVICE_CLASSES))
+    purge.add_argument("--batch-size", type=int, default=1000, help="rows per transaction (default 1000)")
+    purge.set_defaults(func=cmd_purge)
 
     bus_cmd = sub.add_parser("bus", help="the RabbitMQ topology").add_subparsers(dest="action", required=True)
     bus_cmd.add_parser("declare", help="declare every exchange, handler queue, retry queue and dead-letter "
