@@ -332,19 +332,43 @@ def cmd_dlq_list(args) -> int:
     return 0
 
 
+def _inbox_retention():
+    from shared.calendar.policy import PolicyError, Retention, load_policy
+
+    try:
+        return load_policy(os.environ.get("CLOSELOOP_POLICY_FILE") or None).retention.inbox
+    except PolicyError:
+        return Retention().inbox
+
+
+def _parked_before(parked, retention) -> bool:
+    """Parked longer ago than `retention`: its inbox rows, if a copy was handled, are purged."""
+    from datetime import datetime, timezone
+
+    try:
+        failed = datetime.fromisoformat(parked.failed_at)
+    except ValueError:
+        return False
+    if failed.tzinfo is None:
+        failed = failed.replace(tzinfo=timezone.utc)
+    return datetime.now(timezone.utc) - failed > retention
+
+
 def cmd_dlq_replay(args) -> int:
     from shared.messaging import consumer, dead_letters
 
     if not args.all and not args.id:
         return _fail("say which: --all, or --id EVENT_ID (repeatable)")
     routes = consumer.replay_routes(consumer.all_handlers())
-    moved = kept = 0
+    inbox_retention = _inbox_retention()
+    moved = kept = old = 0
     skipped: dict[str, int] = {}
     for queue in _parked_queues(args):
         report = dead_letters.replay(settings.amqp_uri(), queue, routes=routes,
                                      event_ids=None if args.all else set(args.id),
                                      include_malformed=args.include_malformed,
                                      reasons=set(args.reason) if args.reason else None)
+        old += sum(1 for parked, _ in report.moved if _parked_before(parked, inbox_retention))
         for parked, targets in report.moved:
             print(f"moved {parked.event_id or '-'} {parked.event_type or '-'} ({parked.reason}) -> {', '.join(targets)}")
         for parked, why in report.kept:
@@ -353,6 +377,10 @@ def cmd_dlq_replay(args) -> int:
         for reason, count in report.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + count
     print(f"replayed {moved} message(s)" + (f"; {kept} kept parked (see above)" if kept else ""))
+    if old:
+        print(f"warning: {old} of them parked longer ago than the inbox keeps handled events "
+              f"({inbox_retention.days} days, the policy's retention.inbox): a handler that had already handled one "
+              f"handles it again", file=sys.stderr)
     if skipped.get("malformed"):
         print(f"{skipped['malformed']} malformed message(s) left parked (--include-malformed to replay them)")
     if kept:

@@ -112,3 +112,19 @@ def test_logs_are_json_lines_with_the_correlation_id():
         logs.correlation_id.reset(token)
     assert line["message"] == "accepted x" and line["service"] == "intake" and line["level"] == "info"
     assert line["correlation_id"] == "req-42" and line["reference"] == "SH001-20261122-0001"
+
+
+def test_replay_knows_a_message_parked_longer_ago_than_the_inbox_keeps_events():
+    """Its twin, if one was handled, has no inbox row any more: the replay warns."""
+    from datetime import datetime, timedelta, timezone
+
+    from shared.messaging.dead_letters import Parked
+
+    def parked(age: timedelta, failed_at=None) -> Parked:
+        when = failed_at if failed_at is not None else (datetime.now(timezone.utc) - age).isoformat()
+        return Parked("q.dlq", "e1", "complaint_registered", "failed", "boom", 3, when, "{}")
+
+    month = timedelta(days=30)
+    assert cli._parked_before(parked(timedelta(days=31)), month)
+    assert not cli._parked_before(parked(timedelta(days=29)), month)
+    assert not cli._parked_before(parked(month, failed_at=""), month)  # no header: nothing to say
