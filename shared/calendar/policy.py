@@ -299,8 +299,9 @@ def _retention(c: Checker, doc: dict) -> Retention:
         retrying = timedelta(milliseconds=sum(retry_delays()))
     except ValueError:
         retrying = timedelta(0)  # a bad CLOSELOOP_RETRY_DELAYS_MS is the consumer's to report
-    if "inbox" in raw and timedelta(0) < kept["inbox"] <= max(retrying, timedelta(days=1)):
-        c.bad("retention.inbox", f"{show(raw['inbox'])} is too short: keep the inbox longer than a day and than "
+    if timedelta(0) < kept["inbox"] <= max(retrying, timedelta(days=1)):
+        given = show(raw["inbox"]) if "inbox" in raw else f"the default ({default.inbox.days} days)"
+        c.bad("retention.inbox", f"{given} is too short: keep the inbox longer than a day and than "
                                  f"every retry of a failing handler ({retrying} in all), so that a redelivered "
                                  f"or replayed event is still recognised")
     return Retention(**kept)

@@ -507,3 +507,10 @@ def test_a_template_that_cannot_be_filled_in_and_a_huge_duration_are_problems(tm
     assert any(p.startswith("intake.acknowledgement.zh.greeting: the template cannot be filled in") for p in problems)
     assert any(p.startswith("intake.acknowledgement.en.text: the template cannot be filled in") for p in problems)
     assert any(p.startswith("intake.deadlines.first_response.urgent:") for p in problems)
+
+
+def test_the_default_inbox_retention_is_checked_too(tmp_path, default_doc, monkeypatch):
+    monkeypatch.setenv("CLOSELOOP_RETRY_DELAYS_MS", "60000,3000000000")  # the last one is 34.7 days
+    path = write_policy(tmp_path, mutate(default_doc, lambda d: d.pop("retention")))
+    assert [p.split(":")[0] for p in check_policy(path)] == ["retention.inbox"]
+    assert "the default (30 days) is too short" in check_policy(path)[0]
