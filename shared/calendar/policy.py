@@ -49,6 +49,9 @@ def parse_duration(text: str) -> timedelta:
     return delta
 
 
+MAX_RETENTION = timedelta(days=3660)
+
+
 @dataclass(frozen=True)
 class Retention:
     """How long rows that only guard against repeats are kept before `closeloop relay` (or
@@ -294,6 +297,9 @@ def _retention(c: Checker, doc: dict) -> Retention:
     default = Retention()
     kept = {name: c.duration(raw[name], f"retention.{name}") if name in raw else getattr(default, name)
             for name in ("idempotency_keys", "inbox")}
+    for name, kept_for in kept.items():
+        if kept_for > MAX_RETENTION:  # and now() minus it must stay a date PostgreSQL can write
+            c.bad(f"retention.{name}", f"{show(raw[name])} is longer than {MAX_RETENTION.days} days")
     # A redelivery that comes after its inbox row is gone is handled a second time.
     try:
         retrying = timedelta(milliseconds=sum(retry_delays()))

@@ -295,6 +295,8 @@ BAD_POLICIES = [
      "retention.idempotency_keys: 7 is not a duration"),
     ("inbox shorter than a redelivery", lambda d: d["retention"].update(inbox="PT1H"),
      "retention.inbox: 'PT1H' is too short"),
+    ("retention of centuries", lambda d: d["retention"].update(inbox="P99999999D"),
+     "retention.inbox: 'P99999999D' is longer than 3660 days"),
     ("unknown retention key", lambda d: d["retention"].update(outbox="P1D"), "retention.outbox: unknown key"),
     ("section not a mapping", lambda d: d.update(aftercare=["skincare"]), "aftercare: must be a mapping"),
     # intake:
