@@ -82,13 +82,18 @@ def _admin_engine(database_url: str) -> sa.Engine:
                             connect_args=dict(CONNECT_ARGS))
 
 
+def suits_utf8(locale: str) -> bool:
+    """A locale PostgreSQL accepts for a UTF8 database."""
+    return bool(re.fullmatch(r"(C|POSIX|.*\.utf-?8(@.*)?)", locale, re.IGNORECASE))
+
+
 def _utf8_locale(conn) -> str:
     """The LC_COLLATE/LC_CTYPE clause a UTF8 database needs here: template0's own locale when it
     suits UTF-8 (C, POSIX, *.UTF-8), else C.UTF-8 where the server has it, else C (which suits
     every encoding)."""
     collate, ctype = conn.execute(sa.text(
         "SELECT datcollate, datctype FROM pg_database WHERE datname = 'template0'")).one()
-    if all(re.fullmatch(r"(C|POSIX|.*\.utf-?8(@.*)?)", v, re.IGNORECASE) for v in (collate, ctype)):
+    if suits_utf8(collate) and suits_utf8(ctype):
         return ""
     has_c_utf8 = conn.execute(sa.text(
         "SELECT 1 FROM pg_collation WHERE collname IN ('C.UTF-8', 'C.utf8') LIMIT 1")).scalar()
