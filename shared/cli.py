@@ -75,9 +75,20 @@ def cmd_db_upgrade(args) -> int:
             return _fail(f"no migrations for {service!r} yet; services: {', '.join(settings.RUNNABLE_SERVICES)}")
         url = settings.service_database_url(service)
         created = db.create_database(url)
+        problem = db.check_utf8(url)
+        if problem:
+            return _fail(f"{service}: {problem}")
         db.migrate(service, url)
         print(f"{service}: database {url.rsplit('/', 1)[-1]} {'created and ' if created else ''}migrated")
     return 0
+
+
+def _database_problem(config: dict) -> str | None:
+    """Why the service's database is unusable (not UTF-8). A database that is down at start is
+    waited for as usual, and each new connection is checked again (shared.persistence.db)."""
+    from shared.persistence import db
+
+    return db.check_utf8(config["DATABASE_URL"])
 
 
 def cmd_serve(args) -> int:
@@ -91,7 +102,11 @@ def cmd_serve(args) -> int:
     logs.configure(args.service, os.environ.get("LOG_LEVEL", "INFO"))
     from shared.security.auth import KeysNotConfigured
 
-    runner = ServiceRunner(settings.service_config(args.service))
+    config = settings.service_config(args.service)
+    problem = _database_problem(config)
+    if problem:
+        return _fail(f"{args.service} cannot start: {problem}")
+    runner = ServiceRunner(config)
     runner.add_service(settings.service_class(args.service))
     try:
         runner.start()
@@ -136,6 +151,7 @@ def cmd_relay(args) -> int:
     from shared.messaging.relay import Relay
 
     from shared.messaging.relay import heartbeat_path
+    from shared.calendar.policy import PolicyError
 
     if args.healthcheck:
         # For container health checks: a running relay touches its file after each healthy
@@ -152,6 +168,9 @@ def cmd_relay(args) -> int:
 
     logs.configure(f"{args.service}-relay", os.environ.get("LOG_LEVEL", "INFO"))
     config = settings.service_config(args.service)
+    problem = _database_problem(config)
+    if problem:
+        return _fail(f"relay for {args.service} cannot start: {problem}")
     try:
         # A service that sends on others' behalf publishes each outcome (intake: customer_message_sent).
         on_outcome = getattr(settings.service_class(args.service), "message_outcome", None)
@@ -161,6 +180,10 @@ def cmd_relay(args) -> int:
                                     on_outcome=on_outcome)
     except ValueError as exc:  # CLOSELOOP_NOTIFIER, the timeouts or the concurrency: say so at start
         return _fail(f"relay for {args.service} cannot start: {exc}")
+    try:
+        purger = _purger(args.service, config, db.make_engine(config["DATABASE_URL"], 1))
+    except PolicyError as exc:
+        return _fail(f"relay for {args.service} cannot start: {exc}")
     relay = Relay(db.make_engine(config["DATABASE_URL"], 2), config["AMQP_URI"],
                   batch_size=args.batch_size, service=args.service)
     relay.heartbeat_file = heartbeat_path(args.service)
@@ -168,10 +191,12 @@ def cmd_relay(args) -> int:
     def stop(*_):
         relay.stop()
         sender.stop()
+        purger.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    loops = [eventlet.spawn(relay.run), eventlet.spawn(sender.run)]
+    # The purge of idempotency keys and inbox rows, hourly, in a loop of its own too.
+    loops = [eventlet.spawn(relay.run), eventlet.spawn(sender.run), eventlet.spawn(purger.run)]
     for loop in loops:
         loop.link(lambda _: stop())  # one ending for any reason ends the other: exit, be restarted
     failed = False
@@ -182,6 +207,39 @@ def cmd_relay(args) -> int:
             print(f"relay for {args.service}: {exc.__class__.__name__}: {exc}", file=sys.stderr, flush=True)
             failed = True
     return 1 if failed else 0
+
+
+def _purger(service: str, config: dict, engine, **kwargs):
+    """The retention purge of one service's database, with the chain policy's retention."""
+    from shared.calendar.policy import load_policy
+    from shared.persistence.retention import Purger
+
+    return Purger(engine, load_policy(config["POLICY_FILE"]).retention, service=service,
+                  interval=float(os.environ.get("CLOSELOOP_PURGE_INTERVAL_SECONDS", "3600")), **kwargs)
+
+
+def cmd_purge(args) -> int:
+    """One round of what `closeloop relay` does hourly: delete idempotency keys and inbox rows
+    older than the policy's retention, in batches."""
+    from shared.calendar.policy import PolicyError
+    from shared.persistence import db
+
+    config = settings.service_config(args.service)
+    problem = _database_problem(config)
+    if problem:
+        return _fail(f"cannot purge {args.service}: {problem}")
+    if args.batch_size < 1:
+        return _fail("--batch-size must be at least 1")
+    engine = db.make_engine(config["DATABASE_URL"], 1)
+    try:
+        purger = _purger(args.service, config, engine, batch=args.batch_size)
+        for done in purger.purge_once():
+            print(f"{args.service}: deleted {done.deleted} row(s) of {done.table} in {done.batches} batch(es)")
+    except PolicyError as exc:
+        return _fail(str(exc))
+    finally:
+        engine.dispose()
+    return 0
 
 
 def cmd_dev(args) -> int:
@@ -295,19 +353,43 @@ def cmd_dlq_list(args) -> int:
     return 0
 
 
+def _inbox_retention():
+    from shared.calendar.policy import PolicyError, Retention, load_policy
+
+    try:
+        return load_policy(os.environ.get("CLOSELOOP_POLICY_FILE") or None).retention.inbox
+    except PolicyError:
+        return Retention().inbox
+
+
+def _parked_before(parked, retention) -> bool:
+    """Parked longer ago than `retention`: its inbox rows, if a copy was handled, are purged."""
+    from datetime import datetime, timezone
+
+    try:
+        failed = datetime.fromisoformat(parked.failed_at)
+    except ValueError:
+        return False
+    if failed.tzinfo is None:
+        failed = failed.replace(tzinfo=timezone.utc)
+    return datetime.now(timezone.utc) - failed > retention
+
+
 def cmd_dlq_replay(args) -> int:
     from shared.messaging import consumer, dead_letters
 
     if not args.all and not args.id:
         return _fail("say which: --all, or --id EVENT_ID (repeatable)")
     routes = consumer.replay_routes(consumer.all_handlers())
-    moved = kept = 0
+    inbox_retention = _inbox_retention()
+    moved = kept = old = 0
     skipped: dict[str, int] = {}
     for queue in _parked_queues(args):
         report = dead_letters.replay(settings.amqp_uri(), queue, routes=routes,
                                      event_ids=None if args.all else set(args.id),
                                      include_malformed=args.include_malformed,
                                      reasons=set(args.reason) if args.reason else None)
+        old += sum(1 for parked, _ in report.moved if _parked_before(parked, inbox_retention))
         for parked, targets in report.moved:
             print(f"moved {parked.event_id or '-'} {parked.event_type or '-'} ({parked.reason}) -> {', '.join(targets)}")
         for parked, why in report.kept:
@@ -316,6 +398,10 @@ def cmd_dlq_replay(args) -> int:
         for reason, count in report.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + count
     print(f"replayed {moved} message(s)" + (f"; {kept} kept parked (see above)" if kept else ""))
+    if old:
+        print(f"warning: {old} of them parked longer ago than the inbox keeps handled events "
+              f"({inbox_retention.days} days, the policy's retention.inbox): a handler that had already handled one "
+              f"handles it again", file=sys.stderr)
     if skipped.get("malformed"):
         print(f"{skipped['malformed']} malformed message(s) left parked (--include-malformed to replay them)")
     if kept:
@@ -363,6 +449,12 @@ def parser() -> argparse.ArgumentParser:
     relay.add_argument("--healthcheck", action="store_true",
                        help="exit 0 if this machine's relay had a healthy round in the last 30 s")
     relay.set_defaults(func=cmd_relay)
+
+    purge = sub.add_parser("purge", help="delete idempotency keys and inbox rows older than the policy's "
+                                         "retention (what `relay` does hourly)")
+    purge.add_argument("service", choices=sorted(settings.SERVICE_CLASSES))
+    purge.add_argument("--batch-size", type=int, default=1000, help="rows per transaction (default 1000)")
+    purge.set_defaults(func=cmd_purge)
 
     bus_cmd = sub.add_parser("bus", help="the RabbitMQ topology").add_subparsers(dest="action", required=True)
     bus_cmd.add_parser("declare", help="declare every exchange, handler queue, retry queue and dead-letter "

@@ -38,15 +38,27 @@ class PolicyError(Exception):
 
 def parse_duration(text: str) -> timedelta:
     """ISO-8601 style PT1H, PT24H, P7D, P1DT12H, PT30M -> timedelta; ValueError unless positive."""
-    text = text.strip().upper() if isinstance(text, str) else ""
+    given, text = text, text.strip().upper() if isinstance(text, str) else ""
     m = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?", text)
     if not m or text.endswith("T") or not any(m.groups()):
-        raise ValueError(f"{show(text)} is not a duration like PT1H, PT24H or P7D")
+        raise ValueError(f"{show(text if isinstance(given, str) else given)} is not a duration like PT1H, PT24H or P7D")
     days, hours, minutes = (int(g or 0) for g in m.groups())
     delta = timedelta(days=days, hours=hours, minutes=minutes)
     if delta <= timedelta(0):
         raise ValueError(f"{show(text)} is not a positive duration")
     return delta
+
+
+MAX_RETENTION = timedelta(days=3660)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long rows that only guard against repeats are kept before `closeloop relay` (or
+    `closeloop purge`) deletes them."""
+
+    idempotency_keys: timedelta = timedelta(days=7)   # a till retries within minutes, not weeks
+    inbox: timedelta = timedelta(days=30)             # past any redelivery or dead-letter replay
 
 
 @dataclass(eq=False)
@@ -59,6 +71,7 @@ class ChainPolicy:
     default_language: str
     sections: dict[str, object] = field(default_factory=dict)
     source: Path | None = None
+    retention: Retention = field(default_factory=Retention)
 
     def branch(self, code: str) -> Branch:
         try:
@@ -214,7 +227,7 @@ class Checker:
         return frozenset(items) & frozenset(allowed)
 
 
-_CHAIN = {"version", "default_timezone", "default_language", "calendar", "branches", "product_types"}
+_CHAIN = {"version", "default_timezone", "default_language", "calendar", "branches", "product_types", "retention"}
 _BRANCH = {"name", "region", "timezone", "opening_hours", "extra_working_day_hours", "holidays",
            "extra_working_days"}
 
@@ -277,6 +290,29 @@ def _branches(c: Checker, doc: dict) -> dict[str, Branch]:
     return branches
 
 
+def _retention(c: Checker, doc: dict) -> Retention:
+    from shared.messaging.topology import retry_delays
+
+    raw = c.mapping(doc.get("retention"), "retention", {"idempotency_keys", "inbox"})
+    default = Retention()
+    kept = {name: c.duration(raw[name], f"retention.{name}") if name in raw else getattr(default, name)
+            for name in ("idempotency_keys", "inbox")}
+    for name, kept_for in kept.items():
+        if kept_for > MAX_RETENTION:  # and now() minus it must stay a date PostgreSQL can write
+            c.bad(f"retention.{name}", f"{show(raw[name])} is longer than {MAX_RETENTION.days} days")
+    # A redelivery that comes after its inbox row is gone is handled a second time.
+    try:
+        retrying = timedelta(milliseconds=sum(retry_delays()))
+    except ValueError:
+        retrying = timedelta(0)  # a bad CLOSELOOP_RETRY_DELAYS_MS is the consumer's to report
+    if timedelta(0) < kept["inbox"] <= max(retrying, timedelta(days=1)):
+        given = show(raw["inbox"]) if "inbox" in raw else f"the default ({default.inbox.days} days)"
+        c.bad("retention.inbox", f"{given} is too short: keep the inbox longer than a day and than "
+                                 f"every retry of a failing handler ({retrying} in all), so that a redelivered "
+                                 f"or replayed event is still recognised")
+    return Retention(**kept)
+
+
 def _build(doc, source: Path | None, problems: list[str]) -> ChainPolicy:
     c = Checker()
     c.problems.extend(problems)
@@ -297,7 +333,7 @@ def _build(doc, source: Path | None, problems: list[str]) -> ChainPolicy:
     if not isinstance(default_language, str) or not re.fullmatch(r"[a-z]{2,3}", default_language):
         c.bad("default_language", "a language is a lower-case code such as zh or en")
     chain = ChainPolicy(branches=branches, product_types=tuple(product_types),
-                        default_language=str(default_language), source=source)
+                        default_language=str(default_language), source=source, retention=_retention(c, doc))
     for name, load in loaders.items():
         if doc.get(name) is None:
             c.bad(name, "missing")

@@ -3,11 +3,13 @@ caller put in the config (shared.persistence.db.migrate, `closeloop db upgrade`)
 import sqlalchemy as sa
 from alembic import context
 
+from shared.persistence import db
+
 
 def run() -> None:
     config = context.config
     url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
-    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    engine = db.create_engine(url, poolclass=sa.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=None)
         with context.begin_transaction():

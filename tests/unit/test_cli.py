@@ -134,3 +134,19 @@ def test_bus_users_skips_services_without_a_password_and_never_prints_one(monkey
     assert perms["topics"]["nameko-rpc"][1] == r"^(intake\.\*|" + "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
     assert "case_opened" in perms["topics"]["investigation.events"][1]
     assert "reporting.events" not in perms["topics"] and "reporting" not in perms["read"]
+
+
+def test_replay_knows_a_message_parked_longer_ago_than_the_inbox_keeps_events():
+    """Its twin, if one was handled, has no inbox row any more: the replay warns."""
+    from datetime import datetime, timedelta, timezone
+
+    from shared.messaging.dead_letters import Parked
+
+    def parked(age: timedelta, failed_at=None) -> Parked:
+        when = failed_at if failed_at is not None else (datetime.now(timezone.utc) - age).isoformat()
+        return Parked("q.dlq", "e1", "complaint_registered", "failed", "boom", 3, when, "{}")
+
+    month = timedelta(days=30)
+    assert cli._parked_before(parked(timedelta(days=31)), month)
+    assert not cli._parked_before(parked(timedelta(days=29)), month)
+    assert not cli._parked_before(parked(month, failed_at=""), month)  # no header: nothing to say

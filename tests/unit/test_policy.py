@@ -302,6 +302,17 @@ BAD_POLICIES = [
     ("bad default language", lambda d: d.update(default_language="Chinese"), "default_language: a language"),
     ("unknown top-level key", lambda d: d.update(colour="pink"), "policy.colour: unknown key"),
     ("section missing", lambda d: d.pop("investigation"), "investigation: missing"),
+    ("retention zero", lambda d: d["retention"].update(idempotency_keys="P0D"),
+     "retention.idempotency_keys: 'P0D' is not a positive duration"),
+    ("retention negative", lambda d: d["retention"].update(inbox="-P30D"),
+     "retention.inbox: '-P30D' is not a duration"),
+    ("retention a bare number", lambda d: d["retention"].update(idempotency_keys=7),
+     "retention.idempotency_keys: 7 is not a duration"),
+    ("inbox shorter than a redelivery", lambda d: d["retention"].update(inbox="PT1H"),
+     "retention.inbox: 'PT1H' is too short"),
+    ("retention of centuries", lambda d: d["retention"].update(inbox="P99999999D"),
+     "retention.inbox: 'P99999999D' is longer than 3660 days"),
+    ("unknown retention key", lambda d: d["retention"].update(outbox="P1D"), "retention.outbox: unknown key"),
     ("section not a mapping", lambda d: d.update(aftercare=["skincare"]), "aftercare: must be a mapping"),
     # intake:
     ("unknown category in keywords", lambda d: d["intake"]["keywords"].update(nails={"zh": ["美甲"]}),
@@ -357,6 +368,27 @@ def test_each_problem_is_named(tmp_path, default_doc, label, change, expected):
     assert any(expected in problem for problem in raised.value.problems), raised.value.problems
     assert expected in str(raised.value)
     assert check_policy(path) == raised.value.problems
+
+
+def test_retention_defaults_and_overrides(tmp_path, default_doc, policy):
+    assert (policy.retention.idempotency_keys, policy.retention.inbox) == (timedelta(days=7), timedelta(days=30))
+    assert load_policy(write_policy(tmp_path, mutate(default_doc, lambda d: d.pop("retention")))).retention == \
+        policy.retention  # a chain's file from before retention keeps the defaults
+    changed = load_policy(write_policy(tmp_path, mutate(default_doc, lambda d: d.update(
+        retention={"idempotency_keys": "PT36H", "inbox": "P90D"}))))
+    assert (changed.retention.idempotency_keys, changed.retention.inbox) == (timedelta(hours=36), timedelta(days=90))
+
+
+def test_inbox_retention_outlasts_every_retry_delay(tmp_path, default_doc, monkeypatch):
+    """With handler retries spread over three days, a two-day inbox would forget an event
+    that may still be redelivered."""
+    monkeypatch.setenv("CLOSELOOP_RETRY_DELAYS_MS", "60000,86400000,172800000")
+    path = write_policy(tmp_path, mutate(default_doc, lambda d: d["retention"].update(inbox="P2D")))
+    assert check_policy(path) == ["retention.inbox: 'P2D' is too short: keep the inbox longer than a day and "
+                                  "than every retry of a failing handler (3 days, 0:01:00 in all), so that a "
+                                  "redelivered or replayed event is still recognised"]
+    monkeypatch.delenv("CLOSELOOP_RETRY_DELAYS_MS")
+    assert check_policy(path) == []
 
 
 def test_every_problem_is_reported_at_once(tmp_path, default_doc):
@@ -502,3 +534,10 @@ def test_a_template_that_cannot_be_filled_in_and_a_huge_duration_are_problems(tm
     assert any(p.startswith("intake.acknowledgement.zh.greeting: the template cannot be filled in") for p in problems)
     assert any(p.startswith("intake.acknowledgement.en.text: the template cannot be filled in") for p in problems)
     assert any(p.startswith("intake.deadlines.first_response.urgent:") for p in problems)
+
+
+def test_the_default_inbox_retention_is_checked_too(tmp_path, default_doc, monkeypatch):
+    monkeypatch.setenv("CLOSELOOP_RETRY_DELAYS_MS", "60000,3000000000")  # the last one is 34.7 days
+    path = write_policy(tmp_path, mutate(default_doc, lambda d: d.pop("retention")))
+    assert [p.split(":")[0] for p in check_policy(path)] == ["retention.inbox"]
+    assert "the default (30 days) is too short" in check_policy(path)[0]
