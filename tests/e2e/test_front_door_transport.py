@@ -326,7 +326,7 @@ def test_running_out_of_descriptors_pauses_accepting_and_serving_resumes(serve_i
     idle = []
     try:
         def starved():
-            if "cannot accept connections" in served.log():
+            if served.process.poll() is not None or "cannot accept connections" in served.log():
                 return True
             for _ in range(10):
                 try:
@@ -335,7 +335,7 @@ def test_running_out_of_descriptors_pauses_accepting_and_serving_resumes(serve_i
                     pass
             return False
         wait_until(starved, "intake to run out of descriptors", timeout=30, interval=0.1)
-        assert served.process.poll() is None, served.log()[-3000:]
+        assert served.process.poll() is None, f"intake died: {served.log()[-3000:]}"
     finally:
         for sock in idle:
             sock.close()
