@@ -85,6 +85,9 @@ _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}\Z")
 _MAX_DIGITS = 15  # more is far over any body limit, and int() of it costs time
 MAX_CHUNK_LINE = 4096
 MAX_TRAILERS = 16 * 1024
+# Each chunk costs a few Python steps: a body of a million one-byte chunks would buy
+# a second of CPU for a few megabytes on the wire.
+MAX_CHUNKS = 4096
 
 
 def framing_problem(lines: list[bytes], http10: bool) -> ApiError | None:
@@ -146,6 +149,8 @@ def read_chunked(rfile, limit: int) -> bytes:
         size = int(size_text, 16)
         if size == 0:
             break
+        if len(parts) >= MAX_CHUNKS:
+            raise MalformedRequest(f"the body has more than {MAX_CHUNKS} chunks")
         total += size
         if total > limit:
             raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
@@ -384,7 +389,7 @@ class AcceptLoop:
     def process_request(self, sock, address):
         try:
             super().process_request(sock, address)
-        except Exception:  # one connection's fault must not stop the service
+        except (Exception, _Deadline):  # one connection's fault must not stop the service
             log.exception("HTTP connection from %s failed", address[0] if address else "?")
         finally:
             self._open_connections -= 1

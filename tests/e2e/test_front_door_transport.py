@@ -194,6 +194,11 @@ def test_a_bad_chunk_size_is_400(front_door, module_token):
             400, "malformed_request")
 
 
+def test_a_body_of_many_tiny_chunks_is_400(front_door, module_token):
+    refused(front_door, post("Transfer-Encoding: chunked\r\n", b"1\r\n \r\n" * 4097 + b"0\r\n\r\n", module_token),
+            400, "malformed_request")
+
+
 def test_a_truncated_chunked_body_is_400(front_door, module_token):
     refused(front_door, post("Transfer-Encoding: chunked\r\n", b"40\r\n{\"kind\":", module_token),
             400, "malformed_request", half_close=True)
