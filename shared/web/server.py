@@ -59,6 +59,11 @@ class NotImplementedCoding(ApiError):
     status, code = 501, "not_implemented"
 
 
+class Busy(ApiError):
+    """The server is busy; try again shortly."""
+    status, code = 503, "unavailable"
+
+
 class VersionNotSupported(ApiError):
     """The HTTP version is not supported."""
     status, code = 505, "http_version_not_supported"
@@ -90,32 +95,30 @@ MAX_TRAILERS = 16 * 1024
 MAX_CHUNKS = 4096
 
 
+_SOUND_HEAD = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x00]*\r?\n)*\r?\n\Z")
+
+
 def framing_problem(lines: list[bytes], http10: bool) -> ApiError | None:
     """Why these raw header lines do not frame a request unambiguously, or None."""
+    if not _SOUND_HEAD.match(b"".join(lines)):  # one pass in C for the usual, sound head
+        return _malformed_line(lines)
     lengths: set[bytes] = set()
     codings: list[bytes] = []
-    for raw in lines:
-        line = raw.rstrip(b"\r\n") if raw.endswith(b"\n") else raw
-        if not line:
-            break
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.match(name):
-            if line[:1] in (b" ", b"\t"):
-                return MalformedRequest("a header line starts with whitespace (obsolete line folding)")
-            return MalformedRequest(f"malformed header line {name[:40].decode('latin-1')!r}: a field name "
-                                    "is a token followed directly by a colon")
-        if b"\r" in value or b"\x00" in value:
-            return MalformedRequest(f"header {name.decode('latin-1')} holds a CR or NUL")
+    for line in lines:
+        first = line[:1]
+        if first not in b"cCtT" or not first:
+            continue
+        name, _, value = line.partition(b":")
         lowered = name.lower()
         if lowered == b"content-length":
-            value = value.strip(b" \t")
+            value = value.strip(b" \t\r\n")
             if not value.isdigit():
                 return MalformedRequest("Content-Length must be a decimal number of bytes")
             if len(value) > _MAX_DIGITS:
                 return PayloadTooLarge("the body is over the limit")
             lengths.add(value.lstrip(b"0") or b"0")
         elif lowered == b"transfer-encoding":
-            codings += [c.strip(b" \t").lower() for c in value.split(b",")]
+            codings += [c.strip(b" \t\r\n").lower() for c in value.split(b",")]
     if len(lengths) > 1:
         return MalformedRequest("conflicting Content-Length values")
     if codings:
@@ -128,6 +131,22 @@ def framing_problem(lines: list[bytes], http10: bool) -> ApiError | None:
         if len(codings) > 1:
             return NotImplementedCoding("only the chunked transfer coding is supported")
     return None
+
+
+def _malformed_line(lines: list[bytes]) -> ApiError:
+    for raw in lines:
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            break
+        name, colon, value = line.partition(b":")
+        if line[:1] in (b" ", b"\t"):
+            return MalformedRequest("a header line starts with whitespace (obsolete line folding)")
+        if not colon or not _TOKEN.match(name):
+            return MalformedRequest(f"malformed header line {name[:40].decode('latin-1')!r}: a field name "
+                                    "is a token followed directly by a colon")
+        if b"\r" in value or b"\x00" in value:
+            return MalformedRequest(f"header {name.decode('latin-1')} holds a CR or NUL")
+    return MalformedRequest("malformed headers")
 
 
 class _Truncated(Exception):
@@ -200,6 +219,7 @@ class FrontDoorProtocol(HttpOnlyProtocol):
 
     _deadline = None
     _linger = False
+    _reserved = 0
 
     # -- the request line and head
     def _read_request_line(self):
@@ -251,10 +271,14 @@ class FrontDoorProtocol(HttpOnlyProtocol):
             problem = self._read_body()
         finally:
             self._stop_deadline()
-        if problem is not None:
-            self.answer(problem)
-            return
-        super().handle_one_response()
+        try:
+            if problem is not None:
+                self.answer(problem)
+                return
+            super().handle_one_response()
+        finally:
+            self.server.body_bytes -= self._reserved  # the body is freed with the request
+            self._reserved = 0
 
     def _read_body(self) -> ApiError | None:
         environ = self.environ
@@ -265,6 +289,12 @@ class FrontDoorProtocol(HttpOnlyProtocol):
         limit = self.server.max_body
         if not chunked and length > limit:
             return PayloadTooLarge(f"the body is {length} bytes; the limit is {limit}")
+        # Bodies wait in memory for a worker: their total is capped, not only each one.
+        needed = limit if chunked else length
+        if self.server.body_bytes + needed > self.server.body_budget:
+            return Busy("too many request bodies in flight; try again shortly")
+        self.server.body_bytes += needed
+        self._reserved = needed
         try:
             if given.should_send_hundred_continue:
                 given.send_hundred_continue_response()
@@ -293,7 +323,7 @@ class FrontDoorProtocol(HttpOnlyProtocol):
         self.close_connection = 1
         self._linger = True
         try:
-            self.wfile.write(error_bytes(error))
+            self.wfile.write(error_bytes(error, "Retry-After: 1\r\n" if error.status == 503 else ""))
             self.wfile.flush()
         except OSError:
             pass  # the client is gone

@@ -311,6 +311,26 @@ def test_clients_that_stall_mid_body_hold_no_worker_and_get_408(serve_intake, mo
             sock.close()
 
 
+def test_bodies_in_memory_are_capped_in_total(serve_intake, module_token):
+    served = serve_intake(CLOSELOOP_MAX_BODY_BYTES="4096", CLOSELOOP_HTTP_BODY_BUFFER_BYTES="8192",
+                          CLOSELOOP_HTTP_REQUEST_TIMEOUT_SECONDS="30")
+    stalled = []
+    try:
+        for _ in range(2):
+            stalled.append(served.connect())
+            stalled[-1].sendall(post("Content-Length: 4000\r\n", b"{", module_token))
+        refused(served, post("Content-Length: 1000\r\n", b"{}" * 500, module_token), 503, "unavailable")
+    finally:
+        for sock in stalled:
+            sock.close()
+    # their reservations are returned when the clients leave
+    def accepted():
+        with served.connect() as sock:
+            sock.sendall(post(f"Content-Length: {len(COMPLAINT)}\r\n", COMPLAINT, module_token))
+            return read_answer(sock)[0] == 201
+    wait_until(accepted, "a body to be accepted again", timeout=30, interval=0.2)
+
+
 def test_connections_over_the_cap_are_answered_503(serve_intake):
     served = serve_intake(CLOSELOOP_HTTP_MAX_CONNECTIONS="4", CLOSELOOP_HTTP_SOCKET_TIMEOUT_SECONDS="30")
     idle = [served.connect() for _ in range(4)]
