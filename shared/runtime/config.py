@@ -73,6 +73,15 @@ def service_config(service: str, env=os.environ, **overrides) -> dict:
         # Messages one sender has in flight at most (one claim takes up to this many).
         "NOTIFY_CONCURRENCY": int(env.get("CLOSELOOP_NOTIFY_CONCURRENCY", "32")),
         "MAX_BODY_BYTES": int(env.get("CLOSELOOP_MAX_BODY_BYTES", str(1024 * 1024))),
+        # A connection silent this long (idle, or stalled mid-request) is closed.
+        "HTTP_SOCKET_TIMEOUT_SECONDS": float(env.get("CLOSELOOP_HTTP_SOCKET_TIMEOUT_SECONDS", "20")),
+        # The time a client has to send a request's headers and body once it has begun (408).
+        "HTTP_REQUEST_TIMEOUT_SECONDS": float(env.get("CLOSELOOP_HTTP_REQUEST_TIMEOUT_SECONDS", "10")),
+        # Request bodies one process holds in memory at once (default: 32 of the largest).
+        "HTTP_BODY_BUFFER_BYTES": int(env["CLOSELOOP_HTTP_BODY_BUFFER_BYTES"])
+        if env.get("CLOSELOOP_HTTP_BODY_BUFFER_BYTES") else None,
+        # Open HTTP connections one process holds at most; more are answered 503 and closed.
+        "HTTP_MAX_CONNECTIONS": int(env.get("CLOSELOOP_HTTP_MAX_CONNECTIONS", "512")),
         # Messages one replica holds unacked across all its event handlers (default: max_workers).
         "EVENT_PREFETCH": int(env["CLOSELOOP_EVENT_PREFETCH"]) if env.get("CLOSELOOP_EVENT_PREFETCH") else None,
         # The longest pause between tries of a message whose handler hit a temporary failure.

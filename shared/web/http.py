@@ -21,12 +21,14 @@ from werkzeug.wrappers import Request, Response
 from shared.observability import logs
 from shared.observability import metrics
 from shared.runtime import provider as runtime
+from shared.web import server as transport
 from shared.web.errors import (ApiError, MalformedJson, MethodNotAllowed, NotFound, PayloadTooLarge,
                            ServiceUnavailable, UnsupportedMediaType, ValidationFailed)
 
 log = logging.getLogger("closeloop.http")
 IDENTITY_KEY = "closeloop.identity"
 CORRELATION_HEADER = "X-Correlation-Id"
+LIVENESS_PATH = "/health/live"
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
@@ -44,10 +46,10 @@ _CORRELATION = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
 
 
 class JsonWsgiApp(WsgiApp):
+    # Runs in the connection's greenthread: a worker is taken only in handle_request.
     def __call__(self, environ, start_response):
-        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            # eventlet de-chunks the input; without this werkzeug would read an empty body.
-            environ["wsgi.input_terminated"] = True
+        if environ["PATH_INFO"] == LIVENESS_PATH and environ["REQUEST_METHOD"] in ("GET", "HEAD"):
+            return transport.liveness(environ, start_response)
         request = Request(environ, shallow=True)
         adapter = self.url_map.bind_to_environ(environ)
         try:
@@ -66,9 +68,22 @@ class JsonWsgiApp(WsgiApp):
         return response(environ, start_response)
 
 
-class JsonWebServer(WebServer):
+class JsonWebServer(transport.AcceptLoop, WebServer):
+    """nameko's web server with the transport of shared.web.server (connection cap, strict framing)."""
+
     def get_wsgi_app(self):
         return JsonWsgiApp(self)
+
+    def get_wsgi_server(self, sock, wsgi_app, protocol=transport.FrontDoorProtocol, debug=False):
+        config = self.container.config
+        serv = super().get_wsgi_server(sock, wsgi_app, protocol=protocol, debug=debug)
+        serv.socket_timeout = config.get("HTTP_SOCKET_TIMEOUT_SECONDS", 20.0)
+        serv.request_timeout = config.get("HTTP_REQUEST_TIMEOUT_SECONDS", 10.0)
+        serv.max_body = config.get("MAX_BODY_BYTES", 1024 * 1024)
+        serv.body_budget = config.get("HTTP_BODY_BUFFER_BYTES") or 32 * serv.max_body
+        serv.body_bytes = 0
+        self.start_accepting(config)
+        return serv
 
     def context_data_from_headers(self, request):
         # Carried into the worker (and its RPC calls) as nameko context data.
