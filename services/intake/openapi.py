@@ -24,6 +24,9 @@ DOCUMENT = document("Closeloop intake", "1", {
                           response=schemas.SaleOut(), status=201, parameters=_IDEMPOTENCY,
                           errors=(400, 401, 403, 409, 413, 415)),
     },
+    "/health/live": {"get": operation(
+        "Liveness: answered by the HTTP server itself, with no worker, database or broker", public=True,
+        errors=())},
     "/health/ready": {"get": operation(
         "Readiness: ok or degraded (200); down or not_ready (503) with the reasons", public=True, errors=(503,))},
     "/health": {"get": operation("The older name of /health/ready, same answer", public=True, errors=(503,))},
