@@ -1,6 +1,7 @@
 """Where the tests' RabbitMQ and PostgreSQL come from, as `make test` promises:
 AMQP_URI / DATABASE_URL when set; else the local defaults of `make dev` when they answer;
-else containers from testcontainers when a Docker engine answers; else a clear failure."""
+else containers from testcontainers when a Docker engine answers; else a clear failure.
+CLOSELOOP_TEST_INFRA=containers skips the first two, so that the containers path is exercised."""
 from __future__ import annotations
 
 import os
@@ -58,6 +59,14 @@ def _docker_answers() -> bool:
 
 
 def resolve(env=os.environ) -> Infra:
+    forced = env.get("CLOSELOOP_TEST_INFRA", "")
+    if forced not in ("", "containers"):
+        raise InfraMissing(f"CLOSELOOP_TEST_INFRA={forced!r}: the only value is 'containers'.")
+    if forced:
+        if not _docker_answers():
+            raise InfraMissing("CLOSELOOP_TEST_INFRA=containers but no Docker engine answers "
+                               "(start one, or unset CLOSELOOP_TEST_INFRA).")
+        return _containers()
     amqp, database = env.get("AMQP_URI"), env.get("DATABASE_URL")
     if amqp or database:
         amqp, database = amqp or DEFAULT_AMQP_URI, database or DEFAULT_DATABASE_URL
