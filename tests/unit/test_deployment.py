@@ -127,9 +127,16 @@ ROUTES = {"/v1/complaints": "intake:8001", "/v1/sales": "intake:8001",
 
 
 def gateway_locations() -> dict[str, str]:
-    """Each prefix location of the gateway's config with the body of its block."""
-    text = GATEWAY_CONF.read_text()
-    return {m.group(1): m.group(2) for m in re.finditer(r"^\s*location\s+(/\S*)\s*\{(.*?)\}\s*$", text, re.M | re.S)}
+    """Each location of the gateway's config (prefix, `= exact` or `@named`) with its block."""
+    text = re.sub(r"#.*$", "", GATEWAY_CONF.read_text(), flags=re.M)
+    found = {}
+    for match in re.finditer(r"\blocation\s+(?:=\s*)?(\S+)\s*\{", text):
+        depth, end = 1, match.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            end += 1
+        found[match.group(1)] = text[match.end():end - 1]
+    return found
 
 
 def test_gateway_routes_every_path_of_the_design_to_its_service():
@@ -139,6 +146,8 @@ def test_gateway_routes_every_path_of_the_design_to_its_service():
         body = locations[path]
         assert f"set $closeloop_service {upstream};" in body and "proxy_pass http://$closeloop_service;" in body, \
             f"{path} is not routed to {upstream}"
+        if "error_page" in body:  # a location's error_page replaces the server's JSON pages
+            assert re.search(r"error_page [\d ]*\b502\b[\d ]* /_closeloop_error;", body), path
     for name, port in config.HTTP_PORTS.items():
         assert any(f"{name}:{port}" in body for body in locations.values()), f"{name} is never routed to"
 
@@ -149,10 +158,19 @@ def test_gateway_finds_replicas_and_answers_its_own_errors_in_json():
     # replicas are found (a literal name is resolved once, at start).
     assert re.search(r"^resolver 127\.0\.0\.11 valid=\d+s", text, re.M)
     assert not re.search(r"proxy_pass\s+http://[a-z]", text), "a literal upstream name is resolved only at start"
-    # Never resend a POST that reached a service.
-    assert "non_idempotent" not in text
+    # A POST that reached a service is resent only with an Idempotency-Key, and only to intake,
+    # whose POSTs honour it.
+    keyed = gateway_locations()["@intake_keyed_post"]
+    assert "non_idempotent" in keyed and "intake:8001" in keyed
+    assert text.count("non_idempotent") == 1
+    assert re.search(r'map "\$request_method:\$http_idempotency_key" \$closeloop_keyed_post \{\s*"~\^POST:\."\s+1;', text)
+    for path in ("/v1/complaints", "/v1/sales"):
+        body = gateway_locations()[path]
+        assert "error_page 418 = @intake_keyed_post;" in body and "recursive_error_pages on;" in body, path
+        # A location's error_page replaces the server's list: the JSON pages must be repeated.
+        assert re.search(r"error_page [\d ]*\b502\b[\d ]* /_closeloop_error;", body), path
     assert re.search(r"error_page [\d ]*\b502\b[\d ]* /_closeloop_error;", text)
-    error_block = text.split("location = /_closeloop_error", 1)[1].split("}\n", 1)[0]
+    error_block = gateway_locations()["/_closeloop_error"]
     body = re.search(r"return 200 '(.*)';", error_block).group(1)
     shape = json.loads(body.replace("$closeloop_error_code", "x").replace("$closeloop_error_message", "y"))
     assert shape == {"error": {"code": "x", "message": "y", "fields": {}}}
