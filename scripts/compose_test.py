@@ -225,8 +225,9 @@ class PostLoop(threading.Thread):
             status, body = http("POST", self.url, COMPLAINT, headers, timeout=35)
             with self.lock:
                 self.statuses[status] = self.statuses.get(status, 0) + 1
-                if status != 201 and len(self.errors) < 5:
-                    self.errors.append(f"{status}: {str(body)[:200]}")
+                answer = f"{status}: {str(body)[:200]}"
+                if status != 201 and answer not in self.errors and len(self.errors) < 5:
+                    self.errors.append(answer)
 
     def run(self) -> None:
         threads = [threading.Thread(target=self.till, args=(n,), daemon=True) for n in range(self.tills)]
@@ -274,7 +275,7 @@ def kill_one_while_posting(project: Project, bearer: str, replicas: int) -> tupl
     until("posts after the restart", lambda: sum(loop.statuses.values()) >= before + 20, 60, 0.2)
     statuses = loop.stop()
     say(f"{replicas} replica(s), one killed: {statuses} (status: posts; 0 = connection refused/failed); "
-        f"back healthy after {back:.1f} s" + (f"; first refusals: {loop.errors}" if loop.errors else ""))
+        f"back healthy after {back:.1f} s" + (f"; refusals seen: {loop.errors}" if loop.errors else ""))
     return statuses, back
 
 
