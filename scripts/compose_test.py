@@ -242,11 +242,15 @@ class PostLoop(threading.Thread):
         return dict(self.statuses)
 
 
+def pid_of(container: str) -> int:
+    return int(run(["docker", "inspect", "-f", "{{.State.Pid}}", container], quiet=True).stdout)
+
+
 def crash(container: str) -> None:
     """kill -9 of the container's process, as a crash or the OOM killer does: the restart policy
     brings it back. (`docker kill` counts as stopped by hand, which the policy leaves stopped.)
     With an engine elsewhere (its processes not visible here): `docker kill`, then start it again."""
-    pid = int(run(["docker", "inspect", "-f", "{{.State.Pid}}", container], quiet=True).stdout)
+    pid = pid_of(container)
     try:
         if pid and Path(f"/proc/{pid}").exists():
             os.kill(pid, signal.SIGKILL)
@@ -265,9 +269,11 @@ def kill_one_while_posting(project: Project, bearer: str, replicas: int) -> tupl
     loop = PostLoop(project, bearer)
     loop.start()
     until("the first posts of the loop", lambda: sum(loop.statuses.values()) >= 10, 60, 0.2)
+    old_pid = pid_of(victim)
     killed = time.monotonic()
     crash(victim)
-    until("the killed intake to stop", lambda: "running" not in project.health(victim), 30, 0.2)
+    # The policy may restart it before a poll sees it down: wait for another process instead.
+    until("the killed intake to be restarted", lambda: pid_of(victim) not in (0, old_pid), 60, 0.2)
     until(f"{replicas} healthy intake replicas after the kill", lambda: replicas_healthy(project, replicas),
           180, 0.5)
     back = time.monotonic() - killed
