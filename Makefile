@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-packages test dev unit bench clean
+.PHONY: install system-packages test dev unit bench compose-test compose-fault clean
 
 install: $(STAMP)
 
@@ -29,6 +29,19 @@ unit: install system-packages
 # Benchmarks: prints figures and writes bench/results/ (see README: "Benchmarks").
 bench: install system-packages
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# docker-compose.yml for real (needs a Docker engine; not part of `make test`): the gateway,
+# the README's first complaint, 2 replicas, a replica killed; then a few integration tests on
+# containers started by testcontainers (see README: "Set up").
+COMPOSE_TEST_INFRA_TESTS ?= tests/integration/test_outbox_relay.py tests/e2e/test_intake_http.py
+compose-test: install
+	$(BIN)/python scripts/compose_test.py
+	env -u AMQP_URI -u DATABASE_URL CLOSELOOP_TEST_INFRA=containers \
+		$(BIN)/python -m pytest -q -p no:cacheprovider $(COMPOSE_TEST_INFRA_TESTS)
+
+# Refused posts while intake is killed and restarted, with 1 and with 2 replicas.
+compose-fault: install
+	$(BIN)/python scripts/compose_test.py --fault
 
 dev: install
 	exec $(BIN)/closeloop dev

@@ -1,6 +1,7 @@
 """Where the tests' RabbitMQ and PostgreSQL come from, as `make test` promises:
 AMQP_URI / DATABASE_URL when set; else the local defaults of `make dev` when they answer;
-else containers from testcontainers when a Docker engine answers; else a clear failure."""
+else containers from testcontainers when a Docker engine answers; else a clear failure.
+CLOSELOOP_TEST_INFRA=containers skips the first two, so that the containers path is exercised."""
 from __future__ import annotations
 
 import os
@@ -58,6 +59,14 @@ def _docker_answers() -> bool:
 
 
 def resolve(env=os.environ) -> Infra:
+    forced = env.get("CLOSELOOP_TEST_INFRA", "")
+    if forced not in ("", "containers"):
+        raise InfraMissing(f"CLOSELOOP_TEST_INFRA={forced!r}: the only value is 'containers'.")
+    if forced:
+        if not _docker_answers():
+            raise InfraMissing("CLOSELOOP_TEST_INFRA=containers but no Docker engine answers "
+                               "(start one, or unset CLOSELOOP_TEST_INFRA).")
+        return _containers()
     amqp, database = env.get("AMQP_URI"), env.get("DATABASE_URL")
     if amqp or database:
         amqp, database = amqp or DEFAULT_AMQP_URI, database or DEFAULT_DATABASE_URL
@@ -77,18 +86,51 @@ def _containers() -> Infra:
     # RabbitMQ as a plain container: testcontainers' RabbitMQ module needs pika to wait.
     from testcontainers.community.postgres import PostgresContainer
     from testcontainers.core.container import DockerContainer
-    from testcontainers.core.waiting_utils import wait_for_logs
 
     postgres = PostgresContainer("postgres:15", username="postgres", password="postgres", dbname="postgres")
     rabbit = DockerContainer("rabbitmq:3.12-management").with_exposed_ports(5672, 15672)
-    postgres.start()
-    rabbit.start()
-    wait_for_logs(rabbit, "Server startup complete", timeout=120)
-    host = rabbit.get_container_host_ip()
-    amqp = f"amqp://guest:guest@{host}:{rabbit.get_exposed_port(5672)}//"
+    started = []
+    try:
+        for container in (postgres, rabbit):
+            container.start()
+            started.append(container)
+        host = rabbit.get_container_host_ip()
+        amqp = f"amqp://guest:guest@{host}:{rabbit.get_exposed_port(5672)}//"
+        management = f"http://{host}:{rabbit.get_exposed_port(15672)}"
+        _wait_for_broker(amqp, management, timeout=120)
+    except BaseException:
+        for container in started:  # no container left behind by a start that failed
+            container.stop()
+        raise
     database = f"postgresql://postgres:postgres@{postgres.get_container_host_ip()}:{postgres.get_exposed_port(5432)}"
-    return Infra(amqp, database, "testcontainers", f"http://{host}:{rabbit.get_exposed_port(15672)}",
-                 [postgres, rabbit])
+    # The management API is on a mapped port, not beside AMQP's: `bus declare` in this process
+    # and in the services the tests start find it here.
+    os.environ["RABBITMQ_MANAGEMENT_URL"] = management
+    return Infra(amqp, database, "testcontainers", management, [postgres, rabbit])
+
+
+def _wait_for_broker(amqp: str, management: str, timeout: float) -> None:
+    """Until both the management API and an AMQP login answer: the log line that says so
+    differs between RabbitMQ versions, and Docker's port proxy accepts connections early."""
+    import base64
+    import time
+    import urllib.request
+
+    import kombu
+
+    auth = "Basic " + base64.b64encode(b"guest:guest").decode()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            request = urllib.request.Request(management + "/api/overview", headers={"Authorization": auth})
+            urllib.request.urlopen(request, timeout=3).close()
+            with kombu.Connection(amqp, connect_timeout=3) as connection:
+                connection.ensure_connection(max_retries=1)
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise InfraMissing(f"the RabbitMQ container did not answer within {timeout:.0f} s: {exc}") from None
+            time.sleep(1)
 
 
 # --- one vhost per test run ------------------------------------------------------------------

@@ -2,6 +2,7 @@
 valid, every closeloop command in it parses, each runnable service has a scalable server and
 relay that start after the one-off jobs, and the image installs what it copies."""
 import fnmatch
+import json
 import glob
 import re
 import shlex
@@ -110,3 +111,95 @@ def test_dockerfile_copies_existing_paths_and_installs_the_project():
     assert "closeloop" in project["project"]["scripts"]
     installs = [w for w in lines if w[0].upper() == "RUN" and re.search(r"pip install (-e )?\.(\s|$)", " ".join(w))]
     assert installs, "the Dockerfile never runs `pip install .` (or -e .): no closeloop command in the image"
+
+
+# --- the gateway: one front door routing DESIGN.md's paths ------------------------------------
+
+GATEWAY_CONF = ROOT / "gateway" / "closeloop.conf"
+# DESIGN.md's HTTP section, path by path, with the service (and port) that answers it.
+ROUTES = {"/v1/complaints": "intake:8001", "/v1/sales": "intake:8001",
+          "/v1/cases": "investigation:8002", "/v1/tasks": "investigation:8002",
+          "/v1/archive": "investigation:8002", "/v1/standard-answers": "investigation:8002",
+          "/v1/visits": "aftercare:8003",
+          "/v1/kpis": "reporting:8004", "/v1/alerts": "reporting:8004", "/v1/exports": "reporting:8004",
+          "/v1/access-log": "reporting:8004", "/v1/customers": "reporting:8004",
+          "/dashboard": "reporting:8004", "/": "console:8005"}
+
+
+def gateway_locations() -> dict[str, str]:
+    """Each location of the gateway's config (prefix, `= exact` or `@named`) with its block."""
+    text = re.sub(r"#.*$", "", GATEWAY_CONF.read_text(), flags=re.M)
+    found = {}
+    for match in re.finditer(r"\blocation\s+(?:=\s*)?(\S+)\s*\{", text):
+        depth, end = 1, match.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            end += 1
+        found[match.group(1)] = text[match.end():end - 1]
+    return found
+
+
+def test_gateway_routes_every_path_of_the_design_to_its_service():
+    locations = gateway_locations()
+    for path, upstream in ROUTES.items():
+        assert path in locations, f"the gateway has no location for {path}"
+        body = locations[path]
+        assert f"set $closeloop_service {upstream};" in body and "proxy_pass http://$closeloop_service;" in body, \
+            f"{path} is not routed to {upstream}"
+        if "error_page" in body:  # a location's error_page replaces the server's JSON pages
+            assert re.search(r"error_page [\d ]*\b502\b[\d ]* /_closeloop_error;", body), path
+    for name, port in config.HTTP_PORTS.items():
+        assert any(f"{name}:{port}" in body for body in locations.values()), f"{name} is never routed to"
+
+
+def test_gateway_finds_replicas_and_answers_its_own_errors_in_json():
+    text = re.sub(r"^\s*#.*$", "", GATEWAY_CONF.read_text(), flags=re.M)
+    # A variable in proxy_pass: names are resolved per request through Docker's DNS, so scaled
+    # replicas are found (a literal name is resolved once, at start).
+    assert re.search(r"^resolver 127\.0\.0\.11 valid=\d+s", text, re.M)
+    assert not re.search(r"proxy_pass\s+http://[a-z]", text), "a literal upstream name is resolved only at start"
+    # A POST that reached a service is resent only with an Idempotency-Key, and only to intake,
+    # whose POSTs honour it.
+    keyed = gateway_locations()["@intake_keyed_post"]
+    assert "non_idempotent" in keyed and "intake:8001" in keyed
+    assert text.count("non_idempotent") == 1
+    assert re.search(r'map "\$request_method:\$http_idempotency_key" \$closeloop_keyed_post \{\s*"~\^POST:\."\s+1;', text)
+    for path in ("/v1/complaints", "/v1/sales"):
+        body = gateway_locations()[path]
+        assert "error_page 418 = @intake_keyed_post;" in body and "recursive_error_pages on;" in body, path
+        # A location's error_page replaces the server's list: the JSON pages must be repeated.
+        assert re.search(r"error_page [\d ]*\b502\b[\d ]* /_closeloop_error;", body), path
+    assert re.search(r"error_page [\d ]*\b502\b[\d ]* /_closeloop_error;", text)
+    error_block = gateway_locations()["/_closeloop_error"]
+    body = re.search(r"return 200 '(.*)';", error_block).group(1)
+    shape = json.loads(body.replace("$closeloop_error_code", "x").replace("$closeloop_error_message", "y"))
+    assert shape == {"error": {"code": "x", "message": "y", "fields": {}}}
+    # Every message is safe inside that JSON string.
+    for message in re.findall(r'^\s+(?:\d+|default)\s+"([^"]*)";', text, re.M):
+        assert '"' not in message and "\\" not in message, message
+
+
+def test_gateway_body_limit_is_the_services_default():
+    size = re.search(r"client_max_body_size (\d+)([km]?);", GATEWAY_CONF.read_text())
+    limit = int(size.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[size.group(2)]
+    assert limit == config.service_config("intake", {})["MAX_BODY_BYTES"]
+
+
+def test_gateway_is_the_one_published_http_port_and_mounts_its_config():
+    svcs = services()
+    gateway = svcs["gateway"]
+    assert gateway["image"].startswith("nginx:")
+    assert "./gateway/closeloop.conf:/etc/nginx/conf.d/default.conf:ro" in gateway["volumes"]
+    assert gateway.get("restart") in RESTARTING
+    assert [p for p in gateway["ports"] if p.startswith("127.0.0.1:") and p.endswith(":8080")], gateway["ports"]
+    assert "listen 8080;" in GATEWAY_CONF.read_text()
+    for name in config.RUNNABLE_SERVICES:
+        for svc in svcs.values():
+            if ["closeloop", "serve", name] in runs(svc):
+                assert not svc.get("ports"), f"{name} publishes a host port: callers go through the gateway"
+
+
+def test_readme_first_complaint_goes_through_the_gateway():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", readme.split("## Your first complaint", 1)[1], re.S).group(1)
+    assert "curl -s -X POST http://127.0.0.1:8080/v1/complaints" in block
