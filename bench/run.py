@@ -27,7 +27,7 @@ from pathlib import Path
 import kombu
 import sqlalchemy as sa
 
-from shared.testing.samples import COMPLAINT_REQUEST
+from shared.testing.samples import COMPLAINT_REQUEST, policy_for_load
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -380,24 +380,8 @@ def prepare(env) -> dict:
     engine.dispose()
     topology.declare(env["AMQP_URI"], consumer.all_handlers())
     auth.ensure_dev_keys()
-    env.setdefault("CLOSELOOP_POLICY_FILE", bench_policy())
+    env.setdefault("CLOSELOOP_POLICY_FILE", policy_for_load())
     return env
-
-
-def bench_policy() -> str:
-    """The bundled policy with intake's message limits out of reach: one token posts every
-    complaint to one customer, and each must cost what a real one does (the limits still run)."""
-    import yaml
-
-    from shared.calendar.policy import DEFAULT_POLICY_PATH
-
-    doc = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
-    doc["intake"]["customer_messages"].update(per_poster={"messages": 10**9, "per": "PT1M"},
-                                              per_recipient={"messages": 10**9, "per": "PT1M"})
-    fd, path = tempfile.mkstemp(prefix="closeloop-bench-policy-", suffix=".yaml")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        yaml.safe_dump(doc, out, allow_unicode=True)
-    return path
 
 
 def sample_event() -> dict:

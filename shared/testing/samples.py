@@ -36,3 +36,24 @@ def complaint_request(**changes) -> dict:
     body = copy.deepcopy(COMPLAINT_REQUEST)
     body.update(changes)
     return body
+
+
+def policy_for_load(directory: str | None = None) -> str:
+    """A copy of the bundled policy with intake's message limits out of reach, for load runs
+    (benchmarks, the compose test) that post far faster than any till: the limits still run,
+    so each complaint costs what a real one does. Returns the file's path."""
+    import os
+    import tempfile
+
+    import yaml
+
+    from shared.calendar.policy import DEFAULT_POLICY_PATH
+
+    doc = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    doc["intake"]["customer_messages"].update(per_poster={"messages": 10**9, "per": "PT1M"},
+                                              per_recipient={"messages": 10**9, "per": "PT1M"})
+    fd, path = tempfile.mkstemp(prefix="closeloop-load-policy-", suffix=".yaml", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        yaml.safe_dump(doc, out, allow_unicode=True)
+    os.chmod(path, 0o644)  # read by the containers' user too
+    return path
