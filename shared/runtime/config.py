@@ -22,6 +22,27 @@ def service_class(name: str):
 
     module, _, cls = SERVICE_CLASSES[name].partition(":")
     return getattr(importlib.import_module(module), cls)
+
+# Settings the HTTP transport and readiness read, with their defaults: a config made by hand (a
+# test's) may leave them out. `setting(config, key)` reads one.
+DEFAULTS = {
+    "MAX_BODY_BYTES": 1024 * 1024,
+    "HTTP_SOCKET_TIMEOUT_SECONDS": 20.0,
+    "HTTP_REQUEST_TIMEOUT_SECONDS": 10.0,
+    "HTTP_MAX_CONNECTIONS": 512,
+    "READY_OUTBOX_LAG_SECONDS": 60.0,
+}
+
+
+def setting(config: dict, key: str):
+    value = config.get(key)
+    return DEFAULTS[key] if value is None else value
+
+
+def _number(env, key: str, kind):
+    return kind(env.get(f"CLOSELOOP_{key}", DEFAULTS[key]))
+
+
 HTTP_PORTS = {"intake": 8001, "investigation": 8002, "aftercare": 8003, "reporting": 8004}
 
 
@@ -72,22 +93,22 @@ def service_config(service: str, env=os.environ, **overrides) -> dict:
         "NOTIFY_LEASE_SECONDS": float(env.get("CLOSELOOP_NOTIFY_LEASE_SECONDS", "60")),
         # Messages one sender has in flight at most (one claim takes up to this many).
         "NOTIFY_CONCURRENCY": int(env.get("CLOSELOOP_NOTIFY_CONCURRENCY", "32")),
-        "MAX_BODY_BYTES": int(env.get("CLOSELOOP_MAX_BODY_BYTES", str(1024 * 1024))),
+        "MAX_BODY_BYTES": _number(env, "MAX_BODY_BYTES", int),
         # A connection silent this long (idle, or stalled mid-request) is closed.
-        "HTTP_SOCKET_TIMEOUT_SECONDS": float(env.get("CLOSELOOP_HTTP_SOCKET_TIMEOUT_SECONDS", "20")),
+        "HTTP_SOCKET_TIMEOUT_SECONDS": _number(env, "HTTP_SOCKET_TIMEOUT_SECONDS", float),
         # The time a client has to send a request's headers and body once it has begun (408).
-        "HTTP_REQUEST_TIMEOUT_SECONDS": float(env.get("CLOSELOOP_HTTP_REQUEST_TIMEOUT_SECONDS", "10")),
+        "HTTP_REQUEST_TIMEOUT_SECONDS": _number(env, "HTTP_REQUEST_TIMEOUT_SECONDS", float),
         # Request bodies one process holds in memory at once (default: 32 of the largest).
         "HTTP_BODY_BUFFER_BYTES": int(env["CLOSELOOP_HTTP_BODY_BUFFER_BYTES"])
         if env.get("CLOSELOOP_HTTP_BODY_BUFFER_BYTES") else None,
         # Open HTTP connections one process holds at most; more are answered 503 and closed.
-        "HTTP_MAX_CONNECTIONS": int(env.get("CLOSELOOP_HTTP_MAX_CONNECTIONS", "512")),
+        "HTTP_MAX_CONNECTIONS": _number(env, "HTTP_MAX_CONNECTIONS", int),
         # Messages one replica holds unacked across all its event handlers (default: max_workers).
         "EVENT_PREFETCH": int(env["CLOSELOOP_EVENT_PREFETCH"]) if env.get("CLOSELOOP_EVENT_PREFETCH") else None,
         # The longest pause between tries of a message whose handler hit a temporary failure.
         "EVENT_PAUSE_MAX_SECONDS": float(env.get("CLOSELOOP_EVENT_PAUSE_MAX_SECONDS", "30")),
         # /health/ready: the oldest unsent event may be this old before the replica is not ready.
-        "READY_OUTBOX_LAG_SECONDS": float(env.get("CLOSELOOP_READY_OUTBOX_LAG_SECONDS", "60")),
+        "READY_OUTBOX_LAG_SECONDS": _number(env, "READY_OUTBOX_LAG_SECONDS", float),
     }
     config.update(overrides)
     return config

@@ -10,17 +10,23 @@ class ApiError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str | None = None, *, fields: dict | None = None):
+    def __init__(self, message: str | None = None, *, fields: dict | None = None,
+                 retry_after: float | None = None):
         super().__init__(message or self.__class__.__doc__ or self.code)
         self.message = message or (self.__class__.__doc__ or self.code).strip()
         self.fields = fields or {}
+        # whole seconds, rounded up: when the caller may try again (Retry-After), if it is known
+        self.retry_after = None if retry_after is None else max(1, int(-(-retry_after // 1)))
 
     def headers(self) -> dict:
-        """Response headers this error needs (Retry-After...)."""
-        return {}
+        """Response headers this error needs."""
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
     def to_body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message, "fields": self.fields}}
+        body = {"error": {"code": self.code, "message": self.message, "fields": self.fields}}
+        if self.retry_after is not None:
+            body["error"]["retry_after"] = self.retry_after
+        return body
 
 
 class Unauthorized(ApiError):
@@ -78,16 +84,9 @@ class TooManyRequests(ApiError):
     status, code = 429, "too_many_requests"
 
     def __init__(self, message: str | None = None, *, retry_after: float, fields: dict | None = None):
-        super().__init__(message, fields=fields)
-        self.retry_after = max(1, int(-(-retry_after // 1)))  # whole seconds, rounded up
-
-    def headers(self) -> dict:
-        return {"Retry-After": str(self.retry_after)}
-
-    def to_body(self) -> dict:
-        body = super().to_body()
-        body["error"]["retry_after"] = self.retry_after
-        return body
+        if retry_after is None:
+            raise TypeError("a 429 must say when to try again")
+        super().__init__(message, fields=fields, retry_after=retry_after)
 
 
 class ServiceUnavailable(ApiError):

@@ -10,6 +10,7 @@ import kombu
 import sqlalchemy as sa
 from nameko.extensions import DependencyProvider
 
+from shared.runtime.config import setting
 from shared.messaging import outbox
 from shared.notifications import queue
 
@@ -132,7 +133,7 @@ class Readiness(DependencyProvider):
             if self._cached is None or time.monotonic() - self._cached[0] > self.ttl:
                 config = self.container.config
                 answer = report(self.container.service_name, engine, config["AMQP_URI"], self.container,
-                                float(config.get("READY_OUTBOX_LAG_SECONDS", 60)))
+                                setting(config, "READY_OUTBOX_LAG_SECONDS"))
                 self._cached = (time.monotonic(), answer)
             return self._cached[1]
 

@@ -21,8 +21,9 @@ from werkzeug.wrappers import Request, Response
 from shared.observability import logs
 from shared.observability import metrics
 from shared.runtime import provider as runtime
+from shared.runtime.config import setting
 from shared.web import server as transport
-from shared.web.errors import (ApiError, MalformedJson, MethodNotAllowed, NotFound, PayloadTooLarge,
+from shared.web.errors import (ApiError, MalformedJson, MethodNotAllowed, NotFound,
                            ServiceUnavailable, UnsupportedMediaType, ValidationFailed)
 
 log = logging.getLogger("closeloop.http")
@@ -77,9 +78,9 @@ class JsonWebServer(transport.AcceptLoop, WebServer):
     def get_wsgi_server(self, sock, wsgi_app, protocol=transport.FrontDoorProtocol, debug=False):
         config = self.container.config
         serv = super().get_wsgi_server(sock, wsgi_app, protocol=protocol, debug=debug)
-        serv.socket_timeout = config.get("HTTP_SOCKET_TIMEOUT_SECONDS", 20.0)
-        serv.request_timeout = config.get("HTTP_REQUEST_TIMEOUT_SECONDS", 10.0)
-        serv.max_body = config.get("MAX_BODY_BYTES", 1024 * 1024)
+        serv.socket_timeout = setting(config, "HTTP_SOCKET_TIMEOUT_SECONDS")
+        serv.request_timeout = setting(config, "HTTP_REQUEST_TIMEOUT_SECONDS")
+        serv.max_body = setting(config, "MAX_BODY_BYTES")
         serv.body_budget = config.get("HTTP_BODY_BUFFER_BYTES") or 32 * serv.max_body
         serv.body_bytes = 0
         self.start_accepting(config)
@@ -113,7 +114,6 @@ class ApiEndpoint(HttpRequestHandler):
                 verifier = runtime.verifier(config.get("POLICY_FILE"))
                 request.environ[IDENTITY_KEY] = verifier.from_header(request.headers.get("Authorization"))
             request.environ["closeloop.correlation_id"] = cid
-            request.environ["closeloop.max_body"] = config.get("MAX_BODY_BYTES", 1024 * 1024)
             response = super().handle_request(request)
         except ApiError as exc:
             response = error_response(exc)
@@ -153,7 +153,7 @@ class ApiEndpoint(HttpRequestHandler):
                             psycopg2.OperationalError, psycopg2.InterfaceError)):
             log.warning("database unavailable in %s %s: %s", self.method, self.url, exc.__class__.__name__)
             return error_response(ServiceUnavailable("the database is unavailable; nothing was stored, "
-                                                     "try again shortly"), {"Retry-After": "2"})
+                                                     "try again shortly", retry_after=2))
         log.error("unhandled error in %s %s", self.method, self.url, exc_info=exc)
         return error_response(ApiError("an internal error occurred; it has been logged"))
 
@@ -170,16 +170,12 @@ def correlation_id(request) -> str:
 
 
 def read_json(request) -> dict:
-    """The body as a JSON object: 415 for another content type, 413 over the limit, 400 if
-    it is not JSON, not an object, or nested more than MAX_DEPTH levels."""
-    limit = request.environ.get("closeloop.max_body", 1024 * 1024)
+    """The body as a JSON object: 415 for another content type, 400 if it is not JSON, not an
+    object, or nested more than MAX_DEPTH levels. (The transport has already refused a body
+    over the limit, 413, and read it whole.)"""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(f"Content-Type must be application/json, not {request.mimetype or 'missing'}")
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"the body is {request.content_length} bytes; the limit is {limit}")
-    raw = request.stream.read(limit + 1)
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+    raw = request.get_data(cache=False)
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise UnsupportedMediaType(f"the body must be UTF-8, not {charset}")

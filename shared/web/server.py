@@ -29,6 +29,7 @@ from eventlet import wsgi
 from eventlet.support import get_errno
 from nameko.web.server import HttpOnlyProtocol
 
+from shared.runtime.config import setting
 from shared.web.errors import ApiError, PayloadTooLarge, ServiceUnavailable
 
 log = logging.getLogger("closeloop.http")
@@ -59,11 +60,6 @@ class NotImplementedCoding(ApiError):
     status, code = 501, "not_implemented"
 
 
-class Busy(ApiError):
-    """The server is busy; try again shortly."""
-    status, code = 503, "unavailable"
-
-
 class VersionNotSupported(ApiError):
     """The HTTP version is not supported."""
     status, code = 505, "http_version_not_supported"
@@ -76,12 +72,13 @@ _BY_STATUS = {400: MalformedRequest, 408: RequestTimeout, 413: PayloadTooLarge, 
               431: HeadersTooLarge, 501: NotImplementedCoding, 505: VersionNotSupported}
 
 
-def error_bytes(error: ApiError, extra_headers: str = "") -> bytes:
+def error_bytes(error: ApiError) -> bytes:
     """A whole HTTP/1.1 answer in the JSON error shape that closes the connection."""
     body = json.dumps(error.to_body()).encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in error.headers().items())
     head = (f"HTTP/1.1 {error.status} {_REASONS.get(error.status, 'Error')}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n{extra_headers}\r\n")
+            f"Connection: close\r\n{extra}\r\n")
     return head.encode("latin-1") + body
 
 
@@ -292,7 +289,7 @@ class FrontDoorProtocol(HttpOnlyProtocol):
         # Bodies wait in memory for a worker: their total is capped, not only each one.
         needed = limit if chunked else length
         if self.server.body_bytes + needed > self.server.body_budget:
-            return Busy("too many request bodies in flight; try again shortly")
+            return ServiceUnavailable("too many request bodies in flight; try again shortly", retry_after=1)
         self.server.body_bytes += needed
         self._reserved = needed
         try:
@@ -323,7 +320,7 @@ class FrontDoorProtocol(HttpOnlyProtocol):
         self.close_connection = 1
         self._linger = True
         try:
-            self.wfile.write(error_bytes(error, "Retry-After: 1\r\n" if error.status == 503 else ""))
+            self.wfile.write(error_bytes(error))
             self.wfile.flush()
         except OSError:
             pass  # the client is gone
@@ -368,7 +365,7 @@ def liveness(environ, start_response):
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 # The peer gave up between the handshake and accept(): nothing to do.
 _ACCEPT_TRANSIENT = {errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN}
-_TOO_MANY = error_bytes(ServiceUnavailable("too many connections; try again shortly"), "Retry-After: 1\r\n")
+_TOO_MANY = error_bytes(ServiceUnavailable("too many connections; try again shortly", retry_after=1))
 
 
 class AcceptLoop:
@@ -377,7 +374,7 @@ class AcceptLoop:
 
     def start_accepting(self, config: dict):
         self._open_connections = 0
-        self._max_connections = config.get("HTTP_MAX_CONNECTIONS", 512)
+        self._max_connections = setting(config, "HTTP_MAX_CONNECTIONS")
 
     def run(self):
         backoff, refused = 0.0, 0
