@@ -25,6 +25,7 @@ from shared.security.auth import Identity
 from shared.web.errors import Forbidden, NotFound, TooManyRequests, ValidationFailed
 from shared.web.fields import RANGE_MESSAGE, in_range
 from shared.web.http import bad_text
+from shared.web.text import TextRefused, clean_text
 
 COMPLAINT_IN, SALE_IN, COMPLAINT_QUERY = ComplaintIn(), SaleIn(), ComplaintQuery()
 log = logging.getLogger("closeloop.intake")
@@ -43,8 +44,11 @@ def _load(schema, body: dict) -> tuple[dict, dict]:
         return valid, flatten_errors(exc.messages)
 
 
-def _branch_for(identity: Identity, requested: str | None, policy, errors: dict) -> str | None:
+def _branch(identity: Identity, data: dict, policy, errors: dict) -> str | None:
     """The branch a write is for: the one in the body, else the token's only branch."""
+    if "branch_code" in errors:  # the schema has said what is wrong with it
+        return None
+    requested = data.get("branch_code")
     if requested is None:
         if identity.branches is not None and len(identity.branches) == 1:
             return next(iter(identity.branches))
@@ -58,16 +62,17 @@ def _branch_for(identity: Identity, requested: str | None, policy, errors: dict)
     return requested
 
 
-EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+PLAUSIBLE_FROM = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
 def _plausible(value: datetime | None, now: datetime, name: str, errors: dict) -> None:
-    """Not in the future, and not before this century (also keeps UTC conversion in range)."""
+    """Not in the future, and not before this century (an instant: 1999-12-31T23:30-01:00 is
+    in 2000)."""
     if value is None:
         return
     if not in_range(value):  # the schemas' field refuses these; a caller passing a datetime may not
         errors.setdefault(name, []).append(RANGE_MESSAGE)
-    elif value.year < 2000 or value.astimezone(timezone.utc) < EARLIEST:
+    elif value < PLAUSIBLE_FROM:
         errors.setdefault(name, []).append("must not be before 2000-01-01")
     elif value > now + CLOCK_SKEW:
         errors.setdefault(name, []).append("must not be in the future")
@@ -77,12 +82,11 @@ def register_complaint(store, *, identity: Identity, body: dict, policy, rules, 
                        idempotency_key: str | None = None, causation_id: str | None = None) -> tuple[int, dict]:
     PERMISSIONS.require(identity, "complaint:create")
     retry = idempotency.Retry.of(identity, idempotency_key, "/v1/complaints", body)
-    earlier = retry.earlier(store)  # 409 comes before 403 and 400
+    earlier = retry.earlier(store)  # a retry gets its first answer, even if the policy changed since
     if earlier is not None:
         return earlier
     data, errors = _load(COMPLAINT_IN, body)
-    requested_branch = body.get("branch_code") if isinstance(body.get("branch_code"), str) else None
-    branch_code = _branch_for(identity, requested_branch, policy, errors)
+    branch_code = _branch(identity, data, policy, errors)
     if data.get("category") is not None and data["category"] not in rules.categories:
         errors["category"] = [f"must be one of: {', '.join(rules.categories)}"]
     unknown_flags = sorted(set(data.get("severity_flags") or []) - set(rules.severity_flags))
@@ -199,8 +203,7 @@ def record_sale(store, *, identity: Identity, body: dict, policy, rules, now: da
     if earlier is not None:
         return earlier
     data, errors = _load(SALE_IN, body)
-    requested_branch = body.get("branch_code") if isinstance(body.get("branch_code"), str) else None
-    branch_code = _branch_for(identity, requested_branch, policy, errors)
+    branch_code = _branch(identity, data, policy, errors)
     _plausible(data.get("sold_at"), now, "sold_at", errors)
     known = set(policy.product_types)
     raw_items = body.get("items") if isinstance(body.get("items"), list) else []
@@ -226,7 +229,8 @@ def record_sale(store, *, identity: Identity, body: dict, policy, rules, now: da
 
 PURPOSE_MIN_LETTERS, PURPOSE_MAX_CHARS = 2, 500
 PURPOSE_RULE = (f"a purpose of at least {PURPOSE_MIN_LETTERS} letters (spaces and invisible characters do not "
-                f"count), at most {PURPOSE_MAX_CHARS} characters, is required to read a customer's contact")
+                f"count, bidirectional controls are refused), at most {PURPOSE_MAX_CHARS} characters, is required "
+                f"to read a customer's contact")
 
 
 class _Refused(Exception):
@@ -237,10 +241,15 @@ class _Refused(Exception):
         self.error, self.reason, self.record = error, reason, record
 
 
-def _purpose_ok(purpose) -> bool:
+def _clean_purpose(purpose) -> str | None:
+    """The purpose as it is logged (the free-text rule of every service), or None if it is no purpose."""
     if not isinstance(purpose, str) or bad_text(purpose) or len(purpose) > PURPOSE_MAX_CHARS:
-        return False
-    return sum(unicodedata.category(c).startswith("L") for c in purpose) >= PURPOSE_MIN_LETTERS
+        return None
+    try:
+        purpose = clean_text(purpose)
+    except TextRefused:
+        return None
+    return purpose if sum(unicodedata.category(c).startswith("L") for c in purpose) >= PURPOSE_MIN_LETTERS else None
 
 
 def read_contact(store, *, identity: Identity, record_id: str, purpose, now: datetime) -> dict:
@@ -270,12 +279,13 @@ def _read_contact(store, *, identity: Identity, record_id: str, purpose, now: da
             PERMISSIONS.require(identity, "contact:read")
         except Forbidden as error:
             raise _Refused(error, "role", record) from None
-        if not _purpose_ok(purpose):
+        logged_purpose = _clean_purpose(purpose)
+        if logged_purpose is None:
             raise _Refused(ValidationFailed(PURPOSE_RULE, fields={"purpose": [PURPOSE_RULE]}), "purpose", record)
         record_type = record.record_type
         uow.contact_access.add(accessed_at=now, subject=identity.subject, role=identity.role,
                                record_type=record_type, record_id=record.id, branch_code=record.branch_code,
-                               purpose=purpose.strip(), outcome="granted")
+                               purpose=logged_purpose, outcome="granted")
         customer = record.customer
         answer = {"record_type": record_type, "record_id": record.id, "name": customer.name,
                   "phone": customer.phone, "email": customer.email, "language": customer.language}

@@ -19,9 +19,11 @@ class Strict(Schema):
         unknown = RAISE
 
 
-def Text(max_length: int, **kwargs):
-    """Free text: invisible characters removed, bidirectional controls refused (CleanText)."""
-    return CleanText(validate=validate.Length(min=1, max=max_length), max_length=max_length, **kwargs)
+def Text(max_length: int, *validators, **kwargs):
+    """Free text: invisible characters removed, bidirectional controls refused (CleanText), at
+    most `max_length` characters, then the `validators`."""
+    return CleanText(validate=[validate.Length(min=1, max=max_length), *validators], max_length=max_length,
+                     **kwargs)
 
 
 # Besides letters and combining marks (any script), what names are written with: spaces, the
@@ -41,10 +43,9 @@ def person_name(value: str) -> None:
 
 
 class CustomerIn(Strict):
-    name = CleanText(load_default=None, allow_none=True, max_length=100,
-                     validate=[validate.Length(min=1, max=100), person_name])
+    name = Text(100, person_name, load_default=None, allow_none=True)
     phone = fields.String(load_default=None, allow_none=True)
-    email = CleanText(load_default=None, allow_none=True, max_length=254)
+    email = Text(254, load_default=None, allow_none=True)
     language = fields.String(load_default="zh", validate=validate.OneOf(LANGUAGES))
 
     @validates("phone")

@@ -16,6 +16,8 @@ from marshmallow import ValidationError, fields
 BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
 ZWJ = "\u200d"
 REQUIRED = "required (nothing visible is left once invisible characters are removed)"
+# An optional field sent empty: "required" would mislead a till that sends "" for "none".
+EMPTY = "empty (nothing visible once invisible characters are removed): leave it out, or send null, when there is none"
 
 
 class TextRefused(ValueError):
@@ -77,7 +79,8 @@ def clean_text(text: str) -> str:
 
 
 class CleanText(fields.String):
-    """A string field cleaned by `clean_text`; empty once cleaned is "required". With
+    """A string field cleaned by `clean_text`; empty once cleaned is "required" (or "empty",
+    when the field is optional). With
     `max_length`, a text far longer is refused before it is scanned (a 1 MB body costs no more
     than a short one)."""
 
@@ -94,5 +97,5 @@ class CleanText(fields.String):
         except TextRefused as exc:
             raise ValidationError(str(exc)) from None
         if not cleaned:
-            raise ValidationError(REQUIRED)
+            raise ValidationError(REQUIRED if self.required else EMPTY)
         return cleaned

@@ -167,6 +167,8 @@ def refused(served: Served, raw: bytes, status: int, code: str, half_close: bool
     length = int(headers["content-length"])
     body = json.loads(rest[:length])
     assert body["error"]["code"] == code, body
+    if "retry-after" in headers:  # the body says it too, as a 429 does
+        assert body["error"].pop("retry_after") == int(headers["retry-after"])
     assert set(body["error"]) == {"code", "message", "fields"}
     assert headers["content-type"] == "application/json"
     assert headers["connection"] == "close"
