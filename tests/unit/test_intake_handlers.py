@@ -143,7 +143,8 @@ def test_every_refused_contact_read_is_logged_with_who_what_and_why():
 
 
 @pytest.mark.parametrize("purpose", [None, "", " ", "\u200b", "\u200b\u200b\u200b", "a", " a\u200b ", "1234",
-                                     "\u2060\ufeffx\u00ad", "x" * 501, "call\x00back", {"why": "x"}])
+                                     "\u2060\ufeffx\u00ad", "x" * 501, "call\x00back", {"why": "x"},
+                                     "\u202ekcab llac"])
 def test_a_purpose_needs_visible_words(purpose):
     store = FakeIntakeStore()
     _, answer = register(store)
@@ -159,6 +160,29 @@ def test_short_purposes_with_two_letters_are_accepted(purpose):
     store = FakeIntakeStore()
     _, answer = register(store)
     assert handlers.read_contact(store, identity=FRONT_DESK, record_id=answer["id"], purpose=purpose, now=NOW)
+
+
+def test_the_purpose_is_logged_as_cleaned():
+    store = FakeIntakeStore()
+    _, answer = register(store)
+    handlers.read_contact(store, identity=FRONT_DESK, record_id=answer["id"], purpose=" 回\u200b访 ", now=NOW)
+    [entry] = store.tables["contact_access_log"]["entries"]
+    assert (entry["outcome"], entry["purpose"]) == ("granted", "回访")
+
+
+@pytest.mark.parametrize("occurred_at, refused", [
+    ("1999-12-31T23:30:00-01:00", False),  # 00:30 UTC on 2000-01-01: an instant in 2000
+    ("2000-01-01T07:59:00+08:00", True),   # 23:59 UTC on 1999-12-31, although its local year is 2000
+    ("1999-12-31T23:59:59+00:00", True),
+])
+def test_before_2000_is_judged_on_the_instant(occurred_at, refused):
+    store = FakeIntakeStore()
+    if refused:
+        with pytest.raises(ValidationFailed) as raised:
+            register(store, body=complaint_request(occurred_at=occurred_at))
+        assert raised.value.fields["occurred_at"] == ["must not be before 2000-01-01"]
+    else:
+        assert register(store, body=complaint_request(occurred_at=occurred_at))[0] == 201
 
 
 def test_a_refusal_answers_even_when_its_log_cannot_be_written(caplog):
