@@ -3,6 +3,7 @@ serve, relay, dev). Each command prints what it did; errors go to stderr with ex
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import subprocess
@@ -195,7 +196,7 @@ def cmd_relay(args) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    # The purge of idempotency keys and inbox rows, hourly, in a loop of its own too.
+    # The retention purge (shared.persistence.retention), hourly, in a loop of its own too.
     loops = [eventlet.spawn(relay.run), eventlet.spawn(sender.run), eventlet.spawn(purger.run)]
     for loop in loops:
         loop.link(lambda _: stop())  # one ending for any reason ends the other: exit, be restarted
@@ -215,12 +216,13 @@ def _purger(service: str, config: dict, engine, **kwargs):
     from shared.persistence.retention import Purger
 
     return Purger(engine, load_policy(config["POLICY_FILE"]).retention, service=service,
-                  interval=float(os.environ.get("CLOSELOOP_PURGE_INTERVAL_SECONDS", "3600")), **kwargs)
+                  interval=float(os.environ.get("CLOSELOOP_PURGE_INTERVAL_SECONDS", "3600")),
+                  own=getattr(importlib.import_module(f"services.{service}.models"), "PURGES", ()), **kwargs)
 
 
 def cmd_purge(args) -> int:
-    """One round of what `closeloop relay` does hourly: delete idempotency keys and inbox rows
-    older than the policy's retention, in batches."""
+    """One round of what `closeloop relay` does hourly: delete rows older than the policy's
+    retention, in batches."""
     from shared.calendar.policy import PolicyError
     from shared.persistence import db
 
@@ -450,7 +452,7 @@ def parser() -> argparse.ArgumentParser:
                        help="exit 0 if this machine's relay had a healthy round in the last 30 s")
     relay.set_defaults(func=cmd_relay)
 
-    purge = sub.add_parser("purge", help="delete idempotency keys and inbox rows older than the policy's "
+    purge = sub.add_parser("purge", help="delete rows older than the policy's "
                                          "retention (what `relay` does hourly)")
     purge.add_argument("service", choices=sorted(settings.SERVICE_CLASSES))
     purge.add_argument("--batch-size", type=int, default=1000, help="rows per transaction (default 1000)")

@@ -1,10 +1,13 @@
 """Intake's tables (SQLAlchemy Core). The only place customers' contact data is kept in clear."""
+from datetime import timedelta
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from shared.messaging import inbox, outbox
 from shared.notifications import queue
 from shared.persistence import idempotency
+from shared.persistence.retention import Purge
 
 metadata = sa.MetaData()
 outbox.add_tables(metadata)
@@ -83,6 +86,10 @@ message_limits = sa.Table(
     sa.Column("allowed_from", sa.DateTime(timezone=True), nullable=False),
     prefixes=["UNLOGGED"],
 )
+
+# What the retention purge deletes here besides the shared tables (shared.persistence.retention):
+# a lapsed limit means the same as none.
+PURGES = (Purge("message_limits", "allowed_from", timedelta(0)),)
 
 # Who read a customer's contact in clear, or was refused, when and why. A refused id may
 # name no record: then its type and branch are unknown.

@@ -105,26 +105,13 @@ class IntakeUnitOfWork(UnitOfWork):
 class IntakeStore(Store):
     unit_of_work_class = IntakeUnitOfWork
 
-    def next_reference_number(self, branch_code: str, day) -> int:
-        """The branch's next number of the day, committed on its own (migration 0002): holding
-        the counter's row lock until the complaint commits would serialize a branch's requests.
-        A complaint that then fails to commit leaves a gap in the numbers, never a duplicate."""
-        with self.engine.connect() as conn:
-            dbapi = conn.connection.dbapi_connection
-            dbapi.autocommit = True  # the statement is its own transaction: one round trip
-            try:
-                with dbapi.cursor() as cursor:
-                    cursor.execute("SELECT next_reference_number(%s, %s)", (branch_code, day))
-                    return cursor.fetchone()[0]
-            finally:
-                dbapi.autocommit = False
-
-
     def number_complaint(self, branch_code: str, day, *, poster: str, recipient: str | None,
                          limits) -> Numbered:
-        """next_reference_number and the message limits (policy's customer_messages) in the
-        same single statement (migration 0005): the poster's allowance first; over it, no
-        number is taken."""
+        """The branch's next number of the day and the message limits (policy's
+        customer_messages) in one statement on its own (migrations 0005, 0008): the poster's
+        allowance first; over it, no number is taken. Committed at once: holding the counter's
+        row lock until the complaint commits would serialize a branch's requests, so a complaint
+        that then fails to commit leaves a gap in the numbers, never a duplicate."""
         with self.engine.connect() as conn:
             dbapi = conn.connection.dbapi_connection
             dbapi.autocommit = True

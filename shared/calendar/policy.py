@@ -59,6 +59,7 @@ class Retention:
 
     idempotency_keys: timedelta = timedelta(days=7)   # a till retries within minutes, not weeks
     inbox: timedelta = timedelta(days=30)             # past any redelivery or dead-letter replay
+    notifications: timedelta = timedelta(days=30)     # sent or given up: the outcome is recorded
 
 
 @dataclass(eq=False)
@@ -293,10 +294,10 @@ def _branches(c: Checker, doc: dict) -> dict[str, Branch]:
 def _retention(c: Checker, doc: dict) -> Retention:
     from shared.messaging.topology import retry_delays
 
-    raw = c.mapping(doc.get("retention"), "retention", {"idempotency_keys", "inbox"})
+    raw = c.mapping(doc.get("retention"), "retention", {"idempotency_keys", "inbox", "notifications"})
     default = Retention()
     kept = {name: c.duration(raw[name], f"retention.{name}") if name in raw else getattr(default, name)
-            for name in ("idempotency_keys", "inbox")}
+            for name in ("idempotency_keys", "inbox", "notifications")}
     for name, kept_for in kept.items():
         if kept_for > MAX_RETENTION:  # and now() minus it must stay a date PostgreSQL can write
             c.bad(f"retention.{name}", f"{show(raw[name])} is longer than {MAX_RETENTION.days} days")

@@ -24,15 +24,8 @@ def add_tables(metadata: sa.MetaData, purge_index: bool = True) -> sa.Table:
 
 def create_tables_v1(op) -> None:
     metadata = sa.MetaData()
-    add_tables(metadata, purge_index=False)  # added by a later migration: add_purge_index
+    add_tables(metadata, purge_index=False)  # added by a later migration (intake's 0006)
     metadata.create_all(op.get_bind())
-
-
-def add_purge_index(op) -> None:
-    """Alembic: the index the purge needs, built without blocking writes to a big table."""
-    with op.get_context().autocommit_block():
-        op.create_index("ix_inbox_handled_at", "inbox", ["handled_at"], postgresql_concurrently=True,
-                        if_not_exists=True)
 
 
 INBOX = add_tables(sa.MetaData())
@@ -45,11 +38,3 @@ def claim(conn: sa.Connection, handler: str, event_id: str) -> None:
                             .on_conflict_do_nothing().returning(INBOX.c.event_id)).first()
     if inserted is None:
         raise AlreadyHandled(f"{handler} already handled event {event_id}")
-
-
-def purge(engine: sa.Engine, older_than, batch: int = 1000, stop=None):
-    """Delete inbox rows older than the policy's retention (retention.inbox), in batches. An
-    event delivered again after that (a dead-letter replay of an old event) is handled again."""
-    from shared.persistence.retention import purge_older
-
-    return purge_older(engine, INBOX, INBOX.c.handled_at, older_than, batch=batch, stop=stop)

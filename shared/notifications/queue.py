@@ -43,6 +43,8 @@ def add_tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Index("ix_notifications_due", "next_attempt_at", "id",
                  postgresql_where=sa.text("sent_at IS NULL AND failed_at IS NULL")),
         sa.Index("ix_notifications_failed", "failed_at", postgresql_where=sa.text("failed_at IS NOT NULL")),
+        # The retention purge's: sent or given up, oldest first.
+        sa.Index("ix_notifications_done_at", sa.text("coalesce(sent_at, failed_at)")),
     )
     return {"notifications": notifications}
 

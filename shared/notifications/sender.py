@@ -310,14 +310,8 @@ class NotificationSender:
         log.info("notification sender for %s started", self.service)
         pause = 0.0
         enough = max(1, self.batch // 2)
-        last_claim = last_purge = 0.0
+        last_claim = 0.0
         while not self._stop.is_set():
-            if time.monotonic() - last_purge > 3600:
-                try:
-                    self.purge_done()
-                    last_purge = time.monotonic()
-                except DATABASE_DOWN:
-                    pass  # the claim below notices and backs off
             self._slot_freed.clear()
             free = self._pool.free()
             wait = self.idle_wait - (time.monotonic() - last_claim)
@@ -346,14 +340,6 @@ class NotificationSender:
         self._pool.waitall()  # sends in flight end within the timeout and are recorded
         self.close()
         log.info("notification sender for %s stopped after %d sent", self.service, self.sent)
-
-    def purge_done(self, older_than_days: int = 30) -> int:
-        """Delete messages sent or given up more than a month ago: their bodies greet customers
-        by name, and nothing needs them once the outcome is recorded (and published)."""
-        with self.engine.begin() as conn:
-            return conn.execute(sa.text(
-                "DELETE FROM notifications WHERE coalesce(sent_at, failed_at) < now() - make_interval(days => :d)"),
-                {"d": older_than_days}).rowcount
 
     def stop(self) -> None:
         self._stop.set()

@@ -35,15 +35,8 @@ def add_tables(metadata: sa.MetaData, purge_index: bool = True) -> sa.Table:
 
 def create_tables_v1(op) -> None:
     metadata = sa.MetaData()
-    add_tables(metadata, purge_index=False)  # added by a later migration: add_purge_index
+    add_tables(metadata, purge_index=False)  # added by a later migration (intake's 0006)
     metadata.create_all(op.get_bind())
-
-
-def add_purge_index(op) -> None:
-    """Alembic: the index the purge needs, built without blocking writes to a big table."""
-    with op.get_context().autocommit_block():
-        op.create_index("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"],
-                        postgresql_concurrently=True, if_not_exists=True)
 
 
 KEYS = add_tables(sa.MetaData())
@@ -120,14 +113,6 @@ class Keys:
 
     def record(self, principal: str, key: str, status: int, body: dict) -> None:
         record(self._uow.conn, principal, key, status, body)
-
-
-def purge(engine: sa.Engine, older_than, batch: int = 1000, stop=None):
-    """Delete keys older than the policy's retention (retention.idempotency_keys), in batches:
-    a retry later than that counts as a new request."""
-    from shared.persistence.retention import purge_older
-
-    return purge_older(engine, KEYS, KEYS.c.created_at, older_than, batch=batch, stop=stop)
 
 
 @dataclass(frozen=True)

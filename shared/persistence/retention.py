@@ -1,6 +1,7 @@
-"""Deleting rows that only guard against repeats (idempotency keys, the inbox) once they are
-older than the policy's retention, without a long lock: small batches, each its own short
-transaction, found through an index on the row's time so no batch scans the table.
+"""Deleting rows nothing needs any more once they are older than the policy's retention
+(idempotency keys, the inbox, sent customer messages, and what a service adds), without a long
+lock: small batches, each its own short transaction, found through an index on the row's time so
+no batch scans the table.
 
 `Purger.run` is the loop `closeloop relay <service>` runs beside the relay (hourly; replicas
 are harmless, as SKIP LOCKED lets each take other rows); `closeloop purge` runs one round.
@@ -19,6 +20,28 @@ log = logging.getLogger("closeloop.retention")
 DATABASE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 
 
+@dataclass(frozen=True)
+class Purge:
+    """Rows of `table` whose time (`time`: a column, or an SQL expression over columns with an
+    index of its own) is older than `kept_for`: the name of a retention of the policy, or a
+    fixed time (zero: rows whose time has passed)."""
+    table: str
+    time: str
+    kept_for: str | timedelta
+
+    def older_than(self, retention) -> timedelta:
+        return getattr(retention, self.kept_for) if isinstance(self.kept_for, str) else self.kept_for
+
+
+# The mechanism's own tables, in every service that has them.
+SHARED = (
+    Purge("idempotency_keys", "created_at", "idempotency_keys"),  # a later retry is a new request
+    Purge("inbox", "handled_at", "inbox"),  # an event delivered again after this is handled again
+    # Customer messages once sent or given up: their bodies greet customers by name.
+    Purge("notifications", "coalesce(sent_at, failed_at)", "notifications"),
+)
+
+
 @dataclass
 class Purged:
     table: str
@@ -27,17 +50,17 @@ class Purged:
     batch_sizes: list[int] = field(default_factory=list)
 
 
-def purge_older(engine: sa.Engine, table: sa.Table, column: sa.Column, older_than: timedelta,
-                batch: int = 1000, stop: threading.Event | None = None) -> Purged:
-    """Delete rows whose `column` is older than `older_than`, `batch` rows per transaction,
+def purge_older(engine: sa.Engine, purge: Purge, older_than: timedelta, batch: int = 1000,
+                stop: threading.Event | None = None) -> Purged:
+    """Delete the rows of `purge` older than `older_than`, `batch` rows per transaction,
     oldest first, until none are left (or `stop` is set)."""
-    if older_than <= timedelta(0) or batch < 1:
-        raise ValueError("a retention and a batch size are positive")
+    if older_than < timedelta(0) or batch < 1:
+        raise ValueError("a retention is not negative and a batch size is positive")
     statement = sa.text(
-        f'DELETE FROM "{table.name}" WHERE ctid = ANY(ARRAY('
-        f'SELECT ctid FROM "{table.name}" WHERE "{column.name}" < now() - make_interval(secs => :age) '
-        f'ORDER BY "{column.name}" LIMIT :batch FOR UPDATE SKIP LOCKED))')
-    done = Purged(table.name)
+        f'DELETE FROM "{purge.table}" WHERE ctid = ANY(ARRAY('
+        f'SELECT ctid FROM "{purge.table}" WHERE {purge.time} < now() - make_interval(secs => :age) '
+        f'ORDER BY {purge.time} LIMIT :batch FOR UPDATE SKIP LOCKED))')
+    done = Purged(purge.table)
     while not (stop and stop.is_set()):
         with engine.begin() as conn:
             deleted = conn.execute(statement, {"age": older_than.total_seconds(), "batch": batch}).rowcount
@@ -50,38 +73,32 @@ def purge_older(engine: sa.Engine, table: sa.Table, column: sa.Column, older_tha
     return done
 
 
-def present(engine: sa.Engine, table: sa.Table) -> bool:
+def present(engine: sa.Engine) -> set[str]:
+    """The tables this database has (a service may not have all of the shared ones)."""
     with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table.name}).scalar()
-
-
-def purges(retention) -> list:
-    """(table, its purge) for each table with a retention; a service without one is skipped."""
-    from shared.messaging import inbox
-    from shared.persistence import idempotency
-
-    return [(idempotency.KEYS, lambda engine, **kw: idempotency.purge(engine, retention.idempotency_keys, **kw)),
-            (inbox.INBOX, lambda engine, **kw: inbox.purge(engine, retention.inbox, **kw))]
+        return set(sa.inspect(conn).get_table_names())
 
 
 class Purger:
     """One round every `interval` seconds until stop(); a database outage waits for the next try."""
 
     def __init__(self, engine: sa.Engine, retention, service: str = "?", interval: float = 3600.0,
-                 batch: int = 1000, retry_after: float = 60.0):
+                 batch: int = 1000, retry_after: float = 60.0, own: tuple[Purge, ...] = ()):
         self.engine, self.retention, self.service = engine, retention, service
+        self.purges = SHARED + tuple(own)  # `own`: the service's tables (its models.PURGES)
         self.interval, self.batch, self.retry_after = interval, batch, retry_after
         self._stop = threading.Event()
         self.rounds = 0
 
     def purge_once(self) -> list[Purged]:
         results = []
-        for table, purge in purges(self.retention):
+        tables = present(self.engine)
+        for purge in self.purges:
             if self._stop.is_set():
                 break
-            if not present(self.engine, table):
-                continue
-            results.append(purge(self.engine, batch=self.batch, stop=self._stop))
+            if purge.table in tables:
+                results.append(purge_older(self.engine, purge, purge.older_than(self.retention), batch=self.batch,
+                                           stop=self._stop))
         self.rounds += 1
         for done in results:
             if done.deleted:

@@ -9,7 +9,7 @@ import pytest
 
 from shared.messaging.envelope import build_event
 from shared.messaging.relay import Publisher
-from shared.testing.fixtures import jsonbody, wait_until
+from shared.testing.fixtures import jsonbody
 from shared.testing.samples import COMPLAINT_REQUEST
 
 pytestmark = pytest.mark.e2e

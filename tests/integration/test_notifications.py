@@ -387,8 +387,11 @@ def test_messages_done_a_month_ago_are_deleted_with_their_bodies(store):
         conn.execute(sa.text("UPDATE notifications SET sent_at = now() - interval '31 days' WHERE subject_id = 'c-0'"))
         conn.execute(sa.text("UPDATE notifications SET failed_at = now() - interval '40 days' "
                              "WHERE subject_id = 'c-1'"))
-    sender = NotificationSender(store.engine, RecordingNotifier(), service="intake")
-    assert sender.purge_done() == 2
+    from shared.calendar.policy import Retention
+    from shared.persistence.retention import Purger
+
+    done = {d.table: d.deleted for d in Purger(store.engine, Retention(), service="intake").purge_once()}
+    assert done["notifications"] == 2  # the policy's retention.notifications: 30 days
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT subject_id FROM notifications")).scalars().all() == ["c-2"]
 

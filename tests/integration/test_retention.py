@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from shared.messaging import inbox
-from shared.persistence import db, idempotency
+from shared.persistence import db
+from shared.persistence.retention import SHARED, purge_older
 from shared.testing.fixtures import wait_until
 
 pytestmark = pytest.mark.integration
+KEYS, INBOX, NOTIFICATIONS = SHARED
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,9 +55,9 @@ def test_rows_older_than_the_retention_go_in_batches_and_newer_ones_stay(databas
     url = database_factory("intake")
     fill(url, keys={10: 250, 6: 3, 0: 2}, events={40: 120, 29: 4})
     engine = db.make_engine(url, 1)
-    keys = idempotency.purge(engine, timedelta(days=7), batch=100)
-    events = inbox.purge(engine, timedelta(days=30), batch=100)
-    again = idempotency.purge(engine, timedelta(days=7), batch=100)
+    keys = purge_older(engine, KEYS, timedelta(days=7), batch=100)
+    events = purge_older(engine, INBOX, timedelta(days=30), batch=100)
+    again = purge_older(engine, KEYS, timedelta(days=7), batch=100)
     engine.dispose()
     assert (keys.deleted, keys.batch_sizes) == (250, [100, 100, 50])
     assert (events.deleted, events.batch_sizes) == (120, [100, 20])
@@ -69,14 +70,38 @@ def test_the_purge_finds_old_rows_through_an_index(database_factory):
     fill(url, keys={10: 2000, 0: 2000}, events={40: 2000, 0: 2000})
     engine = db.make_engine(url, 1)
     with engine.begin() as conn:
-        conn.execute(sa.text("ANALYZE idempotency_keys; ANALYZE inbox"))
+        conn.execute(sa.text(
+            "INSERT INTO notifications (channel, recipient, language, body, subject_id, sent_at) "
+            "SELECT 'sms', '13812346138', 'zh', 'x', 'c-' || n, "
+            "CASE WHEN n % 2 = 0 THEN now() - interval '40 days' END FROM generate_series(1, 4000) n"))
+        conn.execute(sa.text("ANALYZE idempotency_keys; ANALYZE inbox; ANALYZE notifications"))
         plans = [" ".join(conn.execute(sa.text(
             f"EXPLAIN SELECT ctid FROM {table} WHERE {column} < now() - interval '7 days' "
             f"ORDER BY {column} LIMIT 100 FOR UPDATE SKIP LOCKED")).scalars())
-            for table, column in (("idempotency_keys", "created_at"), ("inbox", "handled_at"))]
+            for table, column in (("idempotency_keys", "created_at"), ("inbox", "handled_at"),
+                                  ("notifications", NOTIFICATIONS.time))]
     engine.dispose()
     assert "Index Scan using ix_idempotency_keys_created_at" in plans[0], plans[0]
     assert "Index Scan using ix_inbox_handled_at" in plans[1], plans[1]
+    assert "Index Scan using ix_notifications_done_at" in plans[2], plans[2]
+
+
+def test_lapsed_message_limits_go_and_current_ones_stay(database_factory):
+    """Intake's own purge (models.PURGES): a limit whose time has passed means no limit."""
+    from services.intake.models import PURGES
+
+    url = database_factory("intake")
+    engine = db.make_engine(url, 1)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO message_limits (key, allowed_from) SELECT 'lapsed:' || n, "
+                             "now() - make_interval(secs => n) FROM generate_series(1, 25) n"))
+        conn.execute(sa.text("INSERT INTO message_limits (key, allowed_from) VALUES ('current', now() + '1 hour')"))
+    [limits] = PURGES
+    done = purge_older(engine, limits, limits.older_than(None), batch=10)
+    with engine.connect() as conn:
+        left = conn.execute(sa.text("SELECT key FROM message_limits")).scalars().all()
+    engine.dispose()
+    assert (done.deleted, done.batch_sizes, left) == (25, [10, 10, 5], ["current"])
 
 
 def closeloop_env(url: str, amqp_uri: str, policy: Path) -> dict:
@@ -103,7 +128,9 @@ def test_closeloop_purge_runs_one_round_with_the_policys_retention(database_fact
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["intake: deleted 30 row(s) of idempotency_keys in 4 batch(es)",
-                                        "intake: deleted 25 row(s) of inbox in 3 batch(es)"]
+                                        "intake: deleted 25 row(s) of inbox in 3 batch(es)",
+                                        "intake: deleted 0 row(s) of notifications in 1 batch(es)",
+                                        "intake: deleted 0 row(s) of message_limits in 1 batch(es)"]
     assert ages(url) == ({1: 2}, {4: 1})
 
 

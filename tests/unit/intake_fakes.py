@@ -64,13 +64,9 @@ class FakeIntakeStore(FakeStore):
         super().__init__()
         self._counters: dict = {}
 
-    def next_reference_number(self, branch_code: str, day) -> int:
-        counter = self._counters.setdefault((branch_code, day), itertools.count(1))
-        return next(counter)
-
     def number_complaint(self, branch_code: str, day, *, poster: str, recipient: str | None, limits):
         """No limits here: they are the database's (tests/integration)."""
-        return Numbered(self.next_reference_number(branch_code, day), None, True)
+        return Numbered(next(self._counters.setdefault((branch_code, day), itertools.count(1))), None, True)
 
     def complaint(self, complaint_id):
         return self.tables.get("complaints", {}).get(complaint_id)

@@ -377,7 +377,8 @@ def test_each_problem_is_named(tmp_path, default_doc, label, change, expected):
 
 
 def test_retention_defaults_and_overrides(tmp_path, default_doc, policy):
-    assert (policy.retention.idempotency_keys, policy.retention.inbox) == (timedelta(days=7), timedelta(days=30))
+    assert (policy.retention.idempotency_keys, policy.retention.inbox, policy.retention.notifications) == \
+        (timedelta(days=7), timedelta(days=30), timedelta(days=30))
     assert load_policy(write_policy(tmp_path, mutate(default_doc, lambda d: d.pop("retention")))).retention == \
         policy.retention  # a chain's file from before retention keeps the defaults
     changed = load_policy(write_policy(tmp_path, mutate(default_doc, lambda d: d.update(

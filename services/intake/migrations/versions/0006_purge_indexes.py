@@ -6,9 +6,6 @@ Revises: 0005
 """
 from alembic import op
 
-from shared.messaging import inbox
-from shared.persistence import idempotency
-
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
@@ -16,8 +13,12 @@ depends_on = None
 
 
 def upgrade():
-    idempotency.add_purge_index(op)
-    inbox.add_purge_index(op)
+    # Built without blocking writes to a big table.
+    with op.get_context().autocommit_block():
+        op.create_index("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"],
+                        postgresql_concurrently=True, if_not_exists=True)
+        op.create_index("ix_inbox_handled_at", "inbox", ["handled_at"], postgresql_concurrently=True,
+                        if_not_exists=True)
 
 
 def downgrade():
