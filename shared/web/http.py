@@ -206,6 +206,8 @@ def bad_text(text: str) -> str | None:
     """Why PostgreSQL could not store this text (NUL, or a lone surrogate), or None."""
     if "\x00" in text:
         return "must not contain the NUL character (U+0000)"
+    if text.isascii():  # the common case: no surrogate possible, nothing to encode
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -231,8 +233,9 @@ def _paths_with_bad_text(node, prefix: str = "", depth: int = 0) -> dict[str, li
     found: dict[str, list[str]] = {}
     for key, value in items:
         path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(key, str) and bad_text(key):
-            found[path.encode("utf-8", "backslashreplace").decode()] = [f"field name {bad_text(key)}"]
+        problem = bad_text(key) if isinstance(key, str) else None
+        if problem:
+            found[path.encode("utf-8", "backslashreplace").decode()] = [f"field name {problem}"]
             continue
         found.update(_paths_with_bad_text(value, path, depth + 1))
     return found
