@@ -23,7 +23,7 @@ from shared.security.privacy import customer_ref, mask_contact, redact
 from shared.persistence import idempotency
 from shared.security.auth import Identity
 from shared.web.errors import Forbidden, NotFound, TooManyRequests, ValidationFailed
-from shared.web.fields import RANGE_MESSAGE, in_range
+from shared.web import fields as datetimes
 from shared.web.http import bad_text
 from shared.web.text import TextRefused, clean_text
 
@@ -70,8 +70,9 @@ def _plausible(value: datetime | None, now: datetime, name: str, errors: dict) -
     in 2000)."""
     if value is None:
         return
-    if not in_range(value):  # the schemas' field refuses these; a caller passing a datetime may not
-        errors.setdefault(name, []).append(RANGE_MESSAGE)
+    wrong = datetimes.problem(value)  # the schemas' field refuses these; a caller passing a datetime may not
+    if wrong:
+        errors.setdefault(name, []).append(wrong)
     elif value < PLAUSIBLE_FROM:
         errors.setdefault(name, []).append("must not be before 2000-01-01")
     elif value > now + CLOCK_SKEW:
@@ -173,7 +174,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         received_at, complaint_id = json.loads(raw)
         after = datetime.fromisoformat(received_at)
-        if after.tzinfo is None or not in_range(after):
+        if after.tzinfo is None or datetimes.problem(after):
             raise ValueError("no time zone, or out of range")
         return after, str(uuid.UUID(complaint_id))
     except (ValueError, TypeError, AttributeError, RecursionError):

@@ -1,5 +1,6 @@
 """Intake's request and response shapes (marshmallow). Requests reject unknown fields so
 a typo is named instead of silently ignored."""
+import re
 import unicodedata
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
@@ -31,6 +32,11 @@ def Text(max_length: int, *validators, **kwargs):
 NAME_MARKS = frozenset(" ·・.'’-")
 
 
+# "evil.cn", "www.x.com", "t.cn": a dot followed by a run of letters is a domain, not initials
+# ("J.R. Smith": one letter after each dot) or an abbreviation ("St. John": a space after it).
+_ADDRESS_LIKE = re.compile(r"\.[^\W\d_]{2,}")
+
+
 def person_name(value: str) -> None:
     """A person's name, nothing else: no digits, links or brackets (【】), which would turn the
     acknowledgement SMS that greets the customer by name into the poster's own message."""
@@ -40,6 +46,9 @@ def person_name(value: str) -> None:
         raise ValidationError(f"a name is letters, spaces and · . ' - only; not: {shown}")
     if not any(unicodedata.category(c)[0] == "L" for c in value):
         raise ValidationError("a name needs at least one letter")
+    if _ADDRESS_LIKE.search(value):
+        raise ValidationError("a name must not look like a web address (a dot directly followed by two or more "
+                              "letters); initials are fine: J.R. Smith, St. John")
 
 
 class CustomerIn(Strict):

@@ -138,8 +138,11 @@ def issue_token(*, role: str, subject: str, branch: str | None = None, region: s
         raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
     if (branch is None) == (region is None):
         raise ValueError("give exactly one scope: a branch code, a region, or branch '*'")
-    if not _visible(subject) or not _visible(branch or region):
-        raise ValueError("the subject and the branch or region must not be empty")
+    if not _visible(branch or region):
+        raise ValueError("the branch or region must not be empty")
+    if not _subject_ok(subject):
+        raise ValueError(f"the subject must be printable text of 1 to {MAX_SUBJECT_CHARS} characters, "
+                         f"without surrounding spaces")
     now = now or datetime.now(timezone.utc)
     scope = {"region": region} if region else ({"all": True} if branch == "*" else {"branch": branch})
     claims = {"iss": ISSUER, "sub": subject, "role": role, "scope": scope,
@@ -150,6 +153,20 @@ def issue_token(*, role: str, subject: str, branch: str | None = None, region: s
 
 def _visible(text) -> bool:
     return isinstance(text, str) and bool(text.strip())
+
+
+MAX_SUBJECT_CHARS = 200
+
+
+def _subject_ok(text) -> bool:
+    """A subject is stored and logged with what its caller does: printable text (no NUL,
+    lone surrogate, invisible or control character), not padded, of a sensible length."""
+    return (isinstance(text, str) and 0 < len(text) <= MAX_SUBJECT_CHARS and text.isprintable()
+            and text.strip() == text)
+
+
+# 9999-12-31T23:59:59Z: later cannot be a date; nor can it be converted without OverflowError.
+LATEST_EXP = 253_402_300_799
 
 
 @dataclass(frozen=True)
@@ -230,11 +247,15 @@ class TokenVerifier:
                                 leeway=30, options={"require": required})
         except jwt.ExpiredSignatureError:
             raise Unauthorized("the token has expired") from None
+        except jwt.DecodeError:  # its own words quote codecs and padding: of no use to a caller
+            raise Unauthorized("invalid token: not a well-formed signed token") from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
+        except (OverflowError, ValueError):  # a time claim no clock can hold (exp: 10**400)
+            raise Unauthorized("invalid token: a time claim is out of range") from None
         # PyJWT takes a float, or a string of digits, as exp: only an integer is unambiguous.
-        if type(claims["exp"]) is not int:
-            raise Unauthorized("invalid token: exp must be an integer")
+        if type(claims["exp"]) is not int or not 0 < claims["exp"] <= LATEST_EXP:
+            raise Unauthorized("invalid token: exp must be an integer time before the year 10000")
         return claims
 
     def _verify(self, token: str) -> tuple[Identity, float]:
@@ -248,8 +269,9 @@ class TokenVerifier:
         role, scope, subject = claims.get("role"), claims.get("scope"), claims.get("sub")
         if role not in ROLES or not isinstance(scope, dict):
             raise Unauthorized("invalid token: unknown role or scope")
-        if not _visible(subject):
-            raise Unauthorized("invalid token: sub must be a non-empty string")
+        if not _subject_ok(subject):
+            raise Unauthorized(f"invalid token: sub must be printable text of 1 to {MAX_SUBJECT_CHARS} characters, "
+                               f"without surrounding spaces")
         # Exactly one scope key: with two, which one wins would be a guess.
         if len(scope) != 1:
             raise Unauthorized("invalid token: unknown scope (it must have exactly one of all, branch or region)")

@@ -220,14 +220,30 @@ class FrontDoorProtocol(HttpOnlyProtocol):
 
     # -- the request line and head
     def _read_request_line(self):
-        line = super()._read_request_line()
+        # Idle between requests, a connection has the socket timeout; once the first byte of a
+        # request arrives, the request deadline runs, so a line trickled a byte at a time
+        # holds a connection no longer than headers do.
+        try:
+            began = not self.rfile.closed and bool(self.rfile.peek(1))
+        except OSError:  # idle past the socket timeout, or reset: the connection ends
+            began = False
+        if not began:
+            self.close_connection = 1
+            return ""
+        self._deadline = eventlet.Timeout(self.server.request_timeout, _Deadline)
+        try:
+            line = super()._read_request_line()
+        except _Deadline:
+            self.answer(RequestTimeout(f"the request line did not arrive within {self.server.request_timeout} s"))
+            return ""
         if len(line) >= self.server.url_length_limit:
             self.answer(UriTooLong(f"the request line is over {self.server.url_length_limit} bytes"))
             return ""
         return line
 
     def parse_request(self):
-        self._deadline = eventlet.Timeout(self.server.request_timeout, _Deadline)
+        if self._deadline is None:
+            self._deadline = eventlet.Timeout(self.server.request_timeout, _Deadline)
         recorder = self.rfile = _HeadLines(self.rfile)
         try:
             if not super().parse_request():
@@ -265,16 +281,18 @@ class FrontDoorProtocol(HttpOnlyProtocol):
     # -- the body, then the app
     def handle_one_response(self):
         try:
-            problem = self._read_body()
-        finally:
-            self._stop_deadline()
-        try:
+            try:
+                problem = self._read_body()
+            finally:
+                self._stop_deadline()
             if problem is not None:
                 self.answer(problem)
                 return
             super().handle_one_response()
         finally:
-            self.server.body_bytes -= self._reserved  # the body is freed with the request
+            # The body is freed with the request, however it ended: a client that resets
+            # while we write "100 Continue" must not keep its share of the budget.
+            self.server.body_bytes -= self._reserved
             self._reserved = 0
 
     def _read_body(self) -> ApiError | None:

@@ -9,6 +9,7 @@ import os
 import resource
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -283,6 +284,24 @@ def test_headers_that_stall_are_408(front_door):
     refused(front_door, b"GET /health HTTP/1.1\r\nHost: x\r\n", 408, "request_timeout")
 
 
+def test_a_request_line_trickled_a_byte_at_a_time_is_408_at_the_request_deadline(front_door):
+    # Each byte comes well within the socket timeout (3 s): only the request deadline (2 s)
+    # from the first byte can end it.
+    line = b"GET /health/ready?" + b"x" * 200
+    with front_door.connect() as sock:
+        sock.settimeout(0.5)
+        got = b""
+        for byte in line:
+            sock.sendall(bytes([byte]))
+            try:
+                got += sock.recv(65536)
+            except socket.timeout:
+                continue
+            break
+    assert got.split(b" ")[1] == b"408", got[:300]
+    assert json.loads(got.partition(b"\r\n\r\n")[2])["error"]["code"] == "request_timeout"
+
+
 def test_idle_connections_are_closed_after_the_socket_timeout(front_door):
     with front_door.connect() as sock:
         started = time.monotonic()
@@ -331,6 +350,25 @@ def test_bodies_in_memory_are_capped_in_total(serve_intake, module_token):
             sock.sendall(post(f"Content-Length: {len(COMPLAINT)}\r\n", COMPLAINT, module_token))
             return read_answer(sock)[0] == 201
     wait_until(accepted, "a body to be accepted again", timeout=30, interval=0.2)
+
+
+def test_clients_that_reset_after_expect_100_continue_give_their_bodies_budget_back(serve_intake, module_token):
+    # Budget for two bodies; each client reserves one, then resets: before or after the
+    # server writes "100 Continue", its reservation must come back.
+    served = serve_intake(CLOSELOOP_MAX_BODY_BYTES="4096", CLOSELOOP_HTTP_BODY_BUFFER_BYTES="8192")
+    for n in range(20):
+        sock = served.connect()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+        sock.sendall(post("Content-Length: 4000\r\nExpect: 100-continue\r\n", b"", module_token))
+        if n % 2:
+            assert sock.recv(100).startswith(b"HTTP/1.1 100")  # reserved, then gone
+        sock.close()
+
+    def accepted():
+        with served.connect() as sock:
+            sock.sendall(post(f"Content-Length: {len(COMPLAINT)}\r\n", COMPLAINT, module_token))
+            return read_answer(sock)[0] == 201
+    wait_until(accepted, "a body to be accepted after the resets", timeout=30, interval=0.2)
 
 
 def test_connections_over_the_cap_are_answered_503(serve_intake):

@@ -233,10 +233,24 @@ def test_ensure_dev_keys_creates_a_matching_pair_once(tmp_path):
     ({"exp": 1e308}, "exp"),
     ({"exp": 4102444800.0}, "exp"),
     ({"exp": True}, "exp|expired"),
+    # what the probe of issue 7 found giving 500s
+    ({"exp": 10 ** 400}, "out of range|exp"),
+    ({"exp": 10 ** 30}, "exp"),
+    ({"sub": "fd\x00-1"}, "sub"),
+    ({"sub": "fd\ud800"}, "sub"),
+    ({"sub": "fd\u200b-1"}, "sub"),
+    ({"sub": " fd-1"}, "sub"),
+    ({"sub": "x" * 201}, "sub"),
 ])
 def test_ambiguous_claims_are_refused(verifier, claims, message):
     with pytest.raises(Unauthorized, match=message):
         verifier.identity(signed(claims))
+
+
+def test_a_malformed_token_is_refused_without_the_decoders_words(verifier):
+    with pytest.raises(Unauthorized) as raised:
+        verifier.identity("\xff\xfe.abc.def")
+    assert raised.value.message == "invalid token: not a well-formed signed token"
 
 
 def test_an_ambiguous_token_answers_401_in_the_error_shape(verifier):
@@ -246,7 +260,8 @@ def test_an_ambiguous_token_answers_401_in_the_error_shape(verifier):
     assert raised.value.to_body()["error"]["code"] == "unauthorized"
 
 
-@pytest.mark.parametrize("kwargs", [{"subject": ""}, {"subject": "  "}, {"branch": ""}, {"branch": None, "region": ""}])
+@pytest.mark.parametrize("kwargs", [{"subject": ""}, {"subject": "  "}, {"subject": "a\x00b"}, {"branch": ""},
+                                    {"branch": None, "region": ""}])
 def test_issue_token_makes_only_valid_tokens(kwargs):
     with pytest.raises(ValueError):
         token(**kwargs)

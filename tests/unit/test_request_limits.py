@@ -26,6 +26,29 @@ def test_a_date_whose_utc_or_arithmetic_overflows_is_named(edge):
     assert refused.value.messages["sold_at"] == [fields.RANGE_MESSAGE]
 
 
+ODD_OFFSETS = ["2026-11-20T10:00:00+16:00", "2026-11-20T10:00:00-23:59", "2026-11-20T10:00:00+08:00:00.5"]
+
+
+@pytest.mark.parametrize("odd", ODD_OFFSETS)
+def test_an_offset_postgresql_cannot_take_is_named_before_any_database_work(odd):
+    with pytest.raises(ValidationError) as refused:
+        SaleIn().load({"sold_at": odd})
+    assert refused.value.messages["sold_at"] == [fields.OFFSET_MESSAGE]
+    with pytest.raises(ValidationError) as refused:
+        ComplaintQuery().load({"from": odd})
+    assert refused.value.messages["from"] == [fields.OFFSET_MESSAGE]
+    raw = json.dumps([odd, "6f1c1c2e-3d4b-4b8e-9a47-0d2f3c4b5a69"]).encode()
+    with pytest.raises(ValidationFailed) as refused:
+        handlers._decode_cursor(base64.urlsafe_b64encode(raw).decode())
+    assert set(refused.value.fields) == {"cursor"}
+
+
+@pytest.mark.parametrize("real", ["2026-11-20T10:00:00+14:00", "2026-11-20T10:00:00-12:00",
+                                  "2026-11-20T10:00:00+05:45", "2026-11-20T10:00:00+15:59"])
+def test_every_real_offset_is_taken(real):
+    assert ComplaintQuery().load({"from": real})["from_"].isoformat() == real
+
+
 def test_every_accepted_date_survives_utc_conversion_and_decades_of_arithmetic():
     for edge in (fields.EARLIEST, fields.LATEST):
         for zone in (timezone(timedelta(hours=14)), timezone(timedelta(hours=-14))):
