@@ -28,6 +28,8 @@ class CopyPublisher:
                 "confirm_publish": True, "read_timeout": self._confirm_timeout,
                 "write_timeout": self._confirm_timeout})
             self._producer = kombu.Producer(self._conn.channel(), on_return=self._on_return)
+            # read_timeout is SO_RCVTIMEO, which eventlet's green sockets ignore.
+            self._conn.connection.transport.sock.settimeout(self._confirm_timeout)
         return self._producer
 
     @property
@@ -58,7 +60,7 @@ class CopyPublisher:
     def close(self) -> None:
         if self._conn is not None:
             try:
-                self._conn.release()
+                self._conn.collect()  # no closing handshake: a silent broker would not answer it
             except Exception:  # the connection may already be gone
                 pass
         self._conn = self._producer = None

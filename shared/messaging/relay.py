@@ -36,8 +36,12 @@ class Publisher:
         self._declared: set[str] = set()
 
     def _connect(self):
+        # Every wait for the broker is bounded: a broker that keeps the connection open but
+        # says nothing (a partition, a paused host) must fail the round, not hang the relay.
         conn = kombu.Connection(self._uri, connect_timeout=5, transport_options={"confirm_publish": False})
         conn.connect()
+        # py-amqp's read_timeout is SO_RCVTIMEO, which eventlet's green sockets ignore.
+        conn.connection.transport.sock.settimeout(self._timeout)
         channel = conn.channel()
         channel.confirm_select()
         channel.events["basic_ack"].add(self._on_ack)
@@ -88,10 +92,12 @@ class Publisher:
             self._connect()
         self._channel.exchange_declare("amq.topic", "topic", passive=True)
 
-    def close(self) -> None:
+    def close(self, graceful: bool = False) -> None:
+        """Close the connection; after a failure, without the closing handshake, which a
+        silent broker would never answer."""
         if self._conn is not None:
             try:
-                self._conn.release()
+                self._conn.release() if graceful else self._conn.collect()
             except Exception:  # the connection may already be gone
                 pass
         self._conn = None
@@ -99,9 +105,10 @@ class Publisher:
 
 class Relay:
     def __init__(self, engine: sa.Engine, amqp_uri: str, *, batch_size: int = 500,
-                 idle_wait: float = 0.05, service: str = "?", ping_interval: float = 10.0):
+                 idle_wait: float = 0.05, service: str = "?", ping_interval: float = 10.0,
+                 broker_timeout: float = 10.0):
         self.engine = engine
-        self.publisher = Publisher(amqp_uri)
+        self.publisher = Publisher(amqp_uri, confirm_timeout=broker_timeout)
         self.batch_size = batch_size
         self.idle_wait = idle_wait
         self.ping_interval = ping_interval
@@ -170,7 +177,7 @@ class Relay:
                 log.warning("relay for %s: publish failed (%s: %s); retrying in %.1fs",
                             self.service, exc.__class__.__name__, exc, backoff)
                 self._stop.wait(backoff)
-        self.publisher.close()
+        self.publisher.close(graceful=self.broker_ok is True)
         log.info("relay for %s stopped after %d events", self.service, self.published)
 
     def stop(self) -> None:

@@ -5,6 +5,7 @@ cut connections."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -312,7 +313,8 @@ def bus_listener(amqp_uri):
 
 
 class TcpProxy:
-    """A proxy process in front of a host:port; cut() kills it, restore() starts it again."""
+    """A proxy process in front of a host:port; cut() kills it, restore() starts it again;
+    silence() pauses it (connections stay open, nothing passes: a partition or a hung peer)."""
 
     def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)
@@ -320,7 +322,13 @@ class TcpProxy:
         self.process = None
         self.restore()
 
+    def silence(self):
+        self.process.send_signal(signal.SIGSTOP)
+
     def restore(self):
+        if self.process is not None and self.process.poll() is None:  # silenced: resume it
+            self.process.send_signal(signal.SIGCONT)
+            return
         self.process = subprocess.Popen(
             [sys.executable, "-m", "shared.testing.tcpproxy", str(self.port), *map(str, self.target)],
             stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
@@ -333,6 +341,7 @@ class TcpProxy:
 
     def close(self):
         if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
             self.cut()
 
 

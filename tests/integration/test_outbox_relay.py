@@ -102,6 +102,27 @@ def test_relay_keeps_events_while_the_broker_is_cut_and_delivers_them_after(
 
 
 
+def test_a_broker_that_goes_silent_fails_the_round_and_the_relay_recovers_when_it_answers(
+        store, start_relay, bus_listener, tcp_proxy, amqp_uri):
+    """A partition or a paused broker keeps the connection open and answers nothing: every
+    wait is bounded, so the relay neither hangs nor holds its rows locked."""
+    listener = bus_listener("intake.events", "sale_recorded")
+    proxy, proxied_uri = tcp_proxy(amqp_uri, 5672)
+    relay = start_relay(store.engine.url.render_as_string(hide_password=False), amqp=proxied_uri,
+                        broker_timeout=1.0, ping_interval=0.2)
+    wait_until(lambda: relay.broker_ok, "a healthy round")
+    proxy.silence()
+    events = [sale_event(n) for n in range(20)]
+    with store.unit_of_work() as uow:
+        for event in events:
+            uow.publish(event)
+    wait_until(lambda: relay.broker_ok is False, "the relay to give up on the silent broker")
+    proxy.restore()
+    got = listener.wait_for(lambda m: True, timeout=30, count=20)
+    assert {e["event_id"] for e in events} <= {m["body"]["event_id"] for m in got}
+    wait_until(lambda: outbox_state(store)[0] == 0, "the outbox to drain")
+
+
 def test_an_idle_relay_notices_a_lost_broker_and_stops_reporting_healthy(store, start_relay, tcp_proxy, amqp_uri,
                                                                           tmp_path):
     proxy, proxied_uri = tcp_proxy(amqp_uri, 5672)
