@@ -15,7 +15,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # Sent in the connection's startup packet (no round trip): text travels as UTF-8 whatever
 # the server's or the database's default is.
-CONNECT_ARGS = {"client_encoding": "UTF8"}
+# A server that vanishes (host down, a partition) is noticed in seconds, not at the kernel's
+# two-hour keepalive default: a connection attempt gives up after 5 s, an idle connection is
+# probed after 10 s, and unacknowledged data fails the connection after 15 s.
+CONNECT_ARGS = {"client_encoding": "UTF8", "connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
+                "keepalives_interval": 3, "keepalives_count": 3, "tcp_user_timeout": 15000}
 
 
 class DatabaseNotUTF8(psycopg2.OperationalError):
@@ -56,7 +60,7 @@ def make_engine(url: str, pool_size: int = 5) -> sa.Engine:
 def check_utf8(database_url: str) -> str | None:
     """Why this database is unusable (not UTF-8), or None when it is fine. An unreachable
     server is not this check's business: the caller starts and waits for it as usual."""
-    engine = sa.create_engine(database_url, poolclass=sa.NullPool, connect_args={**CONNECT_ARGS, "connect_timeout": 5})
+    engine = sa.create_engine(database_url, poolclass=sa.NullPool, connect_args=dict(CONNECT_ARGS))
     try:
         with engine.connect() as conn:
             encoding = conn.execute(sa.text("SHOW server_encoding")).scalar()
