@@ -13,7 +13,6 @@ import argparse
 import json
 import statistics
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa

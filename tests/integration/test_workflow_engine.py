@@ -12,7 +12,6 @@ import pytest
 import sqlalchemy as sa
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
-from SpiffWorkflow.util.task import TaskState
 
 from shared.calendar.clock import ManualClock
 from shared.persistence import db
