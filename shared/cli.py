@@ -1,5 +1,5 @@
-"""`closeloop`: the operator's command line (token issue, policy check, db upgrade,
-serve, relay, dev). Each command prints what it did; errors go to stderr with exit 2."""
+"""`closeloop`: the operator's command line (token issue, policy check, process check, db
+upgrade, serve, relay, dev). Each command prints what it did; errors go to stderr with exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -54,6 +54,22 @@ def cmd_policy_check(args) -> int:
             print(f"  - {problem}", file=sys.stderr)
         return 1
     print(f"{path}: ok")
+    return 0
+
+
+def cmd_process_check(args) -> int:
+    from shared.workflow.check import check_file
+
+    def names(text):
+        return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+    report = check_file(args.file, names(args.requires), names(args.operators) if args.operators else None)
+    if report.problems:
+        print(f"{args.file}: {len(report.problems)} problem(s)", file=sys.stderr)
+        for problem in report.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok (process {', '.join(report.process_ids)})")
     return 0
 
 
@@ -432,6 +448,15 @@ def parser() -> argparse.ArgumentParser:
     check = policy.add_parser("check", help="validate a policy file (default: CLOSELOOP_POLICY_FILE or the bundled one)")
     check.add_argument("file", nargs="?")
     check.set_defaults(func=cmd_policy_check)
+
+    process = sub.add_parser("process", help="BPMN process files").add_subparsers(dest="action", required=True)
+    check = process.add_parser("check", help="does a .bpmn file parse, use only allowed expressions, keep the "
+                                             "named tasks and carry its diagram layout (exit 1 on problems)")
+    check.add_argument("file")
+    check.add_argument("--requires", metavar="TASK,TASK", help="user task ids that must exist (the API's)")
+    check.add_argument("--operators", metavar="NAME,NAME",
+                       help="the service-task operators the service registers (default: not checked)")
+    check.set_defaults(func=cmd_process_check)
 
     keys = sub.add_parser("keys", help="development signing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("ensure", help="create the development key pair if missing").set_defaults(func=cmd_keys_ensure)

@@ -1,0 +1,360 @@
+"""The process engine: SpiffWorkflow 3.2.0 instances, one per case or visit, stepped and saved
+inside the caller's transaction.
+
+Every operation takes the unit of work's connection, locks the instance's row (so two events
+for one instance never interleave), restores its state with this operation's script engine
+attached, does its work, steps until nothing automatic is left READY, saves, and returns a
+StepResult: the steps taken (for the timeline), the effects the process asked for (for the
+service to publish through its outbox in the same transaction), the user tasks now waiting and
+the next timer. The engine itself has no side effects beyond the two tables."""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Iterable, Mapping
+
+import sqlalchemy as sa
+from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
+from SpiffWorkflow.bpmn.specs.control import BoundaryEventSplit
+from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+from SpiffWorkflow.exceptions import WorkflowException
+from SpiffWorkflow.util.task import TaskState
+
+from shared.calendar.clock import SystemClock
+from shared.workflow import definitions, instances, state, timers
+from shared.workflow.definitions import ProcessDefinition
+from shared.workflow.errors import (
+    InstanceExists, InstanceNotFound, NoWaitingInstance, ProcessLoops, TaskNotWaiting,
+)
+from shared.workflow.scripting import (
+    Effect, OperatorCall, RestrictedEnvironment, ScriptEngine, check_data, default_helpers,
+)
+from shared.workflow.tables import COMPLETED, RUNNING
+
+log = logging.getLogger(__name__)
+MAX_ROUNDS = 100  # engine-step rounds in one operation before the process is deemed looping
+
+
+@dataclass(frozen=True)
+class TimerInfo:
+    name: str                # the boundary event's id
+    title: str | None
+    due: datetime
+    interrupting: bool       # False: a warning; the task keeps waiting
+
+
+@dataclass(frozen=True)
+class WaitingTask:
+    name: str                # the task's id: what the API completes
+    title: str | None
+    lane: str | None
+    properties: dict         # spiffworkflow:properties of the task (e.g. the role that may complete it)
+    timers: tuple[TimerInfo, ...]
+
+    @property
+    def due(self) -> datetime | None:
+        """When an interrupting timer takes the task away (its deadline), if one does."""
+        return min((t.due for t in self.timers if t.interrupting), default=None)
+
+
+@dataclass(frozen=True)
+class Step:
+    task: str
+    title: str | None
+    kind: str                # the BPMN element: UserTask, ServiceTask, BoundaryEvent...
+    at: datetime
+    actor: str | None = None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    instance_id: str
+    process_id: str
+    definition_hash: str
+    status: str              # running | completed
+    version: int
+    waiting: tuple[WaitingTask, ...]
+    next_timer_due: datetime | None
+    data: dict               # the data of the task completed last
+    steps: tuple[Step, ...] = ()
+    effects: tuple[Effect, ...] = ()
+
+    @property
+    def completed(self) -> bool:
+        return self.status == COMPLETED
+
+
+@dataclass(frozen=True)
+class TimerRound:
+    fired: tuple[StepResult, ...]
+    failed: tuple[tuple[str, str], ...]  # (instance id, error): retried later
+
+
+@dataclass
+class _Operation:
+    """One operation on one instance: its script engine and what it recorded."""
+    script_engine: ScriptEngine
+    clock: Any
+    steps: list[Step] = field(default_factory=list)
+
+    def record(self, task, actor: str | None = None) -> None:
+        spec = task.task_spec
+        if spec.bpmn_id is not None:  # SpiffWorkflow's own joins and splits are not steps
+            self.steps.append(Step(spec.bpmn_id, spec.bpmn_name, type(spec).__name__, self.clock.now(), actor))
+
+
+class ProcessEngine:
+    """`operators`: the service tasks' operators by name (each takes an OperatorCall and returns
+    a JSON value the process keeps as the task's result). `helpers`: more functions expressions
+    may call (trusted code of the service). `clock`: production's SystemClock unless a test
+    moves one."""
+
+    def __init__(self, operators: Mapping[str, Callable[[OperatorCall], Any]] | None = None, *,
+                 clock=None, helpers: Mapping[str, Callable] | None = None, spec_cache_size: int = 64):
+        self.clock = clock or SystemClock()
+        self.operators = dict(operators or {})
+        self.helpers = {**default_helpers(self.clock), **(helpers or {})}
+        self.environment = RestrictedEnvironment(self.helpers)
+        self._specs: OrderedDict[str, tuple] = OrderedDict()
+        self._specs_lock = threading.Lock()
+        self._spec_cache_size = spec_cache_size
+
+    # --- operations ---------------------------------------------------------------------
+
+    def register(self, conn: sa.Connection, definition: ProcessDefinition) -> None:
+        """Store a definition (a service does it at start; `start` does it too when needed)."""
+        definitions.store(conn, definition)
+
+    def start(self, conn: sa.Connection, instance_id: str, definition: ProcessDefinition,
+              data: Mapping | None = None, correlation_keys: Iterable[str] = ()) -> StepResult:
+        """A new instance of `definition`, stepped until it waits. InstanceExists if the id is taken."""
+        data = dict(data or {})
+        check_data(data, self.helpers, "start data")
+        definitions.store(conn, definition)
+        spec, subprocess_specs = self._spec(conn, definition.hash, definition.spec)
+        op = self._operation(instance_id)
+        workflow = BpmnWorkflow(spec, subprocess_specs, script_engine=op.script_engine)
+        for task in workflow.get_tasks(state=TaskState.READY):  # the start task: its data flows on
+            task.set_data(**data)
+        settle(workflow, op.record)
+        row = instances.Row(instance_id, definition.process_id, definition.hash, RUNNING, "", 0)
+        keys = list(dict.fromkeys([instance_id, *correlation_keys]))
+        return self._save(conn, row, workflow, op, keys=keys)
+
+    def complete_task(self, conn: sa.Connection, instance_id: str, task_name: str, data: Mapping | None = None,
+                      actor: str | None = None) -> StepResult:
+        """Complete the waiting user task `task_name` with `data`, done by `actor`.
+        InstanceNotFound; TaskNotWaiting when it is not waiting now (done, not reached, unknown)."""
+        data = dict(data or {})
+        check_data(data, self.helpers, f"the data of task {task_name!r}")
+        row, workflow, op = self._locked(conn, instance_id)
+        task = next((t for t in workflow.get_tasks(state=TaskState.READY, manual=True)
+                     if t.task_spec.bpmn_id == task_name), None)
+        if task is None:
+            raise TaskNotWaiting(instance_id, task_name, [w.name for w in _waiting(workflow)])
+        if hasattr(task.task_spec, "add_data_from_form"):  # the spiff user task: into its variable, if it names one
+            task.task_spec.add_data_from_form(task, data)
+        else:
+            task.set_data(**data)
+        task.run()
+        op.record(task, actor)
+        settle(workflow, op.record)
+        return self._save(conn, row, workflow, op)
+
+    def deliver_message(self, conn: sa.Connection, name: str, key: str,
+                        payload: Mapping | None = None) -> tuple[StepResult, ...]:
+        """Deliver message `name` to the running instances with correlation key `key` that wait
+        for it (the payload's fields join the catching task's data). NoWaitingInstance when none
+        does, so the consumer parks the message instead of dropping it."""
+        payload = dict(payload or {})
+        check_data(payload, self.helpers, f"the payload of message {name!r}")
+        results, seen = [], {}
+        for row in instances.lock_by_key(conn, key):
+            workflow, op = self._restore(conn, row)
+            seen[row.id] = _waiting_messages(workflow)
+            if name not in seen[row.id]:
+                continue
+            if send_message(workflow, name, payload):
+                settle(workflow, op.record)
+                results.append(self._save(conn, row, workflow, op))
+            else:
+                seen[row.id] = [f"{n} (the payload's correlation does not match)" if n == name else n
+                                for n in seen[row.id]]
+        if not results:
+            raise NoWaitingInstance(name, key, seen)
+        return tuple(results)
+
+    def read(self, conn: sa.Connection, instance_id: str) -> StepResult:
+        """The instance as it is now (no lock, nothing stepped)."""
+        row = instances.read(conn, instance_id)
+        if row is None:
+            raise InstanceNotFound(instance_id)
+        workflow, _ = self._restore(conn, row)
+        due = None if workflow.completed else timers.next_due(workflow)
+        return self._result(row, row.status, row.version, workflow, due)
+
+    def waiting_tasks(self, conn: sa.Connection, instance_id: str) -> tuple[WaitingTask, ...]:
+        return self.read(conn, instance_id).waiting
+
+    def add_correlation_key(self, conn: sa.Connection, instance_id: str, key: str) -> None:
+        """Let messages name the instance by `key` too."""
+        instances.add_correlation_key(conn, instance_id, key)
+
+    # --- timers --------------------------------------------------------------------------
+
+    def claim_due(self, conn: sa.Connection, limit: int = 100) -> list[str]:
+        """Instances with a timer due by the clock's now, locked (SKIP LOCKED: another replica's
+        are left to it), earliest first."""
+        return instances.claim_due(conn, self.clock.now(), limit)
+
+    def fire_timers(self, conn: sa.Connection, instance_id: str) -> StepResult:
+        """Fire what is due on one instance and step it."""
+        row, workflow, op = self._locked(conn, instance_id)
+        workflow.refresh_timers()
+        settle(workflow, op.record)
+        return self._save(conn, row, workflow, op)
+
+    def fire_due(self, conn: sa.Connection, limit: int = 100) -> TimerRound:
+        """One round of the service's timer poll: claim up to `limit` due instances and fire
+        each in a savepoint. One that fails is rolled back alone and retried later."""
+        fired, failed = [], []
+        for instance_id in self.claim_due(conn, limit):
+            savepoint = conn.begin_nested()
+            try:
+                result = self.fire_timers(conn, instance_id)
+            except Exception as exc:
+                savepoint.rollback()
+                error = f"{type(exc).__name__}: {exc}"
+                retry_at = instances.record_failure(conn, instance_id, error, self.clock.now())
+                log.warning("timer step of %s failed, retried at %s: %s", instance_id, retry_at.isoformat(), error)
+                failed.append((instance_id, error))
+            else:
+                savepoint.commit()
+                fired.append(result)
+        return TimerRound(tuple(fired), tuple(failed))
+
+    # --- mechanics -----------------------------------------------------------------------
+
+    def script_engine(self, instance_id: str) -> ScriptEngine:
+        """A fresh script engine for one operation on one instance (what every restore attaches)."""
+        return ScriptEngine(self.environment, self.clock, self.operators, instance_id)
+
+    def _operation(self, instance_id: str) -> _Operation:
+        return _Operation(self.script_engine(instance_id), self.clock)
+
+    def _spec(self, conn: sa.Connection, digest: str, spec_json: str | None = None) -> tuple:
+        """The restored spec of a definition, shared by its instances (an LRU of restored specs)."""
+        with self._specs_lock:
+            if digest in self._specs:
+                self._specs.move_to_end(digest)
+                return self._specs[digest]
+        restored = state.spec_from_json(spec_json if spec_json is not None else definitions.spec_text(conn, digest))
+        with self._specs_lock:
+            self._specs[digest] = restored
+            while len(self._specs) > self._spec_cache_size:
+                self._specs.popitem(last=False)
+        return restored
+
+    def _restore(self, conn: sa.Connection, row: instances.Row) -> tuple[BpmnWorkflow, _Operation]:
+        spec, subprocess_specs = self._spec(conn, row.definition_hash)
+        op = self._operation(row.id)
+        return state.load(row.state, spec, subprocess_specs, op.script_engine), op
+
+    def _locked(self, conn: sa.Connection, instance_id: str):
+        row = instances.lock(conn, instance_id)
+        if row is None:
+            raise InstanceNotFound(instance_id)
+        workflow, op = self._restore(conn, row)
+        return row, workflow, op
+
+    def _save(self, conn: sa.Connection, row: instances.Row, workflow: BpmnWorkflow, op: _Operation,
+              keys: list[str] | None = None) -> StepResult:
+        now = self.clock.now()
+        for event in workflow.get_events():  # thrown and caught by nothing in this process
+            kind = type(event.event_definition).__name__.replace("EventDefinition", "").lower()
+            op.script_engine.effects.append(Effect(kind, event.event_definition.name, None, {
+                "payload": event.payload, "correlations": event.correlations}, None, now))
+        status = COMPLETED if workflow.completed else RUNNING
+        due = None if workflow.completed else timers.next_due(workflow)
+        text = state.dump(workflow)
+        if keys is not None:
+            saved = instances.Row(row.id, row.process_id, row.definition_hash, status, text, 1)
+            if not instances.insert(conn, saved, due, keys, now):
+                raise InstanceExists(row.id)
+            version = 1
+        else:
+            version = instances.save(conn, row, status, text, due, now)
+        return self._result(row, status, version, workflow, due, op)
+
+    @staticmethod
+    def _result(row, status: str, version: int, workflow: BpmnWorkflow, due: datetime | None,
+                op: _Operation | None = None) -> StepResult:
+        return StepResult(row.id, row.process_id, row.definition_hash, status, version, _waiting(workflow), due,
+                          _latest_data(workflow), tuple(op.steps) if op else (),
+                          tuple(op.script_engine.effects) if op else ())
+
+
+def settle(workflow: BpmnWorkflow, on_step: Callable | None = None) -> None:
+    """Step until nothing automatic is READY. SpiffWorkflow's do_engine_steps() ends with a timer
+    refresh that makes READY the timers due by then (one that fell due while the steps ran, or
+    since the state was saved) and returns without running them; a saved instance must never
+    hold work that nobody runs."""
+    for _ in range(MAX_ROUNDS):
+        workflow.do_engine_steps(did_complete_task=on_step)
+        if not any(not t.task_spec.manual for t in workflow.get_tasks(state=TaskState.READY)):
+            return
+    raise ProcessLoops(f"still stepping after {MAX_ROUNDS} rounds: the process loops without waiting")
+
+
+def _waiting(workflow: BpmnWorkflow) -> tuple[WaitingTask, ...]:
+    waiting = []
+    for task in workflow.get_tasks(state=TaskState.READY, manual=True):
+        spec = task.task_spec
+        timer_infos = []
+        if task.parent is not None and isinstance(task.parent.task_spec, BoundaryEventSplit):
+            for sibling in task.parent.children:
+                definition = getattr(sibling.task_spec, "event_definition", None)
+                if sibling.state == TaskState.WAITING and isinstance(definition, timers.CLOCKED):
+                    due = definition.due(sibling)
+                    if due is not None:
+                        timer_infos.append(TimerInfo(sibling.task_spec.bpmn_id, sibling.task_spec.bpmn_name, due,
+                                                     getattr(sibling.task_spec, "cancel_activity", True)))
+        waiting.append(WaitingTask(spec.bpmn_id, spec.bpmn_name, spec.lane,
+                                   dict(getattr(spec, "extensions", {}).get("properties", {})),
+                                   tuple(sorted(timer_infos, key=lambda t: t.due))))
+    return tuple(waiting)
+
+
+def _latest_data(workflow: BpmnWorkflow) -> dict:
+    done = workflow.get_tasks(state=TaskState.COMPLETED)
+    latest = max(done, key=lambda t: t.last_state_change, default=None)
+    return dict(latest.data) if latest is not None else {}
+
+
+def _waiting_messages(workflow: BpmnWorkflow) -> list[str]:
+    return sorted({t.task_spec.event_definition.name for t in workflow.event_manager.tasks.values()
+                   if isinstance(t.task_spec.event_definition, MessageEventDefinition)})
+
+
+def send_message(workflow: BpmnWorkflow, name: str, payload: dict) -> bool:
+    """Send message `name` into the workflow as the waiting catch event's own definition (the
+    spiff parser's class, with its correlation properties): SpiffWorkflow matches events by
+    class and name, and by the correlations computed from the payload. False: nothing caught it."""
+    for task in list(workflow.event_manager.tasks.values()):
+        definition = task.task_spec.event_definition
+        if not (isinstance(definition, MessageEventDefinition) and definition.name == name):
+            continue
+        try:
+            correlations = definition.calculate_correlations(workflow.script_engine, definition.correlation_properties,
+                                                             payload)
+        except Exception:  # the payload lacks what the correlation reads: it is not this instance's message
+            continue
+        try:
+            workflow.send_event(BpmnEvent(definition, payload, correlations))
+            return True
+        except WorkflowException:
+            continue
+    return False

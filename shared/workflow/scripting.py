@@ -1,0 +1,210 @@
+"""What a process file may compute: conditions, scripts, timer expressions and service-task
+parameters run as Python, so they run restricted. SpiffWorkflow evaluates them with `eval`/`exec`
+and every builtin; a chain's process owner edits these files, so a file must not be able to
+import, open files or reach an object's internals.
+
+Every expression is checked on its syntax tree before it runs (and by `closeloop process check`
+before it is deployed): no imports, no names or attributes starting with `_` (the way from any
+object to its class, its module and `__builtins__`), no `str.format` (which reaches attributes
+from inside a string), no definitions of functions or classes, and only the builtins below."""
+from __future__ import annotations
+
+import ast
+import builtins
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from types import CodeType
+from typing import Any, Callable, Mapping
+
+from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine, TaskDataEnvironment
+
+from shared.workflow.errors import DataRefused, ScriptRefused, UnknownOperator
+
+SAFE_BUILTINS = {name: getattr(builtins, name) for name in (
+    "abs", "all", "any", "bool", "dict", "divmod", "enumerate", "filter", "float", "format", "frozenset",
+    "int", "isinstance", "len", "list", "map", "max", "min", "next", "range", "reversed", "round", "set",
+    "sorted", "str", "sum", "tuple", "zip",
+    "Exception", "ValueError", "KeyError", "TypeError", "ArithmeticError", "LookupError",
+)}
+# Named so that a refusal says what was tried; none of them is in SAFE_BUILTINS anyway.
+_DANGEROUS = {"eval", "exec", "compile", "open", "getattr", "setattr", "delattr", "globals", "locals", "vars",
+              "dir", "type", "object", "super", "breakpoint", "input", "help", "memoryview", "classmethod",
+              "staticmethod", "property", "exit", "quit", "id", "hash", "bytearray", "callable"}
+_STATEMENTS = {
+    ast.Import: "import", ast.ImportFrom: "import", ast.Global: "global", ast.Nonlocal: "nonlocal",
+    ast.FunctionDef: "def", ast.AsyncFunctionDef: "async def", ast.ClassDef: "class", ast.With: "with",
+    ast.AsyncWith: "async with", ast.AsyncFor: "async for", ast.Await: "await", ast.Yield: "yield",
+    ast.YieldFrom: "yield from",
+}
+
+
+def refusals(source: str, mode: str = "eval") -> list[str]:
+    """Every construct in `source` that a process may not use ([] when it may run). `mode` is
+    "eval" for an expression, "exec" for a script."""
+    try:
+        tree = ast.parse(source, mode=mode)
+    except SyntaxError as exc:
+        return [f"not valid Python ({exc.msg}, line {exc.lineno})"]
+    found: list[str] = []
+    for node in ast.walk(tree):
+        what = _refused(node)
+        if what and what not in found:
+            found.append(what)
+    return found
+
+
+def _refused(node: ast.AST) -> str | None:
+    if type(node) in _STATEMENTS:
+        return f"'{_STATEMENTS[type(node)]}' is not allowed"
+    if isinstance(node, ast.Name):
+        if node.id.startswith("__"):
+            return f"the name {node.id} is not allowed (no names starting with '__')"
+        if node.id in _DANGEROUS:
+            return f"{node.id}() is not allowed"
+    if isinstance(node, ast.Attribute):
+        if node.attr.startswith("_"):
+            return f"the attribute .{node.attr} is not allowed (no attributes starting with '_')"
+        if node.attr in ("format", "format_map"):
+            return f".{node.attr}() is not allowed (use an f-string)"
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _compile(source: str, mode: str) -> CodeType | tuple[str, ...]:
+    problems = refusals(source, mode)
+    return tuple(problems) if problems else compile(source, "<process>", mode)
+
+
+def compiled(source: str, mode: str, where: str) -> CodeType:
+    """The code of an allowed expression or script (compiled once), else ScriptRefused naming
+    `where` (the task) and the first construct refused."""
+    code = _compile(source, mode)
+    if isinstance(code, tuple):
+        raise ScriptRefused(where, code[0], source)
+    return code
+
+
+def check_data(data: Mapping, helpers: Mapping, what: str) -> None:
+    """Data that enters a process (start data, a completed task's form, a message's payload):
+    a JSON object whose keys are names a script may use and no helper's name."""
+    if not isinstance(data, Mapping):
+        raise DataRefused(f"{what} must be an object, not {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str) or key.startswith("_"):
+            raise DataRefused(f"{what}: the key {key!r} is not allowed (keys are text not starting with '_')")
+        if key in helpers:
+            raise DataRefused(f"{what}: the key {key!r} would hide the process helper of that name")
+    try:
+        json.dumps(data)
+    except (TypeError, ValueError) as exc:
+        raise DataRefused(f"{what} must be plain JSON: {exc}") from None
+
+
+def default_helpers(clock) -> dict[str, Callable]:
+    """What every process may call besides the builtins: the engine's clock (never the
+    machine's: tests move it) and date arithmetic."""
+    def parse_datetime(text: str) -> datetime:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if value.tzinfo is None:
+            raise ValueError(f"{text!r} has no time zone")
+        return value
+
+    def isoformat(value: datetime) -> str:
+        return value.astimezone(timezone.utc).isoformat()
+
+    return {"now": clock.now, "timedelta": timedelta, "parse_datetime": parse_datetime, "isoformat": isoformat}
+
+
+class RestrictedEnvironment(TaskDataEnvironment):
+    """SpiffWorkflow's task-data environment with checked code, SAFE_BUILTINS and the helpers.
+    It also serves the correlation expressions that SpiffWorkflow evaluates without a task."""
+
+    def __init__(self, helpers: Mapping[str, Callable]):
+        super().__init__(dict(helpers))
+
+    def evaluate(self, expression, context, external_context=None):
+        code = compiled(expression, "eval", "expression")
+        scope = dict(self.globals)
+        scope.update(external_context or {})
+        scope.update(context)
+        scope["__builtins__"] = SAFE_BUILTINS  # last: task data cannot bring its own
+        return eval(code, scope)
+
+    def execute(self, script, context, external_context=None):
+        code = compiled(script, "exec", "script")
+        self.check_for_overwrite(context, external_context or {})
+        context.update(self.globals)
+        context.update(external_context or {})
+        context["__builtins__"] = SAFE_BUILTINS
+        try:
+            exec(code, context)
+        finally:
+            self._remove_globals_and_functions_from_context(context, external_context)
+        return True
+
+
+@dataclass(frozen=True)
+class OperatorCall:
+    """What a service task asks of an operator: its parameters, evaluated in the process."""
+    instance_id: str
+    task: str
+    operator: str
+    params: dict
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Effect:
+    """Something the process asked for during an operation, for the service to turn into outbox
+    events or messages in the same transaction: a service task's operator call ("operator"),
+    or a BPMN message thrown that nothing in the process caught ("message")."""
+    kind: str
+    name: str
+    task: str | None
+    params: dict
+    result: Any
+    at: datetime
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "task": self.task, "params": self.params,
+                "result": self.result, "at": self.at.isoformat()}
+
+
+class ScriptEngine(PythonScriptEngine):
+    """One per operation on one instance, attached to the workflow after every restore: it
+    carries the clock, the service's operators and the effects this operation collects, so
+    that instances stepped side by side never share them."""
+
+    def __init__(self, environment: RestrictedEnvironment, clock, operators: Mapping[str, Callable[[OperatorCall], Any]],
+                 instance_id: str):
+        super().__init__(environment)
+        self.clock = clock
+        self.operators = operators
+        self.instance_id = instance_id
+        self.effects: list[Effect] = []
+
+    def evaluate(self, task, expression, external_context=None):
+        compiled(expression, "eval", _where(task))  # refuse naming the task, before SpiffWorkflow wraps it
+        return super().evaluate(task, expression, external_context)
+
+    def execute(self, task, script, external_context=None):
+        compiled(script, "exec", _where(task))
+        return super().execute(task, script, external_context)
+
+    def call_service(self, task, operation_name, operation_params):
+        """A service task: call the service's operator, record the call as an effect, and give
+        the process the operator's result (JSON, as SpiffWorkflow's service task expects)."""
+        operator = self.operators.get(operation_name)
+        if operator is None:
+            raise UnknownOperator(_where(task), operation_name, sorted(self.operators))
+        params = {name: param["value"] for name, param in operation_params.items()}
+        now = self.clock.now()
+        result = operator(OperatorCall(self.instance_id, task.task_spec.bpmn_id, operation_name, params, now))
+        self.effects.append(Effect("operator", operation_name, task.task_spec.bpmn_id, params, result, now))
+        return json.dumps(result)
+
+
+def _where(task) -> str:
+    return f"task {task.task_spec.bpmn_id or task.task_spec.name!r}"

@@ -1,0 +1,88 @@
+"""The engine's two tables, in the database of each service that runs processes.
+
+- `process_definitions`: one row per content hash of a process spec, written once.
+- `process_instances`: one row per instance (its id is the case's or visit's id), referencing
+  the definition it started with. `state` is TEXT, not JSONB (see shared.workflow.state);
+  `next_timer_due` is the earliest timer it waits on, indexed where set, so that finding the
+  due ones among many waiting instances reads only those; `correlation_keys` are the values a
+  message may name it by (its own id, and whatever the service adds: a sale id, say).
+
+Every service's metadata gets them through `add_tables`; its first migration creates them
+with `create_tables_v1`, frozen, so that a later change is a new, explicit version."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+RUNNING, COMPLETED = "running", "completed"
+
+
+def add_tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
+    definitions = sa.Table(
+        "process_definitions", metadata,
+        sa.Column("hash", sa.Text, primary_key=True),
+        sa.Column("process_id", sa.Text, nullable=False),
+        sa.Column("spec", sa.Text, nullable=False),
+        sa.Column("bpmn", sa.Text, nullable=False),  # the file as it was: the version an instance runs
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    )
+    instances = sa.Table(
+        "process_instances", metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("process_id", sa.Text, nullable=False),
+        sa.Column("definition_hash", sa.Text, sa.ForeignKey("process_definitions.hash"), nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("state", sa.Text, nullable=False),
+        sa.Column("next_timer_due", sa.DateTime(timezone=True)),
+        sa.Column("correlation_keys", pg.ARRAY(sa.Text), nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        # A timer step that failed is retried later, with growing delays, so that it never
+        # holds back the instances due after it.
+        sa.Column("timer_failures", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("last_error", sa.Text),
+        sa.CheckConstraint(f"status IN ('{RUNNING}', '{COMPLETED}')", name="ck_process_instances_status"),
+        sa.Index("ix_process_instances_next_timer_due", "next_timer_due",
+                 postgresql_where=sa.text("next_timer_due IS NOT NULL")),
+        sa.Index("ix_process_instances_correlation_keys", "correlation_keys", postgresql_using="gin"),
+    )
+    return {"process_definitions": definitions, "process_instances": instances}
+
+
+_TABLES = add_tables(sa.MetaData())
+DEFINITIONS = _TABLES["process_definitions"]
+INSTANCES = _TABLES["process_instances"]
+
+# Version 1 as SQL, frozen: add_tables may change later, this may not.
+_V1 = """
+CREATE TABLE process_definitions (
+    hash text PRIMARY KEY,
+    process_id text NOT NULL,
+    spec text NOT NULL,
+    bpmn text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE process_instances (
+    id text PRIMARY KEY,
+    process_id text NOT NULL,
+    definition_hash text NOT NULL REFERENCES process_definitions (hash),
+    status text NOT NULL CONSTRAINT ck_process_instances_status CHECK (status IN ('running', 'completed')),
+    state text NOT NULL,
+    next_timer_due timestamptz,
+    correlation_keys text[] NOT NULL,
+    version integer NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    timer_failures integer NOT NULL DEFAULT 0,
+    last_error text
+);
+CREATE INDEX ix_process_instances_next_timer_due ON process_instances (next_timer_due)
+    WHERE next_timer_due IS NOT NULL;
+CREATE INDEX ix_process_instances_correlation_keys ON process_instances USING gin (correlation_keys);
+"""
+
+
+def create_tables_v1(op) -> None:
+    """Alembic: both tables as a service's first migration makes them."""
+    op.execute(_V1)
