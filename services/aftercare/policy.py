@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import time
 
-from shared.calendar.policy import ChainPolicy, Checker, show
+from shared.calendar.policy import MAX_DURATION, ChainPolicy, Checker, show
 
 _SECTION = {"visit_delays", "contact_hours"}
 
@@ -23,8 +23,9 @@ def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> AftercareRules:
         if product_type not in chain.product_types:
             c.bad(f"aftercare.visit_delays.{product_type}",
                   f"unknown product type (product_types: {', '.join(chain.product_types)})")
-        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-            c.bad(f"aftercare.visit_delays.{product_type}", f"{show(days)} is not a positive number of days")
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DURATION.days:
+            c.bad(f"aftercare.visit_delays.{product_type}",
+                  f"{show(days)} is not a positive number of days (at most {MAX_DURATION.days})")
     window = c.window(doc.get("contact_hours", "09:00-21:00"), "aftercare.contact_hours") or (540, 1260)
     as_time = lambda m: time.max if m == 1440 else time(m // 60, m % 60)  # noqa: E731 (24:00 = end of day)
     return AftercareRules(visit_delays=dict(visit_delays), contact_hours=(as_time(window[0]), as_time(window[1])))

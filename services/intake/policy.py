@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 from shared.calendar.branches import Branch, aware
-from shared.calendar.policy import MAX_RETENTION, ChainPolicy, Checker, show
+from shared.calendar.policy import ChainPolicy, Checker, show
 from shared.messaging.catalogue.intake import KINDS
 from shared.security.permissions import Permissions
 
@@ -228,8 +228,8 @@ def _acknowledgements(c: Checker, doc: dict) -> dict:
     return templates
 
 
-# A window longer than the retention bound would make `now - per` a date PostgreSQL cannot
-# write, and a count over what the SQL counter holds (an integer) would find no function.
+# A count over what the SQL counter holds (an integer) would find no function. (The window is
+# bounded as every policy duration is: parse_duration.)
 MAX_LIMIT_MESSAGES = 1_000_000
 
 
@@ -241,11 +241,7 @@ def _limit(c: Checker, value, where: str, default: Limit) -> Limit:
     if isinstance(messages, bool) or not isinstance(messages, int) or not 1 <= messages <= MAX_LIMIT_MESSAGES:
         c.bad(f"{where}.messages", f"{show(messages)} is not a whole number from 1 to {MAX_LIMIT_MESSAGES:,}")
         messages = default.messages
-    per = c.duration(spec.get("per"), f"{where}.per")
-    if per > MAX_RETENTION:
-        c.bad(f"{where}.per", f"{show(spec.get('per'))} is longer than {MAX_RETENTION.days} days")
-        per = default.per
-    return Limit(messages, per)
+    return Limit(messages, c.duration(spec.get("per"), f"{where}.per"))
 
 
 def _customer_messages(c: Checker, doc: dict) -> CustomerMessages:

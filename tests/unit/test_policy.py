@@ -337,8 +337,10 @@ BAD_POLICIES = [
     ("limit of too many messages",
      lambda d: d["intake"]["customer_messages"]["per_recipient"].update(messages=99_999_999_999),
      "intake.customer_messages.per_recipient.messages: 99999999999 is not a whole number from 1 to 1,000,000"),
-    ("limit over too long", lambda d: d["intake"]["customer_messages"]["per_poster"].update(per="P100000Y"),
-     "intake.customer_messages.per_poster.per: 'P100000Y' is"),
+    ("limit over too long", lambda d: d["intake"]["customer_messages"]["per_poster"].update(per="P100000D"),
+     "intake.customer_messages.per_poster.per: 'P100000D' is longer than 3660 days"),
+    ("deadline too long", lambda d: d["intake"]["deadlines"]["resolution"].update(low="P3000000D"),
+     "intake.deadlines.resolution.low: 'P3000000D' is longer than 3660 days"),
     ("limit over no time", lambda d: d["intake"]["customer_messages"]["per_poster"].update(per="PT0M"),
      "intake.customer_messages.per_poster.per: 'PT0M' is not a positive duration"),
     ("limit without its period", lambda d: d["intake"]["customer_messages"]["per_poster"].pop("per"),
@@ -357,6 +359,8 @@ BAD_POLICIES = [
     # aftercare:
     ("bad visit delay", lambda d: d["aftercare"]["visit_delays"].update(skincare="a week"),
      "aftercare.visit_delays.skincare: 'a week' is not a positive number of days"),
+    ("visit delay too long", lambda d: d["aftercare"]["visit_delays"].update(skincare=10 ** 9),
+     "aftercare.visit_delays.skincare: 1000000000 is not a positive number of days (at most 3660)"),
     ("visit delay for an unknown product type", lambda d: d["aftercare"]["visit_delays"].update(nails=5),
      "aftercare.visit_delays.nails: unknown product type"),
     ("product type with a visit delay removed", lambda d: d["product_types"].remove("perm"),
@@ -512,6 +516,18 @@ def test_parse_duration(text, expected):
 @pytest.mark.parametrize("text", ["", "P", "PT", "7D", "P1DT", "PT0M", "1 hour", None])
 def test_parse_duration_rejects(text):
     with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("P3661D", "'P3661D' is longer than 3660 days"),
+    ("PT87865H", "'PT87865H' is longer than 3660 days"),
+    ("P3000000D", "'P3000000D' is longer than 3660 days"),   # a deadline Python's dates overflow on
+    ("P999999999999D", "is not a duration"),                  # no "Python int too large to convert"
+    ("P" + "9" * 5000 + "D", "is not a duration"),
+])
+def test_no_policy_duration_is_longer_than_ten_years(text, message):
+    with pytest.raises(ValueError, match=message):
         parse_duration(text)
 
 
