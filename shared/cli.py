@@ -117,6 +117,7 @@ def cmd_serve(args) -> int:
     from nameko.runners import ServiceRunner
 
     logs.configure(args.service, os.environ.get("LOG_LEVEL", "INFO"))
+    from shared.calendar.policy import PolicyError
     from shared.security.auth import KeysNotConfigured
 
     config = settings.service_config(args.service)
@@ -127,7 +128,7 @@ def cmd_serve(args) -> int:
     runner.add_service(settings.service_class(args.service))
     try:
         runner.start()
-    except KeysNotConfigured as exc:
+    except (KeysNotConfigured, PolicyError) as exc:  # said in a line, as relay and purge say it
         return _fail(f"{args.service} cannot start: {exc}")
     stopping = []
 

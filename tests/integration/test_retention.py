@@ -157,13 +157,14 @@ def test_closeloop_relay_purges_on_its_own_and_stops_on_sigterm(database_factory
     assert "deleted 30 row(s) of idempotency_keys in 1 batch(es)" in log
 
 
-def test_a_relay_with_a_nonsense_retention_does_not_start(database_factory, amqp_uri, tmp_path):
+@pytest.mark.parametrize("command", ["relay", "serve"])
+def test_a_relay_or_service_with_a_nonsense_retention_does_not_start(database_factory, amqp_uri, tmp_path, command):
     from shared.calendar.policy import DEFAULT_POLICY_PATH
 
     policy = tmp_path / "policy.yaml"
     policy.write_text(DEFAULT_POLICY_PATH.read_text(encoding="utf-8").replace("inbox: P30D", "inbox: PT0H"),
                       encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "shared.cli", "relay", "intake"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "shared.cli", command, "intake"], cwd=ROOT,
                           env=closeloop_env(database_factory("intake"), amqp_uri, policy), capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2
