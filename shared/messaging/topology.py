@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import kombu
 
-from shared.runtime.config import SERVICES
+from shared.runtime.config import SERVICES, secret
 
 DEFAULT_RETRY_DELAYS_MS = (1_000, 5_000, 30_000)
 HEADER = "x-closeloop-"
@@ -189,13 +189,11 @@ USER_PREFIX = "closeloop-"
 
 def bus_password(service: str, env=os.environ) -> str | None:
     """CLOSELOOP_BUS_PASSWORD_<SERVICE>, or the first line of the file ..._FILE names."""
-    variable = f"CLOSELOOP_BUS_PASSWORD_{service.upper()}"
-    if env.get(variable):
-        return env[variable]
-    if env.get(f"{variable}_FILE"):
-        with open(env[f"{variable}_FILE"], encoding="utf-8") as secret:
-            return secret.readline().rstrip("\r\n") or None
-    return None
+    given = secret(f"CLOSELOOP_BUS_PASSWORD_{service.upper()}", env)
+    if given is None:
+        return None
+    first_line = given.decode("utf-8").partition("\n")[0].rstrip("\r")
+    return first_line or None
 
 
 def declare_users(admin, handlers: list[HandlerTopology], passwords: dict[str, str | None],

@@ -46,6 +46,17 @@ def _number(env, key: str, kind):
 HTTP_PORTS = {"intake": 8001, "investigation": 8002, "aftercare": 8003, "reporting": 8004}
 
 
+def secret(name: str, env=os.environ) -> bytes | None:
+    """A secret given as the variable `name` itself, or as a file `name`_FILE names (a mounted
+    Docker or Kubernetes secret), as bytes; None when neither is set."""
+    if env.get(name):
+        return env[name].encode()
+    if env.get(f"{name}_FILE"):
+        with open(env[f"{name}_FILE"], "rb") as given:
+            return given.read()
+    return None
+
+
 def amqp_uri(env=os.environ) -> str:
     return env.get("AMQP_URI") or DEFAULT_AMQP_URI
 

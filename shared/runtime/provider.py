@@ -13,6 +13,7 @@ from nameko.extensions import DependencyProvider
 from shared.security import auth
 from shared.calendar.clock import SystemClock
 from shared.calendar.policy import load_policy
+from shared.runtime.config import secret
 
 
 @functools.lru_cache(maxsize=16)
@@ -29,9 +30,9 @@ def customer_ref_key(config: dict) -> bytes:
     configured = config.get("CUSTOMER_REF_KEY")
     if configured:
         return configured.encode() if isinstance(configured, str) else configured
-    key_file = os.environ.get("CLOSELOOP_CUSTOMER_REF_KEY_FILE")
-    if key_file:
-        return open(key_file, "rb").read().strip()
+    given = secret("CLOSELOOP_CUSTOMER_REF_KEY")
+    if given:  # from the environment when the config has none (a config made by hand)
+        return given.strip()
     if not auth.dev_keys_allowed():
         # Every replica must hash customers with the same key, kept for years: never invent one.
         raise auth.KeysNotConfigured("no customer reference key: set CLOSELOOP_CUSTOMER_REF_KEY or "

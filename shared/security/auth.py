@@ -24,6 +24,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from shared.runtime.config import secret
 from shared.web.errors import Unauthorized
 
 ISSUER = "closeloop"
@@ -38,16 +39,6 @@ def default_keys_dir() -> Path:
     if configured:
         return Path(configured)
     return Path(__file__).resolve().parents[2] / ".keys"
-
-
-def _pem_from_env(name: str) -> bytes | None:
-    text = os.environ.get(name)
-    if text:
-        return text.encode()
-    path = os.environ.get(f"{name}_FILE")
-    if path:
-        return Path(path).read_bytes()
-    return None
 
 
 def ensure_dev_keys(keys_dir: Path | None = None) -> Path:
@@ -84,7 +75,7 @@ def _ensure_pair(keys_dir: Path, stem: str) -> None:
 
 
 def load_private_key() -> bytes:
-    return _pem_from_env("CLOSELOOP_JWT_PRIVATE_KEY") or (ensure_dev_keys() / "jwt-private.pem").read_bytes()
+    return secret("CLOSELOOP_JWT_PRIVATE_KEY") or (ensure_dev_keys() / "jwt-private.pem").read_bytes()
 
 
 class KeysNotConfigured(RuntimeError):
@@ -98,7 +89,7 @@ def dev_keys_allowed() -> bool:
 
 
 def _configured_or_dev(variable: str, dev_file: str, what: str) -> bytes:
-    configured = _pem_from_env(variable)
+    configured = secret(variable)
     if configured:
         return configured
     if not dev_keys_allowed():
