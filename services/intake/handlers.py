@@ -336,17 +336,16 @@ def follow_case(store, *, event: dict) -> bool:
 
 # -- messages to customers, on other services' request ------------------------------------------
 
-def _customer_record(uow, record_type: str, record_id: str):
-    records = uow.complaints if record_type == "complaint" else uow.sales
-    return records, records.get(record_id, for_update=True)
-
-
-def _complaint_or_sale(uow, record_id: str, *, for_update: bool = False):
-    """(its repository, the record) for an id that may be either; the record may be None."""
-    record = uow.complaints.get(record_id, for_update=for_update)
-    if record is not None:
-        return uow.complaints, record
-    return uow.sales, uow.sales.get(record_id, for_update=for_update)
+def _complaint_or_sale(uow, record_id: str, *, record_type: str | None = None, for_update: bool = False):
+    """(its repository, the record) for an id of a complaint or a sale (`record_type` when the
+    caller knows which); the record may be None."""
+    looked_in = [uow.complaints, uow.sales] if record_type is None else \
+        [uow.complaints if record_type == "complaint" else uow.sales]
+    for records in looked_in:
+        record = records.get(record_id, for_update=for_update)
+        if record is not None:
+            return records, record
+    return looked_in[-1], None
 
 
 def _publish_recorded(uow, records, record, causation_id: str | None) -> None:
@@ -362,7 +361,8 @@ def send_customer_message(store, *, event: dict, now: datetime) -> None:
     own transaction; what cannot go anywhere is answered with customer_message_failed."""
     request = event["payload"]
     with store.unit_of_work() as uow:
-        records, record = _customer_record(uow, request["record_type"], request["record_id"])
+        records, record = _complaint_or_sale(uow, request["record_id"], record_type=request["record_type"],
+                                             for_update=True)
         if record is None or record.branch_code != event["branch_code"]:  # a customer of another branch: refuse
             uow.publish(events.unknown_record(event, now))
             return
