@@ -177,6 +177,12 @@ def refused(served: Served, raw: bytes, status: int, code: str, half_close: bool
     return body
 
 
+def accepts_a_complaint(served: Served, token: str) -> bool:
+    with served.connect() as sock:
+        sock.sendall(post(f"Content-Length: {len(COMPLAINT)}\r\n", COMPLAINT, token))
+        return read_answer(sock)[0] == 201
+
+
 def post(head: str, body: bytes = b"", token: str = "") -> bytes:
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     return (f"POST /v1/complaints HTTP/1.1\r\nHost: intake\r\nContent-Type: application/json\r\n{auth}{head}\r\n"
@@ -345,11 +351,8 @@ def test_bodies_in_memory_are_capped_in_total(serve_intake, module_token):
         for sock in stalled:
             sock.close()
     # their reservations are returned when the clients leave
-    def accepted():
-        with served.connect() as sock:
-            sock.sendall(post(f"Content-Length: {len(COMPLAINT)}\r\n", COMPLAINT, module_token))
-            return read_answer(sock)[0] == 201
-    wait_until(accepted, "a body to be accepted again", timeout=30, interval=0.2)
+    wait_until(lambda: accepts_a_complaint(served, module_token), "a body to be accepted again",
+               timeout=30, interval=0.2)
 
 
 def test_clients_that_reset_after_expect_100_continue_give_their_bodies_budget_back(serve_intake, module_token):
@@ -364,11 +367,8 @@ def test_clients_that_reset_after_expect_100_continue_give_their_bodies_budget_b
             assert sock.recv(100).startswith(b"HTTP/1.1 100")  # reserved, then gone
         sock.close()
 
-    def accepted():
-        with served.connect() as sock:
-            sock.sendall(post(f"Content-Length: {len(COMPLAINT)}\r\n", COMPLAINT, module_token))
-            return read_answer(sock)[0] == 201
-    wait_until(accepted, "a body to be accepted after the resets", timeout=30, interval=0.2)
+    wait_until(lambda: accepts_a_complaint(served, module_token), "a body to be accepted after the resets",
+               timeout=30, interval=0.2)
 
 
 def test_connections_over_the_cap_are_answered_503(serve_intake):
