@@ -6,8 +6,10 @@ from __future__ import annotations
 import threading
 import time
 
+import eventlet
 import kombu
 import sqlalchemy as sa
+from eventlet import event
 from nameko.extensions import DependencyProvider
 
 from shared.runtime.config import setting
@@ -121,21 +123,40 @@ def report(service: str, engine: sa.Engine, amqp_uri: str, container=None,
 
 class Readiness(DependencyProvider):
     """`self.readiness()` in a service: its readiness report (status, body), cached for
-    `ttl` seconds so that probes under load cost at most one database round trip a second."""
+    `ttl` seconds so that probes under load cost at most one database round trip a second.
 
-    def __init__(self, ttl: float = 1.0):
-        self.ttl = ttl
+    One check runs at a time, in a greenthread of its own; probes wait for it at most
+    `patience` seconds. A check still running then is the answer itself: 503 `down`. (Waiting
+    longer would leave an orchestrator's probe hanging on a database that hangs.)"""
+
+    def __init__(self, ttl: float = 1.0, patience: float = 5.0):
+        self.ttl, self.patience = ttl, patience
         self._cached: tuple[float, tuple[int, dict]] | None = None
-        self._lock = threading.Lock()
+        self._pending: tuple[float, event.Event] | None = None
 
     def _report(self, engine: sa.Engine) -> tuple[int, dict]:
-        with self._lock:  # one refresh at a time; the others take its answer
-            if self._cached is None or time.monotonic() - self._cached[0] > self.ttl:
-                config = self.container.config
-                answer = report(self.container.service_name, engine, config["AMQP_URI"], self.container,
-                                setting(config, "READY_OUTBOX_LAG_SECONDS"))
-                self._cached = (time.monotonic(), answer)
+        if self._cached is not None and time.monotonic() - self._cached[0] <= self.ttl:
             return self._cached[1]
+        if self._pending is None:
+            self._pending = (time.monotonic(), event.Event())
+            eventlet.spawn_n(self._refresh, engine, self._pending[1])
+        since, done = self._pending
+        with eventlet.Timeout(max(0.0, self.patience - (time.monotonic() - since)), False):
+            return done.wait()
+        return 503, {"service": self.container.service_name, "status": "down",
+                     "reasons": [f"the readiness check has waited {time.monotonic() - since:.0f} s for the "
+                                 f"database or the broker"]}
+
+    def _refresh(self, engine: sa.Engine, done: event.Event) -> None:
+        config = self.container.config
+        try:
+            answer = report(self.container.service_name, engine, config["AMQP_URI"], self.container,
+                            setting(config, "READY_OUTBOX_LAG_SECONDS"))
+        except Exception as exc:  # noqa: BLE001 - a probe gets an answer, whatever failed
+            answer = 503, {"service": self.container.service_name, "status": "down",
+                           "reasons": [f"the readiness check failed: {exc.__class__.__name__}"]}
+        self._cached, self._pending = (time.monotonic(), answer), None
+        done.send(answer)
 
     def get_dependency(self, worker_ctx):
         return self._report

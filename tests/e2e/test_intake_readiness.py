@@ -72,3 +72,36 @@ def test_a_replica_whose_own_consumer_lost_the_broker_is_not_ready(http, intake)
     body = wait_until(not_ready, "readiness to notice the consumer is gone", timeout=30)
     assert body["checks"]["consumer"] == {"status": "disconnected"} and body["checks"]["broker"]["status"] == "ok"
     assert body["reasons"] == ["this replica's event consumer is not connected to the broker"]
+
+
+def test_a_database_that_hangs_makes_probes_say_down_and_requests_fail_fast(http, start_service, database_factory,
+                                                                           tcp_proxy, token, monkeypatch, tmp_path):
+    """A database that keeps the connection open and answers nothing (a hung proxy or
+    pooler): probes answer within their patience and say "down", a POST gets a 503 once the
+    statement's wait runs out instead of holding a worker for good, and all is well again
+    when the database answers."""
+    import concurrent.futures
+
+    from shared.runtime import green
+
+    monkeypatch.setenv("CLOSELOOP_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(green, "DATABASE_WAIT_SECONDS", 3.0)
+    proxy, url = tcp_proxy(database_factory("intake"), 5432)
+    service = start_service("intake", database_url=url, max_workers=4)
+    wait_until(lambda: readiness(http, service)[0] == 200, "intake to be ready")
+    proxy.silence()
+    try:
+        def eight_probes():  # each within its 10 s timeout, or the test fails
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(lambda _: readiness(http, service), range(8)))
+            return {(code, body["status"]) for code, body in answers} == {(503, "down")}
+
+        wait_until(eight_probes, "every probe to say down once the cached answer is stale", interval=0.5)
+        front_desk = token("front_desk", branch="SH001")
+        refused = post(http, service, "/v1/complaints", COMPLAINT, front_desk)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "unavailable"
+        assert http.get(service.url("/health/live"), timeout=5).status_code == 200
+    finally:
+        proxy.restore()
+    wait_until(lambda: readiness(http, service)[0] == 200, "intake to be ready again", timeout=60, interval=0.5)
+    assert post(http, service, "/v1/complaints", COMPLAINT, front_desk).status_code == 201
