@@ -47,11 +47,13 @@ def policy_for_load(directory: str | None = None) -> str:
 
     import yaml
 
+    from services.intake.policy import MAX_LIMIT_MESSAGES
     from shared.calendar.policy import DEFAULT_POLICY_PATH
 
     doc = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
-    doc["intake"]["customer_messages"].update(per_poster={"messages": 10**9, "per": "PT1M"},
-                                              per_recipient={"messages": 10**9, "per": "PT1M"})
+    # The most the check allows: a burst of a million, then over 16,000 a second.
+    limit = {"messages": MAX_LIMIT_MESSAGES, "per": "PT1M"}
+    doc["intake"]["customer_messages"].update(per_poster=limit, per_recipient=limit)
     fd, path = tempfile.mkstemp(prefix="closeloop-load-policy-", suffix=".yaml", dir=directory)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         yaml.safe_dump(doc, out, allow_unicode=True)

@@ -564,3 +564,12 @@ def test_the_default_inbox_retention_is_checked_too(tmp_path, default_doc, monke
     path = write_policy(tmp_path, mutate(default_doc, lambda d: d.pop("retention")))
     assert [p.split(":")[0] for p in check_policy(path)] == ["retention.inbox"]
     assert "the default (30 days) is too short" in check_policy(path)[0]
+
+
+def test_the_load_policy_of_the_bench_and_the_compose_test_passes_the_check(tmp_path):
+    """Intake refuses to start on a policy the check refuses: the compose test's replicas
+    would restart in a loop."""
+    from shared.testing.samples import policy_for_load
+
+    limits = load_policy(policy_for_load(str(tmp_path))).section("intake").customer_messages
+    assert limits.per_poster.messages == limits.per_recipient.messages == 1_000_000
