@@ -206,8 +206,8 @@ def _parse(root, filename: str, report: CheckReport) -> None:
         report.process_ids = parser.get_process_ids()
         if not report.process_ids:
             report.problems.append("no executable process (isExecutable=\"true\")")
-        for process_id in report.process_ids:
-            parser.get_spec(process_id)
+        for process_id in report.process_ids:  # what load_definition takes: the spec and what it calls
+            parser.get_subprocess_specs(process_id)
     except Exception as exc:  # ValidationException, lxml's DocumentInvalid, and plain ones for some malformed files
         report.problems.append(f"does not parse: {_parse_message(exc)}")
         return

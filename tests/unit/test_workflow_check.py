@@ -116,3 +116,13 @@ def test_the_hash_is_of_what_executes_not_of_the_layout_or_the_file_name():
     assert changed.hash != original.hash
     assert parse_definition(TEXT).spec == parse_definition(TEXT).spec  # deterministic
     assert "workflow_fixtures" not in original.spec  # no machine's path in the database
+
+
+def test_a_call_activity_to_a_process_the_file_lacks_is_a_problem_not_a_crash_at_load():
+    calling = variant(('<bpmn:userTask id="close" name="Close the case">',
+                       '<bpmn:callActivity id="close" name="Close the case" calledElement="nowhere">'),
+                      ("</bpmn:userTask>\n    <bpmn:endEvent", "</bpmn:callActivity>\n    <bpmn:endEvent"))
+    found = problems(calling)
+    assert len(found) == 1 and found[0].startswith("does not parse:") and "'nowhere' was not found" in found[0], found
+    with pytest.raises(InvalidProcess, match="nowhere"):
+        parse_definition(calling)
