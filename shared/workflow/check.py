@@ -85,8 +85,9 @@ def check_text(text: bytes, filename: str = "<process>", required_tasks=(), oper
 def _label(element) -> str:
     kind = etree.QName(element).localname
     if kind == "serviceTaskOperator":
-        task = element.getparent().getparent()
-        return f"the operator {element.get('id')!r} of service task {task.get('id')!r}"
+        task = next(element.iterancestors(f"{{{BPMN}}}serviceTask"), None)
+        where = f"of service task {task.get('id')!r}" if task is not None else "outside any service task"
+        return f"the operator {element.get('id')!r} {where}"
     if kind == "parameter":
         return f"a parameter of service task {_owner(element)!r}"
     return f"{kind} {element.get('id')!r}"

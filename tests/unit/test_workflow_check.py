@@ -126,3 +126,9 @@ def test_a_call_activity_to_a_process_the_file_lacks_is_a_problem_not_a_crash_at
     assert len(found) == 1 and found[0].startswith("does not parse:") and "'nowhere' was not found" in found[0], found
     with pytest.raises(InvalidProcess, match="nowhere"):
         parse_definition(calling)
+
+
+def test_an_operator_outside_any_service_task_with_a_taken_id_is_named_not_a_crash():
+    stray = variant(("<bpmn:process", '<spiffworkflow:serviceTaskOperator id="assign" /><bpmn:process'))
+    assert problems(stray)[0] == ("the id 'assign' is used by the operator 'assign' outside any service task and "
+                                  "userTask 'assign': ids must be unique (SpiffWorkflow's parser takes one for the other)")
