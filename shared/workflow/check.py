@@ -14,7 +14,7 @@ from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
 from SpiffWorkflow.spiff.parser.process import VALIDATOR, SpiffBpmnParser
 
 from shared.workflow.errors import TimerExpressionError
-from shared.workflow.scripting import refusals
+from shared.workflow.scripting import refusals, syntax_tree
 from shared.workflow.timers import cycle_start, duration_after, parse_date_time
 
 BPMN = "http://www.omg.org/spec/BPMN/20100524/MODEL"
@@ -142,7 +142,7 @@ def _expressions(root) -> list[str]:
 def _timer_literal(where: str, kind: str, expression: str) -> list[str]:
     """Timer expressions are Python: `PT1H` unquoted is a variable that does not exist."""
     try:
-        tree = ast.parse(expression, mode="eval").body
+        tree = syntax_tree(expression, "eval").body
     except SyntaxError:
         tree = None
     if (tree is None or isinstance(tree, ast.Name)) and _LOOKS_LIKE_TIME.match(expression):

@@ -40,13 +40,22 @@ _STATEMENTS = {
 }
 
 
+def syntax_tree(source: str, mode: str) -> ast.AST:
+    """`ast.parse`, with what CPython's parser gives up on (nesting too deep for it: a
+    RecursionError or MemoryError) raised as the SyntaxError it is to whoever wrote the file."""
+    try:
+        return ast.parse(source, mode=mode)
+    except (RecursionError, MemoryError):
+        raise SyntaxError("nested too deeply") from None
+
+
 def refusals(source: str, mode: str = "eval") -> list[str]:
     """Every construct in `source` that a process may not use ([] when it may run). `mode` is
     "eval" for an expression, "exec" for a script."""
     try:
-        tree = ast.parse(source, mode=mode)
+        tree = syntax_tree(source, mode)
     except SyntaxError as exc:
-        return [f"not valid Python ({exc.msg}, line {exc.lineno})"]
+        return [f"not valid Python ({exc.msg}" + (f", line {exc.lineno})" if exc.lineno else ")")]
     found: list[str] = []
     for node in ast.walk(tree):
         what = _refused(node)

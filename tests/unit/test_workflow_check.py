@@ -132,3 +132,11 @@ def test_an_operator_outside_any_service_task_with_a_taken_id_is_named_not_a_cra
     stray = variant(("<bpmn:process", '<spiffworkflow:serviceTaskOperator id="assign" /><bpmn:process'))
     assert problems(stray)[0] == ("the id 'assign' is used by the operator 'assign' outside any service task and "
                                   "userTask 'assign': ids must be unique (SpiffWorkflow's parser takes one for the other)")
+
+
+def test_an_expression_or_timer_nested_too_deeply_is_a_problem_not_a_crash():
+    deep = "-" * 20000 + "1"
+    assert problems(variant(('>priority == "urgent"<', f">{deep}<"))) == [
+        "f_route_notify (conditionExpression): not valid Python (nested too deeply)"]
+    assert problems(variant(('>"PT1H"<', f">{deep}<"))) == [
+        "assign_overdue (timeDuration): not valid Python (nested too deeply)"]

@@ -82,3 +82,10 @@ def test_data_entering_a_process_is_a_json_object_with_plain_keys():
                       ({"at": datetime.now(timezone.utc)}, "plain JSON"), ({"d": timedelta(1)}, "plain JSON")]:
         with pytest.raises(DataRefused, match=said):
             check_data(bad, helpers, "form")
+
+
+@pytest.mark.parametrize("source", ["not " * 5000 + "x", "-" * 20000 + "1", "x" + ".a" * 5000])
+def test_an_expression_nested_too_deeply_for_the_parser_is_refused_not_a_crash(source):
+    assert refusals(source) == ["not valid Python (nested too deeply)"]
+    with pytest.raises(ScriptRefused, match="nested too deeply"):
+        compiled(source, "eval", "task 'route'")
