@@ -95,9 +95,15 @@ def compiled(source: str, mode: str, where: str) -> CodeType:
     return code
 
 
+# As for HTTP bodies (shared.web.http.MAX_DEPTH): far deeper than any real data, far shallower
+# than what SpiffWorkflow's deep copies of task data survive (a few hundred levels).
+MAX_DEPTH = 32
+
+
 def check_data(data: Mapping, helpers: Mapping, what: str) -> None:
     """Data that enters a process (start data, a completed task's form, a message's payload):
-    a JSON object whose keys are names a script may use and no helper's name."""
+    a JSON object whose keys are names a script may use and no helper's name, nested at most
+    MAX_DEPTH levels, with text PostgreSQL can store."""
     if not isinstance(data, Mapping):
         raise DataRefused(f"{what} must be an object, not {type(data).__name__}")
     for key in data:
@@ -105,10 +111,20 @@ def check_data(data: Mapping, helpers: Mapping, what: str) -> None:
             raise DataRefused(f"{what}: the key {key!r} is not allowed (keys are text not starting with '_')")
         if key in helpers:
             raise DataRefused(f"{what}: the key {key!r} would hide the process helper of that name")
+    if _deeper_than(data, MAX_DEPTH):
+        raise DataRefused(f"{what} is nested more than {MAX_DEPTH} levels deep")
     try:
-        json.dumps(data)
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # a lone surrogate is no UTF-8
     except (TypeError, ValueError) as exc:
         raise DataRefused(f"{what} must be plain JSON: {exc}") from None
+
+
+def _deeper_than(value, levels: int) -> bool:
+    """A list or object `levels` levels below this one (never walks further down)."""
+    children = value.values() if isinstance(value, Mapping) else value if isinstance(value, (list, tuple)) else None
+    if children is None:
+        return False
+    return levels == 0 or any(_deeper_than(child, levels - 1) for child in children)
 
 
 def default_helpers(clock) -> dict[str, Callable]:

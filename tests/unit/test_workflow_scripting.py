@@ -89,3 +89,20 @@ def test_an_expression_nested_too_deeply_for_the_parser_is_refused_not_a_crash(s
     assert refusals(source) == ["not valid Python (nested too deeply)"]
     with pytest.raises(ScriptRefused, match="nested too deeply"):
         compiled(source, "eval", "task 'route'")
+
+
+def test_data_nested_too_deeply_or_with_text_postgresql_refuses_is_refused_before_it_reaches_the_process():
+    helpers = default_helpers(ManualClock())
+
+    def nested(levels, wrap=lambda value: {"a": value}):
+        value = 1
+        for _ in range(levels):
+            value = wrap(value)
+        return value
+
+    check_data(nested(32), helpers, "payload")  # the object and 31 levels inside it
+    for bad, said in [(nested(33), "nested more than 32 levels"), (nested(100_000), "nested more than 32 levels"),
+                      ({"items": nested(32, wrap=lambda value: [value])}, "nested more than 32 levels"),
+                      ({"name": "\ud800"}, "plain JSON")]:
+        with pytest.raises(DataRefused, match=said):
+            check_data(bad, helpers, "payload")
