@@ -8,6 +8,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 from lxml import etree
 from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
@@ -44,22 +45,22 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)
     parser: SpiffBpmnParser | None = None
     process_ids: list[str] = field(default_factory=list)
+    text: str | None = None  # the file as text, read in the encoding it declares (once it is XML)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def check_file(path: str, required_tasks=(), operators=None) -> CheckReport:
+def check_file(path: str | Path, required_tasks=(), operators=None) -> CheckReport:
     try:
-        with open(path, "rb") as handle:
-            text = handle.read()
+        text = Path(path).read_bytes()
     except OSError as exc:
         return CheckReport([f"cannot read it: {exc.strerror}"])
-    return check_text(text, path, required_tasks, operators)
+    return check_text(text, str(path), required_tasks, operators)
 
 
-def check_text(text: bytes, filename: str = "<process>", required_tasks=(), operators=None) -> CheckReport:
+def check_text(text: bytes | str, filename: str = "<process>", required_tasks=(), operators=None) -> CheckReport:
     """Every problem of a process file. `required_tasks`: user task ids the API relies on;
     `operators`: the service-task operators the service registers (None: not checked)."""
     report = CheckReport()
@@ -70,6 +71,12 @@ def check_text(text: bytes, filename: str = "<process>", required_tasks=(), oper
         return report
     if root.tag != f"{{{BPMN}}}definitions":
         report.problems.append("not a BPMN 2.0 file (the root element must be bpmn:definitions)")
+        return report
+    encoding = root.getroottree().docinfo.encoding or "UTF-8"  # what the file declares: UTF-8, GBK...
+    try:
+        report.text = text if isinstance(text, str) else text.decode(encoding)
+    except (LookupError, UnicodeDecodeError):  # one libxml2 reads and Python does not
+        report.problems.append(f"encoded {encoding}, which the engine does not read: save it as UTF-8")
         return report
     duplicates = _duplicate_ids(root)
     report.problems += duplicates

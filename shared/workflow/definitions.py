@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared.workflow import state
-from shared.workflow.check import CheckReport, check_text
+from shared.workflow.check import CheckReport, check_file, check_text
 from shared.workflow.errors import InvalidProcess
 from shared.workflow.tables import DEFINITIONS
 
@@ -30,24 +30,22 @@ def load_definition(path: str | Path, process_id: str | None = None, *, required
                     operators=None) -> ProcessDefinition:
     """The definition of a process file that passes `closeloop process check` (else
     InvalidProcess listing every problem): what a service loads at start."""
-    text = Path(path).read_bytes()
-    report = check_text(text, str(path), required_tasks, operators)
+    report = check_file(path, required_tasks, operators)
     if not report.ok:
         raise InvalidProcess(str(path), report.problems)
-    return _definition(report, text, process_id, str(path))
+    return _definition(report, process_id, str(path))
 
 
 def parse_definition(text: str | bytes, process_id: str | None = None, filename: str = "<process>") -> ProcessDefinition:
     """A definition from BPMN text, refusing only what does not parse. The engine still checks
     every expression when it runs: this is for tests and for files already checked."""
-    text = text.encode() if isinstance(text, str) else text
-    report = check_text(text, filename)
+    report = check_text(text.encode() if isinstance(text, str) else text, filename)
     if report.parser is None:
         raise InvalidProcess(filename, report.problems)
-    return _definition(report, text, process_id, filename)
+    return _definition(report, process_id, filename)
 
 
-def _definition(report: CheckReport, text: bytes, process_id: str | None, source: str) -> ProcessDefinition:
+def _definition(report: CheckReport, process_id: str | None, source: str) -> ProcessDefinition:
     ids = report.process_ids
     if process_id is None:
         if len(ids) != 1:
@@ -61,7 +59,7 @@ def _definition(report: CheckReport, text: bytes, process_id: str | None, source
         each.file = Path(each.file).name if each.file else None  # no machine's path in the database
     spec_json = state.spec_to_json(spec, subprocess_specs)
     digest = content_hash(spec_json)
-    return ProcessDefinition(digest, process_id, spec_json, text.decode())
+    return ProcessDefinition(digest, process_id, spec_json, report.text)
 
 
 def content_hash(spec_json: str) -> str:

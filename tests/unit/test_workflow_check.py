@@ -140,3 +140,15 @@ def test_an_expression_or_timer_nested_too_deeply_is_a_problem_not_a_crash():
         "f_route_notify (conditionExpression): not valid Python (nested too deeply)"]
     assert problems(variant(('>"PT1H"<', f">{deep}<"))) == [
         "assign_overdue (timeDuration): not valid Python (nested too deeply)"]
+
+
+def test_load_definition_reads_a_file_in_the_encoding_it_declares_and_refuses_one_it_cannot_read(tmp_path):
+    gbk = tmp_path / "gbk.bpmn"
+    gbk.write_bytes(variant(('encoding="UTF-8"', 'encoding="GBK"'), ("Assign an owner", "指派负责人")).encode("gbk"))
+    assert check_text(gbk.read_bytes()).problems == []
+    loaded = load_definition(gbk)
+    assert "指派负责人" in loaded.bpmn and loaded.hash != load_definition(EXAMPLE).hash  # the task's name changed
+
+    with pytest.raises(InvalidProcess) as refused:
+        load_definition(tmp_path / "missing.bpmn")
+    assert refused.value.problems == ["cannot read it: No such file or directory"]
