@@ -8,7 +8,8 @@
   message may name it by (its own id, and whatever the service adds: a sale id, say).
 
 Every service's metadata gets them through `add_tables`; its first migration creates them
-with `create_tables_v1`, frozen, so that a later change is a new, explicit version."""
+with `create_tables_v1`, so that a later change is a new, explicit version (as for the inbox:
+add_tables takes a flag for what a later version adds, and create_tables_v1 leaves it out)."""
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -54,35 +55,9 @@ _TABLES = add_tables(sa.MetaData())
 DEFINITIONS = _TABLES["process_definitions"]
 INSTANCES = _TABLES["process_instances"]
 
-# Version 1 as SQL, frozen: add_tables may change later, this may not.
-_V1 = """
-CREATE TABLE process_definitions (
-    hash text PRIMARY KEY,
-    process_id text NOT NULL,
-    spec text NOT NULL,
-    bpmn text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE process_instances (
-    id text PRIMARY KEY,
-    process_id text NOT NULL,
-    definition_hash text NOT NULL REFERENCES process_definitions (hash),
-    status text NOT NULL CONSTRAINT ck_process_instances_status CHECK (status IN ('running', 'completed')),
-    state text NOT NULL,
-    next_timer_due timestamptz,
-    correlation_keys text[] NOT NULL,
-    version integer NOT NULL,
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL,
-    timer_failures integer NOT NULL DEFAULT 0,
-    last_error text
-);
-CREATE INDEX ix_process_instances_next_timer_due ON process_instances (next_timer_due)
-    WHERE next_timer_due IS NOT NULL;
-CREATE INDEX ix_process_instances_correlation_keys ON process_instances USING gin (correlation_keys);
-"""
-
 
 def create_tables_v1(op) -> None:
     """Alembic: both tables as a service's first migration makes them."""
-    op.execute(_V1)
+    metadata = sa.MetaData()
+    add_tables(metadata)
+    metadata.create_all(op.get_bind())
