@@ -150,7 +150,8 @@ class ProcessEngine:
         InstanceNotFound; TaskNotWaiting when it is not waiting now (done, not reached, unknown)."""
         data = dict(data or {})
         check_data(data, self.helpers, f"the data of task {task_name!r}")
-        row, workflow, op = self._locked(conn, instance_id)
+        row = self._lock(conn, instance_id)
+        workflow, op = self._restore(conn, row)
         task = next((t for t in workflow.get_tasks(state=TaskState.READY, manual=True)
                      if t.task_spec.bpmn_id == task_name), None)
         if task is None:
@@ -212,25 +213,22 @@ class ProcessEngine:
 
     def fire_timers(self, conn: sa.Connection, instance_id: str) -> StepResult:
         """Fire what is due on one instance and step it."""
-        row, workflow, op = self._locked(conn, instance_id)
-        workflow.refresh_timers()
-        settle(workflow, op.record)
-        return self._save(conn, row, workflow, op)
+        return self._fire(conn, self._lock(conn, instance_id))
 
     def fire_due(self, conn: sa.Connection, limit: int = 100) -> TimerRound:
         """One round of the service's timer poll: claim up to `limit` due instances and fire
         each in a savepoint. One that fails is rolled back alone and retried later."""
         fired, failed = [], []
-        for instance_id in self.claim_due(conn, limit):
+        for row in instances.claim_due_rows(conn, self.clock.now(), limit):  # locked: no second read
             savepoint = conn.begin_nested()
             try:
-                result = self.fire_timers(conn, instance_id)
+                result = self._fire(conn, row)
             except Exception as exc:
                 savepoint.rollback()
                 error = f"{type(exc).__name__}: {exc}"
-                retry_at = instances.record_failure(conn, instance_id, error, self.clock.now())
-                log.warning("timer step of %s failed, retried at %s: %s", instance_id, retry_at.isoformat(), error)
-                failed.append((instance_id, error))
+                retry_at = instances.record_failure(conn, row.id, error, self.clock.now())
+                log.warning("timer step of %s failed, retried at %s: %s", row.id, retry_at.isoformat(), error)
+                failed.append((row.id, error))
             else:
                 savepoint.commit()
                 fired.append(result)
@@ -263,12 +261,18 @@ class ProcessEngine:
         op = self._operation(row.id)
         return state.load(row.state, spec, subprocess_specs, op.script_engine), op
 
-    def _locked(self, conn: sa.Connection, instance_id: str):
+    def _lock(self, conn: sa.Connection, instance_id: str) -> instances.Row:
         row = instances.lock(conn, instance_id)
         if row is None:
             raise InstanceNotFound(instance_id)
+        return row
+
+    def _fire(self, conn: sa.Connection, row: instances.Row) -> StepResult:
+        """Fire what is due on a locked instance and step it."""
         workflow, op = self._restore(conn, row)
-        return row, workflow, op
+        workflow.refresh_timers()
+        settle(workflow, op.record)
+        return self._save(conn, row, workflow, op)
 
     def _save(self, conn: sa.Connection, row: instances.Row, workflow: BpmnWorkflow, op: _Operation,
               keys: list[str] | None = None) -> StepResult:
