@@ -18,14 +18,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
-from SpiffWorkflow.bpmn import BpmnWorkflow
-from SpiffWorkflow.util.task import TaskState
 
 from shared.calendar.clock import ManualClock
 from shared.persistence import db
 from shared.runtime.config import server_url, with_database
 from shared.workflow import ProcessEngine, load_definition, state, tables
-from shared.workflow.engine import settle
+from shared.workflow.engine import start_workflow
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "tests" / "workflow_fixtures" / "example_case.bpmn"
 OPERATORS = {"escalate": lambda call: {"level": call.params["to_level"]}, "notify_staff": lambda call: None,
@@ -48,10 +46,7 @@ def measure(database_url: str, instances: int = 2000, waiting: int = 100_000, du
     for n in range(200):
         script_engine = engine.script_engine(f"m-{n}")
         started = time.perf_counter()
-        workflow = BpmnWorkflow(*spec_pair, script_engine=script_engine)
-        for task in workflow.get_tasks(state=TaskState.READY):
-            task.set_data(case_id=f"m-{n}", priority="urgent")
-        settle(workflow)
+        workflow = start_workflow(*spec_pair, script_engine, {"case_id": f"m-{n}", "priority": "urgent"})
         step.append(time.perf_counter() - started)
         started = time.perf_counter()
         text = state.dump(workflow)

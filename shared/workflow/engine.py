@@ -136,10 +136,7 @@ class ProcessEngine:
         definitions.store(conn, definition)
         spec, subprocess_specs = self._spec(conn, definition.hash, definition.spec)
         op = self._operation(instance_id)
-        workflow = BpmnWorkflow(spec, subprocess_specs, script_engine=op.script_engine)
-        for task in workflow.get_tasks(state=TaskState.READY):  # the start task: its data flows on
-            task.set_data(**data)
-        settle(workflow, op.record)
+        workflow = start_workflow(spec, subprocess_specs, op.script_engine, data, op.record)
         row = instances.Row(instance_id, definition.process_id, definition.hash, RUNNING, "", 0)
         keys = list(dict.fromkeys([instance_id, *correlation_keys]))
         return self._save(conn, row, workflow, op, keys=keys)
@@ -299,6 +296,16 @@ class ProcessEngine:
         return StepResult(row.id, row.process_id, row.definition_hash, status, version, _waiting(workflow), due,
                           _latest_data(workflow), tuple(op.steps) if op else (),
                           tuple(op.script_engine.effects) if op else ())
+
+
+def start_workflow(spec, subprocess_specs: dict, script_engine: ScriptEngine, data: Mapping,
+                   on_step: Callable | None = None) -> BpmnWorkflow:
+    """A new workflow of `spec` in memory, `data` given to its start task, stepped until it waits."""
+    workflow = BpmnWorkflow(spec, subprocess_specs, script_engine=script_engine)
+    for task in workflow.get_tasks(state=TaskState.READY):  # the start task: its data flows on
+        task.set_data(**data)
+    settle(workflow, on_step)
+    return workflow
 
 
 def settle(workflow: BpmnWorkflow, on_step: Callable | None = None) -> None:

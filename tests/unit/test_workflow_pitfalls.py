@@ -17,7 +17,7 @@ from SpiffWorkflow.util.task import TaskState
 
 from shared.calendar.clock import ManualClock
 from shared.workflow import ScriptRefused, check_text, load_definition, state
-from shared.workflow.engine import send_message, settle
+from shared.workflow.engine import send_message, settle, start_workflow
 from shared.workflow.scripting import RestrictedEnvironment, ScriptEngine, default_helpers
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "workflow_fixtures" / "example_case.bpmn"
@@ -41,11 +41,7 @@ def script_engine(clock, operators=None) -> ScriptEngine:
 
 
 def started(spec_pair, engine, **data) -> BpmnWorkflow:
-    workflow = BpmnWorkflow(*spec_pair, script_engine=engine)
-    for task in workflow.get_tasks(state=TaskState.READY):
-        task.set_data(case_id="case-1", priority="urgent", **data)
-    settle(workflow)
-    return workflow
+    return start_workflow(*spec_pair, engine, {"case_id": "case-1", "priority": "urgent", **data})
 
 
 def complete(workflow, name, **data):

@@ -3,12 +3,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from SpiffWorkflow.bpmn import BpmnWorkflow
-from SpiffWorkflow.util.task import TaskState
 
 from shared.calendar.clock import ManualClock
 from shared.workflow import ProcessEngine, TimerExpressionError, parse_definition, state
-from shared.workflow.engine import settle
+from shared.workflow.engine import settle, start_workflow
 from shared.workflow.timers import cycle_start, duration_after, next_due, parse_date_time
 
 EXAMPLE = (Path(__file__).resolve().parents[1] / "workflow_fixtures" / "example_case.bpmn").read_text()
@@ -31,11 +29,8 @@ def run(text: str, clock, data=None):
     calls = []  # when the warning's operator was called
     engine = ProcessEngine({"escalate": lambda call: None, "notify_staff": lambda call: calls.append(call.now),
                             "publish": lambda call: None}, clock=clock)
-    workflow = BpmnWorkflow(*state.spec_from_json(parse_definition(text).spec),
-                            script_engine=engine.script_engine("case-1"))
-    for task in workflow.get_tasks(state=TaskState.READY):
-        task.set_data(case_id="case-1", priority="urgent", **(data or {}))
-    settle(workflow)
+    workflow = start_workflow(*state.spec_from_json(parse_definition(text).spec), engine.script_engine("case-1"),
+                              {"case_id": "case-1", "priority": "urgent", **(data or {})})
     return workflow, calls
 
 
