@@ -4,7 +4,7 @@ with the clock moved, never twice; versions kept; state restored by a new engine
 import threading
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import eventlet
@@ -26,7 +26,7 @@ from shared.workflow.instances import due_query
 pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "workflow_fixtures" / "example_case.bpmn"
-T0 = datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)
+T0 = ManualClock().now()  # where the `clock` fixture (shared.testing.fixtures) starts
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +68,6 @@ class Operators(dict):
     def escalate(self, call):
         self.record(call)
         return {"level": call.params["to_level"]}
-
-
-@pytest.fixture
-def clock():
-    return ManualClock(T0)
 
 
 @pytest.fixture
