@@ -95,15 +95,15 @@ class TimerRound:
 
 @dataclass
 class _Operation:
-    """One operation on one instance: its script engine and what it recorded."""
+    """One operation on one instance: its script engine (with the engine's clock) and what it recorded."""
     script_engine: ScriptEngine
-    clock: Any
     steps: list[Step] = field(default_factory=list)
 
     def record(self, task, actor: str | None = None) -> None:
         spec = task.task_spec
         if spec.bpmn_id is not None:  # SpiffWorkflow's own joins and splits are not steps
-            self.steps.append(Step(spec.bpmn_id, spec.bpmn_name, type(spec).__name__, self.clock.now(), actor))
+            self.steps.append(Step(spec.bpmn_id, spec.bpmn_name, type(spec).__name__,
+                                   self.script_engine.clock.now(), actor))
 
 
 class ProcessEngine:
@@ -238,7 +238,7 @@ class ProcessEngine:
         return ScriptEngine(self.environment, self.clock, self.operators, instance_id)
 
     def _operation(self, instance_id: str) -> _Operation:
-        return _Operation(self.script_engine(instance_id), self.clock)
+        return _Operation(self.script_engine(instance_id))
 
     def _spec(self, conn: sa.Connection, digest: str, spec_json: str | None = None) -> tuple:
         """The restored spec of a definition, shared by its instances (an LRU of restored specs)."""
