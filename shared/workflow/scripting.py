@@ -5,8 +5,10 @@ import, open files or reach an object's internals.
 
 Every expression is checked on its syntax tree before it runs (and by `closeloop process check`
 before it is deployed): no imports, no names or attributes starting with `_` (the way from any
-object to its class, its module and `__builtins__`), no `str.format` (which reaches attributes
-from inside a string), no definitions of functions or classes, and only the builtins below."""
+object to its class, its module and `__builtins__`), no attributes of frames, code objects or
+tracebacks (`gi_frame`, `f_back`, `f_globals`...: the other way there), no `str.format` (which
+reaches attributes from inside a string), no definitions of functions or classes, and only the
+builtins below."""
 from __future__ import annotations
 
 import ast
@@ -32,6 +34,10 @@ SAFE_BUILTINS = {name: getattr(builtins, name) for name in (
 _DANGEROUS = {"eval", "exec", "compile", "open", "getattr", "setattr", "delattr", "globals", "locals", "vars",
               "dir", "type", "object", "super", "breakpoint", "input", "help", "memoryview", "classmethod",
               "staticmethod", "property", "exit", "quit", "id", "hash", "bytearray", "callable"}
+# A generator's frame (gi_frame), then its callers' (f_back), reach the engine's own module
+# globals and their full builtins (f_globals['__builtins__']) without a single '_' attribute:
+# frames, code objects and tracebacks are refused as a whole (as RestrictedPython does).
+_INTERPRETER_ATTRIBUTES = ("f_", "gi_", "cr_", "ag_", "tb_", "co_")
 _STATEMENTS = {
     ast.Import: "import", ast.ImportFrom: "import", ast.Global: "global", ast.Nonlocal: "nonlocal",
     ast.FunctionDef: "def", ast.AsyncFunctionDef: "async def", ast.ClassDef: "class", ast.With: "with",
@@ -75,6 +81,8 @@ def _refused(node: ast.AST) -> str | None:
     if isinstance(node, ast.Attribute):
         if node.attr.startswith("_"):
             return f"the attribute .{node.attr} is not allowed (no attributes starting with '_')"
+        if node.attr.startswith(_INTERPRETER_ATTRIBUTES):
+            return f"the attribute .{node.attr} is not allowed (no frames, code or tracebacks)"
         if node.attr in ("format", "format_map"):
             return f".{node.attr}() is not allowed (use an f-string)"
     return None

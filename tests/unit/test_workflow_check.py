@@ -61,6 +61,8 @@ def test_the_command_lists_each_problem_on_its_own_line_and_exits_1(capsys, tmp_
     ([('value="escalation_level + 1"', "value=\"open('/etc/passwd').read()\"")], "escalate_case (parameter 'to_level'): open() is not allowed"),
     ([("<bpmn:formalExpression>case_id</bpmn:formalExpression>",
        "<bpmn:formalExpression>case_id.__class__</bpmn:formalExpression>")], "case_id (formalExpression): the attribute .__class__"),
+    ([("escalation_level = 0", "escalation_level = [(g for g in [])][0].gi_frame")],
+     "prepare (script): the attribute .gi_frame is not allowed"),
     ([('>"PT1H"<', '>"PT1X"<')], "assign_overdue (timeDuration): 'PT1X' is not an ISO 8601 duration"),
     ([('>"PT1H"<', '>"2026-11-22T10:00:00"<'), ("timeDuration", "timeDate")], "has no time zone"),
     ([('<bpmn:userTask id="close"', '<bpmn:manualTask id="close_it"'), ("</bpmn:userTask>\n    <bpmn:endEvent id=\"end\"",

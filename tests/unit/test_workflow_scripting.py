@@ -32,6 +32,8 @@ def test_plain_expressions_and_scripts_are_allowed(source, mode):
     ("from os import path", "exec", "'import'"),
     ("().__class__.__bases__[0].__subclasses__()", "eval", ".__class__"),
     ("x._secret", "eval", "._secret"),
+    ("(x for x in []).gi_frame.f_back.f_globals", "eval", ".gi_frame"),
+    ("frame.f_back", "eval", ".f_back"),
     ("open('/etc/passwd').read()", "eval", "open()"),
     ("eval('1')", "eval", "eval()"),
     ("exec('x = 1')", "exec", "exec()"),
@@ -106,3 +108,18 @@ def test_data_nested_too_deeply_or_with_text_postgresql_refuses_is_refused_befor
                       ({"name": "\ud800"}, "plain JSON")]:
         with pytest.raises(DataRefused, match=said):
             check_data(bad, helpers, "payload")
+
+
+def test_a_generator_cannot_climb_the_frames_to_the_engines_builtins(environment):
+    """Not one '_' attribute: the generator's own frame, its callers', their module's globals."""
+    script = ("gens = []\n"
+              "g = (gens[0].gi_frame.f_back.f_back.f_globals for _ in [1])\n"
+              "gens.append(g)\n"
+              "pid = next(g)['__builtins__']['__import__']('os').getpid()\n")
+    assert refusals(script, "exec") == ["the attribute .f_globals is not allowed (no frames, code or tracebacks)",
+                                        "the attribute .f_back is not allowed (no frames, code or tracebacks)",
+                                        "the attribute .gi_frame is not allowed (no frames, code or tracebacks)"]
+    data = {}
+    with pytest.raises(ScriptRefused, match="gi_frame|f_back|f_globals"):
+        environment.execute(script, data)
+    assert "pid" not in data
