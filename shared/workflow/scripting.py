@@ -79,12 +79,19 @@ def _refused(node: ast.AST) -> str | None:
         if node.id in _DANGEROUS:
             return f"{node.id}() is not allowed"
     if isinstance(node, ast.Attribute):
-        if node.attr.startswith("_"):
-            return f"the attribute .{node.attr} is not allowed (no attributes starting with '_')"
-        if node.attr.startswith(_INTERPRETER_ATTRIBUTES):
-            return f"the attribute .{node.attr} is not allowed (no frames, code or tracebacks)"
-        if node.attr in ("format", "format_map"):
-            return f".{node.attr}() is not allowed (use an f-string)"
+        return _refused_attribute(node.attr)
+    if isinstance(node, ast.MatchClass):  # `case str(__class__=c)` reads the attribute too
+        return next(filter(None, map(_refused_attribute, node.kwd_attrs)), None)
+    return None
+
+
+def _refused_attribute(attr: str) -> str | None:
+    if attr.startswith("_"):
+        return f"the attribute .{attr} is not allowed (no attributes starting with '_')"
+    if attr.startswith(_INTERPRETER_ATTRIBUTES):
+        return f"the attribute .{attr} is not allowed (no frames, code or tracebacks)"
+    if attr in ("format", "format_map"):
+        return f".{attr}() is not allowed (use an f-string)"
     return None
 
 

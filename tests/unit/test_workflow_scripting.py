@@ -34,6 +34,8 @@ def test_plain_expressions_and_scripts_are_allowed(source, mode):
     ("x._secret", "eval", "._secret"),
     ("(x for x in []).gi_frame.f_back.f_globals", "eval", ".gi_frame"),
     ("frame.f_back", "eval", ".f_back"),
+    ("match x:\n    case str(__class__=c):\n        pass", "exec", ".__class__"),
+    ("match x:\n    case str(format=f):\n        pass", "exec", ".format()"),
     ("open('/etc/passwd').read()", "eval", "open()"),
     ("eval('1')", "eval", "eval()"),
     ("exec('x = 1')", "exec", "exec()"),
@@ -123,3 +125,25 @@ def test_a_generator_cannot_climb_the_frames_to_the_engines_builtins(environment
     with pytest.raises(ScriptRefused, match="gi_frame|f_back|f_globals"):
         environment.execute(script, data)
     assert "pid" not in data
+
+
+def test_a_match_statement_cannot_read_the_attributes_an_expression_may_not(environment):
+    """A class pattern's keywords are attributes read by name, not Attribute nodes."""
+    script = ("O = str.mro()[1]\n"
+              "match O:\n"
+              "    case O(__subclasses__=subs):\n"
+              "        pass\n"
+              "for cls in subs():\n"
+              "    match cls:\n"
+              "        case O(__init__=O(__globals__=g)):\n"
+              "            if isinstance(g, dict) and 'sys' in g:\n"
+              "                pid = g['sys'].modules['os'].getpid()\n")
+    assert refusals(script, "exec") == [
+        "the attribute .__subclasses__ is not allowed (no attributes starting with '_')",
+        "the attribute .__init__ is not allowed (no attributes starting with '_')",
+        "the attribute .__globals__ is not allowed (no attributes starting with '_')"]
+    data = {}
+    with pytest.raises(ScriptRefused, match="__subclasses__"):
+        environment.execute(script, data)
+    assert "pid" not in data
+    assert refusals("match point:\n    case {'x': x, 'y': y}:\n        total = x + y", "exec") == []
