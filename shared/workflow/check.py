@@ -101,16 +101,19 @@ def _label(element) -> str:
 
 
 def _duplicate_ids(root) -> list[str]:
-    """SpiffWorkflow indexes every element with an id, extension elements included: a
-    service-task operator named like a task, or two elements with one id, make the parser
-    take one for the other."""
+    """SpiffWorkflow indexes every element with an id, extension elements included, and finds
+    flow nodes by id: two BPMN elements with one id, or an operator or parameter named like a
+    BPMN element (a service-task operator named like a task), make the parser take one for the
+    other. Extension elements sharing an id among themselves are never looked up by it: one
+    operator may serve several service tasks, each passing a parameter of the same name."""
     seen: dict[str, list] = {}
     for element in root.iter():
         if isinstance(element.tag, str) and element.get("id") is not None:
             seen.setdefault(element.get("id"), []).append(element)
     problems = []
     for element_id, elements in seen.items():
-        if len(elements) > 1:
+        flow = [e for e in elements if etree.QName(e).namespace != SPIFF]
+        if len(flow) > 1 or (flow and len(elements) > 1):
             problems.append(f"the id {element_id!r} is used by {' and '.join(_label(e) for e in elements)}: "
                             "ids must be unique (SpiffWorkflow's parser takes one for the other)")
     return problems

@@ -154,3 +154,10 @@ def test_load_definition_reads_a_file_in_the_encoding_it_declares_and_refuses_on
     with pytest.raises(InvalidProcess) as refused:
         load_definition(tmp_path / "missing.bpmn")
     assert refused.value.problems == ["cannot read it: No such file or directory"]
+
+
+def test_one_operator_may_serve_several_service_tasks_with_parameters_of_the_same_name():
+    """Parameters and operators are never looked up by id: only a clash with a BPMN element matters."""
+    twice = variant(('<spiffworkflow:parameter id="role" type="str" value="\'store_manager\'" />',
+                     '<spiffworkflow:parameter id="to_level" type="int" value="1" />'))
+    assert problems(twice, operators={"escalate", "notify_staff", "publish"}) == []
