@@ -4,20 +4,17 @@ messages in one transaction. The store is IntakeStore (repository.py) in the ser
 in-memory fake in the service-layer tests."""
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import unicodedata
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from marshmallow import ValidationError
 
 from services.intake import events
 from services.intake.repository import IntakeUnitOfWork
 from services.intake.domain import Complaint, Customer, Sale
 from services.intake.policy import PERMISSIONS
-from services.intake.schemas import ComplaintIn, ComplaintQuery, SaleIn, flatten_errors
+from services.intake.schemas import ComplaintIn, ComplaintQuery, SaleIn
 from shared.notifications.queue import CustomerMessage
 from shared.security.privacy import customer_ref, mask_contact, redact
 from shared.persistence import idempotency
@@ -25,6 +22,7 @@ from shared.security.auth import Identity
 from shared.web.errors import Forbidden, NotFound, TooManyRequests, ValidationFailed
 from shared.web import fields as datetimes
 from shared.web.http import bad_text
+from shared.web.requests import decode_cursor, encode_cursor, load
 from shared.web.text import TextRefused, clean_text
 
 COMPLAINT_IN, SALE_IN, COMPLAINT_QUERY = ComplaintIn(), SaleIn(), ComplaintQuery()
@@ -32,16 +30,6 @@ log = logging.getLogger("closeloop.intake")
 
 # Clocks of front-desk tills drift: an occurred_at this far ahead is still "now".
 CLOCK_SKEW = timedelta(minutes=5)
-
-
-def _load(schema, body: dict) -> tuple[dict, dict]:
-    """The loaded data and the errors by field path. With errors, the data is what did
-    validate, so the checks that need the policy or the clock can still name their fields."""
-    try:
-        return schema.load(body), {}
-    except ValidationError as exc:
-        valid = exc.valid_data if isinstance(exc.valid_data, dict) else {}
-        return valid, flatten_errors(exc.messages)
 
 
 def _branch(identity: Identity, data: dict, policy, errors: dict) -> str | None:
@@ -86,7 +74,7 @@ def register_complaint(store, *, identity: Identity, body: dict, policy, rules, 
     earlier = retry.earlier(store)  # a retry gets its first answer, even if the policy changed since
     if earlier is not None:
         return earlier
-    data, errors = _load(COMPLAINT_IN, body)
+    data, errors = load(COMPLAINT_IN, body)
     branch_code = _branch(identity, data, policy, errors)
     if data.get("category") is not None and data["category"] not in rules.categories:
         errors["category"] = [f"must be one of: {', '.join(rules.categories)}"]
@@ -162,38 +150,19 @@ def get_complaint(store, *, identity: Identity, complaint_id: str) -> dict:
     return complaint.view()
 
 
-def _encode_cursor(received_at: datetime, complaint_id: str) -> str:
-    raw = json.dumps([received_at.isoformat(), str(complaint_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        if len(cursor) > 200:  # the API's own cursors are about 100 characters
-            raise ValueError("too long")
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        received_at, complaint_id = json.loads(raw)
-        after = datetime.fromisoformat(received_at)
-        if after.tzinfo is None or datetimes.problem(after):
-            raise ValueError("no time zone, or out of range")
-        return after, str(uuid.UUID(complaint_id))
-    except (ValueError, TypeError, AttributeError, RecursionError):
-        raise ValidationFailed("invalid cursor", fields={"cursor": ["not a cursor this API gave out"]}) from None
-
-
 def list_complaints(store, *, identity: Identity, query: dict) -> dict:
     PERMISSIONS.require(identity, "complaint:read")
-    params, errors = _load(COMPLAINT_QUERY, query)
+    params, errors = load(COMPLAINT_QUERY, query)
     if errors:
         raise ValidationFailed("invalid query", fields=errors)
-    after = _decode_cursor(params["cursor"]) if "cursor" in params else None
+    after = decode_cursor(params["cursor"]) if "cursor" in params else None
     limit = params["limit"]
     with store.unit_of_work() as uow:
         complaints = uow.complaints.page(branches=identity.branches, filters=params, after=after, limit=limit + 1)
     more = len(complaints) > limit
     complaints = complaints[:limit]
     return {"items": [c.view() for c in complaints],
-            "next_cursor": _encode_cursor(complaints[-1].received_at, complaints[-1].id) if more else None}
+            "next_cursor": encode_cursor(complaints[-1].received_at, complaints[-1].id) if more else None}
 
 
 def record_sale(store, *, identity: Identity, body: dict, policy, rules, now: datetime, ref_key: bytes,
@@ -203,7 +172,7 @@ def record_sale(store, *, identity: Identity, body: dict, policy, rules, now: da
     earlier = retry.earlier(store)
     if earlier is not None:
         return earlier
-    data, errors = _load(SALE_IN, body)
+    data, errors = load(SALE_IN, body)
     branch_code = _branch(identity, data, policy, errors)
     _plausible(data.get("sold_at"), now, "sold_at", errors)
     known = set(policy.product_types)

@@ -9,22 +9,10 @@ from services.intake.domain import STATUSES
 from services.intake.policy import CHANNELS
 from shared.messaging.catalogue.intake import KINDS
 from shared.security.privacy import is_email, normalize_phone
-from shared.web.text import CleanText
+from shared.web.requests import Strict, Text, flatten_errors  # noqa: F401 (flatten_errors: tests)
 from shared.web.fields import AwareDateTime
 
 LANGUAGES = ("zh", "en")
-
-
-class Strict(Schema):
-    class Meta:
-        unknown = RAISE
-
-
-def Text(max_length: int, *validators, **kwargs):
-    """Free text: invisible characters removed, bidirectional controls refused (CleanText), at
-    most `max_length` characters, then the `validators`."""
-    return CleanText(validate=[validate.Length(min=1, max=max_length), *validators], max_length=max_length,
-                     **kwargs)
 
 
 # Besides letters and combining marks (any script), what names are written with: spaces, the
@@ -187,19 +175,3 @@ class SaleOut(Schema):
     contact_consent = fields.Boolean()
     customer = fields.Nested(MaskedCustomerOut)
     items = fields.List(fields.Nested(SaleItemIn))
-
-
-def flatten_errors(messages, prefix: str = "") -> dict[str, list[str]]:
-    """{'customer': {'phone': [...]}} -> {'customer.phone': [...]}: every wrong field by its path."""
-    flat: dict[str, list[str]] = {}
-    if isinstance(messages, dict):
-        for key, value in messages.items():
-            path = f"{prefix}.{key}" if prefix else str(key)
-            if key == "_schema" and prefix:
-                path = prefix
-            flat.update({k: flat.get(k, []) + v for k, v in flatten_errors(value, path).items()})
-    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        flat[prefix or "_body"] = list(messages)
-    else:
-        flat[prefix or "_body"] = [str(messages)]
-    return flat

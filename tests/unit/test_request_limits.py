@@ -7,6 +7,7 @@ import pytest
 from marshmallow import ValidationError
 
 from services.intake import handlers
+from shared.web.requests import decode_cursor
 from services.intake.schemas import ComplaintQuery, SaleIn
 from shared.persistence import idempotency
 from shared.web import fields
@@ -39,7 +40,7 @@ def test_an_offset_postgresql_cannot_take_is_named_before_any_database_work(odd)
     assert refused.value.messages["from"] == [fields.OFFSET_MESSAGE]
     raw = json.dumps([odd, "6f1c1c2e-3d4b-4b8e-9a47-0d2f3c4b5a69"]).encode()
     with pytest.raises(ValidationFailed) as refused:
-        handlers._decode_cursor(base64.urlsafe_b64encode(raw).decode())
+        decode_cursor(base64.urlsafe_b64encode(raw).decode())
     assert set(refused.value.fields) == {"cursor"}
 
 
@@ -61,7 +62,7 @@ def test_every_accepted_date_survives_utc_conversion_and_decades_of_arithmetic()
 def test_a_cursor_at_the_edge_is_an_invalid_cursor():
     raw = json.dumps(["9999-12-31T23:59:59-14:00", "6f1c1c2e-3d4b-4b8e-9a47-0d2f3c4b5a69"]).encode()
     with pytest.raises(ValidationFailed) as refused:
-        handlers._decode_cursor(base64.urlsafe_b64encode(raw).decode())
+        decode_cursor(base64.urlsafe_b64encode(raw).decode())
     assert set(refused.value.fields) == {"cursor"}
 
 

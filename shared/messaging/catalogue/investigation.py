@@ -1,11 +1,15 @@
-"""Investigation's events. Only the case events that other services act on today are here
-(intake keeps each complaint's status from them); the engine's issue adds the rest."""
+"""Investigation's events: a case's life from opening to closure. Every payload names the case
+and the complaint it was opened for (None for a case opened by an adverse reaction). No contact
+data: the customer is `customer_ref` and masked names only. Fields added after the first
+release are optional, so that an event of an older producer still reads."""
 from marshmallow import Schema, fields, validate
 
 from shared.messaging.catalogue.messages import CustomerMessageRequestedV1
-from shared.messaging.envelope import IdString
+from shared.messaging.envelope import IdString, InstantString, Text
 
 SOURCE = "investigation"
+CLOCKS = ("first_response", "resolution")
+RESPONSIBILITIES = ("ours", "customer_misuse", "third_party", "unfounded")
 
 
 class CaseEventV1(Schema):
@@ -13,10 +17,31 @@ class CaseEventV1(Schema):
     # The complaint the case was opened for (its id is the case's); None for a case opened
     # by an adverse reaction after a sale.
     complaint_id = IdString(required=True, allow_none=True)
+    actor = Text(allow_none=True)  # who did it (a staff id); None: the engine (a timer)
+    actor_role = Text(allow_none=True)
+
+
+class CaseOpenedV1(CaseEventV1):
+    kind = fields.String(validate=validate.OneOf(("complaint", "suggestion", "praise")))
+    reference = fields.String()
+    category = fields.String()
+    priority = fields.String(validate=validate.OneOf(("urgent", "general", "low")))
+    severity_flags = fields.List(fields.String())
+    region = fields.String()
+    customer_ref = fields.String(allow_none=True)
+    received_at = InstantString()
+    first_response_due = InstantString()
+    resolution_due = InstantString()
+    process = fields.String()  # the process the case runs: its id and content hash
 
 
 class CaseAssignedV1(CaseEventV1):
     owner = fields.String(required=True, validate=validate.Length(min=1))
+
+
+class CaseAcknowledgedV1(CaseEventV1):
+    channel = fields.String()
+    within_sla = fields.Boolean()
 
 
 class CaseReopenedV1(CaseEventV1):
@@ -24,15 +49,62 @@ class CaseReopenedV1(CaseEventV1):
 
 
 class CaseClosedV1(CaseEventV1):
-    outcome = fields.String(required=True)  # satisfied, no_feedback, ...
+    outcome = fields.String(required=True)  # satisfied, no_feedback, adopted, declined, passed_on...
+
+
+class SlaEventV1(CaseEventV1):
+    clock = fields.String(required=True, validate=validate.OneOf(CLOCKS))
+    due = InstantString(required=True)
+    level = fields.Integer(strict=True, validate=validate.Range(min=0))  # the breach level (1: at the deadline)
+
+
+class CaseEscalatedV1(CaseEventV1):
+    level = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    to_role = fields.String(required=True)
+    to_branch = fields.String(allow_none=True)
+    to_region = fields.String(allow_none=True)
+    clock = fields.String(validate=validate.OneOf(CLOCKS))
+
+
+class FindingsRecordedV1(CaseEventV1):
+    root_cause = Text(required=True)
+    responsibility = fields.String(required=True, validate=validate.OneOf(RESPONSIBILITIES))
+    signed_by = Text(required=True)
+    signed_at = InstantString(required=True)
+
+
+class SlaPausedV1(CaseEventV1):
+    reason = Text(required=True)
+
+
+class SlaResumedV1(CaseEventV1):
+    paused_seconds = fields.Integer(required=True, strict=True, validate=validate.Range(min=0))
+    # Each running clock's deadline after the pause, by clock.
+    due = fields.Dict(keys=fields.String(validate=validate.OneOf(CLOCKS)), values=InstantString(), required=True)
+
+
+class SuggestionDecidedV1(CaseEventV1):
+    decision = fields.String(required=True, validate=validate.OneOf(("adopted", "declined")))
+
+
+class PraisePassedOnV1(CaseEventV1):
+    to = fields.List(Text(), required=True)
 
 
 SCHEMAS = {
-    ("case_opened", 1): CaseEventV1,
+    ("case_opened", 1): CaseOpenedV1,
     ("case_assigned", 1): CaseAssignedV1,
-    ("case_acknowledged", 1): CaseEventV1,
+    ("case_acknowledged", 1): CaseAcknowledgedV1,
     ("case_resolved", 1): CaseEventV1,
     ("case_reopened", 1): CaseReopenedV1,
     ("case_closed", 1): CaseClosedV1,
+    ("sla_warning", 1): SlaEventV1,
+    ("sla_breached", 1): SlaEventV1,
+    ("case_escalated", 1): CaseEscalatedV1,
+    ("findings_recorded", 1): FindingsRecordedV1,
+    ("sla_paused", 1): SlaPausedV1,
+    ("sla_resumed", 1): SlaResumedV1,
+    ("suggestion_decided", 1): SuggestionDecidedV1,
+    ("praise_passed_on", 1): PraisePassedOnV1,
     ("customer_message_requested", 1): CustomerMessageRequestedV1,
 }

@@ -1,0 +1,94 @@
+"""Investigation's tables (SQLAlchemy Core): cases, the tasks they wait on, their timelines,
+and the shared mechanism's tables (outbox, inbox, staff notifications, the workflow engine's
+definitions and instances). No customer contact: cases hold customer_ref and masked names."""
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from shared.messaging import inbox, outbox
+from shared.notifications import queue
+from shared.workflow import add_tables as add_workflow_tables
+
+metadata = sa.MetaData()
+outbox.add_tables(metadata)
+queue.add_tables(metadata)
+inbox.add_tables(metadata)
+add_workflow_tables(metadata)
+
+TZ = sa.DateTime(timezone=True)
+
+# One row per case; the process instance of the same id holds where its process stands, and
+# its row lock is the case's lock (see repository.Cases.get).
+cases = sa.Table(
+    "cases", metadata,
+    sa.Column("id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("complaint_id", pg.UUID(as_uuid=False)),
+    sa.Column("reference", sa.Text, nullable=False),
+    sa.Column("branch_code", sa.Text, nullable=False),
+    sa.Column("region", sa.Text, nullable=False),
+    sa.Column("category", sa.Text, nullable=False),
+    sa.Column("priority", sa.Text, nullable=False),
+    sa.Column("severity_flags", pg.JSONB, nullable=False),
+    sa.Column("channel", sa.Text),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("service", pg.JSONB),
+    sa.Column("products", pg.JSONB, nullable=False),
+    sa.Column("customer_ref", sa.Text),
+    sa.Column("customer_masked", pg.JSONB, nullable=False),
+    sa.Column("customer_language", sa.Text, nullable=False),
+    sa.Column("received_at", TZ, nullable=False),
+    sa.Column("opened_at", TZ, nullable=False),
+    sa.Column("process", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("owner", sa.Text),
+    sa.Column("escalation_level", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("clocks", pg.JSONB, nullable=False),
+    # The earliest deadline of a running clock; NULL while waiting for the customer or when
+    # none runs. `overdue=true` reads it.
+    sa.Column("next_due", TZ),
+    sa.Column("paused_since", TZ),
+    sa.Column("pause_reason", sa.Text),
+    sa.Column("first_response", pg.JSONB),
+    sa.Column("findings", pg.JSONB),
+    sa.Column("decision", pg.JSONB),
+    sa.Column("outcome", sa.Text),
+    sa.Column("closed_at", TZ),
+    sa.Column("last_sequence", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("updated_at", TZ, nullable=False),
+    sa.Index("ix_cases_branch_opened", "branch_code", sa.text("opened_at DESC"), sa.text("id DESC")),
+    sa.Index("ix_cases_opened", sa.text("opened_at DESC"), sa.text("id DESC")),
+    sa.Index("ix_cases_owner", "owner"),
+    sa.Index("ix_cases_next_due", "next_due", postgresql_where=sa.text("next_due IS NOT NULL")),
+)
+
+# The tasks each case's process waits on now, as the API shows them: replaced after every step.
+case_tasks = sa.Table(
+    "case_tasks", metadata,
+    sa.Column("case_id", pg.UUID(as_uuid=False), sa.ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("task", sa.Text, primary_key=True),
+    sa.Column("title", sa.Text),
+    sa.Column("roles", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("owner_may_complete", sa.Boolean, nullable=False),
+    sa.Column("owner", sa.Text),
+    sa.Column("clock", sa.Text),
+    sa.Column("due", TZ),
+    sa.Column("branch_code", sa.Text, nullable=False),
+    sa.Column("waiting_since", TZ, nullable=False),
+    sa.Index("ix_case_tasks_roles", "roles", postgresql_using="gin"),
+    sa.Index("ix_case_tasks_owner", "owner", postgresql_where=sa.text("owner IS NOT NULL")),
+)
+
+# Every step of every case: who, in which role, when, what.
+case_timeline = sa.Table(
+    "case_timeline", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("case_id", pg.UUID(as_uuid=False), nullable=False),
+    sa.Column("at", TZ, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("role", sa.Text),
+    sa.Column("what", sa.Text, nullable=False),
+    sa.Column("detail", pg.JSONB, nullable=False),
+    sa.Index("ix_case_timeline_case", "case_id", "id"),
+)
+
+PURGES = ()  # nothing of its own to purge yet (closed cases are kept: retention comes with the archive)

@@ -1,0 +1,172 @@
+"""Investigation's repositories over its tables (models.py), opened on each unit of work: the
+handlers ask for cases, not rows.
+
+A case's lock is its process instance's row lock: every change to a case (a task, a timer, a
+pause, a message outcome) first locks the instance row, then reads the case. The engine locks
+the same row when it steps the instance, and the timer poll holds it while it fires, so the
+two never wait for each other in opposite orders."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+from services.investigation import models
+from services.investigation.domain import Case, OpenTask, SlaClock
+from shared.persistence.unit_of_work import Store, UnitOfWork
+from shared.workflow.tables import INSTANCES
+
+_CASE_COLUMNS = ("id", "kind", "complaint_id", "reference", "branch_code", "region", "category", "priority",
+                 "severity_flags", "channel", "description", "service", "products", "customer_ref",
+                 "customer_masked", "customer_language", "received_at", "opened_at", "process", "state", "owner",
+                 "escalation_level", "paused_since", "pause_reason", "first_response", "findings", "decision",
+                 "outcome", "closed_at")
+NO_DEADLINE = datetime(9999, 12, 31, tzinfo=timezone.utc)  # sorts tasks without a deadline last
+# What changes after opening.
+_PROGRESS = ("state", "owner", "escalation_level", "paused_since", "pause_reason", "first_response", "findings",
+             "decision", "outcome", "closed_at")
+
+
+class Cases:
+    def __init__(self, uow: UnitOfWork):
+        self._uow = uow
+
+    def exists(self, case_id: str) -> bool:
+        return self._uow.execute(sa.select(sa.literal(1)).where(models.cases.c.id == case_id)).first() is not None
+
+    def add(self, case: Case, now: datetime) -> None:
+        row = {name: getattr(case, name) for name in _CASE_COLUMNS}
+        self._uow.insert(models.cases, {**row, **self._derived(case, now)})
+        self._uow.track(case)
+        self._save_tasks(case, now)
+        self._append_timeline(case)
+
+    def get(self, case_id: str, *, lock: bool = False) -> Case | None:
+        """The case; `lock` takes its lock (its process instance's row) until commit first."""
+        if lock:
+            self._uow.execute(sa.select(INSTANCES.c.id).where(INSTANCES.c.id == case_id).with_for_update())
+        row = self._uow.execute(sa.select(models.cases).where(models.cases.c.id == case_id)).first()
+        if row is None:
+            return None
+        tasks = self._uow.execute(sa.select(models.case_tasks).where(models.case_tasks.c.case_id == case_id)
+                                  .order_by(models.case_tasks.c.waiting_since, models.case_tasks.c.task)).all()
+        return self._uow.track(_case(row, tasks))
+
+    def save(self, case: Case, now: datetime) -> None:
+        """The case's progress, its waiting tasks and its new timeline entries."""
+        values = {name: getattr(case, name) for name in _PROGRESS}
+        self._uow.execute(models.cases.update().where(models.cases.c.id == case.id).values(
+            **values, **self._derived(case, now)))
+        self._save_tasks(case, now)
+        self._append_timeline(case)
+
+    @staticmethod
+    def _derived(case: Case, now: datetime) -> dict:
+        return {"clocks": {name: clock.to_json() for name, clock in case.clocks.items()},
+                "next_due": case.next_due(), "last_sequence": case.sequence, "updated_at": now}
+
+    def _save_tasks(self, case: Case, now: datetime) -> None:
+        table = models.case_tasks
+        existing = dict(self._uow.execute(sa.select(table.c.task, table.c.waiting_since)
+                                          .where(table.c.case_id == case.id)).all())
+        self._uow.execute(table.delete().where(table.c.case_id == case.id))
+        for task in case.open_tasks:
+            view = case.task_view(task)
+            self._uow.insert(table, {
+                "case_id": case.id, "task": task.name, "title": task.title, "roles": list(task.roles),
+                "owner_may_complete": task.owner_may_complete, "owner": case.owner if task.owner_may_complete else None,
+                "clock": task.clock, "due": None if case.paused_since else view["due"], "branch_code": case.branch_code,
+                "waiting_since": existing.get(task.name, now)})
+
+    def _append_timeline(self, case: Case) -> None:
+        for entry in case.timeline:
+            self._uow.insert(models.case_timeline, {"case_id": case.id, "at": entry.at, "actor": entry.actor,
+                                                    "role": entry.role, "what": entry.what, "detail": entry.detail})
+        case.timeline.clear()
+
+    def timeline(self, case_id: str) -> list[dict]:
+        t = models.case_timeline
+        rows = self._uow.execute(sa.select(t.c.at, t.c.actor, t.c.role, t.c.what, t.c.detail)
+                                 .where(t.c.case_id == case_id).order_by(t.c.id)).all()
+        return [{"at": r.at.isoformat(), "actor": r.actor, "role": r.role, "what": r.what, "detail": r.detail}
+                for r in rows]
+
+    def page(self, *, branches: frozenset[str] | None, filters: dict, now: datetime, after: tuple | None,
+             limit: int) -> list[Case]:
+        """Newest first, in the given branches (None: all); `after` is (opened_at, id)."""
+        table = models.cases
+        statement = sa.select(table)
+        if branches is not None:
+            statement = statement.where(table.c.branch_code.in_(sorted(branches)))
+        for name in ("state", "priority", "owner", "kind", "category"):
+            if name in filters:
+                statement = statement.where(table.c[name] == filters[name])
+        if "branch" in filters:
+            statement = statement.where(table.c.branch_code == filters["branch"])
+        if filters.get("overdue") is True:
+            statement = statement.where(table.c.next_due <= now)
+        elif filters.get("overdue") is False:
+            statement = statement.where(sa.or_(table.c.next_due.is_(None), table.c.next_due > now))
+        if after is not None:
+            statement = statement.where(sa.tuple_(table.c.opened_at, table.c.id) < sa.tuple_(
+                sa.literal(after[0], sa.DateTime(timezone=True)), sa.cast(after[1], table.c.id.type)))
+        statement = statement.order_by(table.c.opened_at.desc(), table.c.id.desc()).limit(limit)
+        rows = self._uow.execute(statement).all()
+        tasks = self._tasks_of([r.id for r in rows])
+        return [_case(row, tasks.get(str(row.id), [])) for row in rows]
+
+    def _tasks_of(self, case_ids: list) -> dict[str, list]:
+        if not case_ids:
+            return {}
+        table = models.case_tasks
+        found: dict[str, list] = {}
+        for row in self._uow.execute(sa.select(table).where(table.c.case_id.in_(case_ids))
+                                     .order_by(table.c.waiting_since, table.c.task)).all():
+            found.setdefault(str(row.case_id), []).append(row)
+        return found
+
+
+class Tasks:
+    """The waiting tasks across cases: what a caller may complete, in their scope."""
+
+    def __init__(self, uow: UnitOfWork):
+        self._uow = uow
+
+    def for_caller(self, *, role: str, subject: str, branches: frozenset[str] | None, after: tuple | None,
+                   limit: int) -> list:
+        """Soonest due first (no deadline last), then case and task; `after` is (due or None, case id, task)."""
+        table, cases = models.case_tasks, models.cases
+        mine = sa.or_(table.c.roles.any(role), table.c.owner == subject)
+        due_key = sa.func.coalesce(table.c.due, sa.literal(NO_DEADLINE, sa.DateTime(timezone=True)))
+        statement = (sa.select(table, cases.c.reference, cases.c.priority, cases.c.kind, cases.c.paused_since)
+                     .join(cases, cases.c.id == table.c.case_id).where(mine))
+        if branches is not None:
+            statement = statement.where(table.c.branch_code.in_(sorted(branches)))
+        if after is not None:
+            due, case_id, task = after
+            due = due or NO_DEADLINE
+            statement = statement.where(sa.tuple_(due_key, table.c.case_id, table.c.task) > sa.tuple_(
+                sa.literal(due, sa.DateTime(timezone=True)), sa.cast(case_id, table.c.case_id.type),
+                sa.literal(task)))
+        statement = statement.order_by(due_key, table.c.case_id, table.c.task).limit(limit)
+        return self._uow.execute(statement).all()
+
+
+class InvestigationUnitOfWork(UnitOfWork):
+    def _open(self) -> None:
+        self.cases = Cases(self)
+        self.tasks = Tasks(self)
+
+
+class InvestigationStore(Store):
+    unit_of_work_class = InvestigationUnitOfWork
+
+
+def _case(row, task_rows) -> Case:
+    case = Case(**{name: getattr(row, name) for name in _CASE_COLUMNS if name not in ("id", "complaint_id")},
+                id=str(row.id), complaint_id=str(row.complaint_id) if row.complaint_id else None,
+                clocks={name: SlaClock.from_json(name, data) for name, data in row.clocks.items()},
+                open_tasks=tuple(OpenTask(t.task, t.title, tuple(t.roles), t.owner_may_complete, t.clock)
+                                 for t in task_rows))
+    case.sequence = row.last_sequence
+    return case

@@ -1,0 +1,160 @@
+"""Investigation's request and response shapes (marshmallow): one body schema per task, the
+pause and resume bodies and the list queries. Requests reject unknown fields so a typo is
+named instead of silently ignored."""
+import re
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from services.investigation.domain import KINDS, RESPONSE_CHANNELS, STATES
+from shared.messaging.catalogue.investigation import RESPONSIBILITIES
+from shared.web.fields import AwareDateTime
+from shared.web.requests import Strict, Text
+
+# A staff member's id as the chain's staff system writes it: printable, no spaces.
+_STAFF_ID = re.compile(r"^[^\s\x00-\x1f\x7f]{1,100}$")
+
+
+def staff_id(value: str) -> None:
+    if not _STAFF_ID.match(value):
+        raise ValidationError("a staff id: 1-100 characters, no spaces or control characters")
+
+
+def StaffId(**kwargs):
+    return fields.String(validate=staff_id, **kwargs)
+
+
+class AssignIn(Strict):
+    owner = StaffId(required=True)
+    note = Text(2000)
+
+
+class RespondIn(Strict):
+    """The first response: what the customer was told, and how. By sms, wechat or email intake
+    sends `message` to the customer; by phone or in person it records what was said."""
+    message = Text(2000, required=True)
+    channel = fields.String(required=True, validate=validate.OneOf(RESPONSE_CHANNELS))
+
+
+class FindingsIn(Strict):
+    facts = Text(4000, required=True)
+    service_log_checked = fields.Boolean(required=True, strict=True)
+    product_batch_checked = fields.Boolean(required=True, strict=True)
+    root_cause = Text(2000, required=True)
+    responsibility = fields.String(required=True, validate=validate.OneOf(RESPONSIBILITIES))
+    signed_by = StaffId(required=True)
+    signed_at = AwareDateTime()  # default: when recorded
+
+
+class DecideIn(Strict):
+    decision = fields.String(required=True, validate=validate.OneOf(("adopted", "declined")))
+    note = Text(2000)
+
+
+class PassOnIn(Strict):
+    to = fields.List(StaffId(), required=True, validate=validate.Length(min=1, max=20))
+    note = Text(2000)
+
+
+# The body of each task the API completes, by task name (the process file's task ids).
+TASK_BODIES = {"assign": AssignIn(), "respond": RespondIn(), "acknowledge": RespondIn(),
+               "record_findings": FindingsIn(), "decide": DecideIn(), "pass_on": PassOnIn()}
+
+
+class PauseIn(Strict):
+    reason = Text(500, required=True)
+
+
+class ResumeIn(Strict):
+    note = Text(500)
+
+
+class CaseQuery(Schema):
+    class Meta:
+        unknown = RAISE
+
+    state = fields.String(validate=validate.OneOf(STATES))
+    kind = fields.String(validate=validate.OneOf(KINDS))
+    priority = fields.String(validate=validate.OneOf(("urgent", "general", "low")))
+    category = fields.String(validate=validate.Length(max=100))
+    branch = fields.String(validate=validate.Length(max=100))
+    owner = fields.String(validate=staff_id)
+    overdue = fields.Boolean()
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String()
+
+
+class TaskQuery(Schema):
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String()
+
+
+# -- answers (for the OpenAPI document) -------------------------------------------------------
+
+class ClockOut(Schema):
+    name = fields.String()
+    started_at = fields.String()
+    due = fields.String()
+    warning_at = fields.String()
+    remaining_seconds = fields.Integer(allow_none=True)
+    paused = fields.Boolean()
+    paused_seconds = fields.Integer()
+    state = fields.String()
+    breach_level = fields.Integer()
+    stopped_at = fields.String(allow_none=True)
+
+
+class OpenTaskOut(Schema):
+    name = fields.String()
+    title = fields.String(allow_none=True)
+    roles = fields.List(fields.String())
+    owner_may_complete = fields.Boolean()
+    clock = fields.String(allow_none=True)
+    due = fields.String(allow_none=True)
+
+
+class TimelineOut(Schema):
+    at = fields.String()
+    actor = fields.String()
+    role = fields.String(allow_none=True)
+    what = fields.String()
+    detail = fields.Dict()
+
+
+class CaseOut(Schema):
+    id = fields.String()
+    kind = fields.String()
+    complaint_id = fields.String(allow_none=True)
+    reference = fields.String()
+    branch_code = fields.String()
+    state = fields.String()
+    priority = fields.String()
+    category = fields.String()
+    owner = fields.String(allow_none=True)
+    escalation_level = fields.Integer()
+    overdue = fields.Boolean()
+    open_tasks = fields.List(fields.Nested(OpenTaskOut))
+    sla = fields.Dict(keys=fields.String(), values=fields.Nested(ClockOut))
+    timeline = fields.List(fields.Nested(TimelineOut))
+
+
+class CasePage(Schema):
+    items = fields.List(fields.Nested(CaseOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class TaskOut(OpenTaskOut):
+    case_id = fields.String()
+    reference = fields.String()
+    priority = fields.String()
+    kind = fields.String()
+    branch_code = fields.String()
+    waiting_since = fields.String()
+    paused = fields.Boolean()
+
+
+class TaskPage(Schema):
+    items = fields.List(fields.Nested(TaskOut))
+    next_cursor = fields.String(allow_none=True)
