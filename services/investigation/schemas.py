@@ -37,8 +37,8 @@ class RespondIn(Strict):
 
 class FindingsIn(Strict):
     facts = Text(4000, required=True)
-    service_log_checked = fields.Boolean(required=True, strict=True)
-    product_batch_checked = fields.Boolean(required=True, strict=True)
+    service_log_checked = fields.Boolean(required=True, truthy={True}, falsy={False})
+    product_batch_checked = fields.Boolean(required=True, truthy={True}, falsy={False})
     root_cause = Text(2000, required=True)
     responsibility = fields.String(required=True, validate=validate.OneOf(RESPONSIBILITIES))
     signed_by = StaffId(required=True)

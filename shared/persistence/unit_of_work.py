@@ -9,6 +9,7 @@ Service-layer tests use the in-memory fakes of `shared.testing.fakes` instead.""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from nameko.extensions import DependencyProvider
@@ -95,6 +96,21 @@ class UnitOfWork:
         unpublished = [a for a in self._seen if a.pending_events()]
         if unpublished:
             raise UnpublishedEvents(f"{len(unpublished)} record(s) with recorded events not queued for publishing")
+
+    @contextmanager
+    def part(self):
+        """A part of the transaction that may fail alone, inside a savepoint the caller holds
+        (the timer poll fires each instance in one): its queued inserts are sent before the
+        savepoint is released; when it fails, they are dropped, and so are the records it loaded
+        (their unpublished events went with the savepoint)."""
+        seen, pending = len(self._seen), len(self._pending)
+        try:
+            yield self
+            self._flush()
+        except BaseException:
+            del self._pending[pending:]
+            del self._seen[seen:]
+            raise
 
     @property
     def conn(self) -> sa.Connection:

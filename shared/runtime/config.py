@@ -13,7 +13,8 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432"
 
 SERVICES = ("intake", "investigation", "aftercare", "reporting")
 # Services whose code exists so far (the others are package skeletons), by their nameko class.
-SERVICE_CLASSES = {"intake": "services.intake.service:IntakeService"}
+SERVICE_CLASSES = {"intake": "services.intake.service:IntakeService",
+                   "investigation": "services.investigation.service:InvestigationService"}
 RUNNABLE_SERVICES = tuple(SERVICE_CLASSES)
 
 
@@ -120,6 +121,8 @@ def service_config(service: str, env=os.environ, **overrides) -> dict:
         "EVENT_PAUSE_MAX_SECONDS": float(env.get("CLOSELOOP_EVENT_PAUSE_MAX_SECONDS", "30")),
         # /health/ready: the oldest unsent event may be this old before the replica is not ready.
         "READY_OUTBOX_LAG_SECONDS": _number(env, "READY_OUTBOX_LAG_SECONDS", float),
+        # A directory of edited process files (investigation, aftercare); default: the service's own.
+        "PROCESS_DIR": env.get("CLOSELOOP_PROCESS_DIR") or None,
     }
     config.update(overrides)
     return config

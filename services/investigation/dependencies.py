@@ -1,0 +1,60 @@
+"""What investigation's workers get besides the database and the runtime: the case processes
+(the .bpmn files, checked and loaded once at start) and the engine that runs them on the
+service's clock."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from nameko.extensions import DependencyProvider
+
+from shared.runtime import provider
+from shared.workflow import ProcessDefinition, ProcessEngine, load_definition
+
+PROCESS_DIR = Path(__file__).resolve().parent / "processes"
+# The tasks the API completes by name, per process: `closeloop process check --requires` them.
+REQUIRED_TASKS = {"complaint_case": ("assign", "respond", "record_findings"),
+                  "feedback_case": ("acknowledge", "decide", "pass_on")}
+# Which process a case of each kind runs.
+PROCESS_OF_KIND = {"complaint": "complaint_case", "suggestion": "feedback_case", "praise": "feedback_case"}
+
+
+def _effect_only(call):
+    """The process's timers call these; what they mean for the case is applied from the
+    step's effects, in the same transaction (handlers._apply)."""
+    return None
+
+
+OPERATORS = {"sla_warning": _effect_only, "sla_breached": _effect_only}
+
+
+@dataclass(frozen=True)
+class CaseProcesses:
+    engine: ProcessEngine
+    definitions: dict[str, ProcessDefinition]  # by process id
+
+    def for_kind(self, kind: str) -> ProcessDefinition:
+        return self.definitions[PROCESS_OF_KIND[kind]]
+
+
+def load_processes(directory: str | os.PathLike | None, clock) -> CaseProcesses:
+    """The processes from `directory` (default: the service's own), each refused at start with
+    every problem `closeloop process check` finds."""
+    directory = Path(directory) if directory else PROCESS_DIR
+    definitions = {process_id: load_definition(directory / f"{process_id}.bpmn", process_id,
+                                               required_tasks=tasks, operators=OPERATORS)
+                   for process_id, tasks in REQUIRED_TASKS.items()}
+    return CaseProcesses(ProcessEngine(OPERATORS, clock=clock), definitions)
+
+
+class Processes(DependencyProvider):
+    """`processes = Processes()`: config PROCESS_DIR (env CLOSELOOP_PROCESS_DIR) names another
+    directory of process files, e.g. a chain's edited ones."""
+
+    def setup(self):
+        config = self.container.config
+        self.processes = load_processes(config.get("PROCESS_DIR"), provider.clock(config))
+
+    def get_dependency(self, worker_ctx):
+        return self.processes

@@ -1,0 +1,280 @@
+"""Investigation's use cases: plain functions over a store of units of work and the case
+processes. service.py calls them after authentication. Each takes the case's lock, checks in
+the API's error order (404, 409, 403, 400, 422), steps the process, applies what the step means
+to the case, and commits the case, its timeline, its events and its staff notices together."""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Callable
+
+from services.investigation import events
+from services.investigation.dependencies import CaseProcesses
+from services.investigation.domain import Actor, Case, CaseRuleBroken, CaseStateConflict, OpenTask
+from services.investigation.policy import PERMISSIONS
+from services.investigation.schemas import TASK_BODIES, CaseQuery, PauseIn, ResumeIn, TaskQuery
+from shared.calendar.clock import isoformat
+from shared.notifications.queue import StaffMessage
+from shared.security.auth import Identity
+from shared.web.errors import Conflict, Forbidden, NotFound, RuleRefused, ValidationFailed
+from shared.web.requests import decode_cursor, encode_cursor, load
+from shared.workflow import StepResult, TaskNotWaiting
+
+log = logging.getLogger("closeloop.investigation")
+CASE_QUERY, TASK_QUERY, PAUSE_IN, RESUME_IN = CaseQuery(), TaskQuery(), PauseIn(), ResumeIn()
+CLOCK_SKEW = timedelta(minutes=5)  # a signature this far ahead of the server's clock is still "now"
+
+
+# -- the process and the case ----------------------------------------------------------------------
+
+def _apply(case: Case, result: StepResult, now: datetime, rules) -> None:
+    """What a step of the case's process means for the case: its timers' effects, then the
+    tasks it waits on now."""
+    for effect in result.effects:
+        if effect.kind != "operator":
+            continue
+        if effect.name == "sla_warning":
+            case.clock_warning(effect.params["clock"], effect.at, rules)
+        elif effect.name == "sla_breached":
+            case.clock_breached(effect.params["clock"], int(effect.params["level"]), effect.at, rules)
+    waiting = tuple(OpenTask.from_properties(t.name, t.title, t.properties) for t in result.waiting)
+    case.process_moved(waiting, result.completed, now)
+
+
+def _commit(uow, case: Case, now: datetime, causation_id: str | None, *, new: bool = False) -> None:
+    """The case, its new timeline entries, its events and its notices, in the unit of work."""
+    if new:
+        uow.cases.add(case, now)
+    else:
+        uow.cases.save(case, now)
+    for envelope in events.envelopes(case, causation_id=causation_id):
+        uow.publish(envelope)
+    for notice in case.notices:
+        uow.notify(StaffMessage(role=notice.role, subject_id=case.id, text=notice.text, branch=notice.branch,
+                                region=notice.region))
+    case.notices.clear()
+
+
+def _process_data(task: str, data: dict) -> dict:
+    """What a completed task gives the process: its data under the task's name (instants as
+    text), so a condition may read `record_findings["responsibility"]`."""
+    return {task: {k: isoformat(v) if isinstance(v, datetime) else v for k, v in data.items()}}
+
+
+# -- opening ----------------------------------------------------------------------------------------
+
+def open_case(store, *, event: dict, processes: CaseProcesses, policy, rules, now: datetime) -> bool:
+    """A registered complaint, suggestion or praise opens its case (the case id is the
+    complaint's). A second registration of one complaint (a replay under a new event id)
+    opens nothing. True when a case was opened."""
+    payload = event["payload"]
+    branch = policy.branch(event["branch_code"])  # unknown: a KeyError, retried then parked
+    with store.unit_of_work() as uow:
+        if uow.cases.exists(payload["complaint_id"]):
+            log.info("case %s exists already: %s %s opens nothing", payload["complaint_id"], event["type"],
+                     event["event_id"])
+            return False
+        definition = processes.for_kind(payload["kind"])
+        case = Case.open(payload, branch=branch, rules=rules, now=now,
+                         process=f"{definition.process_id}@{definition.hash[:12]}")
+        result = processes.engine.start(uow.conn, case.id, definition, case.process_data())
+        _apply(case, result, now, rules)
+        _commit(uow, case, now, event["event_id"], new=True)
+    return True
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+def _canonical_id(case_id) -> str:
+    try:
+        return str(uuid.UUID(case_id))
+    except (ValueError, TypeError, AttributeError):
+        raise NotFound(f"no case {str(case_id)[:100]}") from None
+
+
+def _case_in_scope(uow, identity: Identity, case_id: str, *, lock: bool = False) -> Case:
+    case = uow.cases.get(case_id, lock=lock)
+    if case is None or not identity.can_see(case.branch_code):
+        raise NotFound(f"no case {case_id}")
+    return case
+
+
+def get_case(store, *, identity: Identity, case_id: str, now: datetime) -> dict:
+    case_id = _canonical_id(case_id)
+    with store.unit_of_work() as uow:
+        case = _case_in_scope(uow, identity, case_id)
+        PERMISSIONS.require(identity, "case:read")
+        return case.view(now, uow.cases.timeline(case_id))
+
+
+def list_cases(store, *, identity: Identity, query: dict, now: datetime) -> dict:
+    PERMISSIONS.require(identity, "case:read")
+    params, errors = load(CASE_QUERY, query)
+    if errors:
+        raise ValidationFailed("invalid query", fields=errors)
+    after = decode_cursor(params["cursor"]) if "cursor" in params else None
+    if after is not None and after[0] is None:
+        raise ValidationFailed("invalid cursor", fields={"cursor": ["not a cursor this API gave out"]})
+    limit = params["limit"]
+    with store.unit_of_work() as uow:
+        cases = uow.cases.page(branches=identity.branches, filters=params, now=now, after=after, limit=limit + 1)
+    more = len(cases) > limit
+    cases = cases[:limit]
+    return {"items": [c.view(now) for c in cases],
+            "next_cursor": encode_cursor(cases[-1].opened_at, cases[-1].id) if more else None}
+
+
+def list_tasks(store, *, identity: Identity, query: dict) -> dict:
+    """The waiting tasks the caller may complete (by role, or as the case's owner) in scope,
+    soonest deadline first."""
+    PERMISSIONS.require(identity, "case:read")
+    params, errors = load(TASK_QUERY, query)
+    if errors:
+        raise ValidationFailed("invalid query", fields=errors)
+    after = decode_cursor(params["cursor"], extra=1) if "cursor" in params else None
+    limit = params["limit"]
+    with store.unit_of_work() as uow:
+        rows = uow.tasks.for_caller(role=identity.role, subject=identity.subject, branches=identity.branches,
+                                    after=after, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [{"case_id": str(r.case_id), "reference": r.reference, "name": r.task, "title": r.title,
+              "roles": list(r.roles), "owner_may_complete": r.owner_may_complete, "clock": r.clock,
+              "due": isoformat(r.due) if r.due else None, "priority": r.priority, "kind": r.kind,
+              "branch_code": r.branch_code, "waiting_since": isoformat(r.waiting_since),
+              "paused": r.paused_since is not None} for r in rows]
+    last = rows[-1] if more else None
+    return {"items": items,
+            "next_cursor": encode_cursor(last.due, str(last.case_id), last.task) if last is not None else None}
+
+
+# -- working a case ---------------------------------------------------------------------------------
+
+def _actor(identity: Identity) -> Actor:
+    return Actor(identity.subject, identity.role)
+
+
+def _resume_for(case: Case, uow, processes: CaseProcesses, actor: Actor | None, now: datetime, policy, rules,
+                note: str) -> None:
+    """End the wait for the customer: the clocks move on by the pause, the process's timers
+    are re-armed from them, and whatever fell due meanwhile fires now."""
+    case.resume(actor, now, policy.branch(case.branch_code), note)
+    result = processes.engine.release(uow.conn, case.id, {"clocks": case.clock_data()})
+    _apply(case, result, now, rules)
+
+
+def complete_task(store, *, identity: Identity, case_id: str, task: str, read_body: Callable[[], dict],
+                  processes: CaseProcesses, policy, rules, now: datetime, causation_id: str | None = None) -> dict:
+    case_id = _canonical_id(case_id)
+    actor = _actor(identity)
+    with store.unit_of_work() as uow:
+        case = _case_in_scope(uow, identity, case_id, lock=True)
+        try:
+            waiting = case.waiting_task(task)
+        except CaseStateConflict as conflict:
+            raise Conflict(str(conflict)) from None
+        if not case.may_complete(waiting, actor):
+            owner = " or the case's owner" if waiting.owner_may_complete else ""
+            raise Forbidden(f"{task} is completed by {', '.join(waiting.roles)}{owner}, not by a {identity.role}")
+        schema = TASK_BODIES.get(task)
+        body = read_body()
+        if schema is None:
+            raise RuleRefused(f"this version of investigation does not complete {task!r} yet",
+                                fields={"task": [f"{task} is completed by a later version"]})
+        data, errors = load(schema, body)
+        signed_at = data.get("signed_at")
+        if signed_at is not None and signed_at > now + CLOCK_SKEW:
+            errors.setdefault("signed_at", []).append("must not be in the future")
+        if errors:
+            raise ValidationFailed(f"the {task} data is invalid", fields=errors)
+        if case.paused_since is not None:  # the customer is back: working the case ends the wait
+            _resume_for(case, uow, processes, actor, now, policy, rules, note=f"{task} completed")
+        try:
+            case.complete(task, data, actor, now)
+            result = processes.engine.complete_task(uow.conn, case_id, task, _process_data(task, data),
+                                                    actor=identity.subject)
+        except CaseRuleBroken as broken:
+            raise RuleRefused(str(broken), fields=broken.fields) from None
+        except TaskNotWaiting as gone:  # the case's task list was behind its process
+            raise Conflict(str(gone)) from None
+        _apply(case, result, now, rules)
+        _commit(uow, case, now, causation_id)
+        return case.view(now, uow.cases.timeline(case_id))
+
+
+def pause(store, *, identity: Identity, case_id: str, read_body: Callable[[], dict], processes: CaseProcesses,
+          now: datetime, causation_id: str | None = None) -> dict:
+    """Waiting for the customer: every running clock stands still until `resume`."""
+    case_id = _canonical_id(case_id)
+    actor = _actor(identity)
+    with store.unit_of_work() as uow:
+        case = _case_in_scope(uow, identity, case_id, lock=True)
+        if case.state == "closed" or case.paused_since is not None:
+            raise Conflict(f"case {case.reference} is closed" if case.state == "closed" else
+                           f"case {case.reference} is already waiting for the customer")
+        if not case.may_pause(actor, PERMISSIONS.may(identity, "case:pause")):
+            raise Forbidden(f"a {identity.role} who does not own the case may not pause its clocks")
+        data, errors = load(PAUSE_IN, read_body())
+        if errors:
+            raise ValidationFailed("the pause is invalid", fields=errors)
+        try:
+            case.pause(data["reason"], actor, now)
+        except CaseRuleBroken as broken:
+            raise RuleRefused(str(broken), fields=broken.fields) from None
+        processes.engine.hold(uow.conn, case_id)
+        _commit(uow, case, now, causation_id)
+        return case.view(now, uow.cases.timeline(case_id))
+
+
+def resume(store, *, identity: Identity, case_id: str, read_body: Callable[[], dict], processes: CaseProcesses,
+           policy, rules, now: datetime, causation_id: str | None = None) -> dict:
+    case_id = _canonical_id(case_id)
+    actor = _actor(identity)
+    with store.unit_of_work() as uow:
+        case = _case_in_scope(uow, identity, case_id, lock=True)
+        if case.paused_since is None:
+            raise Conflict(f"case {case.reference} is not waiting for the customer")
+        if not case.may_pause(actor, PERMISSIONS.may(identity, "case:pause")):
+            raise Forbidden(f"a {identity.role} who does not own the case may not resume its clocks")
+        data, errors = load(RESUME_IN, read_body())
+        if errors:
+            raise ValidationFailed("the resume is invalid", fields=errors)
+        _resume_for(case, uow, processes, actor, now, policy, rules, note=data.get("note"))
+        _commit(uow, case, now, causation_id)
+        return case.view(now, uow.cases.timeline(case_id))
+
+
+# -- the engine's timers --------------------------------------------------------------------------
+
+def fire_timers(store, *, processes: CaseProcesses, rules, now: datetime, limit: int = 100):
+    """One round of the timer poll: the due instances (locked; another replica's are skipped),
+    each fired in a savepoint with its case's change, events and notices."""
+    with store.unit_of_work() as uow:
+        def on_fired(result: StepResult) -> None:
+            with uow.part():
+                case = uow.cases.get(result.instance_id)  # locked by the poll's claim
+                if case is None:
+                    log.error("process instance %s has no case", result.instance_id)
+                    return
+                _apply(case, result, now, rules)
+                _commit(uow, case, now, None)
+
+        return processes.engine.fire_due(uow.conn, limit, on_fired=on_fired)
+
+
+# -- what intake says about messages to customers ----------------------------------------------
+
+def message_outcome(store, *, event: dict, now: datetime) -> bool:
+    """customer_message_sent / _failed for a case's customer: on the timeline; a failure is
+    also a notice to the branch (call the customer instead). False: not about a case here."""
+    payload = event["payload"]
+    if payload.get("record_type") != "complaint":
+        return False
+    with store.unit_of_work() as uow:
+        case = uow.cases.get(payload["record_id"], lock=True)
+        if case is None:
+            return False
+        case.message_outcome(event["type"], payload, now)
+        _commit(uow, case, now, event["event_id"])
+    return True

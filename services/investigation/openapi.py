@@ -1,0 +1,48 @@
+"""Investigation's OpenAPI document, from the schemas that validate its requests."""
+from services.investigation import schemas
+from shared.web.openapi import document, operation, query_parameters, schema_to_json
+
+_CASE = [{"name": "case_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}]
+_TASK = _CASE + [{"name": "task", "in": "path", "required": True, "schema": {
+    "type": "string", "enum": sorted(schemas.TASK_BODIES)}, "description": "a task the case waits on (open_tasks)"}]
+
+
+# The body is the named task's: one schema per task.
+_TASK_BODY = {"oneOf": [{"title": name, **schema_to_json(schema)} for name, schema in sorted(schemas.TASK_BODIES.items())]}
+_TASK_OP = operation("Complete a task the case waits on, with its data; answers the case", response=schemas.CaseOut(),
+                     parameters=_TASK, errors=(400, 401, 403, 404, 409, 413, 415, 422))
+_TASK_OP["requestBody"] = {"required": True, "content": {"application/json": {"schema": _TASK_BODY}}}
+
+DOCUMENT = document("Closeloop investigation", "1", {
+    "/v1/cases": {
+        "get": operation("Cases in the caller's scope, newest first", response=schemas.CasePage(),
+                         parameters=query_parameters(schemas.CaseQuery()), errors=(400, 401, 403)),
+    },
+    "/v1/cases/{case_id}": {
+        "get": operation("One case: state, open tasks, SLA clocks, timeline", response=schemas.CaseOut(),
+                         parameters=_CASE, errors=(401, 403, 404)),
+    },
+    "/v1/cases/{case_id}/tasks/{task}": {
+        "post": _TASK_OP,
+    },
+    "/v1/cases/{case_id}/pause": {
+        "post": operation("Wait for the customer: the case's clocks stand still", request=schemas.PauseIn(),
+                          response=schemas.CaseOut(), parameters=_CASE, errors=(400, 401, 403, 404, 409, 422)),
+    },
+    "/v1/cases/{case_id}/resume": {
+        "post": operation("The customer is back: the clocks run on, deadlines later by the pause",
+                          request=schemas.ResumeIn(), response=schemas.CaseOut(), parameters=_CASE,
+                          errors=(400, 401, 403, 404, 409)),
+    },
+    "/v1/tasks": {
+        "get": operation("Waiting tasks the caller may complete, soonest deadline first",
+                         response=schemas.TaskPage(), parameters=query_parameters(schemas.TaskQuery()),
+                         errors=(400, 401, 403)),
+    },
+    "/health/ready": {"get": operation(
+        "Readiness: ok or degraded (200); down or not_ready (503) with the reasons", public=True, errors=(503,))},
+    "/health": {"get": operation("The older name of /health/ready, same answer", public=True, errors=(503,))},
+    "/metrics": {"get": {"summary": "Prometheus metrics of this replica (sum across replicas)",
+                         "responses": {"200": {"description": "text"}}}},
+    "/openapi.json": {"get": operation("This document", public=True, errors=())},
+})

@@ -1,0 +1,119 @@
+"""Investigation: owns cases. Thin entrypoints: authenticate, call a handler, answer. Opens a
+case for every registered complaint (the complaint case process) and every suggestion or
+praise (the feedback case process), fires the processes' timers, and serves cases and tasks.
+Errors become the JSON error shape in shared.web.http."""
+import time
+
+from nameko.timer import timer
+from werkzeug.wrappers import Response
+
+from services.investigation import handlers, openapi
+from services.investigation.dependencies import Processes
+from services.investigation.repository import InvestigationStore
+from shared.messaging import consumer
+from shared.messaging.consumer import handle_event
+from shared.messaging.topology import retry_delays
+from shared.observability.logs import CorrelationLogging
+from shared.persistence.unit_of_work import Database
+from shared.runtime.provider import Runtime
+from shared.web import health
+from shared.web.http import api, correlation_id, identity, json_response, query_args, read_json
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+TIMER_BATCH = 100           # instances fired per transaction
+TIMER_ROUND_SECONDS = 5.0   # one tick fires batches for at most this long, then lets the next tick come
+
+
+class InvestigationService:
+    name = "investigation"
+
+    db = Database(InvestigationStore)
+    env = Runtime()
+    processes = Processes()
+    logging = CorrelationLogging()
+    readiness = health.Readiness()
+
+    # -- cases are opened by what intake registers --------------------------------------------------
+
+    @handle_event("intake", "complaint_registered")
+    @handle_event("intake", "feedback_registered")
+    def open_case(self, event):
+        handlers.open_case(self.db, event=event, processes=self.processes, policy=self.env.policy,
+                           rules=self.env.rules, now=self.env.now())
+
+    @handle_event("intake", "customer_message_sent")
+    @handle_event("intake", "customer_message_failed")
+    def message_outcome(self, event):
+        handlers.message_outcome(self.db, event=event, now=self.env.now())
+
+    # -- the processes' timers (SLA warnings, breaches, escalations) ------------------------------
+
+    @timer(interval=1)
+    def fire_timers(self):
+        """Replicas poll side by side: each claims the due instances no other holds."""
+        started = time.monotonic()
+        while time.monotonic() - started < TIMER_ROUND_SECONDS:
+            done = handlers.fire_timers(self.db, processes=self.processes, rules=self.env.rules,
+                                        now=self.env.now(), limit=TIMER_BATCH)
+            if len(done.fired) + len(done.failed) < TIMER_BATCH:
+                break
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+
+    @api("GET", "/v1/cases")
+    def list_cases(self, request):
+        return handlers.list_cases(self.db, identity=identity(request), query=query_args(request),
+                                   now=self.env.now())
+
+    @api("GET", "/v1/cases/<case_id>")
+    def get_case(self, request, case_id):
+        return handlers.get_case(self.db, identity=identity(request), case_id=case_id, now=self.env.now())
+
+    @api("POST", "/v1/cases/<case_id>/tasks/<task>")
+    def complete_task(self, request, case_id, task):
+        return handlers.complete_task(self.db, identity=identity(request), case_id=case_id, task=task,
+                                      read_body=lambda: read_json(request), processes=self.processes,
+                                      policy=self.env.policy, rules=self.env.rules, now=self.env.now(),
+                                      causation_id=correlation_id(request))
+
+    @api("POST", "/v1/cases/<case_id>/pause")
+    def pause(self, request, case_id):
+        return handlers.pause(self.db, identity=identity(request), case_id=case_id,
+                              read_body=lambda: read_json(request), processes=self.processes, now=self.env.now(),
+                              causation_id=correlation_id(request))
+
+    @api("POST", "/v1/cases/<case_id>/resume")
+    def resume(self, request, case_id):
+        return handlers.resume(self.db, identity=identity(request), case_id=case_id,
+                               read_body=lambda: read_json(request), processes=self.processes,
+                               policy=self.env.policy, rules=self.env.rules, now=self.env.now(),
+                               causation_id=correlation_id(request))
+
+    @api("GET", "/v1/tasks")
+    def list_tasks(self, request):
+        return handlers.list_tasks(self.db, identity=identity(request), query=query_args(request))
+
+    # -- operations ---------------------------------------------------------------------------------
+
+    @api("GET", "/health/ready", public=True)
+    def ready(self, request):
+        return self.readiness(self.db.engine)
+
+    @api("GET", "/health", public=True)
+    def health(self, request):  # the older name of /health/ready, same answer
+        return self.readiness(self.db.engine)
+
+    @api("GET", "/metrics", public=True)
+    def metrics(self, request):
+        return Response(health.replica_metrics_text(self.name), content_type=PROMETHEUS_TEXT)
+
+    @api("GET", "/metrics/shared", public=True)
+    def shared_metrics(self, request):
+        config = self.env.config
+        text = health.shared_metrics_text(self.name, self.db.engine, config["AMQP_URI"],
+                                          consumer.handlers_of(InvestigationService, retry_delays(config)))
+        return Response(text, content_type=PROMETHEUS_TEXT)
+
+    @api("GET", "/openapi.json", public=True)
+    def openapi(self, request):
+        return json_response(openapi.DOCUMENT)
