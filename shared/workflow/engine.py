@@ -6,14 +6,18 @@ for one instance never interleave), restores its state with this operation's scr
 attached, does its work, steps until nothing automatic is left READY, saves, and returns a
 StepResult: the steps taken (for the timeline), the effects the process asked for (for the
 service to publish through its outbox in the same transaction), the user tasks now waiting and
-the next timer. The engine itself has no side effects beyond the two tables."""
+the next timer. The engine itself has no side effects beyond the two tables.
+
+An instance's timers can be held (`hold`: waiting for the customer pauses the SLA clocks) and
+released (`release`: they are due later by the time held, or computed again from new data)."""
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping
 
 import sqlalchemy as sa
@@ -27,7 +31,7 @@ from shared.calendar.clock import SystemClock
 from shared.workflow import definitions, instances, state, timers
 from shared.workflow.definitions import ProcessDefinition
 from shared.workflow.errors import (
-    InstanceExists, InstanceNotFound, NoWaitingInstance, ProcessLoops, TaskNotWaiting,
+    InstanceExists, InstanceNotFound, NoWaitingInstance, NotHeld, ProcessLoops, TaskNotWaiting,
 )
 from shared.workflow.scripting import (
     Effect, OperatorCall, RestrictedEnvironment, ScriptEngine, check_data, default_helpers,
@@ -81,6 +85,7 @@ class StepResult:
     data: dict               # the data of the task completed last
     steps: tuple[Step, ...] = ()
     effects: tuple[Effect, ...] = ()
+    held_since: datetime | None = None  # its timers held since then (see ProcessEngine.hold); None: they run
 
     @property
     def completed(self) -> bool:
@@ -191,8 +196,7 @@ class ProcessEngine:
         if row is None:
             raise InstanceNotFound(instance_id)
         workflow, _ = self._restore(conn, row)
-        due = None if workflow.completed else timers.next_due(workflow)
-        return self._result(row, row.status, row.version, workflow, due)
+        return self._unchanged(row, workflow)
 
     def waiting_tasks(self, conn: sa.Connection, instance_id: str) -> tuple[WaitingTask, ...]:
         return self.read(conn, instance_id).waiting
@@ -203,6 +207,41 @@ class ProcessEngine:
 
     # --- timers --------------------------------------------------------------------------
 
+    def hold(self, conn: sa.Connection, instance_id: str) -> StepResult:
+        """Hold the instance's timers (waiting for the customer pauses its SLA clocks): until
+        `release`, every operation on it (complete_task, deliver_message, fire_timers...) steps
+        its timers on the time frozen at this instant, so none falls due, and it leaves the
+        timer poll (next_timer_due NULL). Steps and now() keep the clock's time. A timer due by
+        now fires first, in this operation. Holding a held instance changes nothing.
+        InstanceNotFound."""
+        row = self._lock(conn, instance_id)
+        if row.held_since is not None:
+            return self._unchanged(row, self._restore(conn, row)[0])
+
+        def hold_timers(workflow: BpmnWorkflow, op: _Operation) -> None:
+            op.script_engine.held_since = self.clock.now()
+
+        return self._fire(conn, row, hold_timers)
+
+    def release(self, conn: sa.Connection, instance_id: str, data: Mapping | None = None) -> StepResult:
+        """Release a held instance's timers: `data` joins the data of every unfinished task (see
+        `merge_data`: top-level keys replaced, as a completed task's form does), each waiting
+        duration or cycle timer is due later by the time held, each date timer evaluates its
+        expression again on the data as it is now; then what is due fires and the instance
+        steps on. InstanceNotFound; NotHeld when its timers are not held."""
+        data = dict(data or {})
+        check_data(data, self.helpers, "the release data")
+        row = self._lock(conn, instance_id)
+        if row.held_since is None:
+            raise NotHeld(instance_id)
+
+        def resume(workflow: BpmnWorkflow, op: _Operation) -> None:
+            merge_data(workflow, data)
+            timers.rearm(workflow, max(self.clock.now() - row.held_since, timedelta(0)))
+            op.script_engine.held_since = None
+
+        return self._fire(conn, row, resume)
+
     def claim_due(self, conn: sa.Connection, limit: int = 100) -> list[str]:
         """Instances with a timer due by the clock's now, locked (SKIP LOCKED: another replica's
         are left to it), earliest first."""
@@ -212,14 +251,20 @@ class ProcessEngine:
         """Fire what is due on one instance and step it."""
         return self._fire(conn, self._lock(conn, instance_id))
 
-    def fire_due(self, conn: sa.Connection, limit: int = 100) -> TimerRound:
+    def fire_due(self, conn: sa.Connection, limit: int = 100,
+                 on_fired: Callable[[StepResult], None] | None = None) -> TimerRound:
         """One round of the service's timer poll: claim up to `limit` due instances and fire
-        each in a savepoint. One that fails is rolled back alone and retried later."""
+        each in a savepoint. One that fails is rolled back alone and retried later.
+        `on_fired(result)`: the service's own writes for a fired instance (its outbox events),
+        made inside that instance's savepoint, so they commit or roll back with the step; when
+        it raises, the instance fails as a failing step does."""
         fired, failed = [], []
         for row in instances.claim_due_rows(conn, self.clock.now(), limit):  # locked: no second read
             savepoint = conn.begin_nested()
             try:
                 result = self._fire(conn, row)
+                if on_fired is not None:
+                    on_fired(result)
             except Exception as exc:
                 savepoint.rollback()
                 error = f"{type(exc).__name__}: {exc}"
@@ -233,12 +278,12 @@ class ProcessEngine:
 
     # --- mechanics -----------------------------------------------------------------------
 
-    def script_engine(self, instance_id: str) -> ScriptEngine:
+    def script_engine(self, instance_id: str, held_since: datetime | None = None) -> ScriptEngine:
         """A fresh script engine for one operation on one instance (what every restore attaches)."""
-        return ScriptEngine(self.environment, self.clock, self.operators, instance_id)
+        return ScriptEngine(self.environment, self.clock, self.operators, instance_id, held_since)
 
-    def _operation(self, instance_id: str) -> _Operation:
-        return _Operation(self.script_engine(instance_id))
+    def _operation(self, instance_id: str, held_since: datetime | None = None) -> _Operation:
+        return _Operation(self.script_engine(instance_id, held_since))
 
     def _spec(self, conn: sa.Connection, digest: str, spec_json: str | None = None) -> tuple:
         """The restored spec of a definition, shared by its instances (an LRU of restored specs)."""
@@ -255,7 +300,7 @@ class ProcessEngine:
 
     def _restore(self, conn: sa.Connection, row: instances.Row) -> tuple[BpmnWorkflow, _Operation]:
         spec, subprocess_specs = self._spec(conn, row.definition_hash)
-        op = self._operation(row.id)
+        op = self._operation(row.id, row.held_since)
         return state.load(row.state, spec, subprocess_specs, op.script_engine), op
 
     def _lock(self, conn: sa.Connection, instance_id: str) -> instances.Row:
@@ -264,9 +309,13 @@ class ProcessEngine:
             raise InstanceNotFound(instance_id)
         return row
 
-    def _fire(self, conn: sa.Connection, row: instances.Row) -> StepResult:
-        """Fire what is due on a locked instance and step it."""
+    def _fire(self, conn: sa.Connection, row: instances.Row,
+              prepare: Callable[[BpmnWorkflow, _Operation], None] | None = None) -> StepResult:
+        """Fire what is due on a locked instance and step it (after `prepare`, if given, has
+        changed the restored workflow or its operation)."""
         workflow, op = self._restore(conn, row)
+        if prepare is not None:
+            prepare(workflow, op)
         workflow.refresh_timers()
         settle(workflow, op.record)
         return self._save(conn, row, workflow, op)
@@ -279,7 +328,8 @@ class ProcessEngine:
             op.script_engine.effects.append(Effect(kind, event.event_definition.name, None, {
                 "payload": event.payload, "correlations": event.correlations}, None, now))
         status = COMPLETED if workflow.completed else RUNNING
-        due = None if workflow.completed else timers.next_due(workflow)
+        held_since = op.script_engine.held_since
+        due = _next_due(workflow, held_since)
         text = state.dump(workflow)
         if keys is not None:
             saved = instances.Row(row.id, row.process_id, row.definition_hash, status, text, 1)
@@ -287,15 +337,20 @@ class ProcessEngine:
                 raise InstanceExists(row.id)
             version = 1
         else:
-            version = instances.save(conn, row, status, text, due, now)
-        return self._result(row, status, version, workflow, due, op)
+            version = instances.save(conn, row, status, text, due, now, held_since)
+        return self._result(row, status, version, workflow, due, held_since, op)
+
+    def _unchanged(self, row: instances.Row, workflow: BpmnWorkflow) -> StepResult:
+        """The instance as its row and restored workflow say it is (nothing stepped or saved)."""
+        return self._result(row, row.status, row.version, workflow, _next_due(workflow, row.held_since),
+                            row.held_since)
 
     @staticmethod
     def _result(row, status: str, version: int, workflow: BpmnWorkflow, due: datetime | None,
-                op: _Operation | None = None) -> StepResult:
+                held_since: datetime | None, op: _Operation | None = None) -> StepResult:
         return StepResult(row.id, row.process_id, row.definition_hash, status, version, _waiting(workflow), due,
                           _latest_data(workflow), tuple(op.steps) if op else (),
-                          tuple(op.script_engine.effects) if op else ())
+                          tuple(op.script_engine.effects) if op else (), held_since)
 
 
 def start_workflow(spec, subprocess_specs: dict, script_engine: ScriptEngine, data: Mapping,
@@ -318,6 +373,33 @@ def settle(workflow: BpmnWorkflow, on_step: Callable | None = None) -> None:
         if not any(not t.task_spec.manual for t in workflow.get_tasks(state=TaskState.READY)):
             return
     raise ProcessLoops(f"still stepping after {MAX_ROUNDS} rounds: the process loops without waiting")
+
+
+def _next_due(workflow: BpmnWorkflow, held_since: datetime | None) -> datetime | None:
+    """What the row's next_timer_due says: none for a completed instance or a held one (the
+    timer poll never picks it), else the earliest timer."""
+    return None if workflow.completed or held_since is not None else timers.next_due(workflow)
+
+
+def merge_data(workflow: BpmnWorkflow, data: Mapping) -> None:
+    """`data` (its top-level keys replaced) into every task that holds the instance's data now:
+    the unfinished ones that have taken their data (READY, WAITING, STARTED: user tasks,
+    subprocess tasks, boundary and other catching events, in the top workflow and in every
+    subprocess), and the parent of each waiting one. SpiffWorkflow makes a waiting event
+    inherit its parent's data again at every refresh, the parent's values winning: a boundary
+    timer given only the new data would evaluate its expression on its BoundaryEventSplit's old
+    data. Tasks not reached yet (FUTURE, LIKELY, MAYBE) hold no data: they take it from their
+    parent when reached. A subprocess task's own data is replaced, when its subprocess ends, by
+    the data of the subprocess's last task."""
+    if not data:
+        return
+    holders = {}
+    for task in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING | TaskState.STARTED):
+        holders[task.id] = task
+        if task.state == TaskState.WAITING and task.parent is not None:
+            holders.setdefault(task.parent.id, task.parent)
+    for task in holders.values():
+        task.set_data(**copy.deepcopy(dict(data)))
 
 
 def _waiting(workflow: BpmnWorkflow) -> tuple[WaitingTask, ...]:

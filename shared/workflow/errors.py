@@ -75,3 +75,11 @@ class NoWaitingInstance(WorkflowError):
 
 class ProcessLoops(WorkflowError):
     """Stepping never came to rest: a process that loops without waiting for anything."""
+
+
+class NotHeld(WorkflowError):
+    """Release of an instance whose timers are not held."""
+
+    def __init__(self, instance_id: str):
+        self.instance_id = instance_id
+        super().__init__(f"process instance {instance_id!r} is not held")

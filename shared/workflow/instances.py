@@ -22,10 +22,11 @@ class Row:
     status: str
     state: str
     version: int
+    held_since: datetime | None = None  # its timers held since then (see ProcessEngine.hold)
 
 
 _COLUMNS = (INSTANCES.c.id, INSTANCES.c.process_id, INSTANCES.c.definition_hash, INSTANCES.c.status,
-            INSTANCES.c.state, INSTANCES.c.version)
+            INSTANCES.c.state, INSTANCES.c.version, INSTANCES.c.held_since)
 
 
 def insert(conn: sa.Connection, row: Row, next_timer_due: datetime | None, correlation_keys: list[str],
@@ -60,11 +61,12 @@ def lock_by_key(conn: sa.Connection, key: str) -> list[Row]:
 
 
 def save(conn: sa.Connection, row: Row, status: str, state: str, next_timer_due: datetime | None,
-         now: datetime) -> int:
-    """Write the state after a step; the new version."""
+         now: datetime, held_since: datetime | None = None) -> int:
+    """Write the state after a step (and whether its timers are held); the new version."""
     return conn.execute(INSTANCES.update().where(INSTANCES.c.id == row.id).values(
-        status=status, state=state, next_timer_due=next_timer_due, version=INSTANCES.c.version + 1,
-        updated_at=now, timer_failures=0, last_error=None).returning(INSTANCES.c.version)).scalar_one()
+        status=status, state=state, next_timer_due=next_timer_due, held_since=held_since,
+        version=INSTANCES.c.version + 1, updated_at=now, timer_failures=0, last_error=None)
+        .returning(INSTANCES.c.version)).scalar_one()
 
 
 def add_correlation_key(conn: sa.Connection, instance_id: str, key: str) -> None:

@@ -215,15 +215,22 @@ class Effect:
 class ScriptEngine(PythonScriptEngine):
     """One per operation on one instance, attached to the workflow after every restore: it
     carries the clock, the service's operators and the effects this operation collects, so
-    that instances stepped side by side never share them."""
+    that instances stepped side by side never share them. `held_since`: the instant the
+    instance's timers were held (see ProcessEngine.hold), None when they run."""
 
     def __init__(self, environment: RestrictedEnvironment, clock, operators: Mapping[str, Callable[[OperatorCall], Any]],
-                 instance_id: str):
+                 instance_id: str, held_since: datetime | None = None):
         super().__init__(environment)
         self.clock = clock
         self.operators = operators
         self.instance_id = instance_id
+        self.held_since = held_since
         self.effects: list[Effect] = []
+
+    def timer_now(self) -> datetime:
+        """The time the timers see: the clock's, or, while the instance is held, the instant it
+        was held (so none falls due). Steps, operator calls and now() keep the clock's."""
+        return self.held_since if self.held_since is not None else self.clock.now()
 
     def evaluate(self, task, expression, external_context=None):
         compiled(expression, "eval", _where(task))  # refuse naming the task, before SpiffWorkflow wraps it

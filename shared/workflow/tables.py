@@ -5,20 +5,24 @@
   the definition it started with. `state` is TEXT, not JSONB (see shared.workflow.state);
   `next_timer_due` is the earliest timer it waits on, indexed where set, so that finding the
   due ones among many waiting instances reads only those; `correlation_keys` are the values a
-  message may name it by (its own id, and whatever the service adds: a sale id, say).
+  message may name it by (its own id, and whatever the service adds: a sale id, say);
+  `held_since` is set while the instance's timers are held (see ProcessEngine.hold).
 
 Every service's metadata gets them through `add_tables`; its first migration creates them
 with `create_tables_v1`, so that a later change is a new, explicit version (as for the inbox:
-add_tables takes a flag for what a later version adds, and create_tables_v1 leaves it out)."""
+add_tables takes a flag for what a later version adds, and create_tables_v1 leaves it out).
+Version 2 (`upgrade_tables_v2`, a service's next migration) adds `held_since`."""
 from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from shared.workflow.errors import WorkflowError
+
 RUNNING, COMPLETED = "running", "completed"
 
 
-def add_tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
+def add_tables(metadata: sa.MetaData, held_since: bool = True) -> dict[str, sa.Table]:
     definitions = sa.Table(
         "process_definitions", metadata,
         sa.Column("hash", sa.Text, primary_key=True),
@@ -43,6 +47,9 @@ def add_tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
         # holds back the instances due after it.
         sa.Column("timer_failures", sa.Integer, nullable=False, server_default="0"),
         sa.Column("last_error", sa.Text),
+        # Version 2: while set, the instance's timers are held (frozen at this instant) and it
+        # has no next_timer_due; release moves them later by the time held.
+        *([sa.Column("held_since", sa.DateTime(timezone=True))] if held_since else []),
         sa.CheckConstraint(f"status IN ('{RUNNING}', '{COMPLETED}')", name="ck_process_instances_status"),
         sa.Index("ix_process_instances_next_timer_due", "next_timer_due",
                  postgresql_where=sa.text("next_timer_due IS NOT NULL")),
@@ -59,5 +66,22 @@ INSTANCES = _TABLES["process_instances"]
 def create_tables_v1(op) -> None:
     """Alembic: both tables as a service's first migration makes them."""
     metadata = sa.MetaData()
-    add_tables(metadata)
+    add_tables(metadata, held_since=False)  # added by version 2
     metadata.create_all(op.get_bind())
+
+
+def upgrade_tables_v2(op) -> None:
+    """Alembic: `held_since` on process_instances (a service's migration after the one that
+    ran create_tables_v1)."""
+    op.add_column("process_instances", sa.Column("held_since", sa.DateTime(timezone=True)))
+
+
+def downgrade_tables_v2(op) -> None:
+    """Alembic: drop `held_since`; refused while an instance is held, as its timers would then
+    never fire again (a held instance has no next_timer_due): release them first."""
+    held = op.get_bind().execute(
+        sa.text("SELECT count(*) FROM process_instances WHERE held_since IS NOT NULL")).scalar_one()
+    if held:
+        raise WorkflowError(f"{held} process instance(s) held: release them before dropping held_since "
+                            "(their timers would never fire again)")
+    op.drop_column("process_instances", "held_since")

@@ -5,7 +5,11 @@ ManualClock they move). They are registered under SpiffWorkflow's own type names
 spec stays plain SpiffWorkflow and restores into them.
 
 A timer fires once its due time is reached (SpiffWorkflow waits until it is passed), so that a
-timer found due through the `next_timer_due` column always fires when it is stepped."""
+timer found due through the `next_timer_due` column always fires when it is stepped.
+
+While an instance is held (ProcessEngine.hold), its timers read the instant it was held
+instead of the clock (ScriptEngine.timer_now), so none falls due; `rearm` moves them on at
+release."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -22,7 +26,7 @@ from shared.workflow.errors import TimerExpressionError
 
 
 def _now(my_task) -> datetime:
-    return my_task.workflow.script_engine.clock.now()
+    return my_task.workflow.script_engine.timer_now()
 
 
 def _evaluated(my_task, expression: str):
@@ -88,12 +92,23 @@ class _OnTheClock:
         value = my_task._get_internal_data("event_value")
         return None if value is None else parse_date_time(value)
 
+    def rearm(self, my_task, held_for: timedelta) -> None:
+        """After a hold of `held_for`: due that much later."""
+        due = self.due(my_task)
+        if due is not None:
+            my_task._set_internal_data(event_value=(due + held_for).isoformat())
+
 
 class ClockedTimeDate(_OnTheClock, TimeDateEventDefinition):
     @staticmethod
     def _due_text(value: str, now: datetime, where: str) -> str:
         parse_date_time(value, where)
         return value
+
+    def rearm(self, my_task, held_for: timedelta) -> None:
+        """After a hold: a date is the process's to say again, so the timer forgets the one it
+        computed and evaluates its expression anew, on the data as it is then, at the next refresh."""
+        my_task.internal_data.pop("event_value", None)
 
 
 class ClockedDuration(_OnTheClock, DurationTimerEventDefinition):
@@ -129,6 +144,13 @@ class ClockedCycle(CycleTimerEventDefinition):
             return None
         return datetime.fromisoformat(value["next"])
 
+    def rearm(self, my_task, held_for: timedelta) -> None:
+        """After a hold of `held_for`: the next cycle that much later (and the ones after it)."""
+        due = self.due(my_task)
+        if due is not None:
+            my_task._set_internal_data(event_value={**my_task._get_internal_data("event_value"),
+                                                    "next": (due + held_for).isoformat()})
+
 
 SPIFF_NAMES = {ClockedTimeDate: "TimeDateEventDefinition", ClockedDuration: "DurationTimerEventDefinition",
                ClockedCycle: "CycleTimerEventDefinition"}
@@ -141,13 +163,23 @@ def register(registry) -> None:
         TimerConditionalEventDefinitionConverter(clocked, registry, typename=typename)
 
 
-def next_due(workflow) -> datetime | None:
-    """The earliest due time of the timers the workflow waits on (None: it waits on none)."""
-    dues = []
+def _waiting_timers(workflow):
+    """(task, definition) of each timer the workflow waits on, in every subprocess too (one
+    event manager, the top workflow's, holds the waiting events of all)."""
     for task in workflow.event_manager.tasks.values():
         definition = task.task_spec.event_definition
         if isinstance(definition, CLOCKED):
-            due = definition.due(task)
-            if due is not None:
-                dues.append(due)
-    return min(dues, default=None)
+            yield task, definition
+
+
+def next_due(workflow) -> datetime | None:
+    """The earliest due time of the timers the workflow waits on (None: it waits on none)."""
+    dues = [definition.due(task) for task, definition in _waiting_timers(workflow)]
+    return min((due for due in dues if due is not None), default=None)
+
+
+def rearm(workflow, held_for: timedelta) -> None:
+    """The waiting timers after a hold of `held_for`: durations and cycles due that much later,
+    dates evaluated again at the next refresh (see each class's `rearm`)."""
+    for task, definition in _waiting_timers(workflow):
+        definition.rearm(task, held_for)

@@ -4,7 +4,7 @@ with the clock moved, never twice; versions kept; state restored by a new engine
 import threading
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import eventlet
@@ -18,28 +18,34 @@ from shared.persistence import db
 from shared.runtime.config import with_database
 from shared.testing.fixtures import RUN_ID, drop_at_exit, wait_until
 from shared.workflow import (
-    InstanceExists, InstanceNotFound, NoWaitingInstance, ProcessEngine, TaskNotWaiting, load_definition,
-    parse_definition, state, tables,
+    InstanceExists, InstanceNotFound, NotHeld, NoWaitingInstance, ProcessEngine, TaskNotWaiting, WorkflowError,
+    load_definition, parse_definition, state, tables,
 )
 from shared.workflow.instances import due_query
 
 pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "workflow_fixtures" / "example_case.bpmn"
+NESTED = EXAMPLE.parent / "nested_case.bpmn"  # subprocess in subprocess, date timers on both
 T0 = ManualClock().now()  # where the `clock` fixture (shared.testing.fixtures) starts
 
 
 @pytest.fixture(scope="module")
 def template(infra) -> str:
-    """An empty database with the engine's tables as a service's first migration makes them."""
+    """An empty database with the engine's tables as a service's migrations make them."""
     url = with_database(infra.database_url, f"cltest_{RUN_ID}_workflow_tpl")
     db.create_database(url)
     drop_at_exit(url)
     engine = db.make_engine(url, 1)
     with engine.begin() as conn:
-        tables.create_tables_v1(Operations(MigrationContext.configure(conn)))
+        tables.create_tables_v1(migration(conn))
+        tables.upgrade_tables_v2(migration(conn))
     engine.dispose()
     return url
+
+
+def migration(conn) -> Operations:
+    return Operations(MigrationContext.configure(conn))
 
 
 @pytest.fixture
@@ -363,10 +369,199 @@ def test_pitfall_jsonb_loses_task_data_on_restore_so_the_state_is_text(database,
     assert lost >= 1
 
 
-def test_create_tables_v1_makes_what_add_tables_describes(database):
-    inspector = sa.inspect(database)
-    described = tables.add_tables(sa.MetaData())
-    for name, table in described.items():
-        columns = {c["name"]: c["nullable"] for c in inspector.get_columns(name)}
-        assert columns == {c.name: c.nullable for c in table.columns}, name
-        assert {i["name"] for i in inspector.get_indexes(name)} == {i.name for i in table.indexes}, name
+def test_the_tables_migrations_make_what_add_tables_describes_and_v2_comes_off_again(database):
+    def assert_made(described):
+        inspector = sa.inspect(database)
+        for name, table in described.items():
+            columns = {c["name"]: c["nullable"] for c in inspector.get_columns(name)}
+            assert columns == {c.name: c.nullable for c in table.columns}, name
+            assert {i["name"] for i in inspector.get_indexes(name)} == {i.name for i in table.indexes}, name
+
+    assert_made(tables.add_tables(sa.MetaData()))  # create_tables_v1, upgrade_tables_v2 (the template)
+    with database.begin() as conn:
+        tables.downgrade_tables_v2(migration(conn))
+    assert_made(tables.add_tables(sa.MetaData(), held_since=False))
+    with database.begin() as conn:
+        tables.upgrade_tables_v2(migration(conn))
+    assert_made(tables.add_tables(sa.MetaData()))
+
+
+def test_held_since_is_not_dropped_while_an_instance_is_held(database, engine, definition):
+    start(database, engine, definition, "case-1")
+    with database.begin() as conn:
+        engine.hold(conn, "case-1")
+    with database.begin() as conn, pytest.raises(WorkflowError, match="1 process instance"):
+        tables.downgrade_tables_v2(migration(conn))
+    assert row(database, "case-1")["held_since"] == T0
+
+
+# --- held timers -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nested():
+    return load_definition(NESTED, required_tasks=("assign", "respond", "record_findings"), operators=("notify_staff",))
+
+
+def clocks(first_warning, first_breach, handling_breach) -> dict:
+    """The nested process's `clocks` (hours after T0): ISO texts with an offset, as a service writes them."""
+    def text(hours):
+        return (T0 + timedelta(hours=hours)).astimezone(timezone(timedelta(hours=8))).isoformat()
+
+    return {"first_response": {"warning_at": text(first_warning), "breach_at": text(first_breach)},
+            "handling": {"breach_at": text(handling_breach)}}
+
+
+def timer_columns(database, case_id):
+    saved = row(database, case_id)
+    return saved["held_since"], saved["next_timer_due"]
+
+
+def fire_due(database, engine, **kwargs):
+    with database.begin() as conn:
+        return engine.fire_due(conn, **kwargs)
+
+
+def fired_steps(result) -> list[str]:
+    return [s.task for s in result.steps if s.kind in ("BoundaryEvent", "ServiceTask")]
+
+
+def test_a_held_instance_fires_nothing_until_released_then_its_timers_are_due_later_by_the_hold(
+        database, engine, definition, clock, operators):
+    start(database, engine, definition, "case-1")
+    held_at = T0 + timedelta(minutes=50)  # the warning (48 minutes) is due, not polled yet
+    clock.set(held_at)
+    with database.begin() as conn:
+        hold = engine.hold(conn, "case-1")
+    assert [e.name for e in hold.effects] == ["notify_staff"]  # what was due before the hold fires first
+    assert (hold.held_since, hold.next_timer_due, hold.version) == (held_at, None, 2)
+    assert timer_columns(database, "case-1") == (held_at, None)
+    with database.begin() as conn:
+        again = engine.hold(conn, "case-1")  # changes nothing
+    assert (again.held_since, again.next_timer_due, again.version, again.effects) == (held_at, None, 2, ())
+
+    clock.set(T0 + timedelta(hours=3))  # the deadline (1 hour) passes during the hold
+    assert fire_due(database, engine).fired == ()
+    with database.begin() as conn:
+        assert engine.fire_timers(conn, "case-1").effects == ()  # even when asked to
+    with database.connect() as conn:
+        read = engine.read(conn, "case-1")
+    assert (read.held_since, read.next_timer_due, [w.name for w in read.waiting]) == (held_at, None, ["assign"])
+    assert timer_columns(database, "case-1") == (held_at, None)
+
+    with database.begin() as conn:
+        released = engine.release(conn, "case-1")
+    deadline = T0 + timedelta(hours=1) + (clock.now() - held_at)  # later by the 2h10m held
+    assert (released.held_since, released.next_timer_due, released.effects) == (None, deadline, ())
+    assert [t.due for t in released.waiting[0].timers] == [deadline]
+    assert timer_columns(database, "case-1") == (None, deadline)
+    clock.set(deadline - timedelta(seconds=1))
+    assert fire_due(database, engine).fired == ()
+    clock.set(deadline)
+    [escalated] = fire_due(database, engine).fired
+    assert [e.name for e in escalated.effects] == ["escalate"]
+    assert [(i, name) for i, name, _ in operators.calls] == [("case-1", "notify_staff"), ("case-1", "escalate")]
+
+    with database.begin() as conn, pytest.raises(NotHeld):
+        engine.release(conn, "case-1")
+    with database.begin() as conn:
+        for operation in (engine.hold, engine.release):
+            with pytest.raises(InstanceNotFound):
+                operation(conn, "no-such-case")
+
+
+def test_what_the_service_writes_for_a_fired_instance_commits_or_rolls_back_with_its_step(
+        database, engine, definition, clock):
+    with database.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE outbox_probe (instance_id text, event text)"))
+    for case_id in ("case-bad", "case-good"):
+        start(database, engine, definition, case_id)
+    clock.advance(minutes=50)
+    refusing = {"case-bad"}
+
+    def published():
+        with database.connect() as conn:
+            return sorted(map(tuple, conn.execute(sa.text("SELECT instance_id, event FROM outbox_probe"))))
+
+    with database.begin() as conn:
+        def publish(result):  # the service's outbox events, on the poll's connection
+            for effect in result.effects:
+                conn.execute(sa.text("INSERT INTO outbox_probe VALUES (:instance, :event)"),
+                             {"instance": result.instance_id, "event": effect.name})
+            if result.instance_id in refusing:
+                raise RuntimeError("the outbox refused it")
+
+        fired = engine.fire_due(conn, on_fired=publish)
+    assert [r.instance_id for r in fired.fired] == ["case-good"]
+    assert fired.failed == (("case-bad", "RuntimeError: the outbox refused it"),)
+    assert published() == [("case-good", "notify_staff")]  # case-bad's insert went with its step
+    bad = row(database, "case-bad")
+    assert (bad["version"], bad["timer_failures"], bad["next_timer_due"]) == (1, 1, clock.now() + timedelta(minutes=1))
+
+    refusing.clear()
+    clock.advance(minutes=1)
+    with database.begin() as conn:
+        assert [r.instance_id for r in engine.fire_due(conn, on_fired=publish).fired] == ["case-bad"]
+    assert published() == [("case-bad", "notify_staff"), ("case-good", "notify_staff")]
+    assert row(database, "case-bad")["timer_failures"] == 0
+
+
+def test_nested_subprocess_timers_fire_are_cancelled_with_their_subprocess_and_are_held_on_both_levels(
+        database, engine, nested, clock, operators):
+    with database.begin() as conn:
+        started = engine.start(conn, "case-1", nested, {"clocks": clocks(1, 2, 5)})
+    assert [w.name for w in started.waiting] == ["assign"]
+    assert timer_columns(database, "case-1") == (None, T0 + timedelta(hours=1))  # the inner warning
+
+    clock.set(T0 + timedelta(hours=1))
+    [warned] = fire_due(database, engine).fired  # found through next_timer_due, two subprocesses down
+    assert fired_steps(warned) == ["first_response_warning", "warn_first_response"]
+    assert [(e.name, e.params) for e in warned.effects] == [("notify_staff", {"kind": "first_response_warning"})]
+    assert timer_columns(database, "case-1") == (None, T0 + timedelta(hours=2))  # the inner breach
+
+    held_at = T0 + timedelta(hours=1, minutes=30)
+    clock.set(held_at)
+    with database.begin() as conn:
+        assert engine.hold(conn, "case-1").effects == ()
+    clock.set(T0 + timedelta(hours=6))  # past the inner breach (2h) and the outer one (5h)
+    assert fire_due(database, engine).fired == ()
+    with database.begin() as conn:
+        assigned = engine.complete_task(conn, "case-1", "assign", {"owner": "s-17"}, actor="manager-3")
+    assert [(s.task, s.at) for s in assigned.steps] == [("assign", clock.now())]  # no timer; steps on the clock
+    assert (assigned.effects, assigned.next_timer_due, assigned.held_since) == ((), None, held_at)
+    assert [w.name for w in assigned.waiting] == ["respond"]
+    assert timer_columns(database, "case-1") == (held_at, None)
+
+    with database.begin() as conn:  # the service's new clocks: its deadlines moved by the pause
+        released = engine.release(conn, "case-1", {"clocks": clocks(1, 8, 10)})
+    assert (released.steps, released.held_since, released.next_timer_due) == ((), None, T0 + timedelta(hours=8))
+    assert timer_columns(database, "case-1") == (None, T0 + timedelta(hours=8))
+
+    clock.set(T0 + timedelta(hours=7))
+    with database.begin() as conn:
+        responded = engine.complete_task(conn, "case-1", "respond", {})
+    assert [w.name for w in responded.waiting] == ["record_findings"]
+    assert responded.data["clocks"] == clocks(1, 8, 10) and responded.data["owner"] == "s-17"
+    assert timer_columns(database, "case-1") == (None, T0 + timedelta(hours=10))  # the inner breach is gone
+    clock.set(T0 + timedelta(hours=8))
+    assert fire_due(database, engine).fired == ()
+
+    clock.set(T0 + timedelta(hours=10))
+    [breached] = fire_due(database, engine).fired
+    assert fired_steps(breached) == ["handling_breach", "report_breach"]
+    assert [e.params for e in breached.effects] == [{"kind": "handling_breach"}]
+    assert timer_columns(database, "case-1") == (None, None)
+    assert [params["kind"] for _, _, params in operators.calls] == ["first_response_warning", "handling_breach"]
+
+
+def test_a_release_whose_new_dates_have_passed_fires_them_at_once_on_both_levels(database, engine, nested, clock):
+    with database.begin() as conn:
+        engine.start(conn, "case-1", nested, {"clocks": clocks(1, 2, 5)})
+        engine.hold(conn, "case-1")
+    clock.set(T0 + timedelta(minutes=30))
+    with database.begin() as conn:
+        released = engine.release(conn, "case-1", {"clocks": clocks(0.25, 3, 0.5)})
+    assert sorted(fired_steps(released)) == ["first_response_warning", "handling_breach", "report_breach",
+                                             "warn_first_response"]
+    assert sorted(e.params["kind"] for e in released.effects) == ["first_response_warning", "handling_breach"]
+    assert timer_columns(database, "case-1") == (None, T0 + timedelta(hours=3))

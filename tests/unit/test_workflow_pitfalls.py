@@ -17,8 +17,9 @@ from SpiffWorkflow.util.task import TaskState
 
 from shared.calendar.clock import ManualClock
 from shared.workflow import ScriptRefused, check_text, load_definition, state
-from shared.workflow.engine import send_message, settle, start_workflow
+from shared.workflow.engine import merge_data, send_message, settle, start_workflow
 from shared.workflow.scripting import RestrictedEnvironment, ScriptEngine, default_helpers
+from shared.workflow.timers import next_due
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "workflow_fixtures" / "example_case.bpmn"
 DEFINITION = load_definition(EXAMPLE)
@@ -172,3 +173,26 @@ def test_pitfall_timer_expressions_are_python_so_an_unquoted_duration_fails_when
                 script_engine(ManualClock(T0)))
     assert check_text(text.encode()).problems == [
         'assign_overdue (timeDuration): PT1H is read as Python; quote it: "PT1H"']
+
+
+def test_pitfall_a_waiting_event_takes_its_parents_data_again_at_every_refresh_so_release_data_goes_there_too():
+    nested = load_definition(EXAMPLE.parent / "nested_case.bpmn")
+
+    def clocks(at):  # a new object each time: SpiffWorkflow's merge writes into nested dicts in place
+        return {"first_response": {"warning_at": at, "breach_at": at}, "handling": {"breach_at": at}}
+
+    old, new = "2030-01-07T11:00:00+08:00", "2030-01-07T18:00:00+08:00"  # 03:00 and 10:00 UTC
+    workflow = start_workflow(*state.spec_from_json(nested.spec), script_engine(ManualClock(T0)),
+                              {"clocks": clocks(old)})
+    for task in workflow.get_tasks(state=TaskState.WAITING):  # the boundary timers alone
+        task.set_data(clocks=clocks(new))
+        task.internal_data.pop("event_value")
+    workflow.refresh_timers()
+    assert {t.data["clocks"]["handling"]["breach_at"] for t in workflow.get_tasks(state=TaskState.WAITING)} == {old}
+    assert next_due(workflow) == T0 + timedelta(hours=1)  # computed again, on their BoundaryEventSplit's old data
+
+    merge_data(workflow, {"clocks": clocks(new)})  # the engine's release: into their parents too
+    for task in workflow.get_tasks(state=TaskState.WAITING):
+        task.internal_data.pop("event_value")
+    workflow.refresh_timers()
+    assert next_due(workflow) == T0 + timedelta(hours=8)
