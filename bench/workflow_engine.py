@@ -64,7 +64,9 @@ def measure(database_url: str, instances: int = 2000, waiting: int = 100_000, du
     pool = db.make_engine(url, 2)
     try:
         with pool.begin() as conn:
-            tables.create_tables_v1(Operations(MigrationContext.configure(conn)))
+            operations = Operations(MigrationContext.configure(conn))
+            tables.create_tables_v1(operations)
+            tables.upgrade_tables_v2(operations)
         started = time.perf_counter()
         for n in range(instances):
             with pool.begin() as conn:

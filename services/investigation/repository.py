@@ -70,13 +70,16 @@ class Cases:
         existing = dict(self._uow.execute(sa.select(table.c.task, table.c.waiting_since)
                                           .where(table.c.case_id == case.id)).all())
         self._uow.execute(table.delete().where(table.c.case_id == case.id))
+        rows = []
         for task in case.open_tasks:
             view = case.task_view(task)
-            self._uow.insert(table, {
+            rows.append({
                 "case_id": case.id, "task": task.name, "title": task.title, "roles": list(task.roles),
                 "owner_may_complete": task.owner_may_complete, "owner": case.owner if task.owner_may_complete else None,
                 "clock": task.clock, "due": None if case.paused_since else view["due"], "branch_code": case.branch_code,
                 "waiting_since": existing.get(task.name, now)})
+        if rows:  # not the queued insert: roles is an array, not JSON
+            self._uow.execute(table.insert(), rows)
 
     def _append_timeline(self, case: Case) -> None:
         for entry in case.timeline:
