@@ -15,14 +15,19 @@ from shared.calendar.clock import isoformat
 from shared.messaging.aggregate import Aggregate
 from shared.security.privacy import customer_ref, mask_email, mask_name, mask_phone, normalize_phone
 
-STATUSES = ("received", "open", "in_progress", "resolved", "closed", "reopened")
-# A complaint's status as its case moves (investigation's case events).
+STATUSES = ("received", "acknowledged", "investigating", "resolved", "closed")
+# A complaint's status as its case moves (investigation's case events), for the front desk
+# telling a customer where it stands: received until the customer has had a first response,
+# then acknowledged; investigating once the investigation shows (findings, waiting for the
+# customer, a reopened case); resolved when the written result went out; closed.
 STATUS_AFTER_CASE_EVENT = {
-    "case_opened": "open",
-    "case_assigned": "in_progress",
-    "case_acknowledged": "in_progress",
+    "case_opened": "received",
+    "case_assigned": "received",
+    "case_acknowledged": "acknowledged",
+    "sla_paused": "investigating",
+    "findings_recorded": "investigating",
     "case_resolved": "resolved",
-    "case_reopened": "reopened",
+    "case_reopened": "investigating",
     "case_closed": "closed",
 }
 

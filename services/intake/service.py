@@ -73,6 +73,8 @@ class IntakeService:
     @handle_event("investigation", "case_opened")
     @handle_event("investigation", "case_assigned")
     @handle_event("investigation", "case_acknowledged")
+    @handle_event("investigation", "sla_paused")
+    @handle_event("investigation", "findings_recorded")
     @handle_event("investigation", "case_resolved")
     @handle_event("investigation", "case_reopened")
     @handle_event("investigation", "case_closed")

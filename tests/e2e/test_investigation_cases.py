@@ -202,11 +202,7 @@ def test_staff_work_the_case_in_the_error_order_and_the_first_response_reaches_t
                "the first response to reach the customer")
     wait_until(lambda: "customer_message_sent" in [e["what"] for e in jsonbody(chain.case(case_id))["timeline"]],
                "the message's outcome on the timeline")
-    status = chain.http.get(chain.intake.url(f"/v1/complaints/{case_id}"),
-                            headers=bearer(chain.token("front_desk", branch="SH001")))
-    wait_until(lambda: jsonbody(chain.http.get(chain.intake.url(f"/v1/complaints/{case_id}"), headers=bearer(
-        chain.token("front_desk", branch="SH001"))))["status"] != "received", "intake to follow the case")
-    assert status.status_code == 200
+    wait_until(lambda: intake_status(chain, case_id) == "acknowledged", "intake to follow the case")
 
     missing = chain.task(case_id, "record_findings", {"facts": "x"}, role="investigator")
     assert missing.status_code == 400
@@ -220,6 +216,12 @@ def test_staff_work_the_case_in_the_error_order_and_the_first_response_reaches_t
     [recorded] = chain.events(case_id, "findings_recorded")
     assert recorded["payload"]["signed_by"] == "T-001"
     assert [e["actor"] for e in body["timeline"] if e["what"] == "findings_recorded"] != []
+    wait_until(lambda: intake_status(chain, case_id) == "investigating", "intake to see the investigation")
+
+
+def intake_status(chain, complaint_id) -> str:
+    return jsonbody(chain.http.get(chain.intake.url(f"/v1/complaints/{complaint_id}"),
+                                   headers=bearer(chain.token("front_desk", branch="SH001"))))["status"]
 
 
 def test_waiting_for_the_customer_stops_the_clocks_and_moves_the_deadlines_on_by_the_pause(chain):

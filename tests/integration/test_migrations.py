@@ -5,14 +5,17 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from services.intake import models
+from services.investigation import models as investigation_models
 
 pytestmark = pytest.mark.integration
 
 
-def test_intake_migrations_match_its_models(database_factory):
-    engine = sa.create_engine(database_factory("intake"))
+@pytest.mark.parametrize("service, metadata", [("intake", models.metadata),
+                                               ("investigation", investigation_models.metadata)])
+def test_each_service_s_migrations_match_its_models(database_factory, service, metadata):
+    engine = sa.create_engine(database_factory(service))
     with engine.connect() as conn:
-        differences = compare_metadata(MigrationContext.configure(conn), models.metadata)
+        differences = compare_metadata(MigrationContext.configure(conn), metadata)
     engine.dispose()
     # alembic_version is the migrations' own table; anything else is drift.
     drift = [d for d in differences if not (d[0] == "remove_table" and d[1].name == "alembic_version")]

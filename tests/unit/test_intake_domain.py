@@ -207,8 +207,9 @@ def test_no_acknowledgement_without_a_way_to_reach_the_customer(policy):
 # --- a complaint's status follows its case --------------------------------------------------------
 
 def test_follow_case_takes_the_status_each_case_event_implies(policy):
-    expected = {"case_opened": "open", "case_assigned": "in_progress", "case_acknowledged": "in_progress",
-                "case_resolved": "resolved", "case_reopened": "reopened", "case_closed": "closed"}
+    expected = {"case_opened": "received", "case_assigned": "received", "case_acknowledged": "acknowledged",
+                "sla_paused": "investigating", "findings_recorded": "investigating", "case_resolved": "resolved",
+                "case_reopened": "investigating", "case_closed": "closed"}
     assert STATUS_AFTER_CASE_EVENT == expected  # every case event intake follows
     c = register(policy)
     for sequence, (event_type, status) in enumerate(expected.items(), start=1):
@@ -218,7 +219,7 @@ def test_follow_case_takes_the_status_each_case_event_implies(policy):
 
 def test_follow_case_applies_only_newer_case_events(policy):
     c = register(policy)
-    assert c.follow_case("case_opened", 1) and c.status == "open"
+    assert c.follow_case("case_opened", 1) and c.status == "received"
     # Out of order: the case closed (5) arrives before it was resolved (4).
     assert c.follow_case("case_closed", 5) is True
     assert c.follow_case("case_resolved", 4) is False
@@ -226,7 +227,7 @@ def test_follow_case_applies_only_newer_case_events(policy):
     assert c.follow_case("case_closed", 5) is False  # a redelivery changes nothing
     assert c.follow_case("case_opened", 1) is False
     assert (c.status, c.status_sequence) == ("closed", 5)
-    assert c.follow_case("case_reopened", 6) is True and c.status == "reopened"
+    assert c.follow_case("case_reopened", 6) is True and c.status == "investigating"
 
 
 def test_follow_case_ignores_sequence_zero_on_a_new_complaint(policy):
@@ -240,7 +241,7 @@ def test_an_unknown_case_event_changes_nothing(policy):
     c.follow_case("case_opened", 1)
     with pytest.raises(KeyError):
         c.follow_case("case_escalated", 2)
-    assert (c.status, c.status_sequence) == ("open", 1)
+    assert (c.status, c.status_sequence) == ("received", 1)
 
 
 # --- sales -----------------------------------------------------------------------------------------
