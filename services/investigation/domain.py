@@ -340,7 +340,8 @@ class Case(Aggregate):
         role = rules.escalation_role(self.escalation_level)
         self._happened("sla_warning", now, None, {"clock": name, "role": role}, clock=name, due=isoformat(clock.due),
                        level=self.escalation_level)
-        self.notices.append(self._notice(role, f"[{self.reference}] {_CLOCK_TITLES[name]}: 80% of the time is "
+        share = round(rules.warning_at * 100)
+        self.notices.append(self._notice(role, f"[{self.reference}] {_CLOCK_TITLES[name]}: {share}% of the time is "
                                                f"gone, due {isoformat(clock.due)}"))
 
     def clock_breached(self, name: str, level: int, now: datetime, rules) -> None:

@@ -22,7 +22,8 @@ REGION_ROLES = frozenset({"regional_manager"})
 
 _MANAGERS = {"store_manager", "regional_manager", "hq_admin"}
 PERMISSIONS = Permissions({
-    "case:read": {"front_desk", "aftercare_agent", "investigator", "hq_analyst", "auditor"} | _MANAGERS,
+    # Auditors read closed cases through the archive (with a purpose, logged), not here.
+    "case:read": {"front_desk", "aftercare_agent", "investigator", "hq_analyst"} | _MANAGERS,
     # Waiting for the customer (pausing the clocks) and back: the owner may too, whatever the role.
     "case:pause": {"investigator"} | _MANAGERS,
 })

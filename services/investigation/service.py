@@ -2,6 +2,7 @@
 case for every registered complaint (the complaint case process) and every suggestion or
 praise (the feedback case process), fires the processes' timers, and serves cases and tasks.
 Errors become the JSON error shape in shared.web.http."""
+import logging
 import time
 
 from nameko.timer import timer
@@ -12,6 +13,7 @@ from services.investigation.dependencies import Processes
 from services.investigation.repository import InvestigationStore
 from shared.messaging import consumer
 from shared.messaging.consumer import handle_event
+from shared.messaging.failures import is_temporary
 from shared.messaging.topology import retry_delays
 from shared.observability.logs import CorrelationLogging
 from shared.persistence.unit_of_work import Database
@@ -19,6 +21,7 @@ from shared.runtime.provider import Runtime
 from shared.web import health
 from shared.web.http import api, correlation_id, identity, json_response, query_args, read_json
 
+log = logging.getLogger("closeloop.investigation")
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 TIMER_BATCH = 100           # instances fired per transaction
 TIMER_ROUND_SECONDS = 5.0   # one tick fires batches for at most this long, then lets the next tick come
@@ -53,8 +56,15 @@ class InvestigationService:
         """Replicas poll side by side: each claims the due instances no other holds."""
         started = time.monotonic()
         while time.monotonic() - started < TIMER_ROUND_SECONDS:
-            done = handlers.fire_timers(self.db, processes=self.processes, rules=self.env.rules,
-                                        now=self.env.now(), limit=TIMER_BATCH)
+            try:
+                done = handlers.fire_timers(self.db, processes=self.processes, rules=self.env.rules,
+                                            now=self.env.now(), limit=TIMER_BATCH)
+            except Exception as exc:  # noqa: BLE001 - the next tick tries again; nothing was fired
+                if not is_temporary(exc):
+                    raise
+                log.warning("timer poll: database unavailable (%s); trying again next second",
+                            exc.__class__.__name__)
+                return
             if len(done.fired) + len(done.failed) < TIMER_BATCH:
                 break
 

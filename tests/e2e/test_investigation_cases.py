@@ -303,3 +303,46 @@ def test_a_service_killed_mid_case_resumes_every_case_with_its_timers(chain, sta
     for c in complaints:
         chain.events(c["id"], "case_escalated")
         assert len(chain.seen(c["id"], "sla_warning")) == 1
+
+
+def test_two_replicas_fire_each_timer_once(chain, start_service):
+    """A second replica on the same database polls side by side: every case is warned and
+    escalated exactly once."""
+    start_service("investigation", clock=chain.clock, database_url=chain.investigation_db)
+    complaints = [chain.post_complaint() for _ in range(6)]
+    for c in complaints:
+        chain.wait_for_case(c["id"])
+    chain.clock.advance(minutes=61)
+    for c in complaints:
+        chain.events(c["id"], "case_escalated")
+    later = chain.post_complaint()  # by the time its case opens, both replicas had their rounds
+    chain.wait_for_case(later["id"])
+    for c in complaints:
+        assert len(chain.seen(c["id"], "sla_warning")) == 1
+        assert len(chain.seen(c["id"], "case_escalated")) == 1
+        assert len([m for m in chain.staff.notifier.sent if m["subject_id"] == c["id"]
+                    and "role:regional_manager" in m["recipient"]]) == 1
+
+
+def test_reads_are_scoped_and_the_query_is_checked(chain):
+    complaint = chain.post_complaint()
+    chain.wait_for_case(complaint["id"])
+    assert chain.case(complaint["id"], branch="BJ001").status_code == 404
+    assert chain.case(complaint["id"], role="auditor").status_code == 403
+    assert chain.case("not-a-uuid").status_code == 404
+    listed = chain.http.get(chain.investigation.url("/v1/cases"), params={"overdue": "true"},
+                            headers=bearer(chain.token("regional_manager", region="east")))
+    assert listed.status_code == 200 and complaint["id"] not in [c["id"] for c in jsonbody(listed)["items"]]
+    chain.clock.advance(minutes=61)
+    chain.events(complaint["id"], "sla_breached")
+    listed = chain.http.get(chain.investigation.url("/v1/cases"), params={"overdue": "true", "limit": 1},
+                            headers=bearer(chain.token("regional_manager", region="east")))
+    assert [c["id"] for c in jsonbody(listed)["items"]] == [complaint["id"]]
+    bad = chain.http.get(chain.investigation.url("/v1/cases"), params={"state": "lost", "limit": "0", "x": "1"},
+                         headers=bearer(chain.token("hq_admin")))
+    assert bad.status_code == 400 and set(jsonbody(bad)["error"]["fields"]) == {"state", "limit", "x"}
+    cursor = chain.http.get(chain.investigation.url("/v1/tasks"), params={"cursor": "garbage"},
+                            headers=bearer(chain.token("hq_admin")))
+    assert cursor.status_code == 400 and "cursor" in jsonbody(cursor)["error"]["fields"]
+    no_token = chain.http.get(chain.investigation.url(f"/v1/cases/{complaint['id']}"))
+    assert no_token.status_code == 401
