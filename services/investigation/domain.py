@@ -13,6 +13,7 @@ opening hours (its deadlines come from intake, already moved). Waiting for the c
 every running clock and extends each deadline by the pause."""
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -156,12 +157,14 @@ class StaffNotice:
 
 @dataclass(frozen=True)
 class CustomerMessage:
-    """A message to the customer, sent by intake (the contact holder) on request."""
+    """A message to the customer, sent by intake (the contact holder) on request; `request_id`
+    is the request event's id, which intake's answer names."""
     at: datetime
     purpose: str
     text: str
     language: str
     channels: tuple[str, ...]
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 @dataclass(frozen=True)
@@ -286,8 +289,12 @@ class Case(Aggregate):
                                "at": isoformat(now)}
         self.state = "acknowledged"
         if data["channel"] in MESSAGE_CHANNELS:
-            self.record(CustomerMessage(now, "first_response", data["message"], self.customer_language,
-                                        (data["channel"],)))
+            message = CustomerMessage(now, "first_response", data["message"], self.customer_language,
+                                      (data["channel"],))
+            self.record(message)
+            self.timeline.append(TimelineEntry(now, actor.subject, actor.role, "customer_message_requested",
+                                               {"request_event_id": message.request_id,
+                                                "channel": data["channel"]}))
         self._happened("case_acknowledged", now, actor, {"channel": data["channel"]},
                        channel=data["channel"], within_sla=within)
 
@@ -384,7 +391,8 @@ class Case(Aggregate):
         due = self.next_due()
         return due is not None and due <= now
 
-    def pause(self, reason: str, actor: Actor, now: datetime) -> None:
+    def check_pause(self) -> None:
+        """CaseStateConflict or CaseRuleBroken when the case may not wait for the customer now."""
         if self.state == "closed":
             raise CaseStateConflict(f"case {self.reference} is closed")
         if self.paused_since is not None:
@@ -393,6 +401,9 @@ class Case(Aggregate):
         if self.first_response is None:
             raise CaseRuleBroken("respond to the customer first: the first-response clock cannot wait for them",
                                  {"state": ["no first response yet"]})
+
+    def pause(self, reason: str, actor: Actor, now: datetime) -> None:
+        self.check_pause()
         self.paused_since, self.pause_reason = now, reason
         self._happened("sla_paused", now, actor, {"reason": reason}, reason=reason)
 

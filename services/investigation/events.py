@@ -28,4 +28,5 @@ def _message_request(case: Case, message: CustomerMessage, sequence: int,
     payload = {"record_type": "complaint", "record_id": case.complaint_id, "purpose": message.purpose,
                "text": message.text, "language": message.language, "channels": list(message.channels)}
     return build_event("customer_message_requested", payload, branch_code=case.branch_code, correlation_id=case.id,
-                       sequence=sequence, causation_id=causation_id, occurred_at=message.at, source="investigation")
+                       sequence=sequence, causation_id=causation_id, occurred_at=message.at, source="investigation",
+                       event_id=message.request_id)

@@ -204,8 +204,10 @@ def complete_task(store, *, identity: Identity, case_id: str, task: str, read_bo
 
 
 def pause(store, *, identity: Identity, case_id: str, read_body: Callable[[], dict], processes: CaseProcesses,
-          now: datetime, causation_id: str | None = None) -> dict:
-    """Waiting for the customer: every running clock stands still until `resume`."""
+          rules, now: datetime, causation_id: str | None = None) -> dict:
+    """Waiting for the customer: every running clock stands still until `resume`. A timer that
+    fell due before the pause (the poll had not reached it yet) fires in the hold: its warning
+    or breach comes first."""
     case_id = _canonical_id(case_id)
     actor = _actor(identity)
     with store.unit_of_work() as uow:
@@ -219,10 +221,11 @@ def pause(store, *, identity: Identity, case_id: str, read_body: Callable[[], di
         if errors:
             raise ValidationFailed("the pause is invalid", fields=errors)
         try:
-            case.pause(data["reason"], actor, now)
+            case.check_pause()
         except CaseRuleBroken as broken:
             raise RuleRefused(str(broken), fields=broken.fields) from None
-        processes.engine.hold(uow.conn, case_id)
+        _apply(case, processes.engine.hold(uow.conn, case_id), now, rules)
+        case.pause(data["reason"], actor, now)
         _commit(uow, case, now, causation_id)
         return case.view(now, uow.cases.timeline(case_id))
 
@@ -266,14 +269,15 @@ def fire_timers(store, *, processes: CaseProcesses, rules, now: datetime, limit:
 # -- what intake says about messages to customers ----------------------------------------------
 
 def message_outcome(store, *, event: dict, now: datetime) -> bool:
-    """customer_message_sent / _failed for a case's customer: on the timeline; a failure is
-    also a notice to the branch (call the customer instead). False: not about a case here."""
+    """customer_message_sent / _failed for a message a case asked for: on the timeline; a
+    failure is also a notice to the branch (call the customer instead). False: not an answer to
+    a case's request here (aftercare asks intake about complaints' customers too)."""
     payload = event["payload"]
     if payload.get("record_type") != "complaint":
         return False
     with store.unit_of_work() as uow:
         case = uow.cases.get(payload["record_id"], lock=True)
-        if case is None:
+        if case is None or not uow.cases.requested(case.id, payload["request_event_id"]):
             return False
         case.message_outcome(event["type"], payload, now)
         _commit(uow, case, now, event["event_id"])

@@ -94,6 +94,13 @@ class Cases:
         return [{"at": r.at.isoformat(), "actor": r.actor, "role": r.role, "what": r.what, "detail": r.detail}
                 for r in rows]
 
+    def requested(self, case_id: str, request_event_id: str) -> bool:
+        """Whether the case asked intake for the message this id names (its timeline says so)."""
+        t = models.case_timeline
+        return self._uow.execute(sa.select(sa.literal(1)).where(
+            t.c.case_id == case_id, t.c.what == "customer_message_requested",
+            t.c.detail["request_event_id"].astext == request_event_id)).first() is not None
+
     def page(self, *, branches: frozenset[str] | None, filters: dict, now: datetime, after: tuple | None,
              limit: int) -> list[Case]:
         """Newest first, in the given branches (None: all); `after` is (opened_at, id)."""

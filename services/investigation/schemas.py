@@ -1,22 +1,25 @@
 """Investigation's request and response shapes (marshmallow): one body schema per task, the
 pause and resume bodies and the list queries. Requests reject unknown fields so a typo is
 named instead of silently ignored."""
-import re
+import unicodedata
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from services.investigation.domain import KINDS, RESPONSE_CHANNELS, STATES
 from shared.messaging.catalogue.investigation import RESPONSIBILITIES
 from shared.web.fields import AwareDateTime
-from shared.web.requests import Strict, Text
+from shared.web.requests import Strict, StrictBoolean, Text
 
-# A staff member's id as the chain's staff system writes it: printable, no spaces.
-_STAFF_ID = re.compile(r"^[^\s\x00-\x1f\x7f]{1,100}$")
+# A staff member's id as the chain's staff system writes it: letters, marks, digits,
+# punctuation and symbols; no spaces, controls, invisible or bidirectional formatting
+# characters (an id that reads as another's), nothing unassigned.
+_NOT_IN_IDS = {"Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn"}
 
 
 def staff_id(value: str) -> None:
-    if not _STAFF_ID.match(value):
-        raise ValidationError("a staff id: 1-100 characters, no spaces or control characters")
+    if not 1 <= len(value) <= 100 or any(unicodedata.category(c) in _NOT_IN_IDS for c in value):
+        raise ValidationError("a staff id: 1-100 visible characters, no spaces, controls or invisible "
+                              "formatting characters")
 
 
 def StaffId(**kwargs):
@@ -37,8 +40,8 @@ class RespondIn(Strict):
 
 class FindingsIn(Strict):
     facts = Text(4000, required=True)
-    service_log_checked = fields.Boolean(required=True, truthy={True}, falsy={False})
-    product_batch_checked = fields.Boolean(required=True, truthy={True}, falsy={False})
+    service_log_checked = StrictBoolean(required=True)
+    product_batch_checked = StrictBoolean(required=True)
     root_cause = Text(2000, required=True)
     responsibility = fields.String(required=True, validate=validate.OneOf(RESPONSIBILITIES))
     signed_by = StaffId(required=True)

@@ -89,8 +89,8 @@ class InvestigationService:
     @api("POST", "/v1/cases/<case_id>/pause")
     def pause(self, request, case_id):
         return handlers.pause(self.db, identity=identity(request), case_id=case_id,
-                              read_body=lambda: read_json(request), processes=self.processes, now=self.env.now(),
-                              causation_id=correlation_id(request))
+                              read_body=lambda: read_json(request), processes=self.processes,
+                              rules=self.env.rules, now=self.env.now(), causation_id=correlation_id(request))
 
     @api("POST", "/v1/cases/<case_id>/resume")
     def resume(self, request, case_id):

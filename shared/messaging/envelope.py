@@ -15,6 +15,7 @@ from datetime import datetime
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from shared.calendar.clock import isoformat
+from shared.web.fields import problem
 
 
 class EventSchemaError(ValueError):
@@ -43,6 +44,9 @@ def _check_instant(value: str) -> None:
         raise ValidationError("Not an ISO 8601 date-time string.") from None
     if parsed.tzinfo is None:
         raise ValidationError("The date-time needs a time zone offset.")
+    wrong = problem(parsed)  # a consumer could not store or move it: malformed, parked at once
+    if wrong:
+        raise ValidationError(f"The date-time {wrong}.")
 
 
 class ValidatedEvent(dict):

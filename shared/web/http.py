@@ -194,9 +194,12 @@ def read_json(request) -> dict:
 
 
 def query_args(request) -> dict:
-    """The query string as a dict, refusing values the database cannot hold."""
+    """The query string as a dict, refusing values the database cannot hold and parameters
+    given twice (which of them would count is a guess)."""
     args = request.args.to_dict()
-    bad = _paths_with_bad_text(args)
+    repeated = {key: ["given more than once; give it once"] for key, values in request.args.lists()
+                if len(values) > 1}
+    bad = {**repeated, **_paths_with_bad_text(args)}
     if bad:
         raise ValidationFailed("the query must be valid Unicode without NUL characters", fields=bad)
     return args

@@ -7,10 +7,11 @@ import json
 import uuid
 from datetime import datetime
 
-from marshmallow import RAISE, Schema, ValidationError, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from shared.web import fields as datetimes
 from shared.web.errors import ValidationFailed
+from shared.web.http import bad_text
 from shared.web.text import CleanText
 
 
@@ -24,6 +25,16 @@ def Text(max_length: int, *validators, **kwargs):
     most `max_length` characters, then the `validators`."""
     return CleanText(validate=[validate.Length(min=1, max=max_length), *validators], max_length=max_length,
                      **kwargs)
+
+
+class StrictBoolean(fields.Boolean):
+    """true or false, nothing else: not 1, 0, "yes" or "true" (1 == True in Python, so
+    marshmallow's truthy sets would let numbers through)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 def flatten_errors(messages, prefix: str = "") -> dict[str, list[str]]:
@@ -69,8 +80,9 @@ def decode_cursor(cursor: str, extra: int = 0) -> tuple:
             raise ValueError("too long")
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, record_id, *rest = json.loads(raw)
-        if len(rest) != extra or not all(isinstance(part, str) for part in rest):
-            raise ValueError("wrong shape")
+        if len(rest) != extra or not all(isinstance(part, str) and len(part) <= 100 and not bad_text(part)
+                                         for part in rest):
+            raise ValueError("wrong shape, or text the database cannot take")
         after = None
         if at is not None:
             after = datetime.fromisoformat(at)

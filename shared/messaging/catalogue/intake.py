@@ -1,9 +1,11 @@
 """Intake's events: complaints, feedback and sales as registered, and the outcome of each
 message it sends to a customer on another service's request."""
-from marshmallow import Schema, fields, validate
+from datetime import datetime
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from shared.messaging.catalogue.messages import CHANNELS, RECORD_TYPES
-from shared.messaging.envelope import IdString, InstantString, Tolerant
+from shared.messaging.envelope import IdString, InstantString, Text, Tolerant
 
 SOURCE = "intake"
 KINDS = ("complaint", "suggestion", "praise")
@@ -13,43 +15,57 @@ FAILURE_REASONS = ("unknown_record", "no_consent", "no_contact", "delivery_faile
 
 
 class MaskedCustomer(Tolerant):
-    name = fields.String(allow_none=True)
-    phone = fields.String(allow_none=True)
-    email = fields.String(allow_none=True)
+    name = Text(allow_none=True)
+    phone = Text(allow_none=True)
+    email = Text(allow_none=True)
 
 
 class ServiceRendered(Tolerant):
-    code = fields.String(required=True)
-    name = fields.String(allow_none=True)
-    technician_id = fields.String(allow_none=True)
+    code = Text(required=True)
+    name = Text(allow_none=True)
+    technician_id = Text(allow_none=True)
 
 
 class ProductUsed(Tolerant):
-    sku = fields.String(required=True)
-    name = fields.String(allow_none=True)
-    batch = fields.String(allow_none=True)
+    sku = Text(required=True)
+    name = Text(allow_none=True)
+    batch = Text(allow_none=True)
 
 
 class ComplaintRegisteredV1(Schema):
     complaint_id = IdString(required=True)
-    reference = fields.String(required=True)
+    reference = Text(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(KINDS))
-    channel = fields.String(required=True)
-    category = fields.String(required=True)
+    channel = Text(required=True)
+    category = Text(required=True)
     category_source = fields.String(required=True, validate=validate.OneOf(("manual", "automatic")))
     priority = fields.String(required=True, validate=validate.OneOf(("urgent", "general", "low")))
-    severity_flags = fields.List(fields.String(), required=True)
-    description = fields.String(required=True)
+    severity_flags = fields.List(Text(), required=True)
+    description = Text(required=True)
     occurred_at = InstantString(required=True, allow_none=True)
     received_at = InstantString(required=True)
-    region = fields.String(required=True)
+    region = Text(required=True)
     service = fields.Nested(ServiceRendered, required=True, allow_none=True)
     products = fields.List(fields.Nested(ProductUsed), required=True)
-    customer_ref = fields.String(required=True, allow_none=True)
+    customer_ref = Text(required=True, allow_none=True)
     customer_masked = fields.Nested(MaskedCustomer, required=True)
-    customer_language = fields.String(required=True)
+    customer_language = Text(required=True)
     first_response_due = InstantString(required=True)
     resolution_due = InstantString(required=True)
+
+    @validates_schema(skip_on_field_errors=True)
+    def _deadlines_after_receipt(self, data, **kwargs):
+        """A deadline before the complaint was received is no deadline: the case would open
+        already escalated to HQ."""
+        received = _instant(data["received_at"])
+        wrong = {name: ["must not be before received_at"] for name in ("first_response_due", "resolution_due")
+                 if _instant(data[name]) < received}
+        if wrong:
+            raise ValidationError(wrong)
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class FeedbackRegisteredV1(ComplaintRegisteredV1):
@@ -58,20 +74,20 @@ class FeedbackRegisteredV1(ComplaintRegisteredV1):
 
 class SaleItem(Tolerant):
     type = fields.String(required=True, validate=validate.OneOf(("product", "service")))
-    sku = fields.String(allow_none=True)
-    code = fields.String(allow_none=True)
-    name = fields.String(allow_none=True)
-    product_type = fields.String(required=True)
-    batch = fields.String(allow_none=True)
-    technician_id = fields.String(allow_none=True)
+    sku = Text(allow_none=True)
+    code = Text(allow_none=True)
+    name = Text(allow_none=True)
+    product_type = Text(required=True)
+    batch = Text(allow_none=True)
+    technician_id = Text(allow_none=True)
 
 
 class SaleRecordedV1(Schema):
     sale_id = IdString(required=True)
     sold_at = InstantString(required=True)
     recorded_at = InstantString(required=True)
-    region = fields.String(required=True)
-    customer_ref = fields.String(required=True, allow_none=True)
+    region = Text(required=True)
+    customer_ref = Text(required=True, allow_none=True)
     customer_masked = fields.Nested(MaskedCustomer, required=True)
     contact_consent = fields.Boolean(required=True)
     items = fields.List(fields.Nested(SaleItem), required=True, validate=validate.Length(min=1))
@@ -90,7 +106,7 @@ class CustomerMessageSentV1(CustomerMessageOutcome):
 
 class CustomerMessageFailedV1(CustomerMessageOutcome):
     reason = fields.String(required=True, validate=validate.OneOf(FAILURE_REASONS))
-    detail = fields.String(required=True, allow_none=True)
+    detail = Text(required=True, allow_none=True)
 
 
 SCHEMAS = {
