@@ -31,8 +31,9 @@ bench: install system-packages
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # docker-compose.yml for real (needs a Docker engine; not part of `make test`): the gateway,
-# the README's first complaint, 2 replicas, a replica killed; then a few integration tests on
-# containers started by testcontainers (see README: "Set up").
+# the README's first complaint, 2 intake replicas, a replica killed, a complaint's case read on
+# investigation, 2 investigation replicas; then a few integration tests on containers started
+# by testcontainers (see README: "Set up").
 COMPOSE_TEST_INFRA_TESTS ?= tests/integration/test_outbox_relay.py tests/e2e/test_intake_http.py
 compose-test: install
 	$(BIN)/python scripts/compose_test.py

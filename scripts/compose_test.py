@@ -1,10 +1,13 @@
 """`make compose-test`: docker-compose.yml for real, through the gateway.
 
-Builds the image, starts the project under a name of its own, waits (bounded) until intake
-answers through the gateway, posts the README's first complaint exactly as the README writes
-it (token included), scales intake to 2 and shows that both replicas answer, then kills one
-replica (SIGKILL; its restart policy brings it back) while posting in a loop: every post must still succeed, and be stored once. Tears the
-project down at the end, also on failure.
+Builds the image, starts the project under a name of its own, waits (bounded) until intake and
+investigation answer through the gateway, posts the README's first complaint exactly as the
+README writes it (token included), scales intake to 2 and shows that both replicas answer, then
+kills one replica (SIGKILL; its restart policy brings it back) while posting in a loop: every
+post must still succeed, and be stored once. Then investigation: a complaint posted through the
+gateway opens its case, read through the gateway by the branch's store manager (bounded poll)
+until it waits on `assign`; investigation scaled to 2, both replicas healthy and both answering
+the gateway's reads. Tears the project down at the end, also on failure.
 
 `--fault` measures instead of asserting: posts in a loop while the only intake replica is
 killed and brought back by its restart policy, then the same with two replicas, and prints
@@ -125,7 +128,8 @@ class Project:
 
     def show_state(self) -> None:
         self("ps", check=False)
-        for service in ("migrate", "bus-declare", "intake", "gateway"):
+        for service in ("migrate", "bus-declare", "intake", "intake-relay", "investigation",
+                        "investigation-relay", "gateway"):
             logs = self("logs", "--no-color", "--tail", "15", service, check=False, quiet=True)
             print(logs.stdout.rstrip(), flush=True)
 
@@ -158,14 +162,14 @@ def http(method: str, url: str, body: dict | None = None, headers: dict | None =
         return 0, str(exc)
 
 
-def intake_ready(project: Project):
-    # /health/intake is intake's /health/ready through the gateway.
-    status, body = http("GET", f"{project.gateway}/health/intake", timeout=5)
+def ready(project: Project, service: str = "intake"):
+    # /health/<service> is that service's /health/ready through the gateway.
+    status, body = http("GET", f"{project.gateway}/health/{service}", timeout=5)
     return status == 200 and isinstance(body, dict) and body.get("status") == "ok"
 
 
-def replicas_healthy(project: Project, count: int):
-    found = project.containers("intake")
+def replicas_healthy(project: Project, count: int, service: str = "intake"):
+    found = project.containers(service)
     states = [project.health(c) for c in found]
     return found if len(found) == count and all(s == "running healthy" for s in states) else None
 
@@ -192,23 +196,38 @@ def post_readme_complaint(project: Project) -> dict:
     return answer
 
 
-def token() -> str:
-    done = run([str(ROOT / ".venv/bin/closeloop"), "token", "issue", "--role", "front_desk", "--branch", "SH001"],
+def token(role: str = "front_desk", branch: str = "SH001") -> str:
+    done = run([str(ROOT / ".venv/bin/closeloop"), "token", "issue", "--role", role, "--branch", branch],
                quiet=True)
     return done.stdout.strip()
 
 
-def posts_answered(project: Project, container: str) -> int:
-    """Complaints this replica accepted, from its own /metrics (read inside the container)."""
-    script = ("import urllib.request; print(urllib.request.urlopen("
-              "'http://127.0.0.1:8001/metrics', timeout=5).read().decode())")
-    text = run(["docker", "exec", container, "python", "-c", script], quiet=True).stdout
+def in_container(container: str, port: int, path: str) -> tuple[int, str]:
+    """(status, body) of a GET to the replica itself, from inside its container."""
+    script = ("import urllib.request, urllib.error\n"
+              "try:\n"
+              f"    answer = urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=5)\n"
+              "except urllib.error.HTTPError as exc:\n"
+              "    answer = exc\n"
+              "print(answer.status); print(answer.read().decode())")
+    status, _, body = run(["docker", "exec", container, "python", "-c", script], quiet=True).stdout.partition("\n")
+    return int(status), body
+
+
+def requests_answered(container: str, port: int, method: str, path: str, status: int) -> int:
+    """Requests this replica answered with `status` on the route `path` (its template, as
+    `/v1/cases/<case_id>`), from its own /metrics (read inside the container)."""
     total = 0
-    for line in text.splitlines():
-        if line.startswith("closeloop_http_requests_total{") and 'method="POST"' in line \
-                and "/v1/complaints" in line and 'status="201"' in line:
+    for line in in_container(container, port, "/metrics")[1].splitlines():
+        if line.startswith("closeloop_http_requests_total{") and f'method="{method}"' in line \
+                and f'path="{path}"' in line and f'status="{status}"' in line:
             total += int(float(line.rsplit(" ", 1)[1]))
     return total
+
+
+def posts_answered(project: Project, container: str) -> int:
+    """Complaints this intake replica accepted."""
+    return requests_answered(container, 8001, "POST", "/v1/complaints", 201)
 
 
 def stored_complaints(project: Project) -> int:
@@ -298,16 +317,21 @@ def kill_one_while_posting(project: Project, bearer: str, replicas: int) -> tupl
     return statuses, back
 
 
+def scale(project: Project, service: str, count: int) -> list[str]:
+    project("up", "-d", "--no-deps", "--no-recreate", "--scale", f"{service}={count}", service, quiet=True)
+    return until(f"{count} healthy {service} replicas", lambda: replicas_healthy(project, count, service), 180)
+
+
 def scale_intake(project: Project, count: int) -> list[str]:
-    project("up", "-d", "--no-deps", "--no-recreate", "--scale", f"intake={count}", "intake", quiet=True)
-    return until(f"{count} healthy intake replicas", lambda: replicas_healthy(project, count), 180)
+    return scale(project, "intake", count)
 
 
 def bring_up(project: Project) -> None:
     say(f"building the image and starting project {project.name} (gateway on {project.gateway})")
     project("build", quiet=True, timeout=1800)
     project("up", "-d", quiet=True, timeout=600)
-    until("intake to be ready through the gateway", lambda: intake_ready(project), 300)
+    for service in ("intake", "investigation"):
+        until(f"{service} to be ready through the gateway", lambda: ready(project, service), 300)
 
 
 def check(project: Project) -> None:
@@ -342,6 +366,65 @@ def check(project: Project) -> None:
     if stored != accepted:
         raise Failed(f"{accepted} posts accepted but {stored} complaints stored")
     say(f"with 2 replicas and one killed: all {accepted} posts accepted, each stored once")
+
+    check_investigation(project)
+
+
+def check_investigation(project: Project) -> None:
+    """A complaint posted through the gateway opens its case (same id) on investigation, which
+    the branch's store manager reads through the gateway; then 2 investigation replicas. Another
+    branch than the posts above, so that its task list holds this case's task alone."""
+    branch = "GZ001"
+    front_desk = {"Authorization": f"Bearer {token('front_desk', branch)}", "Content-Type": "application/json",
+                  "Idempotency-Key": f"case-{uuid.uuid4().hex[:12]}"}
+    status, complaint = http("POST", f"{project.gateway}/v1/complaints", COMPLAINT, front_desk)
+    if status != 201:
+        raise Failed(f"the complaint for investigation answered {status}: {complaint}")
+    posted = time.monotonic()
+    manager = {"Authorization": f"Bearer {token('store_manager', branch)}"}
+    case_url = f"{project.gateway}/v1/cases/{complaint['id']}"
+    seen: list = []
+
+    def case_waits_on_assign():
+        status, body = http("GET", case_url, headers=manager, timeout=10)
+        seen[:] = [status, body]
+        tasks = [t.get("name") for t in body.get("open_tasks", [])] if status == 200 and isinstance(body, dict) else []
+        return body if "assign" in tasks else None
+    try:
+        # Bounded: the kill loop above left intake's events for every complaint it accepted,
+        # which investigation works through before this one.
+        case = until(f"case {complaint['id']} to open with `assign` waiting", case_waits_on_assign, 180, 0.5)
+    except Failed as exc:
+        raise Failed(f"{exc}; last answer: {seen}") from None
+    if case.get("branch_code") != branch:
+        raise Failed(f"the case opened for branch {case.get('branch_code')}, not {branch}")
+    say(f"complaint {complaint['reference']} opened case {case['id']} ({case.get('state')}, waiting on "
+        f"{[t['name'] for t in case['open_tasks']]}) through the gateway after "
+        f"{time.monotonic() - posted:.1f} s")
+    status, listed = http("GET", f"{project.gateway}/v1/tasks", headers=manager, timeout=10)
+    if status != 200 or not any(t.get("case_id") == case["id"] for t in listed.get("items", [])):
+        raise Failed(f"GET /v1/tasks through the gateway does not list the case's task: {status} {str(listed)[:300]}")
+
+    # Its relay too (the health check: a round with broker and database in the last 30 s).
+    until("a healthy investigation relay", lambda: replicas_healthy(project, 1, "investigation-relay"), 60)
+
+    replicas = scale(project, "investigation", 2)
+    for container in replicas:
+        status, body = in_container(container, 8002, "/health/ready")
+        if status != 200:
+            raise Failed(f"investigation replica {container[:12]} is not ready: {status} {body[:300]}")
+    until("investigation to be ready through the gateway", lambda: ready(project, "investigation"), 60)
+    route = "/v1/cases/<case_id>"
+    before = {c: requests_answered(c, 8002, "GET", route, 200) for c in replicas}
+    for n in range(20):
+        status, body = http("GET", case_url, headers=manager, timeout=10)
+        if status != 200 or body.get("id") != case["id"]:
+            raise Failed(f"read {n} of the case through the gateway with 2 investigation replicas: {status} {body}")
+    served = {c[:12]: requests_answered(c, 8002, "GET", route, 200) - before[c] for c in replicas}
+    say(f"2 investigation replicas healthy and ready; 20 reads of the case through the gateway, "
+        f"answered per replica: {served}")
+    if sorted(served.values())[0] == 0:
+        raise Failed(f"one investigation replica answered none of the 20 reads: {served}")
 
 
 def fault(project: Project) -> None:

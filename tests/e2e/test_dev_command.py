@@ -1,4 +1,6 @@
-"""`make dev` runs intake and its relay as local processes, and stopping make stops them all."""
+"""`make dev` runs every runnable service (intake, investigation) and each one's relay as local
+processes: a complaint posted to intake opens its case on investigation, and stopping make stops
+them all."""
 import os
 import signal
 import subprocess
@@ -7,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.runtime.config import with_database
+from shared.runtime.config import RUNNABLE_SERVICES, with_database
 from shared.testing.fixtures import RUN_ID, drop_at_exit, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -37,35 +39,52 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_make_dev_serves_intake_and_sigterm_to_make_stops_every_process(infra, amqp_uri, token):
-    port = free_port()
+def test_make_dev_serves_every_service_and_sigterm_to_make_stops_every_process(infra, amqp_uri, token):
+    ports = {service: free_port() for service in RUNNABLE_SERVICES}
     prefix = f"cltest_{RUN_ID}_dev"
-    drop_at_exit(with_database(infra.database_url, f"{prefix}_intake"))
+    for service in RUNNABLE_SERVICES:
+        drop_at_exit(with_database(infra.database_url, f"{prefix}_{service}"))
     env = {**os.environ, "AMQP_URI": amqp_uri, "DATABASE_URL": infra.database_url,
-           "CLOSELOOP_DB_PREFIX": prefix, "INTAKE_PORT": str(port)}
+           "CLOSELOOP_DB_PREFIX": prefix, **{f"{s.upper()}_PORT": str(p) for s, p in ports.items()}}
+    intake = f"http://127.0.0.1:{ports['intake']}"
+    investigation = f"http://127.0.0.1:{ports['investigation']}"
     make = subprocess.Popen(["make", "--no-print-directory", "dev"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        def healthy():
+        def healthy(port):
             try:
                 return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
             except requests.ConnectionError:
                 return False
-        wait_until(healthy, "intake from make dev to answer", timeout=60, interval=0.2)
-        created = requests.post(f"http://127.0.0.1:{port}/v1/complaints", timeout=10,
+        for service, port in ports.items():
+            wait_until(lambda: healthy(port), f"{service} from make dev to answer", timeout=60, interval=0.2)
+        created = requests.post(f"{intake}/v1/complaints", timeout=10,
                                 headers={"Authorization": f"Bearer {token('front_desk', branch='GZ001')}"},
-                                json={"kind": "praise", "channel": "wechat", "description": "发型师很专业",
+                                json={"kind": "complaint", "channel": "front_desk", "description": "烫发后头发干枯",
                                       "customer": {"name": "陈先生", "phone": "13900001111"}})
         assert created.status_code == 201, created.text
+        complaint = created.json()
+
+        # intake's relay publishes complaint_registered; investigation opens the case under the
+        # complaint's id.
+        manager = {"Authorization": f"Bearer {token('store_manager', branch='GZ001')}"}
+
+        def case():
+            answer = requests.get(f"{investigation}/v1/cases/{complaint['id']}", headers=manager, timeout=5)
+            return answer.status_code == 200 and answer.json()
+        opened = wait_until(case, "the complaint's case to open on investigation", timeout=20, interval=0.2)
+        assert opened["branch_code"] == "GZ001"
+        assert "assign" in [t["name"] for t in opened["open_tasks"]]
         started = descendants(make.pid)
-        assert len(started) >= 3  # the supervisor, intake and its relay
+        assert len(started) >= 1 + 2 * len(RUNNABLE_SERVICES)  # the supervisor, each service and its relay
 
         make.send_signal(signal.SIGTERM)
         make.wait(timeout=30)
         wait_until(lambda: not any(alive(pid) for pid in started), "every process make dev started to stop",
                    timeout=30)
-        with pytest.raises(requests.ConnectionError):
-            requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
+        for port in ports.values():
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
     finally:
         if make.poll() is None:
             make.kill()

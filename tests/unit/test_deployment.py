@@ -94,6 +94,20 @@ def test_runnable_services_have_scalable_server_and_relay_after_the_one_off_jobs
             assert svc["environment"].get("CLOSELOOP_DEV_KEYS") == "1", (verb, name)
 
 
+def test_each_runnable_service_and_its_relay_use_the_broker_user_bus_declare_makes_for_it():
+    svcs = services()
+    job = svcs["bus-declare"]
+    [users] = [argv for argv in runs(job) if argv[1:3] == ["bus", "users"]]
+    named = [users[i + 1] for i, word in enumerate(users) if word == "--service"]
+    for name in config.RUNNABLE_SERVICES:
+        assert name in named, f"bus-declare makes no broker user for {name}"
+        password = job["environment"].get(f"CLOSELOOP_BUS_PASSWORD_{name.upper()}")
+        assert password, f"bus-declare has no CLOSELOOP_BUS_PASSWORD_{name.upper()}"
+        for verb in ("serve", "relay"):
+            [svc] = [s for s in svcs.values() if ["closeloop", verb, name] in runs(s)]
+            assert svc["environment"]["AMQP_URI"] == f"amqp://closeloop-{name}:{password}@rabbitmq:5672//", \
+                (verb, name)
+
 def test_dockerfile_copies_existing_paths_and_installs_the_project():
     text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
     lines = [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
@@ -178,6 +192,18 @@ def test_gateway_finds_replicas_and_answers_its_own_errors_in_json():
     for message in re.findall(r'^\s+(?:\d+|default)\s+"([^"]*)";', text, re.M):
         assert '"' not in message and "\\" not in message, message
 
+
+def test_gateway_routes_investigation_without_resending_its_posts():
+    locations = gateway_locations()
+    for path in ("/v1/cases", "/v1/tasks", "/v1/archive", "/v1/standard-answers"):
+        body = locations[path]
+        # Its POSTs take no Idempotency-Key: never redirected to a keyed-post location, never
+        # resent once they reached a replica; the server's JSON error pages apply unchanged.
+        for word in ("non_idempotent", "error_page", "proxy_next_upstream", "@intake_keyed_post"):
+            assert word not in body, (path, word)
+    health = locations["/health/investigation"]
+    assert "set $closeloop_service investigation:8002;" in health
+    assert "proxy_pass http://$closeloop_service/health/ready;" in health
 
 def test_gateway_body_limit_is_the_services_default():
     size = re.search(r"client_max_body_size (\d+)([km]?);", GATEWAY_CONF.read_text())
