@@ -8,8 +8,9 @@ The first-response clock runs from intake's receipt to the first response to the
 resolution clock to the case's resolution. A clock warns at a fraction of its target (policy,
 80%), breaches at its deadline, and at each further target's length past it escalates one more
 level (policy's escalation ladder: store manager, regional manager, hq_admin). An urgent case
-counts every hour; a general or low one's warning and later levels move into the branch's
-opening hours (its deadlines come from intake, already moved). Waiting for the customer pauses
+counts every hour; a general or low one warns when 80% of the branch's opening hours before its
+deadline have passed, and its later levels move into opening hours (its deadlines come from intake,
+already moved). Waiting for the customer pauses
 every running clock and extends each deadline by the pause."""
 from __future__ import annotations
 
@@ -61,13 +62,16 @@ class SlaClock:
     @classmethod
     def plan(cls, name: str, started_at: datetime, due: datetime, *, urgent: bool, branch: Branch,
              warning_at: float, levels: int) -> "SlaClock":
-        """A clock from its start and deadline: the warning at `warning_at` of the target and
-        `levels` breach levels, one target's length apart."""
+        """A clock from its start and deadline: the warning at `warning_at` of the target (of the
+        branch's opening hours within it, for a general or low case) and `levels` breach levels,
+        one target's length apart (a later level of a general or low case at the next opening)."""
         target = max(due - started_at, timedelta(minutes=1))
-        warn = started_at + target * warning_at
         escalations = [due + target * i for i in range(max(levels, 1))]
-        if not urgent:
-            warn = branch.next_opening(warn)
+        if urgent:
+            warn = started_at + target * warning_at
+        else:  # the share of the time the branch is open before the deadline: staff can act on it
+            open_time = branch.open_time_between(started_at, due)
+            warn = branch.after_open_time(started_at, open_time * warning_at) if open_time else due
             escalations = [escalations[0], *(branch.next_opening(at) for at in escalations[1:])]
         return cls(name, started_at, due, min(warn, due), tuple(escalations))
 

@@ -65,3 +65,34 @@ class Branch:
             if local < end:
                 return instant
         raise ValueError(f"branch {self.code} does not open within {_SEARCH_DAYS} days")
+
+    def _open_windows(self, start: datetime):
+        """The opening windows from `start` on, each cut to begin no earlier than it, in order."""
+        local = aware(start).astimezone(self.zone)
+        for offset in range(_SEARCH_DAYS):
+            day = local.date() + timedelta(days=offset)
+            window = self.hours_on(day)
+            if window is None:
+                continue
+            begin, end = self._bounds(day, window)
+            if end > local:
+                yield max(begin, local), end
+
+    def open_time_between(self, start: datetime, end: datetime) -> timedelta:
+        """How long the branch is open from `start` to `end`."""
+        total = timedelta(0)
+        for begin, close in self._open_windows(start):
+            if begin >= end:
+                break
+            total += min(close, end) - begin
+        return total
+
+    def after_open_time(self, start: datetime, amount: timedelta) -> datetime:
+        """The instant at which the branch has been open for `amount` since `start` (in
+        `start`'s time zone)."""
+        left = amount
+        for begin, close in self._open_windows(start):
+            if begin + left <= close:
+                return (begin + left).astimezone(start.tzinfo)
+            left -= close - begin
+        raise ValueError(f"branch {self.code} is not open that long within {_SEARCH_DAYS} days")

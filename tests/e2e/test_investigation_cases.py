@@ -132,11 +132,12 @@ def test_a_general_complaint_posted_half_an_hour_before_closing_gets_its_deadlin
             assert branch.is_open(instant), (name, key, instant.astimezone(SHANGHAI))
     due = datetime.fromisoformat(clocks["first_response"]["due"]).astimezone(SHANGHAI)
     assert due == datetime(2026, 11, 23, 21, 30, tzinfo=SHANGHAI)
-    # The warning, 80% of 24 hours later, falls at 16:42 next day, open.
+    # Of the 24 hours the branch is open 12 (21:30-22:00, then 10:00-21:30): the warning comes
+    # after 80% of those, at 19:06 next day.
     assert datetime.fromisoformat(clocks["first_response"]["warning_at"]).astimezone(SHANGHAI) == \
-        datetime(2026, 11, 23, 16, 42, tzinfo=SHANGHAI)
+        datetime(2026, 11, 23, 19, 6, tzinfo=SHANGHAI)
     # Nothing fires overnight: the warning comes when the clock reaches it, not before.
-    chain.clock.set(datetime(2026, 11, 23, 16, 41, tzinfo=SHANGHAI))
+    chain.clock.set(datetime(2026, 11, 23, 19, 5, tzinfo=SHANGHAI))
     chain.clock.advance(minutes=2)
     chain.events(complaint["id"], "sla_warning")
     assert chain.seen(complaint["id"], "case_escalated") == []

@@ -32,15 +32,26 @@ def test_an_urgent_clock_warns_at_80_percent_and_escalates_every_target_length_a
     assert clock.escalations == (T0 + timedelta(hours=1), T0 + timedelta(hours=2))
 
 
-def test_a_general_clock_moves_its_warning_and_later_levels_into_opening_hours():
+def test_a_general_clock_warns_at_80_percent_of_the_opening_hours_before_its_deadline():
     start = datetime(2026, 11, 22, 21, 30, tzinfo=SHANGHAI)
     due = datetime(2026, 11, 23, 10, 0, tzinfo=SHANGHAI)  # intake moved 10 hours later (07:30) to opening
     clock = SlaClock.plan("first_response", start, due, urgent=False, branch=SH001, warning_at=0.8, levels=2)
-    # 80% of the 12.5 hours is 07:30, before opening: the warning comes at 10:00, with the deadline.
-    assert clock.warning_at == due
+    # Open 30 minutes of it (21:30-22:00): the warning after 24 of them, while someone can act.
+    assert clock.warning_at.astimezone(SHANGHAI) == datetime(2026, 11, 22, 21, 54, tzinfo=SHANGHAI)
     assert clock.escalations[0] == due  # the deadline is intake's
     # One target later is 22:30, after closing: the next level comes when the branch opens again.
     assert clock.escalations[1].astimezone(SHANGHAI) == datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI)
+
+
+def test_a_general_clock_across_a_holiday_counts_only_the_open_days():
+    # SH001 closes 2027-02-06..12 (Spring Festival); a complaint at 12:00 on the 5th, due 7 days later.
+    start = datetime(2027, 2, 5, 12, 0, tzinfo=SHANGHAI)
+    due = datetime(2027, 2, 13, 10, 0, tzinfo=SHANGHAI)
+    assert SH001.open_time_between(start, due) == timedelta(hours=10)
+    clock = SlaClock.plan("resolution", start, due, urgent=False, branch=SH001, warning_at=0.8, levels=2)
+    assert clock.warning_at.astimezone(SHANGHAI) == datetime(2027, 2, 5, 20, 0, tzinfo=SHANGHAI)
+    assert SH001.after_open_time(start, timedelta(hours=11)).astimezone(SHANGHAI) == \
+        datetime(2027, 2, 13, 11, 0, tzinfo=SHANGHAI)
 
 
 def test_the_warning_is_recorded_once_and_addressed_to_the_branch():
