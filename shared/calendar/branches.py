@@ -53,17 +53,8 @@ class Branch:
 
     def next_opening(self, instant: datetime) -> datetime:
         """The instant itself when open, else the next opening (in the instant's time zone)."""
-        local = aware(instant).astimezone(self.zone)
-        for offset in range(_SEARCH_DAYS):
-            day = local.date() + timedelta(days=offset)
-            window = self.hours_on(day)
-            if window is None:
-                continue
-            start, end = self._bounds(day, window)
-            if local < start:
-                return start.astimezone(instant.tzinfo)
-            if local < end:
-                return instant
+        for begin, _ in self._open_windows(instant):
+            return instant if begin <= instant else begin.astimezone(instant.tzinfo)
         raise ValueError(f"branch {self.code} does not open within {_SEARCH_DAYS} days")
 
     def _open_windows(self, start: datetime):
