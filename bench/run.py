@@ -1,6 +1,6 @@
 """`make bench`: Closeloop's throughput and latency, each figure beside its ceiling.
 
-    python -m bench.run [--seconds 15] [--only intake,latency,relay,consumer] [--profile]
+    python -m bench.run [--seconds 15] [--only intake,relay,consumer,cases,timers,engine] [--profile]
 
 Uses the RabbitMQ and PostgreSQL that `make test` would (AMQP_URI / DATABASE_URL, else the
 local defaults), in a vhost `closeloop-bench` and databases `closeloop_bench_*` of its own.
@@ -31,7 +31,9 @@ from shared.testing.samples import COMPLAINT_REQUEST, policy_for_load
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-TARGETS = {"intake_per_s": 600, "intake_p99_ms_at_200": 50, "relay_per_s": 5000, "consumer_per_s": 1000}
+TARGETS = {"intake_per_s": 600, "intake_p99_ms_at_200": 50, "relay_per_s": 5000, "consumer_per_s": 1000,
+           "cases_per_s": 200, "timers_find_ms": 100, "timers_fire_per_s": 200}
+STEPS = ("intake", "relay", "consumer", "cases", "timers", "engine")
 
 
 def log(message: str) -> None:
@@ -50,10 +52,12 @@ class Processes:
     def __init__(self, env):
         self.env, self.children = env, []
 
-    def start(self, *argv, wait_for: str | None = None, timeout: float = 30) -> subprocess.Popen:
-        child = subprocess.Popen([sys.executable, *argv], env=self.env, cwd=ROOT, text=True,
-                                 stdout=subprocess.PIPE if wait_for else subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+    def start(self, *argv, wait_for: str | None = None, timeout: float = 30,
+              log: Path | None = None) -> subprocess.Popen:
+        """`wait_for`: a line its stdout prints when it is ready; `log`: a file for its stderr."""
+        with open(log, "w") if log else open(os.devnull, "w") as stderr:
+            child = subprocess.Popen([sys.executable, *argv], env=self.env, cwd=ROOT, text=True,
+                                     stdout=subprocess.PIPE if wait_for else subprocess.DEVNULL, stderr=stderr)
         self.children.append(child)
         if wait_for:
             deadline = time.monotonic() + timeout
@@ -113,35 +117,48 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_of_named(name: str) -> float | None:
-    """CPU of every local process called `name` (postgres, beam.smp); None if there is none
-    (servers in containers or on other hosts)."""
-    total, found = 0.0, False
+def pids_named(name: str) -> list[int]:
+    """Every local process called `name` (postgres, beam.smp); none for servers in containers
+    or on other hosts."""
+    found = []
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and (entry / "comm").read_text().strip() == name:
-                total, found = total + cpu_seconds(int(entry.name)), True
+                found.append(int(entry.name))
+        except OSError:
+            pass  # ended meanwhile
+    return found
+
+
+def cpu_by_pid(pids) -> dict[int, float]:
+    """CPU seconds of each of `pids` still running."""
+    read = {}
+    for pid in pids:
+        try:
+            read[pid] = cpu_seconds(pid)
         except (OSError, IndexError, ValueError):
             pass  # ended meanwhile
-    return total if found else None
+    return read
 
 
 class CpuMeter:
     """CPU milliseconds per request, by part, over one run: a figure that noisy neighbours
-    move far less than throughput (each part's cost, not how much CPU was left for it)."""
+    move far less than throughput (each part's cost, not how much CPU was left for it).
+    A part is the processes it names (a server: every local process of that name at the
+    start), counted over those still running at the end: one that ended meanwhile (another
+    client's database backend, a test's broker) would take its whole CPU time off."""
 
     def __init__(self, parts: dict[str, list[int]], servers=("postgres", "beam.smp")):
-        self.parts, self.servers = parts, servers
-        self.start = self._read()
-
-    def _read(self) -> dict[str, float | None]:
-        read = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self.parts.items()}
-        return {**read, **{server: cpu_of_named(server) for server in self.servers}}
+        named = {**parts, **{server: pids_named(server) for server in servers}}
+        self.start = {name: cpu_by_pid(pids) for name, pids in named.items()}
 
     def per_request(self, requests: float) -> dict[str, float]:
-        end = self._read()
-        return {name: round(1000 * (end[name] - self.start[name]) / requests, 3)
-                for name in end if end[name] is not None and self.start[name] is not None and requests}
+        figures = {}
+        for name, before in self.start.items():
+            after = cpu_by_pid(before)
+            if after and requests:
+                figures[name] = round(1000 * sum(after[pid] - before[pid] for pid in after) / requests, 3)
+        return figures
 
 
 def drained(env, timeout: float = 60) -> None:
@@ -350,6 +367,102 @@ def step_consumer(env, seconds, work, results, count: int = 5_000):
     engine.dispose()
 
 
+def step_cases(env, seconds, work, results, count: int = 5_000):
+    """One `closeloop serve investigation` process opening cases from a backlog of `count`
+    complaint_registered events (distinct complaints, received now), for at most `seconds`
+    from its first case: cases a second and CPU per case; beside the engine alone starting
+    the same process."""
+    from bench import cases
+    from shared.messaging import dead_letters, topology
+    from shared.messaging.relay import Publisher
+    from shared.persistence import db
+
+    url = cases.fresh_database(env)
+    declared = subprocess.run([sys.executable, "-m", "shared.cli", "bus", "declare"], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+    if declared.returncode:
+        raise RuntimeError(f"closeloop bus declare failed: {declared.stderr.strip()}")
+    now = datetime.now(timezone.utc)
+    alone = cases.Investigation.at(url, now, env.get("CLOSELOOP_POLICY_FILE"))
+    try:
+        engine_start_per_s = cases.engine_starts(alone)
+    finally:
+        alone.close()
+    messages = cases.registrations(count, now)
+    publisher = Publisher(env["AMQP_URI"])
+    try:
+        for start in range(0, count, 500):
+            publisher.publish_batch(messages[start:start + 500])
+    finally:
+        publisher.close()
+    counter = sa.create_engine(url, poolclass=sa.pool.NullPool)
+
+    def opened() -> int:
+        with counter.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM cases")).scalar()
+
+    procs = Processes({**env, "INVESTIGATION_BIND": f"127.0.0.1:{free_port()}", "LOG_LEVEL": "WARNING"})
+    service_log = work / "investigation.log"
+    try:
+        service = procs.start("-m", "shared.cli", "serve", "investigation", log=service_log)
+        log(f"cases: {count} events queued; one investigation process, at most {seconds}s")
+        deadline = time.monotonic() + 60
+        while opened() == 0:
+            if service.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"investigation opened no case: {service_log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        time.sleep(1)  # warmed up, its pool's connections open: measure from here
+        first = opened()
+        with counter.connect() as conn:  # the backends working for it (a local server's)
+            backends = set(conn.execute(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )).scalars()) & set(pids_named("postgres"))
+        meter = CpuMeter({"investigation": [service.pid], "its postgres backends": sorted(backends)},
+                         servers=("beam.smp",))
+        started, done = time.perf_counter(), first
+        while done < count and time.perf_counter() - started < seconds:
+            time.sleep(0.1)
+            done = opened()
+        elapsed = time.perf_counter() - started
+        cpu = meter.per_request(done - first)
+    finally:
+        procs.stop()
+        counter.dispose()
+        db.drop_database(url)
+    handler = topology.HandlerTopology("intake", "complaint_registered", "investigation", "open_case",
+                                       topology.retry_delays())
+    side = [q.name for q in handler.side_queues()]  # events that failed: retried or parked
+    failed = sum(max(depth, 0) for depth in dead_letters.queue_depths(env["AMQP_URI"], side).values())
+    results["cases"] = {"cases": done - first, "seconds": round(elapsed, 2),
+                        "per_s": round((done - first) / elapsed, 1), "cpu_ms_per_case": cpu,
+                        "engine_start_per_s": engine_start_per_s, "failed_events": failed}
+    log(f"cases: {results['cases']['per_s']}/s, investigation CPU {cpu.get('investigation')} ms a case")
+
+
+def step_timers(env, seconds, work, results):
+    """100,000 waiting cases, 1,000 of them due: finding them (engine.claim_due), firing them
+    through handlers.fire_timers (the case, its events and notices with each fire)."""
+    from bench import cases
+    from shared.persistence import db
+
+    url = cases.fresh_database(env)
+    try:
+        results["timers"] = cases.measure_timers(url, policy_file=env.get("CLOSELOOP_POLICY_FILE"))
+    finally:
+        db.drop_database(url)
+    timers = results["timers"]
+    log(f"timers: find {timers['find_due_ms']} ms, fire {timers['fire_per_s']}/s (seeded in {timers['seed_s']}s)")
+
+
+def step_engine(env, seconds, work, results):
+    """The workflow engine alone on the tests' example process (bench/workflow_engine.py)."""
+    from bench import workflow_engine
+
+    shape = {"instances": 1000, "waiting": 100_000, "due": 1000}
+    results["engine"] = {**shape, **workflow_engine.measure(env["DATABASE_URL"], **shape)}
+    log(f"engine: {results['engine']}")
+
+
 # --- set-up and report -----------------------------------------------------------------------
 
 def prepare(env) -> dict:
@@ -400,6 +513,11 @@ def report(results: dict) -> str:
         intake = {**intake, "per_s": 0.0}
     if at200 and set(at200.get("statuses", {})) - {"201"}:
         at200 = {**at200, "p99_ms": float("inf")}
+    cases, timers, engine = results.get("cases"), results.get("timers"), results.get("engine")
+    if cases and cases.get("failed_events"):  # nor one that left events failing
+        cases = {**cases, "per_s": 0.0}
+    if timers and timers.get("failed"):
+        timers = {**timers, "fire_per_s": 0.0}
     lines = ["| measure | Closeloop | ceiling, same run | target | |", "|---|---|---|---|---|"]
     if intake:
         lines.append(row("intake complaints accepted, 2 processes", intake["per_s"],
@@ -418,22 +536,56 @@ def report(results: dict) -> str:
                          f"{results['consumer_bare']['per_s']}/s bare nameko event handler",
                          f">= {TARGETS['consumer_per_s']}/s", "/s",
                          results["consumer_inbox"]["per_s"] >= TARGETS["consumer_per_s"]))
-    cpu = (results.get("intake") or {}).get("cpu_ms_per_complaint")
-    if cpu:
-        names = {"beam.smp": "rabbitmq"}
-        lines += ["", "CPU per complaint accepted (ms; compare runs by this on a busy machine): "
-                  + ", ".join(f"{names.get(k, k)} {v}" for k, v in cpu.items())
-                  + f", total {round(sum(cpu.values()), 3)}"]
+    if cases:
+        lines.append(row("cases opened from complaint_registered events, 1 investigation process", cases["per_s"],
+                         f"{cases['engine_start_per_s']}/s complaint_case started by the engine alone, 1 connection",
+                         f">= {TARGETS['cases_per_s']}/s", "/s", cases["per_s"] >= TARGETS["cases_per_s"]))
+    if timers:
+        find_ceiling = (f"{engine['find_due_ms']} ms the engine alone, example process" if engine
+                        else f"first call {timers['find_due_first_ms']} ms")
+        lines.append(row(f"timers: find the {timers['due']:,} due among {timers['waiting']:,} waiting cases",
+                         timers["find_due_ms"], find_ceiling, f"< {TARGETS['timers_find_ms']} ms", "ms",
+                         timers["find_due_ms"] < TARGETS["timers_find_ms"]))
+        lines.append(row("timers: fired through the timer poll's handler (case, events, notices)",
+                         timers["fire_per_s"], f"{timers['engine_fire_per_s']}/s engine.fire_due alone, same cases",
+                         f">= {TARGETS['timers_fire_per_s']}/s", "/s",
+                         timers["fire_per_s"] >= TARGETS["timers_fire_per_s"]))
+    lines += cpu_line("CPU per complaint accepted", (results.get("intake") or {}).get("cpu_ms_per_complaint"))
+    lines += cpu_line("CPU per case opened", (cases or {}).get("cpu_ms_per_case"))
+    if timers:
+        fired = ", ".join(f"{name} {n}" for name, n in timers["timers"].items())
+        lines += ["", f"Timers: {timers['templates']} cases opened through handlers.open_case, cloned to "
+                  f"{timers['cases']:,} in {timers['seed_s']} s; each fire wrote {timers['events_per_fire']} events "
+                  f"and {timers['notices_per_fire']} staff notices ({fired}), "
+                  f"{timers['bench_cpu_ms_per_fire']} ms CPU of the firing process."]
+    if engine:
+        lines += ["", "Workflow engine alone (bench/workflow_engine.py, tests/workflow_fixtures/example_case.bpmn): "
+                  f"a step to the first wait {engine['step_ms']} ms, serializing {engine['serialize_ms']} ms, "
+                  f"restoring {engine['restore_ms']} ms ({engine['state_bytes']:,} bytes); "
+                  f"{engine['start_per_s']} starts/s; an event {engine['event_ms']} ms ({engine['events_per_s']}/s); "
+                  f"among {engine['waiting']:,} waiting, finding the {engine['fired']:,} due "
+                  f"{engine['find_due_ms']} ms, firing them {engine['fire_per_s']}/s."]
     return "\n".join(lines)
+
+
+def cpu_line(what: str, cpu: dict | None) -> list[str]:
+    """CPU milliseconds by part (postgres and beam.smp: the local servers, whoever used them)."""
+    if not cpu:
+        return []
+    names = {"beam.smp": "rabbitmq"}
+    return ["", f"{what} (ms; compare runs by this on a busy machine): "
+            + ", ".join(f"{names.get(k, k)} {v}" for k, v in cpu.items()) + f", total {round(sum(cpu.values()), 3)}"]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=15, help="length of each load run (default 15)")
-    parser.add_argument("--only", default="intake,relay,consumer", help="steps: intake, relay, consumer")
+    parser.add_argument("--only", default=",".join(STEPS), help=f"steps: {', '.join(STEPS)} (default: all)")
     parser.add_argument("--profile", action="store_true", help="profile an intake process under load (py-spy)")
     args = parser.parse_args(argv)
     steps = set(args.only.split(","))
+    if steps - set(STEPS):
+        parser.error(f"unknown step(s) {', '.join(sorted(steps - set(STEPS)))}; steps: {', '.join(STEPS)}")
     env = prepare(dict(os.environ))
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -445,6 +597,12 @@ def main(argv=None) -> int:
             step_relay(env, args.seconds, work, results)
         if "consumer" in steps:
             step_consumer(env, args.seconds, work, results)
+        if "cases" in steps:
+            step_cases(env, args.seconds, work, results)
+        if "timers" in steps:
+            step_timers(env, args.seconds, work, results)
+        if "engine" in steps:
+            step_engine(env, args.seconds, work, results)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     document = {"at": stamp, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                 "targets": TARGETS, "results": results}

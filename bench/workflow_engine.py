@@ -1,5 +1,5 @@
-"""Per-instance costs of the workflow engine (shared.workflow), for `make bench` to call once a
-service runs processes:
+"""Per-instance costs of the workflow engine (shared.workflow); `make bench` calls `measure` (its
+step `engine`, beside investigation's cases and timers in bench/cases.py):
 
     python -m bench.workflow_engine [--instances 2000] [--waiting 100000] [--due 1000]
 
