@@ -70,6 +70,7 @@ def open_case(store, *, event: dict, processes: CaseProcesses, policy, rules, no
     opens nothing. True when a case was opened."""
     payload = event["payload"]
     branch = policy.branch(event["branch_code"])  # unknown: a KeyError, retried then parked
+    processes.register(store.engine)
     with store.unit_of_work() as uow:
         if uow.cases.exists(payload["complaint_id"]):
             log.info("case %s exists already: %s %s opens nothing", payload["complaint_id"], event["type"],

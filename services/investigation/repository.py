@@ -30,6 +30,7 @@ _PROGRESS = ("state", "owner", "escalation_level", "paused_since", "pause_reason
 class Cases:
     def __init__(self, uow: UnitOfWork):
         self._uow = uow
+        self._loaded: dict[str, dict] = {}  # case id -> its task rows as read (what save may skip)
 
     def exists(self, case_id: str) -> bool:
         return self._uow.execute(sa.select(sa.literal(1)).where(models.cases.c.id == case_id)).first() is not None
@@ -38,19 +39,24 @@ class Cases:
         row = {name: getattr(case, name) for name in _CASE_COLUMNS}
         self._uow.insert(models.cases, {**row, **self._derived(case, now)})
         self._uow.track(case)
-        self._save_tasks(case, now)
+        self._insert_tasks(case, self._task_rows(case, {}, now))
         self._append_timeline(case)
 
     def get(self, case_id: str, *, lock: bool = False) -> Case | None:
         """The case; `lock` takes its lock (its process instance's row) until commit first."""
         if lock:
             self._uow.execute(sa.select(INSTANCES.c.id).where(INSTANCES.c.id == case_id).with_for_update())
-        row = self._uow.execute(sa.select(models.cases).where(models.cases.c.id == case_id)).first()
-        if row is None:
+        cases, tasks = models.cases, models.case_tasks
+        rows = self._uow.execute(  # the case and its waiting tasks in one round trip
+            sa.select(cases, *[c.label(f"task_{c.name}") for c in tasks.c])
+            .outerjoin(tasks, tasks.c.case_id == cases.c.id).where(cases.c.id == case_id)
+            .order_by(tasks.c.waiting_since, tasks.c.task)).all()
+        if not rows:
             return None
-        tasks = self._uow.execute(sa.select(models.case_tasks).where(models.case_tasks.c.case_id == case_id)
-                                  .order_by(models.case_tasks.c.waiting_since, models.case_tasks.c.task)).all()
-        return self._uow.track(_case(row, tasks))
+        task_rows = [_TaskRow(r) for r in rows if r.task_task is not None]
+        case = _case(rows[0], task_rows)
+        self._loaded[case.id] = _task_rows_written(case, task_rows)
+        return self._uow.track(case)
 
     def save(self, case: Case, now: datetime) -> None:
         """The case's progress, its waiting tasks and its new timeline entries."""
@@ -66,20 +72,34 @@ class Cases:
                 "next_due": case.next_due(), "last_sequence": case.sequence, "updated_at": now}
 
     def _save_tasks(self, case: Case, now: datetime) -> None:
-        table = models.case_tasks
-        existing = dict(self._uow.execute(sa.select(table.c.task, table.c.waiting_since)
-                                          .where(table.c.case_id == case.id)).all())
-        self._uow.execute(table.delete().where(table.c.case_id == case.id))
+        """Rewrite the case's task rows, unless they are what was read (a timer that only warned)."""
+        loaded = self._loaded.get(case.id)
+        if loaded is None:  # not read through get(): what is there is unknown
+            loaded = {r.task: dict(r._mapping) for r in self._uow.execute(
+                sa.select(models.case_tasks).where(models.case_tasks.c.case_id == case.id)).all()}
+        rows = self._task_rows(case, loaded, now)
+        if {row["task"]: row for row in rows} == loaded:
+            return
+        self._uow.execute(models.case_tasks.delete().where(models.case_tasks.c.case_id == case.id))
+        self._insert_tasks(case, rows)
+        self._loaded[case.id] = {row["task"]: row for row in rows}
+
+    @staticmethod
+    def _task_rows(case: Case, loaded: dict, now: datetime) -> list[dict]:
         rows = []
         for task in case.open_tasks:
-            view = case.task_view(task)
+            due = case.task_view(task)["due"]
             rows.append({
                 "case_id": case.id, "task": task.name, "title": task.title, "roles": list(task.roles),
                 "owner_may_complete": task.owner_may_complete, "owner": case.owner if task.owner_may_complete else None,
-                "clock": task.clock, "due": None if case.paused_since else view["due"], "branch_code": case.branch_code,
-                "waiting_since": existing.get(task.name, now)})
+                "clock": task.clock, "due": None if case.paused_since or due is None else datetime.fromisoformat(due),
+                "branch_code": case.branch_code,
+                "waiting_since": loaded[task.name]["waiting_since"] if task.name in loaded else now})
+        return rows
+
+    def _insert_tasks(self, case: Case, rows: list[dict]) -> None:
         if rows:  # not the queued insert: roles is an array, not JSON
-            self._uow.execute(table.insert(), rows)
+            self._uow.execute(models.case_tasks.insert(), rows)
 
     def _append_timeline(self, case: Case) -> None:
         for entry in case.timeline:
@@ -170,6 +190,20 @@ class InvestigationUnitOfWork(UnitOfWork):
 
 class InvestigationStore(Store):
     unit_of_work_class = InvestigationUnitOfWork
+
+
+class _TaskRow:
+    """A task's columns from the joined read (`task_<column>`), by their own names."""
+
+    def __init__(self, row):
+        self.__dict__.update({c.name: getattr(row, f"task_{c.name}") for c in models.case_tasks.c})
+
+
+def _task_rows_written(case: Case, task_rows: list) -> dict:
+    """The task rows as `_task_rows` would write them, to compare (same keys and values)."""
+    return {t.task: {c.name: (str(t.case_id) if c.name == "case_id" else
+                              list(t.roles) if c.name == "roles" else getattr(t, c.name))
+                     for c in models.case_tasks.c} for t in task_rows}
 
 
 def _case(row, task_rows) -> Case:

@@ -126,6 +126,7 @@ class ProcessEngine:
         self._specs: OrderedDict[str, tuple] = OrderedDict()
         self._specs_lock = threading.Lock()
         self._spec_cache_size = spec_cache_size
+        self._stored: set[str] = set()  # definitions known committed (see `registered`)
 
     # --- operations ---------------------------------------------------------------------
 
@@ -133,12 +134,22 @@ class ProcessEngine:
         """Store a definition (a service does it at start; `start` does it too when needed)."""
         definitions.store(conn, definition)
 
+    def registered(self, database: sa.Engine, *defined: ProcessDefinition) -> None:
+        """Store definitions in a transaction of their own, committed: `start` then skips its
+        look-up for them (a definition stored in a caller's transaction that rolled back would
+        not be there)."""
+        with database.begin() as conn:
+            for definition in defined:
+                definitions.store(conn, definition)
+        self._stored.update(d.hash for d in defined)
+
     def start(self, conn: sa.Connection, instance_id: str, definition: ProcessDefinition,
               data: Mapping | None = None, correlation_keys: Iterable[str] = ()) -> StepResult:
         """A new instance of `definition`, stepped until it waits. InstanceExists if the id is taken."""
         data = dict(data or {})
         check_data(data, self.helpers, "start data")
-        definitions.store(conn, definition)
+        if definition.hash not in self._stored:
+            definitions.store(conn, definition)
         spec, subprocess_specs = self._spec(conn, definition.hash, definition.spec)
         op = self._operation(instance_id)
         workflow = start_workflow(spec, subprocess_specs, op.script_engine, data, op.record)
