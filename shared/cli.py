@@ -108,6 +108,27 @@ def _database_problem(config: dict) -> str | None:
     return db.check_utf8(config["DATABASE_URL"])
 
 
+def _wait_for_broker(service: str, amqp_uri: str) -> None:
+    """Wait until the broker answers, saying so in a line each try (1, 2, 4... 30 s apart), as a
+    database down at start is waited for: nameko would fail its start with five tracebacks.
+    SIGTERM meanwhile ends the process."""
+    import kombu
+
+    delay = 1.0
+    while True:
+        conn = kombu.Connection(amqp_uri, connect_timeout=5)
+        try:
+            conn.connect()
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure to connect is waited out
+            print(f"{service}: broker {conn.as_uri()} unreachable ({exc.__class__.__name__}: {exc}); "
+                  f"trying again in {delay:.0f} s", file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        finally:
+            conn.release()
+
+
 def cmd_serve(args) -> int:
     from shared.runtime import green
     from shared.observability import logs
@@ -120,12 +141,26 @@ def cmd_serve(args) -> int:
     from shared.calendar.policy import PolicyError
     from shared.security.auth import KeysNotConfigured
 
+    from shared.runtime import provider as runtime_provider
+    from shared.workflow import InvalidProcess
+
     config = settings.service_config(args.service)
     problem = _database_problem(config)
     if problem:
         return _fail(f"{args.service} cannot start: {problem}")
+    service_class = settings.service_class(args.service)
+    try:
+        # What would fail the start, checked before nameko starts (whose greenthreads would
+        # print each failure's traceback three times): the policy, the service's own files.
+        runtime_provider.policy(config.get("POLICY_FILE"))
+        preflight = getattr(service_class, "preflight", None)
+        if preflight is not None:
+            preflight(config)
+    except (PolicyError, InvalidProcess, OSError) as exc:
+        return _fail(f"{args.service} cannot start: {exc}")
+    _wait_for_broker(args.service, config["AMQP_URI"])
     runner = ServiceRunner(config)
-    runner.add_service(settings.service_class(args.service))
+    runner.add_service(service_class)
     try:
         runner.start()
     except (KeysNotConfigured, PolicyError) as exc:  # said in a line, as relay and purge say it
@@ -140,14 +175,14 @@ def cmd_serve(args) -> int:
         stopping.append(signum)
 
         def shutdown():
-            with eventlet.Timeout(10, False):
+            with eventlet.Timeout(9, False):
                 runner.stop()
                 return
-            with eventlet.Timeout(5, False):
+            with eventlet.Timeout(4, False):
                 runner.kill()
                 return
             # A consumer reconnecting to an unreachable broker never returns from kill.
-            print(f"{args.service}: did not stop in 15 s; exiting", file=sys.stderr, flush=True)
+            print(f"{args.service}: did not stop in 13 s; exiting", file=sys.stderr, flush=True)
             os._exit(1)
         eventlet.spawn(shutdown)
 

@@ -9,7 +9,7 @@ from nameko.timer import timer
 from werkzeug.wrappers import Response
 
 from services.investigation import handlers, openapi
-from services.investigation.dependencies import Processes
+from services.investigation.dependencies import Processes, load_processes
 from services.investigation.repository import InvestigationStore
 from shared.messaging import consumer
 from shared.messaging.consumer import handle_event
@@ -29,6 +29,12 @@ TIMER_ROUND_SECONDS = 5.0   # one tick fires batches for at most this long, then
 
 class InvestigationService:
     name = "investigation"
+
+    @staticmethod
+    def preflight(config: dict) -> None:
+        """Before the start (`closeloop serve`): the process files load, else InvalidProcess
+        naming every problem."""
+        load_processes(config.get("PROCESS_DIR"), None)
 
     db = Database(InvestigationStore)
     env = Runtime()
