@@ -14,6 +14,7 @@ from services.investigation.repository import InvestigationStore
 from shared.messaging import consumer
 from shared.messaging.consumer import handle_event
 from shared.messaging.failures import is_temporary
+from shared.observability import metrics
 from shared.messaging.topology import retry_delays
 from shared.observability.logs import CorrelationLogging
 from shared.persistence.unit_of_work import Database
@@ -71,6 +72,11 @@ class InvestigationService:
                 log.warning("timer poll: database unavailable (%s); trying again next second",
                             exc.__class__.__name__)
                 return
+            registry = metrics.registry(self.name)
+            for outcome, count in (("fired", len(done.fired)), ("failed", len(done.failed))):
+                if count:
+                    registry.inc("closeloop_process_timers_total", "process instances whose due timers were stepped, "
+                                 "by outcome (failed: rolled back, retried later)", count, outcome=outcome)
             if len(done.fired) + len(done.failed) < TIMER_BATCH:
                 break
 
@@ -128,7 +134,22 @@ class InvestigationService:
         config = self.env.config
         text = health.shared_metrics_text(self.name, self.db.engine, config["AMQP_URI"],
                                           consumer.handlers_of(InvestigationService, retry_delays(config)))
-        return Response(text, content_type=PROMETHEUS_TEXT)
+        return Response(text + self._timer_gauges(), content_type=PROMETHEUS_TEXT)
+
+    def _timer_gauges(self) -> str:
+        """What the timer polls have yet to fire: a count that stays up, or an age that grows,
+        means no replica is firing (or every try fails: see closeloop_process_timers_total)."""
+        try:
+            with self.db.engine.connect() as conn:
+                count, earliest = self.processes.engine.overdue(conn)
+        except Exception:  # noqa: BLE001 - the database away: /health/ready says so; report nothing here
+            return ""
+        age = 0.0 if earliest is None else max((self.env.now() - earliest).total_seconds(), 0.0)
+        return metrics.render_gauges([
+            ("closeloop_process_timers_due", "process instances with a timer due and not yet fired", count,
+             {"service": self.name}),
+            ("closeloop_process_timers_oldest_due_seconds", "how long the earliest unfired timer has been due", age,
+             {"service": self.name})])
 
     @api("GET", "/openapi.json", public=True)
     def openapi(self, request):

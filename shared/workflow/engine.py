@@ -258,6 +258,10 @@ class ProcessEngine:
         are left to it), earliest first."""
         return instances.claim_due(conn, self.clock.now(), limit)
 
+    def overdue(self, conn: sa.Connection) -> tuple[int, datetime | None]:
+        """(instances with a timer due by the clock's now, the earliest due among them)."""
+        return instances.overdue(conn, self.clock.now())
+
     def fire_timers(self, conn: sa.Connection, instance_id: str) -> StepResult:
         """Fire what is due on one instance and step it."""
         return self._fire(conn, self._lock(conn, instance_id))

@@ -100,3 +100,11 @@ def record_failure(conn: sa.Connection, instance_id: str, error: str, now: datet
     conn.execute(INSTANCES.update().where(INSTANCES.c.id == instance_id).values(
         timer_failures=INSTANCES.c.timer_failures + 1, last_error=error[:2000], next_timer_due=retry_at))
     return retry_at
+
+
+def overdue(conn: sa.Connection, now: datetime) -> tuple[int, datetime | None]:
+    """(how many instances have a timer due by `now`, the earliest of those dues): what the
+    timer poll has yet to fire. Reads the partial index only."""
+    count, earliest = conn.execute(sa.select(sa.func.count(), sa.func.min(INSTANCES.c.next_timer_due))
+                                   .where(INSTANCES.c.next_timer_due <= now)).one()
+    return count, earliest

@@ -114,6 +114,11 @@ def test_an_urgent_allergy_case_waits_for_the_store_manager_then_escalates_to_th
     assert [e["what"] for e in case["timeline"]][:1] == ["case_opened"]
     assert {"sla_warning", "sla_breached", "case_escalated"} <= {e["what"] for e in case["timeline"]}
     assert len(chain.seen(complaint["id"], "sla_warning")) == 1  # once, however many timers
+    # Operators see the polls at work: timers fired, none left due.
+    replica = chain.http.get(chain.investigation.url("/metrics")).text
+    assert 'closeloop_process_timers_total{outcome="fired"}' in replica
+    shared = chain.http.get(chain.investigation.url("/metrics/shared")).text
+    assert 'closeloop_process_timers_due{service="investigation"} 0' in shared
 
 
 def test_a_general_complaint_posted_half_an_hour_before_closing_gets_its_deadlines_in_opening_hours(chain):

@@ -235,8 +235,11 @@ def test_timers_fire_when_the_clock_is_moved_past_them(database, engine, definit
     with database.begin() as conn:
         assert engine.fire_due(conn).fired == ()
     clock.advance(minutes=1)
+    with database.connect() as conn:  # what operators see until a poll fires it
+        assert engine.overdue(conn) == (1, T0 + timedelta(minutes=48))
     with database.begin() as conn:
         [warned] = engine.fire_due(conn).fired
+        assert engine.overdue(conn) == (0, None)
     assert [(e.name, e.params) for e in warned.effects] == [("notify_staff", {"kind": "sla_warning", "role": "store_manager"})]
     assert warned.next_timer_due == T0 + timedelta(hours=1) and [w.name for w in warned.waiting] == ["assign"]
 
