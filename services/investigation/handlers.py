@@ -19,7 +19,7 @@ from shared.notifications.queue import StaffMessage
 from shared.security.auth import Identity
 from shared.web.errors import Conflict, Forbidden, NotFound, RuleRefused, ValidationFailed
 from shared.web.requests import decode_cursor, encode_cursor, load
-from shared.workflow import StepResult, TaskNotWaiting
+from shared.workflow import InstanceExists, StepResult, TaskNotWaiting
 
 log = logging.getLogger("closeloop.investigation")
 CASE_QUERY, TASK_QUERY, PAUSE_IN, RESUME_IN = CaseQuery(), TaskQuery(), PauseIn(), ResumeIn()
@@ -71,17 +71,21 @@ def open_case(store, *, event: dict, processes: CaseProcesses, policy, rules, no
     payload = event["payload"]
     branch = policy.branch(event["branch_code"])  # unknown: a KeyError, retried then parked
     processes.register(store.engine)
-    with store.unit_of_work() as uow:
-        if uow.cases.exists(payload["complaint_id"]):
-            log.info("case %s exists already: %s %s opens nothing", payload["complaint_id"], event["type"],
-                     event["event_id"])
-            return False
-        definition = processes.for_kind(payload["kind"])
-        case = Case.open(payload, branch=branch, rules=rules, now=now,
-                         process=f"{definition.process_id}@{definition.hash[:12]}")
-        result = processes.engine.start(uow.conn, case.id, definition, case.process_data())
-        _apply(case, result, now, rules)
-        _commit(uow, case, now, event["event_id"], new=True)
+    try:
+        with store.unit_of_work() as uow:
+            if uow.cases.exists(payload["complaint_id"]):
+                raise InstanceExists(payload["complaint_id"])
+            definition = processes.for_kind(payload["kind"])
+            case = Case.open(payload, branch=branch, rules=rules, now=now,
+                             process=f"{definition.process_id}@{definition.hash[:12]}")
+            # A twin opening the same case in another replica makes this wait, then refuse.
+            result = processes.engine.start(uow.conn, case.id, definition, case.process_data())
+            _apply(case, result, now, rules)
+            _commit(uow, case, now, event["event_id"], new=True)
+    except InstanceExists:
+        log.info("case %s exists already: %s %s opens nothing", payload["complaint_id"], event["type"],
+                 event["event_id"])
+        return False
     return True
 
 
