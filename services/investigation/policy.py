@@ -1,19 +1,26 @@
 """Investigation's rules, as data: its section of the chain policy file (`investigation:`).
-- authority: the amount in CNY each role may grant on its own as a remedy (null: no limit);
+- authority: what each role may grant on its own as a remedy: an amount in CNY (null: no
+  limit) and the remedy types (all, only `types`, or all `except`); above it an approver waits;
+- promises: the default deadline of a remedy that is a promise (a free redo within 3 days);
 - sla: when a clock warns (a fraction of its target) and who a case is escalated to at each
   breach level (level 0 is the branch's own, the first entry).
 Who may do what (PERMISSIONS) is code: it is the API's contract, not a chain's choice; who may
 complete each task is in the process file (the task's `roles` property)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from shared.calendar.policy import ChainPolicy, Checker, show
 from shared.security.auth import ROLES
 from shared.security.permissions import Permissions
 
-_SECTION = {"authority", "sla"}
+_SECTION = {"authority", "sla", "promises"}
 _SLA = {"warning_at", "escalation"}
+_GRANT = {"limit", "types", "except"}
+REMEDY_TYPES = ("apology", "redo_service", "redye", "refund", "partial_refund", "exchange", "gift", "discount",
+                "voucher", "medical_expense")
+DEFAULT_PROMISES = {"redo_service": "P3D", "redye": "P10D"}
 DEFAULT_WARNING_AT = 0.8
 DEFAULT_ESCALATION = ("store_manager", "regional_manager", "hq_admin")
 # Where a role is addressed when a case of a branch is escalated to it.
@@ -30,10 +37,31 @@ PERMISSIONS = Permissions({
 
 
 @dataclass(frozen=True)
+class Grant:
+    """What one role may grant on its own: remedies of `types` up to `limit` CNY each (None: no limit)."""
+    limit: float | None
+    types: frozenset[str]
+
+    def covers(self, remedy_type: str, amount: float) -> bool:
+        return remedy_type in self.types and (self.limit is None or amount <= self.limit)
+
+
+@dataclass(frozen=True)
 class InvestigationRules:
-    authority: dict[str, float | None]  # role -> CNY limit (None: no limit)
+    authority: dict[str, Grant]  # role -> what it may grant
     warning_at: float = DEFAULT_WARNING_AT  # a clock warns at this fraction of its target
     escalation: tuple[str, ...] = DEFAULT_ESCALATION  # role at level 0, 1, 2...
+    promises: dict[str, timedelta] = field(default_factory=dict)  # remedy type -> its default deadline
+
+    def may_grant(self, role: str, remedy_type: str, amount: float) -> bool:
+        grant = self.authority.get(role)
+        return grant is not None and grant.covers(remedy_type, amount)
+
+    def approvers(self, remedy_type: str, amount: float) -> tuple[str, ...]:
+        """The roles that may grant this remedy, the lowest limit first (ties: as listed)."""
+        able = [(role, grant) for role, grant in self.authority.items() if grant.covers(remedy_type, amount)]
+        able.sort(key=lambda rg: float("inf") if rg[1].limit is None else rg[1].limit)
+        return tuple(role for role, _ in able)
 
     def escalation_role(self, level: int) -> str:
         """The role a case at `level` is escalated to (the last one beyond the ladder's end)."""
@@ -42,12 +70,15 @@ class InvestigationRules:
 
 def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> InvestigationRules:
     c.mapping(doc, "investigation", _SECTION)
-    authority = c.mapping(doc.get("authority"), "investigation.authority")
-    for role, limit in authority.items():
-        if role not in ROLES:
-            c.bad(f"investigation.authority.{role}", f"unknown role (roles: {', '.join(ROLES)})")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0):
-            c.bad(f"investigation.authority.{role}", f"{show(limit)} is not an amount in CNY (or null for no limit)")
+    authority = {role: _grant(c, role, given) for role, given in
+                 c.mapping(doc.get("authority"), "investigation.authority").items()}
+    if authority and not any(g.limit is None for g in authority.values()):
+        c.bad("investigation.authority", "no role may grant without limit: a large remedy could never be approved")
+    promises = {}
+    for remedy_type, text in c.mapping(doc.get("promises", DEFAULT_PROMISES), "investigation.promises").items():
+        if remedy_type not in REMEDY_TYPES:
+            c.bad(f"investigation.promises.{remedy_type}", f"unknown remedy type (types: {', '.join(REMEDY_TYPES)})")
+        promises[remedy_type] = c.duration(text, f"investigation.promises.{remedy_type}")
     sla = c.mapping(doc.get("sla", {}), "investigation.sla", _SLA)
     warning_at = sla.get("warning_at", DEFAULT_WARNING_AT)
     if isinstance(warning_at, bool) or not isinstance(warning_at, (int, float)) or not 0 < warning_at < 1:
@@ -62,5 +93,32 @@ def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> InvestigationRule
             c.bad(f"investigation.sla.escalation.{i}", f"{show(role)} is not a role (roles: {', '.join(ROLES)})")
     if len(set(map(str, escalation))) != len(escalation):
         c.bad("investigation.sla.escalation", "a role appears twice: each level goes to someone higher")
-    return InvestigationRules(authority=dict(authority), warning_at=float(warning_at),
-                              escalation=tuple(map(str, escalation)))
+    return InvestigationRules(authority=authority, warning_at=float(warning_at),
+                              escalation=tuple(map(str, escalation)), promises=promises)
+
+
+def _grant(c: Checker, role: str, given) -> Grant:
+    """A role's authority: a number (CNY, any type), null (no limit, any type), or
+    {limit, types (only these), except (all but these)}."""
+    where = f"investigation.authority.{role}"
+    if role not in ROLES:
+        c.bad(where, f"unknown role (roles: {', '.join(ROLES)})")
+    if not isinstance(given, dict):
+        given = {"limit": given}
+    given = c.mapping(given, where, _GRANT)
+    limit = given.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0):
+        c.bad(f"{where}.limit" if "types" in given or "except" in given else where,
+              f"{show(limit)} is not an amount in CNY (or null for no limit)")
+        limit = 0
+    if "types" in given and "except" in given:
+        c.bad(where, "give types (only these) or except (all but these), not both")
+    listed = given.get("types", given.get("except", []))
+    if not isinstance(listed, list):
+        c.bad(where, f"{show(listed)} is not a list of remedy types")
+        listed = []
+    for remedy_type in listed:
+        if remedy_type not in REMEDY_TYPES:
+            c.bad(where, f"{show(remedy_type)} is not a remedy type (types: {', '.join(REMEDY_TYPES)})")
+    types = frozenset(listed) if "types" in given else frozenset(REMEDY_TYPES) - frozenset(listed)
+    return Grant(limit=None if limit is None else float(limit), types=types)

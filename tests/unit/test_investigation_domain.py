@@ -141,3 +141,22 @@ def test_who_may_complete_a_task_is_its_roles_or_the_owner_when_the_process_says
 def test_clocks_survive_their_json_form():
     clock = opened().clocks["resolution"]
     assert SlaClock.from_json("resolution", clock.to_json()) == clock
+
+
+# -- remedy authority (policy data) ----------------------------------------------------------------
+
+@pytest.mark.parametrize("role, remedy_type, amount, may", [
+    ("front_desk", "gift", 200, True), ("front_desk", "gift", 201, False), ("front_desk", "refund", 50, False),
+    ("front_desk", "redo_service", 0, True), ("store_manager", "refund", 2000, True),
+    ("store_manager", "refund", 5000, False), ("regional_manager", "refund", 5000, True),
+    ("regional_manager", "medical_expense", 100, False), ("hq_admin", "medical_expense", 100, True),
+    ("hq_admin", "refund", 10 ** 7, True), ("investigator", "apology", 0, False),
+])
+def test_who_may_grant_a_remedy_is_the_policy_s_table_by_role_type_and_amount(role, remedy_type, amount, may):
+    assert RULES.may_grant(role, remedy_type, amount) is may
+
+
+def test_a_remedy_above_the_proposer_waits_for_the_lowest_role_whose_authority_covers_it():
+    assert RULES.approvers("refund", 5000) == ("regional_manager", "hq_admin")
+    assert RULES.approvers("gift", 150) == ("front_desk", "store_manager", "regional_manager", "hq_admin")
+    assert RULES.approvers("medical_expense", 10) == ("hq_admin",)

@@ -75,7 +75,8 @@ def test_default_policy_loads_without_problems(policy, rules):
     # investigation:
     investigation = policy.section("investigation")
     assert isinstance(investigation, InvestigationRules)
-    assert investigation.authority["store_manager"] == 2000 and investigation.authority["hq_admin"] is None
+    assert investigation.authority["store_manager"].limit == 2000 and investigation.authority["hq_admin"].limit is None
+    assert investigation.promises["redye"] == timedelta(days=10)
     # aftercare:
     aftercare = policy.section("aftercare")
     assert isinstance(aftercare, AftercareRules)
@@ -352,6 +353,16 @@ BAD_POLICIES = [
     # investigation:
     ("negative authority", lambda d: d["investigation"]["authority"].update(front_desk=-5),
      "investigation.authority.front_desk: -5 is not an amount"),
+    ("unknown remedy type in authority", lambda d: d["investigation"]["authority"].update(
+        front_desk={"limit": 200, "types": ["gift", "massage"]}),
+     "investigation.authority.front_desk: 'massage' is not a remedy type"),
+    ("types and except together", lambda d: d["investigation"]["authority"].update(
+        front_desk={"limit": 200, "types": ["gift"], "except": ["refund"]}),
+     "investigation.authority.front_desk: give types (only these) or except (all but these), not both"),
+    ("nobody without a limit", lambda d: d["investigation"]["authority"].update(hq_admin=50000),
+     "investigation.authority: no role may grant without limit"),
+    ("unknown remedy type in promises", lambda d: d["investigation"].update(promises={"facial": "P3D"}),
+     "investigation.promises.facial: unknown remedy type"),
     ("unknown role in authority", lambda d: d["investigation"]["authority"].update(janitor=50),
      "investigation.authority.janitor: unknown role"),
     ("unknown investigation key", lambda d: d["investigation"].update(colour="pink"),
