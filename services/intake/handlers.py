@@ -22,7 +22,7 @@ from shared.security.auth import Identity
 from shared.web.errors import Forbidden, NotFound, TooManyRequests, ValidationFailed
 from shared.web import fields as datetimes
 from shared.web.http import bad_text
-from shared.web.requests import decode_cursor, encode_cursor, load
+from shared.web.requests import load, load_query, page
 from shared.web.text import TextRefused, clean_text
 
 COMPLAINT_IN, SALE_IN, COMPLAINT_QUERY = ComplaintIn(), SaleIn(), ComplaintQuery()
@@ -152,17 +152,11 @@ def get_complaint(store, *, identity: Identity, complaint_id: str) -> dict:
 
 def list_complaints(store, *, identity: Identity, query: dict) -> dict:
     PERMISSIONS.require(identity, "complaint:read")
-    params, errors = load(COMPLAINT_QUERY, query)
-    if errors:
-        raise ValidationFailed("invalid query", fields=errors)
-    after = decode_cursor(params["cursor"]) if "cursor" in params else None
+    params, after = load_query(COMPLAINT_QUERY, query)
     limit = params["limit"]
     with store.unit_of_work() as uow:
         complaints = uow.complaints.page(branches=identity.branches, filters=params, after=after, limit=limit + 1)
-    more = len(complaints) > limit
-    complaints = complaints[:limit]
-    return {"items": [c.view() for c in complaints],
-            "next_cursor": encode_cursor(complaints[-1].received_at, complaints[-1].id) if more else None}
+    return page(complaints, limit, lambda c: c.view(), lambda c: (c.received_at, c.id))
 
 
 def record_sale(store, *, identity: Identity, body: dict, policy, rules, now: datetime, ref_key: bytes,

@@ -3,13 +3,13 @@ a typo is named instead of silently ignored."""
 import re
 import unicodedata
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from services.intake.domain import STATUSES
 from services.intake.policy import CHANNELS
 from shared.messaging.catalogue.intake import KINDS
 from shared.security.privacy import is_email, normalize_phone
-from shared.web.requests import Strict, Text, flatten_errors  # noqa: F401 (flatten_errors: tests)
+from shared.web.requests import PageQuery, Strict, Text, flatten_errors  # noqa: F401 (flatten_errors: tests)
 from shared.web.fields import AwareDateTime
 
 LANGUAGES = ("zh", "en")
@@ -118,10 +118,7 @@ class SaleIn(Strict):
     items = fields.List(fields.Nested(SaleItemIn), required=True, validate=validate.Length(min=1, max=100))
 
 
-class ComplaintQuery(Schema):
-    class Meta:
-        unknown = RAISE
-
+class ComplaintQuery(PageQuery):
     status = fields.String(validate=validate.OneOf(STATUSES))
     kind = fields.String(validate=validate.OneOf(KINDS))
     priority = fields.String(validate=validate.OneOf(("urgent", "general", "low")))
@@ -129,8 +126,6 @@ class ComplaintQuery(Schema):
     branch = fields.String(data_key="branch")
     from_ = AwareDateTime(data_key="from")
     to = AwareDateTime()
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.String()
 
 
 class MaskedCustomerOut(Schema):

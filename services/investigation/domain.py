@@ -135,10 +135,6 @@ class TimelineEntry:
     what: str            # an event type (case_assigned...) or a process step
     detail: dict = field(default_factory=dict)
 
-    def view(self) -> dict:
-        return {"at": isoformat(self.at), "actor": self.actor, "role": self.role, "what": self.what,
-                "detail": self.detail}
-
 
 @dataclass(frozen=True)
 class CaseEvent:
@@ -442,11 +438,6 @@ class Case(Aggregate):
         self.record(CaseEvent(event_type, at, actor.subject if actor else None, actor.role if actor else None, fields))
         self.timeline.append(TimelineEntry(at, actor.subject if actor else SYSTEM, actor.role if actor else None,
                                            event_type, detail if detail is not None else {}))
-
-    def step(self, task: str, kind: str, at: datetime, actor: Actor | None) -> None:
-        """A process step with no event of its own (a timer, the process reaching a task)."""
-        self.timeline.append(TimelineEntry(at, actor.subject if actor else SYSTEM, actor.role if actor else None,
-                                           "step", {"task": task, "element": kind}))
 
     def view(self, now: datetime, timeline: list[dict] | None = None) -> dict:
         answer = {

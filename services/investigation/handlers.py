@@ -18,7 +18,7 @@ from shared.calendar.clock import isoformat
 from shared.notifications.queue import StaffMessage
 from shared.security.auth import Identity
 from shared.web.errors import Conflict, Forbidden, NotFound, RuleRefused, ValidationFailed
-from shared.web.requests import decode_cursor, encode_cursor, load
+from shared.web.requests import load, load_query, page
 from shared.workflow import InstanceExists, StepResult, TaskNotWaiting
 
 log = logging.getLogger("closeloop.investigation")
@@ -115,43 +115,33 @@ def get_case(store, *, identity: Identity, case_id: str, now: datetime) -> dict:
 
 def list_cases(store, *, identity: Identity, query: dict, now: datetime) -> dict:
     PERMISSIONS.require(identity, "case:read")
-    params, errors = load(CASE_QUERY, query)
-    if errors:
-        raise ValidationFailed("invalid query", fields=errors)
-    after = decode_cursor(params["cursor"]) if "cursor" in params else None
-    if after is not None and after[0] is None:
+    params, after = load_query(CASE_QUERY, query)
+    if after is not None and after[0] is None:  # a task list's cursor
         raise ValidationFailed("invalid cursor", fields={"cursor": ["not a cursor this API gave out"]})
     limit = params["limit"]
     with store.unit_of_work() as uow:
         cases = uow.cases.page(branches=identity.branches, filters=params, now=now, after=after, limit=limit + 1)
-    more = len(cases) > limit
-    cases = cases[:limit]
-    return {"items": [c.view(now) for c in cases],
-            "next_cursor": encode_cursor(cases[-1].opened_at, cases[-1].id) if more else None}
+    return page(cases, limit, lambda c: c.view(now), lambda c: (c.opened_at, c.id))
 
 
 def list_tasks(store, *, identity: Identity, query: dict) -> dict:
     """The waiting tasks the caller may complete (by role, or as the case's owner) in scope,
     soonest deadline first."""
     PERMISSIONS.require(identity, "case:read")
-    params, errors = load(TASK_QUERY, query)
-    if errors:
-        raise ValidationFailed("invalid query", fields=errors)
-    after = decode_cursor(params["cursor"], extra=1) if "cursor" in params else None
+    params, after = load_query(TASK_QUERY, query, extra=1)
     limit = params["limit"]
     with store.unit_of_work() as uow:
         rows = uow.tasks.for_caller(role=identity.role, subject=identity.subject, branches=identity.branches,
                                     after=after, limit=limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    items = [{"case_id": str(r.case_id), "reference": r.reference, "name": r.task, "title": r.title,
-              "roles": list(r.roles), "owner_may_complete": r.owner_may_complete, "clock": r.clock,
-              "due": isoformat(r.due) if r.due else None, "priority": r.priority, "kind": r.kind,
-              "branch_code": r.branch_code, "waiting_since": isoformat(r.waiting_since),
-              "paused": r.paused_since is not None} for r in rows]
-    last = rows[-1] if more else None
-    return {"items": items,
-            "next_cursor": encode_cursor(last.due, str(last.case_id), last.task) if last is not None else None}
+    return page(rows, limit, _task_view, lambda r: (r.due, str(r.case_id), r.task))
+
+
+def _task_view(r) -> dict:
+    return {"case_id": str(r.case_id), "reference": r.reference, "name": r.task, "title": r.title,
+            "roles": list(r.roles), "owner_may_complete": r.owner_may_complete, "clock": r.clock,
+            "due": isoformat(r.due) if r.due else None, "priority": r.priority, "kind": r.kind,
+            "branch_code": r.branch_code, "waiting_since": isoformat(r.waiting_since),
+            "paused": r.paused_since is not None}
 
 
 # -- working a case ---------------------------------------------------------------------------------

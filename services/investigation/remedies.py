@@ -8,17 +8,18 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from services.investigation.domain import CaseRuleBroken
 from shared.calendar.clock import isoformat
 
 AWAITING, APPROVED, REJECTED, FULFILLED = "awaiting_approval", "approved", "rejected", "fulfilled"
 
 
-class RemedyRefused(Exception):
+class RemedyRefused(CaseRuleBroken):
     """A rule refused the step (422): `fields` names what is wrong, `needed` the role that may."""
 
     def __init__(self, message: str, fields: dict, needed: str | None = None):
-        super().__init__(message)
-        self.fields, self.needed = fields, needed
+        super().__init__(message, fields)
+        self.needed = needed
 
 
 @dataclass(frozen=True)

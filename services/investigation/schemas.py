@@ -3,12 +3,12 @@ pause and resume bodies and the list queries. Requests reject unknown fields so 
 named instead of silently ignored."""
 import unicodedata
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from services.investigation.domain import KINDS, RESPONSE_CHANNELS, STATES
 from shared.messaging.catalogue.investigation import RESPONSIBILITIES
 from shared.web.fields import AwareDateTime
-from shared.web.requests import Strict, StrictBoolean, Text
+from shared.web.requests import PageQuery, Strict, StrictBoolean, Text
 
 # A staff member's id as the chain's staff system writes it: letters, marks, digits,
 # punctuation and symbols; no spaces, controls, invisible or bidirectional formatting
@@ -71,10 +71,7 @@ class ResumeIn(Strict):
     note = Text(500)
 
 
-class CaseQuery(Schema):
-    class Meta:
-        unknown = RAISE
-
+class CaseQuery(PageQuery):
     state = fields.String(validate=validate.OneOf(STATES))
     kind = fields.String(validate=validate.OneOf(KINDS))
     priority = fields.String(validate=validate.OneOf(("urgent", "general", "low")))
@@ -82,16 +79,10 @@ class CaseQuery(Schema):
     branch = fields.String(validate=validate.Length(max=100))
     owner = fields.String(validate=staff_id)
     overdue = fields.Boolean()
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.String()
 
 
-class TaskQuery(Schema):
-    class Meta:
-        unknown = RAISE
-
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.String()
+class TaskQuery(PageQuery):
+    """Only the page: what the caller may complete is the filter."""
 
 
 # -- answers (for the OpenAPI document) -------------------------------------------------------

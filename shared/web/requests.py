@@ -63,6 +63,36 @@ def load(schema: Schema, body: dict) -> tuple[dict, dict]:
         return valid, flatten_errors(exc.messages)
 
 
+# -- lists: a page of items and the cursor to the next ------------------------------------------
+
+class PageQuery(Schema):
+    """A list's query string: an unknown parameter is named, `limit` 1-200 (default 50), and the
+    `cursor` a previous page gave. A list's own filters are added by subclassing."""
+
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String()
+
+
+def load_query(schema: PageQuery, query: dict, extra: int = 0) -> tuple[dict, tuple | None]:
+    """The query's parameters and its cursor decoded (None: the first page), else a 400 naming
+    every wrong parameter."""
+    params, errors = load(schema, query)
+    if errors:
+        raise ValidationFailed("invalid query", fields=errors)
+    return params, decode_cursor(params["cursor"], extra) if "cursor" in params else None
+
+
+def page(rows: list, limit: int, view, cursor_of) -> dict:
+    """`rows` read with limit + 1: the first `limit` as `view` shows them, and a cursor to the
+    next page (`cursor_of(last row)` gives encode_cursor's arguments) when there is one."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [view(row) for row in rows], "next_cursor": encode_cursor(*cursor_of(rows[-1])) if more else None}
+
+
 # -- cursors: (an instant, an id) of the last item a page showed -------------------------------
 
 MAX_CURSOR = 200  # the API's own cursors are about 100 characters
