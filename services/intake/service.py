@@ -1,29 +1,27 @@
 """Intake: the branches' front door. Thin entrypoints: authenticate, load, call a handler,
 dump. Errors become the JSON error shape in shared.web.http."""
 from nameko.rpc import rpc
-from werkzeug.wrappers import Response
 
 from services.intake import handlers, openapi
 from services.intake.exceptions import RPC_ERRORS
 from services.intake.policy import PERMISSIONS
 from services.intake.repository import IntakeStore
-from shared.messaging import consumer
 from shared.messaging.consumer import handle_event
-from shared.messaging.topology import retry_delays
 from shared.observability.logs import CorrelationLogging
 from shared.persistence import idempotency
 from shared.persistence.unit_of_work import Database
 from shared.runtime.provider import Runtime
 from shared.web import health
-from shared.web.http import api, correlation_id, identity, json_response, query_args, read_json
+from shared.web.operations import Operations
+from shared.web.http import api, correlation_id, identity, query_args, read_json
 
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 CONTACT_CALL = "intake.get_contact"  # what a contact grant is made for
 
 
-class IntakeService:
+class IntakeService(Operations):
+    openapi_document = openapi.DOCUMENT
     name = "intake"
 
     db = Database(IntakeStore)
@@ -90,28 +88,3 @@ class IntakeService:
 
     # The notification sender (`closeloop relay intake`) calls this with each final outcome.
     message_outcome = staticmethod(handlers.message_outcome)
-
-    # -- operations --------------------------------------------------------------------------------
-
-    @api("GET", "/health/ready", public=True)
-    def ready(self, request):
-        return self.readiness(self.db.engine)
-
-    @api("GET", "/health", public=True)
-    def health(self, request):  # the older name of /health/ready, same answer
-        return self.readiness(self.db.engine)
-
-    @api("GET", "/metrics", public=True)
-    def metrics(self, request):
-        return Response(health.replica_metrics_text(self.name), content_type=PROMETHEUS_TEXT)
-
-    @api("GET", "/metrics/shared", public=True)
-    def shared_metrics(self, request):
-        config = self.env.config
-        text = health.shared_metrics_text(self.name, self.db.engine, config["AMQP_URI"],
-                                          consumer.handlers_of(IntakeService, retry_delays(config)))
-        return Response(text, content_type=PROMETHEUS_TEXT)
-
-    @api("GET", "/openapi.json", public=True)
-    def openapi(self, request):
-        return json_response(openapi.DOCUMENT)

@@ -6,29 +6,27 @@ import logging
 import time
 
 from nameko.timer import timer
-from werkzeug.wrappers import Response
 
 from services.investigation import handlers, openapi
 from services.investigation.dependencies import Processes, load_processes
 from services.investigation.repository import InvestigationStore
-from shared.messaging import consumer
 from shared.messaging.consumer import handle_event
 from shared.messaging.failures import is_temporary
 from shared.observability import metrics
-from shared.messaging.topology import retry_delays
 from shared.observability.logs import CorrelationLogging
 from shared.persistence.unit_of_work import Database
 from shared.runtime.provider import Runtime
 from shared.web import health
-from shared.web.http import api, correlation_id, identity, json_response, query_args, read_json
+from shared.web.operations import Operations
+from shared.web.http import api, correlation_id, identity, query_args, read_json
 
 log = logging.getLogger("closeloop.investigation")
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 TIMER_BATCH = 100           # instances fired per transaction
 TIMER_ROUND_SECONDS = 5.0   # one tick fires batches for at most this long, then lets the next tick come
 
 
-class InvestigationService:
+class InvestigationService(Operations):
+    openapi_document = openapi.DOCUMENT
     name = "investigation"
 
     @staticmethod
@@ -115,28 +113,9 @@ class InvestigationService:
     def list_tasks(self, request):
         return handlers.list_tasks(self.db, identity=identity(request), query=query_args(request))
 
-    # -- operations ---------------------------------------------------------------------------------
+    # -- operations: /health, /metrics, /openapi.json come from shared.web.operations ------------
 
-    @api("GET", "/health/ready", public=True)
-    def ready(self, request):
-        return self.readiness(self.db.engine)
-
-    @api("GET", "/health", public=True)
-    def health(self, request):  # the older name of /health/ready, same answer
-        return self.readiness(self.db.engine)
-
-    @api("GET", "/metrics", public=True)
-    def metrics(self, request):
-        return Response(health.replica_metrics_text(self.name), content_type=PROMETHEUS_TEXT)
-
-    @api("GET", "/metrics/shared", public=True)
-    def shared_metrics(self, request):
-        config = self.env.config
-        text = health.shared_metrics_text(self.name, self.db.engine, config["AMQP_URI"],
-                                          consumer.handlers_of(InvestigationService, retry_delays(config)))
-        return Response(text + self._timer_gauges(), content_type=PROMETHEUS_TEXT)
-
-    def _timer_gauges(self) -> str:
+    def more_shared_metrics(self) -> str:
         """What the timer polls have yet to fire: a count that stays up, or an age that grows,
         means no replica is firing (or every try fails: see closeloop_process_timers_total)."""
         try:
@@ -150,7 +129,3 @@ class InvestigationService:
              {"service": self.name}),
             ("closeloop_process_timers_oldest_due_seconds", "how long the earliest unfired timer has been due", age,
              {"service": self.name})])
-
-    @api("GET", "/openapi.json", public=True)
-    def openapi(self, request):
-        return json_response(openapi.DOCUMENT)

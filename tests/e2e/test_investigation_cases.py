@@ -352,3 +352,5 @@ def test_reads_are_scoped_and_the_query_is_checked(chain):
     assert cursor.status_code == 400 and "cursor" in jsonbody(cursor)["error"]["fields"]
     no_token = chain.http.get(chain.investigation.url(f"/v1/cases/{complaint['id']}"))
     assert no_token.status_code == 401
+    document = jsonbody(chain.http.get(chain.investigation.url("/openapi.json")))
+    assert {"/v1/cases", "/v1/tasks", "/v1/cases/{case_id}/tasks/{task}"} <= set(document["paths"])
