@@ -4,7 +4,7 @@ service's clock."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from nameko.extensions import DependencyProvider
@@ -33,16 +33,13 @@ OPERATORS = {"sla_warning": _effect_only, "sla_breached": _effect_only}
 class CaseProcesses:
     engine: ProcessEngine
     definitions: dict[str, ProcessDefinition]  # by process id
-    _registered: list = field(default_factory=list)
 
     def for_kind(self, kind: str) -> ProcessDefinition:
         return self.definitions[PROCESS_OF_KIND[kind]]
 
     def register(self, database) -> None:
         """Store the definitions once per process (its first case), committed on their own."""
-        if not self._registered:
-            self.engine.registered(database, *self.definitions.values())
-            self._registered.append(True)
+        self.engine.registered(database, *self.definitions.values())
 
 
 def load_processes(directory: str | os.PathLike | None, clock) -> CaseProcesses:

@@ -1,6 +1,3 @@
-"""Errors investigation raises to its RPC callers, by the names nameko carries in RemoteError.
-It serves no RPC yet (the archive's contact comes from intake); callers of a later one turn
-these back into local errors with `shared.web.errors.from_remote`."""
-from shared.web.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
-
-RPC_ERRORS = (Unauthorized, NotFound, Forbidden, ValidationFailed)
+"""Errors investigation raises to RPC callers. It serves no RPC yet: its refusals are the domain's
+exceptions (domain.CaseRuleBroken, CaseStateConflict; remedies.RemedyRefused), turned into HTTP
+answers in handlers.py. A later RPC lists here what it raises, as services/intake/exceptions.py does."""

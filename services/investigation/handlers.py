@@ -52,7 +52,7 @@ def _commit(uow, case: Case, now: datetime, causation_id: str | None, *, new: bo
         uow.publish(envelope)
     for notice in case.notices:
         uow.notify(StaffMessage(role=notice.role, subject_id=case.id, text=notice.text, branch=notice.branch,
-                                region=notice.region))
+                                region=notice.region, language="en"))  # the console will word them in zh
     case.notices.clear()
 
 
@@ -73,12 +73,11 @@ def open_case(store, *, event: dict, processes: CaseProcesses, policy, rules, no
     processes.register(store.engine)
     try:
         with store.unit_of_work() as uow:
-            if uow.cases.exists(payload["complaint_id"]):
-                raise InstanceExists(payload["complaint_id"])
             definition = processes.for_kind(payload["kind"])
             case = Case.open(payload, branch=branch, rules=rules, now=now,
                              process=f"{definition.process_id}@{definition.hash[:12]}")
-            # A twin opening the same case in another replica makes this wait, then refuse.
+            # The case's instance exists already (a replay), or a twin in another replica opens it
+            # now (this waits for it, then refuses): InstanceExists.
             result = processes.engine.start(uow.conn, case.id, definition, case.process_data())
             _apply(case, result, now, rules)
             _commit(uow, case, now, event["event_id"], new=True)

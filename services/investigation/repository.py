@@ -32,9 +32,6 @@ class Cases:
         self._uow = uow
         self._loaded: dict[str, dict] = {}  # case id -> its task rows as read (what save may skip)
 
-    def exists(self, case_id: str) -> bool:
-        return self._uow.execute(sa.select(sa.literal(1)).where(models.cases.c.id == case_id)).first() is not None
-
     def add(self, case: Case, now: datetime) -> None:
         row = {name: getattr(case, name) for name in _CASE_COLUMNS}
         self._uow.insert(models.cases, {**row, **self._derived(case, now)})

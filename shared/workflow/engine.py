@@ -138,10 +138,13 @@ class ProcessEngine:
         """Store definitions in a transaction of their own, committed: `start` then skips its
         look-up for them (a definition stored in a caller's transaction that rolled back would
         not be there)."""
+        missing = [d for d in defined if d.hash not in self._stored]
+        if not missing:  # the usual case: a set look-up, no database
+            return
         with database.begin() as conn:
-            for definition in defined:
+            for definition in missing:
                 definitions.store(conn, definition)
-        self._stored.update(d.hash for d in defined)
+        self._stored.update(d.hash for d in missing)
 
     def start(self, conn: sa.Connection, instance_id: str, definition: ProcessDefinition,
               data: Mapping | None = None, correlation_keys: Iterable[str] = ()) -> StepResult:
