@@ -53,12 +53,28 @@ cases = sa.Table(
     sa.Column("decision", pg.JSONB),
     sa.Column("outcome", sa.Text),
     sa.Column("closed_at", TZ),
+    # Issue 9: what the customer is given (each remedy, a promise among them), what they were
+    # told (the written result), the follow-up's outcome, the corrective action when the
+    # fault was ours; a case opened by an adverse reaction names the sale, technician and batch.
+    sa.Column("remedies", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column("written_result", pg.JSONB),
+    sa.Column("resolved_at", TZ),
+    sa.Column("follow_up", pg.JSONB),
+    sa.Column("corrective_action", pg.JSONB),
+    sa.Column("reopened", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("origin", pg.JSONB),
+    # Retention: a legal hold (set by an HQ admin) keeps the record; anonymised_at says when its
+    # personal data went.
+    sa.Column("legal_hold", pg.JSONB),
+    sa.Column("anonymised_at", TZ),
     sa.Column("last_sequence", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("updated_at", TZ, nullable=False),
     sa.Index("ix_cases_branch_opened", "branch_code", sa.text("opened_at DESC"), sa.text("id DESC")),
     sa.Index("ix_cases_opened", sa.text("opened_at DESC"), sa.text("id DESC")),
     sa.Index("ix_cases_owner", "owner"),
     sa.Index("ix_cases_next_due", "next_due", postgresql_where=sa.text("next_due IS NOT NULL")),
+    sa.Index("ix_cases_retention", "closed_at",
+             postgresql_where=sa.text("closed_at IS NOT NULL AND anonymised_at IS NULL")),
 )
 
 # The tasks each case's process waits on now, as the API shows them: replaced after every step.
