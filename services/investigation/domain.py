@@ -19,7 +19,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.investigation.exceptions import CaseRuleBroken, CaseStateConflict
 from services.investigation.policy import BRANCH_ROLES, REGION_ROLES
+from services.investigation.remedies import Remedy
 from shared.calendar.branches import Branch
 from shared.calendar.clock import isoformat
 from shared.messaging.aggregate import Aggregate
@@ -31,18 +33,6 @@ MESSAGE_CHANNELS = ("sms", "wechat", "email")  # a response by these is sent to 
 # A case's state: where the case stands for staff (the process's waiting tasks say what is next).
 STATES = ("open", "assigned", "acknowledged", "investigated", "closed")
 SYSTEM = "system"  # the actor of what the engine does on its own (timers)
-
-
-class CaseRuleBroken(Exception):
-    """A rule of the case refused the request (422): `fields` names what is wrong."""
-
-    def __init__(self, message: str, fields: dict | None = None):
-        super().__init__(message)
-        self.fields = fields or {}
-
-
-class CaseStateConflict(Exception):
-    """The request does not fit the case's state now (409)."""
 
 
 # -- SLA clocks ----------------------------------------------------------------------------------
@@ -198,7 +188,10 @@ class Case(Aggregate):
                  escalation_level: int = 0, paused_since: datetime | None = None, pause_reason: str | None = None,
                  first_response: dict | None = None, findings: dict | None = None, decision: dict | None = None,
                  outcome: str | None = None, closed_at: datetime | None = None,
-                 open_tasks: tuple[OpenTask, ...] = ()):
+                 open_tasks: tuple[OpenTask, ...] = (), remedies: list | None = None,
+                 written_result: dict | None = None, resolved_at: datetime | None = None,
+                 follow_up: dict | None = None, corrective_action: dict | None = None, reopened: int = 0,
+                 origin: dict | None = None, legal_hold: dict | None = None, anonymised_at: datetime | None = None):
         self.id, self.kind, self.complaint_id, self.reference = id, kind, complaint_id, reference
         self.branch_code, self.region, self.category, self.priority = branch_code, region, category, priority
         self.severity_flags, self.channel, self.description = severity_flags, channel, description
@@ -211,6 +204,14 @@ class Case(Aggregate):
         self.first_response, self.findings, self.decision = first_response, findings, decision
         self.outcome, self.closed_at = outcome, closed_at
         self.open_tasks = tuple(open_tasks)
+        self.remedies = list(remedies or [])   # services.investigation.remedies.Remedy, oldest first
+        self.written_result, self.resolved_at = written_result, resolved_at
+        self.follow_up = follow_up              # the satisfaction follow-up's outcome (and visits heard of)
+        self.corrective_action = corrective_action
+        self.reopened = reopened                # times reopened after an unsatisfied follow-up
+        self.origin = origin                    # an adverse reaction: the sale, visit, technician, batch
+        self.legal_hold = legal_hold            # {"reason", "by", "at"} while an HQ admin holds it
+        self.anonymised_at = anonymised_at
         self.timeline: list[TimelineEntry] = []   # entries added since loaded (the repository appends them)
         self.notices: list[StaffNotice] = []
 

@@ -1,3 +1,14 @@
-"""Errors investigation raises to RPC callers. It serves no RPC yet: its refusals are the domain's
-exceptions (domain.CaseRuleBroken, CaseStateConflict; remedies.RemedyRefused), turned into HTTP
-answers in handlers.py. A later RPC lists here what it raises, as services/intake/exceptions.py does."""
+"""What investigation's domain refuses, turned into HTTP answers in handlers.py (422 and 409).
+It serves no RPC yet; a later RPC lists here what it raises, as services/intake/exceptions.py does."""
+
+
+class CaseRuleBroken(Exception):
+    """A rule of the case refused the request (422): `fields` names what is wrong."""
+
+    def __init__(self, message: str, fields: dict | None = None):
+        super().__init__(message)
+        self.fields = fields or {}
+
+
+class CaseStateConflict(Exception):
+    """The request does not fit the case's state now (409)."""

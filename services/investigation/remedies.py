@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from services.investigation.domain import CaseRuleBroken
+from services.investigation.exceptions import CaseRuleBroken
 from shared.calendar.clock import isoformat
 
 AWAITING, APPROVED, REJECTED, FULFILLED = "awaiting_approval", "approved", "rejected", "fulfilled"
@@ -94,6 +94,17 @@ class Remedy:
     def _awaiting(self) -> None:
         if self.status != AWAITING:
             raise RemedyRefused(f"the remedy is {self.status}, not awaiting approval", {"remedy": [self.status]})
+
+    def to_json(self) -> dict:
+        return self.view()
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Remedy":
+        at = lambda v: datetime.fromisoformat(v) if v else None  # noqa: E731
+        return cls(data["id"], data["type"], data["amount"], at(data["deadline"]), data.get("note"),
+                   data["proposed_by"], data["proposed_role"], at(data["proposed_at"]), data["status"],
+                   tuple(data.get("approvers") or ()), data.get("decided_by"), at(data.get("decided_at")),
+                   data.get("reason"), at(data.get("fulfilled_at")), data.get("promise"))
 
     def view(self) -> dict:
         at = lambda v: isoformat(v) if v else None  # noqa: E731

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from services.investigation import models
 from services.investigation.domain import Case, OpenTask, SlaClock
+from services.investigation.remedies import Remedy
 from shared.persistence.unit_of_work import Store, UnitOfWork
 from shared.workflow.tables import INSTANCES
 
@@ -20,11 +21,13 @@ _CASE_COLUMNS = ("id", "kind", "complaint_id", "reference", "branch_code", "regi
                  "severity_flags", "channel", "description", "service", "products", "customer_ref",
                  "customer_masked", "customer_language", "received_at", "opened_at", "process", "state", "owner",
                  "escalation_level", "paused_since", "pause_reason", "first_response", "findings", "decision",
-                 "outcome", "closed_at")
+                 "outcome", "closed_at", "written_result", "resolved_at", "follow_up", "corrective_action",
+                 "reopened", "origin", "legal_hold", "anonymised_at")
 NO_DEADLINE = datetime(9999, 12, 31, tzinfo=timezone.utc)  # sorts tasks without a deadline last
 # What changes after opening.
 _PROGRESS = ("state", "owner", "escalation_level", "paused_since", "pause_reason", "first_response", "findings",
-             "decision", "outcome", "closed_at")
+             "decision", "outcome", "closed_at", "written_result", "resolved_at", "follow_up", "corrective_action",
+             "reopened", "legal_hold", "anonymised_at", "customer_ref", "customer_masked", "description")
 
 
 class Cases:
@@ -66,6 +69,7 @@ class Cases:
     @staticmethod
     def _derived(case: Case, now: datetime) -> dict:
         return {"clocks": {name: clock.to_json() for name, clock in case.clocks.items()},
+                "remedies": [remedy.to_json() for remedy in case.remedies],
                 "next_due": case.next_due(), "last_sequence": case.sequence, "updated_at": now}
 
     def _save_tasks(self, case: Case, now: datetime) -> None:
@@ -207,6 +211,7 @@ def _case(row, task_rows) -> Case:
     case = Case(**{name: getattr(row, name) for name in _CASE_COLUMNS if name not in ("id", "complaint_id")},
                 id=str(row.id), complaint_id=str(row.complaint_id) if row.complaint_id else None,
                 clocks={name: SlaClock.from_json(name, data) for name, data in row.clocks.items()},
+                remedies=[Remedy.from_json(data) for data in row.remedies],
                 open_tasks=tuple(OpenTask(t.task, t.title, tuple(t.roles), t.owner_may_complete, t.clock)
                                  for t in task_rows))
     case.sequence = row.last_sequence
