@@ -26,7 +26,8 @@ def _effect_only(call):
     return None
 
 
-OPERATORS = {"sla_warning": _effect_only, "sla_breached": _effect_only}
+OPERATORS = {name: _effect_only for name in ("sla_warning", "sla_breached", "promise_deadline",
+                                            "corrective_action_deadline")}
 
 
 @dataclass(frozen=True)

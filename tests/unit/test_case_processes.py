@@ -19,7 +19,7 @@ from shared.workflow.timers import next_due
 PROCESSES = Path(__file__).resolve().parents[2] / "services" / "investigation" / "processes"
 COMPLAINT, FEEDBACK = PROCESSES / "complaint_case.bpmn", PROCESSES / "feedback_case.bpmn"
 REQUIRED = {COMPLAINT: ("assign", "respond", "record_findings"), FEEDBACK: ("acknowledge", "decide", "pass_on")}
-OPERATORS = ("sla_warning", "sla_breached")
+OPERATORS = ("sla_warning", "sla_breached", "promise_deadline", "corrective_action_deadline")
 T0 = datetime(2030, 1, 7, 2, 0, tzinfo=timezone.utc)
 BEIJING = timezone(timedelta(hours=8))  # the service sends instants with an offset
 
@@ -32,6 +32,10 @@ def clock_at(warning: timedelta, due: timedelta, level1: timedelta, level2: time
     return {"warning_at": iso(warning), "due": iso(due), "escalations": [iso(level1), iso(level2)]}
 
 
+NEVER = "9999-12-31T23:59:59+00:00"
+# What the service merges into the process's data with every step (services/investigation/domain.py).
+START_FACTS = {"reopened": 0, "remedy_status": None, "promise_due": NEVER, "needs_corrective_action": False,
+               "corrective_action_open": False, "corrective_due": NEVER, "follow_up_outcome": None}
 URGENT_CLOCKS = {  # an urgent complaint: answered within the hour, resolved within 7 days
     "first_response": clock_at(timedelta(minutes=48), timedelta(hours=1), timedelta(hours=1), timedelta(hours=2)),
     "resolution": clock_at(timedelta(days=5, hours=14, minutes=24), timedelta(days=7), timedelta(days=7),
@@ -53,7 +57,7 @@ class Case:
         self.engine = ProcessEngine({name: self._recorder(name) for name in OPERATORS}, clock=clock)
         self.clock = clock
         self.spec = self.engine._spec(None, definition.hash, definition.spec)
-        data = {"case_id": "case-1", "priority": "urgent", "branch_code": "SH-01", **data}
+        data = {"case_id": "case-1", "priority": "urgent", "branch_code": "SH-01", **START_FACTS, **data}
         check_data(data, self.engine.helpers, "start data")  # as the engine's start does
         self.saved = state.dump(start_workflow(*self.spec, self.engine.script_engine("case-1"), data))
 
@@ -155,8 +159,8 @@ def test_an_urgent_complaint_waits_at_assign_and_its_first_response_timers_fire_
     case.complete("record_findings", findings="the towel was not changed")
     [remedy] = case.waiting
     assert remedy.name == "propose_remedy" and remedy.properties["clock"] == "resolution"
-    case.complete("propose_remedy", remedy="a free treatment")
-    assert case.completed
+    case.complete("propose_remedy", remedy_status="approved")
+    assert case.waiting_names == ["fulfil"]
 
 
 def test_a_first_response_in_time_cancels_the_first_response_timers_and_a_closed_case_its_resolution_timers():
@@ -172,10 +176,92 @@ def test_a_first_response_in_time_cancels_the_first_response_timers_and_a_closed
 
     assert case.at(timedelta(days=5, hours=14, minutes=24)) == [warning("resolution")]  # the resolution clock runs on
     case.complete("record_findings")
-    case.complete("propose_remedy")
-    assert case.completed and case.next_due is None
+    case.complete("propose_remedy", remedy_status="approved")
+    case.complete("fulfil")
+    case.complete("notify_customer")
+    assert case.waiting_names == ["await_follow_up"] and case.next_due is None
     assert case.at(timedelta(days=30)) == []
     assert case.calls == [warning("resolution")]
+
+
+def _to_remedy(case: "Case") -> None:
+    case.complete("assign", owner="u-1")
+    case.complete("respond")
+    case.complete("record_findings", needs_corrective_action=True)
+
+
+def test_a_remedy_above_authority_waits_for_approval_under_its_own_clock_and_a_rejection_asks_again():
+    case = Case(COMPLAINT, ManualClock(T0), kind="complaint", clocks=URGENT_CLOCKS)
+    _to_remedy(case)
+    approval_clock = clock_at(timedelta(hours=20), timedelta(days=1), timedelta(days=1), timedelta(days=2))
+    case.complete("propose_remedy", remedy_status="awaiting_approval",
+                  clocks={**URGENT_CLOCKS, "approval": approval_clock})
+    [approve] = case.waiting
+    assert approve.name == "approve" and approve.properties["approval"] == "true"
+    assert approve.properties["clock"] == "approval"
+    assert case.at(timedelta(hours=20)) == [warning("approval")]
+    assert case.at(timedelta(days=1)) == [breached("approval", 1)]
+    case.complete("approve", remedy_status="rejected")  # rejected: a new proposal
+    assert case.waiting_names == ["propose_remedy"]
+    assert case.at(timedelta(days=2)) == []  # the approval's timers went with it
+    second = clock_at(timedelta(days=2, hours=20), timedelta(days=3), timedelta(days=3), timedelta(days=4))
+    case.complete("propose_remedy", remedy_status="awaiting_approval",
+                  clocks={**URGENT_CLOCKS, "approval": second})
+    assert case.waiting_names == ["approve"]
+    assert case.at(timedelta(days=2, hours=20)) == [warning("approval")]  # a new clock, a new warning
+    case.complete("approve", remedy_status="approved")
+    assert case.waiting_names == ["fulfil"]
+
+
+def test_a_promise_not_kept_by_its_deadline_fires_once_and_the_task_stays():
+    case = Case(COMPLAINT, ManualClock(T0), kind="complaint", clocks=URGENT_CLOCKS)
+    _to_remedy(case)
+    case.complete("propose_remedy", remedy_status="approved", promise_due=iso(timedelta(days=3)))
+    [fulfil] = case.waiting
+    assert [t.name for t in fulfil.timers] == ["promise_deadline_passed"]
+    assert case.at(timedelta(days=2)) == [] and case.at(timedelta(days=3)) == [("promise_deadline", {})]
+    assert case.waiting_names == ["fulfil"]
+    case.complete("fulfil")
+    assert case.waiting_names == ["notify_customer"]
+
+
+def test_resolved_our_fault_needs_a_corrective_action_then_an_unsatisfied_follow_up_reopens_at_the_remedy():
+    case = Case(COMPLAINT, ManualClock(T0), kind="complaint", clocks=URGENT_CLOCKS)
+    _to_remedy(case)
+    case.complete("propose_remedy", remedy_status="approved")
+    case.complete("fulfil")
+    case.complete("notify_customer")
+    assert case.waiting_names == ["open_corrective_action"] and case.next_due is None  # resolution timers gone
+    case.complete("open_corrective_action", corrective_action_open=True, corrective_due=iso(timedelta(days=30)))
+    [follow_up] = case.waiting
+    assert follow_up.name == "await_follow_up" and follow_up.properties["system"] == "true"
+    reopened = {**URGENT_CLOCKS, "resolution": clock_at(timedelta(days=12), timedelta(days=13), timedelta(days=13),
+                                                        timedelta(days=20))}
+    case.complete("await_follow_up", follow_up_outcome="reopen", reopened=1, clocks=reopened)
+    assert case.waiting_names == ["propose_remedy"]  # back to the owner, past the first response and findings
+    assert case.next_due == T0 + timedelta(days=12)  # a new resolution clock
+    assert case.at(timedelta(days=13)) == [warning("resolution"), breached("resolution", 1)]
+    case.complete("propose_remedy", remedy_status="approved")
+    case.complete("fulfil")
+    case.complete("notify_customer", needs_corrective_action=False)  # opened already
+    assert case.waiting_names == ["await_follow_up"]
+    case.complete("await_follow_up", follow_up_outcome="close")
+    [action] = case.waiting
+    assert action.name == "close_corrective_action" and not case.completed  # the case closes; the action goes on
+    assert case.at(timedelta(days=30)) == [("corrective_action_deadline", {})]
+    case.complete("close_corrective_action", corrective_action_open=False)
+    assert case.completed
+
+
+def test_a_satisfied_follow_up_without_a_corrective_action_ends_the_process():
+    case = Case(COMPLAINT, ManualClock(T0), kind="complaint", clocks=URGENT_CLOCKS)
+    case.complete("assign", owner="u-1")
+    case.complete("respond")
+    case.complete("record_findings")
+    for task in ("propose_remedy", "fulfil", "notify_customer"):
+        case.complete(task, remedy_status="approved")
+    case.complete("await_follow_up", follow_up_outcome="close")
+    assert case.completed and case.next_due is None
 
 
 # --- the feedback case ----------------------------------------------------------------------
