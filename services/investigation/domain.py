@@ -21,17 +21,22 @@ from typing import Any
 
 from services.investigation.exceptions import CaseRuleBroken, CaseStateConflict
 from services.investigation.policy import BRANCH_ROLES, REGION_ROLES
-from services.investigation.remedies import Remedy
+from services.investigation.remedies import AWAITING, Remedy, RemedyRefused
 from shared.calendar.branches import Branch
 from shared.calendar.clock import isoformat
 from shared.messaging.aggregate import Aggregate
 
 KINDS = ("complaint", "suggestion", "praise")
-CLOCKS = ("first_response", "resolution")
+CLOCKS = ("first_response", "resolution")     # every case's
+TASK_CLOCKS = (*CLOCKS, "approval")            # a remedy awaiting approval runs the third
+NEVER = "9999-12-31T23:59:59+00:00"            # a timer the process arms but that never falls due
 RESPONSE_CHANNELS = ("phone", "in_person", "sms", "wechat", "email")
 MESSAGE_CHANNELS = ("sms", "wechat", "email")  # a response by these is sent to the customer by intake
 # A case's state: where the case stands for staff (the process's waiting tasks say what is next).
-STATES = ("open", "assigned", "acknowledged", "investigated", "closed")
+STATES = ("open", "assigned", "acknowledged", "investigated", "resolved", "reopened", "closed")
+# The satisfaction follow-up's outcome (aftercare's events): satisfied or no answer closes the
+# case; a score of 1-2 or "not resolved" reopens it.
+LOW_SCORE = 2
 SYSTEM = "system"  # the actor of what the engine does on its own (timers)
 
 
@@ -48,10 +53,11 @@ class SlaClock:
     paused_seconds: int = 0             # total time the clock stood still
     warned: bool = False
     breach_level: int = 0
+    base_level: int = 0                 # the case's level when the clock started (a reopened case's is higher)
 
     @classmethod
     def plan(cls, name: str, started_at: datetime, due: datetime, *, urgent: bool, branch: Branch,
-             warning_at: float, levels: int) -> "SlaClock":
+             warning_at: float, levels: int, base_level: int = 0) -> "SlaClock":
         """A clock from its start and deadline: the warning at `warning_at` of the target (of the
         branch's opening hours within it, for a general or low case) and `levels` breach levels,
         one target's length apart (a later level of a general or low case at the next opening)."""
@@ -63,7 +69,7 @@ class SlaClock:
             open_time = branch.open_time_between(started_at, due)
             warn = branch.after_open_time(started_at, open_time * warning_at) if open_time else due
             escalations = [escalations[0], *(branch.next_opening(at) for at in escalations[1:])]
-        return cls(name, started_at, due, min(warn, due), tuple(escalations))
+        return cls(name, started_at, due, min(warn, due), tuple(escalations), base_level=base_level)
 
     @property
     def running(self) -> bool:
@@ -104,7 +110,8 @@ class SlaClock:
     def to_json(self) -> dict:
         return {**self.process_data(), "started_at": isoformat(self.started_at),
                 "stopped_at": isoformat(self.stopped_at) if self.stopped_at else None,
-                "paused_seconds": self.paused_seconds, "warned": self.warned, "breach_level": self.breach_level}
+                "paused_seconds": self.paused_seconds, "warned": self.warned, "breach_level": self.breach_level,
+                "base_level": self.base_level}
 
     @classmethod
     def from_json(cls, name: str, data: dict) -> "SlaClock":
@@ -112,7 +119,8 @@ class SlaClock:
         return cls(name, instant(data["started_at"]), instant(data["due"]), instant(data["warning_at"]),
                    tuple(map(instant, data["escalations"])),
                    instant(data["stopped_at"]) if data.get("stopped_at") else None,
-                   data.get("paused_seconds", 0), data.get("warned", False), data.get("breach_level", 0))
+                   data.get("paused_seconds", 0), data.get("warned", False), data.get("breach_level", 0),
+                   data.get("base_level", 0))
 
 
 # -- what the case records --------------------------------------------------------------------
@@ -165,12 +173,15 @@ class OpenTask:
     roles: tuple[str, ...]
     owner_may_complete: bool
     clock: str | None
+    approval: bool = False   # waits for whoever may grant the remedy; any role with authority may try
+    system: bool = False     # completed by the service itself (on the follow-up's outcome)
 
     @classmethod
     def from_properties(cls, name: str, title: str | None, properties: dict) -> "OpenTask":
         roles = tuple(r for r in (properties.get("roles") or "").replace(" ", "").split(",") if r)
-        clock = properties.get("clock") if properties.get("clock") in CLOCKS else None
-        return cls(name, title, roles, str(properties.get("owner_may_complete", "")).lower() == "true", clock)
+        clock = properties.get("clock") if properties.get("clock") in TASK_CLOCKS else None
+        flag = lambda key: str(properties.get(key, "")).lower() == "true"  # noqa: E731
+        return cls(name, title, roles, flag("owner_may_complete"), clock, flag("approval"), flag("system"))
 
 
 @dataclass(frozen=True)
@@ -241,10 +252,69 @@ class Case(Aggregate):
                        resolution_due=isoformat(clocks["resolution"].due), process=process)
         return case
 
+    @classmethod
+    def open_for_adverse_reaction(cls, case_id: str, report: dict, *, branch: Branch, rules, now: datetime,
+                                  process: str) -> "Case":
+        """An urgent case for an adverse reaction a return visit found (aftercare's event payload):
+        its own id, linked to the sale, technician and product batch; its deadlines are the
+        policy's for adverse reactions, from the report."""
+        p = report
+        received = datetime.fromisoformat(p["reported_at"]) if p.get("reported_at") else now
+        levels = len(rules.escalation) - 1
+        clocks = {name: SlaClock.plan(name, received, received + rules.adverse_reaction[name], urgent=True,
+                                      branch=branch, warning_at=rules.warning_at, levels=levels)
+                  for name in CLOCKS}
+        product = dict(p.get("product") or {})
+        day = received.astimezone(branch.zone()).strftime("%Y%m%d")
+        origin = {"type": "adverse_reaction", "visit_id": p["visit_id"], "sale_id": p["sale_id"],
+                  "technician_id": p.get("technician_id"), "product": product or None}
+        case = cls(id=case_id, kind="complaint", complaint_id=None, reference=f"{branch.code}-AR-{day}-{case_id[:6].upper()}",
+                   branch_code=branch.code, region=branch.region, category="safety", priority="urgent",
+                   severity_flags=list(p.get("severity_flags") or ["allergy"]), channel="return_visit",
+                   description=p.get("description") or "adverse reaction reported on a return visit",
+                   service={"technician_id": p["technician_id"]} if p.get("technician_id") else None,
+                   products=[product] if product else [], customer_ref=p.get("customer_ref"),
+                   customer_masked=dict(p.get("customer_masked") or {}),
+                   customer_language=p.get("customer_language") or "zh", received_at=received, opened_at=now,
+                   process=process, clocks=clocks, origin=origin)
+        case._happened("case_opened", now, None, {"origin": "adverse_reaction", "sale_id": p["sale_id"]},
+                       kind=case.kind, reference=case.reference, category=case.category, priority=case.priority,
+                       severity_flags=case.severity_flags, region=case.region, customer_ref=case.customer_ref,
+                       received_at=isoformat(received), first_response_due=isoformat(clocks["first_response"].due),
+                       resolution_due=isoformat(clocks["resolution"].due), process=process, origin=origin)
+        return case
+
     def process_data(self) -> dict:
         """What the process starts with, and reads its timers from."""
         return {"case_id": self.id, "kind": self.kind, "priority": self.priority, "branch_code": self.branch_code,
-                "clocks": self.clock_data()}
+                **self.process_facts()}
+
+    def process_facts(self) -> dict:
+        """What the process's gateways and timers read; the service merges it into every task it
+        completes, so the process decides on the case as it stands."""
+        remedy, action = self.current_remedy, self.corrective_action or {}
+        action_open = action.get("status") == "open"
+        return {"clocks": self.clock_data(), "reopened": self.reopened,
+                "remedy_status": remedy.status if remedy else None,
+                "promise_due": isoformat(remedy.deadline) if remedy is not None and remedy.is_promise else NEVER,
+                "needs_corrective_action": self.needs_corrective_action, "corrective_action_open": action_open,
+                "corrective_due": action["due"] if action_open else NEVER,
+                "follow_up_outcome": (self.follow_up or {}).get("outcome")}
+
+    @property
+    def current_remedy(self) -> Remedy | None:
+        return self.remedies[-1] if self.remedies else None
+
+    @property
+    def needs_corrective_action(self) -> bool:
+        """The fault was ours and no corrective action is named yet: the case may not close."""
+        return bool(self.findings and self.findings.get("responsibility") == "ours") and self.corrective_action is None
+
+    def message_record(self) -> tuple[str, str]:
+        """What intake knows the customer by: the complaint, or the sale of an adverse reaction."""
+        if self.complaint_id is None and self.origin:
+            return "sale", self.origin["sale_id"]
+        return "complaint", self.complaint_id
 
     def clock_data(self) -> dict:
         return {name: clock.process_data() for name, clock in self.clocks.items()}
@@ -259,7 +329,13 @@ class Case(Aggregate):
                                     f"(waiting: {waiting})")
         return task
 
-    def may_complete(self, task: OpenTask, actor: Actor) -> bool:
+    def may_complete(self, task: OpenTask, actor: Actor, rules) -> bool:
+        """Whether `actor` may try the task. The service completes a system task itself; any role
+        with some authority may try an approval (one without enough is refused naming whom)."""
+        if task.system:
+            return False
+        if task.approval:
+            return actor.role in rules.authority
         return actor.role in task.roles or (task.owner_may_complete and self.owner is not None
                                             and actor.subject == self.owner)
 
@@ -268,21 +344,22 @@ class Case(Aggregate):
 
     # -- tasks -----------------------------------------------------------------------------------
 
-    def complete(self, task: str, data: dict, actor: Actor, now: datetime) -> None:
-        """What completing `task` with its validated data means for the case."""
+    def complete(self, task: str, data: dict, actor: Actor, now: datetime, rules=None, branch: Branch | None = None) -> None:
+        """What completing `task` (the API's name: `reject` completes the approval too) with its
+        validated data means for the case."""
         handler = getattr(self, f"_{task}", None)
         if handler is None:
             raise CaseRuleBroken(f"this version of investigation cannot complete {task!r} yet",
                                  {"task": [f"{task} is completed by a later version"]})
-        handler(data, actor, now)
+        handler(data, actor, now, rules=rules, branch=branch)
 
-    def _assign(self, data: dict, actor: Actor, now: datetime) -> None:
+    def _assign(self, data: dict, actor: Actor, now: datetime, **_) -> None:
         self.owner = data["owner"]
         if self.state == "open":
             self.state = "assigned"
         self._happened("case_assigned", now, actor, None, owner=self.owner)
 
-    def _respond(self, data: dict, actor: Actor, now: datetime) -> None:
+    def _respond(self, data: dict, actor: Actor, now: datetime, **_) -> None:
         clock = self.clocks["first_response"]
         within = now <= clock.due
         self.clocks["first_response"] = replace(clock, stopped_at=now)
@@ -290,18 +367,14 @@ class Case(Aggregate):
                                "at": isoformat(now)}
         self.state = "acknowledged"
         if data["channel"] in MESSAGE_CHANNELS:
-            message = CustomerMessage(now, "first_response", data["message"], self.customer_language,
-                                      (data["channel"],))
-            self.record(message)
-            self.timeline.append(TimelineEntry(now, actor.subject, actor.role, "customer_message_requested",
-                                               {"request_event_id": message.request_id,
-                                                "channel": data["channel"]}))
+            self._ask_intake_to_send(CustomerMessage(now, "first_response", data["message"], self.customer_language,
+                                                     (data["channel"],)), actor)
         self._happened("case_acknowledged", now, actor, {"channel": data["channel"]},
                        channel=data["channel"], within_sla=within)
 
     _acknowledge = _respond  # the feedback case's first response
 
-    def _record_findings(self, data: dict, actor: Actor, now: datetime) -> None:
+    def _record_findings(self, data: dict, actor: Actor, now: datetime, **_) -> None:
         signed_at = data.get("signed_at") or now
         if signed_at < self.received_at:
             raise CaseRuleBroken("the findings cannot be signed before the complaint was received",
@@ -313,19 +386,244 @@ class Case(Aggregate):
                        root_cause=data["root_cause"], responsibility=data["responsibility"],
                        signed_by=data["signed_by"], signed_at=isoformat(signed_at))
 
-    def _decide(self, data: dict, actor: Actor, now: datetime) -> None:
+    def _decide(self, data: dict, actor: Actor, now: datetime, **_) -> None:
         self.decision = {**data, "by": actor.subject, "at": isoformat(now)}
         self._happened("suggestion_decided", now, actor, {"decision": data["decision"]}, decision=data["decision"])
 
-    def _pass_on(self, data: dict, actor: Actor, now: datetime) -> None:
+    def _pass_on(self, data: dict, actor: Actor, now: datetime, **_) -> None:
         self.decision = {**data, "by": actor.subject, "at": isoformat(now)}
         self._happened("praise_passed_on", now, actor, {"to": data["to"]}, to=list(data["to"]))
+
+
+    # -- remedies --------------------------------------------------------------------------------
+
+    def _propose_remedy(self, data: dict, actor: Actor, now: datetime, *, rules, **_) -> None:
+        remedy = Remedy.propose(data, by=actor.subject, role=actor.role, now=now, rules=rules)
+        self.remedies.append(remedy)
+        self._happened("remedy_proposed", now, actor, {"remedy_id": remedy.id, "type": remedy.type,
+                                                       "amount": remedy.amount, "status": remedy.status},
+                       **self._remedy_fields(remedy), status=remedy.status, approvers=list(remedy.approvers),
+                       note=remedy.note)
+        if remedy.status == AWAITING:
+            self.clocks["approval"] = SlaClock.plan("approval", now, now + rules.approval_time, urgent=True,
+                                                    branch=None, warning_at=rules.warning_at, levels=2)
+            role = remedy.approvers[0]
+            self.notices.append(self._notice(role, f"[{self.reference}] a {remedy.type} of {remedy.amount:g} CNY "
+                                                   f"awaits your approval by {isoformat(self.clocks['approval'].due)}"))
+        else:  # within the proposer's own authority: it goes ahead
+            self._granted(remedy, actor, now)
+
+    def _approve(self, data: dict, actor: Actor, now: datetime, *, rules, **_) -> None:
+        remedy = self.current_remedy.approve(by=actor.subject, role=actor.role, now=now, rules=rules)
+        self.remedies[-1] = remedy
+        self._stop_clock("approval", now)
+        self._granted(remedy, actor, now, data.get("note"))
+
+    def _reject(self, data: dict, actor: Actor, now: datetime, *, rules, **_) -> None:
+        remedy = self.current_remedy
+        if not rules.may_grant(actor.role, remedy.type, remedy.amount):
+            needed = remedy.approvers[0] if remedy.approvers else "hq_admin"
+            raise RemedyRefused(f"a {remedy.type} of {remedy.amount:g} CNY is decided by a {needed} (or higher), "
+                                f"not a {actor.role}", {"role": [f"needs {needed}"]}, needed)
+        self.remedies[-1] = remedy.reject(by=actor.subject, reason=data["reason"], now=now)
+        self._stop_clock("approval", now)
+        self._happened("remedy_rejected", now, actor, {"remedy_id": remedy.id, "reason": data["reason"]},
+                       remedy_id=remedy.id, type=remedy.type, amount=remedy.amount, reason=data["reason"])
+
+    def _granted(self, remedy: Remedy, actor: Actor, now: datetime, note: str | None = None) -> None:
+        detail = {"remedy_id": remedy.id, **({"note": note} if note else {})}
+        self._happened("remedy_approved", now, actor, detail, **self._remedy_fields(remedy),
+                       within_authority=not remedy.approvers)
+        if remedy.is_promise:
+            self._happened("promise_made", now, actor, {"remedy_id": remedy.id, "deadline": isoformat(remedy.deadline)},
+                           **self._remedy_fields(remedy))
+
+    def _fulfil(self, data: dict, actor: Actor, now: datetime, **_) -> None:
+        remedy = self.current_remedy.fulfil(now=now)
+        self.remedies[-1] = remedy
+        detail = {"remedy_id": remedy.id, **({"note": data["note"]} if data.get("note") else {})}
+        self._happened("remedy_fulfilled", now, actor, detail, **self._remedy_fields(remedy),
+                       fulfilled_at=isoformat(now), promise=remedy.promise)
+        if remedy.promise == "kept":
+            self._happened("promise_kept", now, actor, {"remedy_id": remedy.id}, **self._remedy_fields(remedy),
+                           fulfilled_at=isoformat(now))
+
+    def promise_deadline_passed(self, now: datetime, rules) -> None:
+        """The promise's timer fired: unfulfilled, it is broken, and the case goes one level up."""
+        remedy = self.current_remedy
+        broken = remedy.deadline_passed(now) if remedy is not None else None
+        if broken is None:
+            return
+        self.remedies[-1] = broken
+        self._happened("promise_broken", now, None, {"remedy_id": remedy.id, "deadline": isoformat(remedy.deadline)},
+                       **self._remedy_fields(remedy))
+        self._escalate(min(self.escalation_level + 1, len(rules.escalation) - 1), now, rules, reason="promise_broken",
+                       why=f"the {remedy.type} promised by {isoformat(remedy.deadline)} was not given")
+
+    @staticmethod
+    def _remedy_fields(remedy: Remedy) -> dict:
+        return {"remedy_id": remedy.id, "type": remedy.type, "amount": remedy.amount, "currency": "CNY",
+                "deadline": isoformat(remedy.deadline) if remedy.deadline else None}
+
+    # -- the written result, the follow-up, closure ----------------------------------------------
+
+    def _notify_customer(self, data: dict, actor: Actor, now: datetime, *, branch: Branch, **_) -> None:
+        completed_at = data["completed_at"]
+        if completed_at < self.received_at:
+            raise CaseRuleBroken("the measures cannot be completed before the complaint was received",
+                                 {"completed_at": [f"must not be before {isoformat(self.received_at)}"]})
+        result = {"measures": data["measures"], "completed_at": isoformat(completed_at),
+                  "responsible": data["responsible"], "follow_up": data["follow_up"], "by": actor.subject,
+                  "at": isoformat(now), "language": self.customer_language}
+        self.written_result = result
+        text = written_result_text(self.customer_language, reference=self.reference, measures=data["measures"],
+                                   completed_at=completed_at.astimezone(branch.zone()).strftime("%Y-%m-%d %H:%M"),
+                                   responsible=data["responsible"], follow_up=data["follow_up"])
+        message = CustomerMessage(now, "written_result", text, self.customer_language, MESSAGE_CHANNELS)
+        self._ask_intake_to_send(message, actor)
+        self._happened("customer_notified", now, actor, {"request_event_id": message.request_id},
+                       request_event_id=message.request_id, language=self.customer_language,
+                       completed_at=result["completed_at"], responsible=data["responsible"])
+        clock = self.clocks["resolution"]
+        within = now <= clock.due
+        self._stop_clock("resolution", now)
+        self.state, self.resolved_at = "resolved", now
+        record_type, record_id = self.message_record()
+        remedy = self.current_remedy
+        self._happened("case_resolved", now, actor, {"within_sla": within}, reference=self.reference,
+                       resolved_at=isoformat(now), within_sla=within, customer_ref=self.customer_ref,
+                       customer_language=self.customer_language, record_type=record_type, record_id=record_id,
+                       responsibility=(self.findings or {}).get("responsibility"), reopened=self.reopened,
+                       remedy=self._remedy_fields(remedy) if remedy else None, follow_up_plan=data["follow_up"])
+
+    def _open_corrective_action(self, data: dict, actor: Actor, now: datetime, **_) -> None:
+        if data["due"] <= now:
+            raise CaseRuleBroken("a corrective action is due in the future", {"due": ["must be after now"]})
+        self.corrective_action = {"action": data["action"], "owner": data["owner"], "due": isoformat(data["due"]),
+                                  "status": "open", "opened_by": actor.subject, "opened_at": isoformat(now)}
+        self._happened("corrective_action_opened", now, actor, {"owner": data["owner"], "due": isoformat(data["due"])},
+                       action=data["action"], owner=data["owner"], due=isoformat(data["due"]))
+
+    def _close_corrective_action(self, data: dict, actor: Actor, now: datetime, **_) -> None:
+        action = self.corrective_action
+        on_time = now <= datetime.fromisoformat(action["due"])
+        self.corrective_action = {**action, "status": "done", "done_at": isoformat(now), "done_by": actor.subject,
+                                  "on_time": on_time, **({"note": data["note"]} if data.get("note") else {})}
+        self._happened("corrective_action_closed", now, actor, {"on_time": on_time}, action=action["action"],
+                       owner=action["owner"], due=action["due"], done_at=isoformat(now), on_time=on_time)
+
+    def corrective_action_overdue(self, now: datetime) -> None:
+        """The action's due date passed while it is open: its owner's store manager hears of it."""
+        action = self.corrective_action or {}
+        if action.get("status") != "open" or action.get("overdue_noticed"):
+            return
+        self.corrective_action = {**action, "overdue_noticed": isoformat(now)}
+        self.timeline.append(TimelineEntry(now, SYSTEM, None, "corrective_action_overdue", {"due": action["due"]}))
+        self.notices.append(self._notice("store_manager", f"[{self.reference}] the corrective action owned by "
+                                                          f"{action['owner']} was due {action['due']}: "
+                                                          f"{action['action'][:200]}"))
+
+    def follow_up_heard(self, event_type: str, payload: dict, now: datetime) -> bool:
+        """Aftercare's word on the satisfaction follow-up: `visit_completed`, `visit_abandoned` or
+        `dissatisfaction_reported`. True when it stands as the outcome the case waits for (applied
+        when the process reaches the follow-up); a visit heard of already, or a word that comes
+        when the case is not resolved (a late one about an earlier round), changes nothing."""
+        follow = dict(self.follow_up or {})
+        visits = list(follow.get("visits", []))
+        visit_id = payload["visit_id"]
+        if visit_id in visits:
+            return False
+        visits.append(visit_id)
+        follow["visits"] = visits
+        self.follow_up = follow
+        score, resolved = payload.get("score"), (payload.get("answers") or {}).get("resolved", payload.get("resolved"))
+        if event_type == "visit_abandoned":
+            outcome, closure = "close", "no_feedback"
+        elif event_type == "dissatisfaction_reported" or (score is not None and score <= LOW_SCORE) or resolved is False:
+            outcome, closure = "reopen", None
+        else:
+            outcome, closure = "close", "satisfied"
+        detail = {"visit_id": visit_id, "event": event_type, "score": score, "outcome": closure or outcome}
+        if self.state != "resolved" or follow.get("pending"):
+            self.timeline.append(TimelineEntry(now, SYSTEM, None, "follow_up_ignored",
+                                               {**detail, "state": self.state}))
+            return False
+        follow["pending"] = {"outcome": outcome, "closure": closure, "visit_id": visit_id, "score": score,
+                             "resolved": resolved, "event": event_type}
+        self.timeline.append(TimelineEntry(now, SYSTEM, None, "follow_up_received", detail))
+        return True
+
+    def _await_follow_up(self, data: dict, actor: Actor, now: datetime, *, rules, branch: Branch, **_) -> None:
+        """The process reached the follow-up and the case has its outcome: close or reopen."""
+        follow = dict(self.follow_up or {})
+        pending = follow.pop("pending", None)
+        if pending is None:
+            raise CaseStateConflict(f"case {self.reference} has no follow-up outcome yet")
+        follow["outcome"] = pending["outcome"]
+        follow.setdefault("rounds", []).append({**pending, "at": isoformat(now)})
+        self.follow_up = follow
+        if pending["outcome"] == "close":
+            self._close(pending["closure"], now)
+        else:
+            self._reopen(pending, now, rules, branch)
+
+    def _close(self, outcome: str, now: datetime) -> None:
+        self.clocks = {n: c if not c.running else replace(c, stopped_at=now) for n, c in self.clocks.items()}
+        self.state, self.closed_at, self.outcome, self.paused_since = "closed", now, outcome, None
+        self._happened("case_closed", now, None, {"outcome": outcome}, outcome=outcome,
+                       corrective_action=(self.corrective_action or {}).get("status"))
+
+    def _reopen(self, pending: dict, now: datetime, rules, branch: Branch) -> None:
+        """One escalation level higher, back to the owner, under a new resolution clock as long as
+        the first one's target."""
+        old = self.clocks["resolution"]
+        target = max(old.due - old.started_at - timedelta(seconds=old.paused_seconds), timedelta(hours=1))
+        urgent = self.priority == "urgent"
+        due = now + target if urgent else branch.next_opening(now + target)
+        level = min(self.escalation_level + 1, len(rules.escalation) - 1)
+        self.reopened += 1
+        self.clocks["resolution"] = SlaClock.plan("resolution", now, due, urgent=urgent, branch=branch,
+                                                  warning_at=rules.warning_at, levels=len(rules.escalation) - 1,
+                                                  base_level=level)
+        self.state, self.resolved_at = "reopened", None
+        reason = "not resolved" if pending.get("resolved") is False else f"score {pending.get('score')}"
+        self._happened("case_reopened", now, None, {"visit_id": pending["visit_id"], "reason": reason},
+                       escalation_level=level, reopened=self.reopened, visit_id=pending["visit_id"],
+                       score=pending.get("score"), reason=reason, resolution_due=isoformat(due))
+        self._escalate(level, now, rules, reason="reopened",
+                       why=f"the customer was not satisfied ({reason}); back to {self.owner or 'the owner'}")
+
+    def _escalate(self, level: int, now: datetime, rules, *, reason: str, why: str) -> None:
+        """The case at `level` (never lower): an event when it goes up, a notice to that level."""
+        role = rules.escalation_role(level)
+        target = self._notice(role, f"[{self.reference}] escalated to you (level {level}): {why}")
+        self.notices.append(target)
+        if level > self.escalation_level:
+            self.escalation_level = level
+            self._happened("case_escalated", now, None, {"level": level, "to_role": role, "reason": reason},
+                           level=level, to_role=role, to_branch=target.branch, to_region=target.region, reason=reason)
+
+    def _stop_clock(self, name: str, now: datetime) -> None:
+        clock = self.clocks.get(name)
+        if clock is not None and clock.running:
+            self.clocks[name] = replace(clock, stopped_at=now)
+
+    def _ask_intake_to_send(self, message: CustomerMessage, actor: Actor | None) -> None:
+        self.record(message)
+        self.timeline.append(TimelineEntry(message.at, actor.subject if actor else SYSTEM, actor.role if actor else None,
+                                           "customer_message_requested",
+                                           {"request_event_id": message.request_id, "purpose": message.purpose,
+                                            "channels": list(message.channels)}))
 
     # -- the process moved on --------------------------------------------------------------------
 
     def process_moved(self, waiting: tuple[OpenTask, ...], completed: bool, now: datetime) -> None:
-        """The tasks the process waits on now; a finished feedback process closes the case."""
-        self.open_tasks = tuple(waiting)
+        """The tasks the process waits on now (an approval waits for the roles that may grant the
+        remedy); a finished feedback process closes the case (a complaint's closes on its
+        follow-up, its corrective action tracked after)."""
+        remedy = self.current_remedy
+        self.open_tasks = tuple(replace(t, roles=remedy.approvers) if t.approval and remedy is not None else t
+                                for t in waiting)
         if completed and self.state != "closed":
             self.clocks = {n: c if not c.running else replace(c, stopped_at=now) for n, c in self.clocks.items()}
             self.outcome = self._feedback_outcome()
@@ -345,7 +643,7 @@ class Case(Aggregate):
         if not clock.running or clock.warned:
             return
         self.clocks[name] = replace(clock, warned=True)
-        role = rules.escalation_role(self.escalation_level)
+        role = self._ladder_role(name, 0, rules) if name == "approval" else rules.escalation_role(self.escalation_level)
         self._happened("sla_warning", now, None, {"clock": name, "role": role}, clock=name, due=isoformat(clock.due),
                        level=self.escalation_level)
         share = round(rules.warning_at * 100)
@@ -361,6 +659,13 @@ class Case(Aggregate):
         self.clocks[name] = replace(clock, breach_level=level)
         self._happened("sla_breached", now, None, {"clock": name, "level": level}, clock=name,
                        due=isoformat(clock.due), level=level)
+        if name == "approval":  # the next role up among those who may approve it is reminded
+            role = self._ladder_role(name, level, rules)
+            self.notices.append(self._notice(role, f"[{self.reference}] an approval is overdue since "
+                                                   f"{isoformat(clock.due)}: a {self.current_remedy.type} of "
+                                                   f"{self.current_remedy.amount:g} CNY waits"))
+            return
+        level = min(clock.base_level + level, len(rules.escalation) - 1) if clock.base_level else level
         if level > self.escalation_level:
             self.escalation_level = level
             role = rules.escalation_role(level)
@@ -374,6 +679,13 @@ class Case(Aggregate):
             role = rules.escalation_role(self.escalation_level)
             self.notices.append(self._notice(role, f"[{self.reference}] {_CLOCK_TITLES[name]} overdue since "
                                                    f"{isoformat(clock.due)} (level {level})"))
+
+    def _ladder_role(self, clock: str, level: int, rules) -> str:
+        """Who a clock's level reaches: an approval's, the roles that may approve it, lowest first."""
+        approvers = self.current_remedy.approvers if self.current_remedy is not None else ()
+        if clock == "approval" and approvers:
+            return approvers[min(level, len(approvers) - 1)]
+        return rules.escalation_role(level)
 
     def _notice(self, role: str, text: str) -> StaffNotice:
         if role in BRANCH_ROLES:
@@ -457,17 +769,48 @@ class Case(Aggregate):
             "open_tasks": [self.task_view(t) for t in self.open_tasks],
             "sla": {name: c.view(now, self.paused_since) for name, c in self.clocks.items()},
             "first_response": self.first_response, "findings": self.findings, "decision": self.decision,
+            "remedies": [r.view() for r in self.remedies], "written_result": self.written_result,
+            "resolved_at": isoformat(self.resolved_at) if self.resolved_at else None,
+            "follow_up": self._follow_up_view(), "corrective_action": self.corrective_action,
+            "reopened": self.reopened, "origin": self.origin, "legal_hold": self.legal_hold,
+            "anonymised_at": isoformat(self.anonymised_at) if self.anonymised_at else None,
             "process": self.process,
         }
         if timeline is not None:
             answer["timeline"] = timeline
         return answer
 
+    def _follow_up_view(self) -> dict | None:
+        if not self.follow_up:
+            return None
+        return {"outcome": self.follow_up.get("outcome"), "pending": self.follow_up.get("pending"),
+                "rounds": self.follow_up.get("rounds", [])}
+
     def task_view(self, task: OpenTask) -> dict:
         clock = self.clocks.get(task.clock) if task.clock else None
+        due = isoformat(clock.due) if clock is not None and clock.running else None
+        remedy = self.current_remedy
+        if task.name == "fulfil" and remedy is not None and remedy.is_promise:
+            due = isoformat(remedy.deadline)  # a promise is due by its own deadline
+        elif task.name == "close_corrective_action" and self.corrective_action:
+            due = self.corrective_action["due"]
         return {"name": task.name, "title": task.title, "roles": list(task.roles),
-                "owner_may_complete": task.owner_may_complete, "clock": task.clock,
-                "due": isoformat(clock.due) if clock is not None and clock.running else None}
+                "owner_may_complete": task.owner_may_complete, "clock": task.clock, "due": due,
+                "system": task.system}
 
 
-_CLOCK_TITLES = {"first_response": "first response", "resolution": "resolution"}
+_CLOCK_TITLES = {"first_response": "first response", "resolution": "resolution", "approval": "approval"}
+
+_WRITTEN_RESULT = {
+    "zh": "您的投诉（{reference}）处理结果：{measures}。完成时间：{completed_at}。负责人：{responsible}。"
+          "后续安排：{follow_up}。感谢您的耐心与理解。",
+    "en": "The result of your complaint {reference}: {measures}. Completed: {completed_at}. Responsible: "
+          "{responsible}. Follow-up: {follow_up}. Thank you for your patience.",
+}
+
+
+def written_result_text(language: str, **facts: str) -> str:
+    """The written result in the customer's language (Chinese when we have no text in theirs),
+    cut to what one message carries."""
+    text = _WRITTEN_RESULT.get(language, _WRITTEN_RESULT["zh"]).format(**facts)
+    return text if len(text) <= 2000 else text[:1999] + "…"

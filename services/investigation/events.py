@@ -25,7 +25,8 @@ def envelope(case: Case, event: CaseEvent | CustomerMessage, sequence: int,
 def _message_request(case: Case, message: CustomerMessage, sequence: int,
                      causation_id: str | None) -> ValidatedEvent:
     """Ask intake, the contact holder, to send the case's customer a text."""
-    payload = {"record_type": "complaint", "record_id": case.complaint_id, "purpose": message.purpose,
+    record_type, record_id = case.message_record()
+    payload = {"record_type": record_type, "record_id": record_id, "purpose": message.purpose,
                "text": message.text, "language": message.language, "channels": list(message.channels)}
     return build_event("customer_message_requested", payload, branch_code=case.branch_code, correlation_id=case.id,
                        sequence=sequence, causation_id=causation_id, occurred_at=message.at, source="investigation",

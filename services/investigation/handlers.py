@@ -11,9 +11,10 @@ from typing import Callable
 
 from services.investigation import events
 from services.investigation.dependencies import CaseProcesses
-from services.investigation.domain import Actor, Case, CaseRuleBroken, CaseStateConflict, OpenTask
+from services.investigation.domain import SYSTEM, Actor, Case, CaseRuleBroken, CaseStateConflict, OpenTask
 from services.investigation.policy import PERMISSIONS
-from services.investigation.schemas import TASK_BODIES, CaseQuery, PauseIn, ResumeIn, TaskQuery
+from services.investigation.remedies import RemedyRefused
+from services.investigation.schemas import PROCESS_TASK, TASK_BODIES, CaseQuery, PauseIn, ResumeIn, TaskQuery
 from shared.calendar.clock import isoformat
 from shared.notifications.queue import StaffMessage
 from shared.security.auth import Identity
@@ -22,6 +23,8 @@ from shared.web.requests import load, load_query, page
 from shared.workflow import InstanceExists, StepResult, TaskNotWaiting
 
 log = logging.getLogger("closeloop.investigation")
+# A case opened by an adverse reaction has its own id, the same for every copy of one report.
+ADVERSE_REACTION_CASES = uuid.UUID("6f1c2a44-52a9-4a53-9d0e-2b7c1f0e7a11")
 CASE_QUERY, TASK_QUERY, PAUSE_IN, RESUME_IN = CaseQuery(), TaskQuery(), PauseIn(), ResumeIn()
 CLOCK_SKEW = timedelta(minutes=5)  # a signature this far ahead of the server's clock is still "now"
 
@@ -38,6 +41,10 @@ def _apply(case: Case, result: StepResult, now: datetime, rules) -> None:
             case.clock_warning(effect.params["clock"], effect.at, rules)
         elif effect.name == "sla_breached":
             case.clock_breached(effect.params["clock"], int(effect.params["level"]), effect.at, rules)
+        elif effect.name == "promise_deadline":
+            case.promise_deadline_passed(effect.at, rules)
+        elif effect.name == "corrective_action_deadline":
+            case.corrective_action_overdue(effect.at)
     waiting = tuple(OpenTask.from_properties(t.name, t.title, t.properties) for t in result.waiting)
     case.process_moved(waiting, result.completed, now)
 
@@ -160,41 +167,68 @@ def _resume_for(case: Case, uow, processes: CaseProcesses, actor: Actor | None, 
 
 def complete_task(store, *, identity: Identity, case_id: str, task: str, read_body: Callable[[], dict],
                   processes: CaseProcesses, policy, rules, now: datetime, causation_id: str | None = None) -> dict:
+    """`task` is the API's name: the process's task id, or `reject` (the approval, refused)."""
     case_id = _canonical_id(case_id)
     actor = _actor(identity)
+    process_task = PROCESS_TASK.get(task, task)
     with store.unit_of_work() as uow:
         case = _case_in_scope(uow, identity, case_id, lock=True)
         try:
-            waiting = case.waiting_task(task)
+            waiting = case.waiting_task(process_task)
         except CaseStateConflict as conflict:
             raise Conflict(str(conflict)) from None
-        if not case.may_complete(waiting, actor):
-            owner = " or the case's owner" if waiting.owner_may_complete else ""
-            raise Forbidden(f"{task} is completed by {', '.join(waiting.roles)}{owner}, not by a {identity.role}")
+        if not case.may_complete(waiting, actor, rules):
+            raise Forbidden(_who_completes(waiting, identity))
         schema = TASK_BODIES.get(task)
         body = read_body()
         if schema is None:
             raise RuleRefused(f"this version of investigation does not complete {task!r} yet",
-                                fields={"task": [f"{task} is completed by a later version"]})
+                              fields={"task": [f"{task} is completed by a later version"]})
         data, errors = load(schema, body)
-        signed_at = data.get("signed_at")
-        if signed_at is not None and signed_at > now + CLOCK_SKEW:
-            errors.setdefault("signed_at", []).append("must not be in the future")
+        for name in ("signed_at", "completed_at"):  # what was done is not done in the future
+            if data.get(name) is not None and data[name] > now + CLOCK_SKEW:
+                errors.setdefault(name, []).append("must not be in the future")
         if errors:
             raise ValidationFailed(f"the {task} data is invalid", fields=errors)
+        branch = policy.branch(case.branch_code)
         if case.paused_since is not None:  # the customer is back: working the case ends the wait
             _resume_for(case, uow, processes, actor, now, policy, rules, note=f"{task} completed")
         try:
-            case.complete(task, data, actor, now)
-            result = processes.engine.complete_task(uow.conn, case_id, task, _process_data(task, data),
+            case.complete(task, data, actor, now, rules, branch)
+            result = processes.engine.complete_task(uow.conn, case_id, process_task,
+                                                    {**_process_data(task, data), **case.process_facts()},
                                                     actor=identity.subject)
+        except RemedyRefused as refused:
+            fields = {**refused.fields, **({"needed_role": [refused.needed]} if refused.needed else {})}
+            raise RuleRefused(str(refused), fields=fields) from None
         except CaseRuleBroken as broken:
             raise RuleRefused(str(broken), fields=broken.fields) from None
         except TaskNotWaiting as gone:  # the case's task list was behind its process
             raise Conflict(str(gone)) from None
         _apply(case, result, now, rules)
+        _settle_follow_up(case, uow, processes, now, rules, branch)
         _commit(uow, case, now, causation_id)
         return case.view(now, uow.cases.timeline(case_id))
+
+
+def _who_completes(task: OpenTask, identity: Identity) -> str:
+    if task.system:
+        return f"{task.name} is completed by investigation itself, on aftercare's follow-up"
+    if task.approval:
+        return f"{task.name} is decided by a role with remedy authority, not by a {identity.role}"
+    owner = " or the case's owner" if task.owner_may_complete else ""
+    return f"{task.name} is completed by {', '.join(task.roles)}{owner}, not by a {identity.role}"
+
+
+def _settle_follow_up(case: Case, uow, processes: CaseProcesses, now: datetime, rules, branch) -> None:
+    """The follow-up's outcome, heard before the process reached it (a corrective action was
+    still to be opened), applies as soon as the process waits for it."""
+    follow_up = next((t for t in case.open_tasks if t.system), None)
+    if follow_up is None or not (case.follow_up or {}).get("pending"):
+        return
+    case.complete(follow_up.name, {}, Actor(SYSTEM, None), now, rules, branch)
+    result = processes.engine.complete_task(uow.conn, case.id, follow_up.name, case.process_facts(), actor=SYSTEM)
+    _apply(case, result, now, rules)
 
 
 def pause(store, *, identity: Identity, case_id: str, read_body: Callable[[], dict], processes: CaseProcesses,
@@ -260,6 +294,52 @@ def fire_timers(store, *, processes: CaseProcesses, rules, now: datetime, limit:
         return processes.engine.fire_due(uow.conn, limit, on_fired=on_fired)
 
 
+# -- what aftercare says: the follow-up's outcome, adverse reactions -------------------------------
+
+def follow_up_outcome(store, *, event: dict, processes: CaseProcesses, policy, rules, now: datetime) -> bool:
+    """visit_completed / visit_abandoned / dissatisfaction_reported about a case's satisfaction
+    follow-up: satisfied or no answer closes the case, unsatisfied reopens it (once the process
+    reaches the follow-up: a corrective action may come first). A return visit after a sale is
+    not about a case: nothing to do. True when the case took it."""
+    payload = event["payload"]
+    case_id = payload.get("case_id")
+    if payload.get("kind", "follow_up") != "follow_up" or not case_id:
+        return False
+    with store.unit_of_work() as uow:
+        case = uow.cases.get(case_id, lock=True)
+        if case is None or case.branch_code != event["branch_code"]:
+            log.warning("%s %s names case %s, which %s", event["type"], event["event_id"], case_id,
+                        "is not here" if case is None else "is another branch's")
+            return False
+        taken = case.follow_up_heard(event["type"], payload, now)
+        if taken:
+            _settle_follow_up(case, uow, processes, now, rules, policy.branch(case.branch_code))
+        _commit(uow, case, now, event["event_id"])
+    return taken
+
+
+def open_adverse_reaction_case(store, *, event: dict, processes: CaseProcesses, policy, rules,
+                               now: datetime) -> bool:
+    """An adverse reaction a return visit found opens an urgent complaint case of its own, linked
+    to the sale, technician and batch. Its id comes from the visit, so a replay opens nothing."""
+    payload = event["payload"]
+    branch = policy.branch(event["branch_code"])
+    case_id = str(uuid.uuid5(ADVERSE_REACTION_CASES, payload["visit_id"]))
+    processes.register(store.engine)
+    try:
+        with store.unit_of_work() as uow:
+            definition = processes.for_kind("complaint")
+            case = Case.open_for_adverse_reaction(case_id, payload, branch=branch, rules=rules, now=now,
+                                                  process=f"{definition.process_id}@{definition.hash[:12]}")
+            result = processes.engine.start(uow.conn, case.id, definition, case.process_data())
+            _apply(case, result, now, rules)
+            _commit(uow, case, now, event["event_id"], new=True)
+    except InstanceExists:
+        log.info("adverse reaction of visit %s has its case %s already", payload["visit_id"], case_id)
+        return False
+    return True
+
+
 # -- what intake says about messages to customers ----------------------------------------------
 
 def message_outcome(store, *, event: dict, now: datetime) -> bool:
@@ -267,10 +347,12 @@ def message_outcome(store, *, event: dict, now: datetime) -> bool:
     failure is also a notice to the branch (call the customer instead). False: not an answer to
     a case's request here (aftercare asks intake about complaints' customers too)."""
     payload = event["payload"]
-    if payload.get("record_type") != "complaint":
-        return False
     with store.unit_of_work() as uow:
-        case = uow.cases.get(payload["record_id"], lock=True)
+        if payload.get("record_type") == "complaint":
+            case_id = payload["record_id"]
+        else:  # a sale's customer: a case opened by an adverse reaction after it, if one asked
+            case_id = uow.cases.asked_about_sale(payload["record_id"], payload["request_event_id"])
+        case = uow.cases.get(case_id, lock=True) if case_id else None
         if case is None or not uow.cases.requested(case.id, payload["request_event_id"]):
             return False
         case.message_outcome(event["type"], payload, now)

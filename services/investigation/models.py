@@ -87,6 +87,8 @@ case_tasks = sa.Table(
     sa.Column("owner_may_complete", sa.Boolean, nullable=False),
     sa.Column("owner", sa.Text),
     sa.Column("clock", sa.Text),
+    sa.Column("approval", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("system", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("due", TZ),
     sa.Column("branch_code", sa.Text, nullable=False),
     sa.Column("waiting_since", TZ, nullable=False),

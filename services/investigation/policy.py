@@ -15,14 +15,17 @@ from shared.calendar.policy import ChainPolicy, Checker, show
 from shared.security.auth import ROLES
 from shared.security.permissions import Permissions
 
-_SECTION = {"authority", "sla", "promises"}
-_SLA = {"warning_at", "escalation"}
+_SECTION = {"authority", "sla", "promises", "adverse_reaction"}
+_SLA = {"warning_at", "escalation", "approval"}
+_ADVERSE = {"first_response", "resolution"}
 _GRANT = {"limit", "types", "except"}
 REMEDY_TYPES = ("apology", "redo_service", "redye", "refund", "partial_refund", "exchange", "gift", "discount",
                 "voucher", "medical_expense")
 DEFAULT_PROMISES = {"redo_service": "P3D", "redye": "P10D"}
 DEFAULT_WARNING_AT = 0.8
 DEFAULT_ESCALATION = ("store_manager", "regional_manager", "hq_admin")
+DEFAULT_APPROVAL = "PT24H"  # an approval's deadline, counted every hour
+DEFAULT_ADVERSE = {"first_response": "PT1H", "resolution": "P7D"}  # an adverse reaction's case (urgent)
 # Where a role is addressed when a case of a branch is escalated to it.
 BRANCH_ROLES = frozenset({"front_desk", "store_manager", "aftercare_agent", "investigator"})
 REGION_ROLES = frozenset({"regional_manager"})
@@ -52,6 +55,10 @@ class InvestigationRules:
     warning_at: float = DEFAULT_WARNING_AT  # a clock warns at this fraction of its target
     escalation: tuple[str, ...] = DEFAULT_ESCALATION  # role at level 0, 1, 2...
     promises: dict[str, timedelta] = field(default_factory=dict)  # remedy type -> its default deadline
+    approval_time: timedelta = timedelta(hours=24)  # an approval's deadline after the proposal
+    # An adverse reaction's case: urgent, its deadlines from the report's receipt.
+    adverse_reaction: dict[str, timedelta] = field(default_factory=lambda: {"first_response": timedelta(hours=1),
+                                                                            "resolution": timedelta(days=7)})
 
     def may_grant(self, role: str, remedy_type: str, amount: float) -> bool:
         grant = self.authority.get(role)
@@ -93,8 +100,13 @@ def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> InvestigationRule
             c.bad(f"investigation.sla.escalation.{i}", f"{show(role)} is not a role (roles: {', '.join(ROLES)})")
     if len(set(map(str, escalation))) != len(escalation):
         c.bad("investigation.sla.escalation", "a role appears twice: each level goes to someone higher")
+    approval = c.duration(sla.get("approval", DEFAULT_APPROVAL), "investigation.sla.approval")
+    adverse = c.mapping(doc.get("adverse_reaction", DEFAULT_ADVERSE), "investigation.adverse_reaction", _ADVERSE)
+    adverse = {name: c.duration(adverse.get(name, DEFAULT_ADVERSE[name]), f"investigation.adverse_reaction.{name}")
+               for name in _ADVERSE}
     return InvestigationRules(authority=authority, warning_at=float(warning_at),
-                              escalation=tuple(map(str, escalation)), promises=promises)
+                              escalation=tuple(map(str, escalation)), promises=promises,
+                              approval_time=approval or timedelta(hours=24), adverse_reaction=adverse)
 
 
 def _grant(c: Checker, role: str, given) -> Grant:

@@ -93,7 +93,7 @@ class Cases:
             rows.append({
                 "case_id": case.id, "task": task.name, "title": task.title, "roles": list(task.roles),
                 "owner_may_complete": task.owner_may_complete, "owner": case.owner if task.owner_may_complete else None,
-                "clock": task.clock, "due": None if case.paused_since or due is None else datetime.fromisoformat(due),
+                "clock": task.clock, "approval": task.approval, "system": task.system, "due": None if case.paused_since or due is None else datetime.fromisoformat(due),
                 "branch_code": case.branch_code,
                 "waiting_since": loaded[task.name]["waiting_since"] if task.name in loaded else now})
         return rows
@@ -121,6 +121,14 @@ class Cases:
         return self._uow.execute(sa.select(sa.literal(1)).where(
             t.c.case_id == case_id, t.c.what == "customer_message_requested",
             t.c.detail["request_event_id"].astext == request_event_id)).first() is not None
+
+    def asked_about_sale(self, sale_id: str, request_event_id: str) -> str | None:
+        """The case opened for an adverse reaction after `sale_id` that asked intake for this message."""
+        t, cases = models.case_timeline, models.cases
+        row = self._uow.execute(sa.select(cases.c.id).join(t, t.c.case_id == cases.c.id).where(
+            cases.c.origin["sale_id"].astext == sale_id, t.c.what == "customer_message_requested",
+            t.c.detail["request_event_id"].astext == request_event_id).limit(1)).first()
+        return str(row.id) if row else None
 
     def page(self, *, branches: frozenset[str] | None, filters: dict, now: datetime, after: tuple | None,
              limit: int) -> list[Case]:
@@ -212,7 +220,7 @@ def _case(row, task_rows) -> Case:
                 id=str(row.id), complaint_id=str(row.complaint_id) if row.complaint_id else None,
                 clocks={name: SlaClock.from_json(name, data) for name, data in row.clocks.items()},
                 remedies=[Remedy.from_json(data) for data in row.remedies],
-                open_tasks=tuple(OpenTask(t.task, t.title, tuple(t.roles), t.owner_may_complete, t.clock)
-                                 for t in task_rows))
+                open_tasks=tuple(OpenTask(t.task, t.title, tuple(t.roles), t.owner_may_complete, t.clock, t.approval,
+                                          t.system) for t in task_rows))
     case.sequence = row.last_sequence
     return case

@@ -6,6 +6,7 @@ import unicodedata
 from marshmallow import Schema, ValidationError, fields, validate
 
 from services.investigation.domain import KINDS, RESPONSE_CHANNELS, STATES
+from services.investigation.policy import REMEDY_TYPES
 from shared.messaging.catalogue.investigation import RESPONSIBILITIES
 from shared.web.fields import AwareDateTime
 from shared.web.requests import PageQuery, Strict, StrictBoolean, Text
@@ -58,9 +59,67 @@ class PassOnIn(Strict):
     note = Text(2000)
 
 
-# The body of each task the API completes, by task name (the process file's task ids).
+class Amount(fields.Float):
+    """A number in CNY, to the fen: not a string of digits, not a boolean."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValidationError("an amount in CNY: a number")
+        amount = super()._deserialize(value, attr, data, **kwargs)
+        if round(amount, 2) != amount:
+            raise ValidationError("at most two decimals (fen)")
+        return amount
+
+
+class ProposeRemedyIn(Strict):
+    """A remedy: its type, its amount in CNY (0 for a free redo or an apology) and, for a
+    promise, its deadline (none: the policy's for the type, if it has one)."""
+    type = fields.String(required=True, validate=validate.OneOf(REMEDY_TYPES))
+    amount = Amount(required=True, validate=validate.Range(min=0, max=10_000_000), allow_nan=False)
+    currency = fields.String(load_default="CNY", validate=validate.OneOf(("CNY",)))
+    deadline = AwareDateTime(allow_none=True)
+    note = Text(2000, allow_none=True)
+
+
+class ApproveIn(Strict):
+    note = Text(2000)
+
+
+class RejectIn(Strict):
+    reason = Text(2000, required=True)
+
+
+class FulfilIn(Strict):
+    note = Text(2000)
+
+
+class NotifyCustomerIn(Strict):
+    """The written result: what was done, when it was completed, who is responsible, what follows."""
+    measures = Text(2000, required=True)
+    completed_at = AwareDateTime(required=True)
+    responsible = StaffId(required=True)
+    follow_up = Text(1000, required=True)
+
+
+class CorrectiveActionIn(Strict):
+    action = Text(2000, required=True)
+    owner = StaffId(required=True)
+    due = AwareDateTime(required=True)
+
+
+class CloseCorrectiveActionIn(Strict):
+    note = Text(2000)
+
+
+# The body of each task the API completes, by the API's name (the process file's task ids, and
+# `reject`, which completes the approval with a refusal).
 TASK_BODIES = {"assign": AssignIn(), "respond": RespondIn(), "acknowledge": RespondIn(),
-               "record_findings": FindingsIn(), "decide": DecideIn(), "pass_on": PassOnIn()}
+               "record_findings": FindingsIn(), "decide": DecideIn(), "pass_on": PassOnIn(),
+               "propose_remedy": ProposeRemedyIn(), "approve": ApproveIn(), "reject": RejectIn(),
+               "fulfil": FulfilIn(), "notify_customer": NotifyCustomerIn(),
+               "open_corrective_action": CorrectiveActionIn(), "close_corrective_action": CloseCorrectiveActionIn()}
+# The process's task an API name completes, where they differ.
+PROCESS_TASK = {"reject": "approve"}
 
 
 class PauseIn(Strict):

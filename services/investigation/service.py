@@ -54,6 +54,20 @@ class InvestigationService(Operations):
     def message_outcome(self, event):
         handlers.message_outcome(self.db, event=event, now=self.env.now())
 
+    # -- aftercare's follow-ups close or reopen a resolved case; an adverse reaction opens one -------
+
+    @handle_event("aftercare", "visit_completed")
+    @handle_event("aftercare", "visit_abandoned")
+    @handle_event("aftercare", "dissatisfaction_reported")
+    def follow_up_outcome(self, event):
+        handlers.follow_up_outcome(self.db, event=event, processes=self.processes, policy=self.env.policy,
+                                   rules=self.env.rules, now=self.env.now())
+
+    @handle_event("aftercare", "adverse_reaction_reported")
+    def open_adverse_reaction_case(self, event):
+        handlers.open_adverse_reaction_case(self.db, event=event, processes=self.processes, policy=self.env.policy,
+                                            rules=self.env.rules, now=self.env.now())
+
     # -- the processes' timers (SLA warnings, breaches, escalations) ------------------------------
 
     @timer(interval=1)

@@ -132,10 +132,10 @@ def test_who_may_complete_a_task_is_its_roles_or_the_owner_when_the_process_says
     respond = OpenTask.from_properties("respond", None, {"roles": "store_manager,investigator",
                                                          "owner_may_complete": "true", "clock": "first_response"})
     assign = OpenTask.from_properties("assign", None, {"roles": "store_manager", "owner_may_complete": "false"})
-    assert case.may_complete(respond, Actor("INV-7", "front_desk"))
-    assert not case.may_complete(assign, Actor("INV-7", "front_desk"))
-    assert not case.may_complete(respond, Actor("FD-2", "front_desk"))
-    assert case.may_complete(respond, Actor("X", "investigator"))
+    assert case.may_complete(respond, Actor("INV-7", "front_desk"), RULES)
+    assert not case.may_complete(assign, Actor("INV-7", "front_desk"), RULES)
+    assert not case.may_complete(respond, Actor("FD-2", "front_desk"), RULES)
+    assert case.may_complete(respond, Actor("X", "investigator"), RULES)
 
 
 def test_clocks_survive_their_json_form():

@@ -8,7 +8,9 @@ from shared.messaging.catalogue.messages import CustomerMessageRequestedV1
 from shared.messaging.envelope import IdString, InstantString, Text
 
 SOURCE = "investigation"
-CLOCKS = ("first_response", "resolution")
+CLOCKS = ("first_response", "resolution", "approval")
+REMEDY_TYPES = ("apology", "redo_service", "redye", "refund", "partial_refund", "exchange", "gift", "discount",
+                "voucher", "medical_expense")
 RESPONSIBILITIES = ("ours", "customer_misuse", "third_party", "unfounded")
 
 
@@ -33,6 +35,7 @@ class CaseOpenedV1(CaseEventV1):
     first_response_due = InstantString()
     resolution_due = InstantString()
     process = fields.String()  # the process the case runs: its id and content hash
+    origin = fields.Nested("CaseOpenedOrigin", allow_none=True)  # a case not opened for a complaint
 
 
 class CaseAssignedV1(CaseEventV1):
@@ -46,10 +49,16 @@ class CaseAcknowledgedV1(CaseEventV1):
 
 class CaseReopenedV1(CaseEventV1):
     escalation_level = fields.Integer(required=True, strict=True, validate=validate.Range(min=0))
+    reopened = fields.Integer(strict=True, validate=validate.Range(min=1))  # times reopened, this one included
+    visit_id = IdString(allow_none=True)  # the follow-up that found the customer unsatisfied
+    score = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1, max=5))
+    reason = Text(allow_none=True)
+    resolution_due = InstantString()
 
 
 class CaseClosedV1(CaseEventV1):
     outcome = fields.String(required=True)  # satisfied, no_feedback, adopted, declined, passed_on...
+    corrective_action = fields.String(allow_none=True)  # open | done | None (none was needed)
 
 
 class SlaEventV1(CaseEventV1):
@@ -63,7 +72,8 @@ class CaseEscalatedV1(CaseEventV1):
     to_role = fields.String(required=True)
     to_branch = fields.String(allow_none=True)
     to_region = fields.String(allow_none=True)
-    clock = fields.String(validate=validate.OneOf(CLOCKS))
+    clock = fields.String(validate=validate.OneOf(CLOCKS))  # a clock's breach...
+    reason = fields.String(validate=validate.OneOf(("promise_broken", "reopened")))  # ...or this
 
 
 class FindingsRecordedV1(CaseEventV1):
@@ -91,11 +101,83 @@ class PraisePassedOnV1(CaseEventV1):
     to = fields.List(Text(), required=True)
 
 
+class CaseOpenedOrigin(Schema):
+    type = fields.String(required=True, validate=validate.OneOf(("adverse_reaction",)))
+    visit_id = IdString(required=True)
+    sale_id = IdString(required=True)
+    technician_id = Text(allow_none=True)
+    product = fields.Dict(allow_none=True)
+
+
+class RemedyEventV1(CaseEventV1):
+    remedy_id = IdString(required=True)
+    type = fields.String(required=True, validate=validate.OneOf(REMEDY_TYPES))
+    amount = fields.Float(required=True, allow_nan=False, validate=validate.Range(min=0))
+    currency = fields.String(validate=validate.OneOf(("CNY",)))
+    deadline = InstantString(allow_none=True)  # set: the remedy is a promise
+
+
+class RemedyProposedV1(RemedyEventV1):
+    status = fields.String(required=True, validate=validate.OneOf(("approved", "awaiting_approval")))
+    approvers = fields.List(fields.String())  # who may approve it, lowest authority first
+    note = Text(allow_none=True)
+
+
+class RemedyApprovedV1(RemedyEventV1):
+    within_authority = fields.Boolean()  # the proposer's own authority covered it
+
+
+class RemedyRejectedV1(RemedyEventV1):
+    reason = Text(required=True)
+
+
+class RemedyFulfilledV1(RemedyEventV1):
+    fulfilled_at = InstantString(required=True)
+    promise = fields.String(allow_none=True, validate=validate.OneOf(("kept", "broken")))
+
+
+class PromiseKeptV1(RemedyEventV1):
+    fulfilled_at = InstantString(required=True)
+
+
+class CustomerNotifiedV1(CaseEventV1):
+    request_event_id = IdString(required=True)  # the customer_message_requested event intake answers
+    language = fields.String()
+    completed_at = InstantString()
+    responsible = Text()
+
+
+class CaseResolvedV1(CaseEventV1):
+    """The written result went to the customer: aftercare schedules the satisfaction follow-up."""
+    reference = fields.String()
+    resolved_at = InstantString()
+    within_sla = fields.Boolean()
+    customer_ref = fields.String(allow_none=True)
+    customer_language = fields.String()
+    record_type = fields.String(validate=validate.OneOf(("complaint", "sale")))  # whom intake contacts
+    record_id = IdString()
+    responsibility = fields.String(allow_none=True)
+    reopened = fields.Integer(strict=True, validate=validate.Range(min=0))
+    remedy = fields.Dict(allow_none=True)
+    follow_up_plan = Text(allow_none=True)
+
+
+class CorrectiveActionOpenedV1(CaseEventV1):
+    action = Text(required=True)
+    owner = Text(required=True)
+    due = InstantString(required=True)
+
+
+class CorrectiveActionClosedV1(CorrectiveActionOpenedV1):
+    done_at = InstantString(required=True)
+    on_time = fields.Boolean(required=True)
+
+
 SCHEMAS = {
     ("case_opened", 1): CaseOpenedV1,
     ("case_assigned", 1): CaseAssignedV1,
     ("case_acknowledged", 1): CaseAcknowledgedV1,
-    ("case_resolved", 1): CaseEventV1,
+    ("case_resolved", 1): CaseResolvedV1,
     ("case_reopened", 1): CaseReopenedV1,
     ("case_closed", 1): CaseClosedV1,
     ("sla_warning", 1): SlaEventV1,
@@ -107,4 +189,14 @@ SCHEMAS = {
     ("suggestion_decided", 1): SuggestionDecidedV1,
     ("praise_passed_on", 1): PraisePassedOnV1,
     ("customer_message_requested", 1): CustomerMessageRequestedV1,
+    ("remedy_proposed", 1): RemedyProposedV1,
+    ("remedy_approved", 1): RemedyApprovedV1,
+    ("remedy_rejected", 1): RemedyRejectedV1,
+    ("promise_made", 1): RemedyEventV1,
+    ("promise_kept", 1): PromiseKeptV1,
+    ("promise_broken", 1): RemedyEventV1,
+    ("remedy_fulfilled", 1): RemedyFulfilledV1,
+    ("customer_notified", 1): CustomerNotifiedV1,
+    ("corrective_action_opened", 1): CorrectiveActionOpenedV1,
+    ("corrective_action_closed", 1): CorrectiveActionClosedV1,
 }

@@ -27,12 +27,17 @@ def upgrade():
     op.add_column("cases", sa.Column("origin", pg.JSONB))
     op.add_column("cases", sa.Column("legal_hold", pg.JSONB))
     op.add_column("cases", sa.Column("anonymised_at", TZ))
+    # The approval task waits for whoever may grant the remedy; the follow-up task for aftercare.
+    op.add_column("case_tasks", sa.Column("approval", sa.Boolean, nullable=False, server_default=sa.false()))
+    op.add_column("case_tasks", sa.Column("system", sa.Boolean, nullable=False, server_default=sa.false()))
     # What retention looks for: closed cases not anonymised yet, oldest closure first.
     op.create_index("ix_cases_retention", "cases", ["closed_at"],
                     postgresql_where=sa.text("closed_at IS NOT NULL AND anonymised_at IS NULL"))
 
 
 def downgrade():
+    op.drop_column("case_tasks", "system")
+    op.drop_column("case_tasks", "approval")
     op.drop_index("ix_cases_retention", "cases")
     for column in ("anonymised_at", "legal_hold", "origin", "reopened", "corrective_action", "follow_up",
                    "resolved_at", "written_result", "remedies"):
