@@ -265,7 +265,7 @@ class Case(Aggregate):
                                       branch=branch, warning_at=rules.warning_at, levels=levels)
                   for name in CLOCKS}
         product = dict(p.get("product") or {})
-        day = received.astimezone(branch.zone()).strftime("%Y%m%d")
+        day = received.astimezone(branch.zone).strftime("%Y%m%d")
         origin = {"type": "adverse_reaction", "visit_id": p["visit_id"], "sale_id": p["sale_id"],
                   "technician_id": p.get("technician_id"), "product": product or None}
         case = cls(id=case_id, kind="complaint", complaint_id=None, reference=f"{branch.code}-AR-{day}-{case_id[:6].upper()}",
@@ -477,7 +477,7 @@ class Case(Aggregate):
                   "at": isoformat(now), "language": self.customer_language}
         self.written_result = result
         text = written_result_text(self.customer_language, reference=self.reference, measures=data["measures"],
-                                   completed_at=completed_at.astimezone(branch.zone()).strftime("%Y-%m-%d %H:%M"),
+                                   completed_at=completed_at.astimezone(branch.zone).strftime("%Y-%m-%d %H:%M"),
                                    responsible=data["responsible"], follow_up=data["follow_up"])
         message = CustomerMessage(now, "written_result", text, self.customer_language, MESSAGE_CHANNELS)
         self._ask_intake_to_send(message, actor)
