@@ -1,13 +1,18 @@
 """What investigation's workers get besides the database and the runtime: the case processes
 (the .bpmn files, checked and loaded once at start) and the engine that runs them on the
-service's clock."""
+service's clock; the customer's contact read from intake, the contact holder."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import eventlet
+from nameko.exceptions import RemoteError
 from nameko.extensions import DependencyProvider
+
+from shared.security.auth import Identity, issue_grant
+from shared.web.errors import NotFound, from_remote
 
 from shared.runtime import provider
 from shared.workflow import ProcessDefinition, ProcessEngine, load_definition
@@ -63,3 +68,36 @@ class Processes(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         return self.processes
+
+
+# -- the customer's contact, from intake ---------------------------------------------------------
+
+CONTACT_CALL = "intake.get_contact"  # intake's RPC; a grant is made for this call only
+CONTACT_TIMEOUT = 5.0                # seconds a user waits for intake before the answer goes without it
+
+
+class ContactUnavailable(Exception):
+    """Intake did not give the contact: why, in words for the user."""
+
+
+def contact_reader(intake_rpc, timeout: float = CONTACT_TIMEOUT):
+    """`read(identity, record_id, purpose)` -> the contact intake gives this user for this record
+    and purpose (logged in intake's contact-access log), or ContactUnavailable. The user's own
+    token never travels: a grant of minutes for this record and purpose does. nameko's RpcProxy
+    waits for ever; this waits `timeout`."""
+    def read(identity: Identity, record_id: str, purpose: str) -> dict:
+        grant = issue_grant(identity, call=CONTACT_CALL, record_id=record_id, purpose=purpose)
+        try:
+            reply = intake_rpc.get_contact.call_async(grant, record_id, purpose)
+            with eventlet.Timeout(timeout):
+                return reply.result()
+        except eventlet.Timeout:
+            raise ContactUnavailable(f"intake (the contact holder) did not answer within {timeout:g} s") from None
+        except RemoteError as remote:
+            error = from_remote(remote)
+            if isinstance(error, NotFound):
+                raise ContactUnavailable("intake holds no contact for this record (anonymised or removed)") from None
+            raise ContactUnavailable(f"intake refused the contact: {error}") from None
+        except Exception as exc:  # noqa: BLE001 - the broker away: the record is still worth reading
+            raise ContactUnavailable(f"intake could not be reached ({exc.__class__.__name__})") from None
+    return read

@@ -615,6 +615,13 @@ class Case(Aggregate):
                                            {"request_event_id": message.request_id, "purpose": message.purpose,
                                             "channels": list(message.channels)}))
 
+    # -- the archive ---------------------------------------------------------------------------
+
+    def archive_read(self, actor: Actor, purpose: str, now: datetime, contact_read: bool) -> None:
+        """A closed case's record read from the archive: who, when, why (查阅登记)."""
+        self._happened("archive_accessed", now, actor, {"purpose": purpose, "contact_read": contact_read},
+                       purpose=purpose, accessed_at=isoformat(now), contact_read=contact_read)
+
     # -- the process moved on --------------------------------------------------------------------
 
     def process_moved(self, waiting: tuple[OpenTask, ...], completed: bool, now: datetime) -> None:

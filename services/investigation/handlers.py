@@ -10,11 +10,13 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from services.investigation import events
-from services.investigation.dependencies import CaseProcesses
+from services.investigation.dependencies import CaseProcesses, ContactUnavailable
 from services.investigation.domain import SYSTEM, Actor, Case, CaseRuleBroken, CaseStateConflict, OpenTask
 from services.investigation.policy import PERMISSIONS
 from services.investigation.remedies import RemedyRefused
-from services.investigation.schemas import PROCESS_TASK, TASK_BODIES, CaseQuery, PauseIn, ResumeIn, TaskQuery
+from services.investigation.schemas import (
+    PROCESS_TASK, TASK_BODIES, ArchiveQuery, CaseQuery, PauseIn, ResumeIn, TaskQuery,
+)
 from shared.calendar.clock import isoformat
 from shared.notifications.queue import StaffMessage
 from shared.security.auth import Identity
@@ -25,7 +27,7 @@ from shared.workflow import InstanceExists, StepResult, TaskNotWaiting
 log = logging.getLogger("closeloop.investigation")
 # A case opened by an adverse reaction has its own id, the same for every copy of one report.
 ADVERSE_REACTION_CASES = uuid.UUID("6f1c2a44-52a9-4a53-9d0e-2b7c1f0e7a11")
-CASE_QUERY, TASK_QUERY, PAUSE_IN, RESUME_IN = CaseQuery(), TaskQuery(), PauseIn(), ResumeIn()
+CASE_QUERY, TASK_QUERY, PAUSE_IN, RESUME_IN, ARCHIVE_QUERY = CaseQuery(), TaskQuery(), PauseIn(), ResumeIn(), ArchiveQuery()
 CLOCK_SKEW = timedelta(minutes=5)  # a signature this far ahead of the server's clock is still "now"
 
 
@@ -148,6 +150,36 @@ def _task_view(r) -> dict:
             "due": isoformat(r.due) if r.due else None, "priority": r.priority, "kind": r.kind,
             "branch_code": r.branch_code, "waiting_since": isoformat(r.waiting_since),
             "paused": r.paused_since is not None}
+
+
+def read_archive(store, *, identity: Identity, case_id: str, query: dict, read_contact, now: datetime,
+                 causation_id: str | None = None) -> dict:
+    """A closed case's whole record and the customer's contact (from intake), for HQ and
+    auditors, with a stated purpose; the read is published as `archive_accessed`. In the API's
+    order: 404, 409 (not closed), 403, 400. Without intake the record still comes, its contact
+    marked unavailable."""
+    case_id = _canonical_id(case_id)
+    with store.unit_of_work() as uow:
+        case = _case_in_scope(uow, identity, case_id)
+        if case.state != "closed":
+            raise Conflict(f"case {case.reference} is not closed: the archive holds closed cases")
+        PERMISSIONS.require(identity, "case:archive")
+        data, errors = load(ARCHIVE_QUERY, query)
+        if errors:
+            raise ValidationFailed("say why the record is read (purpose=...)", fields=errors)
+        record_type, record_id = case.message_record()
+    contact, unavailable = None, None  # intake is asked outside the transaction: no lock held while waiting
+    try:
+        contact = read_contact(identity, record_id, data["purpose"])
+    except ContactUnavailable as why:
+        unavailable = str(why)
+    with store.unit_of_work() as uow:
+        case = uow.cases.get(case_id, lock=True)
+        case.archive_read(_actor(identity), data["purpose"], now, contact is not None)
+        _commit(uow, case, now, causation_id)
+        return {"case": case.view(now, uow.cases.timeline(case_id)), "contact": contact,
+                "contact_unavailable": unavailable, "purpose": data["purpose"], "accessed_at": isoformat(now),
+                "accessed_by": identity.subject}
 
 
 # -- working a case ---------------------------------------------------------------------------------

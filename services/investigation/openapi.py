@@ -34,6 +34,12 @@ DOCUMENT = document("Closeloop investigation", "1", {
                           request=schemas.ResumeIn(), response=schemas.CaseOut(), parameters=_CASE,
                           errors=(400, 401, 403, 404, 409)),
     },
+    "/v1/archive/cases/{case_id}": {
+        "get": operation("A closed case's whole record with the customer's contact (from intake), for HQ and "
+                         "auditors; the read is logged with its purpose (archive_accessed)",
+                         response=schemas.ArchiveOut(), parameters=_CASE + query_parameters(schemas.ArchiveQuery()),
+                         errors=(400, 401, 403, 404, 409)),
+    },
     "/v1/tasks": {
         "get": operation("Waiting tasks the caller may complete, soonest deadline first",
                          response=schemas.TaskPage(), parameters=query_parameters(schemas.TaskQuery()),

@@ -36,6 +36,9 @@ PERMISSIONS = Permissions({
     "case:read": {"front_desk", "aftercare_agent", "investigator", "hq_analyst"} | _MANAGERS,
     # Waiting for the customer (pausing the clocks) and back: the owner may too, whatever the role.
     "case:pause": {"investigator"} | _MANAGERS,
+    # The archive: a closed case's whole record with the customer's contact, read with a stated
+    # purpose and logged (archive_accessed); HQ and auditors only.
+    "case:archive": {"hq_admin", "hq_analyst", "auditor"},
 })
 
 

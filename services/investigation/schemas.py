@@ -130,6 +130,11 @@ class ResumeIn(Strict):
     note = Text(500)
 
 
+class ArchiveQuery(Strict):
+    """Why the record is read: logged with who read it (查阅登记)."""
+    purpose = Text(500, required=True)
+
+
 class CaseQuery(PageQuery):
     state = fields.String(validate=validate.OneOf(STATES))
     kind = fields.String(validate=validate.OneOf(KINDS))
@@ -176,6 +181,17 @@ class TimelineOut(Schema):
     detail = fields.Dict()
 
 
+class RemedyOut(Schema):
+    id = fields.String()
+    type = fields.String()
+    amount = fields.Float()
+    currency = fields.String()
+    deadline = fields.String(allow_none=True)
+    status = fields.String()
+    approvers = fields.List(fields.String())
+    promise = fields.String(allow_none=True)
+
+
 class CaseOut(Schema):
     id = fields.String()
     kind = fields.String()
@@ -189,6 +205,12 @@ class CaseOut(Schema):
     escalation_level = fields.Integer()
     overdue = fields.Boolean()
     open_tasks = fields.List(fields.Nested(OpenTaskOut))
+    remedies = fields.List(fields.Nested(RemedyOut))
+    written_result = fields.Dict(allow_none=True)
+    follow_up = fields.Dict(allow_none=True)
+    corrective_action = fields.Dict(allow_none=True)
+    reopened = fields.Integer()
+    origin = fields.Dict(allow_none=True)
     sla = fields.Dict(keys=fields.String(), values=fields.Nested(ClockOut))
     timeline = fields.List(fields.Nested(TimelineOut))
 
@@ -211,3 +233,21 @@ class TaskOut(OpenTaskOut):
 class TaskPage(Schema):
     items = fields.List(fields.Nested(TaskOut))
     next_cursor = fields.String(allow_none=True)
+
+
+class ContactOut(Schema):
+    record_type = fields.String()
+    record_id = fields.String()
+    name = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    email = fields.String(allow_none=True)
+    language = fields.String(allow_none=True)
+
+
+class ArchiveOut(Schema):
+    case = fields.Nested(CaseOut)
+    contact = fields.Nested(ContactOut, allow_none=True)
+    contact_unavailable = fields.String(allow_none=True)  # why intake gave no contact
+    purpose = fields.String()
+    accessed_at = fields.String()
+    accessed_by = fields.String()

@@ -5,10 +5,11 @@ Errors become the JSON error shape in shared.web.http."""
 import logging
 import time
 
+from nameko.rpc import RpcProxy
 from nameko.timer import timer
 
 from services.investigation import handlers, openapi
-from services.investigation.dependencies import Processes, load_processes
+from services.investigation.dependencies import Processes, contact_reader, load_processes
 from services.investigation.repository import InvestigationStore
 from shared.messaging.consumer import handle_event
 from shared.messaging.failures import is_temporary
@@ -40,6 +41,7 @@ class InvestigationService(Operations):
     processes = Processes()
     logging = CorrelationLogging()
     readiness = health.Readiness()
+    intake = RpcProxy("intake")  # the contact holder (the archive's contact)
 
     # -- cases are opened by what intake registers --------------------------------------------------
 
@@ -122,6 +124,12 @@ class InvestigationService(Operations):
                                read_body=lambda: read_json(request), processes=self.processes,
                                policy=self.env.policy, rules=self.env.rules, now=self.env.now(),
                                causation_id=correlation_id(request))
+
+    @api("GET", "/v1/archive/cases/<case_id>")
+    def read_archive(self, request, case_id):
+        return handlers.read_archive(self.db, identity=identity(request), case_id=case_id, query=query_args(request),
+                                     read_contact=contact_reader(self.intake), now=self.env.now(),
+                                     causation_id=correlation_id(request))
 
     @api("GET", "/v1/tasks")
     def list_tasks(self, request):

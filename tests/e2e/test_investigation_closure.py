@@ -226,3 +226,35 @@ def test_an_adverse_reaction_opens_an_urgent_case_of_its_own_linked_to_the_sale(
     assert opened["payload"]["origin"]["sale_id"] == sale_id
     later = to_remedy(chain)  # handled after the copy: the queue is in order
     assert later and len(chain.seen(case_id, "case_opened")) == 1
+
+
+def test_the_archive_gives_hq_and_auditors_a_closed_case_with_the_contact_and_logs_the_read(chain, amqp_uri):
+    case_id = to_remedy(chain)
+    archive = chain.investigation.url(f"/v1/archive/cases/{case_id}")
+    auditor = bearer(chain.token("auditor", subject="AUD-1"))
+    open_case = chain.http.get(archive, params={"purpose": "年度审计"}, headers=auditor, timeout=10)
+    assert open_case.status_code == 409  # the archive holds closed cases
+    resolve(chain, case_id)
+    aftercare(chain, amqp_uri, "visit_completed", follow_up(case_id, score=4))
+    chain.events(case_id, "case_closed")
+
+    branch = chain.http.get(archive, params={"purpose": "看看"}, headers=bearer(chain.token("store_manager",
+                                                                                             branch="SH001")))
+    assert branch.status_code == 403
+    other = chain.http.get(archive, params={"purpose": "x"}, headers=bearer(chain.token("store_manager",
+                                                                                         branch="SH002")))
+    assert other.status_code == 404
+    no_purpose = chain.http.get(archive, headers=auditor, timeout=10)
+    assert no_purpose.status_code == 400 and "purpose" in jsonbody(no_purpose)["error"]["fields"]
+    assert chain.http.get(archive, params={"purpose": "  "}, headers=auditor).status_code == 400
+
+    read = chain.http.get(archive, params={"purpose": "年度审计"}, headers=auditor, timeout=15)
+    assert read.status_code == 200, read.text
+    body = jsonbody(read)
+    assert body["case"]["state"] == "closed" and body["contact"]["phone"] == "13812346138"
+    assert body["contact_unavailable"] is None and body["accessed_by"] == "AUD-1"
+    [accessed] = chain.events(case_id, "archive_accessed")
+    assert accessed["payload"]["purpose"] == "年度审计" and accessed["payload"]["actor"] == "AUD-1"
+    assert accessed["payload"]["actor_role"] == "auditor" and accessed["payload"]["contact_read"] is True
+    hq = chain.http.get(archive, params={"purpose": "客诉复盘"}, headers=bearer(chain.token("hq_analyst")))
+    assert hq.status_code == 200 and len(chain.events(case_id, "archive_accessed", count=2)) == 2

@@ -173,6 +173,13 @@ class CorrectiveActionClosedV1(CorrectiveActionOpenedV1):
     on_time = fields.Boolean(required=True)
 
 
+class ArchiveAccessedV1(CaseEventV1):
+    """A closed case read from the archive (who and in which role: actor, actor_role)."""
+    purpose = Text(required=True)
+    accessed_at = InstantString(required=True)
+    contact_read = fields.Boolean()  # intake gave the customer's contact with it
+
+
 SCHEMAS = {
     ("case_opened", 1): CaseOpenedV1,
     ("case_assigned", 1): CaseAssignedV1,
@@ -199,4 +206,5 @@ SCHEMAS = {
     ("customer_notified", 1): CustomerNotifiedV1,
     ("corrective_action_opened", 1): CorrectiveActionOpenedV1,
     ("corrective_action_closed", 1): CorrectiveActionClosedV1,
+    ("archive_accessed", 1): ArchiveAccessedV1,
 }
