@@ -216,17 +216,20 @@ def _clean_purpose(purpose) -> str | None:
     return purpose if sum(unicodedata.category(c).startswith("L") for c in purpose) >= PURPOSE_MIN_LETTERS else None
 
 
-def read_contact(store, *, identity: Identity, record_id: str, purpose, now: datetime) -> dict:
-    """A customer's contact in clear, for the user working the case or visit; every read,
+def read_contact(store, *, identity: Identity, record_id: str, purpose, now: datetime,
+                 archived: bool = False) -> dict:
+    """A customer's contact in clear, for the user working the case or visit (`archived`: for
+    HQ or an auditor reading a closed case's archive, never an open complaint's); every read,
     and every refusal (who, which id, why), is logged with its purpose."""
     try:
-        return _read_contact(store, identity=identity, record_id=record_id, purpose=purpose, now=now)
+        return _read_contact(store, identity=identity, record_id=record_id, purpose=purpose, now=now,
+                             archived=archived)
     except _Refused as refused:
         _log_refusal(store, identity=identity, asked=record_id, purpose=purpose, now=now, refused=refused)
         raise refused.error from None
 
 
-def _read_contact(store, *, identity: Identity, record_id: str, purpose, now: datetime) -> dict:
+def _read_contact(store, *, identity: Identity, record_id: str, purpose, now: datetime, archived: bool) -> dict:
     try:
         record_id = _canonical_id(record_id, "record")
     except NotFound as error:
@@ -240,7 +243,9 @@ def _read_contact(store, *, identity: Identity, record_id: str, purpose, now: da
         except NotFound as error:
             raise _Refused(error, "out_of_scope", record) from None
         try:
-            PERMISSIONS.require(identity, "contact:read")
+            PERMISSIONS.require(identity, "contact:archive" if archived else "contact:read")
+            if archived and record.record_type == "complaint" and record.status != "closed":
+                raise Forbidden("the archive's contact is for closed complaints only")
         except Forbidden as error:
             raise _Refused(error, "role", record) from None
         logged_purpose = _clean_purpose(purpose)

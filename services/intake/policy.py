@@ -38,10 +38,11 @@ PERMISSIONS = Permissions({
     "complaint:create": {"front_desk", "store_manager", "aftercare_agent", "branch_integration", "hq_admin"},
     "complaint:read": _STAFF,
     "sale:create": {"front_desk", "store_manager", "branch_integration", "hq_admin"},
-    # Reading a customer's phone and name in clear (logged in intake's contact-access log). HQ
-    # analysts and auditors read it only with a closed case from investigation's archive.
+    # Reading a customer's phone and name in clear (logged in intake's contact-access log).
     "contact:read": {"front_desk", "store_manager", "aftercare_agent", "investigator", "regional_manager",
-                     "hq_admin", "hq_analyst", "auditor"},
+                     "hq_admin"},
+    # ...and with a closed case's record from investigation's archive (get_archived_contact).
+    "contact:archive": {"hq_admin", "hq_analyst", "auditor"},
 })
 
 

@@ -18,6 +18,7 @@ from shared.web.http import api, correlation_id, identity, query_args, read_json
 
 
 CONTACT_CALL = "intake.get_contact"  # what a contact grant is made for
+ARCHIVE_CONTACT_CALL = "intake.get_archived_contact"
 
 
 class IntakeService(Operations):
@@ -65,6 +66,14 @@ class IntakeService(Operations):
         who = self.env.verifier.grant(grant, call=CONTACT_CALL, record_id=record_id, purpose=purpose)
         return handlers.read_contact(self.db, identity=who, record_id=record_id, purpose=purpose,
                                      now=self.env.now())
+
+    @rpc(expected_exceptions=RPC_ERRORS)
+    def get_archived_contact(self, grant, record_id, purpose):
+        """For investigation's archive: the contact of a closed complaint's (or a sale's) customer,
+        for HQ or an auditor reading the closed case; a grant made for this call. Logged."""
+        who = self.env.verifier.grant(grant, call=ARCHIVE_CONTACT_CALL, record_id=record_id, purpose=purpose)
+        return handlers.read_contact(self.db, identity=who, record_id=record_id, purpose=purpose,
+                                     now=self.env.now(), archived=True)
 
     # -- a complaint's status follows its case (investigation's events) ------------------------
 

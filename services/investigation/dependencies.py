@@ -72,7 +72,7 @@ class Processes(DependencyProvider):
 
 # -- the customer's contact, from intake ---------------------------------------------------------
 
-CONTACT_CALL = "intake.get_contact"  # intake's RPC; a grant is made for this call only
+ARCHIVE_CONTACT_CALL = "intake.get_archived_contact"  # intake's RPC; a grant is made for this call only
 CONTACT_TIMEOUT = 5.0                # seconds a user waits for intake before the answer goes without it
 
 
@@ -80,15 +80,15 @@ class ContactUnavailable(Exception):
     """Intake did not give the contact: why, in words for the user."""
 
 
-def contact_reader(intake_rpc, timeout: float = CONTACT_TIMEOUT):
-    """`read(identity, record_id, purpose)` -> the contact intake gives this user for this record
-    and purpose (logged in intake's contact-access log), or ContactUnavailable. The user's own
+def archived_contact_reader(intake_rpc, timeout: float = CONTACT_TIMEOUT):
+    """`read(identity, record_id, purpose)` -> the contact intake gives this HQ user or auditor
+    for this closed record and purpose (logged in intake's contact-access log), or ContactUnavailable. The user's own
     token never travels: a grant of minutes for this record and purpose does. nameko's RpcProxy
     waits for ever; this waits `timeout`."""
     def read(identity: Identity, record_id: str, purpose: str) -> dict:
-        grant = issue_grant(identity, call=CONTACT_CALL, record_id=record_id, purpose=purpose)
+        grant = issue_grant(identity, call=ARCHIVE_CONTACT_CALL, record_id=record_id, purpose=purpose)
         try:
-            reply = intake_rpc.get_contact.call_async(grant, record_id, purpose)
+            reply = intake_rpc.get_archived_contact.call_async(grant, record_id, purpose)
             with eventlet.Timeout(timeout):
                 return reply.result()
         except eventlet.Timeout:

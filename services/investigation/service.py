@@ -9,7 +9,7 @@ from nameko.rpc import RpcProxy
 from nameko.timer import timer
 
 from services.investigation import handlers, openapi
-from services.investigation.dependencies import Processes, contact_reader, load_processes
+from services.investigation.dependencies import Processes, archived_contact_reader, load_processes
 from services.investigation.repository import InvestigationStore
 from shared.messaging.consumer import handle_event
 from shared.messaging.failures import is_temporary
@@ -128,7 +128,7 @@ class InvestigationService(Operations):
     @api("GET", "/v1/archive/cases/<case_id>")
     def read_archive(self, request, case_id):
         return handlers.read_archive(self.db, identity=identity(request), case_id=case_id, query=query_args(request),
-                                     read_contact=contact_reader(self.intake), now=self.env.now(),
+                                     read_contact=archived_contact_reader(self.intake), now=self.env.now(),
                                      causation_id=correlation_id(request))
 
     @api("GET", "/v1/tasks")

@@ -237,6 +237,7 @@ def test_the_archive_gives_hq_and_auditors_a_closed_case_with_the_contact_and_lo
     resolve(chain, case_id)
     aftercare(chain, amqp_uri, "visit_completed", follow_up(case_id, score=4))
     chain.events(case_id, "case_closed")
+    wait_until(lambda: intake_status(chain, case_id) == "closed", "intake to see the case closed")
 
     branch = chain.http.get(archive, params={"purpose": "看看"}, headers=bearer(chain.token("store_manager",
                                                                                              branch="SH001")))
