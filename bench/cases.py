@@ -11,6 +11,12 @@ By hand (DATABASE_URL's server; a database `closeloop_bench_investigation` of it
 
     python -m bench.cases timers [--waiting 100000] [--due 1000]
     python -m bench.cases profile [--cases 500] [--fire]   where opening (or firing) a case spends its time
+    python -m bench.cases lifecycle [--cases 200]   whole cases, opened to closed: case events a second
+
+- lifecycle: cases worked through the whole complaint process by its handlers (no HTTP, no
+  bus: what one worker does per step), a remedy above authority approved, fulfilled, the written
+  result sent, a satisfied follow-up closing it: the case events written a second, and each
+  step's mean time.
 """
 from __future__ import annotations
 
@@ -346,6 +352,68 @@ def profile(url: str, cases: int = 500, fire_timers: bool = False, top: int = 30
         inv.close()
 
 
+# --- whole cases ---------------------------------------------------------------------------------
+
+LIFECYCLE = [  # (task, role, body): a store manager's case, a refund the regional manager approves
+    ("assign", "store_manager", {"owner": "INV-7"}),
+    ("respond", "store_manager", {"message": "您好，已收到您的反馈", "channel": "phone"}),
+    ("record_findings", "investigator", {"facts": "未做皮肤测试", "service_log_checked": True,
+                                         "product_batch_checked": True, "root_cause": "流程疏漏",
+                                         "responsibility": "customer_misuse", "signed_by": "T-001"}),
+    ("propose_remedy", "store_manager", {"type": "refund", "amount": 5000}),
+    ("approve", "regional_manager", {"note": "同意"}),
+    ("fulfil", "store_manager", {"note": "已退款"}),
+    ("notify_customer", "store_manager", {"measures": "全额退款并致歉", "completed_at": None,
+                                          "responsible": "INV-7", "follow_up": "三天后回访"}),
+]
+
+
+def lifecycle(url: str, count: int = 200) -> dict:
+    """`count` cases opened, worked to resolved and closed by a satisfied follow-up, through
+    the handlers the service calls: case events written a second, and mean ms per step."""
+    from services.investigation import handlers
+    from shared.security.auth import Identity
+
+    inv = Investigation.at(url, datetime.now(timezone.utc))
+    people = {role: Identity(f"{role}-1", role, None, {"branch": "*"}) for role in
+              ("store_manager", "investigator", "regional_manager")}
+    steps: dict[str, float] = {}
+    try:
+        template = registration(inv.clock.now())
+        events = [distinct(template, n + 1) for n in range(count)]
+        started = time.perf_counter()
+        for event in events:
+            begun = time.perf_counter()
+            inv.open_case(event)
+            steps["open"] = steps.get("open", 0) + time.perf_counter() - begun
+            case_id = event["payload"]["complaint_id"]
+            for task, role, body in LIFECYCLE:
+                if task == "notify_customer":
+                    body = {**body, "completed_at": inv.clock.now().isoformat()}
+                begun = time.perf_counter()
+                handlers.complete_task(inv.store, identity=people[role], case_id=case_id, task=task,
+                                       read_body=lambda body=body: body, processes=inv.processes, policy=inv.policy,
+                                       rules=inv.rules, now=inv.clock.now())
+                steps[task] = steps.get(task, 0) + time.perf_counter() - begun
+            begun = time.perf_counter()
+            closed = {"event_id": str(uuid.uuid4()), "type": "visit_completed", "branch_code": "SH001",
+                      "payload": {"visit_id": str(uuid.uuid4()), "kind": "follow_up", "case_id": case_id,
+                                  "answers": {"satisfaction": 5, "resolved": True}, "score": 5}}
+            assert handlers.follow_up_outcome(inv.store, event=closed, processes=inv.processes, policy=inv.policy,
+                                              rules=inv.rules, now=inv.clock.now())
+            steps["follow_up"] = steps.get("follow_up", 0) + time.perf_counter() - begun
+        elapsed = time.perf_counter() - started
+        with inv.store.engine.connect() as conn:
+            written = conn.execute(sa.text("SELECT count(*) FROM outbox")).scalar()
+            closed_cases = conn.execute(sa.text("SELECT count(*) FROM cases WHERE state = 'closed'")).scalar()
+    finally:
+        inv.close()
+    return {"cases": count, "closed": closed_cases, "events": written, "seconds": round(elapsed, 2),
+            "case_events_per_s": round(written / elapsed, 1), "cases_per_s": round(count / elapsed, 1),
+            "events_per_case": round(written / count, 1),
+            "step_ms": {name: round(total / count * 1000, 2) for name, total in steps.items()}}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="bench.cases", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -355,12 +423,16 @@ def main(argv=None) -> int:
     prof = sub.add_parser("profile", help="cProfile of opening cases (or firing their timers)")
     prof.add_argument("--cases", type=int, default=500)
     prof.add_argument("--fire", action="store_true", help="profile handlers.fire_timers instead")
+    whole = sub.add_parser("lifecycle", help="whole cases, opened to closed: case events a second")
+    whole.add_argument("--cases", type=int, default=200)
     args = parser.parse_args(argv)
     env = {**os.environ, "CLOSELOOP_DB_PREFIX": os.environ.get("CLOSELOOP_DB_PREFIX", "closeloop_bench")}
     url = fresh_database(env)
     try:
         if args.command == "timers":
             print(json.dumps(measure_timers(url, args.waiting, args.due), indent=2, default=str))
+        elif args.command == "lifecycle":
+            print(json.dumps(lifecycle(url, args.cases), indent=2))
         else:
             profile(url, args.cases, args.fire)
     finally:

@@ -1,6 +1,6 @@
 """`make bench`: Closeloop's throughput and latency, each figure beside its ceiling.
 
-    python -m bench.run [--seconds 15] [--only intake,relay,consumer,cases,timers,engine] [--profile]
+    python -m bench.run [--seconds 15] [--only intake,relay,consumer,cases,timers,lifecycle,engine] [--profile]
 
 Uses the RabbitMQ and PostgreSQL that `make test` would (AMQP_URI / DATABASE_URL, else the
 local defaults), in a vhost `closeloop-bench` and databases `closeloop_bench_*` of its own.
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TARGETS = {"intake_per_s": 600, "intake_p99_ms_at_200": 50, "relay_per_s": 5000, "consumer_per_s": 1000,
            "cases_per_s": 200, "timers_find_ms": 100, "timers_fire_per_s": 200}
-STEPS = ("intake", "relay", "consumer", "cases", "timers", "engine")
+STEPS = ("intake", "relay", "consumer", "cases", "timers", "lifecycle", "engine")
 
 
 def log(message: str) -> None:
@@ -454,6 +454,22 @@ def step_timers(env, seconds, work, results):
     log(f"timers: find {timers['find_due_ms']} ms, fire {timers['fire_per_s']}/s (seeded in {timers['seed_s']}s)")
 
 
+def step_lifecycle(env, seconds, work, results):
+    """Whole complaint cases through investigation's handlers, opened to closed (a remedy above
+    authority approved, the written result, a satisfied follow-up): case events a second."""
+    from bench import cases
+    from shared.persistence import db
+
+    url = cases.fresh_database(env)
+    try:
+        results["lifecycle"] = cases.lifecycle(url)
+    finally:
+        db.drop_database(url)
+    whole = results["lifecycle"]
+    log(f"lifecycle: {whole['case_events_per_s']} case events/s ({whole['cases_per_s']} whole cases/s, "
+        f"{whole['events_per_case']} events each); ms per step {whole['step_ms']}")
+
+
 def step_engine(env, seconds, work, results):
     """The workflow engine alone on the tests' example process (bench/workflow_engine.py)."""
     from bench import workflow_engine
@@ -558,6 +574,14 @@ def report(results: dict) -> str:
                   f"{timers['cases']:,} in {timers['seed_s']} s; each fire wrote {timers['events_per_fire']} events "
                   f"and {timers['notices_per_fire']} staff notices ({fired}), "
                   f"{timers['bench_cpu_ms_per_fire']} ms CPU of the firing process."]
+    whole = results.get("lifecycle")
+    if whole:
+        steps = ", ".join(f"{name} {ms}" for name, ms in whole["step_ms"].items())
+        lines += ["", f"Whole cases (investigation's handlers, one worker, no HTTP or bus): {whole['cases']} "
+                  f"complaint cases opened, a 5,000 CNY refund approved by the regional manager, fulfilled, the "
+                  f"written result sent, closed by a satisfied follow-up: {whole['case_events_per_s']} case events "
+                  f"a second ({whole['events_per_case']} each, {whole['cases_per_s']} whole cases a second); "
+                  f"ms per step: {steps}."]
     if engine:
         lines += ["", "Workflow engine alone (bench/workflow_engine.py, tests/workflow_fixtures/example_case.bpmn): "
                   f"a step to the first wait {engine['step_ms']} ms, serializing {engine['serialize_ms']} ms, "
@@ -601,6 +625,8 @@ def main(argv=None) -> int:
             step_cases(env, args.seconds, work, results)
         if "timers" in steps:
             step_timers(env, args.seconds, work, results)
+        if "lifecycle" in steps:
+            step_lifecycle(env, args.seconds, work, results)
         if "engine" in steps:
             step_engine(env, args.seconds, work, results)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
