@@ -19,7 +19,9 @@ from shared.workflow import ProcessDefinition, ProcessEngine, load_definition
 
 PROCESS_DIR = Path(__file__).resolve().parent / "processes"
 # The tasks the API completes by name, per process: `closeloop process check --requires` them.
-REQUIRED_TASKS = {"complaint_case": ("assign", "respond", "record_findings"),
+REQUIRED_TASKS = {"complaint_case": ("assign", "respond", "record_findings", "propose_remedy", "approve", "fulfil",
+                                    "notify_customer", "open_corrective_action", "await_follow_up",
+                                    "close_corrective_action"),
                   "feedback_case": ("acknowledge", "decide", "pass_on")}
 # Which process a case of each kind runs.
 PROCESS_OF_KIND = {"complaint": "complaint_case", "suggestion": "feedback_case", "praise": "feedback_case"}
