@@ -33,6 +33,8 @@ PERMISSIONS = Permissions({
     "case:read": {"front_desk", "aftercare_agent", "investigator", "hq_analyst"} | _MANAGERS,
     # Waiting for the customer (pausing the clocks) and back: the owner may too, whatever the role.
     "case:pause": {"investigator"} | _MANAGERS,
+    # Keeping a case's personal data past the retention (a dispute, a lawsuit), and letting it go.
+    "case:legal_hold": {"hq_admin"},
 })
 
 

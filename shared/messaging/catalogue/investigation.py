@@ -108,3 +108,13 @@ SCHEMAS = {
     ("praise_passed_on", 1): PraisePassedOnV1,
     ("customer_message_requested", 1): CustomerMessageRequestedV1,
 }
+
+
+# -- retention: an HQ admin's legal hold keeps a case's personal data past the retention ----------
+# (intake holds the complaint's contact as long as its case is held)
+
+class LegalHoldSetV1(CaseEventV1):
+    reason = Text(validate.Length(min=1, max=500), required=True)
+
+
+SCHEMAS.update({("legal_hold_set", 1): LegalHoldSetV1, ("legal_hold_released", 1): CaseEventV1})
