@@ -296,6 +296,55 @@ def cmd_purge(args) -> int:
     return 0
 
 
+def cmd_retention_run(args) -> int:
+    """What each service's daily timer does, at once: personal data of records closed longer than
+    the policy's retention.personal_data anonymised in each service's database, and the run logged
+    (retention_runs). --dry-run changes no record: it lists, and logs as a dry run, what a run
+    would anonymise."""
+    from datetime import datetime, timezone
+
+    import sqlalchemy as sa
+
+    from shared.calendar.policy import PolicyError, load_policy
+    from shared.persistence import anonymisation, db
+    from shared.persistence.retention import DATABASE_DOWN
+
+    away = False
+    for service in args.service or settings.RUNNABLE_SERVICES:
+        config = settings.service_config(service)
+        problem = _database_problem(config)
+        if problem:
+            return _fail(f"cannot run the retention of {service}: {problem}")
+        try:
+            retention = load_policy(config["POLICY_FILE"]).retention.personal_data
+        except PolicyError as exc:
+            return _fail(str(exc))
+        engine = db.make_engine(config["DATABASE_URL"], 1)
+        try:
+            report = anonymisation.run(settings.service_class(service).db.store_class(engine),
+                                       importlib.import_module(f"services.{service}.retention").KINDS,
+                                       service=service, retention=retention, now=datetime.now(timezone.utc),
+                                       dry_run=args.dry_run)
+        except DATABASE_DOWN as exc:  # the others may still answer: go on, and say so in the exit status
+            print(f"closeloop: {service}: database unavailable ({_first_line(exc)}); its retention did not run",
+                  file=sys.stderr)
+            away = True
+            continue
+        except sa.exc.ProgrammingError as exc:  # a table missing: a database not migrated yet
+            return _fail(f"{service}: {_first_line(exc)}; migrate it first (closeloop db upgrade {service})")
+        finally:
+            engine.dispose()
+        for line in report.lines():
+            print(line)
+        print(f"{service}: logged as retention run {report.run_id}{' (dry run: nothing changed)' if args.dry_run else ''}")
+    return 1 if away else 0
+
+
+def _first_line(exc: Exception) -> str:
+    """What the driver said, in a line."""
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+
+
 def cmd_dev(args) -> int:
     """Everything as local processes; Ctrl-C or SIGTERM stops every one of them."""
     rc = cmd_db_upgrade(argparse.Namespace(services=None)) or cmd_bus_declare(None)
@@ -518,6 +567,15 @@ def parser() -> argparse.ArgumentParser:
     purge.add_argument("service", choices=sorted(settings.SERVICE_CLASSES))
     purge.add_argument("--batch-size", type=int, default=1000, help="rows per transaction (default 1000)")
     purge.set_defaults(func=cmd_purge)
+
+    retention = sub.add_parser("retention", help="personal data past the policy's retention").add_subparsers(
+        dest="action", required=True)
+    run = retention.add_parser("run", help="anonymise personal data of records closed longer than the policy's "
+                                           "retention.personal_data (what each service does daily)")
+    run.add_argument("--service", action="append", choices=settings.RUNNABLE_SERVICES,
+                     help="only this one (repeatable); default: every service")
+    run.add_argument("--dry-run", action="store_true", help="list what would be anonymised; change nothing")
+    run.set_defaults(func=cmd_retention_run)
 
     bus_cmd = sub.add_parser("bus", help="the RabbitMQ topology").add_subparsers(dest="action", required=True)
     bus_cmd.add_parser("declare", help="declare every exchange, handler queue, retry queue and dead-letter "

@@ -13,7 +13,8 @@ from typing import Callable, NamedTuple
 from shared.calendar.branches import Branch
 from shared.calendar.clock import isoformat
 from shared.messaging.aggregate import Aggregate
-from shared.security.privacy import customer_ref, mask_email, mask_name, mask_phone, normalize_phone
+from shared.security.privacy import (anonymise_text, customer_ref, mask_email, mask_name, mask_phone,
+                                     normalize_phone)
 
 STATUSES = ("received", "acknowledged", "investigating", "resolved", "closed")
 # A complaint's status as its case moves (investigation's case events), for the front desk
@@ -30,6 +31,8 @@ STATUS_AFTER_CASE_EVENT = {
     "case_reopened": "investigating",
     "case_closed": "closed",
 }
+# A legal hold an HQ admin sets on the case keeps the complaint's personal data past the retention.
+LEGAL_HOLD_EVENTS = ("legal_hold_set", "legal_hold_released")
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,24 @@ class CustomerRecord(Aggregate):
         self.record(CustomerMessageFailed(request_event_id, self.record_type, self.id, self.branch_code, at,
                                           reason, detail))
 
+    def scrubber(self) -> Callable[[str], str]:
+        """What takes this customer (and any other number, address or masked name) out of a text."""
+        customer = self.customer
+        return lambda text: anonymise_text(text, name=customer.name, phone=customer.phone, email=customer.email)
+
+    def anonymise(self, now: datetime) -> None:
+        """Retention: the customer's name, phone, email and reference go, and so do they from the
+        record's texts; what counts stays (kind, category, branch, times, items). The language
+        stays: it says nothing of who."""
+        customer = self.customer
+        self._scrub(self.scrubber())
+        self.customer = Customer(None, None, None, customer.language)
+        self.customer_ref = None
+        self.anonymised_at = now
+
+    def _scrub(self, scrub: Callable[[str], str]) -> None:
+        """Apply `scrub` to the record's free texts (a sale has none)."""
+
 
 def human_reference(branch_code: str, local_day, sequence: int) -> str:
     return f"{branch_code}-{local_day:%Y%m%d}-{sequence:04d}"
@@ -192,6 +213,10 @@ class Complaint(CustomerRecord):
     recorded_by_role: str
     status: str = "received"
     status_sequence: int = 0  # the last case event the status follows
+    closed_at: datetime | None = None  # when its case closed (None while the case is open)
+    legal_hold: dict | None = None  # {"reason", "by", "at"} while an HQ admin holds its case
+    legal_hold_sequence: int = 0  # the last legal-hold event followed (case events are numbered per case)
+    anonymised_at: datetime | None = None
     # The text the customer receives, greeted by name; sent, never stored with the complaint.
     customer_acknowledgement: str | None = None
 
@@ -225,15 +250,30 @@ class Complaint(CustomerRecord):
         complaint.record(ComplaintRegistered(complaint))
         return complaint
 
-    def follow_case(self, event_type: str, sequence: int) -> bool:
+    def follow_case(self, event_type: str, sequence: int, occurred_at: datetime | None = None) -> bool:
         """Take the status its case's event implies, unless a newer case event was already
         followed (queues and retries reorder events). True when the event was applied (the
-        status may be the same: assigned and acknowledged both mean in progress)."""
+        status may be the same: assigned and acknowledged both mean in progress). A closed
+        case's time of closure starts the retention; a reopened one clears it."""
         status = STATUS_AFTER_CASE_EVENT[event_type]
         if sequence <= self.status_sequence:
             return False
         self.status, self.status_sequence = status, sequence
+        self.closed_at = occurred_at if status == "closed" else None
         return True
+
+    def follow_legal_hold(self, event_type: str, sequence: int, hold: dict | None) -> bool:
+        """A legal hold set on (`hold`: reason, by, at) or released from the case, unless a newer
+        hold event was already followed. True when applied."""
+        if event_type not in LEGAL_HOLD_EVENTS or sequence <= self.legal_hold_sequence:
+            return False
+        self.legal_hold = hold if event_type == "legal_hold_set" else None
+        self.legal_hold_sequence = sequence
+        return True
+
+    def _scrub(self, scrub: Callable[[str], str]) -> None:
+        self.description = scrub(self.description)
+        self.acknowledgement = scrub(self.acknowledgement)  # it greets the customer by the masked name
 
     def view(self) -> dict:
         """What staff see: the customer's contact masked."""
@@ -248,6 +288,8 @@ class Complaint(CustomerRecord):
             "resolution_due": isoformat(self.resolution_due),
             "acknowledgement": self.acknowledgement, "service": self.service, "products": self.products,
             "customer": {**self.customer.masked(), "language": self.customer.language},
+            "closed_at": isoformat(self.closed_at) if self.closed_at else None,
+            "anonymised_at": isoformat(self.anonymised_at) if self.anonymised_at else None,
         }
 
     def acknowledgement_message(self, sms_allowed: Callable[[str], bool] | None = None) -> Acknowledgement | None:
@@ -273,6 +315,7 @@ class Sale(CustomerRecord):
     contact_consent: bool
     items: list[dict] = field(default_factory=list)
     recorded_by: str = ""
+    anonymised_at: datetime | None = None
 
     @classmethod
     def register(cls, data: dict, *, branch: Branch, recorded_at: datetime, recorded_by: str,
@@ -293,4 +336,4 @@ class Sale(CustomerRecord):
         return {"id": self.id, "branch_code": self.branch_code, "sold_at": isoformat(self.sold_at),
                 "recorded_at": isoformat(self.recorded_at), "contact_consent": self.contact_consent,
                 "customer": {**self.customer.masked(), "language": self.customer.language},
-                "items": self.items}
+                "items": self.items, "anonymised_at": isoformat(self.anonymised_at) if self.anonymised_at else None}

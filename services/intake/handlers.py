@@ -290,12 +290,26 @@ def follow_case(store, *, event: dict) -> bool:
     """A case event moves its complaint's status, unless a newer one already did (events of
     one case may arrive in any order). A case not opened for a complaint (an adverse
     reaction after a sale) has no complaint here. True when the event was applied."""
+    return _follow(store, event, lambda complaint: complaint.follow_case(
+        event["type"], event["sequence"], datetime.fromisoformat(event["occurred_at"])))
+
+
+def follow_legal_hold(store, *, event: dict) -> bool:
+    """An HQ admin set a legal hold on the complaint's case, or released it: while held, the
+    complaint's personal data outlives the retention. True when the event was applied."""
+    payload = event["payload"]
+    hold = {"reason": payload.get("reason"), "by": payload.get("actor"), "at": event["occurred_at"]}
+    return _follow(store, event, lambda complaint: complaint.follow_legal_hold(event["type"], event["sequence"], hold))
+
+
+def _follow(store, event: dict, apply) -> bool:
+    """Apply a case event to its complaint, locked; False when it names none here."""
     complaint_id = event["payload"]["complaint_id"]
     with store.unit_of_work() as uow:
         complaint = uow.complaints.get(complaint_id, for_update=True) if complaint_id else None
         if complaint is None or complaint.branch_code != event["branch_code"]:
             return False  # not ours, or not the branch the case says: a producer's mistake
-        changed = complaint.follow_case(event["type"], event["sequence"])
+        changed = apply(complaint)
         if changed:
             uow.complaints.save_progress(complaint)
     return changed

@@ -6,7 +6,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from shared.messaging import inbox, outbox
 from shared.notifications import queue
-from shared.persistence import idempotency
+from shared.persistence import anonymisation, idempotency
 from shared.persistence.retention import Purge
 
 metadata = sa.MetaData()
@@ -47,9 +47,18 @@ complaints = sa.Table(
     # case event its status follows (investigation numbers those).
     sa.Column("last_sequence", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("status_sequence", sa.BigInteger, nullable=False, server_default="0"),
+    # Retention (migration 0010): when its case closed, a legal hold on the case ({"reason", "by",
+    # "at"}) and the last hold event followed, when its personal data was anonymised.
+    sa.Column("closed_at", sa.DateTime(timezone=True)),
+    sa.Column("legal_hold", pg.JSONB(none_as_null=True)),  # released: SQL NULL, not JSON null
+    sa.Column("legal_hold_sequence", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("anonymised_at", sa.DateTime(timezone=True)),
     sa.Index("ix_complaints_branch_received", "branch_code", sa.text("received_at DESC"), sa.text("id DESC")),
     sa.Index("ix_complaints_received", sa.text("received_at DESC"), sa.text("id DESC")),
     sa.Index("ix_complaints_customer_ref", "customer_ref"),
+    # What retention looks for: closed complaints not anonymised yet, oldest closure first.
+    sa.Index("ix_complaints_retention", "closed_at",
+             postgresql_where=sa.text("closed_at IS NOT NULL AND anonymised_at IS NULL")),
 )
 
 sales = sa.Table(
@@ -68,8 +77,13 @@ sales = sa.Table(
     sa.Column("items", pg.JSONB, nullable=False),
     sa.Column("recorded_by", sa.Text, nullable=False),
     sa.Column("last_sequence", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("anonymised_at", sa.DateTime(timezone=True)),
     sa.Index("ix_sales_branch_sold", "branch_code", "sold_at"),
+    sa.Index("ix_sales_retention", "sold_at", postgresql_where=sa.text("anonymised_at IS NULL")),
 )
+
+# Each retention run: when, what it anonymised (or would have, dry), what a legal hold kept.
+retention_runs = anonymisation.add_tables(metadata)
 
 # Daily sequence per branch for the human reference SH001-20261122-0007.
 reference_counters = sa.Table(

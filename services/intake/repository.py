@@ -3,6 +3,8 @@ handlers ask for complaints and sales, not for rows. The in-memory fakes used by
 service-layer tests are in tests/unit/intake_fakes.py."""
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 
 from services.intake import models
@@ -38,9 +40,35 @@ class Complaints:
         return None if row is None else self._uow.track(_complaint(row))
 
     def save_progress(self, c: Complaint) -> None:
-        """The status and the event numbers: what changes after registration."""
+        """The status, the legal hold and the event numbers: what changes after registration."""
         self._uow.execute(models.complaints.update().where(models.complaints.c.id == c.id).values(
-            status=c.status, status_sequence=c.status_sequence, last_sequence=c.sequence))
+            status=c.status, status_sequence=c.status_sequence, last_sequence=c.sequence, closed_at=c.closed_at,
+            legal_hold=c.legal_hold, legal_hold_sequence=c.legal_hold_sequence))
+
+    # -- retention ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _past_retention(closed_before: datetime):
+        t = models.complaints
+        return sa.and_(t.c.status == "closed", t.c.closed_at < closed_before, t.c.anonymised_at.is_(None))
+
+    def due_for_anonymisation(self, closed_before: datetime, *, limit: int | None, lock: bool) -> list[Complaint]:
+        """Closed complaints whose case closed before `closed_before`, not held, oldest closure
+        first; `lock` takes them (skipping those a case event is changing)."""
+        t = models.complaints
+        statement = (sa.select(t).where(self._past_retention(closed_before), t.c.legal_hold.is_(None))
+                     .order_by(t.c.closed_at, t.c.id).limit(limit))
+        rows = self._uow.execute(statement.with_for_update(skip_locked=True) if lock else statement).all()
+        return [_complaint(row) for row in rows]
+
+    def held_past_retention(self, closed_before: datetime) -> int:
+        t = models.complaints
+        return self._uow.execute(sa.select(sa.func.count()).where(
+            self._past_retention(closed_before), t.c.legal_hold.is_not(None))).scalar_one()
+
+    def save_anonymised(self, c: Complaint) -> None:
+        self._uow.execute(models.complaints.update().where(models.complaints.c.id == c.id).values(
+            **_contact_values(c), description=c.description, acknowledgement=c.acknowledgement))
 
     def page(self, *, branches: frozenset[str] | None, filters: dict, after: tuple | None,
              limit: int) -> list[Complaint]:
@@ -85,6 +113,21 @@ class Sales:
     def save_progress(self, s: Sale) -> None:
         self._uow.execute(models.sales.update().where(models.sales.c.id == s.id).values(last_sequence=s.sequence))
 
+    def due_for_anonymisation(self, sold_before: datetime, *, limit: int | None, lock: bool) -> list[Sale]:
+        """Sales made before `sold_before` not anonymised yet, oldest first (a sale closes when
+        made: nothing follows it here yet)."""
+        t = models.sales
+        statement = (sa.select(t).where(t.c.sold_at < sold_before, t.c.anonymised_at.is_(None))
+                     .order_by(t.c.sold_at, t.c.id).limit(limit))
+        rows = self._uow.execute(statement.with_for_update(skip_locked=True) if lock else statement).all()
+        return [_sale(row) for row in rows]
+
+    def held_past_retention(self, sold_before: datetime) -> int:
+        return 0  # a legal hold is set on a case, and reaches its complaint, not a sale
+
+    def save_anonymised(self, s: Sale) -> None:
+        self._uow.execute(models.sales.update().where(models.sales.c.id == s.id).values(**_contact_values(s)))
+
 
 class ContactAccessLog:
     def __init__(self, uow: UnitOfWork):
@@ -92,6 +135,15 @@ class ContactAccessLog:
 
     def add(self, **entry) -> None:
         self._uow.execute(models.contact_access_log.insert().values(**entry))
+
+    def scrub_purposes(self, record_id: str, scrub) -> None:
+        """The purposes staff gave for reading a record's contact, once it is anonymised: they may
+        name the customer ("回电王女士"). Who read it, when and the outcome stay."""
+        log = models.contact_access_log
+        for entry in self._uow.execute(sa.select(log.c.id, log.c.purpose).where(log.c.record_id == record_id)).all():
+            purpose = scrub(entry.purpose)
+            if purpose != entry.purpose:
+                self._uow.execute(log.update().where(log.c.id == entry.id).values(purpose=purpose))
 
 
 class IntakeUnitOfWork(UnitOfWork):
@@ -125,6 +177,13 @@ class IntakeStore(Store):
                 dbapi.autocommit = False
 
 
+def _contact_values(record) -> dict:
+    """What retention changes on every record that has a customer."""
+    customer = record.customer
+    return {"customer_name": customer.name, "customer_phone": customer.phone, "customer_email": customer.email,
+            "customer_ref": record.customer_ref, "anonymised_at": record.anonymised_at}
+
+
 def _customer(row) -> Customer:
     return Customer(row.customer_name, row.customer_phone, row.customer_email, row.customer_language)
 
@@ -138,7 +197,9 @@ def _complaint(row) -> Complaint:
         products=row.products, customer=_customer(row), customer_ref=row.customer_ref,
         first_response_due=row.first_response_due, resolution_due=row.resolution_due,
         acknowledgement=row.acknowledgement, recorded_by=row.recorded_by,
-        recorded_by_role=row.recorded_by_role, status=row.status, status_sequence=row.status_sequence)
+        recorded_by_role=row.recorded_by_role, status=row.status, status_sequence=row.status_sequence,
+        closed_at=row.closed_at, legal_hold=row.legal_hold, legal_hold_sequence=row.legal_hold_sequence,
+        anonymised_at=row.anonymised_at)
     complaint.sequence = row.last_sequence
     return complaint
 
@@ -146,6 +207,7 @@ def _complaint(row) -> Complaint:
 def _sale(row) -> Sale:
     sale = Sale(id=str(row.id), branch_code=row.branch_code, region=row.region, sold_at=row.sold_at,
                 recorded_at=row.recorded_at, customer=_customer(row), customer_ref=row.customer_ref,
-                contact_consent=row.contact_consent, items=row.items, recorded_by=row.recorded_by)
+                contact_consent=row.contact_consent, items=row.items, recorded_by=row.recorded_by,
+                anonymised_at=row.anonymised_at)
     sale.sequence = row.last_sequence
     return sale

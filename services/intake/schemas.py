@@ -155,6 +155,8 @@ class ComplaintOut(Schema):
     service = fields.Nested(ServiceIn, allow_none=True)
     products = fields.List(fields.Nested(ProductIn))
     customer = fields.Nested(MaskedCustomerOut)
+    closed_at = fields.String(allow_none=True)  # when its case closed
+    anonymised_at = fields.String(allow_none=True)  # when retention took its personal data
 
 
 class ComplaintPage(Schema):
@@ -170,3 +172,4 @@ class SaleOut(Schema):
     contact_consent = fields.Boolean()
     customer = fields.Nested(MaskedCustomerOut)
     items = fields.List(fields.Nested(SaleItemIn))
+    anonymised_at = fields.String(allow_none=True)

@@ -2,13 +2,14 @@
 dump. Errors become the JSON error shape in shared.web.http."""
 from nameko.rpc import rpc
 
-from services.intake import handlers, openapi
+from services.intake import handlers, openapi, retention
 from services.intake.exceptions import RPC_ERRORS
 from services.intake.policy import PERMISSIONS
 from services.intake.repository import IntakeStore
 from shared.messaging.consumer import handle_event
 from shared.observability.logs import CorrelationLogging
-from shared.persistence import idempotency
+from shared.persistence import anonymisation, idempotency
+from shared.persistence.anonymisation import retention_timer
 from shared.persistence.unit_of_work import Database
 from shared.runtime.provider import Runtime
 from shared.web import health
@@ -88,6 +89,11 @@ class IntakeService(Operations):
     def follow_case(self, event):
         handlers.follow_case(self.db, event=event)
 
+    @handle_event("investigation", "legal_hold_set")
+    @handle_event("investigation", "legal_hold_released")
+    def follow_legal_hold(self, event):
+        handlers.follow_legal_hold(self.db, event=event)
+
     # -- messages to customers, asked for by the services that hold no contact ------------------
 
     @handle_event("investigation", "customer_message_requested")
@@ -97,3 +103,11 @@ class IntakeService(Operations):
 
     # The notification sender (`closeloop relay intake`) calls this with each final outcome.
     message_outcome = staticmethod(handlers.message_outcome)
+
+    # -- retention: personal data anonymised once past the policy's retention, daily -------------
+
+    @retention_timer()
+    def run_retention(self):
+        anonymisation.scheduled_run(self.db, retention.KINDS, service=self.name,
+                                    retention=self.env.policy.retention.personal_data, now=self.env.now(),
+                                    every=anonymisation.interval(self.env.config))

@@ -110,3 +110,9 @@ case_timeline = sa.Table(
 )
 
 PURGES = ()  # nothing of its own to purge yet (closed cases are kept: retention comes with the archive)
+
+# Each retention run (migration 0003): when, what it anonymised (or would have, dry), what a legal
+# hold kept; the ids it touched in retention_run_records.
+from shared.persistence import anonymisation  # noqa: E402 - with the tables it adds
+
+retention_runs = anonymisation.add_tables(metadata)

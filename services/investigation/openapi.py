@@ -52,3 +52,14 @@ DOCUMENT = document("Closeloop investigation", "1", {
                          "responses": {"200": {"description": "text"}}}},
     "/openapi.json": {"get": operation("This document", public=True, errors=())},
 })
+
+# Retention: an HQ admin's legal hold on a case (services/investigation/retention.py).
+from services.investigation import retention  # noqa: E402 - with the paths it describes
+
+DOCUMENT["paths"]["/v1/cases/{case_id}/legal-hold"] = {
+    "put": operation("Hold the case (HQ admin): its personal data is kept past the retention until released",
+                     request=retention.LegalHoldIn(), response=retention.LegalHoldOut(), parameters=_CASE,
+                     errors=(400, 401, 403, 404, 409)),
+    "delete": operation("Release the case's legal hold (HQ admin): the retention counts again",
+                        response=retention.LegalHoldOut(), parameters=_CASE, errors=(401, 403, 404)),
+}

@@ -39,6 +39,8 @@ PERMISSIONS = Permissions({
     # The archive: a closed case's whole record with the customer's contact, read with a stated
     # purpose and logged (archive_accessed); HQ and auditors only.
     "case:archive": {"hq_admin", "hq_analyst", "auditor"},
+    # Keeping a case's personal data past the retention (a dispute, a lawsuit), and letting it go.
+    "case:legal_hold": {"hq_admin"},
 })
 
 

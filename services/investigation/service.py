@@ -151,3 +151,31 @@ class InvestigationService(Operations):
              {"service": self.name}),
             ("closeloop_process_timers_oldest_due_seconds", "how long the earliest unfired timer has been due", age,
              {"service": self.name})])
+
+    # -- retention: an HQ admin's legal holds, and personal data anonymised past the retention ------
+    # (services/investigation/retention.py; imported within this block, which keeps retention apart)
+    from shared.persistence.anonymisation import retention_timer
+
+    @api("PUT", "/v1/cases/<case_id>/legal-hold")
+    def set_legal_hold(self, request, case_id):
+        from services.investigation import retention
+
+        return retention.set_legal_hold(self.db, identity=identity(request), case_id=case_id,
+                                        read_body=lambda: read_json(request), now=self.env.now(),
+                                        causation_id=correlation_id(request))
+
+    @api("DELETE", "/v1/cases/<case_id>/legal-hold")
+    def release_legal_hold(self, request, case_id):
+        from services.investigation import retention
+
+        return retention.release_legal_hold(self.db, identity=identity(request), case_id=case_id,
+                                            now=self.env.now(), causation_id=correlation_id(request))
+
+    @retention_timer()
+    def run_retention(self):
+        from services.investigation import retention
+        from shared.persistence import anonymisation
+
+        anonymisation.scheduled_run(self.db, retention.KINDS, service=self.name,
+                                    retention=self.env.policy.retention.personal_data, now=self.env.now(),
+                                    every=anonymisation.interval(self.env.config))

@@ -9,6 +9,7 @@ them while the file stays one. Default: `default_policy.yaml` next to this modul
 """
 from __future__ import annotations
 
+import calendar
 import importlib
 import os
 import re
@@ -59,13 +60,67 @@ def parse_duration(text: str) -> timedelta:
 
 
 @dataclass(frozen=True)
+class Period:
+    """A calendar duration as ISO 8601 writes it (P3Y, P18M, P2Y6M, P400D, P1Y2DT12H): years and
+    months count on the calendar, as a retention "three years after closure" means (three years
+    before 29 February is 28 February), weeks, days and times exactly."""
+
+    text: str
+    months: int = 0
+    exact: timedelta = timedelta(0)
+
+    def before(self, instant: datetime) -> datetime:
+        """The instant this period before `instant`."""
+        year, month = divmod(instant.year * 12 + instant.month - 1 - self.months, 12)
+        day = min(instant.day, calendar.monthrange(year, month + 1)[1])
+        return instant.replace(year=year, month=month + 1, day=day) - self.exact
+
+    @property
+    def approximate(self) -> timedelta:
+        """Its length with a month of an average Gregorian month, for bounds."""
+        return timedelta(days=self.months * 365.2425 / 12) + self.exact
+
+    def __str__(self) -> str:
+        return self.text
+
+
+_PERIOD = re.compile(r"P(?:(\d{1,4})Y)?(?:(\d{1,5})M)?(?:(\d{1,6})W)?(?:(\d{1,7})D)?"
+                     r"(?:T(?:(\d{1,8})H)?(?:(\d{1,9})M)?(?:(\d{1,9})S)?)?")
+
+
+def parse_period(text: str) -> Period:
+    """ISO 8601 P3Y, P18M, P2Y6M, P400D, P1Y2DT12H -> Period; ValueError unless positive and at
+    most MAX_DURATION."""
+    given, text = text, text.strip().upper() if isinstance(text, str) else ""
+    m = _PERIOD.fullmatch(text)
+    if not m or text.endswith("T") or not any(m.groups()):
+        raise ValueError(f"{show(given)} is not a duration like P3Y, P18M or P400D")
+    years, months, weeks, days, hours, minutes, seconds = (int(g or 0) for g in m.groups())
+    period = Period(text, years * 12 + months, timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes,
+                                                         seconds=seconds))
+    if period.approximate <= timedelta(0):
+        raise ValueError(f"{show(text)} is not a positive duration")
+    if period.approximate > MAX_DURATION:
+        raise ValueError(f"{show(text)} is longer than {MAX_DURATION.days} days")
+    return period
+
+
+# Personal data is kept at least this long after closure: a customer comes back, disputes or
+# sues within months, and an anonymisation cannot be undone, so a slip (P3M for P3Y) must not
+# empty the archive.
+PERSONAL_DATA_AT_LEAST = timedelta(days=365)
+
+
+@dataclass(frozen=True)
 class Retention:
     """How long rows that only guard against repeats are kept before `closeloop relay` (or
-    `closeloop purge`) deletes them."""
+    `closeloop purge`) deletes them, and how long personal data is kept after its record
+    closed before `closeloop retention run` (and each service's daily timer) anonymises it."""
 
     idempotency_keys: timedelta = timedelta(days=7)   # a till retries within minutes, not weeks
     inbox: timedelta = timedelta(days=30)             # past any redelivery or dead-letter replay
     notifications: timedelta = timedelta(days=30)     # sent or given up: the outcome is recorded
+    personal_data: Period = Period("P3Y", months=36)  # after closure; counts and KPIs stay
 
 
 @dataclass(eq=False)
@@ -226,6 +281,13 @@ class Checker:
             self.bad(where, str(exc))
             return timedelta(hours=1)
 
+    def period(self, value, where) -> Period | None:
+        try:
+            return parse_period(value)
+        except ValueError as exc:
+            self.bad(where, str(exc))
+            return None
+
     def subset(self, value, allowed, where, what) -> frozenset[str]:
         items = self.words(value, where)
         for item in items:
@@ -300,10 +362,12 @@ def _branches(c: Checker, doc: dict) -> dict[str, Branch]:
 def _retention(c: Checker, doc: dict) -> Retention:
     from shared.messaging.topology import retry_delays
 
-    raw = c.mapping(doc.get("retention"), "retention", {"idempotency_keys", "inbox", "notifications"})
+    raw = c.mapping(doc.get("retention"), "retention", {"idempotency_keys", "inbox", "notifications",
+                                                        "personal_data"})
     default = Retention()
     kept = {name: c.duration(raw[name], f"retention.{name}") if name in raw else getattr(default, name)
             for name in ("idempotency_keys", "inbox", "notifications")}
+    kept["personal_data"] = _personal_data(c, raw) or default.personal_data
     # A redelivery that comes after its inbox row is gone is handled a second time.
     try:
         retrying = timedelta(milliseconds=sum(retry_delays()))
@@ -315,6 +379,17 @@ def _retention(c: Checker, doc: dict) -> Retention:
                                  f"every retry of a failing handler ({retrying} in all), so that a redelivered "
                                  f"or replayed event is still recognised")
     return Retention(**kept)
+
+
+def _personal_data(c: Checker, raw: dict) -> Period | None:
+    if "personal_data" not in raw:
+        return None
+    period = c.period(raw["personal_data"], "retention.personal_data")
+    if period is not None and period.approximate < PERSONAL_DATA_AT_LEAST:
+        c.bad("retention.personal_data", f"{show(raw['personal_data'])} is too short: keep personal data at least "
+                                         f"a year (P1Y) after a record closed, as an anonymisation cannot be undone")
+        return None
+    return period
 
 
 def _build(doc, source: Path | None, problems: list[str]) -> ChainPolicy:

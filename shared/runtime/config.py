@@ -123,6 +123,8 @@ def service_config(service: str, env=os.environ, **overrides) -> dict:
         "READY_OUTBOX_LAG_SECONDS": _number(env, "READY_OUTBOX_LAG_SECONDS", float),
         # A directory of edited process files (investigation, aftercare); default: the service's own.
         "PROCESS_DIR": env.get("CLOSELOOP_PROCESS_DIR") or None,
+        # How often a service anonymises personal data past the policy's retention (a day).
+        "RETENTION_INTERVAL_SECONDS": float(env.get("CLOSELOOP_RETENTION_INTERVAL_SECONDS", "86400")),
     }
     config.update(overrides)
     return config

@@ -77,27 +77,117 @@ def redact(text: str, *, name: str | None = None, phone: str | None = None, emai
     if email and email.strip():
         text = re.sub(re.escape(email.strip()), mask_email(email.strip()), text, flags=re.IGNORECASE)
     if phone and phone.strip():
-        digits = re.sub(r"\D", "", phone)
-        if len(digits) >= 5:
-            loose = r"(?:\+?\s*86[\s\-]*|\+)?" + r"[\s\-().]*".join(map(re.escape, digits))
-            text = re.sub(r"(?<!\d)" + loose + r"(?!\d)", mask_phone(phone), text)
+        loose = _loose_phone(phone)
+        if loose is not None:
+            text = loose.sub(mask_phone(phone), text)
     if name and name.strip():
         text = _redact_name(text, name.strip())
     return text
 
 
+def _loose_phone(phone: str) -> re.Pattern | None:
+    """This number however it is written (+86 138 1234 6138, 138-1234-6138)."""
+    digits = re.sub(r"\D", "", phone)
+    if len(digits) < 5:
+        return None
+    loose = r"(?:(?:\+|00)?\s*86[\s\-]*|\+|00)?" + r"[\s\-().]*".join(map(re.escape, digits))
+    return re.compile(r"(?<!\d)" + loose + r"(?!\d)")
+
+
 _NAME_SEPARATORS = re.compile(r"[\s·・.]+")
+
+
+def _name_parts(name: str) -> list[str]:
+    return [p for p in _NAME_SEPARATORS.split(name) if p]
+
+
+def _whole_name(parts: list[str]) -> re.Pattern:
+    return re.compile(r"[\s·・.]*".join(map(re.escape, parts)), re.IGNORECASE)
 
 
 def _redact_name(text: str, name: str) -> str:
     """The whole name however it is spaced or cased, then each part of two letters or more
     on its own ("Dear Ms Smith" for Anne Smith)."""
-    parts = [p for p in _NAME_SEPARATORS.split(name) if p]
+    parts = _name_parts(name)
     if not parts:
         return text
-    whole = r"[\s·・.]*".join(map(re.escape, parts))
-    text = re.sub(whole, lambda _: mask_name(name), text, flags=re.IGNORECASE)
+    text = _whole_name(parts).sub(lambda _: mask_name(name), text)
     if len(parts) > 1:
         for part in sorted({p for p in parts if len(p) >= 2}, key=len, reverse=True):
             text = re.sub(re.escape(part), lambda _, p=part: mask_name(p), text, flags=re.IGNORECASE)
     return text
+
+
+# -- anonymisation: what retention leaves of a text once its record's personal data is due ----
+
+ANONYMISED = "[已匿名]"  # what stands where a name, a number or an address was
+HONORIFICS_ZH = ("女士", "先生", "小姐", "老师", "太太")  # after a surname: 王女士
+# Two-character surnames, so that 欧阳女士 is found whole (the common ones).
+COMPOUND_SURNAMES = ("欧阳", "司马", "上官", "诸葛", "东方", "皇甫", "尉迟", "公孙", "慕容", "长孙", "宇文", "司徒",
+                     "夏侯", "令狐", "端木", "南宫", "西门", "独孤")
+_ANY_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+*\-])[A-Za-z0-9._%+*\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+_ANY_PHONE = re.compile(
+    r"(?<![\d*])(?:"
+    r"(?:\+?86[\s\-]*)?1[3-9]\d(?:[\s\-]?\d){8}"     # a Chinese mobile: 13812346138, +86 138-1234-6138
+    r"|1[3-9]\d\*{4}\d{4}"                           # one as masked: 138****6138
+    # a landline: 021-12345678, (0755) 1234 5678; not the tail of a reference (SH001-20261122-0007)
+    r"|(?<![A-Za-z\-])\(?0[1-9]\d{1,2}\)?[\s\-]*\d{3,4}[\s\-]?\d{4}"
+    r"|(?:\+|(?<![A-Za-z\-])00)[1-9](?:[\s\-]?\d){6,14}"  # any number with its country code
+    r")(?![\d*])")
+_MASKED_NAME = re.compile(r"(?<![\w*])[^\W\d_]\*{2,}")  # a name as masked: 王**, A**
+
+
+def _is_cjk(char: str) -> bool:
+    return "\u3400" <= char <= "\u9fff" or "\U00020000" <= char <= "\U0002ffff"
+
+
+def surname_of(name: str | None) -> str | None:
+    """The surname of a name in Chinese (王芳, 欧阳娜娜, 王女士): its compound surname or
+    first character; None for a name in another script (which part is the surname is unknown)."""
+    core = (name or "").strip()
+    for honorific in HONORIFICS_ZH:
+        if core.endswith(honorific) and len(core) > len(honorific):
+            core = core[:-len(honorific)]
+            break
+    if not core or not _is_cjk(core[0]):
+        return None
+    compound = next((s for s in COMPOUND_SURNAMES if core.startswith(s)), None)
+    return compound or core[0]
+
+
+def surname_from_mask(masked: str | None) -> str | None:
+    """What a masked name (王**) keeps of a name in Chinese: its first character, the surname
+    (a Latin initial is no surname)."""
+    return masked[0] if masked and _is_cjk(masked[0]) else None
+
+
+def anonymise_text(text: str, *, name: str | None = None, surname: str | None = None, phone: str | None = None,
+                   email: str | None = None) -> str:
+    """The text with personal data replaced by ANONYMISED: this customer's `name` (whole, however
+    spaced or cased; in Latin script each part of two letters or more too: Ms Smith), a Chinese
+    `surname` (or the name's) with an honorific (王女士, 王老师) or masked (王**), this `phone` and `email`
+    however written, and any phone number, e-mail address or masked name at all. Names not
+    given cannot be found: a service knowing only a mask finds only the surname's forms."""
+    if not text:
+        return text
+    if email and email.strip():
+        text = re.sub(re.escape(email.strip()), ANONYMISED, text, flags=re.IGNORECASE)
+    text = _ANY_EMAIL.sub(ANONYMISED, text)
+    loose = _loose_phone(phone) if phone and phone.strip() else None
+    if loose is not None:
+        text = loose.sub(ANONYMISED, text)
+    text = _ANY_PHONE.sub(ANONYMISED, text)
+    parts = _name_parts(name.strip()) if name else []
+    surnames = {s for s in (surname, surname_of(name)) if s}
+    if parts and len("".join(parts)) >= 2:  # one character alone (王) is in too many words
+        # A Chinese name is one part however it is spaced (王 芳).
+        chinese = len(parts) == 1 and all(_is_cjk(c) for c in parts[0])
+        whole = _whole_name(list(parts[0]) if chinese else parts).pattern
+        honorific = "(?:" + "|".join(HONORIFICS_ZH) + ")?" if chinese else ""  # 王芳女士 goes whole
+        text = re.sub(whole + honorific, ANONYMISED, text, flags=re.IGNORECASE)
+    latin = [p for p in parts if len(p) >= 2 and not _is_cjk(p[0])]
+    for part in sorted(latin, key=len, reverse=True):
+        text = re.sub(rf"(?<![A-Za-z]){re.escape(part)}(?![A-Za-z])", ANONYMISED, text, flags=re.IGNORECASE)
+    for found in sorted(surnames, key=len, reverse=True):
+        text = re.sub(re.escape(found) + "(?:" + "|".join(HONORIFICS_ZH) + r"|\*{2,})", ANONYMISED, text)
+    return _MASKED_NAME.sub(ANONYMISED, text)

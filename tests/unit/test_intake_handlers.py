@@ -82,6 +82,26 @@ def test_the_status_follows_the_newest_case_event_whatever_order_they_arrive_in(
     assert [e["type"] for e in store.published] == ["complaint_registered"]
 
 
+def test_the_complaint_knows_when_its_case_closed_and_whether_it_is_held():
+    store = FakeIntakeStore()
+    _, answer = register(store)
+    cid = answer["id"]
+    for event in (case_event("case_closed", cid, 5, outcome="satisfied"),
+                  case_event("legal_hold_released", cid, 7, actor="hq-1", actor_role="hq_admin"),
+                  case_event("legal_hold_set", cid, 6, actor="hq-1", actor_role="hq_admin", reason="诉讼")):
+        handler = handlers.follow_legal_hold if event["type"].startswith("legal_hold") else handlers.follow_case
+        handler(store.for_event(f"intake.{handler.__name__}", event["event_id"]), event=event)
+    complaint = store.complaint(cid)
+    assert (complaint.status, complaint.closed_at) == ("closed", NOW)
+    assert complaint.legal_hold is None  # the release is newer than the hold that arrived after it
+    held = case_event("legal_hold_set", cid, 8, actor="hq-1", actor_role="hq_admin", reason="诉讼")
+    held["branch_code"] = "BJ001"  # not the complaint's branch: a producer's mistake
+    assert handlers.follow_legal_hold(store.for_event("h", held["event_id"]), event=held) is False
+    held = case_event("legal_hold_set", cid, 8, actor="hq-1", actor_role="hq_admin", reason="诉讼")
+    assert handlers.follow_legal_hold(store.for_event("h", held["event_id"]), event=held)
+    assert store.complaint(cid).legal_hold == {"reason": "诉讼", "by": "hq-1", "at": "2026-11-22T02:00:00Z"}
+
+
 def test_a_redelivered_case_event_has_no_second_effect():
     store = FakeIntakeStore()
     _, answer = register(store)

@@ -314,6 +314,18 @@ BAD_POLICIES = [
     ("retention of centuries", lambda d: d["retention"].update(inbox="P99999999D"),
      "retention.inbox: 'P99999999D' is longer than 3660 days"),
     ("unknown retention key", lambda d: d["retention"].update(outbox="P1D"), "retention.outbox: unknown key"),
+    ("personal data not a duration", lambda d: d["retention"].update(personal_data="3 years"),
+     "retention.personal_data: '3 years' is not a duration like P3Y"),
+    ("personal data negative", lambda d: d["retention"].update(personal_data="-P3Y"),
+     "retention.personal_data: '-P3Y' is not a duration"),
+    ("personal data zero", lambda d: d["retention"].update(personal_data="P0Y"),
+     "retention.personal_data: 'P0Y' is not a positive duration"),
+    ("personal data a bare number", lambda d: d["retention"].update(personal_data=3),
+     "retention.personal_data: 3 is not a duration"),
+    ("personal data under a year", lambda d: d["retention"].update(personal_data="P3M"),
+     "retention.personal_data: 'P3M' is too short: keep personal data at least a year"),
+    ("personal data for ever", lambda d: d["retention"].update(personal_data="P11Y"),
+     "retention.personal_data: 'P11Y' is longer than 3660 days"),
     ("section not a mapping", lambda d: d.update(aftercare=["skincare"]), "aftercare: must be a mapping"),
     # intake:
     ("unknown category in keywords", lambda d: d["intake"]["keywords"].update(nails={"zh": ["美甲"]}),
@@ -399,6 +411,30 @@ def test_retention_defaults_and_overrides(tmp_path, default_doc, policy):
     changed = load_policy(write_policy(tmp_path, mutate(default_doc, lambda d: d.update(
         retention={"idempotency_keys": "PT36H", "inbox": "P90D"}))))
     assert (changed.retention.idempotency_keys, changed.retention.inbox) == (timedelta(hours=36), timedelta(days=90))
+
+
+def test_personal_data_is_kept_three_years_after_closure_by_default_counted_on_the_calendar(
+        tmp_path, default_doc, policy):
+    from shared.calendar.policy import Period, Retention, parse_period
+
+    assert policy.retention.personal_data == Retention().personal_data == parse_period("P3Y")
+    closed_by = policy.retention.personal_data.before
+    assert closed_by(datetime(2029, 11, 22, 2, 0, tzinfo=timezone.utc)) == datetime(2026, 11, 22, 2, 0,
+                                                                                    tzinfo=timezone.utc)
+    assert closed_by(datetime(2028, 2, 29, tzinfo=timezone.utc)) == datetime(2025, 2, 28, tzinfo=timezone.utc)
+    assert parse_period("p1y6m").before(datetime(2027, 8, 31, tzinfo=timezone.utc)) == \
+        datetime(2026, 2, 28, tzinfo=timezone.utc)
+    assert parse_period("P400DT12H").before(datetime(2027, 1, 1, tzinfo=timezone.utc)) == \
+        datetime(2025, 11, 26, 12, tzinfo=timezone.utc)
+    assert str(parse_period(" P2Y ")) == "P2Y" and parse_period("P52W") == Period("P52W", 0, timedelta(weeks=52))
+    for wrong in ("P", "PT", "P1YT", "3Y", "P1.5Y", "P-1Y", "", None):
+        with pytest.raises(ValueError):
+            parse_period(wrong)
+    changed = load_policy(write_policy(tmp_path, mutate(default_doc, lambda d: d["retention"].update(
+        personal_data="P18M"))))
+    assert changed.retention.personal_data.months == 18 and changed.retention.inbox == timedelta(days=30)
+    assert check_policy(write_policy(tmp_path, mutate(default_doc, lambda d: d["retention"].update(
+        personal_data="P1Y")))) == []
 
 
 def test_inbox_retention_outlasts_every_retry_delay(tmp_path, default_doc, monkeypatch):

@@ -208,3 +208,13 @@ SCHEMAS = {
     ("corrective_action_closed", 1): CorrectiveActionClosedV1,
     ("archive_accessed", 1): ArchiveAccessedV1,
 }
+
+
+# -- retention: an HQ admin's legal hold keeps a case's personal data past the retention ----------
+# (intake holds the complaint's contact as long as its case is held)
+
+class LegalHoldSetV1(CaseEventV1):
+    reason = Text(validate.Length(min=1, max=500), required=True)
+
+
+SCHEMAS.update({("legal_hold_set", 1): LegalHoldSetV1, ("legal_hold_released", 1): CaseEventV1})
