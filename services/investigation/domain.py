@@ -21,7 +21,7 @@ from typing import Any
 
 from services.investigation.exceptions import CaseRuleBroken, CaseStateConflict
 from services.investigation.policy import BRANCH_ROLES, REGION_ROLES
-from services.investigation.remedies import AWAITING, Remedy, RemedyRefused
+from services.investigation.remedies import AWAITING, Remedy, RemedyRefused, cny
 from shared.calendar.branches import Branch
 from shared.calendar.clock import isoformat
 from shared.messaging.aggregate import Aggregate
@@ -408,7 +408,7 @@ class Case(Aggregate):
             self.clocks["approval"] = SlaClock.plan("approval", now, now + rules.approval_time, urgent=True,
                                                     branch=None, warning_at=rules.warning_at, levels=2)
             role = remedy.approvers[0]
-            self.notices.append(self._notice(role, f"[{self.reference}] a {remedy.type} of {remedy.amount:g} CNY "
+            self.notices.append(self._notice(role, f"[{self.reference}] a {remedy.type} of {cny(remedy.amount)} CNY "
                                                    f"awaits your approval by {isoformat(self.clocks['approval'].due)}"))
         else:  # within the proposer's own authority: it goes ahead
             self._granted(remedy, actor, now)
@@ -423,7 +423,7 @@ class Case(Aggregate):
         remedy = self.current_remedy
         if not rules.may_grant(actor.role, remedy.type, remedy.amount):
             needed = remedy.approvers[0] if remedy.approvers else "hq_admin"
-            raise RemedyRefused(f"a {remedy.type} of {remedy.amount:g} CNY is decided by a {needed} (or higher), "
+            raise RemedyRefused(f"a {remedy.type} of {cny(remedy.amount)} CNY is decided by a {needed} (or higher), "
                                 f"not a {actor.role}", {"role": [f"needs {needed}"]}, needed)
         self.remedies[-1] = remedy.reject(by=actor.subject, reason=data["reason"], now=now)
         self._stop_clock("approval", now)
@@ -670,7 +670,7 @@ class Case(Aggregate):
             role = self._ladder_role(name, level, rules)
             self.notices.append(self._notice(role, f"[{self.reference}] an approval is overdue since "
                                                    f"{isoformat(clock.due)}: a {self.current_remedy.type} of "
-                                                   f"{self.current_remedy.amount:g} CNY waits"))
+                                                   f"{cny(self.current_remedy.amount)} CNY waits"))
             return
         level = min(clock.base_level + level, len(rules.escalation) - 1) if clock.base_level else level
         if level > self.escalation_level:
@@ -713,8 +713,8 @@ class Case(Aggregate):
 
     def check_pause(self) -> None:
         """CaseStateConflict or CaseRuleBroken when the case may not wait for the customer now."""
-        if self.state == "closed":
-            raise CaseStateConflict(f"case {self.reference} is closed")
+        if self.state in ("closed", "resolved"):
+            raise CaseStateConflict(f"case {self.reference} is {self.state}: no clock runs to pause")
         if self.paused_since is not None:
             raise CaseStateConflict(f"case {self.reference} is already waiting for the customer "
                                     f"(since {isoformat(self.paused_since)})")
@@ -733,6 +733,8 @@ class Case(Aggregate):
         pause = max(now - self.paused_since, timedelta(0))
         urgent = self.priority == "urgent"
         self.clocks = {n: c.shifted(pause, urgent=urgent, branch=branch) for n, c in self.clocks.items()}
+        if self.remedies:  # a promise cannot be kept while the customer is away
+            self.remedies[-1] = self.remedies[-1].postponed(pause)
         self.paused_since, self.pause_reason = None, None
         due = {n: isoformat(c.due) for n, c in self.clocks.items() if c.running}
         detail = {"paused_seconds": int(pause.total_seconds()), **({"note": note} if note else {})}

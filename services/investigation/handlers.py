@@ -193,7 +193,7 @@ def _resume_for(case: Case, uow, processes: CaseProcesses, actor: Actor | None, 
     """End the wait for the customer: the clocks move on by the pause, the process's timers
     are re-armed from them, and whatever fell due meanwhile fires now."""
     case.resume(actor, now, policy.branch(case.branch_code), note)
-    result = processes.engine.release(uow.conn, case.id, {"clocks": case.clock_data()})
+    result = processes.engine.release(uow.conn, case.id, case.process_facts())
     _apply(case, result, now, rules)
 
 
@@ -272,8 +272,9 @@ def pause(store, *, identity: Identity, case_id: str, read_body: Callable[[], di
     actor = _actor(identity)
     with store.unit_of_work() as uow:
         case = _case_in_scope(uow, identity, case_id, lock=True)
-        if case.state == "closed" or case.paused_since is not None:
-            raise Conflict(f"case {case.reference} is closed" if case.state == "closed" else
+        if case.state in ("closed", "resolved") or case.paused_since is not None:
+            raise Conflict(f"case {case.reference} is {case.state}: no clock runs to pause"
+                           if case.state in ("closed", "resolved") else
                            f"case {case.reference} is already waiting for the customer")
         if not case.may_pause(actor, PERMISSIONS.may(identity, "case:pause")):
             raise Forbidden(f"a {identity.role} who does not own the case may not pause its clocks")

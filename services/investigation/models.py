@@ -15,6 +15,7 @@ inbox.add_tables(metadata)
 add_workflow_tables(metadata)
 
 TZ = sa.DateTime(timezone=True)
+NULLABLE_JSON = pg.JSONB(none_as_null=True)  # None is SQL NULL (`IS NULL` finds it), not JSON null
 
 # One row per case; the process instance of the same id holds where its process stands, and
 # its row lock is the case's lock (see repository.Cases.get).
@@ -31,7 +32,7 @@ cases = sa.Table(
     sa.Column("severity_flags", pg.JSONB, nullable=False),
     sa.Column("channel", sa.Text),
     sa.Column("description", sa.Text, nullable=False),
-    sa.Column("service", pg.JSONB),
+    sa.Column("service", NULLABLE_JSON),
     sa.Column("products", pg.JSONB, nullable=False),
     sa.Column("customer_ref", sa.Text),
     sa.Column("customer_masked", pg.JSONB, nullable=False),
@@ -48,24 +49,24 @@ cases = sa.Table(
     sa.Column("next_due", TZ),
     sa.Column("paused_since", TZ),
     sa.Column("pause_reason", sa.Text),
-    sa.Column("first_response", pg.JSONB),
-    sa.Column("findings", pg.JSONB),
-    sa.Column("decision", pg.JSONB),
+    sa.Column("first_response", NULLABLE_JSON),
+    sa.Column("findings", NULLABLE_JSON),
+    sa.Column("decision", NULLABLE_JSON),
     sa.Column("outcome", sa.Text),
     sa.Column("closed_at", TZ),
     # Issue 9: what the customer is given (each remedy, a promise among them), what they were
     # told (the written result), the follow-up's outcome, the corrective action when the
     # fault was ours; a case opened by an adverse reaction names the sale, technician and batch.
     sa.Column("remedies", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
-    sa.Column("written_result", pg.JSONB),
+    sa.Column("written_result", NULLABLE_JSON),
     sa.Column("resolved_at", TZ),
-    sa.Column("follow_up", pg.JSONB),
-    sa.Column("corrective_action", pg.JSONB),
+    sa.Column("follow_up", NULLABLE_JSON),
+    sa.Column("corrective_action", NULLABLE_JSON),
     sa.Column("reopened", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("origin", pg.JSONB),
+    sa.Column("origin", NULLABLE_JSON),
     # Retention: a legal hold (set by an HQ admin) keeps the record; anonymised_at says when its
     # personal data went.
-    sa.Column("legal_hold", pg.JSONB),
+    sa.Column("legal_hold", NULLABLE_JSON),
     sa.Column("anonymised_at", TZ),
     sa.Column("last_sequence", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("updated_at", TZ, nullable=False),

@@ -14,6 +14,11 @@ from shared.calendar.clock import isoformat
 AWAITING, APPROVED, REJECTED, FULFILLED = "awaiting_approval", "approved", "rejected", "fulfilled"
 
 
+def cny(amount: float) -> str:
+    """An amount as staff read it, to the fen (never 1.23457e+06)."""
+    return f"{amount:.2f}"
+
+
 class RemedyRefused(CaseRuleBroken):
     """A rule refused the step (422): `fields` names what is wrong, `needed` the role that may."""
 
@@ -39,11 +44,13 @@ class Remedy:
     reason: str | None = None          # why it was rejected
     fulfilled_at: datetime | None = None
     promise: str | None = None         # kept | broken (a promise only)
+    deadline_given: bool = False       # the proposal named it (else the policy's period, run from approval)
 
     @classmethod
     def propose(cls, data: dict, *, by: str, role: str, now: datetime, rules) -> "Remedy":
         """`data`: type, amount, deadline (None: the policy's for the type, if any), note."""
         deadline = data.get("deadline")
+        given = deadline is not None
         if deadline is None and data["type"] in rules.promises:
             deadline = now + rules.promises[data["type"]]
         if deadline is not None and deadline <= now:
@@ -51,10 +58,10 @@ class Remedy:
         within = rules.may_grant(role, data["type"], data["amount"])
         approvers = () if within else rules.approvers(data["type"], data["amount"])
         if not within and not approvers:
-            raise RemedyRefused(f"no role may grant a {data['type']} of {data['amount']} CNY",
+            raise RemedyRefused(f"no role may grant a {data['type']} of {cny(data['amount'])} CNY",
                                 {"amount": ["above every role's authority"]})
         return cls(str(uuid.uuid4()), data["type"], data["amount"], deadline, data.get("note"), by, role, now,
-                   APPROVED if within else AWAITING, approvers)
+                   APPROVED if within else AWAITING, approvers, deadline_given=given)
 
     @property
     def is_promise(self) -> bool:
@@ -64,9 +71,21 @@ class Remedy:
         self._awaiting()
         if not rules.may_grant(role, self.type, self.amount):
             needed = self.approvers[0]
-            raise RemedyRefused(f"a {self.type} of {self.amount:g} CNY needs the approval of a {needed} "
+            raise RemedyRefused(f"a {self.type} of {cny(self.amount)} CNY needs the approval of a {needed} "
                                 f"(or higher), not a {role}", {"role": [f"needs {needed}"]}, needed)
-        return replace(self, status=APPROVED, decided_by=by, decided_at=now)
+        deadline = self.deadline
+        if self.is_promise and not self.deadline_given:  # the policy's period runs from the approval
+            deadline = now + (self.deadline - self.proposed_at)
+        elif self.is_promise and self.deadline <= now:
+            raise RemedyRefused(f"the promised deadline {isoformat(self.deadline)} has passed: reject it and "
+                                f"propose the remedy again with a deadline ahead", {"deadline": ["has passed"]})
+        return replace(self, status=APPROVED, decided_by=by, decided_at=now, deadline=deadline)
+
+    def postponed(self, pause) -> "Remedy":
+        """A promise still to keep, its deadline moved on by a wait for the customer."""
+        if not self.is_promise or self.promise is not None or self.status in (FULFILLED, REJECTED):
+            return self
+        return replace(self, deadline=self.deadline + pause)
 
     def reject(self, *, by: str, reason: str, now: datetime) -> "Remedy":
         self._awaiting()
@@ -104,7 +123,8 @@ class Remedy:
         return cls(data["id"], data["type"], data["amount"], at(data["deadline"]), data.get("note"),
                    data["proposed_by"], data["proposed_role"], at(data["proposed_at"]), data["status"],
                    tuple(data.get("approvers") or ()), data.get("decided_by"), at(data.get("decided_at")),
-                   data.get("reason"), at(data.get("fulfilled_at")), data.get("promise"))
+                   data.get("reason"), at(data.get("fulfilled_at")), data.get("promise"),
+                   data.get("deadline_given", False))
 
     def view(self) -> dict:
         at = lambda v: isoformat(v) if v else None  # noqa: E731
@@ -112,4 +132,5 @@ class Remedy:
                 "deadline": at(self.deadline), "note": self.note, "proposed_by": self.proposed_by,
                 "proposed_role": self.proposed_role, "proposed_at": at(self.proposed_at), "status": self.status,
                 "approvers": list(self.approvers), "decided_by": self.decided_by, "decided_at": at(self.decided_at),
-                "reason": self.reason, "fulfilled_at": at(self.fulfilled_at), "promise": self.promise}
+                "reason": self.reason, "fulfilled_at": at(self.fulfilled_at), "promise": self.promise,
+                "deadline_given": self.deadline_given}

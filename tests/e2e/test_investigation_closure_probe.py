@@ -5,8 +5,8 @@ malformed, repeated, late or out of order, reopen cycles, pauses, task lists and
 message of an adverse-reaction case. Intake and investigation run in the test process on one
 clock the tests move (the `chain` fixture of test_investigation_cases.py).
 
-A test that passes documents behaviour that is right. A test marked `# DEFECT:` fails while the
-defect is there and passes once it is fixed."""
+A test that passes documents behaviour that is right. A test marked `# Found by the outside
+probe, fixed:` failed on a defect it found, fixed since."""
 import uuid
 from datetime import datetime, timedelta
 
@@ -329,7 +329,7 @@ def test_two_approvers_at_once_one_wins_the_other_gets_409(chain):
 # -- 4. a promise approved after its deadline -----------------------------------------------------
 
 def test_a_promise_approved_after_its_deadline_is_not_made_already_broken(chain):
-    # DEFECT: a promise's deadline is fixed when it is proposed (remedies.py Remedy.propose: now +
+    # Found by the outside probe, fixed: a promise's deadline is fixed when it is proposed (remedies.py Remedy.propose: now +
     # the policy's 3 days for a redo) and only checked then. A redo proposed by an investigator
     # (no authority of their own) waits for approval; approved 4 days later it is recorded as
     # `promise_made` with a deadline already passed, and the process's promise timer breaks it in
@@ -382,7 +382,7 @@ def test_a_pause_during_the_approval_stops_its_clock_and_moves_its_deadline(chai
 
 
 def test_a_promise_does_not_break_because_the_case_waited_for_the_customer(chain):
-    # DEFECT: waiting for the customer holds the process's timers and moves the SLA clocks on by
+    # Found by the outside probe, fixed: waiting for the customer holds the process's timers and moves the SLA clocks on by
     # the pause, but not the promise: its timer re-reads `promise_due` (the remedy's deadline,
     # never moved) at the release, so the resume itself breaks the promise and escalates the case
     # (handlers._resume_for / domain.resume leave Remedy.deadline alone). A redo promised within
@@ -409,7 +409,7 @@ def test_a_promise_does_not_break_because_the_case_waited_for_the_customer(chain
 # -- 6. a pause that outlives the resolution -------------------------------------------------------
 
 def test_a_case_paused_after_its_resolution_still_tracks_its_corrective_action_after_closing(chain, amqp_uri):
-    # DEFECT: pause is allowed on a resolved case (domain.check_pause refuses only a closed one or
+    # Found by the outside probe, fixed: pause is allowed on a resolved case (domain.check_pause refuses only a closed one or
     # one without a first response), although no clock runs. The engine instance is held; the
     # follow-up then closes the case (domain._close clears paused_since) without releasing it, so
     # the process stays held for ever: the corrective action's due-date timer never fires, and
@@ -437,7 +437,7 @@ def test_a_case_paused_after_its_resolution_still_tracks_its_corrective_action_a
 
 
 def test_a_case_paused_after_its_resolution_and_reopened_runs_its_new_resolution_clock(chain, amqp_uri):
-    # DEFECT: the same hold, when the follow-up reopens the case: domain._reopen starts a new
+    # Found by the outside probe, fixed: the same hold, when the follow-up reopens the case: domain._reopen starts a new
     # resolution clock but leaves paused_since set and the engine instance held, so the reopened
     # case shows "waiting for the customer", its new deadline passes without a warning, breach or
     # escalation (next_due is None), and the first task completed later resumes it with the whole
@@ -663,7 +663,7 @@ def test_the_approval_is_listed_only_for_approvers_in_the_branch_s_region(chain)
 
 
 def test_amounts_in_refusals_and_notices_are_the_amounts_proposed(chain):
-    # DEFECT: the approval's notices and refusals print the amount with `:g` (domain.py
+    # Found by the outside probe, fixed: the approval's notices and refusals print the amount with `:g` (domain.py
     # _propose_remedy, _reject, clock_breached; remedies.py Remedy.approve), six significant
     # digits: a partial refund of 12,345.67 CNY reaches HQ as "12345.7 CNY", and 1,234,567.89 as
     # "1.23457e+06 CNY". Staff approve money on these texts: they should show it to the fen.

@@ -64,3 +64,23 @@ def test_a_deadline_given_must_be_ahead():
 def test_medical_expenses_wait_for_hq_admin_whatever_the_amount():
     remedy = propose(role="regional_manager", type="medical_expense", amount=1)
     assert remedy.approvers == ("hq_admin",)
+
+
+def test_a_policy_promise_runs_from_its_approval_and_a_given_deadline_passed_is_refused():
+    redo = propose(role="investigator", type="redo_service", amount=0)  # no authority of its own: waits
+    assert redo.status == AWAITING and redo.deadline == T0 + timedelta(days=3)
+    approved = redo.approve(by="sm-1", role="store_manager", now=T0 + timedelta(days=4), rules=RULES)
+    assert approved.deadline == T0 + timedelta(days=7)  # the policy's 3 days, from the approval
+    given = propose(role="investigator", type="redo_service", amount=0, deadline=T0 + timedelta(days=1))
+    with pytest.raises(RemedyRefused) as refused:
+        given.approve(by="sm-1", role="store_manager", now=T0 + timedelta(days=2), rules=RULES)
+    assert "deadline" in refused.value.fields
+
+
+def test_a_promise_waits_with_the_customer_and_amounts_read_to_the_fen():
+    redye = propose(type="redye", amount=0)
+    assert redye.postponed(timedelta(days=5)).deadline == T0 + timedelta(days=15)
+    assert redye.fulfil(now=T0).postponed(timedelta(days=5)).deadline == T0 + timedelta(days=10)  # kept: stays
+    with pytest.raises(RemedyRefused) as refused:
+        propose(amount=1234567.89).approve(by="rm", role="regional_manager", now=T0, rules=RULES)
+    assert "1234567.89 CNY" in str(refused.value)
