@@ -413,14 +413,22 @@ class Case(Aggregate):
         else:  # within the proposer's own authority: it goes ahead
             self._granted(remedy, actor, now)
 
+    def _decided_remedy(self, data: dict) -> Remedy:
+        """The remedy awaiting the decision: the one the approver names, if they name one."""
+        remedy = self.current_remedy
+        if data.get("remedy_id") is not None and str(data["remedy_id"]) != remedy.id:
+            raise CaseStateConflict(f"remedy {data['remedy_id']} is no longer the one awaiting approval "
+                                    f"(now: {remedy.id}, a {remedy.type} of {cny(remedy.amount)} CNY)")
+        return remedy
+
     def _approve(self, data: dict, actor: Actor, now: datetime, *, rules, **_) -> None:
-        remedy = self.current_remedy.approve(by=actor.subject, role=actor.role, now=now, rules=rules)
+        remedy = self._decided_remedy(data).approve(by=actor.subject, role=actor.role, now=now, rules=rules)
         self.remedies[-1] = remedy
         self._stop_clock("approval", now)
         self._granted(remedy, actor, now, data.get("note"))
 
     def _reject(self, data: dict, actor: Actor, now: datetime, *, rules, **_) -> None:
-        remedy = self.current_remedy
+        remedy = self._decided_remedy(data)
         if not rules.may_grant(actor.role, remedy.type, remedy.amount):
             needed = remedy.approvers[0] if remedy.approvers else "hq_admin"
             raise RemedyRefused(f"a {remedy.type} of {cny(remedy.amount)} CNY is decided by a {needed} (or higher), "
@@ -544,9 +552,11 @@ class Case(Aggregate):
         else:
             outcome, closure = "close", "satisfied"
         detail = {"visit_id": visit_id, "event": event_type, "score": score, "outcome": closure or outcome}
-        if self.state != "resolved" or follow.get("pending"):
+        answered = datetime.fromisoformat(payload["occurred_at"]) if payload.get("occurred_at") else None
+        stale = answered is not None and self.resolved_at is not None and answered < self.resolved_at
+        if self.state != "resolved" or follow.get("pending") or stale:  # not about this round
             self.timeline.append(TimelineEntry(now, SYSTEM, None, "follow_up_ignored",
-                                               {**detail, "state": self.state}))
+                                               {**detail, "state": self.state, "stale": stale}))
             return False
         follow["pending"] = {"outcome": outcome, "closure": closure, "visit_id": visit_id, "score": score,
                              "resolved": resolved, "event": event_type}

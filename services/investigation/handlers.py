@@ -68,7 +68,8 @@ def _commit(uow, case: Case, now: datetime, causation_id: str | None, *, new: bo
 def _process_data(task: str, data: dict) -> dict:
     """What a completed task gives the process: its data under the task's name (instants as
     text), so a condition may read `record_findings["responsibility"]`."""
-    return {task: {k: isoformat(v) if isinstance(v, datetime) else v for k, v in data.items()}}
+    return {task: {k: isoformat(v) if isinstance(v, datetime) else str(v) if isinstance(v, uuid.UUID) else v
+                   for k, v in data.items()}}
 
 
 # -- opening ----------------------------------------------------------------------------------------
@@ -235,6 +236,8 @@ def complete_task(store, *, identity: Identity, case_id: str, task: str, read_bo
             raise RuleRefused(str(refused), fields=fields) from None
         except CaseRuleBroken as broken:
             raise RuleRefused(str(broken), fields=broken.fields) from None
+        except CaseStateConflict as conflict:  # e.g. an approval of a remedy proposed again since
+            raise Conflict(str(conflict)) from None
         except TaskNotWaiting as gone:  # the case's task list was behind its process
             raise Conflict(str(gone)) from None
         _apply(case, result, now, rules)
@@ -344,7 +347,7 @@ def follow_up_outcome(store, *, event: dict, processes: CaseProcesses, policy, r
             log.warning("%s %s names case %s, which %s", event["type"], event["event_id"], case_id,
                         "is not here" if case is None else "is another branch's")
             return False
-        taken = case.follow_up_heard(event["type"], payload, now)
+        taken = case.follow_up_heard(event["type"], {**payload, "occurred_at": event.get("occurred_at")}, now)
         if taken:
             _settle_follow_up(case, uow, processes, now, rules, policy.branch(case.branch_code))
         _commit(uow, case, now, event["event_id"])

@@ -83,10 +83,13 @@ class ProposeRemedyIn(Strict):
 
 class ApproveIn(Strict):
     note = Text(2000)
+    # The remedy the approver saw: another one proposed since (after a rejection) is 409, not approved.
+    remedy_id = fields.UUID()
 
 
 class RejectIn(Strict):
     reason = Text(2000, required=True)
+    remedy_id = fields.UUID()
 
 
 class FulfilIn(Strict):

@@ -52,11 +52,11 @@ def resolve(chain, case_id, remedy=None) -> dict:
         "responsible": "INV-7", "follow_up": "三天后回访"}))
 
 
-def aftercare(chain, amqp_uri, event_type, payload, branch="SH001", correlation_id=None) -> dict:
+def aftercare(chain, amqp_uri, event_type, payload, branch="SH001", correlation_id=None, occurred_at=None) -> dict:
     """What aftercare will publish, published as it will be: an envelope on aftercare.events."""
     envelope = build_event(event_type, payload, branch_code=branch,
                            correlation_id=correlation_id or payload.get("case_id") or payload["sale_id"],
-                           occurred_at=chain.clock.now(), sequence=1, source="aftercare")
+                           occurred_at=occurred_at or chain.clock.now(), sequence=1, source="aftercare")
     publish_raw(amqp_uri, dict(envelope))
     return dict(envelope)
 
@@ -103,8 +103,11 @@ def test_a_refund_of_5000_waits_for_the_regional_manager_of_the_branch_s_region(
     wait_until(lambda: [m for m in staff_notices(chain, "role:hq_admin") if m["subject_id"] == case_id],
                "hq_admin to hear of the overdue approval")
 
-    rejected = done(call(chain, case_id, "reject", {"reason": "先按部分退款处理"}, role="regional_manager",
-                         region="east"))
+    stale = call(chain, case_id, "approve", {"remedy_id": str(uuid.uuid4())}, role="regional_manager", region="east")
+    assert stale.status_code == 409  # not the remedy awaiting approval
+    rejected = done(call(chain, case_id, "reject", {"reason": "先按部分退款处理",
+                                                     "remedy_id": proposed["remedies"][0]["id"]},
+                         role="regional_manager", region="east"))
     assert waiting(rejected) == ["propose_remedy"] and rejected["remedies"][0]["status"] == "rejected"
     assert rejected["sla"]["approval"]["state"] in ("met", "met_late")
     [event] = chain.events(case_id, "remedy_rejected")
@@ -166,7 +169,14 @@ def test_the_written_result_resolves_an_unsatisfied_follow_up_reopens_higher_and
     aftercare(chain, amqp_uri, "visit_completed", {**follow_up(case_id, score=2),
                                                     "visit_id": unsatisfied["visit_id"]})
 
+    chain.clock.advance(hours=1)
     resolve(chain, case_id, {"type": "voucher", "amount": 300})
+    # A follow-up answered before this resolution (a late copy from the first round) is not this one's.
+    aftercare(chain, amqp_uri, "visit_completed", follow_up(case_id, score=5),
+              occurred_at=chain.clock.now() - timedelta(minutes=30))
+    wait_until(lambda: [e for e in jsonbody(chain.case(case_id))["timeline"]
+                        if e["what"] == "follow_up_ignored" and e["detail"].get("stale")], "the stale one ignored")
+    assert jsonbody(chain.case(case_id))["state"] == "resolved"
     aftercare(chain, amqp_uri, "visit_completed", follow_up(case_id, score=5))
     [closed] = chain.events(case_id, "case_closed")
     assert closed["payload"]["outcome"] == "satisfied"
