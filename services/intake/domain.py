@@ -316,6 +316,22 @@ class Sale(CustomerRecord):
     items: list[dict] = field(default_factory=list)
     recorded_by: str = ""
     anonymised_at: datetime | None = None
+    legal_holds: dict = field(default_factory=dict)  # case id -> hold, for adverse-reaction cases held
+
+    def follow_legal_hold(self, case_id: str, event_type: str, sequence: int, hold: dict | None) -> bool:
+        """A case opened by an adverse reaction after this sale held or released (the case's
+        events are numbered per case: an older one changes nothing)."""
+        known = self.legal_holds.get(case_id, {})
+        if event_type not in LEGAL_HOLD_EVENTS or sequence <= known.get("sequence", 0):
+            return False
+        holds = dict(self.legal_holds)
+        holds[case_id] = {**hold, "sequence": sequence} if event_type == "legal_hold_set" else {"sequence": sequence}
+        self.legal_holds = holds
+        return True
+
+    @property
+    def held(self) -> bool:
+        return any("reason" in hold for hold in self.legal_holds.values())
 
     @classmethod
     def register(cls, data: dict, *, branch: Branch, recorded_at: datetime, recorded_by: str,

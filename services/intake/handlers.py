@@ -15,6 +15,7 @@ from services.intake.repository import IntakeUnitOfWork
 from services.intake.domain import Complaint, Customer, Sale
 from services.intake.policy import PERMISSIONS
 from services.intake.schemas import ComplaintIn, ComplaintQuery, SaleIn
+from shared.calendar.clock import isoformat
 from shared.notifications.queue import CustomerMessage
 from shared.security.privacy import customer_ref, mask_contact, redact
 from shared.persistence import idempotency
@@ -251,6 +252,9 @@ def _read_contact(store, *, identity: Identity, record_id: str, purpose, now: da
         logged_purpose = _clean_purpose(purpose)
         if logged_purpose is None:
             raise _Refused(ValidationFailed(PURPOSE_RULE, fields={"purpose": [PURPOSE_RULE]}), "purpose", record)
+        if record.anonymised_at is not None:  # retention took it: nothing left to give
+            raise _Refused(NotFound(f"the contact of {record.record_type} {record.id} was anonymised "
+                                    f"{isoformat(record.anonymised_at)}"), "anonymised", record)
         record_type = record.record_type
         uow.contact_access.add(accessed_at=now, subject=identity.subject, role=identity.role,
                                record_type=record_type, record_id=record.id, branch_code=record.branch_code,
@@ -299,6 +303,15 @@ def follow_legal_hold(store, *, event: dict) -> bool:
     complaint's personal data outlives the retention. True when the event was applied."""
     payload = event["payload"]
     hold = {"reason": payload.get("reason"), "by": payload.get("actor"), "at": event["occurred_at"]}
+    if payload.get("sale_id"):  # a case opened by an adverse reaction after a sale: the sale is kept
+        with store.unit_of_work() as uow:
+            sale = uow.sales.get(payload["sale_id"], for_update=True)
+            if sale is None or sale.branch_code != event["branch_code"]:
+                return False
+            changed = sale.follow_legal_hold(payload["case_id"], event["type"], event["sequence"], hold)
+            if changed:
+                uow.sales.save_progress(sale)
+        return changed
     return _follow(store, event, lambda complaint: complaint.follow_legal_hold(event["type"], event["sequence"], hold))
 
 

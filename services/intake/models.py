@@ -77,6 +77,8 @@ sales = sa.Table(
     sa.Column("items", pg.JSONB, nullable=False),
     sa.Column("recorded_by", sa.Text, nullable=False),
     sa.Column("last_sequence", sa.BigInteger, nullable=False, server_default="0"),
+    # Adverse-reaction cases after the sale an HQ admin holds: case id -> {"reason", "by", "at", "sequence"}.
+    sa.Column("legal_holds", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("anonymised_at", sa.DateTime(timezone=True)),
     sa.Index("ix_sales_branch_sold", "branch_code", "sold_at"),
     sa.Index("ix_sales_retention", "sold_at", postgresql_where=sa.text("anonymised_at IS NULL")),

@@ -111,19 +111,23 @@ class Sales:
         return None if row is None else self._uow.track(_sale(row))
 
     def save_progress(self, s: Sale) -> None:
-        self._uow.execute(models.sales.update().where(models.sales.c.id == s.id).values(last_sequence=s.sequence))
+        self._uow.execute(models.sales.update().where(models.sales.c.id == s.id).values(
+            last_sequence=s.sequence, legal_holds=s.legal_holds))
 
     def due_for_anonymisation(self, sold_before: datetime, *, limit: int | None, lock: bool) -> list[Sale]:
         """Sales made before `sold_before` not anonymised yet, oldest first (a sale closes when
         made: nothing follows it here yet)."""
         t = models.sales
-        statement = (sa.select(t).where(t.c.sold_at < sold_before, t.c.anonymised_at.is_(None))
+        statement = (sa.select(t).where(t.c.sold_at < sold_before, t.c.anonymised_at.is_(None), ~_sale_held(t))
                      .order_by(t.c.sold_at, t.c.id).limit(limit))
         rows = self._uow.execute(statement.with_for_update(skip_locked=True) if lock else statement).all()
         return [_sale(row) for row in rows]
 
     def held_past_retention(self, sold_before: datetime) -> int:
-        return 0  # a legal hold is set on a case, and reaches its complaint, not a sale
+        """Sales past the retention that a held adverse-reaction case keeps."""
+        t = models.sales
+        return self._uow.execute(sa.select(sa.func.count()).where(
+            t.c.sold_at < sold_before, t.c.anonymised_at.is_(None), _sale_held(t))).scalar()
 
     def save_anonymised(self, s: Sale) -> None:
         self._uow.execute(models.sales.update().where(models.sales.c.id == s.id).values(**_contact_values(s)))
@@ -204,10 +208,15 @@ def _complaint(row) -> Complaint:
     return complaint
 
 
+def _sale_held(t):
+    """Some case of the sale's holds it: an entry with a reason (a released one keeps its sequence only)."""
+    return sa.func.jsonb_path_exists(t.c.legal_holds, sa.text("'$.*.reason'::jsonpath"))
+
+
 def _sale(row) -> Sale:
     sale = Sale(id=str(row.id), branch_code=row.branch_code, region=row.region, sold_at=row.sold_at,
                 recorded_at=row.recorded_at, customer=_customer(row), customer_ref=row.customer_ref,
                 contact_consent=row.contact_consent, items=row.items, recorded_by=row.recorded_by,
-                anonymised_at=row.anonymised_at)
+                anonymised_at=row.anonymised_at, legal_holds=dict(row.legal_holds or {}))
     sale.sequence = row.last_sequence
     return sale

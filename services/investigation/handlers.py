@@ -153,8 +153,8 @@ def _task_view(r) -> dict:
             "paused": r.paused_since is not None}
 
 
-def read_archive(store, *, identity: Identity, case_id: str, query: dict, read_contact, now: datetime,
-                 causation_id: str | None = None) -> dict:
+def read_archive(store, *, identity: Identity, case_id: str, read_query: Callable[[], dict], read_contact,
+                 now: datetime, causation_id: str | None = None) -> dict:
     """A closed case's whole record and the customer's contact (from intake), for HQ and
     auditors, with a stated purpose; the read is published as `archive_accessed`. In the API's
     order: 404, 409 (not closed), 403, 400. Without intake the record still comes, its contact
@@ -165,7 +165,7 @@ def read_archive(store, *, identity: Identity, case_id: str, query: dict, read_c
         if case.state != "closed":
             raise Conflict(f"case {case.reference} is not closed: the archive holds closed cases")
         PERMISSIONS.require(identity, "case:archive")
-        data, errors = load(ARCHIVE_QUERY, query)
+        data, errors = load(ARCHIVE_QUERY, read_query())
         if errors:
             raise ValidationFailed("say why the record is read (purpose=...)", fields=errors)
         record_type, record_id = case.message_record()

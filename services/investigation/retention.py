@@ -163,7 +163,7 @@ def _held_case(uow, identity: Identity, case_id) -> sa.Row:
     uow.execute(sa.select(INSTANCES.c.id).where(INSTANCES.c.id == case_id).with_for_update())
     c = models.cases
     row = uow.execute(sa.select(c.c.id, c.c.reference, c.c.branch_code, c.c.complaint_id, c.c.legal_hold,
-                                c.c.anonymised_at, c.c.last_sequence).where(c.c.id == case_id)).first()
+                                c.c.anonymised_at, c.c.last_sequence, c.c.origin).where(c.c.id == case_id)).first()
     if row is None or not identity.can_see(row.branch_code):
         raise NotFound(f"no case {case_id}")
     return row
@@ -180,6 +180,8 @@ def _change_hold(uow, row, identity: Identity, hold: dict | None, event_type: st
     sequence = row.last_sequence + 1
     payload = {"case_id": str(row.id), "complaint_id": str(row.complaint_id) if row.complaint_id else None,
                "actor": identity.subject, "actor_role": identity.role, **detail}
+    if row.origin and row.origin.get("sale_id"):  # an adverse reaction's case: intake keeps the sale
+        payload["sale_id"] = row.origin["sale_id"]
     envelope = build_event(event_type, payload, branch_code=row.branch_code, correlation_id=str(row.id),
                            occurred_at=now, sequence=sequence, causation_id=causation_id, source="investigation")
     c = models.cases

@@ -133,9 +133,15 @@ class ResumeIn(Strict):
     note = Text(500)
 
 
+def _a_purpose(value: str) -> None:
+    if sum(unicodedata.category(c).startswith("L") for c in value) < 2:
+        raise ValidationError("a purpose of at least 2 letters: why the record is read")
+
+
 class ArchiveQuery(Strict):
-    """Why the record is read: logged with who read it (查阅登记)."""
-    purpose = Text(500, required=True)
+    """Why the record is read: logged with who read it (查阅登记); intake gives the contact for
+    the same rule of purpose."""
+    purpose = Text(500, _a_purpose, required=True)
 
 
 class CaseQuery(PageQuery):

@@ -127,7 +127,8 @@ class InvestigationService(Operations):
 
     @api("GET", "/v1/archive/cases/<case_id>")
     def read_archive(self, request, case_id):
-        return handlers.read_archive(self.db, identity=identity(request), case_id=case_id, query=query_args(request),
+        return handlers.read_archive(self.db, identity=identity(request), case_id=case_id,
+                                     read_query=lambda: query_args(request),
                                      read_contact=archived_contact_reader(self.intake), now=self.env.now(),
                                      causation_id=correlation_id(request))
 

@@ -158,10 +158,23 @@ def scheduled_run(store, kinds: tuple[RecordKind, ...], *, service: str, retenti
     """What the daily timer does: a run when the last one is `every` old (or there was none);
     a database that is away is logged and tried again at the next tick."""
     try:
-        last = last_run(store)
-        if last is not None and now - last < every:
-            return None
-        return run(store, kinds, service=service, retention=retention, now=now)
+        # One replica at a time decides and runs (a session lock, held through the run's own
+        # transactions, on a connection of its own beside the pool's): replicas ticking together
+        # would each find yesterday's run the last.
+        locker = sa.create_engine(store.engine.url, poolclass=sa.pool.NullPool)
+        with locker.connect() as lock:
+            key = sa.func.hashtext(f"closeloop.retention.{service}")
+            if not lock.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar():
+                return None  # another replica runs it now
+            try:
+                last = last_run(store)
+                if last is not None and now - last < every:
+                    return None
+                return run(store, kinds, service=service, retention=retention, now=now)
+            finally:
+                lock.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+                lock.commit()
+                locker.dispose()
     except Exception as exc:  # noqa: BLE001 - the next tick tries again; a batch done stays done
         if not is_temporary(exc):
             raise

@@ -161,6 +161,20 @@ def surname_from_mask(masked: str | None) -> str | None:
     return masked[0] if masked and _is_cjk(masked[0]) else None
 
 
+# Full-width digits and signs (１３８, ＋８６, as Chinese input methods type them) read as ASCII ones:
+# one character for one, so a match in the translated text is the same span of the original.
+_AS_ASCII = str.maketrans({chr(0xFF10 + d): str(d) for d in range(10)} | {"＋": "+", "－": "-", "（": "(", "）": ")",
+                                                                          "\u3000": " ", "．": "."})
+
+
+def _sub_as_ascii(pattern: re.Pattern, text: str) -> str:
+    """`pattern`'s matches in `text` read with ASCII digits, replaced by ANONYMISED in the original."""
+    spans = [m.span() for m in pattern.finditer(text.translate(_AS_ASCII))]
+    for start, end in reversed(spans):
+        text = text[:start] + ANONYMISED + text[end:]
+    return text
+
+
 def anonymise_text(text: str, *, name: str | None = None, surname: str | None = None, phone: str | None = None,
                    email: str | None = None) -> str:
     """The text with personal data replaced by ANONYMISED: this customer's `name` (whole, however
@@ -174,9 +188,8 @@ def anonymise_text(text: str, *, name: str | None = None, surname: str | None = 
         text = re.sub(re.escape(email.strip()), ANONYMISED, text, flags=re.IGNORECASE)
     text = _ANY_EMAIL.sub(ANONYMISED, text)
     loose = _loose_phone(phone) if phone and phone.strip() else None
-    if loose is not None:
-        text = loose.sub(ANONYMISED, text)
-    text = _ANY_PHONE.sub(ANONYMISED, text)
+    for pattern in ([loose] if loose is not None else []) + [_ANY_PHONE]:
+        text = _sub_as_ascii(pattern, text)
     parts = _name_parts(name.strip()) if name else []
     surnames = {s for s in (surname, surname_of(name)) if s}
     if parts and len("".join(parts)) >= 2:  # one character alone (王) is in too many words

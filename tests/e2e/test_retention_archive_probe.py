@@ -4,7 +4,7 @@ retention ran; intake away or silent; an adverse reaction's case; holds kept by 
 runs and released; a closed case whose corrective action is still open; two runs at once; a
 reopened complaint; the scrubbing's reach; the command; the daily timers, and two replicas'.
 
-Tests marked `# DEFECT:` fail on the code as it is and pass once the defect is fixed."""
+Tests marked `# Found by the outside probe, fixed:` failed on a defect the probe found."""
 import json
 import subprocess
 import sys
@@ -290,7 +290,7 @@ def complaint_request_with_phone() -> dict:
 
 
 def test_the_archive_of_an_anonymised_case_says_the_contact_is_gone_rather_than_giving_an_empty_one(chain):
-    # DEFECT: intake's get_archived_contact (services/intake/handlers.py _read_contact) answers an
+    # Found by the outside probe, fixed: intake's get_archived_contact (services/intake/handlers.py _read_contact) answers an
     # anonymised record's contact as {"name": null, "phone": null, ...} and logs it `granted`, so the
     # archive shows a contact of nulls, `contact_unavailable: null`, and archive_accessed says
     # contact_read: true. A record whose contact is gone should come without one (`contact: null`),
@@ -433,7 +433,7 @@ def test_the_archive_of_a_closed_adverse_reaction_case_gives_the_contact_of_its_
 
 
 def test_a_legal_hold_on_an_adverse_reaction_case_keeps_its_sale_s_contact_in_intake(chain, amqp_uri):
-    # DEFECT: a hold "keeps the case's personal data (and its complaint's, in intake)", but the
+    # Found by the outside probe, fixed: a hold "keeps the case's personal data (and its complaint's, in intake)", but the
     # customer of an adverse reaction's case is a sale's: legal_hold_set carries complaint_id
     # null and no sale id, intake's follow_legal_hold (services/intake/handlers.py _follow)
     # drops it, and Sales.held_past_retention is 0 by design (services/intake/repository.py),
@@ -623,7 +623,7 @@ def test_the_scrubbing_takes_names_numbers_and_addresses_and_leaves_what_counts(
 
 @pytest.mark.parametrize("scrub", [investigation_scrub, intake_scrub], ids=["investigation", "intake"])
 def test_a_phone_typed_in_full_width_digits_is_scrubbed_too(scrub):
-    # DEFECT: Chinese input methods in full-width mode type digits as U+FF10-FF19 (１３８…), common
+    # Found by the outside probe, fixed: Chinese input methods in full-width mode type digits as U+FF10-FF19 (１３８…), common
     # in texts staff write. shared/security/privacy.py's _ANY_PHONE starts a mobile with ASCII
     # `1[3-9]` and _loose_phone escapes the customer's ASCII digits, so "电话１３８１２３４６１３８"
     # survives the retention in both services (one full-width digit at the end is caught, as
@@ -635,7 +635,7 @@ def test_a_phone_typed_in_full_width_digits_is_scrubbed_too(scrub):
 # -- 8. the daily timer --------------------------------------------------------------------------------
 
 def test_two_replicas_whose_timers_tick_together_run_the_day_s_retention_once(database_factory):
-    # DEFECT: scheduled_run (shared/persistence/anonymisation.py) reads the last *finished* run,
+    # Found by the outside probe, fixed: scheduled_run (shared/persistence/anonymisation.py) reads the last *finished* run,
     # then runs, with nothing claiming the day in between: two replicas started together (compose
     # `--scale`) tick at the same phase every hour, both find no run of the day, and both run it,
     # each logged: the README promises "replicas and restarts neither skip nor repeat a day".
@@ -796,7 +796,7 @@ class SilentIntake:
 
 
 def test_a_purpose_given_twice_is_checked_after_the_case_exists_and_is_closed(lone):
-    # DEFECT: query_args() runs before the handler (services/investigation/service.py read_archive),
+    # Found by the outside probe, fixed: query_args() runs before the handler (services/investigation/service.py read_archive),
     # so a repeated (or NUL-bearing) purpose answers 400 before the 404 of an unknown case and the
     # 409 of an open one; the API's order is 401, 404, 409, 403, 400.
     still_open = lone.open()
@@ -808,7 +808,7 @@ def test_a_purpose_given_twice_is_checked_after_the_case_exists_and_is_closed(lo
 
 
 def test_a_purpose_without_two_letters_is_refused_as_intake_refuses_it(lone):
-    # DEFECT: the archive takes any visible character as a purpose (ArchiveQuery.purpose is
+    # Found by the outside probe, fixed: the archive takes any visible character as a purpose (ArchiveQuery.purpose is
     # Text(500), services/investigation/schemas.py), while intake's contact rule needs two
     # letters: "1" or "。。" reads the whole closed record (logged as archive_accessed) and only
     # the contact is refused. The archive should answer 400 naming `purpose`, as for no purpose.

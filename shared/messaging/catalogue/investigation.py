@@ -213,8 +213,12 @@ SCHEMAS = {
 # -- retention: an HQ admin's legal hold keeps a case's personal data past the retention ----------
 # (intake holds the complaint's contact as long as its case is held)
 
-class LegalHoldSetV1(CaseEventV1):
+class LegalHoldReleasedV1(CaseEventV1):
+    sale_id = IdString()  # a case opened by an adverse reaction: the sale intake keeps while held
+
+
+class LegalHoldSetV1(LegalHoldReleasedV1):
     reason = Text(validate.Length(min=1, max=500), required=True)
 
 
-SCHEMAS.update({("legal_hold_set", 1): LegalHoldSetV1, ("legal_hold_released", 1): CaseEventV1})
+SCHEMAS.update({("legal_hold_set", 1): LegalHoldSetV1, ("legal_hold_released", 1): LegalHoldReleasedV1})
