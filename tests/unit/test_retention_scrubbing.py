@@ -157,3 +157,11 @@ def test_a_run_says_one_line_per_record_type():
         "hold: c1 c2",
         "intake: would anonymise 0 sale(s) closed before 2026-11-23T02:00:00+00:00"]
     assert report.lines(ids=False)[0].endswith("legal hold")
+
+
+def test_phones_typed_with_dots_or_full_width_digits_are_found_and_amounts_stay():
+    from shared.security.privacy import ANONYMISED, anonymise_text
+
+    text = "回电138.1234.6138或１３８１２３４６１３８，退款1380.00元，订单SH001-20261122-0007，批次B2026-11-03"
+    assert anonymise_text(text) == (f"回电{ANONYMISED}或{ANONYMISED}，退款1380.00元，订单SH001-20261122-0007，"
+                                    "批次B2026-11-03")
