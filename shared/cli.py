@@ -103,9 +103,14 @@ def cmd_db_upgrade(args) -> int:
 def _database_problem(config: dict) -> str | None:
     """Why the service's database is unusable (not UTF-8). A database that is down at start is
     waited for as usual, and each new connection is checked again (shared.persistence.db)."""
+    import sqlalchemy as sa
+
     from shared.persistence import db
 
-    return db.check_utf8(config["DATABASE_URL"])
+    try:
+        return db.check_utf8(config["DATABASE_URL"])
+    except (sa.exc.ArgumentError, ValueError) as exc:  # not a database URL at all
+        return f"DATABASE_URL is not a PostgreSQL URL ({_first_line(exc)})"
 
 
 def _wait_for_broker(service: str, amqp_uri: str) -> None:

@@ -150,3 +150,11 @@ def test_replay_knows_a_message_parked_longer_ago_than_the_inbox_keeps_events():
     assert cli._parked_before(parked(timedelta(days=31)), month)
     assert not cli._parked_before(parked(timedelta(days=29)), month)
     assert not cli._parked_before(parked(month, failed_at=""), month)  # no header: nothing to say
+
+
+def test_a_database_url_that_is_no_database_url_is_a_line_not_a_traceback(capsys, monkeypatch):
+    monkeypatch.setenv("INTAKE_DATABASE_URL", "nonsense://x")
+    code, out, err = run(capsys, "retention", "run", "--service", "intake")
+    assert code == 2 and out == ""
+    assert err.strip() == ("closeloop: cannot run the retention of intake: DATABASE_URL is not a PostgreSQL URL "
+                           "(Can't load plugin: sqlalchemy.dialects:nonsense)")
