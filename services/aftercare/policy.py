@@ -1,19 +1,25 @@
 """Aftercare's rules, as data: its section of the chain policy file (`aftercare:`). When a
-return visit falls due after a sale (days by product type) and when customers may be called."""
+return visit falls due after a sale (days by product type), when the satisfaction follow-up
+falls due after a resolved case, when customers may be called, and how hard a visit tries."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import time
+from datetime import time, timedelta
 
 from shared.calendar.policy import MAX_DURATION, ChainPolicy, Checker, show
 
-_SECTION = {"visit_delays", "contact_hours"}
+_SECTION = {"visit_delays", "contact_hours", "follow_up_after", "call_attempts", "attempts_apart", "abandon_after"}
+DEFAULTS = {"follow_up_after": "P3D", "attempts_apart": "P1D", "abandon_after": "P7D"}
 
 
 @dataclass(frozen=True)
 class AftercareRules:
     visit_delays: dict[str, int]  # product type -> days after the sale
     contact_hours: tuple[time, time]  # local time at the branch
+    follow_up_after: timedelta = timedelta(days=3)  # a resolved case's satisfaction follow-up
+    call_attempts: int = 3                          # calls before a message is sent instead
+    attempts_apart: timedelta = timedelta(days=1)
+    abandon_after: timedelta = timedelta(days=7)    # no answer this long after due: abandoned
 
 
 def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> AftercareRules:
@@ -28,4 +34,10 @@ def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> AftercareRules:
                   f"{show(days)} is not a positive number of days (at most {MAX_DURATION.days})")
     window = c.window(doc.get("contact_hours", "09:00-21:00"), "aftercare.contact_hours") or (540, 1260)
     as_time = lambda m: time.max if m == 1440 else time(m // 60, m % 60)  # noqa: E731 (24:00 = end of day)
-    return AftercareRules(visit_delays=dict(visit_delays), contact_hours=(as_time(window[0]), as_time(window[1])))
+    periods = {name: c.duration(doc.get(name, default), f"aftercare.{name}") for name, default in DEFAULTS.items()}
+    attempts = doc.get("call_attempts", 3)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 10:
+        c.bad("aftercare.call_attempts", f"{show(attempts)} is not a number of calls from 1 to 10")
+        attempts = 3
+    return AftercareRules(visit_delays=dict(visit_delays), contact_hours=(as_time(window[0]), as_time(window[1])),
+                          call_attempts=attempts, **periods)

@@ -390,6 +390,17 @@ BAD_POLICIES = [
      "aftercare.visit_delays.perm: unknown product type"),
     ("bad contact hours", lambda d: d["aftercare"].update(contact_hours="21:00-09:00"),
      "aftercare.contact_hours: '21:00-09:00' closes before it opens"),
+    ("no call attempts", lambda d: d["aftercare"].update(call_attempts=0),
+     "aftercare.call_attempts: 0 is not a number of calls from 1 to 10"),
+    ("follow-up after no time", lambda d: d["aftercare"].update(follow_up_after="PT0S"),
+     "aftercare.follow_up_after: 'PT0S' is not a duration"),
+    ("abandon after a non-duration", lambda d: d["aftercare"].update(abandon_after="a week"),
+     "aftercare.abandon_after:"),
+    # investigation's approval clock and adverse reactions:
+    ("approval deadline not a duration", lambda d: d["investigation"]["sla"].update(approval="soon"),
+     "investigation.sla.approval:"),
+    ("unknown adverse reaction key", lambda d: d["investigation"].update(adverse_reaction={"triage": "PT1H"}),
+     "investigation.adverse_reaction.triage: unknown key"),
 ]
 
 
