@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shared.calendar.branches import Branch
+from shared.calendar.clock import isoformat
+from shared.messaging.aggregate import Aggregate
 
 KINDS = ("return", "follow_up")
+OPEN = ("scheduled", "in_progress")
 ALLERGY_CHECKS = frozenset({"hair_colour", "perm"})  # product types whose visit asks about reactions first
 _VISITS = uuid.UUID("0b8f5c7e-9d7a-4f51-8a3c-1f2e6d4b9a20")  # the namespace of visit ids
 
@@ -86,3 +89,40 @@ def plan_follow_up(resolved: dict, *, branch: Branch, rules) -> PlannedVisit:
         id=str(uuid.uuid5(_VISITS, f"follow_up:{resolved['case_id']}:{round_}")), kind="follow_up",
         branch_code=branch.code, due_at=contact_time(resolved_at + rules.follow_up_after, branch, rules),
         case_id=resolved["case_id"], sale_id=None, customer_ref=resolved.get("customer_ref"))
+
+
+@dataclass(frozen=True)
+class VisitEvent:
+    """A domain event about a visit: its type on the bus and its own payload fields."""
+    type: str
+    at: datetime
+    fields: dict
+
+
+class Visit(Aggregate):
+    """A visit as it is stored and worked (the process that works it comes next)."""
+
+    def __init__(self, planned: PlannedVisit, *, status: str = "scheduled", attempts: int = 0,
+                 outcome: dict | None = None):
+        self.planned, self.status, self.attempts, self.outcome = planned, status, attempts, outcome
+
+    def __getattr__(self, name):  # the plan's fields read as the visit's own
+        return getattr(self.__dict__["planned"], name)
+
+    @classmethod
+    def schedule(cls, planned: PlannedVisit, now: datetime) -> "Visit":
+        visit = cls(planned)
+        visit.record(VisitEvent("visit_scheduled", now, {"due_at": isoformat(planned.due_at)}))
+        return visit
+
+    @property
+    def open(self) -> bool:
+        return self.status in OPEN
+
+    def cancel(self, reason: str, now: datetime) -> bool:
+        """A follow-up no longer wanted (its case reopened): True when it was still open."""
+        if not self.open:
+            return False
+        self.status, self.outcome = "cancelled", {"reason": reason, "at": isoformat(now)}
+        self.record(VisitEvent("visit_cancelled", now, {"reason": reason}))
+        return True

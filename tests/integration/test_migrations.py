@@ -4,6 +4,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from services.aftercare import models as aftercare_models
 from services.intake import models
 from services.investigation import models as investigation_models
 
@@ -11,7 +12,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("service, metadata", [("intake", models.metadata),
-                                               ("investigation", investigation_models.metadata)])
+                                               ("investigation", investigation_models.metadata),
+                                               ("aftercare", aftercare_models.metadata)])
 def test_each_service_s_migrations_match_its_models(database_factory, service, metadata):
     engine = sa.create_engine(database_factory(service))
     with engine.connect() as conn:

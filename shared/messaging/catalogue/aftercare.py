@@ -34,6 +34,11 @@ class VisitScheduledV1(VisitEventV1):
     due_at = InstantString(required=True)
 
 
+class VisitCancelledV1(VisitEventV1):
+    """A visit no longer wanted: a follow-up whose case was reopened."""
+    reason = Text(required=True)
+
+
 class VisitAttemptedV1(VisitEventV1):
     channel = fields.String()
     reached = fields.Boolean()
@@ -80,6 +85,7 @@ class AdverseReactionReportedV1(VisitEventV1):
 SCHEMAS = {
     ("customer_message_requested", 1): CustomerMessageRequestedV1,
     ("visit_scheduled", 1): VisitScheduledV1,
+    ("visit_cancelled", 1): VisitCancelledV1,
     ("visit_attempted", 1): VisitAttemptedV1,
     ("visit_completed", 1): VisitCompletedV1,
     ("visit_abandoned", 1): VisitAbandonedV1,

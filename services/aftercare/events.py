@@ -1,0 +1,17 @@
+"""Aftercare's domain events as they travel on the bus: a visit's events carry the sale's id
+(return visits) or the case's (follow-ups) as their correlation id, numbered per visit."""
+from __future__ import annotations
+
+from services.aftercare.domain import Visit, VisitEvent
+from shared.messaging.envelope import ValidatedEvent, build_event
+
+
+def envelopes(visit: Visit, *, causation_id: str | None) -> list[ValidatedEvent]:
+    return [envelope(visit, event, sequence, causation_id) for sequence, event in visit.pull_events()]
+
+
+def envelope(visit: Visit, event: VisitEvent, sequence: int, causation_id: str | None) -> ValidatedEvent:
+    payload = {"visit_id": visit.id, "kind": visit.kind, "case_id": visit.case_id, "sale_id": visit.sale_id,
+               "customer_ref": visit.customer_ref, **event.fields}
+    return build_event(event.type, payload, branch_code=visit.branch_code, correlation_id=visit.correlation_id,
+                       sequence=sequence, causation_id=causation_id, occurred_at=event.at, source="aftercare")

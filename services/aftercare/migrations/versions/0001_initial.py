@@ -1,0 +1,58 @@
+"""Aftercare: visits; outbox, inbox, staff notifications and the workflow engine's tables.
+
+Revision ID: 0001
+Revises:
+"""
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql as pg
+
+from shared import workflow
+from shared.messaging import inbox, outbox
+from shared.notifications import queue
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+TZ = sa.DateTime(timezone=True)
+
+
+def upgrade():
+    outbox.create_tables_v1(op)
+    queue.upgrade_table_v2(op)
+    op.execute("CREATE INDEX ix_notifications_done_at ON notifications ((coalesce(sent_at, failed_at)))")
+    inbox.create_tables_v1(op)
+    op.create_index("ix_inbox_handled_at", "inbox", ["handled_at"])
+    workflow.create_tables_v1(op)
+    workflow.upgrade_tables_v2(op)
+    op.create_table(
+        "visits",
+        sa.Column("id", pg.UUID(as_uuid=False), primary_key=True),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("branch_code", sa.Text, nullable=False),
+        sa.Column("due_at", TZ, nullable=False),
+        sa.Column("sale_id", pg.UUID(as_uuid=False)),
+        sa.Column("case_id", pg.UUID(as_uuid=False)),
+        sa.Column("customer_ref", sa.Text),
+        sa.Column("customer_masked", pg.JSONB, nullable=False),
+        sa.Column("items", pg.JSONB, nullable=False),
+        sa.Column("allergy_check", sa.Boolean, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("outcome", pg.JSONB),
+        sa.Column("planned_by", sa.Text, nullable=False),
+        sa.Column("created_at", TZ, nullable=False),
+        sa.Column("updated_at", TZ, nullable=False),
+        sa.Column("last_sequence", sa.BigInteger, nullable=False, server_default="0"),
+    )
+    op.create_index("ix_visits_queue", "visits", ["branch_code", sa.text("allergy_check DESC"), "due_at", "id"],
+                    postgresql_where=sa.text("status IN ('scheduled', 'in_progress')"))
+    op.create_index("ix_visits_case", "visits", ["case_id"], postgresql_where=sa.text("case_id IS NOT NULL"))
+    op.create_index("ix_visits_sale", "visits", ["sale_id"], postgresql_where=sa.text("sale_id IS NOT NULL"))
+
+
+def downgrade():
+    for table in ("visits", "process_instances", "process_definitions", "inbox", "notifications", "outbox"):
+        op.drop_table(table)
