@@ -106,8 +106,9 @@ class Visit(Aggregate):
                  outcome: dict | None = None):
         self.planned, self.status, self.attempts, self.outcome = planned, status, attempts, outcome
 
-    def __getattr__(self, name):  # the plan's fields read as the visit's own
-        return getattr(self.__dict__["planned"], name)
+    @property
+    def id(self) -> str:
+        return self.planned.id
 
     @classmethod
     def schedule(cls, planned: PlannedVisit, now: datetime) -> "Visit":

@@ -11,7 +11,8 @@ def envelopes(visit: Visit, *, causation_id: str | None) -> list[ValidatedEvent]
 
 
 def envelope(visit: Visit, event: VisitEvent, sequence: int, causation_id: str | None) -> ValidatedEvent:
-    payload = {"visit_id": visit.id, "kind": visit.kind, "case_id": visit.case_id, "sale_id": visit.sale_id,
-               "customer_ref": visit.customer_ref, **event.fields}
-    return build_event(event.type, payload, branch_code=visit.branch_code, correlation_id=visit.correlation_id,
+    p = visit.planned
+    payload = {"visit_id": p.id, "kind": p.kind, "case_id": p.case_id, "sale_id": p.sale_id,
+               "customer_ref": p.customer_ref, **event.fields}
+    return build_event(event.type, payload, branch_code=p.branch_code, correlation_id=p.correlation_id,
                        sequence=sequence, causation_id=causation_id, occurred_at=event.at, source="aftercare")

@@ -294,39 +294,35 @@ def follow_case(store, *, event: dict) -> bool:
     """A case event moves its complaint's status, unless a newer one already did (events of
     one case may arrive in any order). A case not opened for a complaint (an adverse
     reaction after a sale) has no complaint here. True when the event was applied."""
-    return _follow(store, event, lambda complaint: complaint.follow_case(
-        event["type"], event["sequence"], datetime.fromisoformat(event["occurred_at"])))
+    at = datetime.fromisoformat(event["occurred_at"])
+    return _follow(store, event, "complaints", event["payload"]["complaint_id"],
+                   lambda complaint: complaint.follow_case(event["type"], event["sequence"], at))
 
 
 def follow_legal_hold(store, *, event: dict) -> bool:
-    """An HQ admin set a legal hold on the complaint's case, or released it: while held, the
-    complaint's personal data outlives the retention. True when the event was applied."""
+    """An HQ admin set a legal hold on a case, or released it: while held, the personal data of
+    its complaint (or, for a case opened by an adverse reaction, of its sale) outlives the
+    retention. True when the event was applied."""
     payload = event["payload"]
     hold = {"reason": payload.get("reason"), "by": payload.get("actor"), "at": event["occurred_at"]}
-    if payload.get("sale_id"):  # a case opened by an adverse reaction after a sale: the sale is kept
-        with store.unit_of_work() as uow:
-            sale = uow.sales.get(payload["sale_id"], for_update=True)
-            if sale is None or sale.branch_code != event["branch_code"]:
-                return False
-            changed = sale.follow_legal_hold(payload["case_id"], event["type"], event["sequence"], hold)
-            if changed:
-                uow.sales.save_progress(sale)
-        return changed
-    return _follow(store, event, lambda complaint: complaint.follow_legal_hold(event["type"], event["sequence"], hold))
+    if payload.get("sale_id"):
+        return _follow(store, event, "sales", payload["sale_id"], lambda sale: sale.follow_legal_hold(
+            payload["case_id"], event["type"], event["sequence"], hold))
+    return _follow(store, event, "complaints", payload["complaint_id"],
+                   lambda complaint: complaint.follow_legal_hold(event["type"], event["sequence"], hold))
 
 
-def _follow(store, event: dict, apply) -> bool:
-    """Apply a case event to its complaint, locked; False when it names none here."""
-    complaint_id = event["payload"]["complaint_id"]
+def _follow(store, event: dict, records: str, record_id: str | None, apply) -> bool:
+    """Apply a case event to the complaint or sale it names, locked; False when it names none here."""
     with store.unit_of_work() as uow:
-        complaint = uow.complaints.get(complaint_id, for_update=True) if complaint_id else None
-        if complaint is None or complaint.branch_code != event["branch_code"]:
+        repository = getattr(uow, records)
+        record = repository.get(record_id, for_update=True) if record_id else None
+        if record is None or record.branch_code != event["branch_code"]:
             return False  # not ours, or not the branch the case says: a producer's mistake
-        changed = apply(complaint)
+        changed = apply(record)
         if changed:
-            uow.complaints.save_progress(complaint)
+            repository.save_progress(record)
     return changed
-
 
 
 # -- messages to customers, on other services' request ------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 
 from services.investigation.exceptions import CaseRuleBroken, CaseStateConflict
 from services.investigation.policy import BRANCH_ROLES, REGION_ROLES
-from services.investigation.remedies import AWAITING, Remedy, RemedyRefused, cny
+from services.investigation.remedies import AWAITING, Remedy, cny
 from shared.calendar.branches import Branch
 from shared.calendar.clock import isoformat
 from shared.messaging.aggregate import Aggregate
@@ -429,11 +429,8 @@ class Case(Aggregate):
 
     def _reject(self, data: dict, actor: Actor, now: datetime, *, rules, **_) -> None:
         remedy = self._decided_remedy(data)
-        if not rules.may_grant(actor.role, remedy.type, remedy.amount):
-            needed = remedy.approvers[0] if remedy.approvers else "hq_admin"
-            raise RemedyRefused(f"a {remedy.type} of {cny(remedy.amount)} CNY is decided by a {needed} (or higher), "
-                                f"not a {actor.role}", {"role": [f"needs {needed}"]}, needed)
-        self.remedies[-1] = remedy.reject(by=actor.subject, reason=data["reason"], now=now)
+        self.remedies[-1] = remedy.reject(by=actor.subject, role=actor.role, reason=data["reason"], now=now,
+                                          rules=rules)
         self._stop_clock("approval", now)
         self._happened("remedy_rejected", now, actor, {"remedy_id": remedy.id, "reason": data["reason"]},
                        remedy_id=remedy.id, type=remedy.type, amount=remedy.amount, reason=data["reason"])
@@ -531,7 +528,7 @@ class Case(Aggregate):
                                                           f"{action['owner']} was due {action['due']}: "
                                                           f"{action['action'][:200]}"))
 
-    def follow_up_heard(self, event_type: str, payload: dict, now: datetime) -> bool:
+    def follow_up_heard(self, event_type: str, payload: dict, answered_at: datetime | None, now: datetime) -> bool:
         """Aftercare's word on the satisfaction follow-up: `visit_completed`, `visit_abandoned` or
         `dissatisfaction_reported`. True when it stands as the outcome the case waits for (applied
         when the process reaches the follow-up); a visit heard of already, or a word that comes
@@ -552,8 +549,7 @@ class Case(Aggregate):
         else:
             outcome, closure = "close", "satisfied"
         detail = {"visit_id": visit_id, "event": event_type, "score": score, "outcome": closure or outcome}
-        answered = datetime.fromisoformat(payload["occurred_at"]) if payload.get("occurred_at") else None
-        stale = answered is not None and self.resolved_at is not None and answered < self.resolved_at
+        stale = answered_at is not None and self.resolved_at is not None and answered_at < self.resolved_at
         if self.state != "resolved" or follow.get("pending") or stale:  # not about this round
             self.timeline.append(TimelineEntry(now, SYSTEM, None, "follow_up_ignored",
                                                {**detail, "state": self.state, "stale": stale}))
@@ -624,6 +620,32 @@ class Case(Aggregate):
                                            "customer_message_requested",
                                            {"request_event_id": message.request_id, "purpose": message.purpose,
                                             "channels": list(message.channels)}))
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def hold_legally(self, reason: str, actor: Actor, now: datetime) -> bool:
+        """An HQ admin keeps the case's personal data past the retention (a dispute, a lawsuit).
+        The same reason again changes nothing (False); another replaces the hold."""
+        if self.anonymised_at is not None:
+            raise CaseStateConflict(f"case {self.reference}'s personal data was anonymised on "
+                                    f"{isoformat(self.anonymised_at)}: there is nothing left to hold")
+        if self.legal_hold is not None and self.legal_hold.get("reason") == reason:
+            return False
+        self.legal_hold = {"reason": reason, "by": actor.subject, "at": isoformat(now)}
+        self._happened("legal_hold_set", now, actor, {"reason": reason}, reason=reason, **self._sale_link())
+        return True
+
+    def release_legal_hold(self, actor: Actor, now: datetime) -> bool:
+        """The hold ends: the retention counts again from the closure. False: none was held."""
+        if self.legal_hold is None:
+            return False
+        self.legal_hold = None
+        self._happened("legal_hold_released", now, actor, {}, **self._sale_link())
+        return True
+
+    def _sale_link(self) -> dict:
+        """An adverse reaction's case names its sale, which intake keeps while the case is held."""
+        return {"sale_id": self.origin["sale_id"]} if self.origin and self.origin.get("sale_id") else {}
 
     # -- the archive ---------------------------------------------------------------------------
 

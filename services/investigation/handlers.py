@@ -15,7 +15,7 @@ from services.investigation.domain import SYSTEM, Actor, Case, CaseRuleBroken, C
 from services.investigation.policy import PERMISSIONS
 from services.investigation.remedies import RemedyRefused
 from services.investigation.schemas import (
-    PROCESS_TASK, TASK_BODIES, ArchiveQuery, CaseQuery, PauseIn, ResumeIn, TaskQuery,
+    PROCESS_TASK, TASK_BODIES, ArchiveQuery, CaseQuery, LegalHoldIn, PauseIn, ResumeIn, TaskQuery,
 )
 from shared.calendar.clock import isoformat
 from shared.notifications.queue import StaffMessage
@@ -27,7 +27,8 @@ from shared.workflow import InstanceExists, StepResult, TaskNotWaiting
 log = logging.getLogger("closeloop.investigation")
 # A case opened by an adverse reaction has its own id, the same for every copy of one report.
 ADVERSE_REACTION_CASES = uuid.UUID("6f1c2a44-52a9-4a53-9d0e-2b7c1f0e7a11")
-CASE_QUERY, TASK_QUERY, PAUSE_IN, RESUME_IN, ARCHIVE_QUERY = CaseQuery(), TaskQuery(), PauseIn(), ResumeIn(), ArchiveQuery()
+CASE_QUERY, TASK_QUERY, PAUSE_IN, RESUME_IN = CaseQuery(), TaskQuery(), PauseIn(), ResumeIn()
+ARCHIVE_QUERY, LEGAL_HOLD_IN = ArchiveQuery(), LegalHoldIn()
 CLOCK_SKEW = timedelta(minutes=5)  # a signature this far ahead of the server's clock is still "now"
 
 
@@ -181,6 +182,44 @@ def read_archive(store, *, identity: Identity, case_id: str, read_query: Callabl
         return {"case": case.view(now, uow.cases.timeline(case_id)), "contact": contact,
                 "contact_unavailable": unavailable, "purpose": data["purpose"], "accessed_at": isoformat(now),
                 "accessed_by": identity.subject}
+
+
+# -- legal holds: a case's personal data kept past the retention -----------------------------------
+
+def _hold_view(case: Case) -> dict:
+    return {"case_id": case.id, "reference": case.reference, "legal_hold": case.legal_hold,
+            "anonymised_at": isoformat(case.anonymised_at) if case.anonymised_at else None}
+
+
+def set_legal_hold(store, *, identity: Identity, case_id: str, read_body: Callable[[], dict], now: datetime,
+                   causation_id: str | None = None) -> dict:
+    """An HQ admin keeps the case's personal data (and intake its contact) past the retention.
+    In the API's order: 404, 409 (anonymised already), 403, 400."""
+    case_id = _canonical_id(case_id)
+    with store.unit_of_work() as uow:
+        case = _case_in_scope(uow, identity, case_id, lock=True)
+        if case.anonymised_at is not None:
+            raise Conflict(f"case {case.reference}'s personal data was anonymised on "
+                           f"{isoformat(case.anonymised_at)}: there is nothing left to hold")
+        PERMISSIONS.require(identity, "case:legal_hold")
+        data, errors = load(LEGAL_HOLD_IN, read_body())
+        if errors:
+            raise ValidationFailed("the legal hold is invalid", fields=errors)
+        if case.hold_legally(data["reason"], _actor(identity), now):
+            _commit(uow, case, now, causation_id)
+        return _hold_view(case)
+
+
+def release_legal_hold(store, *, identity: Identity, case_id: str, now: datetime,
+                       causation_id: str | None = None) -> dict:
+    """The hold ends: the next retention run takes a case closed long enough ago."""
+    case_id = _canonical_id(case_id)
+    with store.unit_of_work() as uow:
+        case = _case_in_scope(uow, identity, case_id, lock=True)
+        PERMISSIONS.require(identity, "case:legal_hold")
+        if case.release_legal_hold(_actor(identity), now):
+            _commit(uow, case, now, causation_id)
+        return _hold_view(case)
 
 
 # -- working a case ---------------------------------------------------------------------------------
@@ -347,7 +386,8 @@ def follow_up_outcome(store, *, event: dict, processes: CaseProcesses, policy, r
             log.warning("%s %s names case %s, which %s", event["type"], event["event_id"], case_id,
                         "is not here" if case is None else "is another branch's")
             return False
-        taken = case.follow_up_heard(event["type"], {**payload, "occurred_at": event.get("occurred_at")}, now)
+        answered_at = datetime.fromisoformat(event["occurred_at"]) if event.get("occurred_at") else None
+        taken = case.follow_up_heard(event["type"], payload, answered_at, now)
         if taken:
             _settle_follow_up(case, uow, processes, now, rules, policy.branch(case.branch_code))
         _commit(uow, case, now, event["event_id"])

@@ -40,6 +40,13 @@ DOCUMENT = document("Closeloop investigation", "1", {
                          response=schemas.ArchiveOut(), parameters=_CASE + query_parameters(schemas.ArchiveQuery()),
                          errors=(400, 401, 403, 404, 409)),
     },
+    "/v1/cases/{case_id}/legal-hold": {
+        "put": operation("Hold the case (HQ admin): its personal data is kept past the retention until released",
+                         request=schemas.LegalHoldIn(), response=schemas.LegalHoldOut(), parameters=_CASE,
+                         errors=(400, 401, 403, 404, 409)),
+        "delete": operation("Release the case's legal hold (HQ admin): the retention counts again",
+                            response=schemas.LegalHoldOut(), parameters=_CASE, errors=(401, 403, 404)),
+    },
     "/v1/tasks": {
         "get": operation("Waiting tasks the caller may complete, soonest deadline first",
                          response=schemas.TaskPage(), parameters=query_parameters(schemas.TaskQuery()),
@@ -52,14 +59,3 @@ DOCUMENT = document("Closeloop investigation", "1", {
                          "responses": {"200": {"description": "text"}}}},
     "/openapi.json": {"get": operation("This document", public=True, errors=())},
 })
-
-# Retention: an HQ admin's legal hold on a case (services/investigation/retention.py).
-from services.investigation import retention  # noqa: E402 - with the paths it describes
-
-DOCUMENT["paths"]["/v1/cases/{case_id}/legal-hold"] = {
-    "put": operation("Hold the case (HQ admin): its personal data is kept past the retention until released",
-                     request=retention.LegalHoldIn(), response=retention.LegalHoldOut(), parameters=_CASE,
-                     errors=(400, 401, 403, 404, 409)),
-    "delete": operation("Release the case's legal hold (HQ admin): the retention counts again",
-                        response=retention.LegalHoldOut(), parameters=_CASE, errors=(401, 403, 404)),
-}

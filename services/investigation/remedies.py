@@ -68,11 +68,7 @@ class Remedy:
         return self.deadline is not None
 
     def approve(self, *, by: str, role: str, now: datetime, rules) -> "Remedy":
-        self._awaiting()
-        if not rules.may_grant(role, self.type, self.amount):
-            needed = self.approvers[0]
-            raise RemedyRefused(f"a {self.type} of {cny(self.amount)} CNY needs the approval of a {needed} "
-                                f"(or higher), not a {role}", {"role": [f"needs {needed}"]}, needed)
+        self._decided_by(role, rules)
         deadline = self.deadline
         if self.is_promise and not self.deadline_given:  # the policy's period runs from the approval
             deadline = now + (self.deadline - self.proposed_at)
@@ -87,8 +83,9 @@ class Remedy:
             return self
         return replace(self, deadline=self.deadline + pause)
 
-    def reject(self, *, by: str, reason: str, now: datetime) -> "Remedy":
-        self._awaiting()
+    def reject(self, *, by: str, role: str, reason: str, now: datetime, rules) -> "Remedy":
+        """Refused by a role that could have granted it: a new proposal follows."""
+        self._decided_by(role, rules)
         return replace(self, status=REJECTED, decided_by=by, decided_at=now, reason=reason)
 
     def fulfil(self, *, now: datetime) -> "Remedy":
@@ -109,6 +106,14 @@ class Remedy:
         if now < self.deadline:
             return None
         return replace(self, promise="broken")
+
+    def _decided_by(self, role: str, rules) -> None:
+        """Awaiting approval, and `role`'s authority covers it (else refused naming who may decide)."""
+        self._awaiting()
+        if not rules.may_grant(role, self.type, self.amount):
+            needed = self.approvers[0]
+            raise RemedyRefused(f"a {self.type} of {cny(self.amount)} CNY is decided by a {needed} (or higher), "
+                                f"not a {role}", {"role": [f"needs {needed}"]}, needed)
 
     def _awaiting(self) -> None:
         if self.status != AWAITING:

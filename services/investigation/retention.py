@@ -10,30 +10,21 @@ with an honorific (王女士, 王老师: the surname is what the mask kept); the
 (kind, category, priority, branch, times, clocks, owner, remedies' types and amounts,
 responsibility, outcome), so counts and KPIs survive.
 
-An HQ admin holds a case (`PUT /v1/cases/{id}/legal-hold`, a dispute or a lawsuit) and releases it
-(`DELETE`); each is a timeline entry and an event (`legal_hold_set`, `legal_hold_released`) that
-intake follows, so that it keeps the complaint's contact as long. The run mechanism (batches, locks,
-the run log, the daily timer) is shared.persistence.anonymisation, which runs KINDS."""
+A case under a legal hold (`Case.hold_legally`, set by an HQ admin through handlers.py) is kept.
+The run mechanism (batches, locks, the run log, the daily timer) is shared.persistence.anonymisation,
+which runs KINDS."""
 from __future__ import annotations
 
 import json
 import re
-import uuid
 from datetime import datetime
 from typing import Callable
 
 import sqlalchemy as sa
-from marshmallow import Schema, fields
 
 from services.investigation import models
-from services.investigation.policy import PERMISSIONS
-from shared.calendar.clock import isoformat
-from shared.messaging.envelope import build_event
 from shared.persistence.anonymisation import RecordKind
-from shared.security.auth import Identity
 from shared.security.privacy import anonymise_text, surname_from_mask
-from shared.web.errors import Conflict, NotFound, ValidationFailed
-from shared.web.requests import Strict, Text, load
 from shared.workflow.tables import INSTANCES
 
 # -- scrubbing (pure) -------------------------------------------------------------------------------
@@ -135,90 +126,3 @@ def _anonymise(uow, rows: list, now: datetime) -> None:
 
 
 KINDS = (RecordKind("case", due=_due, anonymise=_anonymise, held=_held),)
-
-
-# -- legal holds ------------------------------------------------------------------------------------
-
-class LegalHoldIn(Strict):
-    reason = Text(500, required=True)  # why: a dispute, a lawsuit, a regulator's request
-
-
-class LegalHoldOut(Schema):
-    case_id = fields.String()
-    reference = fields.String()
-    legal_hold = fields.Dict(allow_none=True)  # {"reason", "by", "at"}; null when not held
-    anonymised_at = fields.String(allow_none=True)
-
-
-LEGAL_HOLD_IN = LegalHoldIn()
-
-
-def _held_case(uow, identity: Identity, case_id) -> sa.Row:
-    """The case, locked as handlers lock it (its process instance's row), or 404 when unknown or
-    outside the caller's scope."""
-    try:
-        case_id = str(uuid.UUID(case_id))
-    except (ValueError, TypeError, AttributeError):
-        raise NotFound(f"no case {str(case_id)[:100]}") from None
-    uow.execute(sa.select(INSTANCES.c.id).where(INSTANCES.c.id == case_id).with_for_update())
-    c = models.cases
-    row = uow.execute(sa.select(c.c.id, c.c.reference, c.c.branch_code, c.c.complaint_id, c.c.legal_hold,
-                                c.c.anonymised_at, c.c.last_sequence, c.c.origin).where(c.c.id == case_id)).first()
-    if row is None or not identity.can_see(row.branch_code):
-        raise NotFound(f"no case {case_id}")
-    return row
-
-
-def _view(row, hold: dict | None) -> dict:
-    return {"case_id": str(row.id), "reference": row.reference, "legal_hold": hold,
-            "anonymised_at": isoformat(row.anonymised_at) if row.anonymised_at else None}
-
-
-def _change_hold(uow, row, identity: Identity, hold: dict | None, event_type: str, detail: dict, now: datetime,
-                 causation_id: str | None) -> None:
-    """The case's hold, its timeline entry and its event (the case's next in sequence), together."""
-    sequence = row.last_sequence + 1
-    payload = {"case_id": str(row.id), "complaint_id": str(row.complaint_id) if row.complaint_id else None,
-               "actor": identity.subject, "actor_role": identity.role, **detail}
-    if row.origin and row.origin.get("sale_id"):  # an adverse reaction's case: intake keeps the sale
-        payload["sale_id"] = row.origin["sale_id"]
-    envelope = build_event(event_type, payload, branch_code=row.branch_code, correlation_id=str(row.id),
-                           occurred_at=now, sequence=sequence, causation_id=causation_id, source="investigation")
-    c = models.cases
-    uow.execute(c.update().where(c.c.id == row.id).values(legal_hold=sa.null() if hold is None else hold,
-                                                          last_sequence=sequence, updated_at=now))
-    uow.insert(models.case_timeline, {"case_id": str(row.id), "at": now, "actor": identity.subject,
-                                      "role": identity.role, "what": event_type, "detail": detail})
-    uow.publish(envelope)
-
-
-def set_legal_hold(store, *, identity: Identity, case_id: str, read_body: Callable[[], dict], now: datetime,
-                   causation_id: str | None = None) -> dict:
-    """An HQ admin keeps the case's personal data past the retention. Again with the same reason:
-    nothing changes; with another: the hold is the new one."""
-    with store.unit_of_work() as uow:
-        row = _held_case(uow, identity, case_id)
-        if row.anonymised_at is not None:
-            raise Conflict(f"case {row.reference}'s personal data was anonymised on "
-                           f"{isoformat(row.anonymised_at)}: there is nothing left to hold")
-        PERMISSIONS.require(identity, "case:legal_hold")
-        data, errors = load(LEGAL_HOLD_IN, read_body())
-        if errors:
-            raise ValidationFailed("the legal hold is invalid", fields=errors)
-        if row.legal_hold is not None and row.legal_hold.get("reason") == data["reason"]:
-            return _view(row, row.legal_hold)
-        hold = {"reason": data["reason"], "by": identity.subject, "at": isoformat(now)}
-        _change_hold(uow, row, identity, hold, "legal_hold_set", {"reason": data["reason"]}, now, causation_id)
-        return _view(row, hold)
-
-
-def release_legal_hold(store, *, identity: Identity, case_id: str, now: datetime,
-                       causation_id: str | None = None) -> dict:
-    """The hold ends: the retention counts again from the case's closure (a case closed long ago
-    is anonymised by the next run). A case not held stays as it is."""
-    with store.unit_of_work() as uow:
-        row = _held_case(uow, identity, case_id)
-        PERMISSIONS.require(identity, "case:legal_hold")
-        if row.legal_hold is not None:
-            _change_hold(uow, row, identity, None, "legal_hold_released", {}, now, causation_id)
-        return _view(row, None)

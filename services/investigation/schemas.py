@@ -144,6 +144,10 @@ class ArchiveQuery(Strict):
     purpose = Text(500, _a_purpose, required=True)
 
 
+class LegalHoldIn(Strict):
+    reason = Text(500, required=True)  # why: a dispute, a lawsuit, a regulator's request
+
+
 class CaseQuery(PageQuery):
     state = fields.String(validate=validate.OneOf(STATES))
     kind = fields.String(validate=validate.OneOf(KINDS))
@@ -260,3 +264,10 @@ class ArchiveOut(Schema):
     purpose = fields.String()
     accessed_at = fields.String()
     accessed_by = fields.String()
+
+
+class LegalHoldOut(Schema):
+    case_id = fields.String()
+    reference = fields.String()
+    legal_hold = fields.Dict(allow_none=True)  # {"reason", "by", "at"}; null when not held
+    anonymised_at = fields.String(allow_none=True)

@@ -8,13 +8,15 @@ import time
 from nameko.rpc import RpcProxy
 from nameko.timer import timer
 
-from services.investigation import handlers, openapi
+from services.investigation import handlers, openapi, retention
 from services.investigation.dependencies import Processes, archived_contact_reader, load_processes
 from services.investigation.repository import InvestigationStore
 from shared.messaging.consumer import handle_event
 from shared.messaging.failures import is_temporary
 from shared.observability import metrics
 from shared.observability.logs import CorrelationLogging
+from shared.persistence import anonymisation
+from shared.persistence.anonymisation import retention_timer
 from shared.persistence.unit_of_work import Database
 from shared.runtime.provider import Runtime
 from shared.web import health
@@ -94,6 +96,14 @@ class InvestigationService(Operations):
             if len(done.fired) + len(done.failed) < TIMER_BATCH:
                 break
 
+    # -- personal data past the retention (shared.persistence.anonymisation runs retention.KINDS) -----
+
+    @retention_timer()
+    def run_retention(self):
+        anonymisation.scheduled_run(self.db, retention.KINDS, service=self.name,
+                                    retention=self.env.policy.retention.personal_data, now=self.env.now(),
+                                    every=anonymisation.interval(self.env.config))
+
     # -- HTTP ---------------------------------------------------------------------------------------
 
     @api("GET", "/v1/cases")
@@ -132,6 +142,17 @@ class InvestigationService(Operations):
                                      read_contact=archived_contact_reader(self.intake), now=self.env.now(),
                                      causation_id=correlation_id(request))
 
+    @api("PUT", "/v1/cases/<case_id>/legal-hold")
+    def set_legal_hold(self, request, case_id):
+        return handlers.set_legal_hold(self.db, identity=identity(request), case_id=case_id,
+                                       read_body=lambda: read_json(request), now=self.env.now(),
+                                       causation_id=correlation_id(request))
+
+    @api("DELETE", "/v1/cases/<case_id>/legal-hold")
+    def release_legal_hold(self, request, case_id):
+        return handlers.release_legal_hold(self.db, identity=identity(request), case_id=case_id,
+                                           now=self.env.now(), causation_id=correlation_id(request))
+
     @api("GET", "/v1/tasks")
     def list_tasks(self, request):
         return handlers.list_tasks(self.db, identity=identity(request), query=query_args(request))
@@ -152,31 +173,3 @@ class InvestigationService(Operations):
              {"service": self.name}),
             ("closeloop_process_timers_oldest_due_seconds", "how long the earliest unfired timer has been due", age,
              {"service": self.name})])
-
-    # -- retention: an HQ admin's legal holds, and personal data anonymised past the retention ------
-    # (services/investigation/retention.py; imported within this block, which keeps retention apart)
-    from shared.persistence.anonymisation import retention_timer
-
-    @api("PUT", "/v1/cases/<case_id>/legal-hold")
-    def set_legal_hold(self, request, case_id):
-        from services.investigation import retention
-
-        return retention.set_legal_hold(self.db, identity=identity(request), case_id=case_id,
-                                        read_body=lambda: read_json(request), now=self.env.now(),
-                                        causation_id=correlation_id(request))
-
-    @api("DELETE", "/v1/cases/<case_id>/legal-hold")
-    def release_legal_hold(self, request, case_id):
-        from services.investigation import retention
-
-        return retention.release_legal_hold(self.db, identity=identity(request), case_id=case_id,
-                                            now=self.env.now(), causation_id=correlation_id(request))
-
-    @retention_timer()
-    def run_retention(self):
-        from services.investigation import retention
-        from shared.persistence import anonymisation
-
-        anonymisation.scheduled_run(self.db, retention.KINDS, service=self.name,
-                                    retention=self.env.policy.retention.personal_data, now=self.env.now(),
-                                    every=anonymisation.interval(self.env.config))

@@ -19,6 +19,7 @@ import eventlet
 import kombu
 import pytest
 import requests
+import sqlalchemy as sa
 
 from shared.security import auth
 from shared.persistence import db
@@ -385,6 +386,21 @@ def wait_until(condition, what: str, timeout: float = 15.0, interval: float = 0.
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         eventlet.sleep(interval)
+
+
+def database_rows(url: str, statement) -> list:
+    """What `statement` (SQLAlchemy or sa.text) reads from the database at `url`, on a connection of its own."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(statement).all()
+    finally:
+        engine.dispose()
+
+
+def handled(url: str, event_id: str) -> bool:
+    """The service of the database at `url` took the event (its inbox row committed), whatever it did."""
+    return bool(database_rows(url, sa.text("SELECT 1 FROM inbox WHERE event_id = :e").bindparams(e=event_id)))
 
 
 def jsonbody(response) -> dict:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from services.investigation.handlers import ADVERSE_REACTION_CASES
 from shared.messaging.envelope import build_event
 from shared.testing.fixtures import jsonbody, wait_until
 from tests.e2e.test_investigation_cases import FINDINGS, bearer, chain, intake_status, publish_raw, staff_notices
@@ -59,6 +60,29 @@ def aftercare(chain, amqp_uri, event_type, payload, branch="SH001", correlation_
                            occurred_at=occurred_at or chain.clock.now(), sequence=1, source="aftercare")
     publish_raw(amqp_uri, dict(envelope))
     return dict(envelope)
+
+
+SALE = {"customer": {"name": "赵女士", "phone": "13700002222", "contact_consent": True, "language": "zh"},
+        "sold_at": "2026-11-20T15:00:00+08:00",
+        "items": [{"type": "service", "code": "HAIR-DYE", "product_type": "hair_colour", "technician_id": "T-017"}]}
+
+
+def adverse_reaction_case(chain, amqp_uri, sale: dict = SALE, description: str = "染发后头皮红肿") -> tuple[str, str]:
+    """A sale posted to intake, then an adverse reaction after it reported as aftercare will:
+    (sale id, the id of the case it opened)."""
+    answer = chain.http.post(chain.intake.url("/v1/sales"), json=sale,
+                             headers=bearer(chain.token("front_desk", branch="SH001")), timeout=10)
+    assert answer.status_code == 201, answer.text
+    sale_id, visit_id = jsonbody(answer)["id"], str(uuid.uuid4())
+    masked = sale["customer"]["name"][0] + "**"
+    report = {"visit_id": visit_id, "kind": "return", "case_id": None, "sale_id": sale_id, "customer_ref": None,
+              "technician_id": "T-017", "product": None, "description": description, "severity_flags": ["allergy"],
+              "reported_at": chain.clock.now().isoformat(), "customer_masked": {"name": masked},
+              "customer_language": "zh"}
+    aftercare(chain, amqp_uri, "adverse_reaction_reported", report, correlation_id=sale_id)
+    case_id = str(uuid.uuid5(ADVERSE_REACTION_CASES, visit_id))
+    chain.wait_for_case(case_id)
+    return sale_id, case_id
 
 
 def follow_up(case_id, event_type="visit_completed", **fields) -> dict:
@@ -224,7 +248,7 @@ def test_an_adverse_reaction_opens_an_urgent_case_of_its_own_linked_to_the_sale(
               "reported_at": chain.clock.now().isoformat(), "customer_masked": {"name": "王**"},
               "customer_language": "zh"}
     aftercare(chain, amqp_uri, "adverse_reaction_reported", report, correlation_id=sale_id)
-    case_id = str(uuid.uuid5(uuid.UUID("6f1c2a44-52a9-4a53-9d0e-2b7c1f0e7a11"), visit_id))
+    case_id = str(uuid.uuid5(ADVERSE_REACTION_CASES, visit_id))
     case = chain.wait_for_case(case_id)
     assert case["priority"] == "urgent" and case["complaint_id"] is None and case["category"] == "safety"
     assert case["origin"] == {"type": "adverse_reaction", "visit_id": visit_id, "sale_id": sale_id,

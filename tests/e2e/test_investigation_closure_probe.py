@@ -17,13 +17,15 @@ import sqlalchemy as sa
 
 from shared.messaging import consumer, dead_letters
 from shared.messaging.envelope import build_event
-from shared.testing.fixtures import jsonbody, wait_until
+from shared.testing.fixtures import handled, jsonbody, wait_until
 from tests.e2e.test_investigation_cases import bearer, chain, intake_status, publish_raw, staff_notices
-from tests.e2e.test_investigation_closure import aftercare, call, done, follow_up, resolve, to_remedy, waiting
+from services.investigation.handlers import ADVERSE_REACTION_CASES
+from tests.e2e.test_investigation_closure import (
+    adverse_reaction_case, aftercare, call, done, follow_up, resolve, to_remedy, waiting,
+)
 
 pytestmark = pytest.mark.e2e
 __all__ = ["chain"]  # the fixture, shared with test_investigation_cases
-ADVERSE_REACTION_CASES = uuid.UUID("6f1c2a44-52a9-4a53-9d0e-2b7c1f0e7a11")
 EAST = {"role": "regional_manager", "region": "east"}
 HQ = {"role": "hq_admin", "branch": "*"}
 
@@ -47,16 +49,6 @@ def case_view(chain, case_id) -> dict:
 
 def timeline(chain, case_id) -> list[str]:
     return [e["what"] for e in case_view(chain, case_id)["timeline"]]
-
-
-def handled(database_url: str, event_id: str) -> bool:
-    """The handler took the event (its inbox row committed), whatever it did with it."""
-    engine = sa.create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text("SELECT 1 FROM inbox WHERE event_id = :e"), {"e": event_id}).first() is not None
-    finally:
-        engine.dispose()
 
 
 def held_since(chain, case_id):
@@ -680,23 +672,8 @@ def test_amounts_in_refusals_and_notices_are_the_amounts_proposed(chain):
 
 # -- 12. an adverse reaction's case speaks to the customer of the sale ---------------------------
 
-SALE = {"customer": {"name": "赵女士", "phone": "13700002222", "contact_consent": True, "language": "zh"},
-        "sold_at": "2026-11-20T15:00:00+08:00",
-        "items": [{"type": "service", "code": "HAIR-DYE", "product_type": "hair_colour", "technician_id": "T-017"}]}
-
-
 def test_the_written_result_of_an_adverse_reaction_case_reaches_the_customer_of_the_sale(chain, amqp_uri):
-    sale = chain.http.post(chain.intake.url("/v1/sales"), json=SALE,
-                           headers=bearer(chain.token("front_desk", branch="SH001")), timeout=10)
-    assert sale.status_code == 201, sale.text
-    sale_id, visit_id = jsonbody(sale)["id"], str(uuid.uuid4())
-    report = {"visit_id": visit_id, "kind": "return", "case_id": None, "sale_id": sale_id, "customer_ref": None,
-              "technician_id": "T-017", "product": None, "description": "染发后头皮红肿",
-              "severity_flags": ["allergy"], "reported_at": chain.clock.now().isoformat(),
-              "customer_masked": {"name": "赵**"}, "customer_language": "zh"}
-    aftercare(chain, amqp_uri, "adverse_reaction_reported", report, correlation_id=sale_id)
-    case_id = str(uuid.uuid5(ADVERSE_REACTION_CASES, visit_id))
-    chain.wait_for_case(case_id)
+    sale_id, case_id = adverse_reaction_case(chain, amqp_uri)
     done(call(chain, case_id, "assign", {"owner": "INV-7"}))
     done(call(chain, case_id, "respond", {"message": "赵女士您好，我们已收到您的反馈，今天会联系您。", "channel": "sms"}))
     wait_until(lambda: [m for m in chain.customers.notifier.sent if "今天会联系您" in m["body"]],

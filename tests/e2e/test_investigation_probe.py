@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from shared.messaging import consumer, dead_letters
-from shared.testing.fixtures import jsonbody, wait_until
+from shared.testing.fixtures import handled, jsonbody, wait_until
 from tests.e2e.test_investigation_cases import FINDINGS, bearer, chain, publish_raw  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -44,16 +44,6 @@ def _waiting_for_locks(database_url: str) -> bool:
         with engine.connect() as conn:
             return conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                                         "AND datname = current_database()")).scalar() > 0
-    finally:
-        engine.dispose()
-
-
-def _handled(database_url: str, event_id: str) -> bool:
-    """The handler took the event (its inbox row committed), whatever it did with it."""
-    engine = sa.create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text("SELECT 1 FROM inbox WHERE event_id = :e"), {"e": event_id}).first() is not None
     finally:
         engine.dispose()
 
@@ -195,7 +185,7 @@ def test_a_message_outcome_for_a_request_investigation_did_not_make_stays_off_th
                            "causation_id": foreign_request,
                            "payload": {"request_event_id": foreign_request, "record_type": "complaint",
                                        "record_id": complaint["id"], "reason": "delivery_failed", "detail": None}})
-    wait_until(lambda: _handled(chain.investigation_db, foreign_request_event), "the outcome to be handled")
+    wait_until(lambda: handled(chain.investigation_db, foreign_request_event), "the outcome to be handled")
     timeline = [e["what"] for e in jsonbody(chain.case(complaint["id"]))["timeline"]]
     assert "customer_message_failed" not in timeline
     assert [m for m in chain.staff.notifier.sent if m["subject_id"] == complaint["id"]

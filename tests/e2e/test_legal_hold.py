@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from shared.persistence.anonymisation import RUNS
-from shared.testing.fixtures import jsonbody, wait_until
+from shared.testing.fixtures import database_rows, jsonbody, wait_until
 from shared.testing.samples import COMPLAINT_REQUEST
 
 pytestmark = pytest.mark.e2e
@@ -29,15 +29,6 @@ def chain(http, token, clock, start_service, start_relay, database_factory, bus_
         services[name] = start_service(name, clock=clock, database_url=url, RETENTION_INTERVAL_SECONDS=0.2)
         start_relay(url)
     return services, urls, bus
-
-
-def engine_rows(url: str, statement) -> list:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(statement).all()
-    finally:
-        engine.dispose()
 
 
 def test_an_hq_admin_holds_a_case_and_intake_keeps_its_contact_until_released(chain, http, token, clock):
@@ -71,7 +62,7 @@ def test_an_hq_admin_holds_a_case_and_intake_keeps_its_contact_until_released(ch
         (case_id, "顾客起诉，保全证据", "hq_admin")
     assert event["sequence"] > 1  # after case_opened: the case's own count
     complaint_hold = sa.text("SELECT legal_hold FROM complaints WHERE id = :id").bindparams(id=case_id)
-    wait_until(lambda: engine_rows(urls["intake"], complaint_hold)[0][0] is not None, "intake to follow the hold")
+    wait_until(lambda: database_rows(urls["intake"], complaint_hold)[0][0] is not None, "intake to follow the hold")
     timeline = jsonbody(http.get(investigation.url(f"/v1/cases/{case_id}"), headers=admin))["timeline"]
     assert ("legal_hold_set", "hq-1", "hq_admin") in [(e["what"], e["actor"], e["role"]) for e in timeline]
 
@@ -79,9 +70,9 @@ def test_an_hq_admin_holds_a_case_and_intake_keeps_its_contact_until_released(ch
     released = http.delete(hold_url, headers=admin, timeout=10)
     assert released.status_code == 200 and jsonbody(released)["legal_hold"] is None
     bus.wait_for(lambda m: m["body"]["type"] == "legal_hold_released")
-    wait_until(lambda: engine_rows(urls["intake"], complaint_hold)[0][0] is None, "intake to follow the release")
+    wait_until(lambda: database_rows(urls["intake"], complaint_hold)[0][0] is None, "intake to follow the release")
 
     # Each service ran its retention on its own timer, once for the clock that stands still.
     for url in urls.values():
-        runs = wait_until(lambda: engine_rows(url, sa.select(RUNS.c.as_of, RUNS.c.dry_run)), "a retention run")
+        runs = wait_until(lambda: database_rows(url, sa.select(RUNS.c.as_of, RUNS.c.dry_run)), "a retention run")
         assert runs == [(clock.now(), False)]

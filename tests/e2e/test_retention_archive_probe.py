@@ -28,10 +28,10 @@ from shared.persistence import anonymisation, db
 from shared.persistence.anonymisation import RUN_RECORDS, RUNS
 from shared.security.privacy import ANONYMISED as X
 from shared.security.privacy import anonymise_text
-from shared.testing.fixtures import jsonbody, wait_until
+from shared.testing.fixtures import database_rows, handled, jsonbody, wait_until
 from shared.testing.samples import complaint_event
 from tests.e2e.test_investigation_cases import FINDINGS, bearer, chain, intake_status, publish_raw
-from tests.e2e.test_investigation_closure import aftercare, call, done, follow_up, waiting
+from tests.e2e.test_investigation_closure import adverse_reaction_case, aftercare, call, done, follow_up, waiting
 from tests.integration.test_personal_data_retention import (  # its instants: OLD is 3 years and a day before NOW
     NOW, OLD, Investigation, case_event, deliver, post_complaint, record_sale,
 )
@@ -40,7 +40,6 @@ pytestmark = pytest.mark.e2e
 __all__ = ["chain"]
 ROOT = Path(__file__).resolve().parents[2]
 RETENTION = load_policy().retention.personal_data  # P3Y
-AR_CASES = uuid.UUID("6f1c2a44-52a9-4a53-9d0e-2b7c1f0e7a11")  # handlers.ADVERSE_REACTION_CASES
 NAME, PHONE, EMAIL = "王芳", "13812346138", "wangfang@example.com"
 
 
@@ -106,22 +105,13 @@ def past_retention(chain) -> datetime:
     return chain.clock.now()
 
 
-def rows(url, statement) -> list:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(statement).all()
-    finally:
-        engine.dispose()
-
-
 def intake_complaint(chain, case_id):
-    return rows(chain.intake.config["DATABASE_URL"],
+    return database_rows(chain.intake.config["DATABASE_URL"],
                 sa.text("SELECT * FROM complaints WHERE id = :id").bindparams(id=case_id))[0]
 
 
 def access_log(chain, record_id) -> list:
-    return rows(chain.intake.config["DATABASE_URL"], sa.text(
+    return database_rows(chain.intake.config["DATABASE_URL"], sa.text(
         "SELECT subject, role, purpose, outcome, reason FROM contact_access_log WHERE record_id = :id "
         "ORDER BY id").bindparams(id=record_id))
 
@@ -131,11 +121,6 @@ def written_result_delivered(chain, case_id) -> None:
     locked now and then, and a run skips a locked record (it waits for the next run)."""
     wait_until(lambda: "customer_message_sent" in [e["what"] for e in jsonbody(chain.case(case_id))["timeline"]],
                "the written result's outcome on the case")
-
-
-def handled_by_intake(chain, event_id) -> bool:
-    return bool(rows(chain.intake.config["DATABASE_URL"],
-                     sa.text("SELECT 1 FROM inbox WHERE event_id = :id").bindparams(id=event_id)))
 
 
 # -- 1. the archive: error order, roles, purposes -------------------------------------------------
@@ -257,7 +242,7 @@ def test_the_retention_scrubs_a_closed_case_everywhere_keeps_what_counts_and_lea
     assert [(e["what"], e["actor"], e["at"]) for e in after["timeline"]] == \
         [(e["what"], e["actor"], e["at"]) for e in before["timeline"]]
     assert after["sla"] == before["sla"]
-    state = rows(chain.investigation_db, sa.select(INSTANCES.c.state).where(INSTANCES.c.id == case_id))[0][0]
+    state = database_rows(chain.investigation_db, sa.select(INSTANCES.c.state).where(INSTANCES.c.id == case_id))[0][0]
     assert leaks(state) == []
 
     complaint = chain.http.get(chain.intake.url(f"/v1/complaints/{case_id}"),
@@ -277,7 +262,7 @@ def test_the_retention_scrubs_a_closed_case_everywhere_keeps_what_counts_and_lea
     assert intake_complaint(chain, still_open).customer_phone == "13912345678"
     for url, counts in ((chain.intake.config["DATABASE_URL"], {"complaint": 1}),
                         (chain.investigation_db, {"case": 1})):
-        log = rows(url, sa.select(RUNS.c.dry_run, RUNS.c.counts, RUNS.c.as_of, RUNS.c.finished_at.is_not(None))
+        log = database_rows(url, sa.select(RUNS.c.dry_run, RUNS.c.counts, RUNS.c.as_of, RUNS.c.finished_at.is_not(None))
                    .order_by(RUNS.c.id))
         assert [tuple(r) for r in log] == [(True, counts, now, True), (False, counts, now, True),
                                            (False, {}, now, True)]
@@ -388,23 +373,13 @@ SALE = {"customer": {"name": "赵敏", "phone": "13700002222", "contact_consent"
         "items": [{"type": "service", "code": "HAIR-DYE", "product_type": "hair_colour", "technician_id": "T-017"}]}
 
 
-def adverse_reaction_case(chain, amqp_uri) -> tuple[str, str]:
-    sale = chain.http.post(chain.intake.url("/v1/sales"), json=SALE,
-                           headers=bearer(chain.token("front_desk", branch="SH001")), timeout=10)
-    assert sale.status_code == 201, sale.text
-    sale_id, visit_id = jsonbody(sale)["id"], str(uuid.uuid4())
-    report = {"visit_id": visit_id, "kind": "return", "case_id": None, "sale_id": sale_id, "customer_ref": None,
-              "technician_id": "T-017", "product": None, "description": "赵女士染发后头皮红肿，电话 13700002222",
-              "severity_flags": ["allergy"], "reported_at": chain.clock.now().isoformat(),
-              "customer_masked": {"name": "赵**"}, "customer_language": "zh"}
-    aftercare(chain, amqp_uri, "adverse_reaction_reported", report, correlation_id=sale_id)
-    case_id = str(uuid.uuid5(AR_CASES, visit_id))
-    chain.wait_for_case(case_id)
-    return sale_id, case_id
+def reported_adverse_reaction(chain, amqp_uri) -> tuple[str, str]:
+    """A sale, and an adverse reaction reported with the customer's name and phone in its text."""
+    return adverse_reaction_case(chain, amqp_uri, SALE, "赵女士染发后头皮红肿，电话 13700002222")
 
 
 def test_the_archive_of_a_closed_adverse_reaction_case_gives_the_contact_of_its_sale(chain, amqp_uri):
-    sale_id, case_id = adverse_reaction_case(chain, amqp_uri)
+    sale_id, case_id = reported_adverse_reaction(chain, amqp_uri)
     done(call(chain, case_id, "assign", {"owner": "INV-7"}))
     done(call(chain, case_id, "respond", {"message": "赵女士您好，已收到", "channel": "phone"}))
     done(call(chain, case_id, "record_findings", {**FINDINGS, "responsibility": "customer_misuse"},
@@ -440,13 +415,13 @@ def test_a_legal_hold_on_an_adverse_reaction_case_keeps_its_sale_s_contact_in_in
     # so the next run past the sale's 3 years anonymises the contact of a case held for a lawsuit
     # (an allergy or a burn: the cases most likely to be held). The sale should be kept while the
     # case is held (and counted as held).
-    sale_id, case_id = adverse_reaction_case(chain, amqp_uri)
+    sale_id, case_id = reported_adverse_reaction(chain, amqp_uri)
     assert hold(chain, case_id, {"reason": "顾客过敏起诉"}).status_code == 200
     [event] = chain.events(case_id, "legal_hold_set")
-    wait_until(lambda: handled_by_intake(chain, event["event_id"]), "intake to take the hold's event")
+    wait_until(lambda: handled(chain.intake.config["DATABASE_URL"], event["event_id"]), "intake to take the hold's event")
 
     intake_report, _ = run_both(chain, past_retention(chain))
-    sale = rows(chain.intake.config["DATABASE_URL"],
+    sale = database_rows(chain.intake.config["DATABASE_URL"],
                 sa.text("SELECT customer_phone, anonymised_at FROM sales WHERE id = :id").bindparams(id=sale_id))[0]
     assert sale.customer_phone == "13700002222" and sale.anonymised_at is None, (sale, intake_report.touched)
     assert intake_report.held["sale"] == 1
@@ -498,8 +473,8 @@ def check_shared_work(url, reports, table, kinds, due):
     for kind in kinds:
         touched = [rid for r in reports for rid in r.touched[kind]]
         assert sorted(touched) == sorted(due[kind]), kind  # all of them, none twice
-    log = {r.id: r for r in rows(url, sa.select(RUNS).order_by(RUNS.c.id))}
-    records = rows(url, sa.select(RUN_RECORDS))
+    log = {r.id: r for r in database_rows(url, sa.select(RUNS).order_by(RUNS.c.id))}
+    records = database_rows(url, sa.select(RUN_RECORDS))
     for report in reports:
         mine = [r for r in records if r.run_id == report.run_id]
         assert log[report.run_id].finished_at is not None
@@ -507,7 +482,7 @@ def check_shared_work(url, reports, table, kinds, due):
         assert sorted((r.record_type, r.record_id) for r in mine) == \
             sorted((k, rid) for k, ids in report.touched.items() for rid in ids)
     by_run = {r.record_id: log[r.run_id].as_of for r in records}
-    anonymised = rows(url, sa.text(f"SELECT id::text, anonymised_at FROM {table} WHERE anonymised_at IS NOT NULL"))
+    anonymised = database_rows(url, sa.text(f"SELECT id::text, anonymised_at FROM {table} WHERE anonymised_at IS NOT NULL"))
     assert dict(anonymised) == {rid: by_run[rid] for rid in by_run if rid in dict(anonymised)}
     return by_run
 
@@ -523,7 +498,7 @@ def test_two_runs_at_once_share_the_records_each_anonymised_once_and_logged_by_i
     by_run = check_shared_work(intake_url, reports, "complaints", ("complaint", "sale"),
                                {"complaint": complaints, "sale": sales})
     assert set(by_run) == set(complaints) | set(sales)
-    sold = rows(intake_url, sa.text("SELECT id::text, anonymised_at FROM sales"))
+    sold = database_rows(intake_url, sa.text("SELECT id::text, anonymised_at FROM sales"))
     assert all(by_run[sid] == at for sid, at in sold)
 
     inv = Investigation(database_factory("investigation"))
@@ -575,14 +550,14 @@ def test_the_command_s_dry_run_changes_nothing_and_a_database_away_is_a_line_and
     held = post_complaint(store, 402, received=closed - timedelta(days=9), closed=closed, held=True)
     store.engine.dispose()
     table = sa.select(models.complaints).order_by(models.complaints.c.id)
-    before = [tuple(r) for r in rows(intake_url, table)]
+    before = [tuple(r) for r in database_rows(intake_url, table)]
 
     dry = retention_command("--dry-run", intake_url=intake_url, investigation_url=investigation_url)
     assert dry.returncode == 0, dry.stderr
     [line] = [line for line in dry.stdout.splitlines() if "complaint(s)" in line]
     assert line.startswith("intake: would anonymise 1 complaint(s) closed before ") and line.endswith(f": {due}")
     assert "1 kept under a legal hold" in line and held not in line
-    assert [tuple(r) for r in rows(intake_url, table)] == before
+    assert [tuple(r) for r in database_rows(intake_url, table)] == before
 
     away = "postgresql://postgres@127.0.0.1:9/closeloop_away"
     both = retention_command(intake_url=away, investigation_url=away)
@@ -593,7 +568,7 @@ def test_the_command_s_dry_run_changes_nothing_and_a_database_away_is_a_line_and
     one = retention_command(intake_url=away, investigation_url=investigation_url)
     assert one.returncode == 1 and len(one.stderr.strip().splitlines()) == 1, one.stderr
     assert "investigation: anonymised 0 case(s)" in one.stdout
-    assert [tuple(r) for r in rows(intake_url, table)] == before
+    assert [tuple(r) for r in database_rows(intake_url, table)] == before
 
 
 # -- 7. the scrubbing's reach ------------------------------------------------------------------------
@@ -654,7 +629,7 @@ def test_two_replicas_whose_timers_tick_together_run_the_day_s_retention_once(da
     finally:
         for engine in engines:
             engine.dispose()
-    logged = rows(url, sa.select(RUNS.c.id, RUNS.c.as_of, RUNS.c.counts))
+    logged = database_rows(url, sa.select(RUNS.c.id, RUNS.c.as_of, RUNS.c.counts))
     assert len(logged) == 1 and sum(r is not None for r in reports) == 1, [tuple(r) for r in logged]
 
 
@@ -698,7 +673,7 @@ def test_each_service_s_timer_anonymises_what_is_due_once_per_clock_day_and_keep
     wait_until(lambda: jsonbody(chain.case(held))["anonymised_at"] and intake_complaint(chain, held).anonymised_at,
                "both timers to anonymise the released praise", timeout=20)
     for url in (chain.intake.config["DATABASE_URL"], chain.investigation_db):
-        as_of = [r.as_of for r in rows(url, sa.select(RUNS.c.as_of).where(RUNS.c.dry_run.is_(False)))]
+        as_of = [r.as_of for r in database_rows(url, sa.select(RUNS.c.as_of).where(RUNS.c.dry_run.is_(False)))]
         assert as_of.count(later) == 1, as_of  # a tick at each instant of the clock, once
 
 

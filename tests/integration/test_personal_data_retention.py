@@ -225,7 +225,7 @@ def test_investigation_anonymises_cases_closed_past_the_retention_unless_held_or
     inv.task(still_open, "assign", {"owner": "INV-7"}, MANAGER)
     inv.task(still_open, "respond", {"message": "王女士您好，请回电 13812346138", "channel": "phone"}, MANAGER)
     inv.clock.set(NOW - timedelta(days=30))
-    hold = investigation_retention.set_legal_hold(inv.store, identity=HQ_ADMIN, case_id=held,
+    hold = investigation_handlers.set_legal_hold(inv.store, identity=HQ_ADMIN, case_id=held,
                                                   read_body=lambda: {"reason": "顾客起诉，保全证据"}, now=inv.clock.now())
     assert hold["legal_hold"] == {"reason": "顾客起诉，保全证据", "by": "hq-1", "at": "2029-10-24T02:00:00Z"}
     tables = (models.cases, models.case_timeline)
@@ -259,7 +259,7 @@ def test_investigation_anonymises_cases_closed_past_the_retention_unless_held_or
     assert touched == [(runs[0][0], "case", due), (runs[1][0], "case", due)]
 
     # Released, the held case goes at the next run; its hold and release stay on its timeline.
-    investigation_retention.release_legal_hold(inv.store, identity=HQ_ADMIN, case_id=held, now=NOW)
+    investigation_handlers.release_legal_hold(inv.store, identity=HQ_ADMIN, case_id=held, now=NOW)
     assert run(inv.store, investigation_retention.KINDS, "investigation").touched == {"case": [held]}
     with inv.engine.connect() as conn:
         entries = conn.execute(sa.select(models.case_timeline.c.what, models.case_timeline.c.actor,
@@ -268,7 +268,7 @@ def test_investigation_anonymises_cases_closed_past_the_retention_unless_held_or
     assert [tuple(e) for e in entries][-2:] == [("legal_hold_set", "hq-1", {"reason": "顾客起诉，保全证据"}),
                                                 ("legal_hold_released", "hq-1", {})]
     with pytest.raises(Exception) as refused:  # nothing left to hold
-        investigation_retention.set_legal_hold(inv.store, identity=HQ_ADMIN, case_id=held,
+        investigation_handlers.set_legal_hold(inv.store, identity=HQ_ADMIN, case_id=held,
                                                read_body=lambda: {"reason": "再次"}, now=NOW)
     assert refused.value.__class__.__name__ == "Conflict"
     inv.engine.dispose()

@@ -33,7 +33,7 @@ def test_within_the_proposer_s_authority_a_remedy_goes_ahead():
 
 
 def test_a_rejected_remedy_is_done_with():
-    rejected = propose().reject(by="rm-1", reason="先做退款评估", now=T0)
+    rejected = propose().reject(by="rm-1", role="regional_manager", reason="先做退款评估", now=T0, rules=RULES)
     assert (rejected.status, rejected.reason) == (REJECTED, "先做退款评估")
     with pytest.raises(RemedyRefused):
         rejected.approve(by="rm-1", role="regional_manager", now=T0, rules=RULES)
