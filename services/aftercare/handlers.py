@@ -1,52 +1,237 @@
-"""Aftercare's use cases, first part (issue 10): the visits a sale plans, the follow-up a
-resolved case plans, and a reopened case's follow-up cancelled. Plain functions over a store of
-units of work; each commits its visits with their events."""
+"""Aftercare's use cases: plain functions over a store of units of work and the visit process.
+service.py calls them after authentication. Each takes the visit's lock, checks in the API's
+error order (404, 409, 403, 400, 422), steps the process, applies what the step means to the
+visit, and commits the visit and its events together.
+
+Plans: a sale's return visits, a resolved case's follow-up (each visit with its process
+instance, waiting until due), a reopened case's follow-up cancelled. Work: an agent's attempt
+completes the process's `call` task; its timers send the message after the calls and give the
+visit up when nobody answered."""
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime
+from typing import Callable
 
 from services.aftercare import events
-from services.aftercare.domain import Visit, plan_follow_up, plan_return_visits
+from services.aftercare.dependencies import VisitProcess
+from services.aftercare.domain import Actor, Visit, plan_follow_up, plan_return_visits
+from services.aftercare.exceptions import VisitRuleBroken, VisitStateConflict
+from services.aftercare.policy import PERMISSIONS
+from services.aftercare.schemas import AttemptIn, VisitQuery
+from shared.security.auth import Identity
+from shared.security.contact import ContactUnavailable
+from shared.web.errors import Conflict, NotFound, RuleRefused, ValidationFailed
+from shared.web.requests import load, load_query, page
+from shared.workflow import StepResult, TaskNotWaiting
 
 log = logging.getLogger("closeloop.aftercare")
+VISIT_QUERY, ATTEMPT_IN = VisitQuery(), AttemptIn()
+CONTACT_PURPOSE = "return_visit"  # what intake's contact-access log says the agent read it for
 
 
-def _schedule(store, planned_visits, event: dict, now: datetime) -> list[str]:
-    """The planned visits stored and published (visit_scheduled); those stored before (a copy
-    of the event, under its own or a new event id) are left alone. The ids of the new ones."""
+# -- the process and the visit ---------------------------------------------------------------------
+
+def _apply(visit: Visit, result: StepResult, now: datetime, policy) -> None:
+    """What a step of the visit's process means for the visit: the message after the calls, or
+    the visit given up."""
+    for effect in result.effects:
+        if effect.kind != "operator":
+            continue
+        if effect.name == "message_customer":
+            visit.message_customer(effect.at, policy.branch(visit.planned.branch_code))
+        elif effect.name == "visit_abandoned":
+            visit.abandon(effect.at)
+
+
+def _commit(uow, visit: Visit, now: datetime, causation_id: str | None) -> None:
+    uow.visits.save(visit, now)
+    for envelope in events.envelopes(visit, causation_id=causation_id):
+        uow.publish(envelope)
+
+
+# -- plans ------------------------------------------------------------------------------------------
+
+def _schedule(store, process: VisitProcess, planned_visits, event: dict, policy, rules, now: datetime) -> list[str]:
+    """The planned visits stored with their process (waiting until due) and published
+    (visit_scheduled); those stored before (a copy of the event, under its own or a new event
+    id) are left alone. The ids of the new ones."""
+    if planned_visits:
+        process.register(store.engine)
     added = []
-    with store.unit_of_work() as uow:
+    with store.unit_of_work() as uow:  # with nothing planned too: the event is claimed, taken once
         for planned in planned_visits:
-            visit = Visit.schedule(planned, now)
-            if uow.visits.add(visit, event["event_id"], now):
-                for envelope in events.envelopes(visit, causation_id=event["event_id"]):
-                    uow.publish(envelope)
-                added.append(visit.id)
+            visit = Visit.schedule(planned, now, rules)
+            if not uow.visits.add(visit, event["event_id"], now):
+                continue
+            result = process.engine.start(uow.conn, visit.id, process.definition, visit.process_data(rules))
+            _apply(visit, result, now, policy)  # a sale posted late: its visit may be past abandoning already
+            _commit(uow, visit, now, event["event_id"])
+            added.append(visit.id)
     return added
 
 
-def plan_sale(store, *, event: dict, policy, rules, now: datetime) -> list[str]:
+def plan_sale(store, *, event: dict, process: VisitProcess, policy, rules, now: datetime) -> list[str]:
     """`sale_recorded`: a return visit per day the sale's items fall due, in contact hours; none
     without the customer's consent."""
     branch = policy.branch(event["branch_code"])  # unknown: a KeyError, retried then parked
-    return _schedule(store, plan_return_visits(event["payload"], branch=branch, rules=rules), event, now)
+    return _schedule(store, process, plan_return_visits(event["payload"], branch=branch, rules=rules), event,
+                     policy, rules, now)
 
 
-def plan_case_follow_up(store, *, event: dict, policy, rules, now: datetime) -> list[str]:
+def plan_case_follow_up(store, *, event: dict, process: VisitProcess, policy, rules, now: datetime) -> list[str]:
     """`case_resolved`: the satisfaction follow-up, `follow_up_after` later in contact hours."""
     branch = policy.branch(event["branch_code"])
-    return _schedule(store, [plan_follow_up(event["payload"], branch=branch, rules=rules)], event, now)
+    return _schedule(store, process, [plan_follow_up(event["payload"], branch=branch, rules=rules)], event,
+                     policy, rules, now)
 
 
-def cancel_follow_up(store, *, event: dict, now: datetime) -> list[str]:
-    """`case_reopened`: the case's follow-ups still to make are no longer wanted."""
+def cancel_follow_up(store, *, event: dict, process: VisitProcess, now: datetime) -> list[str]:
+    """`case_reopened`: the case's follow-ups still to make are no longer wanted; their
+    processes end where they stand."""
     cancelled = []
     with store.unit_of_work() as uow:
         for visit in uow.visits.open_follow_ups(event["payload"]["case_id"]):
             if visit.cancel("case_reopened", now):
-                uow.visits.save(visit, now)
-                for envelope in events.envelopes(visit, causation_id=event["event_id"]):
-                    uow.publish(envelope)
+                process.engine.cancel(uow.conn, visit.id)
+                _commit(uow, visit, now, event["event_id"])
                 cancelled.append(visit.id)
     return cancelled
+
+
+# -- the process's timers ----------------------------------------------------------------------------
+
+def fire_timers(store, *, process: VisitProcess, policy, now: datetime, limit: int = 100):
+    """One round of the timer poll: the due instances (locked; another replica's are skipped),
+    each fired in a savepoint with its visit's change and events."""
+    with store.unit_of_work() as uow:
+        def on_fired(result: StepResult) -> None:
+            with uow.part():
+                visit = uow.visits.get(result.instance_id)  # locked by the poll's claim
+                if visit is None:
+                    log.error("process instance %s has no visit", result.instance_id)
+                    return
+                _apply(visit, result, now, policy)
+                _commit(uow, visit, now, None)
+
+        return process.engine.fire_due(uow.conn, limit, on_fired=on_fired)
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+def _canonical_id(visit_id) -> str:
+    try:
+        return str(uuid.UUID(visit_id))
+    except (ValueError, TypeError, AttributeError):
+        raise NotFound(f"no visit {str(visit_id)[:100]}") from None
+
+
+def _visit_in_scope(uow, identity: Identity, visit_id: str, *, lock: bool = False) -> Visit:
+    visit = uow.visits.get(visit_id, lock=lock)
+    if visit is None or not identity.can_see(visit.planned.branch_code):
+        raise NotFound(f"no visit {visit_id}")
+    return visit
+
+
+def list_visits(store, *, identity: Identity, query: dict, policy, now: datetime) -> dict:
+    """The agent's queue: open visits due by `due_before` (default now) in the caller's scope,
+    allergy checks first, then by when they are next called; another status lists those."""
+    PERMISSIONS.require(identity, "visit:read")
+    params, after = load_query(VISIT_QUERY, query, extra=1)
+    if after is not None and (after[0] is None or after[2] not in ("0", "1")):
+        raise ValidationFailed("invalid cursor", fields={"cursor": ["not a cursor this API gave out"]})
+    branches = identity.branches
+    if "branch" in params:  # narrows the scope; a branch outside it lists nothing
+        branches = frozenset({params["branch"]}) & (branches if branches is not None else {params["branch"]})
+    due_before = params.get("due_before", now if params["status"] == "open" else None)
+    limit = params["limit"]
+    with store.unit_of_work() as uow:
+        visits = uow.visits.queue(branches=branches, status=params["status"], due_before=due_before, after=after,
+                                  limit=limit + 1)
+    return page(visits, limit, lambda v: v.view(now, policy.branch(v.planned.branch_code)),
+                lambda v: (v.call_at, v.id, "1" if v.planned.allergy_check else "0"))
+
+
+def get_visit(store, *, identity: Identity, visit_id: str, policy, read_contact: Callable | None,
+              now: datetime) -> dict:
+    """A visit with the sale or case it follows, its attempts, and the customer's contact from
+    intake for the agent working it (logged there); without intake, the visit comes with
+    `contact_unavailable` saying why. Branch and region roles who may not call get no contact."""
+    visit_id = _canonical_id(visit_id)
+    with store.unit_of_work() as uow:
+        visit = _visit_in_scope(uow, identity, visit_id)
+        PERMISSIONS.require(identity, "visit:read")
+    shown = visit.view(now, policy.branch(visit.planned.branch_code), detail=True)
+    contact, unavailable = None, None
+    if not visit.open:
+        unavailable = f"the visit is {visit.status}: its customer's contact is not read"
+    elif not PERMISSIONS.may(identity, "visit:attempt"):
+        unavailable = f"a {identity.role} does not call customers: no contact read"
+    elif read_contact is not None:  # asked outside the transaction: no lock held while waiting
+        try:
+            contact = read_contact(identity, visit.planned.record_id, CONTACT_PURPOSE)
+        except ContactUnavailable as why:
+            unavailable = str(why)
+    return {**shown, "contact": contact, "contact_unavailable": unavailable}
+
+
+# -- working a visit ----------------------------------------------------------------------------------
+
+def record_attempt(store, *, identity: Identity, visit_id: str, read_body: Callable[[], dict],
+                   process: VisitProcess, policy, rules, now: datetime, causation_id: str | None = None) -> dict:
+    """An agent's call: reached (with the answers), not reached, or a call back asked for. In
+    the API's order: 404, 409 (finished, or not due), 403, 400, 422."""
+    visit_id = _canonical_id(visit_id)
+    actor = Actor(identity.subject, identity.role)
+    with store.unit_of_work() as uow:
+        visit = _visit_in_scope(uow, identity, visit_id, lock=True)
+        if not visit.open:
+            raise Conflict(f"visit {visit_id} is {visit.status}: no more attempts")
+        PERMISSIONS.require(identity, "visit:attempt")
+        data, errors = load(ATTEMPT_IN, read_body())
+        if errors:
+            raise ValidationFailed("the attempt is invalid", fields=errors)
+        branch = policy.branch(visit.planned.branch_code)
+        # What is due by now fires first: the timer poll may not have come since the visit fell due
+        # (it then calls at once), or since it was to be given up (then it is: 409, as the poll will).
+        _apply(visit, process.engine.fire_timers(uow.conn, visit_id), now, policy)
+        if not visit.open:
+            raise Conflict(f"visit {visit_id} is {visit.status}: no more attempts")
+        try:
+            visit.record_attempt(data, actor, now, branch, rules)
+            result = process.engine.complete_task(uow.conn, visit_id, "call", visit.process_facts(),
+                                                  actor=identity.subject)
+        except VisitStateConflict as conflict:
+            raise Conflict(str(conflict)) from None
+        except VisitRuleBroken as broken:
+            raise RuleRefused(str(broken), fields=broken.fields) from None
+        except TaskNotWaiting:  # the process is not calling (not due yet: the domain said so first)
+            raise Conflict(f"visit {visit_id} is not waiting for a call now") from None
+        _apply(visit, result, now, policy)
+        _commit(uow, visit, now, causation_id)
+        return visit.view(now, branch, detail=True)
+
+
+# -- what others say -------------------------------------------------------------------------------
+
+def message_outcome(store, *, event: dict, now: datetime) -> bool:
+    """customer_message_sent / _failed for a message a visit asked for: kept with the visit.
+    False: not a visit's request (investigation asks intake too)."""
+    payload = event["payload"]
+    with store.unit_of_work() as uow:
+        visit = uow.visits.messaged(payload["record_id"], payload["request_event_id"])
+        if visit is None or not visit.message_outcome(event["type"], payload, now):
+            return False
+        _commit(uow, visit, now, event["event_id"])
+    return True
+
+
+def follow_legal_hold(store, *, event: dict, now: datetime) -> None:
+    """legal_hold_set / _released on a case (and the sale an adverse reaction's case follows):
+    the visits they cover keep, or no longer keep, their personal data past the retention."""
+    payload = event["payload"]
+    subjects = [f"case:{payload['case_id']}"] + ([f"sale:{payload['sale_id']}"] if payload.get("sale_id") else [])
+    with store.unit_of_work() as uow:
+        uow.legal_holds.follow(subjects, event["type"] == "legal_hold_set", payload.get("reason"),
+                               event.get("sequence") or 0, now)

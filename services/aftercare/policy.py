@@ -1,15 +1,25 @@
 """Aftercare's rules, as data: its section of the chain policy file (`aftercare:`). When a
 return visit falls due after a sale (days by product type), when the satisfaction follow-up
-falls due after a resolved case, when customers may be called, and how hard a visit tries."""
+falls due after a resolved case, when customers may be called, and how hard a visit tries.
+Who may do what (PERMISSIONS) is code: it is the API's contract, not a chain's choice."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import time, timedelta
 
 from shared.calendar.policy import MAX_DURATION, ChainPolicy, Checker, show
+from shared.security.permissions import Permissions
 
 _SECTION = {"visit_delays", "contact_hours", "follow_up_after", "call_attempts", "attempts_apart", "abandon_after"}
 DEFAULTS = {"follow_up_after": "P3D", "attempts_apart": "P1D", "abandon_after": "P7D"}
+
+_CALLERS = {"aftercare_agent", "store_manager", "hq_admin"}
+PERMISSIONS = Permissions({
+    # The queue and a visit's record (its contact is read from intake, which checks its own).
+    "visit:read": _CALLERS | {"regional_manager", "hq_analyst"},
+    # Recording an attempt: the roles the visit process's `call` task names may complete it.
+    "visit:attempt": _CALLERS,
+})
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ def envelope(event, sequence: int, causation_id: str | None) -> ValidatedEvent:
         s = event.sale
         payload = {"sale_id": s.id, "sold_at": isoformat(s.sold_at), "recorded_at": isoformat(s.recorded_at),
                    "region": s.region, "customer_ref": s.customer_ref, "customer_masked": s.customer.masked(),
-                   "contact_consent": s.contact_consent, "items": s.items}
+                   "contact_consent": s.contact_consent, "items": s.items,
+                   "customer_language": s.customer.language}
         return build_event("sale_recorded", payload, branch_code=s.branch_code, correlation_id=s.id,
                            sequence=sequence, causation_id=causation_id, occurred_at=s.recorded_at)
     if isinstance(event, (CustomerMessageSent, CustomerMessageFailed)):

@@ -1,5 +1,5 @@
 """Intake's OpenAPI document, from the schemas that validate its requests."""
-from shared.web.openapi import document, operation, query_parameters
+from shared.web.openapi import document, operation, operations_paths, query_parameters
 from services.intake import schemas
 
 _ID = [{"name": "complaint_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}]
@@ -27,13 +27,5 @@ DOCUMENT = document("Closeloop intake", "1", {
     "/health/live": {"get": operation(
         "Liveness: answered by the HTTP server itself, with no worker, database or broker", public=True,
         errors=())},
-    "/health/ready": {"get": operation(
-        "Readiness: ok or degraded (200); down or not_ready (503) with the reasons", public=True, errors=(503,))},
-    "/health": {"get": operation("The older name of /health/ready, same answer", public=True, errors=(503,))},
-    "/metrics": {"get": {"summary": "Prometheus metrics of this replica (sum across replicas)",
-                         "responses": {"200": {"description": "text"}}}},
-    "/metrics/shared": {"get": {"summary": "Prometheus gauges of shared state (outbox, notifications, "
-                                           "parked events): scrape once per service, not per replica",
-                                "responses": {"200": {"description": "text"}}}},
-    "/openapi.json": {"get": operation("This document", public=True, errors=())},
+    **operations_paths(),
 })

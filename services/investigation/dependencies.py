@@ -7,14 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import eventlet
-from nameko.exceptions import RemoteError
 from nameko.extensions import DependencyProvider
 
-from shared.security.auth import Identity, issue_grant
-from shared.web.errors import NotFound, from_remote
-
 from shared.runtime import provider
+from shared.security.contact import CONTACT_TIMEOUT, contact_reader
 from shared.workflow import ProcessDefinition, ProcessEngine, load_definition
 
 PROCESS_DIR = Path(__file__).resolve().parent / "processes"
@@ -72,34 +68,12 @@ class Processes(DependencyProvider):
         return self.processes
 
 
-# -- the customer's contact, from intake ---------------------------------------------------------
+# -- the customer's contact, from intake (shared.security.contact) --------------------------------
 
 ARCHIVE_CONTACT_CALL = "intake.get_archived_contact"  # intake's RPC; a grant is made for this call only
-CONTACT_TIMEOUT = 5.0                # seconds a user waits for intake before the answer goes without it
-
-
-class ContactUnavailable(Exception):
-    """Intake did not give the contact: why, in words for the user."""
 
 
 def archived_contact_reader(intake_rpc, timeout: float = CONTACT_TIMEOUT):
     """`read(identity, record_id, purpose)` -> the contact intake gives this HQ user or auditor
-    for this closed record and purpose (logged in intake's contact-access log), or ContactUnavailable. The user's own
-    token never travels: a grant of minutes for this record and purpose does. nameko's RpcProxy
-    waits for ever; this waits `timeout`."""
-    def read(identity: Identity, record_id: str, purpose: str) -> dict:
-        grant = issue_grant(identity, call=ARCHIVE_CONTACT_CALL, record_id=record_id, purpose=purpose)
-        try:
-            reply = intake_rpc.get_archived_contact.call_async(grant, record_id, purpose)
-            with eventlet.Timeout(timeout):
-                return reply.result()
-        except eventlet.Timeout:
-            raise ContactUnavailable(f"intake (the contact holder) did not answer within {timeout:g} s") from None
-        except RemoteError as remote:
-            error = from_remote(remote)
-            if isinstance(error, NotFound):
-                raise ContactUnavailable("intake holds no contact for this record (anonymised or removed)") from None
-            raise ContactUnavailable(f"intake refused the contact: {error}") from None
-        except Exception as exc:  # noqa: BLE001 - the broker away: the record is still worth reading
-            raise ContactUnavailable(f"intake could not be reached ({exc.__class__.__name__})") from None
-    return read
+    for this closed record and purpose (logged in intake's contact-access log), or ContactUnavailable."""
+    return contact_reader(intake_rpc, ARCHIVE_CONTACT_CALL, timeout)

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from services.investigation import events
-from services.investigation.dependencies import CaseProcesses, ContactUnavailable
+from services.investigation.dependencies import CaseProcesses
 from services.investigation.domain import SYSTEM, Actor, Case, CaseRuleBroken, CaseStateConflict, OpenTask
 from services.investigation.policy import PERMISSIONS
 from services.investigation.remedies import RemedyRefused
@@ -19,6 +19,7 @@ from services.investigation.schemas import (
 )
 from shared.calendar.clock import isoformat
 from shared.notifications.queue import StaffMessage
+from shared.security.contact import ContactUnavailable
 from shared.security.auth import Identity
 from shared.web.errors import Conflict, Forbidden, NotFound, RuleRefused, ValidationFailed
 from shared.web.requests import load, load_query, page

@@ -1,6 +1,6 @@
 """Investigation's OpenAPI document, from the schemas that validate its requests."""
 from services.investigation import schemas
-from shared.web.openapi import document, operation, query_parameters, schema_to_json
+from shared.web.openapi import document, operation, operations_paths, query_parameters, schema_to_json
 
 _CASE = [{"name": "case_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}]
 _TASK = _CASE + [{"name": "task", "in": "path", "required": True, "schema": {
@@ -52,10 +52,5 @@ DOCUMENT = document("Closeloop investigation", "1", {
                          response=schemas.TaskPage(), parameters=query_parameters(schemas.TaskQuery()),
                          errors=(400, 401, 403)),
     },
-    "/health/ready": {"get": operation(
-        "Readiness: ok or degraded (200); down or not_ready (503) with the reasons", public=True, errors=(503,))},
-    "/health": {"get": operation("The older name of /health/ready, same answer", public=True, errors=(503,))},
-    "/metrics": {"get": {"summary": "Prometheus metrics of this replica (sum across replicas)",
-                         "responses": {"200": {"description": "text"}}}},
-    "/openapi.json": {"get": operation("This document", public=True, errors=())},
+    **operations_paths(),
 })

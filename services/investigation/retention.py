@@ -16,7 +16,6 @@ which runs KINDS."""
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from typing import Callable
 
@@ -24,35 +23,15 @@ import sqlalchemy as sa
 
 from services.investigation import models
 from shared.persistence.anonymisation import RecordKind
-from shared.security.privacy import anonymise_text, surname_from_mask
+from shared.security.privacy import scrub_json, scrubber
 from shared.workflow.tables import INSTANCES
 
 # -- scrubbing (pure) -------------------------------------------------------------------------------
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # The case's columns of free text that staff write about the customer (a text, or JSON holding texts).
 TEXT_COLUMNS = ("description", "pause_reason")
 JSON_COLUMNS = ("first_response", "findings", "decision", "written_result", "follow_up", "corrective_action",
                 "remedies", "origin")
-
-
-def scrubber(customer_masked: dict | None) -> Callable[[str], str]:
-    """What anonymises one case's texts: numbers, addresses and masks anywhere, and the surname
-    its mask kept, with an honorific."""
-    surname = surname_from_mask((customer_masked or {}).get("name"))
-    return lambda text: anonymise_text(text, surname=surname)
-
-
-def scrub_json(value, scrub: Callable[[str], str]):
-    """Every text inside a JSON value scrubbed; keys, numbers and ids (UUIDs, which a phone
-    pattern could take a run of digits of) kept."""
-    if isinstance(value, str):
-        return value if _UUID.fullmatch(value) else scrub(value)
-    if isinstance(value, list):
-        return [scrub_json(item, scrub) for item in value]
-    if isinstance(value, dict):
-        return {key: scrub_json(item, scrub) for key, item in value.items()}
-    return value
 
 
 def scrub_process_state(state: str, scrub: Callable[[str], str]) -> str:

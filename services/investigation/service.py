@@ -2,9 +2,6 @@
 case for every registered complaint (the complaint case process) and every suggestion or
 praise (the feedback case process), fires the processes' timers, and serves cases and tasks.
 Errors become the JSON error shape in shared.web.http."""
-import logging
-import time
-
 from nameko.rpc import RpcProxy
 from nameko.timer import timer
 
@@ -12,8 +9,6 @@ from services.investigation import handlers, openapi, retention
 from services.investigation.dependencies import Processes, archived_contact_reader, load_processes
 from services.investigation.repository import InvestigationStore
 from shared.messaging.consumer import handle_event
-from shared.messaging.failures import is_temporary
-from shared.observability import metrics
 from shared.observability.logs import CorrelationLogging
 from shared.persistence import anonymisation
 from shared.persistence.anonymisation import retention_timer
@@ -22,10 +17,7 @@ from shared.runtime.provider import Runtime
 from shared.web import health
 from shared.web.operations import Operations
 from shared.web.http import api, correlation_id, identity, query_args, read_json
-
-log = logging.getLogger("closeloop.investigation")
-TIMER_BATCH = 100           # instances fired per transaction
-TIMER_ROUND_SECONDS = 5.0   # one tick fires batches for at most this long, then lets the next tick come
+from shared.workflow import polling
 
 
 class InvestigationService(Operations):
@@ -76,25 +68,8 @@ class InvestigationService(Operations):
 
     @timer(interval=1)
     def fire_timers(self):
-        """Replicas poll side by side: each claims the due instances no other holds."""
-        started = time.monotonic()
-        while time.monotonic() - started < TIMER_ROUND_SECONDS:
-            try:
-                done = handlers.fire_timers(self.db, processes=self.processes, rules=self.env.rules,
-                                            now=self.env.now(), limit=TIMER_BATCH)
-            except Exception as exc:  # noqa: BLE001 - the next tick tries again; nothing was fired
-                if not is_temporary(exc):
-                    raise
-                log.warning("timer poll: database unavailable (%s); trying again next second",
-                            exc.__class__.__name__)
-                return
-            registry = metrics.registry(self.name)
-            for outcome, count in (("fired", len(done.fired)), ("failed", len(done.failed))):
-                if count:
-                    registry.inc("closeloop_process_timers_total", "process instances whose due timers were stepped, "
-                                 "by outcome (failed: rolled back, retried later)", count, outcome=outcome)
-            if len(done.fired) + len(done.failed) < TIMER_BATCH:
-                break
+        polling.fire_rounds(self.name, lambda limit: handlers.fire_timers(
+            self.db, processes=self.processes, rules=self.env.rules, now=self.env.now(), limit=limit))
 
     # -- personal data past the retention (shared.persistence.anonymisation runs retention.KINDS) -----
 
@@ -160,16 +135,4 @@ class InvestigationService(Operations):
     # -- operations: /health, /metrics, /openapi.json come from shared.web.operations ------------
 
     def more_shared_metrics(self) -> str:
-        """What the timer polls have yet to fire: a count that stays up, or an age that grows,
-        means no replica is firing (or every try fails: see closeloop_process_timers_total)."""
-        try:
-            with self.db.engine.connect() as conn:
-                count, earliest = self.processes.engine.overdue(conn)
-        except Exception:  # noqa: BLE001 - the database away: /health/ready says so; report nothing here
-            return ""
-        age = 0.0 if earliest is None else max((self.env.now() - earliest).total_seconds(), 0.0)
-        return metrics.render_gauges([
-            ("closeloop_process_timers_due", "process instances with a timer due and not yet fired", count,
-             {"service": self.name}),
-            ("closeloop_process_timers_oldest_due_seconds", "how long the earliest unfired timer has been due", age,
-             {"service": self.name})])
+        return polling.timer_gauges(self.name, self.db.engine, self.processes.engine, self.env.now())

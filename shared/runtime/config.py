@@ -14,7 +14,8 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432"
 SERVICES = ("intake", "investigation", "aftercare", "reporting")
 # Services whose code exists so far (the others are package skeletons), by their nameko class.
 SERVICE_CLASSES = {"intake": "services.intake.service:IntakeService",
-                   "investigation": "services.investigation.service:InvestigationService"}
+                   "investigation": "services.investigation.service:InvestigationService",
+                   "aftercare": "services.aftercare.service:AftercareService"}
 RUNNABLE_SERVICES = tuple(SERVICE_CLASSES)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from typing import Callable
 
 _SEPARATORS = re.compile(r"[\s\-()]")
 _MOBILE_CN = re.compile(r"^(?:\+?86)?(1[3-9]\d{9})$")
@@ -204,3 +205,27 @@ def anonymise_text(text: str, *, name: str | None = None, surname: str | None = 
     for found in sorted(surnames, key=len, reverse=True):
         text = re.sub(re.escape(found) + "(?:" + "|".join(HONORIFICS_ZH) + r"|\*{2,})", ANONYMISED, text)
     return _MASKED_NAME.sub(ANONYMISED, text)
+
+
+# -- a record's texts, for the retention runs -------------------------------------------------------
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def scrubber(customer_masked: dict | None) -> Callable[[str], str]:
+    """What anonymises one record's texts (a case's, a visit's): numbers, addresses and masks
+    anywhere, and the surname its mask kept, with an honorific."""
+    surname = surname_from_mask((customer_masked or {}).get("name"))
+    return lambda text: anonymise_text(text, surname=surname)
+
+
+def scrub_json(value, scrub: Callable[[str], str]):
+    """Every text inside a JSON value scrubbed; keys, numbers and ids (UUIDs, which a phone
+    pattern could take a run of digits of) kept."""
+    if isinstance(value, str):
+        return value if _UUID.fullmatch(value) else scrub(value)
+    if isinstance(value, list):
+        return [scrub_json(item, scrub) for item in value]
+    if isinstance(value, dict):
+        return {key: scrub_json(item, scrub) for key, item in value.items()}
+    return value

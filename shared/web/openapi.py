@@ -107,3 +107,18 @@ def query_parameters(schema: Schema) -> list[dict]:
     """The query parameters a schema accepts, named as the client sends them."""
     return [{"name": field.data_key or name, "in": "query", "required": field.required,
              "schema": field_schema(field)} for name, field in schema.fields.items()]
+
+
+def operations_paths() -> dict:
+    """What shared.web.operations.Operations serves on every service, documented alike."""
+    return {
+        "/health/ready": {"get": operation(
+            "Readiness: ok or degraded (200); down or not_ready (503) with the reasons", public=True, errors=(503,))},
+        "/health": {"get": operation("The older name of /health/ready, same answer", public=True, errors=(503,))},
+        "/metrics": {"get": {"summary": "Prometheus metrics of this replica (sum across replicas)",
+                             "responses": {"200": {"description": "text"}}}},
+        "/metrics/shared": {"get": {"summary": "Prometheus gauges of shared state (outbox, notifications, "
+                                               "parked events): scrape once per service, not per replica",
+                                    "responses": {"200": {"description": "text"}}}},
+        "/openapi.json": {"get": operation("This document", public=True, errors=())},
+    }

@@ -219,6 +219,17 @@ class ProcessEngine:
         """Let messages name the instance by `key` too."""
         instances.add_correlation_key(conn, instance_id, key)
 
+    def cancel(self, conn: sa.Connection, instance_id: str) -> StepResult:
+        """End the instance where it stands (a visit no longer wanted): its waiting tasks and
+        timers are cancelled and it leaves the timer poll. A completed instance stays as it is.
+        InstanceNotFound."""
+        row = self._lock(conn, instance_id)
+        workflow, op = self._restore(conn, row)
+        if workflow.completed:
+            return self._unchanged(row, workflow)
+        workflow.cancel()
+        return self._save(conn, row, workflow, op)
+
     # --- timers --------------------------------------------------------------------------
 
     def hold(self, conn: sa.Connection, instance_id: str) -> StepResult:

@@ -11,7 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from services.aftercare import handlers
+from services.aftercare.dependencies import load_process
 from services.aftercare.repository import AftercareStore
+from shared.calendar.clock import ManualClock
 from shared.calendar.policy import load_policy
 from shared.persistence import db
 
@@ -25,6 +27,7 @@ NOW = datetime(2026, 11, 20, 7, 0, tzinfo=timezone.utc)
 @pytest.fixture
 def store(database_factory):
     store = AftercareStore(db.make_engine(database_factory("aftercare"), 2))
+    store.process = load_process(None, ManualClock(NOW))  # the engine knows which definitions its database has
     yield store
     store.engine.dispose()
 
@@ -49,9 +52,14 @@ def visits(store) -> list:
         return conn.execute(sa.text("SELECT * FROM visits ORDER BY due_at")).all()
 
 
+def instances(store) -> dict:
+    with store.engine.connect() as conn:
+        return dict(conn.execute(sa.text("SELECT id, status FROM process_instances")).all())
+
+
 def test_a_sale_plans_its_visits_once_with_their_events(store):
     event = sale_recorded(True, "hair_colour", "perm", "skincare")
-    added = handlers.plan_sale(store, event=event, policy=POLICY, rules=RULES, now=NOW)
+    added = handlers.plan_sale(store, process=store.process, event=event, policy=POLICY, rules=RULES, now=NOW)
     assert len(added) == 2
     rows = visits(store)
     assert [(r.due_at.astimezone(SHANGHAI).isoformat(), r.allergy_check, len(r.items)) for r in rows] == [
@@ -61,14 +69,16 @@ def test_a_sale_plans_its_visits_once_with_their_events(store):
         ("visit_scheduled", event["payload"]["sale_id"], 1)] * 2
     assert datetime.fromisoformat(scheduled[0]["payload"]["due_at"]) == rows[0].due_at
     # The same event again, and replayed under a new id: nothing more.
-    assert handlers.plan_sale(store, event=event, policy=POLICY, rules=RULES, now=NOW) == []
-    assert handlers.plan_sale(store, event={**event, "event_id": str(uuid.uuid4())}, policy=POLICY, rules=RULES,
+    assert handlers.plan_sale(store, process=store.process, event=event, policy=POLICY, rules=RULES, now=NOW) == []
+    assert handlers.plan_sale(store, process=store.process, event={**event, "event_id": str(uuid.uuid4())}, policy=POLICY,
+                              rules=RULES,
                               now=NOW) == []
     assert len(visits(store)) == 2 and len(outbox(store)) == 2
+    assert instances(store) == {str(r.id): "running" for r in rows}  # each visit's process, waiting until due
 
 
 def test_no_consent_no_visit(store):
-    assert handlers.plan_sale(store, event=sale_recorded(False), policy=POLICY, rules=RULES, now=NOW) == []
+    assert handlers.plan_sale(store, process=store.process, event=sale_recorded(False), policy=POLICY, rules=RULES, now=NOW) == []
     assert visits(store) == [] and outbox(store) == []
 
 
@@ -77,13 +87,14 @@ def test_a_resolved_case_is_followed_up_and_a_reopened_one_s_follow_up_cancelled
     resolved = {"event_id": str(uuid.uuid4()), "type": "case_resolved", "branch_code": "SH001",
                 "payload": {"case_id": case_id, "complaint_id": case_id, "resolved_at": NOW.isoformat(),
                             "reopened": 0, "customer_ref": "c-1"}}
-    [visit_id] = handlers.plan_case_follow_up(store, event=resolved, policy=POLICY, rules=RULES, now=NOW)
+    [visit_id] = handlers.plan_case_follow_up(store, process=store.process, event=resolved, policy=POLICY, rules=RULES, now=NOW)
     [row] = visits(store)
     assert row.due_at == datetime(2026, 11, 23, 15, 0, tzinfo=SHANGHAI) and row.kind == "follow_up"
     reopened = {"event_id": str(uuid.uuid4()), "type": "case_reopened", "branch_code": "SH001",
                 "payload": {"case_id": case_id}}
-    assert handlers.cancel_follow_up(store, event=reopened, now=NOW) == [visit_id]
-    assert handlers.cancel_follow_up(store, event=reopened, now=NOW) == []  # nothing left open
+    assert handlers.cancel_follow_up(store, process=store.process, event=reopened, now=NOW) == [visit_id]
+    assert handlers.cancel_follow_up(store, process=store.process, event=reopened, now=NOW) == []  # nothing left open
     assert [(e["type"], e["correlation_id"], e["sequence"]) for e in outbox(store)] == [
         ("visit_scheduled", case_id, 1), ("visit_cancelled", case_id, 2)]
     assert visits(store)[0].status == "cancelled"
+    assert instances(store) == {visit_id: "completed"}  # its process ended where it stood, timers and all

@@ -85,6 +85,8 @@ def test_relay_keeps_events_while_the_broker_is_cut_and_delivers_them_after(
         for event in before:
             uow.publish(event)
     listener.wait_for(lambda m: True, count=10)
+    # Marked sent once the broker confirms, a moment after the listener has them.
+    wait_until(lambda: outbox_state(store) == (0, 10), "the first rows to be marked sent")
 
     proxy.cut()
     during = [sale_event(n) for n in range(50)]

@@ -1,5 +1,5 @@
 """Investigation's two processes (services/investigation/processes): they pass `closeloop process
-check`, their diagrams open tidy, and they run as the service will run them. In memory, no
+check`, their diagrams (and aftercare's) open tidy, and they run as the service will run them. In memory, no
 database: each operation restores the saved state with a fresh script engine, steps and saves
 it, as ProcessEngine's operations do; a ManualClock is moved instead of waited for."""
 from datetime import datetime, timedelta, timezone
@@ -331,7 +331,11 @@ def _on_border(point, box, tolerance=1.0) -> bool:
     return within and min(abs(x - left), abs(x - right), abs(y - top), abs(y - bottom)) <= tolerance
 
 
-@pytest.mark.parametrize("path", [COMPLAINT, FEEDBACK], ids=["complaint_case", "feedback_case"])
+RETURN_VISIT = PROCESSES.parents[1] / "aftercare" / "processes" / "return_visit.bpmn"
+
+
+@pytest.mark.parametrize("path", [COMPLAINT, FEEDBACK, RETURN_VISIT], ids=["complaint_case", "feedback_case",
+                                                                         "return_visit"])
 def test_each_diagram_opens_tidy(path):
     """What a process owner sees in bpmn.io: subprocesses expanded around their content, boundary
     events on their host's border, no shapes or labels on top of each other, and every flow

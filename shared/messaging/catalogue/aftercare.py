@@ -28,6 +28,8 @@ class VisitAnswers(Tolerant):
     satisfaction = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1, max=5))
     resolved = fields.Boolean(allow_none=True)
     suggestions = Text(allow_none=True)
+    discomfort_description = Text(allow_none=True)
+    item = Text(allow_none=True)  # the item (sku or service code) the discomfort is about
 
 
 class VisitScheduledV1(VisitEventV1):
@@ -43,6 +45,8 @@ class VisitAttemptedV1(VisitEventV1):
     channel = fields.String()
     reached = fields.Boolean()
     attempt = fields.Integer(strict=True, validate=validate.Range(min=1))
+    outcome = fields.String(validate=validate.OneOf(("reached", "not_reached", "call_back")))
+    call_back_at = InstantString()  # the customer asked to be called again then
 
 
 class VisitCompletedV1(VisitEventV1):

@@ -91,6 +91,7 @@ class SaleRecordedV1(Schema):
     customer_masked = fields.Nested(MaskedCustomer, required=True)
     contact_consent = fields.Boolean(required=True)
     items = fields.List(fields.Nested(SaleItem), required=True, validate=validate.Length(min=1))
+    customer_language = Text()  # what aftercare's messages to the customer are written in
 
 
 class CustomerMessageOutcome(Schema):

@@ -1,0 +1,100 @@
+"""Aftercare's request and response shapes (marshmallow): the queue's query, an attempt with
+seed 004's questionnaire, and what the API answers. Requests reject unknown fields so a typo is
+named instead of silently ignored."""
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from services.aftercare.domain import FINISHED, KINDS, OUTCOMES
+from shared.web.fields import AwareDateTime
+from shared.web.requests import PageQuery, Strict, StrictBoolean, Text
+
+ATTEMPT_CHANNELS = ("phone", "sms", "wechat", "email", "in_person")
+QUEUE_STATUSES = ("open", "scheduled", "in_progress", *FINISHED)
+
+
+class VisitQuery(PageQuery):
+    """The agent's queue: open visits due by `due_before` (default: now; overdue ones first by
+    time), allergy checks first; another status lists those visits (due_before then optional)."""
+    due_before = AwareDateTime()
+    status = fields.String(load_default="open", validate=validate.OneOf(QUEUE_STATUSES))
+    branch = fields.String(validate=validate.Length(min=1, max=100))
+
+
+class AnswersIn(Strict):
+    """Seed 004's questions: met expectations, discomfort or allergy, packaging and
+    instructions, satisfaction 1-5, suggestions; a follow-up asks whether it was resolved."""
+    met_expectations = StrictBoolean(required=True)
+    discomfort = StrictBoolean(required=True)
+    discomfort_description = Text(2000, allow_none=True)
+    item = Text(100, allow_none=True)  # the sku or service code the discomfort is about
+    packaging_ok = StrictBoolean(allow_none=True)  # null: not asked (a service has no packaging)
+    satisfaction = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=5))
+    resolved = StrictBoolean(allow_none=True)
+    suggestions = Text(2000, allow_none=True)
+
+
+class AttemptIn(Strict):
+    outcome = fields.String(required=True, validate=validate.OneOf(OUTCOMES))
+    channel = fields.String(load_default="phone", validate=validate.OneOf(ATTEMPT_CHANNELS))
+    answers = fields.Nested(AnswersIn)
+    call_back_at = AwareDateTime()
+    note = Text(2000, allow_none=True)
+
+    @validates_schema
+    def _by_outcome(self, data, **kwargs):
+        outcome, wrong = data.get("outcome"), {}
+        if outcome == "reached" and "answers" not in data:
+            wrong["answers"] = ["the customer was reached: record their answers"]
+        if outcome != "reached" and data.get("answers") is not None:
+            wrong["answers"] = ["answers come with outcome reached"]
+        if outcome == "call_back" and "call_back_at" not in data:
+            wrong["call_back_at"] = ["when the customer asked to be called back"]
+        if outcome != "call_back" and "call_back_at" in data:
+            wrong["call_back_at"] = ["a time to call back comes with outcome call_back"]
+        if wrong:
+            raise ValidationError(wrong)
+
+
+# -- answers (for the OpenAPI document) -------------------------------------------------------
+
+class ItemOut(Schema):
+    type = fields.String()
+    sku = fields.String(allow_none=True)
+    code = fields.String(allow_none=True)
+    name = fields.String(allow_none=True)
+    product_type = fields.String()
+    batch = fields.String(allow_none=True)
+    technician_id = fields.String(allow_none=True)
+
+
+class VisitOut(Schema):
+    id = fields.String()
+    kind = fields.String(validate=validate.OneOf(KINDS))
+    status = fields.String(validate=validate.OneOf(QUEUE_STATUSES[1:]))
+    branch_code = fields.String()
+    due_at = fields.String(metadata={"description": "when it was planned for"})
+    call_at = fields.String(metadata={"description": "when it is next called"})
+    abandon_at = fields.String()
+    allergy_check = fields.Boolean()
+    overdue = fields.Boolean(metadata={"description": "open and due on an earlier day"})
+    sale_id = fields.String(allow_none=True)
+    case_id = fields.String(allow_none=True)
+    customer_ref = fields.String(allow_none=True)
+    customer_masked = fields.Dict()
+    customer_language = fields.String()
+    attempts_made = fields.Integer()
+    items = fields.List(fields.Nested(ItemOut))
+
+
+class VisitDetailOut(VisitOut):
+    follows = fields.Dict(metadata={"description": "the sale (when, what) or the case (reference, remedy)"})
+    attempts = fields.List(fields.Dict())
+    message = fields.Dict(allow_none=True)
+    outcome = fields.Dict(allow_none=True)
+    finished_at = fields.String(allow_none=True)
+    contact = fields.Dict(allow_none=True, metadata={"description": "from intake, for the caller (logged there)"})
+    contact_unavailable = fields.String(allow_none=True)
+
+
+class VisitPage(Schema):
+    items = fields.List(fields.Nested(VisitOut))
+    next_cursor = fields.String(allow_none=True)
