@@ -103,6 +103,11 @@ def plan_return_visits(sale: dict, *, branch: Branch, rules) -> list[PlannedVisi
     return visits
 
 
+def follow_up_id(case_id: str, round_: int) -> str:
+    """The follow-up of a case resolved after `round_` reopenings."""
+    return str(uuid.uuid5(_VISITS, f"follow_up:{case_id}:{round_}"))
+
+
 def plan_follow_up(resolved: dict, *, branch: Branch, rules) -> PlannedVisit:
     """The satisfaction follow-up `case_resolved`'s payload plans (`follow_up_after` later, in
     contact hours). A case resolved again after a reopening plans a follow-up of its own."""
@@ -113,7 +118,7 @@ def plan_follow_up(resolved: dict, *, branch: Branch, rules) -> PlannedVisit:
                "remedy": resolved.get("remedy"), "follow_up_plan": resolved.get("follow_up_plan"),
                "reopened": round_}
     return PlannedVisit(
-        id=str(uuid.uuid5(_VISITS, f"follow_up:{resolved['case_id']}:{round_}")), kind="follow_up",
+        id=follow_up_id(resolved["case_id"], round_), kind="follow_up",
         branch_code=branch.code, due_at=contact_time(resolved_at + rules.follow_up_after, branch, rules),
         case_id=resolved["case_id"], sale_id=None, customer_ref=resolved.get("customer_ref"),
         customer_language=resolved.get("customer_language") or "zh",

@@ -16,7 +16,7 @@ from typing import Callable
 
 from services.aftercare import events
 from services.aftercare.dependencies import VisitProcess
-from services.aftercare.domain import Actor, Visit, plan_follow_up, plan_return_visits
+from services.aftercare.domain import Actor, Visit, follow_up_id, plan_follow_up, plan_return_visits
 from services.aftercare.exceptions import VisitRuleBroken, VisitStateConflict
 from services.aftercare.policy import PERMISSIONS
 from services.aftercare.schemas import AttemptIn, VisitQuery
@@ -62,6 +62,10 @@ def _schedule(store, process: VisitProcess, planned_visits, event: dict, policy,
     added = []
     with store.unit_of_work() as uow:  # with nothing planned too: the event is claimed, taken once
         for planned in planned_visits:
+            if planned.kind == "follow_up" and uow.visits.follow_up_cancelled(planned.id):
+                log.info("follow-up %s of case %s: the case was reopened since (%s heard late)", planned.id,
+                         planned.case_id, event["type"])
+                continue
             visit = Visit.schedule(planned, now, rules)
             if not uow.visits.add(visit, event["event_id"], now):
                 continue
@@ -89,10 +93,15 @@ def plan_case_follow_up(store, *, event: dict, process: VisitProcess, policy, ru
 
 def cancel_follow_up(store, *, event: dict, process: VisitProcess, now: datetime) -> list[str]:
     """`case_reopened`: the case's follow-ups still to make are no longer wanted; their
-    processes end where they stand."""
+    processes end where they stand. The round it ends is remembered, so its `case_resolved`,
+    should it come after this (a retried delivery), plans nothing."""
     cancelled = []
+    case_id = event["payload"]["case_id"]
     with store.unit_of_work() as uow:
-        for visit in uow.visits.open_follow_ups(event["payload"]["case_id"]):
+        reopened = event["payload"].get("reopened")
+        if reopened:  # the n-th reopening ends the follow-up of the (n-1)-th resolution
+            uow.visits.cancel_follow_up(follow_up_id(case_id, reopened - 1), case_id, now)
+        for visit in uow.visits.open_follow_ups(case_id):
             if visit.cancel("case_reopened", now):
                 process.engine.cancel(uow.conn, visit.id)
                 _commit(uow, visit, now, event["event_id"])

@@ -73,4 +73,13 @@ legal_holds = sa.Table(
     sa.Column("last_sequence", sa.BigInteger, nullable=False),  # the hold event's per-case sequence
 )
 
+# The follow-ups a reopened case no longer wants, by id: a case_resolved heard after the
+# case_reopened that followed it (a retried delivery) plans nothing.
+cancelled_follow_ups = sa.Table(
+    "cancelled_follow_ups", metadata,
+    sa.Column("visit_id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("case_id", pg.UUID(as_uuid=False), nullable=False),
+    sa.Column("cancelled_at", TZ, nullable=False),
+)
+
 PURGES = ()

@@ -78,6 +78,16 @@ class Visits:
                               t.c.message["request_event_id"].astext == request_event_id])
         return found[0] if found else None
 
+    def cancel_follow_up(self, visit_id: str, case_id: str, now: datetime) -> None:
+        """The follow-up `visit_id` is not wanted, whether planned yet or not."""
+        self._uow.execute(insert(models.cancelled_follow_ups).values(visit_id=visit_id, case_id=case_id,
+                                                                     cancelled_at=now)
+                          .on_conflict_do_nothing(index_elements=["visit_id"]))
+
+    def follow_up_cancelled(self, visit_id: str) -> bool:
+        t = models.cancelled_follow_ups
+        return self._uow.execute(sa.select(sa.literal(1)).where(t.c.visit_id == visit_id)).first() is not None
+
     def save(self, visit: Visit, now: datetime) -> None:
         t = models.visits
         self._uow.execute(t.update().where(t.c.id == visit.id).values(**self._state(visit, now)))

@@ -98,3 +98,21 @@ def test_a_resolved_case_is_followed_up_and_a_reopened_one_s_follow_up_cancelled
         ("visit_scheduled", case_id, 1), ("visit_cancelled", case_id, 2)]
     assert visits(store)[0].status == "cancelled"
     assert instances(store) == {visit_id: "completed"}  # its process ended where it stood, timers and all
+
+
+def test_a_case_resolved_heard_after_its_reopening_plans_nothing_and_the_next_resolution_does(store):
+    case_id = str(uuid.uuid4())
+
+    def event(event_type, **payload):
+        return {"event_id": str(uuid.uuid4()), "type": event_type, "branch_code": "SH001",
+                "payload": {"case_id": case_id, "complaint_id": case_id, **payload}}
+    # A retried delivery: the reopening (the first) comes before the resolution it ended.
+    assert handlers.cancel_follow_up(store, process=store.process, event=event("case_reopened", reopened=1),
+                                     now=NOW) == []
+    late = event("case_resolved", resolved_at=NOW.isoformat(), reopened=0, customer_ref="c-1")
+    assert handlers.plan_case_follow_up(store, process=store.process, event=late, policy=POLICY, rules=RULES,
+                                        now=NOW) == []
+    again = event("case_resolved", resolved_at=NOW.isoformat(), reopened=1, customer_ref="c-1")
+    assert len(handlers.plan_case_follow_up(store, process=store.process, event=again, policy=POLICY, rules=RULES,
+                                            now=NOW)) == 1
+    assert [e["type"] for e in outbox(store)] == ["visit_scheduled"]

@@ -69,6 +69,12 @@ def upgrade():
     op.create_index("ix_visits_finished", "visits", ["finished_at"], postgresql_where=sa.text("anonymised_at IS NULL"))
     anonymisation.create_tables_v1(op)
     op.create_table(
+        "cancelled_follow_ups",
+        sa.Column("visit_id", pg.UUID(as_uuid=False), primary_key=True),
+        sa.Column("case_id", pg.UUID(as_uuid=False), nullable=False),
+        sa.Column("cancelled_at", TZ, nullable=False),
+    )
+    op.create_table(
         "legal_holds",
         sa.Column("subject", sa.Text, primary_key=True),
         sa.Column("held", sa.Boolean, nullable=False),
@@ -79,5 +85,5 @@ def upgrade():
 
 
 def downgrade():
-    for table in ("legal_holds", "retention_run_records", "retention_runs", "visits", "process_instances", "process_definitions", "inbox", "notifications", "outbox"):
+    for table in ("legal_holds", "cancelled_follow_ups", "retention_run_records", "retention_runs", "visits", "process_instances", "process_definitions", "inbox", "notifications", "outbox"):
         op.drop_table(table)
