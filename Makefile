@@ -32,8 +32,8 @@ bench: install system-packages
 
 # docker-compose.yml for real (needs a Docker engine; not part of `make test`): the gateway,
 # the README's first complaint, 2 intake replicas, a replica killed, a complaint's case read on
-# investigation, 2 investigation replicas; then a few integration tests on containers started
-# by testcontainers (see README: "Set up").
+# investigation, 2 investigation replicas, a sale's return visit listed on aftercare; then a few
+# integration tests on containers started by testcontainers (see README: "Set up").
 COMPOSE_TEST_INFRA_TESTS ?= tests/integration/test_outbox_relay.py tests/e2e/test_intake_http.py
 compose-test: install
 	$(BIN)/python scripts/compose_test.py

@@ -1,13 +1,16 @@
 """`make compose-test`: docker-compose.yml for real, through the gateway.
 
-Builds the image, starts the project under a name of its own, waits (bounded) until intake and
-investigation answer through the gateway, posts the README's first complaint exactly as the
-README writes it (token included), scales intake to 2 and shows that both replicas answer, then
-kills one replica (SIGKILL; its restart policy brings it back) while posting in a loop: every
-post must still succeed, and be stored once. Then investigation: a complaint posted through the
-gateway opens its case, read through the gateway by the branch's store manager (bounded poll)
-until it waits on `assign`; investigation scaled to 2, both replicas healthy and both answering
-the gateway's reads. Tears the project down at the end, also on failure.
+Builds the image, starts the project under a name of its own, waits (bounded) until intake,
+investigation and aftercare answer through the gateway and aftercare's relay is healthy, posts the
+README's first complaint exactly as the README writes it (token included), scales intake to 2 and
+shows that both replicas answer, then kills one replica (SIGKILL; its restart policy brings it
+back) while posting in a loop: every post must still succeed, and be stored once. Then
+investigation: a complaint posted through the gateway opens its case, read through the gateway by
+the branch's store manager (bounded poll) until it waits on `assign`; investigation scaled to 2,
+both replicas healthy and both answering the gateway's reads. Then aftercare: a sale of a hair
+colour posted through the gateway plans its return visit (an allergy check, due 2 days after the
+sale), listed through the gateway for the branch's aftercare agent (bounded poll). Tears the
+project down at the end, also on failure.
 
 `--fault` measures instead of asserting: posts in a loop while the only intake replica is
 killed and brought back by its restart policy, then the same with two replicas, and prints
@@ -32,6 +35,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +44,7 @@ COMPLAINT = {"kind": "complaint", "channel": "front_desk",
              "customer": {"name": "王女士", "phone": "13812346138", "language": "zh"},
              "description": "染发后头皮发红", "occurred_at": "2026-01-05T15:00:00+08:00",
              "service": {"code": "HAIR-DYE", "name": "染发"}}
+SHANGHAI = timezone(timedelta(hours=8))  # the branches' zone in the bundled policy (no DST)
 
 
 class Failed(Exception):
@@ -129,7 +134,7 @@ class Project:
     def show_state(self) -> None:
         self("ps", check=False)
         for service in ("migrate", "bus-declare", "intake", "intake-relay", "investigation",
-                        "investigation-relay", "gateway"):
+                        "investigation-relay", "aftercare", "aftercare-relay", "gateway"):
             logs = self("logs", "--no-color", "--tail", "15", service, check=False, quiet=True)
             print(logs.stdout.rstrip(), flush=True)
 
@@ -330,8 +335,9 @@ def bring_up(project: Project) -> None:
     say(f"building the image and starting project {project.name} (gateway on {project.gateway})")
     project("build", quiet=True, timeout=1800)
     project("up", "-d", quiet=True, timeout=600)
-    for service in ("intake", "investigation"):
+    for service in ("intake", "investigation", "aftercare"):
         until(f"{service} to be ready through the gateway", lambda: ready(project, service), 300)
+    until("a healthy aftercare relay", lambda: replicas_healthy(project, 1, "aftercare-relay"), 300)
 
 
 def check(project: Project) -> None:
@@ -368,6 +374,7 @@ def check(project: Project) -> None:
     say(f"with 2 replicas and one killed: all {accepted} posts accepted, each stored once")
 
     check_investigation(project)
+    check_aftercare(project)
 
 
 def check_investigation(project: Project) -> None:
@@ -425,6 +432,60 @@ def check_investigation(project: Project) -> None:
         f"answered per replica: {served}")
     if sorted(served.values())[0] == 0:
         raise Failed(f"one investigation replica answered none of the 20 reads: {served}")
+
+
+def last_afternoon(now: datetime) -> datetime:
+    """The latest 15:00 in Shanghai at or before `now`: a sale in the past (intake refuses one in
+    the future) whose return visit, 2 days later, falls in the contact hours (09:00-21:00) as is."""
+    local = now.astimezone(SHANGHAI)
+    afternoon = local.replace(hour=15, minute=0, second=0, microsecond=0)
+    return afternoon if afternoon <= local else afternoon - timedelta(days=1)
+
+
+def check_aftercare(project: Project) -> None:
+    """A sale of a hair colour, with the customer's consent, posted through the gateway to intake
+    plans its return visit on aftercare: an allergy check due 2 days after the sale (15:00 stays
+    15:00, inside the contact hours), listed through the gateway for the branch's aftercare agent
+    among the scheduled visits. Then aftercare's readiness through the gateway."""
+    branch = "SH001"
+    sold_at = last_afternoon(datetime.now(timezone.utc))
+    sale = {"customer": {"name": "李女士", "phone": "13812346139", "language": "zh", "contact_consent": True},
+            "sold_at": sold_at.isoformat(),
+            "items": [{"type": "service", "code": "HAIR-DYE", "name": "染发", "product_type": "hair_colour",
+                       "technician_id": "T-017"}]}
+    front_desk = {"Authorization": f"Bearer {token('front_desk', branch)}", "Content-Type": "application/json",
+                  "Idempotency-Key": f"sale-{uuid.uuid4().hex[:12]}"}
+    status, recorded = http("POST", f"{project.gateway}/v1/sales", sale, front_desk)
+    if status != 201 or not isinstance(recorded, dict) or not recorded.get("id"):
+        raise Failed(f"the sale for aftercare answered {status}: {recorded}")
+    posted = time.monotonic()
+    agent = {"Authorization": f"Bearer {token('aftercare_agent', branch)}"}
+    url = f"{project.gateway}/v1/visits?status=scheduled&limit=100"
+    seen: list = []
+
+    def visit_listed():
+        status, body = http("GET", url, headers=agent, timeout=10)
+        seen[:] = [status, str(body)[:500]]
+        items = body.get("items", []) if status == 200 and isinstance(body, dict) else []
+        return next((v for v in items if v.get("sale_id") == recorded["id"]), None)
+    try:
+        # Bounded: intake's relay publishes sale_recorded, aftercare plans the visit from it.
+        visit = until(f"the return visit of sale {recorded['id']} among the scheduled visits", visit_listed,
+                      180, 0.5)
+    except Failed as exc:
+        raise Failed(f"{exc}; last answer: {seen}") from None
+    due = datetime.fromisoformat(str(visit.get("due_at")).replace("Z", "+00:00"))
+    expected = sold_at + timedelta(days=2)
+    if visit.get("allergy_check") is not True or due != expected or visit.get("branch_code") != branch:
+        raise Failed(f"the sale's return visit is not an allergy check for {branch} due at "
+                     f"{expected.isoformat()}: {visit}")
+    say(f"sale {recorded['id']} (sold {sold_at.isoformat()}) planned visit {visit['id']} (allergy check, due "
+        f"{due.astimezone(SHANGHAI).isoformat()}), listed through the gateway after "
+        f"{time.monotonic() - posted:.1f} s")
+    status, body = http("GET", f"{project.gateway}/health/aftercare", timeout=10)
+    if status != 200:
+        raise Failed(f"GET /health/aftercare through the gateway answered {status}: {str(body)[:300]}")
+    say(f"aftercare ready through the gateway: {body.get('status') if isinstance(body, dict) else body}")
 
 
 def fault(project: Project) -> None:

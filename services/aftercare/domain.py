@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from services.aftercare.exceptions import VisitRuleBroken, VisitStateConflict
 from shared.calendar.branches import Branch
@@ -342,11 +342,13 @@ class Visit(Aggregate):
 
     # -- what the API shows ------------------------------------------------------------------------
 
-    def overdue(self, now: datetime, branch: Branch) -> bool:
-        """Open and due on an earlier day than today (the branch's): it should have been called."""
-        return self.open and self.call_at.astimezone(branch.zone).date() < now.astimezone(branch.zone).date()
+    def overdue(self, now: datetime, branch: Branch | None) -> bool:
+        """Open and due on an earlier day than today (the branch's; UTC's for a branch the policy
+        no longer has): it should have been called."""
+        zone = branch.zone if branch is not None else timezone.utc
+        return self.open and self.call_at.astimezone(zone).date() < now.astimezone(zone).date()
 
-    def view(self, now: datetime, branch: Branch, *, detail: bool = False) -> dict:
+    def view(self, now: datetime, branch: Branch | None, *, detail: bool = False) -> dict:
         p = self.planned
         shown = {"id": p.id, "kind": p.kind, "status": self.status, "branch_code": p.branch_code,
                  "due_at": isoformat(p.due_at), "call_at": isoformat(self.call_at),

@@ -129,6 +129,14 @@ def fire_timers(store, *, process: VisitProcess, policy, now: datetime, limit: i
 
 # -- reading -----------------------------------------------------------------------------------------
 
+def _branch(policy, code: str):
+    """The branch as the chain policy has it, or None when the policy no longer does."""
+    try:
+        return policy.branch(code)
+    except KeyError:
+        return None
+
+
 def _canonical_id(visit_id) -> str:
     try:
         return str(uuid.UUID(visit_id))
@@ -158,7 +166,7 @@ def list_visits(store, *, identity: Identity, query: dict, policy, now: datetime
     with store.unit_of_work() as uow:
         visits = uow.visits.queue(branches=branches, status=params["status"], due_before=due_before, after=after,
                                   limit=limit + 1)
-    return page(visits, limit, lambda v: v.view(now, policy.branch(v.planned.branch_code)),
+    return page(visits, limit, lambda v: v.view(now, _branch(policy, v.planned.branch_code)),
                 lambda v: (v.call_at, v.id, "1" if v.planned.allergy_check else "0"))
 
 
@@ -171,7 +179,7 @@ def get_visit(store, *, identity: Identity, visit_id: str, policy, read_contact:
     with store.unit_of_work() as uow:
         visit = _visit_in_scope(uow, identity, visit_id)
         PERMISSIONS.require(identity, "visit:read")
-    shown = visit.view(now, policy.branch(visit.planned.branch_code), detail=True)
+    shown = visit.view(now, _branch(policy, visit.planned.branch_code), detail=True)
     contact, unavailable = None, None
     if not visit.open:
         unavailable = f"the visit is {visit.status}: its customer's contact is not read"
@@ -201,7 +209,10 @@ def record_attempt(store, *, identity: Identity, visit_id: str, read_body: Calla
         data, errors = load(ATTEMPT_IN, read_body())
         if errors:
             raise ValidationFailed("the attempt is invalid", fields=errors)
-        branch = policy.branch(visit.planned.branch_code)
+        branch = _branch(policy, visit.planned.branch_code)
+        if branch is None:  # its contact hours are the branch's: nothing to call by
+            raise RuleRefused(f"branch {visit.planned.branch_code} is no longer in the chain policy",
+                              fields={"branch_code": ["not a branch of the chain policy"]})
         # What is due by now fires first: the timer poll may not have come since the visit fell due
         # (it then calls at once), or since it was to be given up (then it is: 409, as the poll will).
         _apply(visit, process.engine.fire_timers(uow.conn, visit_id), now, policy)

@@ -193,17 +193,18 @@ def test_gateway_finds_replicas_and_answers_its_own_errors_in_json():
         assert '"' not in message and "\\" not in message, message
 
 
-def test_gateway_routes_investigation_without_resending_its_posts():
+def test_gateway_routes_investigation_and_aftercare_without_resending_their_posts():
     locations = gateway_locations()
-    for path in ("/v1/cases", "/v1/tasks", "/v1/archive", "/v1/standard-answers"):
+    for path in ("/v1/cases", "/v1/tasks", "/v1/archive", "/v1/standard-answers", "/v1/visits"):
         body = locations[path]
-        # Its POSTs take no Idempotency-Key: never redirected to a keyed-post location, never
-        # resent once they reached a replica; the server's JSON error pages apply unchanged.
+        # Their POSTs (tasks, attempts) take no Idempotency-Key: never redirected to a keyed-post
+        # location, never resent once they reached a replica; the server's JSON error pages apply.
         for word in ("non_idempotent", "error_page", "proxy_next_upstream", "@intake_keyed_post"):
             assert word not in body, (path, word)
-    health = locations["/health/investigation"]
-    assert "set $closeloop_service investigation:8002;" in health
-    assert "proxy_pass http://$closeloop_service/health/ready;" in health
+    for service, port in (("investigation", 8002), ("aftercare", 8003)):
+        health = locations[f"/health/{service}"]
+        assert f"set $closeloop_service {service}:{port};" in health
+        assert "proxy_pass http://$closeloop_service/health/ready;" in health
 
 def test_gateway_body_limit_is_the_services_default():
     size = re.search(r"client_max_body_size (\d+)([km]?);", GATEWAY_CONF.read_text())
