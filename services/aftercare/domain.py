@@ -204,9 +204,10 @@ class Visit(Aggregate):
 
     # -- working it ------------------------------------------------------------------------------
 
-    def check_workable(self, outcome: str, now: datetime) -> None:
+    def check_workable(self, outcome: str | None, now: datetime) -> None:
         """An attempt fits the visit now: it is open and due (a call not reached, only once the
-        next call is due: the calls are `attempts_apart`). VisitStateConflict says why not."""
+        next call is due: the calls are `attempts_apart`; None: whatever the outcome).
+        VisitStateConflict says why not."""
         if not self.open:
             raise VisitStateConflict(f"visit {self.id} is {self.status}: no more attempts")
         if now < self.planned.due_at:
@@ -275,11 +276,13 @@ class Visit(Aggregate):
         if answers.get("discomfort") and p.kind == "return" and p.sale_id:
             self.outcome["adverse_reaction"] = True
             self.record(VisitEvent("adverse_reaction_reported", now, self._adverse_reaction(answers, now)))
-        if p.kind == "follow_up" and (score <= LOW_SCORE or answers.get("resolved") is False):
+        # A follow-up's customer still unhappy, or in discomfort again: the case is not done.
+        if p.kind == "follow_up" and (score <= LOW_SCORE or answers.get("resolved") is False
+                                      or answers.get("discomfort")):
             self.outcome["dissatisfaction"] = True
             self.record(VisitEvent("dissatisfaction_reported", now, {
                 "score": score, "resolved": answers.get("resolved"),
-                "comment": answers.get("suggestions") or answers.get("discomfort_description")}))
+                "comment": answers.get("discomfort_description") or answers.get("suggestions")}))
 
     def _adverse_reaction(self, answers: dict, now: datetime) -> dict:
         """The item the customer names, else the allergy-checked one, else the first."""
@@ -305,11 +308,12 @@ class Visit(Aggregate):
         p = self.planned
         language = p.customer_language if (p.kind, p.customer_language) in MESSAGES else "zh"
         request_id = str(uuid.uuid5(_MESSAGES, self.id))
-        self.message = {"request_event_id": request_id, "requested_at": isoformat(now), "outcome": None}
+        text = MESSAGES[(p.kind, language)].format(branch=branch.name)
+        self.message = {"request_event_id": request_id, "requested_at": isoformat(now), "text": text,
+                        "language": language, "channels": list(MESSAGE_CHANNELS), "outcome": None}
         self.record(VisitEvent("customer_message_requested", now, {
-            "record_type": p.record_type, "record_id": p.record_id, "purpose": "return_visit",
-            "text": MESSAGES[(p.kind, language)].format(branch=branch.name), "language": language,
-            "channels": list(MESSAGE_CHANNELS)}, own_payload=True, event_id=request_id))
+            "record_type": p.record_type, "record_id": p.record_id, "purpose": "return_visit", "text": text,
+            "language": language, "channels": list(MESSAGE_CHANNELS)}, own_payload=True, event_id=request_id))
         return True
 
     def message_outcome(self, event_type: str, payload: dict, now: datetime) -> bool:
@@ -325,7 +329,7 @@ class Visit(Aggregate):
         """No answer `abandon_after` past the due time."""
         if not self.open:
             return False
-        reason = "no answer" if self.unreached else "not worked"
+        reason = "no answer" if self.attempts else "not worked"
         self.status, self.finished_at = "abandoned", now
         self.outcome = {"reason": reason, "at": isoformat(now), "attempts": len(self.attempts)}
         self.record(VisitEvent("visit_abandoned", now, {"attempts": len(self.attempts), "reason": reason}))

@@ -24,7 +24,7 @@ from shared.security.auth import Identity
 from shared.security.contact import ContactUnavailable
 from shared.web.errors import Conflict, NotFound, RuleRefused, ValidationFailed
 from shared.web.requests import load, load_query, page
-from shared.workflow import StepResult, TaskNotWaiting
+from shared.workflow import InstanceExists, StepResult, TaskNotWaiting
 
 log = logging.getLogger("closeloop.aftercare")
 VISIT_QUERY, ATTEMPT_IN = VisitQuery(), AttemptIn()
@@ -56,7 +56,7 @@ def _commit(uow, visit: Visit, now: datetime, causation_id: str | None) -> None:
 def _schedule(store, process: VisitProcess, planned_visits, event: dict, policy, rules, now: datetime) -> list[str]:
     """The planned visits stored with their process (waiting until due) and published
     (visit_scheduled); those stored before (a copy of the event, under its own or a new event
-    id) are left alone. The ids of the new ones."""
+    id: the same visit ids) are left alone. The ids of the new ones."""
     if planned_visits:
         process.register(store.engine)
     added = []
@@ -67,11 +67,14 @@ def _schedule(store, process: VisitProcess, planned_visits, event: dict, policy,
                          planned.case_id, event["type"])
                 continue
             visit = Visit.schedule(planned, now, rules)
-            if not uow.visits.add(visit, event["event_id"], now):
+            try:  # its instance first: a twin of this event (a copy, a replay) planned it already, or does now
+                result = process.engine.start(uow.conn, visit.id, process.definition, visit.process_data(rules))
+            except InstanceExists:
                 continue
-            result = process.engine.start(uow.conn, visit.id, process.definition, visit.process_data(rules))
             _apply(visit, result, now, policy)  # a sale posted late: its visit may be past abandoning already
-            _commit(uow, visit, now, event["event_id"])
+            uow.visits.add(visit, event["event_id"], now)
+            for envelope in events.envelopes(visit, causation_id=event["event_id"]):
+                uow.publish(envelope)
             added.append(visit.id)
     return added
 
@@ -87,7 +90,9 @@ def plan_sale(store, *, event: dict, process: VisitProcess, policy, rules, now: 
 def plan_case_follow_up(store, *, event: dict, process: VisitProcess, policy, rules, now: datetime) -> list[str]:
     """`case_resolved`: the satisfaction follow-up, `follow_up_after` later in contact hours."""
     branch = policy.branch(event["branch_code"])
-    return _schedule(store, process, [plan_follow_up(event["payload"], branch=branch, rules=rules)], event,
+    payload = {k: v for k, v in event["payload"].items() if v is not None}
+    resolved = {"resolved_at": event.get("occurred_at"), **payload}  # the schema lets resolved_at out
+    return _schedule(store, process, [plan_follow_up(resolved, branch=branch, rules=rules)], event,
                      policy, rules, now)
 
 
@@ -203,8 +208,14 @@ def record_attempt(store, *, identity: Identity, visit_id: str, read_body: Calla
     actor = Actor(identity.subject, identity.role)
     with store.unit_of_work() as uow:
         visit = _visit_in_scope(uow, identity, visit_id, lock=True)
-        if not visit.open:
-            raise Conflict(f"visit {visit_id} is {visit.status}: no more attempts")
+        # What is due by now fires first: the timer poll may not have come since the visit fell due
+        # (it then calls at once), or since it was to be given up (then it is: 409, as the poll will).
+        if visit.open:
+            _apply(visit, process.engine.fire_timers(uow.conn, visit_id), now, policy)
+        try:
+            visit.check_workable(None, now)
+        except VisitStateConflict as conflict:
+            raise Conflict(str(conflict)) from None
         PERMISSIONS.require(identity, "visit:attempt")
         data, errors = load(ATTEMPT_IN, read_body())
         if errors:
@@ -213,11 +224,6 @@ def record_attempt(store, *, identity: Identity, visit_id: str, read_body: Calla
         if branch is None:  # its contact hours are the branch's: nothing to call by
             raise RuleRefused(f"branch {visit.planned.branch_code} is no longer in the chain policy",
                               fields={"branch_code": ["not a branch of the chain policy"]})
-        # What is due by now fires first: the timer poll may not have come since the visit fell due
-        # (it then calls at once), or since it was to be given up (then it is: 409, as the poll will).
-        _apply(visit, process.engine.fire_timers(uow.conn, visit_id), now, policy)
-        if not visit.open:
-            raise Conflict(f"visit {visit_id} is {visit.status}: no more attempts")
         try:
             visit.record_attempt(data, actor, now, branch, rules)
             result = process.engine.complete_task(uow.conn, visit_id, "call", visit.process_facts(),

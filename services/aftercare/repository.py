@@ -23,22 +23,18 @@ class Visits:
     def __init__(self, uow: UnitOfWork):
         self._uow = uow
 
-    def add(self, visit: Visit, planned_by: str, now: datetime) -> bool:
-        """The visit, unless one of its id exists (the same event, or a copy of it, planned it):
-        False then, and nothing of it is kept."""
+    def add(self, visit: Visit, planned_by: str, now: datetime) -> None:
+        """A new visit, queued to go with the unit of work's next statement or commit (in one
+        round trip with its events). Its process instance is started first: the instance's id is
+        the visit's, so a second planning of one visit stops there (InstanceExists)."""
         p = visit.planned
-        inserted = self._uow.execute(insert(models.visits).values(
+        self._uow.insert(models.visits, dict(
             id=p.id, kind=p.kind, branch_code=p.branch_code, due_at=p.due_at, sale_id=p.sale_id, case_id=p.case_id,
             record_type=p.record_type, record_id=p.record_id, customer_ref=p.customer_ref,
             customer_masked=p.customer_masked, customer_language=p.customer_language, items=list(p.items),
             follows=p.follows, allergy_check=p.allergy_check, planned_by=planned_by, created_at=now,
-            **self._state(visit, now),
-        ).on_conflict_do_nothing(index_elements=["id"]).returning(models.visits.c.id)).first()
-        if inserted is None:
-            visit.pull_events()  # a copy: its events were published with the first
-            return False
+            **self._state(visit, now)))
         self._uow.track(visit)
-        return True
 
     @staticmethod
     def _state(visit: Visit, now: datetime) -> dict:

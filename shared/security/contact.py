@@ -25,11 +25,14 @@ def contact_reader(intake_rpc, call: str, timeout: float = CONTACT_TIMEOUT):
 
     def read(identity: Identity, record_id: str, purpose: str) -> dict:
         grant = issue_grant(identity, call=call, record_id=record_id, purpose=purpose)
+        # In a green thread of its own, given up (killed) after `timeout`: a broker that hangs holds
+        # the publish, and kombu then closes the connection waiting for the broker too.
+        pending = eventlet.spawn(lambda: getattr(intake_rpc, method).call_async(grant, record_id, purpose).result())
         try:
-            reply = getattr(intake_rpc, method).call_async(grant, record_id, purpose)
             with eventlet.Timeout(timeout):
-                return reply.result()
+                return pending.wait()
         except eventlet.Timeout:
+            pending.kill()
             raise ContactUnavailable(f"intake (the contact holder) did not answer within {timeout:g} s") from None
         except RemoteError as remote:
             error = from_remote(remote)

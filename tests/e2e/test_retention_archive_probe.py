@@ -536,8 +536,9 @@ def test_a_complaint_whose_case_reopened_is_kept_whatever_order_the_events_came_
 def retention_command(*args, intake_url, investigation_url):
     env = {"PATH": "/usr/bin:/bin", "CLOSELOOP_DEV_KEYS": "1", "INTAKE_DATABASE_URL": intake_url,
            "INVESTIGATION_DATABASE_URL": investigation_url}
-    return subprocess.run([sys.executable, "-m", "shared.cli", "retention", "run", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    services = ("--service", "intake", "--service", "investigation")  # aftercare's: test_aftercare_retention
+    return subprocess.run([sys.executable, "-m", "shared.cli", "retention", "run", *services, *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_the_command_s_dry_run_changes_nothing_and_a_database_away_is_a_line_and_exit_1(database_factory):
