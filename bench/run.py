@@ -1,6 +1,7 @@
 """`make bench`: Closeloop's throughput and latency, each figure beside its ceiling.
 
-    python -m bench.run [--seconds 15] [--only intake,relay,consumer,cases,timers,lifecycle,engine] [--profile]
+    python -m bench.run [--seconds 15] [--profile]
+        [--only intake,relay,consumer,cases,timers,lifecycle,engine,aftercare]
 
 Uses the RabbitMQ and PostgreSQL that `make test` would (AMQP_URI / DATABASE_URL, else the
 local defaults), in a vhost `closeloop-bench` and databases `closeloop_bench_*` of its own.
@@ -32,8 +33,9 @@ from shared.testing.samples import COMPLAINT_REQUEST, policy_for_load
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TARGETS = {"intake_per_s": 600, "intake_p99_ms_at_200": 50, "relay_per_s": 5000, "consumer_per_s": 1000,
-           "cases_per_s": 200, "timers_find_ms": 100, "timers_fire_per_s": 200}
-STEPS = ("intake", "relay", "consumer", "cases", "timers", "lifecycle", "engine")
+           "cases_per_s": 200, "timers_find_ms": 100, "timers_fire_per_s": 200,
+           "aftercare_plans_per_s": 500, "aftercare_queue_ms": 20}
+STEPS = ("intake", "relay", "consumer", "cases", "timers", "lifecycle", "engine", "aftercare")
 
 
 def log(message: str) -> None:
@@ -479,6 +481,36 @@ def step_engine(env, seconds, work, results):
     log(f"engine: {results['engine']}")
 
 
+def step_aftercare(env, seconds, work, results):
+    """Aftercare (issue 10, bench/aftercare.py), each part in a process of its own, bounded in
+    time: visits planned a second from sale_recorded events through handlers.plan_sale (one
+    worker; four eventlet workers in one process; the engine alone beside them), then the
+    agent's queue (handlers.list_visits) among 1,000,000 visits of one branch loaded with COPY."""
+    from bench import aftercare
+    from shared.persistence import db
+
+    def run(*argv: str, timeout: float) -> dict:
+        try:
+            out = subprocess.run([sys.executable, "-m", "bench.aftercare", "--json", *argv], env=env, cwd=ROOT,
+                                 capture_output=True, text=True, timeout=timeout)
+        finally:
+            db.drop_database(aftercare.database_url(env))  # what a run cut short left
+        if out.returncode:
+            raise RuntimeError(f"bench.aftercare {argv[0]} failed: {out.stderr.strip()[-2000:]}")
+        return json.loads(out.stdout)
+
+    log(f"aftercare: plans from sale_recorded events, each measure at most {seconds}s")
+    plans = results["aftercare_plans"] = run("plans", "--sales", "2000", "--workers", "4", "--seconds", str(seconds),
+                                             timeout=3 * seconds + 240)
+    log(f"aftercare: {plans['one_worker']['visits_per_s']} visits/s one worker, "
+        f"{plans['workers']['visits_per_s']}/s four (engine alone {plans['engine_start_per_s']}/s)")
+    log("aftercare: the queue among 1,000,000 visits of one branch (a minute or two loading them)")
+    queue = results["aftercare_queue"] = run("queue", "--visits", "1000000", "--others", "300000", "--runs", "50",
+                                             timeout=1200)
+    log("aftercare queue p50/p95 ms: " + ", ".join(f"{name} {q['p50_ms']}/{q['p95_ms']}"
+                                                   for name, q in queue["queries"].items()))
+
+
 # --- set-up and report -----------------------------------------------------------------------
 
 def prepare(env) -> dict:
@@ -566,6 +598,8 @@ def report(results: dict) -> str:
                          timers["fire_per_s"], f"{timers['engine_fire_per_s']}/s engine.fire_due alone, same cases",
                          f">= {TARGETS['timers_fire_per_s']}/s", "/s",
                          timers["fire_per_s"] >= TARGETS["timers_fire_per_s"]))
+    aftercare_rows, aftercare_notes = aftercare_lines(results.get("aftercare_plans"), results.get("aftercare_queue"))
+    lines += aftercare_rows
     lines += cpu_line("CPU per complaint accepted", (results.get("intake") or {}).get("cpu_ms_per_complaint"))
     lines += cpu_line("CPU per case opened", (cases or {}).get("cpu_ms_per_case"))
     if timers:
@@ -589,7 +623,49 @@ def report(results: dict) -> str:
                   f"{engine['start_per_s']} starts/s; an event {engine['event_ms']} ms ({engine['events_per_s']}/s); "
                   f"among {engine['waiting']:,} waiting, finding the {engine['fired']:,} due "
                   f"{engine['find_due_ms']} ms, firing them {engine['fire_per_s']}/s."]
+    if aftercare_notes:
+        lines += ["", " ".join(aftercare_notes)]
     return "\n".join(lines)
+
+
+QUEUE_QUERIES = {"due_now": "the default queue (due now)", "due_within_week": "due within a week",
+                 "second_page": "the default queue's second page (its next_cursor)",
+                 "completed": "status=completed", "hq_every_branch": "an HQ caller, every branch",
+                 "region_two_branches": "a regional manager, two branches",
+                 "smaller_branch": "an agent of a branch with 100,000 visits"}
+
+
+def aftercare_lines(plans: dict | None, queue: dict | None) -> tuple[list[str], list[str]]:
+    """The aftercare step's rows of the table, and its sentences under it."""
+    rows, notes = [], []
+    if plans:
+        ceiling = f"{plans['engine_start_per_s']}/s return_visit started by the engine alone, 1 connection"
+        for key, what in (("one_worker", "1 worker"), ("workers", f"{plans['workers']['workers']} eventlet workers")):
+            f = plans[key]
+            rows.append(f"| aftercare: visits planned from sale_recorded (one hair-colour item a sale), {what}, "
+                        f"1 process | {f['visits_per_s']} /s | {ceiling} | >= {TARGETS['aftercare_plans_per_s']}/s | "
+                        f"{'met' if f['visits_per_s'] >= TARGETS['aftercare_plans_per_s'] else 'NOT met'} |")
+        three = plans["one_worker_three_items"]
+        notes.append(f"Aftercare plans (handlers.plan_sale as a consumer worker runs it, its inbox claim included): "
+                     f"one worker {plans['one_worker']['sales_per_s']} sales/s of one item "
+                     f"({plans['one_worker']['cpu_ms_per_sale']} ms CPU of the process a sale), "
+                     f"{three['sales_per_s']} sales/s of three items planning {three['visits_per_s']} visits/s "
+                     f"({three['cpu_ms_per_sale']} ms CPU a sale).")
+    if queue:
+        for name, q in queue["queries"].items():
+            met = q["p95_ms"] < TARGETS["aftercare_queue_ms"]
+            rows.append(f"| aftercare queue, {queue['visits']:,} visits in the branch: "
+                        f"{QUEUE_QUERIES.get(name, name)}, p50 / p95 | {q['p50_ms']} / {q['p95_ms']} ms | "
+                        f"SQL {q['plan']['execution_ms']} ms (EXPLAIN ANALYZE) | "
+                        f"p95 < {TARGETS['aftercare_queue_ms']} ms | {'met' if met else 'NOT met'} |")
+        load, default = queue["load"], queue["queries"]["due_now"]
+        notes.append(f"Aftercare queue: {load['rows']:,} visits loaded with COPY in {load['load_s']} s "
+                     f"({load['branch_open']:,} of the branch's open, {load['branch_due']:,} due now); "
+                     f"{queue['runs']} calls of handlers.list_visits each. The default queue's call: "
+                     f"{default['cpu_p50_ms']} ms CPU (p50); apart, its SQL through psycopg2 "
+                     f"{default['sql_through_driver_ms']} ms and building its statement with SQLAlchemy "
+                     f"{default['statement_build_ms']} ms.")
+    return rows, notes
 
 
 def cpu_line(what: str, cpu: dict | None) -> list[str]:
@@ -629,6 +705,8 @@ def main(argv=None) -> int:
             step_lifecycle(env, args.seconds, work, results)
         if "engine" in steps:
             step_engine(env, args.seconds, work, results)
+        if "aftercare" in steps:
+            step_aftercare(env, args.seconds, work, results)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     document = {"at": stamp, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                 "targets": TARGETS, "results": results}
