@@ -187,11 +187,13 @@ def start_service(amqp_uri, database_factory, tcp_proxy):
         return RunningService(name, f"http://127.0.0.1:{port}", settings, runner)
 
     yield start
-    for runner in runners:
-        with eventlet.Timeout(15, False):
-            runner.kill()
-            continue
-        raise AssertionError("a service did not stop within 15 s")
+    # Side by side: each stop waits up to a second for its consumers' drain to return.
+    stopping = [eventlet.spawn(runner.kill) for runner in runners]
+    with eventlet.Timeout(15, False):
+        for thread in stopping:
+            thread.wait()
+        return
+    raise AssertionError("a service did not stop within 15 s")
 
 
 @pytest.fixture
