@@ -1,0 +1,174 @@
+"""Reporting's domain, first part (issue 11 groundwork, not wired): what the events say about one
+case, folded into its facts, the row a KPI reads. Plain Python: no ORM, no framework.
+
+A case's facts come from three producers: intake (the complaint as registered), investigation
+(the case: its clocks, remedies, outcome) and aftercare (the follow-up's score). Events may come
+in any order and more than once (a retried delivery, a replay):
+- every fold is idempotent: values come from the payload (a level, a count, an id), never from
+  counting arrivals;
+- what only grows keeps its largest value (escalation level, times reopened, breach levels);
+- what happens once keeps its first instant (the first response) and what may happen again its
+  latest (the last resolution), by the event's time;
+- what changes (the state, the owner, the findings, a moved deadline) is what the newest
+  investigation event about it said: the envelope's `sequence` numbers a producer's events about
+  one record, so a case_resolved heard after the case_closed it led to does not reopen it;
+- intake's registration and investigation's case_opened both describe the complaint: intake's
+  wins, as the record's source, whichever came first.
+No contact data: the events carry `customer_ref` and masks only, and the facts keep the ref."""
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+
+# The state each investigation event leaves the case in.
+STATE_OF = {"case_opened": "open", "case_assigned": "assigned", "case_acknowledged": "acknowledged",
+            "findings_recorded": "investigated", "case_resolved": "resolved", "case_reopened": "reopened",
+            "case_closed": "closed"}
+# What the complaint as registered says, in the record's own words (intake's, else case_opened's).
+_DESCRIBED = ("kind", "reference", "category", "priority", "region", "received_at", "first_response_due",
+              "resolution_due", "customer_ref", "severity_flags")
+
+
+def new_case(case_id: str) -> dict:
+    return {"case_id": case_id, "branch_code": None, "kind": None, "reference": None, "category": None,
+            "priority": None, "channel": None, "region": None, "severity_flags": [], "customer_ref": None,
+            "technician_id": None, "service_code": None, "batches": [], "received_at": None,
+            "first_response_due": None, "resolution_due": None, "opened_at": None, "owner": None,
+            "first_response_at": None, "first_response_within_sla": None, "breaches": {}, "escalation_level": 0,
+            "responsibility": None, "remedies": {}, "resolved_at": None, "resolved_within_sla": None,
+            "reopened": 0, "closed_at": None, "outcome": None, "corrective_action": None,
+            "decision": None, "follow_up_score": None, "follow_up_at": None, "origin": None,
+            "state": None, "described_by": None, "sequences": {}}
+
+
+def _later(a: str | None, b: str | None) -> str | None:
+    if a is None or b is None:
+        return a or b
+    return a if datetime.fromisoformat(a) >= datetime.fromisoformat(b) else b
+
+
+def _earlier(a: str | None, b: str | None) -> str | None:
+    if a is None or b is None:
+        return a or b
+    return a if datetime.fromisoformat(a) <= datetime.fromisoformat(b) else b
+
+
+def apply(facts: dict, event: dict) -> dict:
+    """The facts after `event` (a parsed envelope about this case); `facts` is left as it was."""
+    facts = copy.deepcopy(facts)
+    source, kind, payload = event["source"], event["type"], event["payload"]
+    at, sequence = event["occurred_at"], event.get("sequence") or 0
+    facts["branch_code"] = facts["branch_code"] or event.get("branch_code")
+
+    if source == "intake" and kind in ("complaint_registered", "feedback_registered"):
+        _describe(facts, payload, "intake")
+        service = payload.get("service") or {}
+        facts["channel"] = payload.get("channel")
+        facts["technician_id"] = service.get("technician_id")
+        facts["service_code"] = service.get("code")
+        facts["batches"] = sorted({p["batch"] for p in payload.get("products") or [] if p.get("batch")})
+        return facts
+    if source == "aftercare":
+        if kind == "visit_completed" and payload.get("kind") == "follow_up":
+            if facts["follow_up_at"] is None or _later(at, facts["follow_up_at"]) == at:
+                facts["follow_up_score"], facts["follow_up_at"] = payload.get("score"), at
+        return facts
+    if source != "investigation":
+        return facts
+
+    if kind in STATE_OF and _newer(facts, "state", sequence):
+        facts["state"] = STATE_OF[kind]
+    if kind == "case_opened":
+        if facts["described_by"] != "intake":
+            _describe(facts, payload, "investigation")
+        facts["opened_at"] = _earlier(facts["opened_at"], at)
+        if payload.get("origin"):
+            origin = payload["origin"]
+            facts["origin"] = origin
+            facts["technician_id"] = facts["technician_id"] or origin.get("technician_id")
+            batch = (origin.get("product") or {}).get("batch")
+            if batch and batch not in facts["batches"]:
+                facts["batches"] = sorted({*facts["batches"], batch})
+    elif kind == "case_assigned" and _newer(facts, "owner", sequence):
+        facts["owner"] = payload.get("owner")
+    elif kind == "case_acknowledged":
+        if facts["first_response_at"] is None or _earlier(at, facts["first_response_at"]) == at:
+            facts["first_response_at"], facts["first_response_within_sla"] = at, payload.get("within_sla")
+    elif kind == "sla_breached":
+        clock = payload["clock"]
+        facts["breaches"][clock] = max(facts["breaches"].get(clock, 0), payload.get("level") or 1)
+    elif kind == "case_escalated":
+        facts["escalation_level"] = max(facts["escalation_level"], payload["level"])
+    elif kind == "sla_resumed":
+        for clock, due in (payload.get("due") or {}).items():
+            if clock in ("first_response", "resolution") and _newer(facts, f"{clock}_due", sequence):
+                facts[f"{clock}_due"] = due
+    elif kind == "findings_recorded" and _newer(facts, "responsibility", sequence):
+        facts["responsibility"] = payload.get("responsibility")
+    elif kind in ("remedy_proposed", "remedy_approved", "remedy_rejected", "remedy_fulfilled", "promise_made",
+                  "promise_kept", "promise_broken"):
+        _remedy(facts, kind, payload)
+    elif kind == "case_resolved":
+        if facts["resolved_at"] is None or _later(at, facts["resolved_at"]) == at:
+            facts["resolved_at"], facts["resolved_within_sla"] = payload.get("resolved_at") or at, \
+                payload.get("within_sla")
+        facts["reopened"] = max(facts["reopened"], payload.get("reopened") or 0)
+    elif kind == "case_reopened":
+        facts["reopened"] = max(facts["reopened"], payload.get("reopened") or 1)
+        facts["escalation_level"] = max(facts["escalation_level"], payload.get("escalation_level") or 0)
+        if payload.get("resolution_due") and _newer(facts, "resolution_due", sequence):
+            facts["resolution_due"] = payload["resolution_due"]
+    elif kind == "case_closed":
+        facts["closed_at"], facts["outcome"] = at, payload.get("outcome")
+    elif kind in ("corrective_action_opened", "corrective_action_closed"):
+        action = facts["corrective_action"] or {}
+        action.update({"due": payload.get("due"), "owner": payload.get("owner")})
+        if kind == "corrective_action_closed":
+            action.update({"done_at": payload.get("done_at"), "on_time": payload.get("on_time")})
+        facts["corrective_action"] = action
+    elif kind == "suggestion_decided":
+        facts["decision"] = payload.get("decision")
+    return facts
+
+
+def _newer(facts: dict, name: str, sequence: int) -> bool:
+    """Whether an investigation event numbered `sequence` is the newest yet to set `name`."""
+    if sequence < facts["sequences"].get(name, -1):
+        return False
+    facts["sequences"][name] = sequence
+    return True
+
+
+def _describe(facts: dict, payload: dict, by: str) -> None:
+    """The complaint as registered; a deadline investigation has moved since (a pause, a
+    reopening) stays as moved."""
+    for name in _DESCRIBED:
+        if name in facts["sequences"]:
+            continue
+        if payload.get(name) is not None:
+            facts[name] = list(payload[name]) if name == "severity_flags" else payload[name]
+    facts["described_by"] = by
+
+
+# A remedy's status after each of its events, and how far along that is (a later event of an
+# earlier stage, heard late, does not undo a later stage).
+_REMEDY_STAGE = {"remedy_proposed": 1, "remedy_rejected": 2, "remedy_approved": 2, "promise_made": 3,
+                 "remedy_fulfilled": 4, "promise_kept": 4, "promise_broken": 4}
+
+
+def _remedy(facts: dict, kind: str, payload: dict) -> None:
+    remedy = facts["remedies"].setdefault(payload["remedy_id"], {"stage": 0, "promise": None})
+    remedy.update({"type": payload["type"], "amount": payload["amount"]})
+    if kind in ("promise_kept", "promise_broken"):
+        remedy["promise"] = "kept" if kind == "promise_kept" else "broken"
+    elif kind == "remedy_fulfilled" and payload.get("promise"):
+        remedy["promise"] = payload["promise"]
+    if kind == "promise_made" or payload.get("deadline"):
+        remedy["deadline"] = payload.get("deadline")
+    stage = _REMEDY_STAGE[kind]
+    if stage >= remedy["stage"]:
+        remedy["stage"] = stage
+        remedy["status"] = {"remedy_proposed": payload.get("status"), "remedy_rejected": "rejected",
+                            "remedy_approved": "approved", "promise_made": "approved",
+                            "remedy_fulfilled": "fulfilled", "promise_kept": "fulfilled",
+                            "promise_broken": remedy.get("status") or "approved"}[kind]
