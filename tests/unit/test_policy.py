@@ -19,7 +19,7 @@ from shared.calendar.policy import (DEFAULT_POLICY_PATH, ChainPolicy, Checker, P
                                     load_policy, parse_duration)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-SECTIONS = ("intake", "investigation", "aftercare")
+SECTIONS = ("intake", "investigation", "aftercare", "reporting")
 
 
 def local(*args) -> datetime:
@@ -83,11 +83,15 @@ def test_default_policy_loads_without_problems(policy, rules):
     assert aftercare.visit_delays["hair_colour"] == 2
     assert set(aftercare.visit_delays) <= set(policy.product_types)
     assert [t.strftime("%H:%M") for t in aftercare.contact_hours] == ["09:00", "21:00"]
+    # reporting:
+    reporting = policy.section("reporting")
+    assert (reporting.recurring_problem.at_least, reporting.recurring_problem.within) == (3, timedelta(days=14))
+    assert (reporting.safety_signal.at_least, reporting.safety_signal.within) == (2, timedelta(days=30))
 
 
 def test_a_section_no_service_owns_is_not_there(policy):
-    with pytest.raises(KeyError, match="reporting"):
-        policy.section("reporting")
+    with pytest.raises(KeyError, match="console"):
+        policy.section("console")
 
 
 def test_region_lookup(policy):
@@ -392,6 +396,10 @@ BAD_POLICIES = [
      "aftercare.contact_hours: '21:00-09:00' closes before it opens"),
     ("no call attempts", lambda d: d["aftercare"].update(call_attempts=0),
      "aftercare.call_attempts: 0 is not a number of calls from 1 to 10"),
+    ("a single complaint a recurring problem", lambda d: d["reporting"]["recurring_problem"].update(at_least=1),
+     "reporting.recurring_problem.at_least: 1 is not a count from 2 to 1000"),
+    ("an unknown reporting rule", lambda d: d["reporting"].update(complaints_per_day=5),
+     "reporting.complaints_per_day: unknown key (expected one of recurring_problem, safety_signal)"),
     ("follow-up after no time", lambda d: d["aftercare"].update(follow_up_after="PT0S"),
      "aftercare.follow_up_after: 'PT0S' is not a duration"),
     ("abandon after a non-duration", lambda d: d["aftercare"].update(abandon_after="a week"),
