@@ -301,6 +301,35 @@ def cmd_purge(args) -> int:
     return 0
 
 
+def cmd_projections_rebuild(args) -> int:
+    """Reporting's read models folded again from its event log (the log is what it consumed):
+    the same figures as before, or the figures of a fold that changed."""
+    from datetime import datetime, timezone
+
+    import sqlalchemy as sa
+
+    from services.reporting import handlers
+    from services.reporting.repository import ReportingStore
+    from shared.persistence import db
+    from shared.persistence.retention import DATABASE_DOWN
+
+    config = settings.service_config("reporting")
+    problem = _database_problem(config)
+    if problem:
+        return _fail(f"cannot rebuild reporting's projections: {problem}")
+    engine = db.make_engine(config["DATABASE_URL"], 1)
+    try:
+        done = handlers.rebuild(ReportingStore(engine), now=datetime.now(timezone.utc))
+    except DATABASE_DOWN as exc:
+        return _fail(f"reporting: database unavailable ({_first_line(exc)}); nothing rebuilt")
+    except sa.exc.ProgrammingError as exc:  # a table missing: a database not migrated yet
+        return _fail(f"reporting: {_first_line(exc)}; migrate it first")
+    finally:
+        engine.dispose()
+    print(f"reporting: projections rebuilt from {done} logged event(s)")
+    return 0
+
+
 def cmd_retention_run(args) -> int:
     """What each service's daily timer does, at once: personal data of records closed longer than
     the policy's retention.personal_data anonymised in each service's database, and the run logged
@@ -581,6 +610,11 @@ def parser() -> argparse.ArgumentParser:
                      help="only this one (repeatable); default: every service")
     run.add_argument("--dry-run", action="store_true", help="list what would be anonymised; change nothing")
     run.set_defaults(func=cmd_retention_run)
+
+    projections = sub.add_parser("projections", help="reporting's read models").add_subparsers(
+        dest="action", required=True)
+    projections.add_parser("rebuild", help="drop reporting's read models and build them again from its event "
+                                           "log, in one transaction").set_defaults(func=cmd_projections_rebuild)
 
     bus_cmd = sub.add_parser("bus", help="the RabbitMQ topology").add_subparsers(dest="action", required=True)
     bus_cmd.add_parser("declare", help="declare every exchange, handler queue, retry queue and dead-letter "

@@ -29,6 +29,19 @@ _DESCRIBED = ("kind", "reference", "category", "priority", "region", "received_a
               "resolution_due", "customer_ref", "severity_flags")
 
 
+def case_of(event: dict) -> str | None:
+    """The case an event is about, if it is about one: a complaint's registration (the case's id
+    is the complaint's), a case's own events, a follow-up's visit events."""
+    source, payload = event["source"], event["payload"]
+    if source == "intake" and event["type"] in ("complaint_registered", "feedback_registered"):
+        return payload.get("complaint_id")
+    if source == "investigation":
+        return payload.get("case_id")
+    if source == "aftercare" and payload.get("kind") == "follow_up":
+        return payload.get("case_id")
+    return None
+
+
 def new_case(case_id: str) -> dict:
     return {"case_id": case_id, "branch_code": None, "kind": None, "reference": None, "category": None,
             "priority": None, "channel": None, "region": None, "severity_flags": [], "customer_ref": None,

@@ -7,13 +7,15 @@ from alembic.migration import MigrationContext
 from services.aftercare import models as aftercare_models
 from services.intake import models
 from services.investigation import models as investigation_models
+from services.reporting import models as reporting_models
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("service, metadata", [("intake", models.metadata),
                                                ("investigation", investigation_models.metadata),
-                                               ("aftercare", aftercare_models.metadata)])
+                                               ("aftercare", aftercare_models.metadata),
+                                               ("reporting", reporting_models.metadata)])
 def test_each_service_s_migrations_match_its_models(database_factory, service, metadata):
     engine = sa.create_engine(database_factory(service))
     with engine.connect() as conn:
