@@ -229,11 +229,21 @@ def _actor(identity: Identity) -> Actor:
     return Actor(identity.subject, identity.role)
 
 
+def _branch_of(policy, case: Case):
+    """The case's branch as the chain policy has it; one the policy no longer has (its hours,
+    its region) leaves nothing to work the case by: 422."""
+    try:
+        return policy.branch(case.branch_code)
+    except KeyError:
+        raise RuleRefused(f"branch {case.branch_code} is no longer in the chain policy",
+                          fields={"branch_code": ["not a branch of the chain policy"]}) from None
+
+
 def _resume_for(case: Case, uow, processes: CaseProcesses, actor: Actor | None, now: datetime, policy, rules,
                 note: str) -> None:
     """End the wait for the customer: the clocks move on by the pause, the process's timers
     are re-armed from them, and whatever fell due meanwhile fires now."""
-    case.resume(actor, now, policy.branch(case.branch_code), note)
+    case.resume(actor, now, _branch_of(policy, case), note)
     result = processes.engine.release(uow.conn, case.id, case.process_facts())
     _apply(case, result, now, rules)
 
@@ -263,7 +273,7 @@ def complete_task(store, *, identity: Identity, case_id: str, task: str, read_bo
                 errors.setdefault(name, []).append("must not be in the future")
         if errors:
             raise ValidationFailed(f"the {task} data is invalid", fields=errors)
-        branch = policy.branch(case.branch_code)
+        branch = _branch_of(policy, case)
         if case.paused_since is not None:  # the customer is back: working the case ends the wait
             _resume_for(case, uow, processes, actor, now, policy, rules, note=f"{task} completed")
         try:
