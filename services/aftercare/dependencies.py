@@ -7,11 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nameko.extensions import DependencyProvider
-
-from shared.runtime import provider
 from shared.security.contact import CONTACT_TIMEOUT, contact_reader
-from shared.workflow import ProcessDefinition, ProcessEngine, load_definition
+from shared.workflow import ProcessDefinition, ProcessEngine, effect_operators, load_definition
 
 PROCESS_DIR = Path(__file__).resolve().parent / "processes"
 PROCESS_ID = "return_visit"
@@ -19,13 +16,8 @@ REQUIRED_TASKS = ("call",)  # what POST /v1/visits/{id}/attempts completes
 CONTACT_CALL = "intake.get_contact"  # intake's RPC; a grant is made for this call only
 
 
-def _effect_only(call):
-    """The process's service tasks call these; what they mean for the visit is applied from
-    the step's effects, in the same transaction (handlers._apply)."""
-    return None
-
-
-OPERATORS = {name: _effect_only for name in ("message_customer", "visit_abandoned")}
+# The process's service tasks call these; what they mean for the visit handlers._apply applies.
+OPERATORS = effect_operators("message_customer", "visit_abandoned")
 
 
 @dataclass(frozen=True)
@@ -45,18 +37,6 @@ def load_process(directory: str | os.PathLike | None, clock) -> VisitProcess:
     definition = load_definition(directory / f"{PROCESS_ID}.bpmn", PROCESS_ID, required_tasks=REQUIRED_TASKS,
                                  operators=OPERATORS)
     return VisitProcess(ProcessEngine(OPERATORS, clock=clock), definition)
-
-
-class Process(DependencyProvider):
-    """`process = Process()`: config PROCESS_DIR (env CLOSELOOP_PROCESS_DIR) names another
-    directory of process files, e.g. a chain's edited ones."""
-
-    def setup(self):
-        config = self.container.config
-        self.process = load_process(config.get("PROCESS_DIR"), provider.clock(config))
-
-    def get_dependency(self, worker_ctx):
-        return self.process
 
 
 def visit_contact_reader(intake_rpc, timeout: float = CONTACT_TIMEOUT):

@@ -10,7 +10,6 @@ visit up when nobody answered."""
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import datetime
 from typing import Callable
 
@@ -22,8 +21,8 @@ from services.aftercare.policy import PERMISSIONS
 from services.aftercare.schemas import AttemptIn, VisitQuery
 from shared.security.auth import Identity
 from shared.security.contact import ContactUnavailable
-from shared.web.errors import Conflict, NotFound, RuleRefused, ValidationFailed
-from shared.web.requests import load, load_query, page
+from shared.web.errors import Conflict, NotFound, RuleRefused, ValidationFailed, branch_gone
+from shared.web.requests import load, load_query, page, path_id
 from shared.workflow import InstanceExists, StepResult, TaskNotWaiting
 
 log = logging.getLogger("closeloop.aftercare")
@@ -134,21 +133,6 @@ def fire_timers(store, *, process: VisitProcess, policy, now: datetime, limit: i
 
 # -- reading -----------------------------------------------------------------------------------------
 
-def _branch(policy, code: str):
-    """The branch as the chain policy has it, or None when the policy no longer does."""
-    try:
-        return policy.branch(code)
-    except KeyError:
-        return None
-
-
-def _canonical_id(visit_id) -> str:
-    try:
-        return str(uuid.UUID(visit_id))
-    except (ValueError, TypeError, AttributeError):
-        raise NotFound(f"no visit {str(visit_id)[:100]}") from None
-
-
 def _visit_in_scope(uow, identity: Identity, visit_id: str, *, lock: bool = False) -> Visit:
     visit = uow.visits.get(visit_id, lock=lock)
     if visit is None or not identity.can_see(visit.planned.branch_code):
@@ -171,7 +155,7 @@ def list_visits(store, *, identity: Identity, query: dict, policy, now: datetime
     with store.unit_of_work() as uow:
         visits = uow.visits.queue(branches=branches, status=params["status"], due_before=due_before, after=after,
                                   limit=limit + 1)
-    return page(visits, limit, lambda v: v.view(now, _branch(policy, v.planned.branch_code)),
+    return page(visits, limit, lambda v: v.view(now, policy.branches.get(v.planned.branch_code)),
                 lambda v: (v.call_at, v.id, "1" if v.planned.allergy_check else "0"))
 
 
@@ -180,11 +164,11 @@ def get_visit(store, *, identity: Identity, visit_id: str, policy, read_contact:
     """A visit with the sale or case it follows, its attempts, and the customer's contact from
     intake for the agent working it (logged there); without intake, the visit comes with
     `contact_unavailable` saying why. Branch and region roles who may not call get no contact."""
-    visit_id = _canonical_id(visit_id)
+    visit_id = path_id(visit_id, "visit")
     with store.unit_of_work() as uow:
         visit = _visit_in_scope(uow, identity, visit_id)
         PERMISSIONS.require(identity, "visit:read")
-    shown = visit.view(now, _branch(policy, visit.planned.branch_code), detail=True)
+    shown = visit.view(now, policy.branches.get(visit.planned.branch_code), detail=True)
     contact, unavailable = None, None
     if not visit.open:
         unavailable = f"the visit is {visit.status}: its customer's contact is not read"
@@ -204,7 +188,7 @@ def record_attempt(store, *, identity: Identity, visit_id: str, read_body: Calla
                    process: VisitProcess, policy, rules, now: datetime, causation_id: str | None = None) -> dict:
     """An agent's call: reached (with the answers), not reached, or a call back asked for. In
     the API's order: 404, 409 (finished, or not due), 403, 400, 422."""
-    visit_id = _canonical_id(visit_id)
+    visit_id = path_id(visit_id, "visit")
     actor = Actor(identity.subject, identity.role)
     with store.unit_of_work() as uow:
         visit = _visit_in_scope(uow, identity, visit_id, lock=True)
@@ -220,10 +204,9 @@ def record_attempt(store, *, identity: Identity, visit_id: str, read_body: Calla
         data, errors = load(ATTEMPT_IN, read_body())
         if errors:
             raise ValidationFailed("the attempt is invalid", fields=errors)
-        branch = _branch(policy, visit.planned.branch_code)
+        branch = policy.branches.get(visit.planned.branch_code)
         if branch is None:  # its contact hours are the branch's: nothing to call by
-            raise RuleRefused(f"branch {visit.planned.branch_code} is no longer in the chain policy",
-                              fields={"branch_code": ["not a branch of the chain policy"]})
+            raise branch_gone(visit.planned.branch_code)
         try:
             visit.record_attempt(data, actor, now, branch, rules)
             result = process.engine.complete_task(uow.conn, visit_id, "call", visit.process_facts(),

@@ -6,14 +6,14 @@ from nameko.rpc import RpcProxy
 from nameko.timer import timer
 
 from services.aftercare import handlers, openapi, retention
-from services.aftercare.dependencies import Process, load_process, visit_contact_reader
+from services.aftercare.dependencies import load_process, visit_contact_reader
 from services.aftercare.repository import AftercareStore
 from shared.messaging.consumer import handle_event
 from shared.observability.logs import CorrelationLogging
 from shared.persistence import anonymisation
 from shared.persistence.anonymisation import retention_timer
 from shared.persistence.unit_of_work import Database
-from shared.runtime.provider import Runtime
+from shared.runtime.provider import ProcessFiles, Runtime
 from shared.web import health
 from shared.web.http import api, correlation_id, identity, query_args, read_json
 from shared.web.operations import Operations
@@ -32,7 +32,7 @@ class AftercareService(Operations):
 
     db = Database(AftercareStore)
     env = Runtime()
-    process = Process()
+    process = ProcessFiles(load_process)  # loaded and checked at start; PROCESS_DIR: another directory
     logging = CorrelationLogging()
     readiness = health.Readiness()
     intake = RpcProxy("intake")  # the contact holder

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-import uuid
 from datetime import datetime, timedelta, timezone
 
 
@@ -23,7 +22,7 @@ from shared.security.auth import Identity
 from shared.web.errors import Forbidden, NotFound, TooManyRequests, ValidationFailed
 from shared.web import fields as datetimes
 from shared.web.http import bad_text
-from shared.web.requests import load, load_query, page
+from shared.web.requests import load, load_query, page, path_id
 from shared.web.text import TextRefused, clean_text
 
 COMPLAINT_IN, SALE_IN, COMPLAINT_QUERY = ComplaintIn(), SaleIn(), ComplaintQuery()
@@ -128,14 +127,6 @@ def _recipient_key(reply: tuple[str, str] | None, ref_key: bytes) -> str | None:
     return customer_ref(ref_key, contact if channel == "sms" else None, contact if channel == "email" else None)
 
 
-def _canonical_id(record_id, what: str) -> str:
-    """The id in canonical form (urn:uuid:..., braces, upper case are accepted), or 404."""
-    try:
-        return str(uuid.UUID(record_id))
-    except (ValueError, TypeError, AttributeError):
-        raise NotFound(f"no {what} {str(record_id)[:100]}") from None
-
-
 def _in_scope(record, identity: Identity, what: str, record_id: str):
     """The record, or 404 when it does not exist or lies outside the caller's scope."""
     if record is None or not identity.can_see(record.branch_code):
@@ -144,7 +135,7 @@ def _in_scope(record, identity: Identity, what: str, record_id: str):
 
 
 def get_complaint(store, *, identity: Identity, complaint_id: str) -> dict:
-    complaint_id = _canonical_id(complaint_id, "complaint")
+    complaint_id = path_id(complaint_id, "complaint")
     with store.unit_of_work() as uow:
         complaint = _in_scope(uow.complaints.get(complaint_id), identity, "complaint", complaint_id)
     PERMISSIONS.require(identity, "complaint:read")
@@ -232,7 +223,7 @@ def read_contact(store, *, identity: Identity, record_id: str, purpose, now: dat
 
 def _read_contact(store, *, identity: Identity, record_id: str, purpose, now: datetime, archived: bool) -> dict:
     try:
-        record_id = _canonical_id(record_id, "record")
+        record_id = path_id(record_id, "record")
     except NotFound as error:
         raise _Refused(error, "unknown_record") from None
     with store.unit_of_work() as uow:

@@ -7,11 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nameko.extensions import DependencyProvider
-
-from shared.runtime import provider
 from shared.security.contact import CONTACT_TIMEOUT, contact_reader
-from shared.workflow import ProcessDefinition, ProcessEngine, load_definition
+from shared.workflow import ProcessDefinition, ProcessEngine, effect_operators, load_definition
 
 PROCESS_DIR = Path(__file__).resolve().parent / "processes"
 # The tasks the API completes by name, per process: `closeloop process check --requires` them.
@@ -23,14 +20,8 @@ REQUIRED_TASKS = {"complaint_case": ("assign", "respond", "record_findings", "pr
 PROCESS_OF_KIND = {"complaint": "complaint_case", "suggestion": "feedback_case", "praise": "feedback_case"}
 
 
-def _effect_only(call):
-    """The process's timers call these; what they mean for the case is applied from the
-    step's effects, in the same transaction (handlers._apply)."""
-    return None
-
-
-OPERATORS = {name: _effect_only for name in ("sla_warning", "sla_breached", "promise_deadline",
-                                            "corrective_action_deadline")}
+# The process's timers call these; what they mean for the case handlers._apply applies.
+OPERATORS = effect_operators("sla_warning", "sla_breached", "promise_deadline", "corrective_action_deadline")
 
 
 @dataclass(frozen=True)
@@ -54,18 +45,6 @@ def load_processes(directory: str | os.PathLike | None, clock) -> CaseProcesses:
                                                required_tasks=tasks, operators=OPERATORS)
                    for process_id, tasks in REQUIRED_TASKS.items()}
     return CaseProcesses(ProcessEngine(OPERATORS, clock=clock), definitions)
-
-
-class Processes(DependencyProvider):
-    """`processes = Processes()`: config PROCESS_DIR (env CLOSELOOP_PROCESS_DIR) names another
-    directory of process files, e.g. a chain's edited ones."""
-
-    def setup(self):
-        config = self.container.config
-        self.processes = load_processes(config.get("PROCESS_DIR"), provider.clock(config))
-
-    def get_dependency(self, worker_ctx):
-        return self.processes
 
 
 # -- the customer's contact, from intake (shared.security.contact) --------------------------------

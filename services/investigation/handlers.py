@@ -21,8 +21,8 @@ from shared.calendar.clock import isoformat
 from shared.notifications.queue import StaffMessage
 from shared.security.contact import ContactUnavailable
 from shared.security.auth import Identity
-from shared.web.errors import Conflict, Forbidden, NotFound, RuleRefused, ValidationFailed
-from shared.web.requests import load, load_query, page
+from shared.web.errors import Conflict, Forbidden, NotFound, RuleRefused, ValidationFailed, branch_gone
+from shared.web.requests import load, load_query, page, path_id
 from shared.workflow import InstanceExists, StepResult, TaskNotWaiting
 
 log = logging.getLogger("closeloop.investigation")
@@ -102,13 +102,6 @@ def open_case(store, *, event: dict, processes: CaseProcesses, policy, rules, no
 
 # -- reading ----------------------------------------------------------------------------------------
 
-def _canonical_id(case_id) -> str:
-    try:
-        return str(uuid.UUID(case_id))
-    except (ValueError, TypeError, AttributeError):
-        raise NotFound(f"no case {str(case_id)[:100]}") from None
-
-
 def _case_in_scope(uow, identity: Identity, case_id: str, *, lock: bool = False) -> Case:
     case = uow.cases.get(case_id, lock=lock)
     if case is None or not identity.can_see(case.branch_code):
@@ -117,7 +110,7 @@ def _case_in_scope(uow, identity: Identity, case_id: str, *, lock: bool = False)
 
 
 def get_case(store, *, identity: Identity, case_id: str, now: datetime) -> dict:
-    case_id = _canonical_id(case_id)
+    case_id = path_id(case_id, "case")
     with store.unit_of_work() as uow:
         case = _case_in_scope(uow, identity, case_id)
         PERMISSIONS.require(identity, "case:read")
@@ -161,7 +154,7 @@ def read_archive(store, *, identity: Identity, case_id: str, read_query: Callabl
     auditors, with a stated purpose; the read is published as `archive_accessed`. In the API's
     order: 404, 409 (not closed), 403, 400. Without intake the record still comes, its contact
     marked unavailable."""
-    case_id = _canonical_id(case_id)
+    case_id = path_id(case_id, "case")
     with store.unit_of_work() as uow:
         case = _case_in_scope(uow, identity, case_id)
         if case.state != "closed":
@@ -196,7 +189,7 @@ def set_legal_hold(store, *, identity: Identity, case_id: str, read_body: Callab
                    causation_id: str | None = None) -> dict:
     """An HQ admin keeps the case's personal data (and intake its contact) past the retention.
     In the API's order: 404, 409 (anonymised already), 403, 400."""
-    case_id = _canonical_id(case_id)
+    case_id = path_id(case_id, "case")
     with store.unit_of_work() as uow:
         case = _case_in_scope(uow, identity, case_id, lock=True)
         if case.anonymised_at is not None:
@@ -214,7 +207,7 @@ def set_legal_hold(store, *, identity: Identity, case_id: str, read_body: Callab
 def release_legal_hold(store, *, identity: Identity, case_id: str, now: datetime,
                        causation_id: str | None = None) -> dict:
     """The hold ends: the next retention run takes a case closed long enough ago."""
-    case_id = _canonical_id(case_id)
+    case_id = path_id(case_id, "case")
     with store.unit_of_work() as uow:
         case = _case_in_scope(uow, identity, case_id, lock=True)
         PERMISSIONS.require(identity, "case:legal_hold")
@@ -232,11 +225,10 @@ def _actor(identity: Identity) -> Actor:
 def _branch_of(policy, case: Case):
     """The case's branch as the chain policy has it; one the policy no longer has (its hours,
     its region) leaves nothing to work the case by: 422."""
-    try:
-        return policy.branch(case.branch_code)
-    except KeyError:
-        raise RuleRefused(f"branch {case.branch_code} is no longer in the chain policy",
-                          fields={"branch_code": ["not a branch of the chain policy"]}) from None
+    branch = policy.branches.get(case.branch_code)
+    if branch is None:
+        raise branch_gone(case.branch_code)
+    return branch
 
 
 def _resume_for(case: Case, uow, processes: CaseProcesses, actor: Actor | None, now: datetime, policy, rules,
@@ -251,7 +243,7 @@ def _resume_for(case: Case, uow, processes: CaseProcesses, actor: Actor | None, 
 def complete_task(store, *, identity: Identity, case_id: str, task: str, read_body: Callable[[], dict],
                   processes: CaseProcesses, policy, rules, now: datetime, causation_id: str | None = None) -> dict:
     """`task` is the API's name: the process's task id, or `reject` (the approval, refused)."""
-    case_id = _canonical_id(case_id)
+    case_id = path_id(case_id, "case")
     actor = _actor(identity)
     process_task = PROCESS_TASK.get(task, task)
     with store.unit_of_work() as uow:
@@ -321,7 +313,7 @@ def pause(store, *, identity: Identity, case_id: str, read_body: Callable[[], di
     """Waiting for the customer: every running clock stands still until `resume`. A timer that
     fell due before the pause (the poll had not reached it yet) fires in the hold: its warning
     or breach comes first."""
-    case_id = _canonical_id(case_id)
+    case_id = path_id(case_id, "case")
     actor = _actor(identity)
     with store.unit_of_work() as uow:
         case = _case_in_scope(uow, identity, case_id, lock=True)
@@ -346,7 +338,7 @@ def pause(store, *, identity: Identity, case_id: str, read_body: Callable[[], di
 
 def resume(store, *, identity: Identity, case_id: str, read_body: Callable[[], dict], processes: CaseProcesses,
            policy, rules, now: datetime, causation_id: str | None = None) -> dict:
-    case_id = _canonical_id(case_id)
+    case_id = path_id(case_id, "case")
     actor = _actor(identity)
     with store.unit_of_work() as uow:
         case = _case_in_scope(uow, identity, case_id, lock=True)

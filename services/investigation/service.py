@@ -6,14 +6,14 @@ from nameko.rpc import RpcProxy
 from nameko.timer import timer
 
 from services.investigation import handlers, openapi, retention
-from services.investigation.dependencies import Processes, archived_contact_reader, load_processes
+from services.investigation.dependencies import archived_contact_reader, load_processes
 from services.investigation.repository import InvestigationStore
 from shared.messaging.consumer import handle_event
 from shared.observability.logs import CorrelationLogging
 from shared.persistence import anonymisation
 from shared.persistence.anonymisation import retention_timer
 from shared.persistence.unit_of_work import Database
-from shared.runtime.provider import Runtime
+from shared.runtime.provider import ProcessFiles, Runtime
 from shared.web import health
 from shared.web.operations import Operations
 from shared.web.http import api, correlation_id, identity, query_args, read_json
@@ -32,7 +32,7 @@ class InvestigationService(Operations):
 
     db = Database(InvestigationStore)
     env = Runtime()
-    processes = Processes()
+    processes = ProcessFiles(load_processes)  # loaded and checked at start; PROCESS_DIR: another directory
     logging = CorrelationLogging()
     readiness = health.Readiness()
     intake = RpcProxy("intake")  # the contact holder (the archive's contact)

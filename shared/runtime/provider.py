@@ -98,3 +98,20 @@ class Runtime(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         return self.environment
+
+
+class ProcessFiles(DependencyProvider):
+    """`processes = ProcessFiles(load)`: a service's process files, loaded and checked once at
+    start by `load(directory, clock)` (the service's own loader: which files, which tasks and
+    operators). Config PROCESS_DIR (env CLOSELOOP_PROCESS_DIR) names another directory of
+    process files, e.g. a chain's edited ones; None: the service's own."""
+
+    def __init__(self, load):
+        self.load = load
+
+    def setup(self):
+        config = self.container.config
+        self.loaded = self.load(config.get("PROCESS_DIR"), clock(config))
+
+    def get_dependency(self, worker_ctx):
+        return self.loaded

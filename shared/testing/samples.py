@@ -59,3 +59,19 @@ def policy_for_load(directory: str | None = None) -> str:
         yaml.safe_dump(doc, out, allow_unicode=True)
     os.chmod(path, 0o644)  # read by the containers' user too
     return path
+
+
+def policy_without_branch(directory, code: str) -> str:
+    """A copy of the bundled policy without branch `code` (a branch the chain closed): records
+    of it stay in the services' databases. Returns the file's path."""
+    from pathlib import Path
+
+    import yaml
+
+    from shared.calendar.policy import DEFAULT_POLICY_PATH
+
+    doc = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    del doc["branches"][code]
+    path = Path(directory) / f"policy-without-{code}.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return str(path)

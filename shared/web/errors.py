@@ -79,6 +79,13 @@ class RuleRefused(ApiError):
     status, code = 422, "rule_refused"
 
 
+def branch_gone(code: str) -> RuleRefused:
+    """Work on a record of a branch the chain policy no longer has (its hours, its region gone):
+    refused, the record still readable."""
+    return RuleRefused(f"branch {code} is no longer in the chain policy",
+                       fields={"branch_code": ["not a branch of the chain policy"]})
+
+
 class TooManyRequests(ApiError):
     """Too many requests; try again after Retry-After seconds."""
     status, code = 429, "too_many_requests"

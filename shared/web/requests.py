@@ -10,7 +10,7 @@ from datetime import datetime
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from shared.web import fields as datetimes
-from shared.web.errors import ValidationFailed
+from shared.web.errors import NotFound, ValidationFailed
 from shared.web.http import bad_text
 from shared.web.text import CleanText
 
@@ -61,6 +61,15 @@ def load(schema: Schema, body: dict) -> tuple[dict, dict]:
     except ValidationError as exc:
         valid = exc.valid_data if isinstance(exc.valid_data, dict) else {}
         return valid, flatten_errors(exc.messages)
+
+
+def path_id(value, what: str) -> str:
+    """A record's id from the path, in canonical form (urn:uuid:..., braces, upper case are
+    accepted), or 404: an id that cannot exist names no record."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, TypeError, AttributeError):
+        raise NotFound(f"no {what} {str(value)[:100]}") from None
 
 
 # -- lists: a page of items and the cursor to the next ------------------------------------------

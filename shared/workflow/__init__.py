@@ -23,13 +23,14 @@ from shared.workflow.errors import (
     DataRefused, InstanceExists, InstanceNotFound, InvalidProcess, NotHeld, NoWaitingInstance, ProcessLoops,
     ScriptRefused, TaskNotWaiting, TimerExpressionError, UnknownOperator, WorkflowError,
 )
-from shared.workflow.scripting import Effect, OperatorCall
+from shared.workflow.scripting import Effect, OperatorCall, effect_operators
 from shared.workflow.tables import add_tables, create_tables_v1, downgrade_tables_v2, upgrade_tables_v2
 
 __all__ = [
     "check_file", "check_text", "ProcessDefinition", "load_definition", "parse_definition", "ProcessEngine", "Step",
     "StepResult", "TimerInfo", "TimerRound", "WaitingTask", "DataRefused", "InstanceExists", "InstanceNotFound",
     "InvalidProcess", "NotHeld", "NoWaitingInstance", "ProcessLoops", "ScriptRefused", "TaskNotWaiting",
-    "TimerExpressionError", "UnknownOperator", "WorkflowError", "Effect", "OperatorCall", "add_tables",
+    "TimerExpressionError", "UnknownOperator", "WorkflowError", "Effect", "OperatorCall", "effect_operators",
+    "add_tables",
     "create_tables_v1", "upgrade_tables_v2", "downgrade_tables_v2",
 ]

@@ -195,6 +195,16 @@ class OperatorCall:
     now: datetime
 
 
+def effect_operators(*names: str) -> dict[str, Callable[[OperatorCall], None]]:
+    """Operators that do nothing but be called: what each call means is applied by the service
+    from the step's effects, in the same transaction (its handlers' `_apply`)."""
+    return {name: _effect_only for name in names}
+
+
+def _effect_only(call: OperatorCall) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Effect:
     """Something the process asked for during an operation, for the service to turn into outbox

@@ -8,7 +8,6 @@ import json
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from types import SimpleNamespace
 
 import eventlet
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 
 from shared.messaging.envelope import build_event
 from shared.testing.fixtures import database_rows, handled, jsonbody, wait_until
+from shared.testing.samples import policy_without_branch
 from tests.e2e.test_aftercare_visits import (AGENT, ANSWERS, DUE, SALE, attempt, chain, post_sale, queue,
                                               scheduled_visit, visit, visit_events)
 from tests.e2e.test_investigation_cases import bearer, publish_raw
@@ -743,13 +743,9 @@ def test_a_branch_removed_from_the_policy_leaves_its_visits_readable_and_refuses
     gone_sale = str(uuid.uuid4())
     publish_raw(amqp_uri, sale_event(gone_sale, sold_at="2026-11-21T21:30:00+08:00", branch="GZ001", region="south"))
     gone = visit_events(chain, gone_sale, "visit_scheduled")[0]["payload"]["visit_id"]
-    source = Path(__file__).resolve().parents[2] / "shared" / "calendar" / "default_policy.yaml"
-    text = source.read_text(encoding="utf-8")
-    start, end = text.index("  GZ001:"), text.index("# Product and service types")
-    policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text(text[:start] + "\n" + text[end:], encoding="utf-8")
+    policy_file = policy_without_branch(tmp_path, "GZ001")
     chain.aftercare.runner.kill()
-    chain.aftercare = start_service("aftercare", clock=chain.clock, database_url=url, POLICY_FILE=str(policy_file))
+    chain.aftercare = start_service("aftercare", clock=chain.clock, database_url=url, POLICY_FILE=policy_file)
     chain.clock.set(DUE + timedelta(days=1))
     hq = ("hq_admin", "*")
     status, listed = queue(chain, role=hq)

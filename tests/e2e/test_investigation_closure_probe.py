@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from shared.messaging import consumer, dead_letters
 from shared.messaging.envelope import build_event
 from shared.testing.fixtures import handled, jsonbody, wait_until
+from shared.testing.samples import policy_without_branch
 from tests.e2e.test_investigation_cases import bearer, chain, intake_status, publish_raw, staff_notices
 from services.investigation.handlers import ADVERSE_REACTION_CASES
 from tests.e2e.test_investigation_closure import (
@@ -701,18 +702,12 @@ def test_the_written_result_of_an_adverse_reaction_case_reaches_the_customer_of_
 def test_a_case_of_a_branch_removed_from_the_policy_stays_readable_and_its_work_is_refused_not_a_500(
         chain, start_service, tmp_path):
     # Found by aftercare's outside probe (the same edit there), fixed: a task on such a case was a 500.
-    from pathlib import Path
-
     complaint = chain.post_complaint(branch="GZ001")
     wait_until(lambda: chain.case(complaint["id"], branch="GZ001").status_code == 200, "the case to open")
-    source = Path(__file__).resolve().parents[2] / "shared" / "calendar" / "default_policy.yaml"
-    text = source.read_text(encoding="utf-8")
-    start, end = text.index("  GZ001:"), text.index("# Product and service types")
-    policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text(text[:start] + "\n" + text[end:], encoding="utf-8")
+    policy_file = policy_without_branch(tmp_path, "GZ001")
     chain.investigation.runner.kill()
     chain.investigation = start_service("investigation", clock=chain.clock, database_url=chain.investigation_db,
-                                        POLICY_FILE=str(policy_file))
+                                        POLICY_FILE=policy_file)
     read = chain.case(complaint["id"], role="hq_admin", branch="*")
     assert read.status_code == 200 and jsonbody(read)["branch_code"] == "GZ001", read.text
     refused = call(chain, complaint["id"], "assign", {"owner": "S-1"}, role="hq_admin", branch="*")
