@@ -9,6 +9,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY shared shared
 COPY services services
+COPY demo demo
 # Editable: Alembic reads services/<name>/migrations from this source tree (they are not
 # packages, so a regular install would leave them out). Installs the `closeloop` script.
 RUN pip install -e .

@@ -48,7 +48,7 @@ compose-fault: install
 	$(BIN)/python scripts/compose_test.py --fault
 
 dev: install
-	exec $(BIN)/closeloop dev
+	exec $(BIN)/closeloop dev $(DEV_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -1,7 +1,7 @@
 """`make bench`: Closeloop's throughput and latency, each figure beside its ceiling.
 
     python -m bench.run [--seconds 15] [--profile]
-        [--only intake,relay,consumer,cases,timers,lifecycle,engine,aftercare]
+        [--only intake,relay,consumer,cases,timers,lifecycle,engine,aftercare,reporting]
 
 Uses the RabbitMQ and PostgreSQL that `make test` would (AMQP_URI / DATABASE_URL, else the
 local defaults), in a vhost `closeloop-bench` and databases `closeloop_bench_*` of its own.
@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TARGETS = {"intake_per_s": 600, "intake_p99_ms_at_200": 50, "relay_per_s": 5000, "consumer_per_s": 1000,
            "cases_per_s": 200, "timers_find_ms": 100, "timers_fire_per_s": 200,
-           "aftercare_plans_per_s": 500, "aftercare_queue_ms": 20}
-STEPS = ("intake", "relay", "consumer", "cases", "timers", "lifecycle", "engine", "aftercare")
+           "aftercare_plans_per_s": 500, "aftercare_queue_ms": 20, "reporting_ingest_per_s": 2000,
+           "reporting_kpis_ms": 50, "reporting_export_rows_per_s": 50_000, "reporting_export_rss_mb": 200}
+STEPS = ("intake", "relay", "consumer", "cases", "timers", "lifecycle", "engine", "aftercare", "reporting")
 
 
 def log(message: str) -> None:
@@ -481,23 +482,43 @@ def step_engine(env, seconds, work, results):
     log(f"engine: {results['engine']}")
 
 
+def fresh_database(service: str, env) -> str:
+    """The bench's database of `service` (closeloop_bench_<service>, or <SERVICE>_DATABASE_URL's),
+    dropped if an earlier or interrupted run left it, created and migrated: its URL."""
+    from shared.persistence import db
+    from shared.runtime import config as settings
+
+    url = settings.service_database_url(service, env)
+    db.drop_database(url)
+    db.create_database(url)
+    db.migrate(service, url)
+    return url
+
+
+def bench_module(module: str, env, *argv: str, timeout: float, database_url: str) -> dict:
+    """`python -m bench.<module> --json <argv>` in a process of its own: its figures. The
+    database it makes (`database_url`) is dropped after, also when the run is cut short."""
+    from shared.persistence import db
+
+    try:
+        out = subprocess.run([sys.executable, "-m", f"bench.{module}", "--json", *argv], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=timeout)
+    finally:
+        db.drop_database(database_url)
+    if out.returncode:
+        raise RuntimeError(f"bench.{module} {argv[0]} failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout)
+
+
 def step_aftercare(env, seconds, work, results):
     """Aftercare (issue 10, bench/aftercare.py), each part in a process of its own, bounded in
     time: visits planned a second from sale_recorded events through handlers.plan_sale (one
     worker; four eventlet workers in one process; the engine alone beside them), then the
     agent's queue (handlers.list_visits) among 1,000,000 visits of one branch loaded with COPY."""
     from bench import aftercare
-    from shared.persistence import db
 
     def run(*argv: str, timeout: float) -> dict:
-        try:
-            out = subprocess.run([sys.executable, "-m", "bench.aftercare", "--json", *argv], env=env, cwd=ROOT,
-                                 capture_output=True, text=True, timeout=timeout)
-        finally:
-            db.drop_database(aftercare.database_url(env))  # what a run cut short left
-        if out.returncode:
-            raise RuntimeError(f"bench.aftercare {argv[0]} failed: {out.stderr.strip()[-2000:]}")
-        return json.loads(out.stdout)
+        return bench_module("aftercare", env, *argv, timeout=timeout, database_url=aftercare.database_url(env))
 
     log(f"aftercare: plans from sale_recorded events, each measure at most {seconds}s")
     plans = results["aftercare_plans"] = run("plans", "--sales", "2000", "--workers", "4", "--seconds", str(seconds),
@@ -509,6 +530,29 @@ def step_aftercare(env, seconds, work, results):
                                              timeout=1200)
     log("aftercare queue p50/p95 ms: " + ", ".join(f"{name} {q['p50_ms']}/{q['p95_ms']}"
                                                    for name, q in queue["queries"].items()))
+
+
+def step_reporting(env, seconds, work, results):
+    """Reporting (issue 11, bench/reporting.py), each part in a process of its own, bounded in
+    time: the events one `closeloop serve reporting` process logs and folds a second from the
+    bus (50,000 of a chain's last 30 days, batches of 250, 100 and 500); then, on 1,000,000
+    cases of 1,000 branches over two years loaded with COPY, queries.kpis for every grouping
+    (HQ, a region, a branch; 30 days and a year) and the CSV export of them all (rows a second,
+    the process's peak RSS), with an XLSX of about 100,000 rows beside it."""
+    from bench import reporting
+
+    def run(*argv: str, timeout: float) -> dict:
+        return bench_module("reporting", env, *argv, timeout=timeout, database_url=reporting.database_url(env))
+
+    log("reporting: 50,000 events through the bus into one process, batches of 250, 100 and 500")
+    ingest = results["reporting_ingest"] = run("ingest", "--events", "50000", "--batches", "250,100,500",
+                                               "--timeout", "300", timeout=1200)
+    log("reporting ingest events/s: " + ", ".join(f"batch {b} {r['per_s']}" for b, r in ingest["runs"].items()))
+    log("reporting: KPIs and exports among 1,000,000 cases (several minutes loading them)")
+    reads = results["reporting_reads"] = run("reads", "--cases", "1000000", "--runs", "30", "--budget", "10",
+                                             timeout=3600)
+    log(f"reporting: slowest KPI query {reads['kpis']['slowest']}, CSV export "
+        f"{reads['export']['csv'].get('rows_per_s')} rows/s, peak RSS {reads['export']['csv'].get('peak_rss_mb')} MB")
 
 
 # --- set-up and report -----------------------------------------------------------------------
@@ -600,6 +644,8 @@ def report(results: dict) -> str:
                          timers["fire_per_s"] >= TARGETS["timers_fire_per_s"]))
     aftercare_rows, aftercare_notes = aftercare_lines(results.get("aftercare_plans"), results.get("aftercare_queue"))
     lines += aftercare_rows
+    reporting_rows, reporting_notes = reporting_lines(results.get("reporting_ingest"), results.get("reporting_reads"))
+    lines += reporting_rows
     lines += cpu_line("CPU per complaint accepted", (results.get("intake") or {}).get("cpu_ms_per_complaint"))
     lines += cpu_line("CPU per case opened", (cases or {}).get("cpu_ms_per_case"))
     if timers:
@@ -625,6 +671,7 @@ def report(results: dict) -> str:
                   f"{engine['find_due_ms']} ms, firing them {engine['fire_per_s']}/s."]
     if aftercare_notes:
         lines += ["", " ".join(aftercare_notes)]
+    lines += [line for note in reporting_notes for line in ("", note)]
     return "\n".join(lines)
 
 
@@ -668,6 +715,86 @@ def aftercare_lines(plans: dict | None, queue: dict | None) -> tuple[list[str], 
     return rows, notes
 
 
+KPI_SCOPES = {"hq": "HQ, every branch", "region": "a region's 50 branches", "branch": "one branch"}
+KPI_PERIODS = {"30d": "the last 30 days", "1y": "a year"}
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def reporting_lines(ingest: dict | None, reads: dict | None) -> tuple[list[str], list[str]]:
+    """The reporting step's rows of the table, and its sentences under it."""
+    rows, notes = [], []
+    if ingest:
+        target = TARGETS["reporting_ingest_per_s"]
+        for batch, r in ingest["runs"].items():
+            whole = r["complete"] and not r["failed_events"]  # a run that left events unlogged or failing: no figure
+            rows.append(f"| reporting: events logged and folded from the bus, batches of {batch}, 1 process | "
+                        f"{r['per_s']} /s{'' if whole else ' (NOT all logged, or some failed)'} | "
+                        f"{r['cpu_s_per_1000']} s CPU of the process and {r['postgres_cpu_s_per_1000']} s of its "
+                        f"PostgreSQL backends per 1,000 events | >= {target}/s | "
+                        f"{_met(whole and r['per_s'] >= target)} |")
+        first = next(iter(ingest["runs"].values()))
+        notes.append(f"Reporting ingest: {ingest['events']:,} events of a chain of {ingest['branches']:,} branches' "
+                     f"last 30 days (most: " + ", ".join(f"{k} {v:,}" for k, v in list(ingest["kinds"].items())[:6])
+                     + f") published before one `closeloop serve reporting` started; events a second from its first "
+                     f"logged event, the whole drain {first['from_start_s']} s from its start (batches of "
+                     f"{first['batch']}); {first['cases']:,} cases, {first['visits']:,} visits, "
+                     f"{first['sale_items']:,} sale items and {first['alerts']} alerts folded.")
+    kpis = (reads or {}).get("kpis")
+    if kpis:
+        target = TARGETS["reporting_kpis_ms"]
+        for scope, scope_text in KPI_SCOPES.items():
+            for period, period_text in KPI_PERIODS.items():
+                group = [q for q in kpis["queries"].values() if q["scope"] == scope and q["period"] == period]
+                if not group:
+                    continue
+                worst = max(group, key=lambda q: q["p95_ms"])
+                plain = next(q for q in group if q["group_by"] is None)
+                under = sum(q["p95_ms"] < target for q in group)
+                rows.append(f"| reporting KPIs among {reads['cases']:,} cases: {scope_text}, {period_text}, the worst "
+                            f"of {len(group)} groupings ({worst['group_by'] or 'none'}), p50 / p95 | "
+                            f"{worst['p50_ms']} / {worst['p95_ms']} ms | no grouping {plain['p95_ms']} ms at p95; "
+                            f"{under} of {len(group)} under {target} ms | p95 < {target} ms | "
+                            f"{_met(under == len(group))} |")
+        load = reads["load"]
+        slowest = kpis["queries"][kpis["slowest"]]
+        jit = "; ".join(f"{name} {j['p50_ms']} ms (with it {j['with_jit_p50_ms']})"
+                        for name, j in kpis["jit_off"].items())
+        notes.append(f"Reporting KPIs: {', '.join(f'{n:,} {t}' for t, n in load['rows'].items())} loaded with COPY "
+                     f"in {load['load_s']} s ({'after refresh_rollups' if load['rollups'] else 'no rollups'}); "
+                     f"queries.kpis called {kpis['runs']} times each at most ({kpis['budget_s']} s each). The slowest, "
+                     f"{kpis['slowest']}: {slowest['p95_ms']} ms at p95 over {slowest['runs']} runs; its statements "
+                     f"(EXPLAIN ANALYZE, of which JIT compiling): "
+                     + ", ".join(f"{e['statement']} {e['execution_ms']} ms ({e['jit_ms'] or 0} ms)"
+                                 for e in kpis["explain"]["slowest"]["statements"])
+                     + f". With PostgreSQL's JIT off, p50: {jit}.")
+    export = (reads or {}).get("export")
+    if export:
+        csv, xlsx = export["csv"], export["xlsx"]
+        good = "error" not in csv and not csv["check"]["problems"]
+        rows.append(f"| reporting CSV export of {csv['expected_rows']:,} cases, hq_analyst | "
+                    f"{csv.get('rows_per_s', 0) if good else 0} rows/s | "
+                    f"{csv.get('error') or '; '.join(csv['check']['problems'][:3]) or 'the CSV well formed'} | "
+                    f">= {TARGETS['reporting_export_rows_per_s']:,} rows/s | "
+                    f"{_met(good and csv['rows_per_s'] >= TARGETS['reporting_export_rows_per_s'])} |")
+        rows.append(f"| reporting CSV export: the process's peak RSS (VmHWM) | {csv['peak_rss_mb']} MB | idle "
+                    f"{csv.get('idle_rss_mb')} MB before the request | < {TARGETS['reporting_export_rss_mb']} MB | "
+                    f"{_met(csv['peak_rss_mb'] < TARGETS['reporting_export_rss_mb'])} |")
+        off = export.get("csv_jit_off") or {}
+        notes.append(f"Reporting exports: the CSV ({csv['bytes'] / 1e6:.0f} MB) in {csv['seconds']} s, its first byte "
+                     f"after {csv['first_byte_s']} s, RSS at each tenth of the body {csv.get('rss_by_tenth_mb')} MB; "
+                     f"CPU per 1,000 rows: the process {csv.get('cpu_ms_per_1000_rows')} ms, its PostgreSQL backends "
+                     f"{csv.get('postgres_cpu_ms_per_1000_rows')} ms. With PostgreSQL's JIT off (PGOPTIONS): "
+                     f"{off.get('rows_per_s')} rows/s, the first byte after {off.get('first_byte_s')} s. "
+                     + (f"The XLSX of {xlsx['expected_rows']:,} cases failed ({xlsx['status']}): {xlsx['error']}."
+                        if "error" in xlsx else
+                        f"The XLSX of {xlsx['rows']:,} cases: {xlsx['seconds']} s ({xlsx['rows_per_s']} rows/s), "
+                        f"peak RSS {xlsx['peak_rss_mb']} MB."))
+    return rows, notes
+
+
 def cpu_line(what: str, cpu: dict | None) -> list[str]:
     """CPU milliseconds by part (postgres and beam.smp: the local servers, whoever used them)."""
     if not cpu:
@@ -707,6 +834,8 @@ def main(argv=None) -> int:
             step_engine(env, args.seconds, work, results)
         if "aftercare" in steps:
             step_aftercare(env, args.seconds, work, results)
+        if "reporting" in steps:
+            step_reporting(env, args.seconds, work, results)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     document = {"at": stamp, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                 "targets": TARGETS, "results": results}

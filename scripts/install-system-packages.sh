@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # What the test suite and the benchmarks need from the machine:
-# - Debian packages docker-compose (to validate docker-compose.yml without an engine) and wrk
-#   (HTTP load), installed when run as root with apt-get; otherwise it says what to install and fails;
+# - Debian packages docker-compose (to validate docker-compose.yml without an engine), wrk
+#   (HTTP load), and chromium, chromium-driver and fonts-noto-cjk (the dashboard's browser test:
+#   headless Chromium driven through /usr/bin/chromedriver, Chinese glyphs that are not boxes),
+#   installed when run as root with apt-get; otherwise it says what to install and fails;
 # - on a RabbitMQ running on this machine, the management plugin: the tests make a vhost per run
 #   and `closeloop bus declare` sets policies through its API (rabbitmqctl works too, but starts
 #   an Erlang VM per call: about a second each).
@@ -9,6 +11,9 @@ set -euo pipefail
 need=()
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+dpkg-query -W -f='${Status}' fonts-noto-cjk 2>/dev/null | grep -q "ok installed" || need+=(fonts-noto-cjk)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]} (Debian packages)" >&2

@@ -1,5 +1,5 @@
 """`closeloop`: the operator's command line (token issue, policy check, process check, db
-upgrade, serve, relay, dev). Each command prints what it did; errors go to stderr with exit 2."""
+upgrade, serve, relay, dev, demo). Each command prints what it did; errors go to stderr with exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -146,6 +146,7 @@ def cmd_serve(args) -> int:
     from shared.calendar.policy import PolicyError
     from shared.security.auth import KeysNotConfigured
 
+    from shared.calendar.clock import DemoClockRefused
     from shared.runtime import provider as runtime_provider
     from shared.workflow import InvalidProcess
 
@@ -156,12 +157,14 @@ def cmd_serve(args) -> int:
     service_class = settings.service_class(args.service)
     try:
         # What would fail the start, checked before nameko starts (whose greenthreads would
-        # print each failure's traceback three times): the policy, the service's own files.
+        # print each failure's traceback three times): the policy, the clock (a demo clock only
+        # in development), the service's own files.
         runtime_provider.policy(config.get("POLICY_FILE"))
+        runtime_provider.clock(config)
         preflight = getattr(service_class, "preflight", None)
         if preflight is not None:
             preflight(config)
-    except (PolicyError, InvalidProcess, OSError) as exc:
+    except (PolicyError, InvalidProcess, OSError, DemoClockRefused) as exc:
         return _fail(f"{args.service} cannot start: {exc}")
     _wait_for_broker(args.service, config["AMQP_URI"])
     runner = ServiceRunner(config)
@@ -310,6 +313,7 @@ def cmd_projections_rebuild(args) -> int:
 
     from services.reporting import handlers
     from services.reporting.repository import ReportingStore
+    from shared.calendar.policy import load_policy
     from shared.persistence import db
     from shared.persistence.retention import DATABASE_DOWN
 
@@ -319,7 +323,8 @@ def cmd_projections_rebuild(args) -> int:
         return _fail(f"cannot rebuild reporting's projections: {problem}")
     engine = db.make_engine(config["DATABASE_URL"], 1)
     try:
-        done = handlers.rebuild(ReportingStore(engine), now=datetime.now(timezone.utc))
+        rules = load_policy(config.get("POLICY_FILE")).section("reporting")
+        done = handlers.rebuild(ReportingStore(engine), rules=rules, now=datetime.now(timezone.utc))
     except DATABASE_DOWN as exc:
         return _fail(f"reporting: database unavailable ({_first_line(exc)}); nothing rebuilt")
     except sa.exc.ProgrammingError as exc:  # a table missing: a database not migrated yet
@@ -380,7 +385,8 @@ def _first_line(exc: Exception) -> str:
 
 
 def cmd_dev(args) -> int:
-    """Everything as local processes; Ctrl-C or SIGTERM stops every one of them."""
+    """Everything as local processes; Ctrl-C or SIGTERM stops every one of them. --demo-clock
+    DAYS: the services run on the demo clock, set DAYS + 1 days back for `closeloop demo`."""
     rc = cmd_db_upgrade(argparse.Namespace(services=None)) or cmd_bus_declare(None)
     if rc:
         return rc
@@ -388,6 +394,16 @@ def cmd_dev(args) -> int:
 
     auth.ensure_dev_keys()
     os.environ.setdefault("CLOSELOOP_DEV_KEYS", "1")  # the children use the development keys
+    days = getattr(args, "demo_clock", None)
+    if days is not None:
+        from demo.clock import default_path, rewind
+        from shared.calendar.clock import DEMO_CLOCK_ENV
+
+        os.environ[DEMO_CLOCK_ENV] = path = default_path()
+        rewind(path, days)
+        print(f"closeloop dev: the services run on the demo clock {path}, {days + 1} days back: "
+              f"`closeloop demo --days N` (N up to {days}) plays a chain's history and brings it to real time",
+              file=sys.stderr, flush=True)
     exe = [sys.executable, "-m", "shared.cli"]
     children = []
     for service in settings.RUNNABLE_SERVICES:
@@ -417,6 +433,15 @@ def cmd_dev(args) -> int:
     if failed and not stopping:
         return _fail(f"a process stopped on its own: {failed}")
     return 0
+
+
+def cmd_demo(args) -> int:
+    """A simulated chain's last days through the services' HTTP APIs (demo/)."""
+    from demo.clock import default_path
+    from demo.run import main
+
+    args.clock_file = args.clock_file or default_path()
+    return main(args)
 
 
 def _parked_queues(args) -> list[str]:
@@ -644,8 +669,38 @@ def parser() -> argparse.ArgumentParser:
                                        help="also replay messages parked as malformed (they fail again "
                                             "unless the consumer now reads them)")
 
-    sub.add_parser("dev", help="migrate, declare the bus, then run every service and relay locally").set_defaults(
-        func=cmd_dev)
+    dev = sub.add_parser("dev", help="migrate, declare the bus, then run every service and relay locally")
+    dev.add_argument("--demo-clock", nargs="?", type=int, const=30, metavar="DAYS",
+                     help="run the services on the demo clock that `closeloop demo` moves (development only), "
+                          "set DAYS + 1 days back (default 30)")
+    dev.set_defaults(func=cmd_dev)
+
+    env = os.environ.get
+    demo = sub.add_parser("demo", help="play a plausible chain's last days through the services' HTTP APIs, on "
+                                       "the demo clock (see `dev --demo-clock`), with a progress bar")
+    demo.add_argument("--branches", type=int, default=env("CLOSELOOP_DEMO_BRANCHES"), metavar="N",
+                      help="the policy's first N branches (default 3, or all of them when fewer; "
+                           "CLOSELOOP_DEMO_BRANCHES)")
+    demo.add_argument("--days", type=int, default=env("CLOSELOOP_DEMO_DAYS", "14"), metavar="D",
+                      help="days of history, ending yesterday (default 14; CLOSELOOP_DEMO_DAYS)")
+    for service in ("intake", "investigation", "aftercare"):
+        port = env(f"{service.upper()}_PORT", str(settings.HTTP_PORTS[service]))
+        demo.add_argument(f"--{service}-url", default=env(f"{service.upper()}_URL", f"http://127.0.0.1:{port}"),
+                          help=f"{service}'s base URL (default http://127.0.0.1:{port}; {service.upper()}_URL)")
+    demo.add_argument("--gateway", default=env("CLOSELOOP_GATEWAY_URL"), metavar="URL",
+                      help="send every call through the gateway at URL instead (CLOSELOOP_GATEWAY_URL)")
+    demo.add_argument("--clock-file", default=None, metavar="PATH",
+                      help="the demo clock the services read (default CLOSELOOP_DEMO_CLOCK_FILE, else "
+                           "closeloop-demo-clock in CLOSELOOP_RUN_DIR or the temporary directory)")
+    demo.add_argument("--seed", type=int, default=env("CLOSELOOP_DEMO_SEED", "11"),
+                      help="one seed plays one chain (default 11; CLOSELOOP_DEMO_SEED)")
+    demo.add_argument("--patience", type=float, default=env("CLOSELOOP_DEMO_PATIENCE", "60"), metavar="SECONDS",
+                      help="how long to wait for a service, or for work to show (default 60; CLOSELOOP_DEMO_PATIENCE)")
+    demo.add_argument("--policy", default=env("CLOSELOOP_POLICY_FILE"),
+                      help="the chain policy the services run (default CLOSELOOP_POLICY_FILE, else the bundled one)")
+    demo.add_argument("--rewind-clock", action="store_true",
+                      help="only set the demo clock back far enough for --days, before the services start")
+    demo.set_defaults(func=cmd_demo)
     return top
 
 

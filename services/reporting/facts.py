@@ -17,7 +17,6 @@ in any order and more than once (a retried delivery, a replay):
 No contact data: the events carry `customer_ref` and masks only, and the facts keep the ref."""
 from __future__ import annotations
 
-import copy
 from datetime import datetime
 
 # The state each investigation event leaves the case in.
@@ -26,7 +25,7 @@ STATE_OF = {"case_opened": "open", "case_assigned": "assigned", "case_acknowledg
             "case_closed": "closed"}
 # What the complaint as registered says, in the record's own words (intake's, else case_opened's).
 _DESCRIBED = ("kind", "reference", "category", "priority", "region", "received_at", "first_response_due",
-              "resolution_due", "customer_ref", "severity_flags")
+              "resolution_due", "customer_ref", "customer_masked", "severity_flags")
 
 
 def case_of(event: dict) -> str | None:
@@ -45,7 +44,7 @@ def case_of(event: dict) -> str | None:
 def new_case(case_id: str) -> dict:
     return {"case_id": case_id, "branch_code": None, "kind": None, "reference": None, "category": None,
             "priority": None, "channel": None, "region": None, "severity_flags": [], "customer_ref": None,
-            "technician_id": None, "service_code": None, "batches": [], "received_at": None,
+            "technician_id": None, "service_code": None, "customer_masked": None, "batches": [], "received_at": None,
             "first_response_due": None, "resolution_due": None, "opened_at": None, "owner": None,
             "first_response_at": None, "first_response_within_sla": None, "breaches": {}, "escalation_level": 0,
             "responsibility": None, "remedies": {}, "resolved_at": None, "resolved_within_sla": None,
@@ -68,7 +67,7 @@ def _earlier(a: str | None, b: str | None) -> str | None:
 
 def apply(facts: dict, event: dict) -> dict:
     """The facts after `event` (a parsed envelope about this case); `facts` is left as it was."""
-    facts = copy.deepcopy(facts)
+    facts = _copied(facts)
     source, kind, payload = event["source"], event["type"], event["payload"]
     at, sequence = event["occurred_at"], event.get("sequence") or 0
     facts["branch_code"] = facts["branch_code"] or event.get("branch_code")
@@ -144,6 +143,18 @@ def apply(facts: dict, event: dict) -> dict:
     return facts
 
 
+def alert_keys(facts: dict) -> tuple:
+    """What decides where a case counts in recurring-problem alerts."""
+    return tuple(facts.get(name) for name in ("kind", "branch_code", "category", "technician_id", "received_at"))
+
+
+def _copied(record: dict) -> dict:
+    """A copy the fold may change (what deepcopy gives, at a fifth of its cost): facts hold JSON
+    values nested at most three deep (remedies by id, each a dict)."""
+    return {k: ({i: (dict(w) if isinstance(w, dict) else w) for i, w in v.items()} if isinstance(v, dict) else
+                list(v) if isinstance(v, list) else v) for k, v in record.items()}
+
+
 def _newer(facts: dict, name: str, sequence: int) -> bool:
     """Whether an investigation event numbered `sequence` is the newest yet to set `name`."""
     if sequence < facts["sequences"].get(name, -1):
@@ -185,3 +196,77 @@ def _remedy(facts: dict, kind: str, payload: dict) -> None:
                             "remedy_approved": "approved", "promise_made": "approved",
                             "remedy_fulfilled": "fulfilled", "promise_kept": "fulfilled",
                             "promise_broken": remedy.get("status") or "approved"}[kind]
+
+
+# -- visits: a return visit's or a follow-up's facts, folded from aftercare's events --------------
+
+# The status each visit event leaves the visit in (the newest by the visit's sequence wins).
+VISIT_STATUS_OF = {"visit_scheduled": "scheduled", "visit_attempted": "in_progress", "visit_completed": "completed",
+                   "visit_abandoned": "abandoned", "visit_cancelled": "cancelled"}
+
+
+def visit_of(event: dict) -> str | None:
+    if event["source"] == "aftercare" and event["type"] in (*VISIT_STATUS_OF, "adverse_reaction_reported"):
+        return event["payload"].get("visit_id")
+    return None
+
+
+def new_visit(visit_id: str) -> dict:
+    return {"visit_id": visit_id, "branch_code": None, "kind": None, "sale_id": None, "case_id": None,
+            "due_at": None, "status": None, "attempts": 0, "reached": False, "score": None, "finished_at": None,
+            "suggestions": False, "discomfort": False, "adverse_reaction": False, "sequences": {}}
+
+
+def apply_visit(visit: dict, event: dict) -> dict:
+    """The visit's facts after `event` (an aftercare envelope about it); `visit` is left as it was."""
+    visit = _copied(visit)
+    kind, payload, at = event["type"], event["payload"], event["occurred_at"]
+    visit["branch_code"] = visit["branch_code"] or event.get("branch_code")
+    for name in ("kind", "sale_id", "case_id"):
+        visit[name] = visit[name] or payload.get(name)
+    if kind in VISIT_STATUS_OF and _newer(visit, "status", event.get("sequence") or 0):
+        visit["status"] = VISIT_STATUS_OF[kind]
+    if kind == "visit_scheduled":
+        visit["due_at"] = payload["due_at"]
+    elif kind == "visit_attempted":
+        visit["attempts"] = max(visit["attempts"], payload.get("attempt") or 1)
+        visit["reached"] = visit["reached"] or bool(payload.get("reached"))
+    elif kind == "visit_completed":
+        answers = payload.get("answers") or {}
+        visit.update(score=payload.get("score"), reached=True, finished_at=at,
+                     suggestions=bool(answers.get("suggestions")), discomfort=bool(answers.get("discomfort")))
+    elif kind in ("visit_abandoned", "visit_cancelled"):
+        visit["finished_at"] = visit["finished_at"] or at
+    elif kind == "adverse_reaction_reported":
+        visit["adverse_reaction"] = True
+    return visit
+
+
+# -- records that are whole in one event --------------------------------------------------------
+
+def sale_items(event: dict) -> list[dict]:
+    """A sale's items (intake's sale_recorded), one row each: services per technician count
+    complaints per 100 services."""
+    p = event["payload"]
+    return [{"sale_id": p["sale_id"], "line": line, "branch_code": event["branch_code"], "sold_at": p["sold_at"],
+             "type": item.get("type"), "product_type": item.get("product_type"),
+             "technician_id": item.get("technician_id"), "batch": item.get("batch")}
+            for line, item in enumerate(p.get("items") or [])]
+
+
+def adverse_reaction(event: dict) -> dict:
+    """One adverse reaction a visit found (aftercare's adverse_reaction_reported): what the
+    product safety signal counts across the chain."""
+    p = event["payload"]
+    product = p.get("product") or {}
+    return {"visit_id": p["visit_id"], "sale_id": p.get("sale_id"), "branch_code": event["branch_code"],
+            "batch": product.get("batch"), "sku": product.get("sku"), "technician_id": p.get("technician_id"),
+            "reported_at": p["reported_at"]}
+
+
+def archive_access(event: dict) -> dict:
+    """One read of a closed case's archive (investigation's archive_accessed), for auditors."""
+    p = event["payload"]
+    return {"event_id": event["event_id"], "case_id": p["case_id"], "branch_code": event["branch_code"],
+            "actor": p.get("actor"), "actor_role": p.get("actor_role"), "purpose": p["purpose"],
+            "contact_read": bool(p.get("contact_read")), "accessed_at": p["accessed_at"]}

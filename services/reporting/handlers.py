@@ -1,49 +1,283 @@
-"""Reporting's use cases, first part (issue 11 groundwork, not wired to the bus yet): a batch of
-consumed events logged and folded into the read models in one transaction, and the read models
-rebuilt from the log. Plain functions over a store of units of work."""
+"""Reporting's use cases: a batch of consumed events logged and folded into the read models
+in one transaction, the alerts they complete raised (and published once), the read models
+rebuilt from the log, and the reads HQ and the branches make. Plain functions over a store of
+units of work."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from services.reporting import facts
+from services.reporting import alerts, exports, facts, models, queries, schemas
+from services.reporting.policy import PERMISSIONS, ReportingRules
+from shared.calendar.clock import isoformat
+from shared.messaging.envelope import build_event
+from shared.security.auth import Identity
+from shared.web.errors import ValidationFailed
+from shared.web.requests import load, load_query, page
 
 log = logging.getLogger("closeloop.reporting")
 REBUILD_BATCH = 2000
+ALERT_NAMESPACE = uuid.UUID("6f0c1e57-4d52-4b0e-9a57-2a7c0f3e0b11")
+_REACH = 1  # how many windows either side of new records their episodes are looked for in
 
 
-def _fold(uow, events: list[dict], now: datetime) -> None:
-    """The events folded into the facts of the cases they are about."""
-    about = [(facts.case_of(e), e) for e in events]
-    about = [(case_id, e) for case_id, e in about if case_id]
-    current = uow.cases.lock([case_id for case_id, _ in about], now)
-    for case_id, event in about:
-        current[case_id] = facts.apply(current[case_id], event)
-    uow.cases.save(current, now)
+def _fold(uow, events: list[dict], now: datetime) -> dict[str, set]:
+    """The events folded into the read models; what they may raise alerts about:
+    {"complaints": case ids, "batches": {product batch: when its new reactions were reported}}."""
+    cases = [(facts.case_of(e), e) for e in events]
+    cases = [(case_id, e) for case_id, e in cases if case_id]
+    counted = set()  # complaints whose place in an alert's count changed
+    if cases:
+        current = uow.cases.lock([case_id for case_id, _ in cases], now)
+        before = {case_id: facts.alert_keys(f) for case_id, f in current.items()}
+        for case_id, event in cases:
+            current[case_id] = facts.apply(current[case_id], event)
+        uow.cases.save(current, now)
+        counted = {case_id for case_id, f in current.items() if facts.alert_keys(f) != before[case_id]}
+    visits = [(facts.visit_of(e), e) for e in events]
+    visits = [(visit_id, e) for visit_id, e in visits if visit_id]
+    if visits:
+        current = uow.visits.lock([visit_id for visit_id, _ in visits], now)
+        for visit_id, event in visits:
+            current[visit_id] = facts.apply_visit(current[visit_id], event)
+        uow.visits.save(current, now)
+    sales, reactions, reads = [], [], []
+    for e in events:
+        if e["source"] == "intake" and e["type"] == "sale_recorded":
+            sales += facts.sale_items(e)
+        elif e["source"] == "aftercare" and e["type"] == "adverse_reaction_reported":
+            reactions.append(facts.adverse_reaction(e))
+        elif e["source"] == "investigation" and e["type"] == "archive_accessed":
+            reads.append(facts.archive_access(e))
+    uow.records.add(models.sale_items, sales)
+    uow.records.add(models.adverse_reactions, reactions)
+    uow.records.add(models.access_log, reads)
+    batches: dict[str, list[datetime]] = {}
+    for r in reactions:
+        if r["batch"]:
+            batches.setdefault(r["batch"], []).append(datetime.fromisoformat(r["reported_at"]))
+    return {"complaints": counted, "batches": batches}
 
 
-def ingest(store, *, events: list[dict], now: datetime) -> int:
+def _raise_alerts(uow, touched: dict, rules: ReportingRules, now: datetime, publish: bool) -> int:
+    """Alerts the touched records complete, raised once per episode (published when `publish`),
+    and the episodes raised before brought up to date. How many were raised."""
+    wanted: dict[tuple, list[datetime]] = {}
+    if touched["complaints"]:
+        for c in uow.alerts.complaints_by_id(sorted(touched["complaints"])):
+            for key in alerts.keys_of(c):
+                wanted.setdefault(("recurring_problem", key), []).append(c.received_at)
+    for batch, times in touched["batches"].items():
+        wanted.setdefault(("safety_signal", ("batch", batch)), []).extend(times)
+    if not wanted:
+        return 0
+    texts = {(kind, key): _key_text(kind, key) for kind, key in wanted}
+    uow.alerts.lock_keys(list(texts.values()))
+    before = uow.alerts.raised(list(texts.values()))
+    found: dict[tuple, list] = {}  # what counts towards each key near its new records
+    for kind, rule in (("recurring_problem", rules.recurring_problem), ("safety_signal", rules.safety_signal)):
+        keys = [key for k, key in wanted if k == kind]
+        if not keys:
+            continue
+        times = [t for k, key in wanted if k == kind for t in wanted[(k, key)]]
+        lo, hi = min(times) - _REACH * rule.within, max(times) + _REACH * rule.within
+        if kind == "recurring_problem":
+            for c in uow.alerts.complaints(keys, lo, hi):
+                for key in alerts.keys_of(c):
+                    found.setdefault((kind, key), []).append(c)
+        else:
+            for r in uow.alerts.reactions([key[1] for key in keys], lo, hi):
+                found.setdefault((kind, ("batch", r.batch)), []).append(r)
+    raised = 0
+    for (kind, key) in sorted(wanted):
+        rule = rules.recurring_problem if kind == "recurring_problem" else rules.safety_signal
+        if kind == "recurring_problem":
+            at, record = (lambda c: c.received_at), (lambda c: c.case_id)
+        else:
+            at, record = (lambda r: r.reported_at), (lambda r: r.visit_id)
+        for run in alerts.episodes(found.get((kind, key), []), at, within=rule.within, at_least=rule.at_least):
+            raised += _raise(uow, kind, key, run, [record(i) for i in run], at, rule,
+                             before.get(texts[(kind, key)], []), now, publish)
+    return raised
+
+
+def _raise(uow, kind: str, key: tuple, run: list, records: list[str], at, rule, before: list[dict], now: datetime,
+           publish: bool) -> int:
+    """An episode stored: a new alert (1, published when `publish`), or one raised before seen
+    further (0; its older records may lie beyond this look, so they are kept)."""
+    known = next((a for a in before if set(a["records"]) & set(records)), None)
+    row = {"alert_id": str(uuid.uuid5(ALERT_NAMESPACE, f"{kind}|{key}|{records[0]}")), "kind": kind,
+           "key": _key_text(kind, key), "count": len(run), "first_at": at(run[0]), "last_at": at(run[-1]),
+           "records": records, "branches": sorted({i.branch_code for i in run}), "raised_at": now}
+    if known:
+        if set(records) <= set(known["records"]):
+            return 0
+        row.update(alert_id=known["alert_id"], raised_at=known["raised_at"],
+                   records=list(dict.fromkeys([*known["records"], *records])),
+                   branches=sorted({*known["branches"], *row["branches"]}),
+                   first_at=min(known["first_at"], row["first_at"]), last_at=max(known["last_at"], row["last_at"]))
+        row["count"] = len(row["records"])
+    row["active_until"] = row["last_at"] + rule.within
+    uow.alerts.put(row)
+    if known is not None:
+        return 0
+    if publish:
+        uow.publish(_alert_event(row, key, run, rule.within, now))
+    return 1
+
+
+def _key_text(kind: str, key: tuple) -> str:
+    return ":".join((kind, *key))
+
+
+def _duration(within: timedelta) -> str:
+    days, seconds = within.days, within.seconds
+    return f"P{days}D" if not seconds else f"P{days}DT{seconds}S"
+
+
+def _alert_event(row: dict, key: tuple, run: list, within: timedelta, now: datetime):
+    common = {"alert_id": row["alert_id"], "count": row["count"], "within": _duration(within),
+              "first_at": isoformat(row["first_at"]), "last_at": isoformat(row["last_at"]),
+              "branches": row["branches"]}
+    event_id = str(uuid.uuid5(ALERT_NAMESPACE, f"raised|{row['alert_id']}"))
+    if row["kind"] == "recurring_problem":
+        by = key[0]
+        payload = {**common, "by": by, "branch_code": key[1] if by == "branch_category" else None,
+                   "category": key[2] if by == "branch_category" else None,
+                   "technician_id": key[1] if by == "technician" else None, "case_ids": row["records"]}
+        return build_event("recurring_problem_detected", payload,
+                           branch_code=row["branches"][0] if len(row["branches"]) == 1 else None,
+                           correlation_id=row["alert_id"], occurred_at=now, sequence=1, event_id=event_id)
+    payload = {**common, "batch": key[1], "skus": sorted({r.sku for r in run if r.sku}), "visit_ids": row["records"]}
+    return build_event("safety_signal_raised", payload, branch_code=None, correlation_id=row["alert_id"],
+                       occurred_at=now, sequence=1, event_id=event_id)
+
+
+def ingest(store, *, events: list[dict], rules: ReportingRules, now: datetime) -> int:
     """A batch of parsed envelopes: each logged once (a copy, or one logged before, is left
-    out) and the new ones folded into the read models, all in one transaction. How many were new."""
+    out), the new ones folded into the read models and the alerts they complete raised, all in
+    one transaction. How many were new."""
     with store.unit_of_work() as uow:
         fresh = uow.log.append(events, now)
-        _fold(uow, fresh, now)
+        if fresh:
+            _raise_alerts(uow, _fold(uow, fresh, now), rules, now, publish=True)
     return len(fresh)
 
 
-def rebuild(store, *, now: datetime, batch: int = REBUILD_BATCH) -> int:
+def rebuild(store, *, rules: ReportingRules, now: datetime, batch: int = REBUILD_BATCH) -> int:
     """`closeloop projections rebuild`: the read models dropped and folded again from the whole
-    log, in one transaction (readers see the old figures until it commits). Events folded."""
+    log, in one transaction (readers see the old figures until it commits). The alerts raised
+    stay (what was raised and published is history): the episodes found again update them, and
+    nothing is published. Events folded."""
     done = 0
     with store.unit_of_work() as uow:
-        uow.cases.clear()
+        for model in (uow.cases, uow.visits, uow.records):
+            model.clear()
         last = 0
         while True:
             rows = uow.log.after(last, batch)
             if not rows:
                 break
-            _fold(uow, [envelope for _, envelope in rows], now)
+            _raise_alerts(uow, _fold(uow, [envelope for _, envelope in rows], now), rules, now, publish=False)
             done += len(rows)
             last = rows[-1][0]
     log.info("projections rebuilt from %d logged event(s)", done)
     return done
+
+
+# -- reads: KPIs, alerts, exports, the access log ---------------------------------------------------
+
+def chain_zone(policy) -> ZoneInfo:
+    """The chain's days, weeks and months: the time zone most of its branches keep."""
+    zones = Counter(b.timezone for b in policy.branches.values())
+    return ZoneInfo(zones.most_common(1)[0][0] if zones else "Asia/Shanghai")
+
+
+def _scope(identity, params: dict, policy, now: datetime, errors: dict) -> queries.Scope:
+    """The period and the branches a read covers: the caller's scope, narrowed by `branch`
+    or `region` (a branch or region outside it covers nothing)."""
+    zone = chain_zone(policy)
+    lo, hi = schemas.period(params, zone, now, errors)
+    branches = identity.branches
+    if "region" in params:
+        in_region = frozenset(policy.branches_in_region(params["region"]))
+        if not in_region:
+            errors["region"] = [f"no region {params['region'][:100]} in the chain policy"]
+        branches = in_region if branches is None else branches & in_region
+    if "branch" in params:
+        branches = frozenset({params["branch"]}) & (branches if branches is not None else {params["branch"]})
+    return queries.Scope(lo, hi, branches, {code: b.region for code, b in policy.branches.items()}, str(zone))
+
+
+def _checked(identity, action: str, schema, query: dict, policy, now: datetime):
+    PERMISSIONS.require(identity, action)
+    params, errors = load(schema, query)
+    scope = _scope(identity, params, policy, now, errors)
+    if errors:
+        raise ValidationFailed("invalid query", fields=errors)
+    return params, scope
+
+
+def kpis(store, *, identity: Identity, query: dict, policy, now: datetime) -> dict:
+    params, scope = _checked(identity, "kpi:read", schemas.KpiQuery(), query, policy, now)
+    group_by = params.get("group_by")
+    with store.engine.connect() as conn:
+        groups = queries.kpis(conn, scope, group_by, now)
+        totals = queries.kpis(conn, scope, None, now).get("all") if group_by else None
+    totals = totals or groups.get("all") or queries._empty()
+    return {"from": isoformat(scope.lo), "to": isoformat(scope.hi), "time_zone": scope.zone, "group_by": group_by,
+            "branches": sorted(scope.branches) if scope.branches is not None else None, "totals": totals,
+            "groups": [{"key": key, **figures} for key, figures in sorted(groups.items())] if group_by else []}
+
+
+def alerts_now(store, *, identity: Identity, query: dict, now: datetime) -> dict:
+    PERMISSIONS.require(identity, "alert:read")
+    params, errors = load(schemas.AlertQuery(), query)
+    if errors:
+        raise ValidationFailed("invalid query", fields=errors)
+    with store.engine.connect() as conn:
+        raised = queries.open_alerts(conn, identity.branches, now, params.get("kind"), params["status"] == "all",
+                                     params["limit"])
+        late = queries.breaching(conn, identity.branches, now)
+    return {"alerts": [_alert_view(a, now) for a in raised],
+            "breaching": [{**b, "worst": b["worst"] or []} for b in late], "as_of": isoformat(now)}
+
+
+def _alert_view(row: dict, now: datetime) -> dict:
+    kind, *key = row["key"].split(":")
+    about = ({"branch_code": key[1], "category": key[2]} if key[0] == "branch_category" else
+             {"technician_id": key[1]} if key[0] == "technician" else {"batch": key[1]})
+    return {"alert_id": str(row["alert_id"]), "kind": row["kind"], "by": key[0], "about": about, "count": row["count"],
+            "first_at": isoformat(row["first_at"]), "last_at": isoformat(row["last_at"]),
+            "open": row["active_until"] > now, "open_until": isoformat(row["active_until"]),
+            "branches": row["branches"], "records": row["records"], "raised_at": isoformat(row["raised_at"])}
+
+
+def export(store, *, identity: Identity, query: dict, policy, now: datetime, kind: str):
+    """(headers, body chunks) of the CSV or XLSX export."""
+    params, scope = _checked(identity, "export:read", schemas.ExportQuery(), query, policy, now)
+    zone = chain_zone(policy)
+    name = exports.filename(kind, scope, now, zone)
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
+    if kind == "csv":
+        return "text/csv; charset=utf-8", headers, exports.csv_stream(store.engine, scope, params, zone)
+    spool = exports.xlsx_file(store.engine, scope, params, zone)
+    return ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", headers,
+            exports.file_chunks(spool))
+
+
+def access_log(store, *, identity: Identity, query: dict, policy, now: datetime) -> dict:
+    PERMISSIONS.require(identity, "access_log:read")
+    params, after = load_query(schemas.AccessLogQuery(), query)
+    errors: dict = {}
+    lo, hi = schemas.period(params, chain_zone(policy), now, errors)
+    if errors:
+        raise ValidationFailed("invalid query", fields=errors)
+    case_id = str(params["case_id"]) if "case_id" in params else None
+    with store.engine.connect() as conn:
+        rows = queries.access_log(conn, lo, hi, identity.branches, case_id, after, params["limit"] + 1)
+    view = lambda r: {**r, "accessed_at": isoformat(r["accessed_at"])}  # noqa: E731
+    return page(rows, params["limit"], view, lambda r: (r["accessed_at"], r["event_id"]))

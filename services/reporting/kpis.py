@@ -43,7 +43,12 @@ def _clock(done: str | None, due: str | None, now: datetime) -> str | None:
     return "breached" if now > _at(due) else None
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
 def case_kpis(cases: list[dict], now: datetime) -> dict:
+    """The case figures of queries.kpis for one group, from the folded facts."""
     complaints = [c for c in cases if c["kind"] == "complaint"]
     first = [_hours(c["received_at"], c["first_response_at"]) for c in complaints if c["first_response_at"]]
     resolution = [_hours(c["received_at"], c["resolved_at"]) for c in complaints if c["resolved_at"]]
@@ -55,27 +60,32 @@ def case_kpis(cases: list[dict], now: datetime) -> dict:
     promises = Counter(r["promise"] for c in cases for r in c["remedies"].values() if r.get("promise"))
     actions = [c["corrective_action"] for c in cases if c["corrective_action"]]
     done = [a for a in actions if a.get("done_at")]
+    suggestions = [c for c in cases if c["kind"] == "suggestion"]
     cost: Counter = Counter()
     for r in remedies:
         cost[r["type"]] += r["amount"]
+    by = lambda name: dict(Counter(c[name] or "unknown" for c in complaints))  # noqa: E731
     return {
-        "volume": {"total": len(cases), "by_kind": dict(Counter(c["kind"] for c in cases)),
-                   "by_category": dict(Counter(c["category"] for c in complaints)),
-                   "by_priority": dict(Counter(c["priority"] for c in complaints)),
-                   "by_channel": dict(Counter(c["channel"] for c in complaints))},
-        "response": {"first_response_hours": {"median": percentile(first, 0.5), "p90": percentile(first, 0.9)},
-                     "resolution_hours": {"median": percentile(resolution, 0.5), "p90": percentile(resolution, 0.9)},
+        "volume": {"total": len(cases), "complaints": len(complaints),
+                   "by_kind": dict(Counter(c["kind"] or "unknown" for c in cases)), "by_category": by("category"),
+                   "by_priority": by("priority"), "by_channel": by("channel")},
+        "response": {"first_response_hours": {"median": _round(percentile(first, 0.5)),
+                                              "p90": _round(percentile(first, 0.9))},
+                     "resolution_hours": {"median": _round(percentile(resolution, 0.5)),
+                                          "p90": _round(percentile(resolution, 0.9))},
                      "sla_compliance_pct": _share(verdicts["met"], verdicts["met"] + verdicts["breached"]),
-                     "escalations_by_level": {level: sum(1 for c in complaints if c["escalation_level"] >= level)
-                                              for level in (1, 2) if any(c["escalation_level"] >= level
-                                                                         for c in complaints)},
+                     "escalations_by_level": {str(level): n for level in (1, 2, 3) if (n := sum(
+                         1 for c in complaints if c["escalation_level"] >= level))},
                      "resolution_rate_pct": _share(len(resolved), len(complaints)),
                      "reopen_rate_pct": _share(sum(1 for c in resolved if c["reopened"]), len(resolved))},
         "satisfaction": {"mean_score": round(sum(scores) / len(scores), 2) if scores else None,
                          "share_4_5_pct": _share(sum(1 for s in scores if s >= 4), len(scores)),
                          "praise": sum(1 for c in cases if c["kind"] == "praise")},
-        "remedies": {"count_by_type": dict(Counter(r["type"] for r in remedies)), "cost_by_type": dict(cost),
+        "remedies": {"count_by_type": dict(Counter(r["type"] for r in remedies)),
+                     "cost_by_type": {k: float(v) for k, v in cost.items()},
                      "promises_kept_pct": _share(promises["kept"], promises["kept"] + promises["broken"])},
         "closed_loop": {"corrective_actions_open": len(actions) - len(done),
-                        "done_on_time_pct": _share(sum(1 for a in done if a.get("on_time")), len(done))},
+                        "done_on_time_pct": _share(sum(1 for a in done if a.get("on_time")), len(done)),
+                        "suggestions": len(suggestions),
+                        "suggestions_adopted": sum(1 for c in suggestions if c["decision"] == "adopted")},
     }

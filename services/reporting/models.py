@@ -7,10 +7,12 @@ from sqlalchemy.dialects import postgresql as pg
 
 from shared.messaging import outbox
 from shared.notifications import queue
+from shared.persistence import anonymisation
 
 metadata = sa.MetaData()
 outbox.add_tables(metadata)
 queue.add_tables(metadata)
+retention_runs = anonymisation.add_tables(metadata)
 
 TZ = sa.DateTime(timezone=True)
 
@@ -29,6 +31,12 @@ event_log = sa.Table(
     sa.Column("occurred_at", TZ, nullable=False),
     sa.Column("logged_at", TZ, nullable=False),
     sa.Column("envelope", pg.JSONB, nullable=False),
+    sa.Column("anonymised_at", TZ),  # its customer's data scrubbed (retention.py)
+    sa.Index("ix_event_log_record", "correlation_id"),
+    sa.Index("ix_event_log_sales", "occurred_at",
+             postgresql_where=sa.text("type = 'sale_recorded' AND anonymised_at IS NULL")),
+    sa.Index("ix_event_log_holds", "type",
+             postgresql_where=sa.text("type IN ('legal_hold_set', 'legal_hold_released')")),
 )
 
 # One row per case (complaint, suggestion, praise, adverse reaction): its facts as folded
@@ -54,9 +62,105 @@ case_facts = sa.Table(
     sa.Column("reopened", sa.Integer, nullable=False, server_default="0"),
     sa.Column("outcome", sa.Text),
     sa.Column("follow_up_score", sa.Integer),
+    sa.Column("owner", sa.Text),  # the handler (一站式 owner)
+    sa.Column("corrective_due", TZ),
+    sa.Column("corrective_done_at", TZ),
+    sa.Column("corrective_on_time", sa.Boolean),
+    sa.Column("decision", sa.Text),  # a suggestion's: adopted | declined
+    sa.Column("anonymised_at", TZ),  # its customer's data scrubbed (retention.py)
     sa.Column("facts", pg.JSONB, nullable=False),
     sa.Column("updated_at", TZ, nullable=False),
     sa.Index("ix_case_facts_received", "received_at", "branch_code"),
+    sa.Index("ix_case_facts_closed", "closed_at", postgresql_where=sa.text("anonymised_at IS NULL")),
+)
+
+# Per case, its remedies as the case's facts hold them, for counts and costs by type and branch.
+case_remedies = sa.Table(
+    "case_remedies", metadata,
+    sa.Column("case_id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("remedy_id", sa.Text, primary_key=True),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("amount", sa.Numeric(14, 2)),
+    sa.Column("status", sa.Text),
+    sa.Column("promise", sa.Text),  # kept | broken | None
+)
+
+# One row per visit (return visit or satisfaction follow-up), folded from aftercare's events.
+visit_facts = sa.Table(
+    "visit_facts", metadata,
+    sa.Column("visit_id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("branch_code", sa.Text),
+    sa.Column("kind", sa.Text),
+    sa.Column("status", sa.Text),
+    sa.Column("due_at", TZ),
+    sa.Column("finished_at", TZ),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("reached", sa.Boolean, nullable=False, server_default="false"),
+    sa.Column("score", sa.Integer),
+    sa.Column("suggestions", sa.Boolean, nullable=False, server_default="false"),
+    sa.Column("adverse_reaction", sa.Boolean, nullable=False, server_default="false"),
+    sa.Column("facts", pg.JSONB, nullable=False),
+    sa.Column("updated_at", TZ, nullable=False),
+    sa.Index("ix_visit_facts_due", "due_at", "branch_code"),
+)
+
+# Sales, one row per item: services sold per branch and technician (complaints per 100 services).
+sale_items = sa.Table(
+    "sale_items", metadata,
+    sa.Column("sale_id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("line", sa.Integer, primary_key=True),
+    sa.Column("branch_code", sa.Text, nullable=False),
+    sa.Column("sold_at", TZ, nullable=False),
+    sa.Column("type", sa.Text),
+    sa.Column("product_type", sa.Text),
+    sa.Column("technician_id", sa.Text),
+    sa.Column("batch", sa.Text),
+    sa.Index("ix_sale_items_sold", "sold_at", "branch_code"),
+)
+
+# Adverse reactions return visits found: the product safety signal counts them by batch.
+adverse_reactions = sa.Table(
+    "adverse_reactions", metadata,
+    sa.Column("visit_id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("sale_id", pg.UUID(as_uuid=False)),
+    sa.Column("branch_code", sa.Text, nullable=False),
+    sa.Column("batch", sa.Text),
+    sa.Column("sku", sa.Text),
+    sa.Column("technician_id", sa.Text),
+    sa.Column("reported_at", TZ, nullable=False),
+    sa.Index("ix_adverse_reactions_batch", "batch", "reported_at"),
+)
+
+# The archive access log (查阅登记), from investigation's archive_accessed.
+access_log = sa.Table(
+    "access_log", metadata,
+    sa.Column("event_id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("case_id", pg.UUID(as_uuid=False), nullable=False),
+    sa.Column("branch_code", sa.Text),
+    sa.Column("actor", sa.Text),
+    sa.Column("actor_role", sa.Text),
+    sa.Column("purpose", sa.Text, nullable=False),
+    sa.Column("contact_read", sa.Boolean, nullable=False),
+    sa.Column("accessed_at", TZ, nullable=False),
+    sa.Index("ix_access_log_at", "accessed_at"),
+)
+
+# Alerts raised: one per episode of a key (alerts.py); `published` once its event is queued.
+alerts = sa.Table(
+    "alerts", metadata,
+    sa.Column("alert_id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),  # recurring_problem | safety_signal
+    # What it is about: kind:branch_category:SH001:booking, kind:technician:T-017, kind:batch:B2026-11-03.
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("first_at", TZ, nullable=False),
+    sa.Column("last_at", TZ, nullable=False),
+    sa.Column("active_until", TZ, nullable=False),  # last_at + the window: open until then
+    sa.Column("records", pg.JSONB, nullable=False),
+    sa.Column("branches", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("raised_at", TZ, nullable=False),
+    sa.Index("ix_alerts_key", "kind", "key", "last_at"),
+    sa.Index("ix_alerts_active", "active_until"),
 )
 
 PURGES = ()

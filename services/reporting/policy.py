@@ -7,8 +7,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from shared.calendar.policy import ChainPolicy, Checker, show
+from shared.security.permissions import Permissions
 
 _SECTION = {"recurring_problem", "safety_signal"}
+
+# Who reads what (code: the API's contract). Branch roles read their own branch's figures, a
+# region's its branches', HQ's the chain's (the token's scope); auditors read the access log.
+_MANAGERS = {"store_manager", "investigator", "regional_manager", "hq_analyst", "hq_admin"}
+PERMISSIONS = Permissions({
+    "kpi:read": _MANAGERS,
+    "alert:read": _MANAGERS,
+    "export:read": _MANAGERS,
+    "access_log:read": {"auditor", "hq_admin"},
+})
 _RULE = {"at_least", "within"}
 DEFAULTS = {"recurring_problem": (3, "P14D"), "safety_signal": (2, "P30D")}
 

@@ -8,6 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
+from services.reporting import alerts
 from services.reporting import facts as case_facts
 from services.reporting import models
 from shared.persistence.unit_of_work import Store, UnitOfWork
@@ -16,6 +17,13 @@ from shared.persistence.unit_of_work import Store, UnitOfWork
 _COLUMNS = ("branch_code", "region", "kind", "category", "priority", "channel", "technician_id", "state",
             "received_at", "first_response_at", "first_response_due", "resolved_at", "resolution_due", "closed_at",
             "escalation_level", "reopened", "outcome", "follow_up_score")
+
+
+def _insert_many(uow: UnitOfWork, statement, rows: list[dict], returning=None):
+    """Many rows in few round trips. SQLAlchemy sends an executemany INSERT as multi-row VALUES
+    only when it returns something (else psycopg2 sends it row by row): it returns `returning`,
+    by default the key."""
+    return uow.execute(statement.returning(*(returning or statement.table.primary_key.columns)), rows)
 
 
 class EventLog:
@@ -31,8 +39,10 @@ class EventLog:
                  "branch_code": e.get("branch_code"), "correlation_id": e["correlation_id"],
                  "sequence": e.get("sequence"), "occurred_at": e["occurred_at"], "logged_at": now,
                  "envelope": e} for e in events]
-        new = set(self._uow.execute(insert(t).values(rows).on_conflict_do_nothing(index_elements=["event_id"])
-                                    .returning(t.c.event_id)).scalars())
+        rows.sort(key=lambda r: r["event_id"])  # two batches holding one event wait in one order
+        # Many parameter sets to one cached statement: SQLAlchemy sends them as multi-row INSERTs.
+        new = {row.event_id for row in _insert_many(self._uow, insert(t).on_conflict_do_nothing(
+            index_elements=["event_id"]), rows, returning=[t.c.event_id])}
         seen, fresh = set(), []
         for e in events:  # a batch may hold one event twice (a redelivery): once
             if e["event_id"] in new and e["event_id"] not in seen:
@@ -47,41 +57,171 @@ class EventLog:
             sa.select(t.c.id, t.c.envelope).where(t.c.id > last_id).order_by(t.c.id).limit(limit))]
 
 
-class CaseFacts:
+class Folded:
+    """Rows folded from events (a case's, a visit's facts), locked per record while a batch
+    folds into them, so that two batches about one record (in any order: the fold does not
+    mind) never overwrite each other."""
+
+    table: sa.Table
+    key: str
+
     def __init__(self, uow: UnitOfWork):
         self._uow = uow
 
-    def lock(self, case_ids: list[str], now: datetime) -> dict[str, dict]:
-        """The facts of these cases (new ones for cases not seen yet), locked until commit, in
-        the order of their ids (two batches never wait for each other in opposite orders)."""
-        if not case_ids:
+    def new(self, record_id: str) -> dict:
+        raise NotImplementedError
+
+    def columns(self, facts: dict) -> dict:
+        """The columns KPIs filter and group by, from the folded facts."""
+        raise NotImplementedError
+
+    def lock(self, ids: list[str], now: datetime) -> dict[str, dict]:
+        """The facts of these records (new ones for records not seen yet), locked until commit,
+        in the order of their ids (two batches never wait for each other in opposite orders)."""
+        if not ids:
             return {}
-        t = models.case_facts
-        ids = sorted(set(case_ids))
-        self._uow.execute(insert(t).values([{"case_id": i, "facts": case_facts.new_case(i), "updated_at": now}
-                                            for i in ids]).on_conflict_do_nothing(index_elements=["case_id"]))
-        rows = self._uow.execute(sa.select(t.c.case_id, t.c.facts).where(t.c.case_id.in_(ids))
-                                 .order_by(t.c.case_id).with_for_update()).all()
-        return {str(row.case_id): row.facts for row in rows}
+        t, key = self.table, self.table.c[self.key]
+        ids = sorted(set(ids))
+        _insert_many(self._uow, insert(t).on_conflict_do_nothing(index_elements=[self.key]),
+                     [{self.key: i, "facts": self.new(i), "updated_at": now} for i in ids])
+        rows = self._uow.execute(sa.select(key, t.c.facts).where(key.in_(ids)).order_by(key).with_for_update()).all()
+        return {str(row[0]): row.facts for row in rows}
 
     def save(self, folded: dict[str, dict], now: datetime) -> None:
-        t = models.case_facts
         if not folded:
             return
-        self._uow.execute(t.update().where(t.c.case_id == sa.bindparam("id")).values(
-            {**{name: sa.bindparam(name) for name in _COLUMNS}, "facts": sa.bindparam("all"),
-             "updated_at": sa.bindparam("at")}),
-            [{"id": case_id, **{name: facts.get(name) for name in _COLUMNS}, "all": facts,
-              "at": now} for case_id, facts in folded.items()])
+        rows = [{self.key: record_id, **self.columns(facts), "facts": facts, "updated_at": now}
+                for record_id, facts in sorted(folded.items())]
+        # The rows exist and are locked (lock()): an upsert, for its many-rows-at-once INSERT.
+        statement = insert(self.table)
+        _insert_many(self._uow, statement.on_conflict_do_update(
+            index_elements=[self.key], set_={name: statement.excluded[name] for name in rows[0] if name != self.key}),
+            rows)
 
     def clear(self) -> None:
-        self._uow.execute(sa.text("TRUNCATE case_facts"))
+        self._uow.execute(sa.text(f"TRUNCATE {self.table.name}"))
+
+
+def _at(text: str | None):
+    return datetime.fromisoformat(text) if text else None
+
+
+class CaseFacts(Folded):
+    table, key = models.case_facts, "case_id"
+    new = staticmethod(case_facts.new_case)
+
+    def columns(self, facts: dict) -> dict:
+        action = facts.get("corrective_action") or {}
+        return {**{name: facts.get(name) for name in _COLUMNS}, "owner": facts.get("owner"),
+                "corrective_due": action.get("due"), "corrective_done_at": action.get("done_at"),
+                "corrective_on_time": action.get("on_time"), "decision": facts.get("decision")}
+
+    def save(self, folded: dict[str, dict], now: datetime) -> None:
+        super().save(folded, now)
+        if not folded:
+            return
+        t = models.case_remedies
+        self._uow.execute(t.delete().where(t.c.case_id.in_(list(folded))))
+        remedies = [{"case_id": case_id, "remedy_id": remedy_id, "type": r.get("type"), "amount": r.get("amount"),
+                     "status": r.get("status"), "promise": r.get("promise")}
+                    for case_id, facts in folded.items() for remedy_id, r in facts["remedies"].items() if r.get("type")]
+        if remedies:
+            _insert_many(self._uow, insert(t), remedies)
+
+    def clear(self) -> None:
+        self._uow.execute(sa.text("TRUNCATE case_facts, case_remedies"))
+
+
+class VisitFacts(Folded):
+    table, key = models.visit_facts, "visit_id"
+    new = staticmethod(case_facts.new_visit)
+
+    def columns(self, facts: dict) -> dict:
+        return {name: facts.get(name) for name in ("branch_code", "kind", "status", "due_at", "finished_at",
+                                                    "attempts", "reached", "score", "suggestions",
+                                                    "adverse_reaction")}
+
+
+class Records:
+    """What is whole in one event (a sale's items, an adverse reaction, an archive read): kept
+    once whatever the copies."""
+
+    def __init__(self, uow: UnitOfWork):
+        self._uow = uow
+
+    def add(self, table: sa.Table, rows: list[dict]) -> None:
+        if rows:
+            _insert_many(self._uow, insert(table).on_conflict_do_nothing(), rows)
+
+    def clear(self) -> None:
+        self._uow.execute(sa.text("TRUNCATE sale_items, adverse_reactions, access_log"))
+
+
+class Alerts:
+    """The records alerts count, near a key's new ones, and the alerts raised."""
+
+    def __init__(self, uow: UnitOfWork):
+        self._uow = uow
+
+    def complaints_by_id(self, case_ids: list[str]) -> list[alerts.Complaint]:
+        t = models.case_facts
+        return self._complaints(t.c.case_id.in_(case_ids), t.c.received_at.is_not(None))
+
+    def complaints(self, keys: list[tuple], lo: datetime, hi: datetime) -> list[alerts.Complaint]:
+        """Complaints received in [lo, hi] that count towards any of these keys (alerts.keys_of)."""
+        t = models.case_facts
+        pairs = [(key[1], key[2]) for key in keys if key[0] == "branch_category"]
+        technicians = [key[1] for key in keys if key[0] == "technician"]
+        which = [sa.tuple_(t.c.branch_code, t.c.category).in_(pairs)] if pairs else []
+        which += [t.c.technician_id.in_(technicians)] if technicians else []
+        if not which:
+            return []
+        return self._complaints(t.c.received_at.between(lo, hi), sa.or_(*which))
+
+    def _complaints(self, *where) -> list[alerts.Complaint]:
+        t = models.case_facts
+        return [alerts.Complaint(str(r.case_id), r.branch_code, r.category, r.technician_id, r.received_at)
+                for r in self._uow.execute(sa.select(t.c.case_id, t.c.branch_code, t.c.category, t.c.technician_id,
+                                                     t.c.received_at).where(t.c.kind == "complaint", *where))]
+
+    def reactions(self, batches: list[str], lo: datetime, hi: datetime) -> list[alerts.AdverseReaction]:
+        t = models.adverse_reactions
+        if not batches:
+            return []
+        return [alerts.AdverseReaction(str(r.visit_id), r.branch_code, r.batch, r.sku, r.reported_at)
+                for r in self._uow.execute(sa.select(t).where(t.c.batch.in_(batches),
+                                                               t.c.reported_at.between(lo, hi)))]
+
+    def lock_keys(self, keys: list[str]) -> None:
+        """One batch at a time evaluates a key (in key order: no two wait for each other)."""
+        if keys:
+            self._uow.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(k)) FROM "
+                                      "(SELECT k FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k) AS ordered"),
+                              {"keys": sorted(set(keys))})
+
+    def raised(self, keys: list[str]) -> dict[str, list[dict]]:
+        """The alerts raised about these keys (kind:by:value...), oldest first."""
+        t = models.alerts
+        found: dict[str, list[dict]] = {}
+        for r in self._uow.execute(sa.select(t).where(t.c.key.in_(keys)).order_by(t.c.first_at)):
+            found.setdefault(r.key, []).append(dict(r._mapping))
+        return found
+
+    def put(self, row: dict) -> None:
+        t = models.alerts
+        grown = ("count", "first_at", "last_at", "active_until", "records", "branches")
+        self._uow.execute(insert(t).values(row).on_conflict_do_update(
+            index_elements=["alert_id"], set_={name: row[name] for name in grown}))
+
 
 
 class ReportingUnitOfWork(UnitOfWork):
     def _open(self) -> None:
         self.log = EventLog(self)
         self.cases = CaseFacts(self)
+        self.visits = VisitFacts(self)
+        self.records = Records(self)
+        self.alerts = Alerts(self)
 
 
 class ReportingStore(Store):

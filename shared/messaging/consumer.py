@@ -46,7 +46,12 @@ class RawQueueConsumer(QueueConsumer):
 
     @property
     def prefetch_count(self):
-        return int(self.container.config.get("EVENT_PREFETCH") or self.container.max_workers)
+        configured = self.container.config.get("EVENT_PREFETCH")
+        if configured:
+            return int(configured)
+        # A batch consumer needs a window of more than one batch, or it never fills one.
+        batches = max((getattr(p, "batch_size", 0) for p in self._providers), default=0)
+        return max(self.container.max_workers, 2 * batches)
 
     def get_consumers(self, consumer_cls, channel):
         for provider in self._providers:
@@ -120,6 +125,12 @@ class EventConsumer(Entrypoint):
     # -- arrival ------------------------------------------------------------------------------
 
     def handle_raw(self, message):
+        decoded = self._decode(message)
+        if decoded is not None:
+            self._dispatch(message, *decoded, pauses=0)
+
+    def _decode(self, message):
+        """(event, attempt), or None when the message was parked or sent to retry."""
         try:
             attempt = min(max(int((message.headers or {}).get(f"{H}attempt", 1)), 1), self.topology.max_attempts)
         except (TypeError, ValueError):
@@ -134,10 +145,16 @@ class EventConsumer(Entrypoint):
             return self._fail(message, attempt, "newer_version", str(exc))
         except (EventSchemaError, RecursionError) as exc:
             return self._park(message, "malformed", str(exc)[:1000], attempt)
+        unexpected = self._unexpected(event)
+        if unexpected:
+            return self._park(message, "malformed", unexpected, attempt)
+        return event, attempt
+
+    def _unexpected(self, event) -> str | None:
         if (event["type"], event["source"]) != (self.event_type, self.source_service):
-            return self._park(message, "malformed", f"a {event['source']} {event['type']} event in the queue of "
-                                                    f"{self.source_service} {self.event_type} events", attempt)
-        self._dispatch(message, event, attempt, pauses=0)
+            return f"a {event['source']} {event['type']} event in the queue of {self.source_service} " \
+                   f"{self.event_type} events"
+        return None
 
     def _dispatch(self, message, event, attempt, pauses):
         started = time.perf_counter()
@@ -172,9 +189,10 @@ class EventConsumer(Entrypoint):
         self.metrics.inc("closeloop_events_total", "events by handler and outcome", outcome=outcome,
                          handler=self.topology.handler)
 
-    def _pause(self, message, event, attempt, pauses, error):
+    def _pause(self, message, event, attempt, pauses, error, again=None):
         """Hold the message (unacked) and try again later, without using up an attempt. A
-        replica whose window is full of held messages takes no more: the consumer pauses."""
+        replica whose window is full of held messages takes no more: the consumer pauses.
+        `again`: what runs it again (a batch consumer's whole batch); by default the event."""
         delay = pause_after(pauses, self.pause_cap) * random.uniform(0.8, 1.2)
         self._count("deferred")
         level = logging.WARNING if pauses == 1 or delay >= self.pause_cap * 0.8 else logging.DEBUG
@@ -191,7 +209,7 @@ class EventConsumer(Entrypoint):
                 self._gauge_waiting()
             if message.channel.connection is None:
                 return  # the connection dropped meanwhile: the broker delivers the message again
-            self._dispatch(message, event, attempt, pauses)
+            (again or self._dispatch)(message, event, attempt, pauses)
 
         # A managed thread: killed when the service stops, leaving the message to the broker.
         self.container.spawn_managed_thread(later, identifier=f"{self.topology.handler}.pause")
@@ -268,5 +286,5 @@ def replay_routes(handlers: list[topology.HandlerTopology]):
         if parked.dlq.endswith(".dlq"):
             return [parked.dlq[:-len(".dlq")]]
         source = parked.dlq[:-len(UNROUTABLE_SUFFIX)]
-        return [h.queue_name for h in handlers if h.source == source and h.event_type == parked.event_type]
+        return [h.queue_name for h in handlers if h.source == source and h.handles(parked.event_type)]
     return routes

@@ -24,6 +24,9 @@ import kombu
 from shared.runtime.config import SERVICES, secret
 
 DEFAULT_RETRY_DELAYS_MS = (1_000, 5_000, 30_000)
+# The event type of a handler of every event of its source (shared.messaging.batches): its
+# queue is bound with `#`.
+ALL = "all"
 HEADER = "x-closeloop-"
 UNROUTABLE_POLICY = "closeloop-unroutable-{source}"
 
@@ -76,9 +79,16 @@ class HandlerTopology:
     def max_attempts(self) -> int:
         return len(self.delays_ms) + 1
 
+    @property
+    def binding_key(self) -> str:
+        return "#" if self.event_type == ALL else self.event_type
+
+    def handles(self, event_type: str) -> bool:
+        return self.event_type in (event_type, ALL)
+
     def queue(self) -> kombu.Queue:
         # As nameko's EventHandler with SERVICE_POOL and reliable delivery.
-        return kombu.Queue(self.queue_name, exchange=event_exchange(self.source), routing_key=self.event_type,
+        return kombu.Queue(self.queue_name, exchange=event_exchange(self.source), routing_key=self.binding_key,
                            durable=True, auto_delete=False, exclusive=False)
 
     def side_queues(self) -> list[kombu.Queue]:
@@ -163,7 +173,7 @@ def broker_user(service: str, handlers: list[HandlerTopology], rpc_targets=()) -
     own_events = _escaped(f"{service}.events")
     sources = [_escaped(f"{source}.events") for source in sorted(consumed)]
     rpc = _escaped(RPC_EXCHANGE)
-    topics = {f"{source}.events": ("^$", _any(*(_escaped(t) for t in sorted(types))))
+    topics = {f"{source}.events": ("^$", _any(*(r"\#" if t == ALL else _escaped(t) for t in sorted(types))))
               for source, types in consumed.items()}
     own = topics.get(f"{service}.events", ("", "^$"))[1]
     topics[f"{service}.events"] = (".*", own)

@@ -201,6 +201,7 @@ class Database(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         topology = getattr(worker_ctx.entrypoint, "topology", None)
-        if topology is not None:  # a safe event handler: its unit of work claims the event
+        if topology is not None and getattr(worker_ctx.entrypoint, "claims_inbox", True):
+            # a safe event handler: its unit of work claims the event
             return self.store.for_event(topology.handler, worker_ctx.args[0]["event_id"])
         return self.store

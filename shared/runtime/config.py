@@ -15,7 +15,8 @@ SERVICES = ("intake", "investigation", "aftercare", "reporting")
 # Services whose code exists so far (the others are package skeletons), by their nameko class.
 SERVICE_CLASSES = {"intake": "services.intake.service:IntakeService",
                    "investigation": "services.investigation.service:InvestigationService",
-                   "aftercare": "services.aftercare.service:AftercareService"}
+                   "aftercare": "services.aftercare.service:AftercareService",
+                   "reporting": "services.reporting.service:ReportingService"}
 RUNNABLE_SERVICES = tuple(SERVICE_CLASSES)
 
 
@@ -116,8 +117,11 @@ def service_config(service: str, env=os.environ, **overrides) -> dict:
         if env.get("CLOSELOOP_HTTP_BODY_BUFFER_BYTES") else None,
         # Open HTTP connections one process holds at most; more are answered 503 and closed.
         "HTTP_MAX_CONNECTIONS": _number(env, "HTTP_MAX_CONNECTIONS", int),
-        # Messages one replica holds unacked across all its event handlers (default: max_workers).
+        # Messages one replica holds unacked across all its event handlers (default: max_workers,
+        # or two batches for a batch consumer).
         "EVENT_PREFETCH": int(env["CLOSELOOP_EVENT_PREFETCH"]) if env.get("CLOSELOOP_EVENT_PREFETCH") else None,
+        # Events a batch consumer (reporting's) commits at once; default shared.messaging.batches'.
+        "EVENT_BATCH": int(env["CLOSELOOP_EVENT_BATCH"]) if env.get("CLOSELOOP_EVENT_BATCH") else None,
         # The longest pause between tries of a message whose handler hit a temporary failure.
         "EVENT_PAUSE_MAX_SECONDS": float(env.get("CLOSELOOP_EVENT_PAUSE_MAX_SECONDS", "30")),
         # /health/ready: the oldest unsent event may be this old before the replica is not ready.
@@ -126,6 +130,8 @@ def service_config(service: str, env=os.environ, **overrides) -> dict:
         "PROCESS_DIR": env.get("CLOSELOOP_PROCESS_DIR") or None,
         # How often a service anonymises personal data past the policy's retention (a day).
         "RETENTION_INTERVAL_SECONDS": float(env.get("CLOSELOOP_RETENTION_INTERVAL_SECONDS", "86400")),
+        # Development only (`closeloop dev --demo-clock`): the clock `closeloop demo` moves.
+        "DEMO_CLOCK_FILE": env.get("CLOSELOOP_DEMO_CLOCK_FILE") or None,
     }
     config.update(overrides)
     return config

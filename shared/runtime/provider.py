@@ -5,13 +5,14 @@ value, so several services in one test process each get their own."""
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from dataclasses import dataclass
 
 from nameko.extensions import DependencyProvider
 
 from shared.security import auth
-from shared.calendar.clock import SystemClock
+from shared.calendar.clock import DEMO_CLOCK_ENV, DemoClock, DemoClockRefused, SystemClock
 from shared.calendar.policy import load_policy
 from shared.runtime.config import secret
 
@@ -56,11 +57,34 @@ def customer_ref_key(config: dict) -> bytes:
 
 
 _system_clock = SystemClock()
+log = logging.getLogger("closeloop.clock")
 
 
 def clock(config: dict):
-    """Tests put a ManualClock object in the config; nothing in production can."""
-    return config.get("CLOCK") or _system_clock
+    """Tests put a ManualClock object in the config; nothing in production can. A demo clock
+    file (config DEMO_CLOCK_FILE, from CLOSELOOP_DEMO_CLOCK_FILE; the environment when the config
+    has no such key) gives the DemoClock `closeloop demo` moves, only where development keys are
+    allowed: elsewhere DemoClockRefused, so that a production service never runs on a moved clock."""
+    if config.get("CLOCK") is not None:
+        return config["CLOCK"]
+    path = config["DEMO_CLOCK_FILE"] if "DEMO_CLOCK_FILE" in config else os.environ.get(DEMO_CLOCK_ENV)
+    if not path:
+        return _system_clock
+    if not auth.dev_keys_allowed():
+        raise DemoClockRefused(f"{DEMO_CLOCK_ENV} is set ({path}), but the demo clock moves the services' time "
+                               f"and is for development only: it needs CLOSELOOP_DEV_KEYS=1. In production, "
+                               f"unset {DEMO_CLOCK_ENV}")
+    return _demo_clock(os.path.abspath(path))
+
+
+@functools.lru_cache(maxsize=16)
+def _demo_clock(path: str) -> DemoClock:
+    """One DemoClock a file per process, so every part of a service reads one clock that never
+    goes backwards."""
+    made = DemoClock(path)
+    log.warning("the demo clock is on: now is the system time plus the offset in %s (%.0f s now); "
+                "for development only", path, made.offset)
+    return made
 
 
 @dataclass(frozen=True)

@@ -61,9 +61,10 @@ def policy_for_load(directory: str | None = None) -> str:
     return path
 
 
-def policy_without_branch(directory, code: str) -> str:
-    """A copy of the bundled policy without branch `code` (a branch the chain closed): records
-    of it stay in the services' databases. Returns the file's path."""
+def edited_policy(directory, name: str, edit) -> str:
+    """A copy of the bundled policy, named `name` in `directory`, as `edit(doc)` changed its
+    YAML document, in the file's order (the branches' order says which come first). Returns the
+    file's path."""
     from pathlib import Path
 
     import yaml
@@ -71,7 +72,13 @@ def policy_without_branch(directory, code: str) -> str:
     from shared.calendar.policy import DEFAULT_POLICY_PATH
 
     doc = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
-    del doc["branches"][code]
-    path = Path(directory) / f"policy-without-{code}.yaml"
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    edit(doc)
+    path = Path(directory) / name
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return str(path)
+
+
+def policy_without_branch(directory, code: str) -> str:
+    """A copy of the bundled policy without branch `code` (a branch the chain closed): records
+    of it stay in the services' databases. Returns the file's path."""
+    return edited_policy(directory, f"policy-without-{code}.yaml", lambda doc: doc["branches"].pop(code))

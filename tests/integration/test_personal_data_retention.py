@@ -304,18 +304,21 @@ def test_the_timer_runs_once_per_interval_and_waits_out_a_database_that_is_away(
 def test_closeloop_retention_run_says_what_it_would_do_and_a_database_away_in_a_line(database_factory):
     intake_url, investigation_url = database_factory("intake"), database_factory("investigation")
     env = {"PATH": "/usr/bin:/bin", "CLOSELOOP_DEV_KEYS": "1", "INTAKE_DATABASE_URL": intake_url,
-           "INVESTIGATION_DATABASE_URL": investigation_url, "AFTERCARE_DATABASE_URL": database_factory("aftercare")}
+           "INVESTIGATION_DATABASE_URL": investigation_url, "AFTERCARE_DATABASE_URL": database_factory("aftercare"),
+           "REPORTING_DATABASE_URL": database_factory("reporting")}
     command = [sys.executable, "-m", "shared.cli", "retention", "run"]
     done = subprocess.run([*command, "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert [line.split(" closed before ")[0] for line in lines if "anonymise" in line] == [
         "intake: would anonymise 0 complaint(s)", "intake: would anonymise 0 sale(s)",
-        "investigation: would anonymise 0 case(s)", "aftercare: would anonymise 0 visit(s)"]
+        "investigation: would anonymise 0 case(s)", "aftercare: would anonymise 0 visit(s)",
+        "reporting: would anonymise 0 case(s)", "reporting: would anonymise 0 sale(s)"]
     assert [line for line in lines if "logged" in line] == [
         "intake: logged as retention run 1 (dry run: nothing changed)",
         "investigation: logged as retention run 1 (dry run: nothing changed)",
-        "aftercare: logged as retention run 1 (dry run: nothing changed)"]
+        "aftercare: logged as retention run 1 (dry run: nothing changed)",
+        "reporting: logged as retention run 1 (dry run: nothing changed)"]
     away = {**env, "INVESTIGATION_DATABASE_URL": "postgresql://postgres@127.0.0.1:9/x"}
     done = subprocess.run([*command, "--service", "investigation"], cwd=ROOT, env=away, capture_output=True,
                           text=True, timeout=60)

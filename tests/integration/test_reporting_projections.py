@@ -3,18 +3,22 @@ events logged once each and folded into the case facts, in any order and with co
 facts rebuilt from the log to the same rows."""
 import random
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 
 from services.reporting import handlers
+from services.reporting.policy import ReportingRules
+from shared.calendar.policy import load_policy
 from services.reporting.repository import ReportingStore
 from shared.persistence import db
 from tests.unit.test_reporting_facts import CASE, LIFE, at, fold
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)
+RULES = ReportingRules()
+RETENTION = load_policy(None).retention.personal_data  # P3Y
 
 
 @pytest.fixture
@@ -36,9 +40,10 @@ def test_batches_in_any_order_with_copies_log_each_event_once_and_give_the_case_
     other = str(uuid.uuid4())  # an event about no case (a sale's) is logged, and folded into nothing
     sale = {"event_id": str(uuid.uuid4()), "source": "intake", "type": "sale_recorded", "sequence": 1,
             "occurred_at": at(0), "branch_code": "SH001", "correlation_id": other, "payload": {"sale_id": other}}
-    assert handlers.ingest(store, events=events[:9] + [sale], now=NOW) == len({e["event_id"] for e in events[:9]}) + 1
-    handlers.ingest(store, events=events[9:], now=NOW)
-    assert handlers.ingest(store, events=LIFE, now=NOW) == 0  # all logged before
+    fresh = len({e["event_id"] for e in events[:9]}) + 1
+    assert handlers.ingest(store, events=events[:9] + [sale], rules=RULES, now=NOW) == fresh
+    handlers.ingest(store, events=events[9:], rules=RULES, now=NOW)
+    assert handlers.ingest(store, events=LIFE, rules=RULES, now=NOW) == 0  # all logged before
     assert rows(store, "SELECT count(*) FROM event_log")[0][0] == len(LIFE) + 1
     [case] = rows(store, "SELECT * FROM case_facts")
     expected = fold(LIFE)
@@ -48,7 +53,7 @@ def test_batches_in_any_order_with_copies_log_each_event_once_and_give_the_case_
     assert case.first_response_at == datetime.fromisoformat(at(1.5)) and case.category == "safety"
 
     before = rows(store, "SELECT case_id, facts, state, resolved_at FROM case_facts")
-    assert handlers.rebuild(store, now=NOW, batch=4) == len(LIFE) + 1
+    assert handlers.rebuild(store, rules=RULES, now=NOW, batch=4) == len(LIFE) + 1
     assert rows(store, "SELECT case_id, facts, state, resolved_at FROM case_facts") == before
 
 
@@ -57,14 +62,15 @@ def test_closeloop_projections_rebuild_folds_the_log_again(store):
     import sys
     from pathlib import Path
 
-    handlers.ingest(store, events=LIFE, now=NOW)
+    handlers.ingest(store, events=LIFE, rules=RULES, now=NOW)
     with store.engine.begin() as conn:  # read models gone astray (a fold since corrected, a bad hand edit)
         conn.execute(sa.text("UPDATE case_facts SET state = 'open', facts = '{}'"))
     url = store.engine.url.render_as_string(hide_password=False)
     done = subprocess.run([sys.executable, "-m", "shared.cli", "projections", "rebuild"],
                           cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "CLOSELOOP_DEV_KEYS": "1", "REPORTING_DATABASE_URL": url})
-    assert (done.returncode, done.stdout) == (0, f"reporting: projections rebuilt from {len(LIFE)} logged event(s)\n"), \
+    rebuilt = f"reporting: projections rebuilt from {len(LIFE)} logged event(s)\n"
+    assert (done.returncode, done.stdout) == (0, rebuilt), \
         done.stderr
     [case] = rows(store, "SELECT state, facts FROM case_facts")
     assert case.state == "closed" and case.facts == fold(LIFE)
@@ -74,3 +80,30 @@ def test_closeloop_projections_rebuild_folds_the_log_again(store):
                                "REPORTING_DATABASE_URL": "postgresql://postgres@127.0.0.1:9/x"})
     assert away.returncode == 2 and away.stdout == "" and len(away.stderr.strip().splitlines()) == 1, away.stderr
     assert "database unavailable" in away.stderr and "nothing rebuilt" in away.stderr
+
+
+def test_retention_scrubs_the_customer_from_a_case_closed_three_years_ago_and_the_figures_stay(store):
+    from services.reporting import retention
+    from shared.persistence import anonymisation
+
+    registered = {**LIFE[0], "payload": {**LIFE[0]["payload"], "description": "王女士 13812346138 染发后过敏",
+                                         "customer_masked": {"name": "王**", "phone": "138****6138"}}}
+    handlers.ingest(store, events=[registered, *LIFE[1:]], rules=RULES, now=NOW)
+    columns = "SELECT state, outcome, category, received_at, resolved_at, follow_up_score FROM case_facts"
+    before = rows(store, columns)
+    closed = datetime.fromisoformat(LIFE[-1]["occurred_at"])
+    early = anonymisation.run(store, retention.KINDS, service="reporting", retention=RETENTION,
+                              now=closed + timedelta(days=3 * 365 - 2))
+    assert early.touched == {"case": [], "sale": []}
+    done = anonymisation.run(store, retention.KINDS, service="reporting", retention=RETENTION,
+                             now=closed + timedelta(days=3 * 366))
+    assert done.touched["case"] == [CASE]
+    [facts] = rows(store, "SELECT facts FROM case_facts")
+    assert facts.facts["customer_ref"] is None and facts.facts["customer_masked"] is None
+    [logged] = rows(store, "SELECT envelope FROM event_log WHERE type = 'complaint_registered'")
+    payload = logged.envelope["payload"]
+    assert "13812346138" not in payload["description"] and "王女士" not in payload["description"]
+    assert payload["customer_ref"] is None and payload["customer_masked"] == {} and "过敏" in payload["description"]
+    assert rows(store, columns) == before
+    handlers.rebuild(store, rules=RULES, now=NOW)
+    assert rows(store, columns) == before

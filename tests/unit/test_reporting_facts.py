@@ -135,9 +135,50 @@ def test_kpis_of_two_complaints_and_a_praise_by_hand():
     # (150 h, due 271 h after the reopening); on_time's first response met, its resolution past due at 100 h.
     assert figures["response"]["first_response_hours"] == {"median": 1.75, "p90": 1.95}
     assert figures["response"]["sla_compliance_pct"] == 50.0
-    assert figures["response"]["escalations_by_level"] == {1: 1, 2: 1}
+    assert figures["response"]["escalations_by_level"] == {"1": 1, "2": 1}
     assert (figures["response"]["resolution_rate_pct"], figures["response"]["reopen_rate_pct"]) == (50.0, 100.0)
     assert figures["satisfaction"] == {"mean_score": 5.0, "share_4_5_pct": 100.0, "praise": 1}
     assert figures["remedies"] == {"count_by_type": {"refund": 1}, "cost_by_type": {"refund": 5000.0},
                                    "promises_kept_pct": None}
-    assert figures["closed_loop"] == {"corrective_actions_open": 0, "done_on_time_pct": None}
+    assert figures["closed_loop"] == {"corrective_actions_open": 0, "done_on_time_pct": None, "suggestions": 0,
+                                     "suggestions_adopted": 0}
+
+
+def test_episodes_are_the_runs_of_records_that_fill_a_window_in_any_order():
+    day = lambda d: T0 + timedelta(days=d)  # noqa: E731
+    times = [day(0), day(10), day(20), day(21), day(40), day(41), day(42), day(70)]
+    for seed in range(20):
+        shuffled = random.Random(seed).sample(times, len(times))
+        runs = alerts.episodes(shuffled, lambda t: t, within=timedelta(days=14), at_least=3)
+        # 0, 10, 20 never fall in 14 days together; 10, 20, 21 do; 40-42 do, 28 days later: a new run
+        assert runs == [[day(10), day(20), day(21)], [day(40), day(41), day(42)]]
+    assert alerts.episodes([day(0), day(14)], lambda t: t, within=timedelta(days=14), at_least=2) == []
+    assert alerts.episodes([], lambda t: t, within=timedelta(days=14), at_least=2) == []
+
+
+VISIT = "0f6b1a2c-3d4e-4f50-8a6b-7c8d9e0f1a2b"
+
+
+def visit_event(event_type: str, sequence: int, hours: float, **payload) -> dict:
+    return {"event_id": str(uuid.uuid4()), "source": "aftercare", "type": event_type, "sequence": sequence,
+            "occurred_at": at(hours), "branch_code": "SH002", "correlation_id": "sale-1",
+            "payload": {"visit_id": VISIT, "kind": "return", "sale_id": "sale-1", "case_id": None, **payload}}
+
+
+def test_a_visit_s_facts_in_any_order():
+    life = [visit_event("visit_scheduled", 1, 0, due_at=at(48)),
+            visit_event("visit_attempted", 2, 49, attempt=1, reached=False, outcome="not_reached"),
+            visit_event("visit_attempted", 3, 73, attempt=2, reached=True, outcome="reached"),
+            visit_event("visit_completed", 4, 73, score=2, answers={"discomfort": True, "suggestions": "换个时间"}),
+            visit_event("adverse_reaction_reported", 5, 73, reported_at=at(73), product={"batch": "B-1"})]
+    expected = None
+    for seed in range(50):
+        state = facts.new_visit(VISIT)
+        for e in random.Random(seed).sample(life + life[:2], len(life) + 2):
+            state = facts.apply_visit(state, e)
+        expected = expected or state
+        assert state == expected
+    assert (expected["status"], expected["attempts"], expected["reached"], expected["score"]) == (
+        "completed", 2, True, 2)
+    assert expected["suggestions"] and expected["discomfort"] and expected["adverse_reaction"]
+    assert (expected["due_at"], expected["branch_code"], expected["finished_at"]) == (at(48), "SH002", at(73))

@@ -1,0 +1,113 @@
+"""Reporting's retention of personal data. Reporting holds no contact in clear, but its event log
+and case facts say who the customer is (`customer_ref`, `customer_masked`) and what was said
+(a complaint's description, a visit's answers, messages). Once a case has been closed longer
+than the policy's `retention.personal_data` (P3Y), or a sale was made that long ago, with no
+legal hold on it (investigation's `legal_hold_set`, newest by sequence, read from the log), its
+facts lose the customer and every logged event about it (by correlation id: the case's, or the
+sale's and its return visits') loses the customer and the phone numbers, e-mail addresses and
+names in its texts. Figures keep their shape: KPIs and a rebuild give the same counts.
+
+The run mechanism is shared.persistence.anonymisation, which runs KINDS."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from services.reporting import models
+from shared.persistence.anonymisation import RecordKind
+from shared.security.privacy import scrub_json, scrubber
+
+# Payload fields that are free text (or hold some), scrubbed; the rest are codes, times and counts.
+TEXT_FIELDS = ("description", "discomfort_description", "answers", "comment", "text", "note", "reason", "message",
+               "measures", "follow_up", "facts", "root_cause", "purpose")
+HOLDS = ("legal_hold_set", "legal_hold_released")
+
+
+def _held_ids(uow) -> set[str]:
+    """Cases and sales whose newest legal-hold event holds them (hold events are few)."""
+    log = models.event_log
+    newest: dict[str, tuple] = {}
+    for row in uow.execute(sa.select(log.c.type, log.c.sequence, log.c.envelope).where(log.c.type.in_(HOLDS))):
+        payload = row.envelope["payload"]
+        for record in (payload.get("case_id"), payload.get("sale_id")):
+            if record and (record not in newest or (row.sequence or 0) >= newest[record][0]):
+                newest[record] = (row.sequence or 0, row.type)
+    return {record for record, (_, kind) in newest.items() if kind == "legal_hold_set"}
+
+
+def _due_cases(uow, closed_before: datetime, *, limit: int | None, lock: bool) -> list:
+    c = models.case_facts
+    held = _held_ids(uow)
+    find = (sa.select(c.c.case_id.label("id"), c.c.facts).where(c.c.closed_at < closed_before,
+                                                                 c.c.anonymised_at.is_(None))
+            .order_by(c.c.closed_at, c.c.case_id))
+    if held:
+        find = find.where(c.c.case_id.not_in(sorted(held)))
+    rows = uow.execute((find.with_for_update(skip_locked=True) if lock else find).limit(limit)).all()
+    return [row for row in rows]
+
+
+def _held_cases(uow, closed_before: datetime) -> int:
+    c = models.case_facts
+    held = _held_ids(uow)
+    if not held:
+        return 0
+    return uow.execute(sa.select(sa.func.count()).where(c.c.closed_at < closed_before, c.c.anonymised_at.is_(None),
+                                                        c.c.case_id.in_(sorted(held)))).scalar_one()
+
+
+def _scrub_log(uow, record_id: str, customer_masked: dict | None, now: datetime) -> None:
+    log = models.event_log
+    scrub = scrubber(customer_masked)
+    for row in uow.execute(sa.select(log.c.id, log.c.envelope).where(log.c.correlation_id == record_id,
+                                                                      log.c.anonymised_at.is_(None))).all():
+        envelope = dict(row.envelope)
+        payload = dict(envelope["payload"])
+        for name in TEXT_FIELDS:
+            if payload.get(name) is not None:
+                payload[name] = scrub_json(payload[name], scrub)
+        if "customer_ref" in payload:
+            payload["customer_ref"] = None
+        if "customer_masked" in payload:
+            payload["customer_masked"] = {}
+        envelope["payload"] = payload
+        uow.execute(log.update().where(log.c.id == row.id).values(envelope=envelope, anonymised_at=now))
+
+
+def _anonymise_cases(uow, rows: list, now: datetime) -> None:
+    c = models.case_facts
+    for row in rows:
+        facts = {**row.facts, "customer_ref": None, "customer_masked": None}
+        uow.execute(c.update().where(c.c.case_id == row.id).values(facts=facts, anonymised_at=now))
+        _scrub_log(uow, str(row.id), row.facts.get("customer_masked"), now)
+
+
+def _due_sales(uow, sold_before: datetime, *, limit: int | None, lock: bool) -> list:
+    log = models.event_log
+    held = _held_ids(uow)
+    find = (sa.select(log.c.correlation_id.label("id"), log.c.envelope)
+            .where(log.c.type == "sale_recorded", log.c.occurred_at < sold_before, log.c.anonymised_at.is_(None))
+            .order_by(log.c.occurred_at, log.c.id))
+    if held:
+        find = find.where(log.c.correlation_id.not_in(sorted(held)))
+    return uow.execute((find.with_for_update(skip_locked=True) if lock else find).limit(limit)).all()
+
+
+def _held_sales(uow, sold_before: datetime) -> int:
+    log = models.event_log
+    held = _held_ids(uow)
+    if not held:
+        return 0
+    return uow.execute(sa.select(sa.func.count()).where(
+        log.c.type == "sale_recorded", log.c.occurred_at < sold_before, log.c.anonymised_at.is_(None),
+        log.c.correlation_id.in_(sorted(held)))).scalar_one()
+
+
+def _anonymise_sales(uow, rows: list, now: datetime) -> None:
+    for row in rows:
+        _scrub_log(uow, row.id, row.envelope["payload"].get("customer_masked"), now)
+
+
+KINDS = (RecordKind("case", due=_due_cases, anonymise=_anonymise_cases, held=_held_cases),
+         RecordKind("sale", due=_due_sales, anonymise=_anonymise_sales, held=_held_sales))

@@ -1,0 +1,83 @@
+"""Reporting: what headquarters sees of the whole chain. Thin entrypoints: every event of
+intake, investigation and aftercare arrives in batches (shared.messaging.batches), is logged
+once and folded into the read models, and may raise an alert; HTTP serves the KPIs, alerts,
+exports, the archive access log and the dashboard. Errors become the JSON error shape in
+shared.web.http."""
+from werkzeug.wrappers import Response
+
+from services.reporting import dashboard, handlers, openapi, retention
+from services.reporting.repository import ReportingStore
+from shared.messaging.batches import handle_all
+from shared.observability.logs import CorrelationLogging
+from shared.persistence import anonymisation
+from shared.persistence.anonymisation import retention_timer
+from shared.persistence.unit_of_work import Database
+from shared.runtime.provider import Runtime
+from shared.web import health
+from shared.web.http import api, identity, query_args
+from shared.web.operations import Operations
+
+
+class ReportingService(Operations):
+    openapi_document = openapi.DOCUMENT
+    name = "reporting"
+
+    db = Database(ReportingStore)
+    env = Runtime()
+    logging = CorrelationLogging()
+    readiness = health.Readiness()
+
+    # -- every event of the other services, in batches -------------------------------------------
+
+    @handle_all("intake")
+    @handle_all("investigation")
+    @handle_all("aftercare")
+    def ingest(self, events):
+        handlers.ingest(self.db, events=events, rules=self.env.rules, now=self.env.now())
+
+    # -- personal data past the retention (shared.persistence.anonymisation runs retention.KINDS) -----
+
+    @retention_timer()
+    def run_retention(self):
+        anonymisation.scheduled_run(self.db, retention.KINDS, service=self.name,
+                                    retention=self.env.policy.retention.personal_data, now=self.env.now(),
+                                    every=anonymisation.interval(self.env.config))
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+
+    @api("GET", "/v1/kpis")
+    def kpis(self, request):
+        return handlers.kpis(self.db, identity=identity(request), query=query_args(request), policy=self.env.policy,
+                             now=self.env.now())
+
+    @api("GET", "/v1/alerts")
+    def alerts(self, request):
+        return handlers.alerts_now(self.db, identity=identity(request), query=query_args(request), now=self.env.now())
+
+    @api("GET", "/v1/exports/cases.csv")
+    def export_csv(self, request):
+        return self._export(request, "csv")
+
+    @api("GET", "/v1/exports/cases.xlsx")
+    def export_xlsx(self, request):
+        return self._export(request, "xlsx")
+
+    def _export(self, request, kind):
+        mimetype, headers, body = handlers.export(self.db, identity=identity(request), query=query_args(request),
+                                                  policy=self.env.policy, now=self.env.now(), kind=kind)
+        return Response(body, mimetype=mimetype, headers=headers, direct_passthrough=True)
+
+    @api("GET", "/v1/access-log")
+    def access_log(self, request):
+        return handlers.access_log(self.db, identity=identity(request), query=query_args(request),
+                                   policy=self.env.policy, now=self.env.now())
+
+    # -- the dashboard: a page and its own assets, public (the token stays in the browser) --------
+
+    @api("GET", "/dashboard", public=True)
+    def dashboard_page(self, request):
+        return dashboard.page()
+
+    @api("GET", "/dashboard/assets/<name>", public=True)
+    def dashboard_asset(self, request, name):
+        return dashboard.asset(name)
