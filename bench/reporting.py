@@ -616,7 +616,7 @@ def measure_ingest(env, events: int = 50_000, batches=(250, 100, 500), timeout: 
         finally:
             drop_vhost(resolved)
     return {"events": len(messages), "branches": len(regions_of), "build_s": round(built, 1), "kinds": kinds,
-            "preloaded_cases": preload,
+            "preloaded_cases": preload, "code": code_state(),
             "default_batch": batches[0], "runs": runs}
 
 
@@ -1121,9 +1121,34 @@ def measure_export(env, url: str, now: datetime, regions_of: dict[str, str], xls
             drop_vhost(resolved)
     figures["csv"]["period"] = figures["csv_jit_off"]["period"] = f"{lo}..{today}"
     figures["xlsx"]["period"] = f"{xlsx_lo}..{today}"
-    figures["csv_plan"] = _export_plan(url, datetime.combine(lo, day_time(), ZONE),
-                                       datetime.combine(today + timedelta(days=1), day_time(), ZONE), regions_of)
+    _part(figures, "csv_plan", lambda: _export_plan(url, datetime.combine(lo, day_time(), ZONE), datetime.combine(
+        today + timedelta(days=1), day_time(), ZONE), regions_of))
     return figures
+
+
+def code_state() -> dict:
+    """Which reporting code was measured: a digest of services/reporting's Python files (they
+    change between runs), and whether it has rollups."""
+    import hashlib
+
+    from services.reporting import repository
+
+    digest = hashlib.sha1()
+    for path in sorted((Path(__file__).resolve().parent.parent / "services" / "reporting").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return {"services_reporting_sha1": digest.hexdigest()[:12], "refresh_rollups": hasattr(repository,
+                                                                                           "refresh_rollups")}
+
+
+def _part(figures: dict, name: str, measure) -> None:
+    """figures[name] = measure(), or what failed: the other parts still run."""
+    import traceback
+
+    try:
+        figures[name] = measure()
+    except Exception as exc:  # noqa: BLE001 - reported as the part's figure
+        traceback.print_exc()
+        figures[name] = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
 
 
 def measure_reads(env, url: str, cases: int = 1_000_000, runs: int = 30, budget: float = 10,
@@ -1131,11 +1156,12 @@ def measure_reads(env, url: str, cases: int = 1_000_000, runs: int = 30, budget:
     now = datetime.now(timezone.utc)
     regions_of = chain()
     figures = {"cases": cases, "branches": len(regions_of), "regions": len(set(regions_of.values())),
-               "facts_mismatches": _check_facts(now, regions_of), "load": load_chain(url, now, regions_of, cases)}
+               "code": code_state(), "facts_mismatches": _check_facts(now, regions_of),
+               "load": load_chain(url, now, regions_of, cases)}
     if "kpis" in what:
-        figures["kpis"] = measure_kpis(url, now, regions_of, runs, budget)
+        _part(figures, "kpis", lambda: measure_kpis(url, now, regions_of, runs, budget))
     if "export" in what:
-        figures["export"] = measure_export(env, url, now, regions_of, xlsx_rows)
+        _part(figures, "export", lambda: measure_export(env, url, now, regions_of, xlsx_rows))
     return figures
 
 
@@ -1161,8 +1187,11 @@ def _print_reads(figures: dict) -> None:
           f"{load['rollups_s'] if load['rollups'] else 'none'}): "
           + ", ".join(f"{t} {n:,} ({load['sizes'][t]})" for t, n in load["rows"].items())
           + f"; fold check: {figures['facts_mismatches']} of 300 sampled cases differ")
+    for part in ("kpis", "export"):
+        if "error" in figures.get(part, {}):
+            print(f"{part} FAILED: {figures[part]['error']}")
     kpis = figures.get("kpis")
-    if kpis:
+    if kpis and "error" not in kpis:
         for name, q in kpis["queries"].items():
             print(f"{name:28} p50 {q['p50_ms']:8} ms  p95 {q['p95_ms']:8} ms  max {q['max_ms']:8} ms  "
                   f"({q['runs']} runs, {q['groups']} groups)")
@@ -1173,7 +1202,7 @@ def _print_reads(figures: dict) -> None:
         print("\nwith jit = off: " + ", ".join(f"{name} p50 {j['p50_ms']} ms (with JIT {j['with_jit_p50_ms']})"
                                                for name, j in kpis["jit_off"].items()))
     export = figures.get("export")
-    if export:
+    if export and "error" not in export:
         for kind in ("csv", "xlsx", "csv_jit_off"):
             e = export[kind]
             if "error" in e:
@@ -1185,7 +1214,8 @@ def _print_reads(figures: dict) -> None:
                   f"RSS idle {e['idle_rss_mb']} MB, peak (VmHWM) {e['peak_rss_mb']} MB, by tenth of the body "
                   f"{e['rss_by_tenth_mb']}; CPU per 1,000 rows: the process {e['cpu_ms_per_1000_rows']} ms, its PostgreSQL "
                   f"backends {e['postgres_cpu_ms_per_1000_rows']} ms; check {e['check']}")
-        print("\nthe CSV export's cursor plan:\n" + "\n".join(export["csv_plan"]))
+        plan = export["csv_plan"]
+        print("\nthe CSV export's cursor plan:\n" + ("\n".join(plan) if isinstance(plan, list) else plan["error"]))
 
 
 def main(argv=None) -> int:

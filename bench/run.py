@@ -742,8 +742,12 @@ def reporting_lines(ingest: dict | None, reads: dict | None) -> tuple[list[str],
                      f"logged event, the whole drain {first['from_start_s']} s from its start (batches of "
                      f"{first['batch']}); {first['cases']:,} cases, {first['visits']:,} visits, "
                      f"{first['sale_items']:,} sale items and {first['alerts']} alerts folded.")
+    for part in ("kpis", "export"):
+        failed = ((reads or {}).get(part) or {}).get("error")
+        if failed:
+            rows.append(f"| reporting {part} among {reads['cases']:,} cases | failed | {failed[:200]} | | NOT met |")
     kpis = (reads or {}).get("kpis")
-    if kpis:
+    if kpis and "error" not in kpis:
         target = TARGETS["reporting_kpis_ms"]
         for scope, scope_text in KPI_SCOPES.items():
             for period, period_text in KPI_PERIODS.items():
@@ -771,7 +775,7 @@ def reporting_lines(ingest: dict | None, reads: dict | None) -> tuple[list[str],
                                  for e in kpis["explain"]["slowest"]["statements"])
                      + f". With PostgreSQL's JIT off, p50: {jit}.")
     export = (reads or {}).get("export")
-    if export:
+    if export and "error" not in export:
         csv, xlsx = export["csv"], export["xlsx"]
         good = "error" not in csv and not csv["check"]["problems"]
         rows.append(f"| reporting CSV export of {csv['expected_rows']:,} cases, hq_analyst | "

@@ -30,7 +30,7 @@ _INSTANTS = {"received_at", "first_response_due", "first_response_at", "resoluti
              "corrective_action_due", "corrective_action_done_at"}
 
 _SQL = """
-SELECT c.case_id, c.facts->>'reference', c.branch_code, {region}, c.kind, c.category, c.priority, c.channel,
+SELECT c.case_id, c.facts->>'reference', c.branch_code, branch_region.region, c.kind, c.category, c.priority, c.channel,
        c.technician_id, c.owner, c.state, c.received_at, c.first_response_due, c.first_response_at,
        round((extract(epoch FROM (c.first_response_at - c.received_at)) / 3600)::numeric, 2),
        c.first_response_at <= c.first_response_due, c.resolution_due, c.resolved_at,
@@ -41,21 +41,20 @@ SELECT c.case_id, c.facts->>'reference', c.branch_code, {region}, c.kind, c.cate
          WHERE r.case_id = c.case_id AND r.status IN ('approved', 'fulfilled')),
        c.outcome, c.follow_up_score, c.closed_at, c.corrective_due, c.corrective_done_at, c.facts->>'customer_ref',
        concat_ws(' ', c.facts->'customer_masked'->>'name', c.facts->'customer_masked'->>'phone')
-FROM case_facts c WHERE {where} ORDER BY c.received_at, c.case_id"""
+FROM case_facts c {join} WHERE {where} ORDER BY c.received_at, c.case_id"""
 
 
 def _query(scope: Scope, filters: dict) -> tuple[str, dict]:
     from services.reporting import queries
 
     where = [queries._where("c.received_at", scope).replace("branch_code", "c.branch_code")]
-    params = {"lo": scope.lo, "hi": scope.hi,
-              "branches": sorted(scope.branches) if scope.branches is not None else None}
+    branches = sorted(scope.branches) if scope.branches is not None else None
+    params = {"lo": scope.lo, "hi": scope.hi, "branches": branches, **queries.region_params(scope.regions)}
     for name in ("kind", "category"):
         if filters.get(name):
             where.append(f"c.{name} = :{name}")
             params[name] = filters[name]
-    region = queries._region_sql(scope.regions).replace("branch_code", "c.branch_code")
-    return _SQL.format(region=region, where=" AND ".join(where)), params
+    return _SQL.format(join=queries.REGION_JOIN.format(table="c"), where=" AND ".join(where)), params
 
 
 def _rows(engine: sa.Engine, scope: Scope, filters: dict, zone: ZoneInfo):

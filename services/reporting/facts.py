@@ -97,6 +97,8 @@ def apply(facts: dict, event: dict) -> dict:
         if payload.get("origin"):
             origin = payload["origin"]
             facts["origin"] = origin
+            if origin.get("type") == "adverse_reaction":  # found on a return visit's call
+                facts["channel"] = facts["channel"] or "return_visit"
             facts["technician_id"] = facts["technician_id"] or origin.get("technician_id")
             batch = (origin.get("product") or {}).get("batch")
             if batch and batch not in facts["batches"]:

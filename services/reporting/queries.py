@@ -23,17 +23,15 @@ class Scope:
     zone: str                         # the chain's time zone, for days, weeks and months
 
 
-def _region_sql(regions: dict[str, str]) -> str:
-    if not regions:
-        return "NULL::text"
-    whens = " ".join(f"WHEN '{code}' THEN '{region}'" for code, region in sorted(regions.items())
-                     if _plain(code) and _plain(region))
-    return f"(CASE branch_code {whens} END)"
+# Branches' regions come from the policy (a branch moved to another region is reported under its
+# new one): joined as a list of (code, region) pairs, a hash join however many branches.
+REGION_JOIN = ("LEFT JOIN unnest(CAST(:region_codes AS text[]), CAST(:region_names AS text[])) "
+               "AS branch_region(code, region) ON branch_region.code = {table}.branch_code")
 
 
-def _plain(text: str) -> bool:
-    # Policy data, checked by the policy loader; never a quote in SQL text all the same.
-    return "'" not in text and "\\" not in text
+def region_params(regions: dict[str, str]) -> dict:
+    codes = sorted(regions)
+    return {"region_codes": codes, "region_names": [regions[c] for c in codes]}
 
 
 def _group_sql(group_by: str | None, at: str, table: str, scope: Scope) -> str:
@@ -46,7 +44,7 @@ def _group_sql(group_by: str | None, at: str, table: str, scope: Scope) -> str:
     if group_by == "branch":
         return "branch_code"
     if group_by == "region":
-        return _region_sql(scope.regions)
+        return "branch_region.region"
     column = {("category", "case_facts"): "category", ("technician", "case_facts"): "technician_id",
               ("technician", "sale_items"): "technician_id", ("handler", "case_facts"): "owner"}.get(
         (group_by, table))
@@ -60,7 +58,8 @@ def _where(at: str, scope: Scope) -> str:
 
 def _params(scope: Scope, now: datetime) -> dict:
     return {"lo": scope.lo, "hi": scope.hi, "zone": scope.zone, "now": now,
-            "branches": sorted(scope.branches) if scope.branches is not None else None}
+            "branches": sorted(scope.branches) if scope.branches is not None else None,
+            **region_params(scope.regions)}
 
 
 _HOURS = "extract(epoch FROM ({end} - received_at)) / 3600"
@@ -92,12 +91,12 @@ SELECT {g} AS g,
   count(*) FILTER (WHERE corrective_due IS NOT NULL AND corrective_done_at IS NULL) AS actions_open,
   count(*) FILTER (WHERE corrective_done_at IS NOT NULL) AS actions_done,
   count(*) FILTER (WHERE corrective_done_at IS NOT NULL AND corrective_on_time) AS actions_on_time
-FROM case_facts WHERE {where} GROUP BY 1"""
+FROM case_facts {join} WHERE {where} GROUP BY 1"""
 
 _VOLUME = """
-SELECT {g} AS g, 'by_kind' AS dim, kind AS value, count(*) AS n FROM case_facts WHERE {where} GROUP BY 1, 3
+SELECT {g} AS g, 'by_kind' AS dim, kind AS value, count(*) AS n FROM case_facts {join} WHERE {where} GROUP BY 1, 3
 UNION ALL
-SELECT {g}, 'by_' || dim, value, count(*) FROM case_facts,
+SELECT {g}, 'by_' || dim, value, count(*) FROM case_facts {join} CROSS JOIN
   LATERAL (VALUES ('category', category), ('priority', priority), ('channel', channel)) AS d(dim, value)
 WHERE kind = 'complaint' AND {where} GROUP BY 1, 2, 3"""
 
@@ -105,10 +104,10 @@ _REMEDIES = """
 SELECT {g} AS g, r.type, count(*) FILTER (WHERE r.status IN ('approved', 'fulfilled')) AS n,
        coalesce(sum(r.amount) FILTER (WHERE r.status IN ('approved', 'fulfilled')), 0) AS cost,
        count(*) FILTER (WHERE r.promise = 'kept') AS kept, count(*) FILTER (WHERE r.promise = 'broken') AS broken
-FROM case_remedies r JOIN case_facts USING (case_id) WHERE {where} GROUP BY 1, 2"""
+FROM case_remedies r JOIN case_facts USING (case_id) {join} WHERE {where} GROUP BY 1, 2"""
 
 _SERVICES = """
-SELECT {g} AS g, count(*) AS services FROM sale_items WHERE type = 'service' AND {where} GROUP BY 1"""
+SELECT {g} AS g, count(*) AS services FROM sale_items {join} WHERE type = 'service' AND {where} GROUP BY 1"""
 
 _VISITS = """
 SELECT {g} AS g,
@@ -118,7 +117,8 @@ SELECT {g} AS g,
   avg(score) AS mean_score,
   count(*) FILTER (WHERE adverse_reaction) AS adverse_reactions,
   count(*) FILTER (WHERE suggestions) AS suggestions
-FROM visit_facts WHERE status IS DISTINCT FROM 'cancelled' AND due_at IS NOT NULL AND {where} GROUP BY 1"""
+FROM visit_facts {join}
+WHERE status IS DISTINCT FROM 'cancelled' AND due_at IS NOT NULL AND {where} GROUP BY 1"""
 
 
 def _share(part, whole) -> float | None:
@@ -134,7 +134,8 @@ def kpis(conn: sa.Connection, scope: Scope, group_by: str | None, now: datetime)
     params = _params(scope, now)
 
     def run(template: str, table: str, at: str, **more) -> list:
-        sql = template.format(g=_group_sql(group_by, at, table, scope), where=_where(at, scope), **more)
+        join = REGION_JOIN.format(table=table) if group_by == "region" else ""
+        sql = template.format(g=_group_sql(group_by, at, table, scope), where=_where(at, scope), join=join, **more)
         return conn.execute(sa.text(sql), params).all()
 
     groups: dict[str, dict] = {}
