@@ -375,6 +375,7 @@ def check(project: Project) -> None:
 
     check_investigation(project)
     check_aftercare(project)
+    check_reporting(project)
 
 
 def check_investigation(project: Project) -> None:
@@ -486,6 +487,42 @@ def check_aftercare(project: Project) -> None:
     if status != 200:
         raise Failed(f"GET /health/aftercare through the gateway answered {status}: {str(body)[:300]}")
     say(f"aftercare ready through the gateway: {body.get('status') if isinstance(body, dict) else body}")
+
+
+def check_reporting(project: Project) -> None:
+    """What the checks above did reaches reporting: HQ's KPIs through the gateway count the
+    complaints posted (every one, each once) and the sale's service; an SH001 manager sees only
+    SH001's; the dashboard page and its script come through the gateway."""
+    hq = {"Authorization": f"Bearer {token('hq_analyst', '*')}"}
+    posted = stored_complaints(project)
+    seen: list = []
+
+    def counted():
+        status, body = http("GET", f"{project.gateway}/v1/kpis", headers=hq, timeout=10)
+        seen[:] = [status, str(body)[:500]]
+        volume = body.get("totals", {}).get("volume", {}) if status == 200 and isinstance(body, dict) else {}
+        return volume if volume.get("total") == posted and volume.get("services", 0) >= 1 else None
+    try:
+        volume = until(f"reporting to count the {posted} complaints stored", counted, 180, 1)
+    except Failed as exc:
+        raise Failed(f"{exc}; last answer: {seen}") from None
+    say(f"reporting counts {volume['total']} cases ({volume['by_kind']}) and {volume['services']} service(s) sold")
+    manager = {"Authorization": f"Bearer {token('store_manager', 'GZ001')}"}
+    status, mine = http("GET", f"{project.gateway}/v1/kpis?group_by=branch", headers=manager, timeout=10)
+    if status != 200 or [g.get("key") for g in mine.get("groups", [])] != ["GZ001"]:
+        raise Failed(f"a GZ001 manager's KPIs by branch through the gateway: {status} {str(mine)[:300]}")
+    status, body = http("GET", f"{project.gateway}/health/reporting", timeout=10)
+    if status != 200:
+        raise Failed(f"GET /health/reporting through the gateway answered {status}: {str(body)[:300]}")
+    for path, kind in (("/dashboard", "text/html"), ("/dashboard/assets/dashboard.js", "text/javascript")):
+        try:
+            with urllib.request.urlopen(f"{project.gateway}{path}", timeout=10) as answer:
+                got = answer.headers.get("Content-Type", "")
+        except urllib.error.URLError as exc:
+            raise Failed(f"GET {path} through the gateway failed: {exc}") from None
+        if not got.startswith(kind):
+            raise Failed(f"GET {path} through the gateway is {got!r}, not {kind}")
+    say("reporting: a branch manager sees its own branch; the dashboard and its script through the gateway")
 
 
 def fault(project: Project) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shared.calendar.clock import isoformat
 from shared.messaging.envelope import ValidatedEvent, build_event
+from shared.security.privacy import anonymise_text
 from services.intake.domain import (ComplaintRegistered, CustomerMessageFailed, CustomerMessageSent,
                                     SaleRecorded)
 
@@ -20,7 +21,10 @@ def envelope(event, sequence: int, causation_id: str | None) -> ValidatedEvent:
             "complaint_id": c.id, "reference": c.reference, "kind": c.kind,
             "channel": c.channel, "category": c.category, "category_source": c.category_source,
             "priority": c.priority, "severity_flags": list(c.severity_flags),
-            "description": c.description,
+            # Contact data never travels on the bus: a phone, e-mail or name the customer typed into
+            # the description is masked there (intake keeps the text as written).
+            "description": anonymise_text(c.description, name=c.customer.name, phone=c.customer.phone,
+                                          email=c.customer.email),
             "occurred_at": isoformat(c.occurred_at) if c.occurred_at else None,
             "received_at": isoformat(c.received_at), "region": c.region,
             "service": c.service, "products": c.products,

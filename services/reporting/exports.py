@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 import tempfile
+import uuid
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -57,6 +59,22 @@ def _query(scope: Scope, filters: dict) -> tuple[str, dict]:
     return _SQL.format(join=queries.REGION_JOIN.format(table="c"), where=" AND ".join(where)), params
 
 
+# What a spreadsheet would run as a formula (=, +, -, @ first: "CSV injection"), and the control
+# characters a workbook cannot hold.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _inert(value):
+    """A value as plain data in any spreadsheet: text that would start a formula gets a leading
+    apostrophe, ids become text."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _rows(engine: sa.Engine, scope: Scope, filters: dict, zone: ZoneInfo):
     """The export's rows, read on the stream's own connection in chunks; instants in the chain's zone."""
     sql, params = _query(scope, filters)
@@ -67,7 +85,7 @@ def _rows(engine: sa.Engine, scope: Scope, filters: dict, zone: ZoneInfo):
         for chunk in result.partitions(FETCH):
             out = []
             for row in chunk:
-                row = list(row)
+                row = [_inert(v) for v in row]
                 for i in instants:
                     if row[i] is not None:
                         row[i] = row[i].astimezone(zone).isoformat(timespec="seconds")
@@ -101,11 +119,21 @@ def xlsx_file(engine: sa.Engine, scope: Scope, filters: dict, zone: ZoneInfo):
     sheet.append(list(COLUMNS))
     for chunk in _rows(engine, scope, filters, zone):
         for row in chunk:
-            sheet.append([float(v) if isinstance(v, Decimal) else v for v in row])
+            sheet.append([_text_cell(sheet, v) if isinstance(v, str) else float(v) if isinstance(v, Decimal) else v
+                          for v in row])
     spool = tempfile.TemporaryFile()
     book.save(spool)
     spool.seek(0)
     return spool
+
+
+def _text_cell(sheet, value: str):
+    """A text cell, whatever the text looks like (openpyxl would take '=...' for a formula)."""
+    from openpyxl.cell import WriteOnlyCell
+
+    cell = WriteOnlyCell(sheet, value=_CONTROL.sub("", value))  # a workbook cannot hold them
+    cell.data_type = "s"
+    return cell
 
 
 def file_chunks(spool, size: int = 64 * 1024):

@@ -4,6 +4,7 @@ rebuilt from the log, and the reads HQ and the branches make. Plain functions ov
 units of work."""
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections import Counter
@@ -99,24 +100,30 @@ def _raise_alerts(uow, touched: dict, rules: ReportingRules, now: datetime, publ
         else:
             at, record = (lambda r: r.reported_at), (lambda r: r.visit_id)
         for run in alerts.episodes(found.get((kind, key), []), at, within=rule.within, at_least=rule.at_least):
-            raised += _raise(uow, kind, key, run, [record(i) for i in run], at, rule,
-                             before.get(texts[(kind, key)], []), now, publish)
+            raised += _raise(uow, kind, key, run, [{"id": record(i), "branch": i.branch_code} for i in run], at,
+                             rule, before.get(texts[(kind, key)], []), now, publish)
     return raised
 
 
-def _raise(uow, kind: str, key: tuple, run: list, records: list[str], at, rule, before: list[dict], now: datetime,
+def _ids(records: list[dict]) -> set[str]:
+    return {r["id"] for r in records}
+
+
+def _raise(uow, kind: str, key: tuple, run: list, records: list[dict], at, rule, before: list[dict], now: datetime,
            publish: bool) -> int:
     """An episode stored: a new alert (1, published when `publish`), or one raised before seen
-    further (0; its older records may lie beyond this look, so they are kept)."""
-    known = next((a for a in before if set(a["records"]) & set(records)), None)
-    row = {"alert_id": str(uuid.uuid5(ALERT_NAMESPACE, f"{kind}|{key}|{records[0]}")), "kind": kind,
+    further (0; its older records may lie beyond this look, so they are kept). `records`: the
+    cases or visits it counts, each with its branch (a reader sees those of its scope)."""
+    known = next((a for a in before if _ids(a["records"]) & _ids(records)), None)
+    row = {"alert_id": str(uuid.uuid5(ALERT_NAMESPACE, f"{kind}|{key}|{records[0]['id']}")), "kind": kind,
            "key": _key_text(kind, key), "count": len(run), "first_at": at(run[0]), "last_at": at(run[-1]),
            "records": records, "branches": sorted({i.branch_code for i in run}), "raised_at": now}
     if known:
-        if set(records) <= set(known["records"]):
+        if _ids(records) <= _ids(known["records"]):
             return 0
+        seen = _ids(known["records"])
         row.update(alert_id=known["alert_id"], raised_at=known["raised_at"],
-                   records=list(dict.fromkeys([*known["records"], *records])),
+                   records=[*known["records"], *(r for r in records if r["id"] not in seen)],
                    branches=sorted({*known["branches"], *row["branches"]}),
                    first_at=min(known["first_at"], row["first_at"]), last_at=max(known["last_at"], row["last_at"]))
         row["count"] = len(row["records"])
@@ -130,7 +137,8 @@ def _raise(uow, kind: str, key: tuple, run: list, records: list[str], at, rule, 
 
 
 def _key_text(kind: str, key: tuple) -> str:
-    return ":".join((kind, *key))
+    """The alert's subject as stored: JSON, so that no id can run into the next part."""
+    return json.dumps([kind, *key], ensure_ascii=False)
 
 
 def _duration(within: timedelta) -> str:
@@ -147,11 +155,13 @@ def _alert_event(row: dict, key: tuple, run: list, within: timedelta, now: datet
         by = key[0]
         payload = {**common, "by": by, "branch_code": key[1] if by == "branch_category" else None,
                    "category": key[2] if by == "branch_category" else None,
-                   "technician_id": key[1] if by == "technician" else None, "case_ids": row["records"]}
+                   "technician_id": key[1] if by == "technician" else None,
+                   "case_ids": [r["id"] for r in row["records"]]}
         return build_event("recurring_problem_detected", payload,
                            branch_code=row["branches"][0] if len(row["branches"]) == 1 else None,
                            correlation_id=row["alert_id"], occurred_at=now, sequence=1, event_id=event_id)
-    payload = {**common, "batch": key[1], "skus": sorted({r.sku for r in run if r.sku}), "visit_ids": row["records"]}
+    payload = {**common, "batch": key[1], "skus": sorted({r.sku for r in run if r.sku}),
+               "visit_ids": [r["id"] for r in row["records"]]}
     return build_event("safety_signal_raised", payload, branch_code=None, correlation_id=row["alert_id"],
                        occurred_at=now, sequence=1, event_id=event_id)
 
@@ -242,18 +252,25 @@ def alerts_now(store, *, identity: Identity, query: dict, now: datetime) -> dict
         raised = queries.open_alerts(conn, identity.branches, now, params.get("kind"), params["status"] == "all",
                                      params["limit"])
         late = queries.breaching(conn, identity.branches, now)
-    return {"alerts": [_alert_view(a, now) for a in raised],
+    return {"alerts": [_alert_view(a, now, identity.branches) for a in raised],
             "breaching": [{**b, "worst": b["worst"] or []} for b in late], "as_of": isoformat(now)}
 
 
-def _alert_view(row: dict, now: datetime) -> dict:
-    kind, *key = row["key"].split(":")
-    about = ({"branch_code": key[1], "category": key[2]} if key[0] == "branch_category" else
-             {"technician_id": key[1]} if key[0] == "technician" else {"batch": key[1]})
-    return {"alert_id": str(row["alert_id"]), "kind": row["kind"], "by": key[0], "about": about, "count": row["count"],
+def _alert_view(row: dict, now: datetime, branches: frozenset[str] | None) -> dict:
+    """An alert as the caller may see it: the records (and their count and branches) of its
+    scope; a safety signal also says how many reactions the whole chain had (`chain_count`)."""
+    _, by, *key = json.loads(row["key"])
+    about = ({"branch_code": key[0], "category": key[1]} if by == "branch_category" else
+             {"technician_id": key[0]} if by == "technician" else {"batch": key[0]})
+    records = [r for r in row["records"] if branches is None or r["branch"] in branches]
+    view = {"alert_id": str(row["alert_id"]), "kind": row["kind"], "by": by, "about": about, "count": len(records),
             "first_at": isoformat(row["first_at"]), "last_at": isoformat(row["last_at"]),
             "open": row["active_until"] > now, "open_until": isoformat(row["active_until"]),
-            "branches": row["branches"], "records": row["records"], "raised_at": isoformat(row["raised_at"])}
+            "branches": sorted({r["branch"] for r in records}), "records": [r["id"] for r in records],
+            "raised_at": isoformat(row["raised_at"])}
+    if row["kind"] == "safety_signal":
+        view["chain_count"] = row["count"]
+    return view
 
 
 def export(store, *, identity: Identity, query: dict, policy, now: datetime, kind: str):

@@ -261,5 +261,6 @@ def access_log(conn: sa.Connection, lo: datetime, hi: datetime, branches: frozen
     if after is not None:
         where.append("(accessed_at, event_id) < (:after_at, :after_id)")
         params.update(after_at=after[0], after_id=after[1])
-    sql = f"SELECT * FROM access_log WHERE {' AND '.join(where)} ORDER BY accessed_at DESC, event_id DESC LIMIT :limit"
+    sql = (f"SELECT event_id::text, case_id::text, branch_code, actor, actor_role, purpose, contact_read, accessed_at "
+           f"FROM access_log WHERE {' AND '.join(where)} ORDER BY accessed_at DESC, event_id DESC LIMIT :limit")
     return [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]

@@ -99,7 +99,8 @@ class Folded:
             rows)
 
     def clear(self) -> None:
-        self._uow.execute(sa.text(f"TRUNCATE {self.table.name}"))
+        # DELETE, not TRUNCATE: readers keep the old rows until the rebuild commits.
+        self._uow.execute(self.table.delete())
 
 
 def _at(text: str | None):
@@ -129,7 +130,8 @@ class CaseFacts(Folded):
             _insert_many(self._uow, insert(t), remedies)
 
     def clear(self) -> None:
-        self._uow.execute(sa.text("TRUNCATE case_facts, case_remedies"))
+        self._uow.execute(models.case_remedies.delete())
+        super().clear()
 
 
 class VisitFacts(Folded):
@@ -154,7 +156,8 @@ class Records:
             _insert_many(self._uow, insert(table).on_conflict_do_nothing(), rows)
 
     def clear(self) -> None:
-        self._uow.execute(sa.text("TRUNCATE sale_items, adverse_reactions, access_log"))
+        for table in (models.sale_items, models.adverse_reactions, models.access_log):
+            self._uow.execute(table.delete())
 
 
 class Alerts:

@@ -22,9 +22,16 @@ class DayOrInstant(fields.Field):
         if not isinstance(value, str) or len(value) > 40:
             raise ValidationError("a date (YYYY-MM-DD) or a date-time with an offset")
         try:
-            return date.fromisoformat(value) if len(value) == 10 else _instant(value)
+            day = date.fromisoformat(value) if len(value) == 10 else None
+            return _instant(value) if day is None else _day(day)
         except ValueError:
             raise ValidationError("a date (YYYY-MM-DD) or a date-time with an offset") from None
+
+
+def _day(day: date) -> date:
+    if not datetimes.EARLIEST.date() <= day <= datetimes.LATEST.date():
+        raise ValidationError(datetimes.RANGE_MESSAGE)
+    return day
 
 
 def _instant(value: str) -> datetime:

