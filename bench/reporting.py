@@ -313,9 +313,9 @@ def _visit_events(v: dict, scheduled: datetime, due: datetime, attempted, finish
     """A visit's events: scheduled, a first call, then completed (a score) or abandoned."""
     out = [("aftercare", "visit_scheduled", {**v, "due_at": isoformat(due)}, scheduled, 1)]
     if attempted:
-        out.append(("aftercare", "visit_attempted", {**v, "channel": "phone", "attempt": 1, "reached": score is not None,
-                                                     "outcome": "reached" if score is not None else "not_reached"},
-                    attempted, 2))
+        reached = score is not None
+        out.append(("aftercare", "visit_attempted", {**v, "channel": "phone", "attempt": 1, "reached": reached,
+                                                     "outcome": "reached" if reached else "not_reached"}, attempted, 2))
     if finished and score is not None:
         out.append(("aftercare", "visit_completed", {**v, "score": score, "answers": answers}, finished, 3))
     elif finished:
@@ -1170,9 +1170,9 @@ def measure_reads(env, url: str, cases: int = 1_000_000, runs: int = 30, budget:
 # --- by hand -------------------------------------------------------------------------------------------
 
 def _print_ingest(figures: dict) -> None:
+    preloaded = f", {figures['preloaded_cases']:,} cases loaded first" if figures["preloaded_cases"] else ""
     print(f"{figures['events']:,} events of {figures['branches']:,} branches (built in {figures['build_s']} s"
-          f"{', ' + format(figures['preloaded_cases'], ',') + ' cases loaded first' if figures['preloaded_cases'] else ''}"
-          "): "
+          f"{preloaded}): "
           + ", ".join(f"{k} {v}" for k, v in figures["kinds"].items()))
     for batch, r in figures["runs"].items():
         print(f"batch {batch:>4}: {r['per_s']} events/s ({r['logged'] - r['first_logged']:,} in {r['seconds']} s from "
@@ -1211,11 +1211,12 @@ def _print_reads(figures: dict) -> None:
                 print(f"\n{kind} ({e['period']}, {e['expected_rows']:,} cases): FAILED, {e['status']} after "
                       f"{e['seconds']} s: {e['error']}")
                 continue
-            print(f"\n{kind} ({e['period']}): {e['rows']:,} rows ({e['expected_rows']:,} expected) in {e['seconds']} s: "
+            print(f"\n{kind} ({e['period']}): {e['rows']:,} rows ({e['expected_rows']:,} expected) in "
+                  f"{e['seconds']} s: "
                   f"{e['rows_per_s']} rows/s, {e['bytes'] / 1e6:.1f} MB, first byte after {e['first_byte_s']} s; "
                   f"RSS idle {e['idle_rss_mb']} MB, peak (VmHWM) {e['peak_rss_mb']} MB, by tenth of the body "
-                  f"{e['rss_by_tenth_mb']}; CPU per 1,000 rows: the process {e['cpu_ms_per_1000_rows']} ms, its PostgreSQL "
-                  f"backends {e['postgres_cpu_ms_per_1000_rows']} ms; check {e['check']}")
+                  f"{e['rss_by_tenth_mb']}; CPU per 1,000 rows: the process {e['cpu_ms_per_1000_rows']} ms, its "
+                  f"PostgreSQL backends {e['postgres_cpu_ms_per_1000_rows']} ms; check {e['check']}")
         plan = export["csv_plan"]
         print("\nthe CSV export's cursor plan:\n" + ("\n".join(plan) if isinstance(plan, list) else plan["error"]))
 

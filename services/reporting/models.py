@@ -71,6 +71,7 @@ case_facts = sa.Table(
     sa.Column("facts", pg.JSONB, nullable=False),
     sa.Column("updated_at", TZ, nullable=False),
     sa.Index("ix_case_facts_received", "received_at", "branch_code"),
+    sa.Index("ix_case_facts_branch", "branch_code", "received_at"),  # one branch's reads
     sa.Index("ix_case_facts_closed", "closed_at", postgresql_where=sa.text("anonymised_at IS NULL")),
 )
 
@@ -102,6 +103,7 @@ visit_facts = sa.Table(
     sa.Column("facts", pg.JSONB, nullable=False),
     sa.Column("updated_at", TZ, nullable=False),
     sa.Index("ix_visit_facts_due", "due_at", "branch_code"),
+    sa.Index("ix_visit_facts_branch", "branch_code", "due_at"),
 )
 
 # Sales, one row per item: services sold per branch and technician (complaints per 100 services).
@@ -116,6 +118,7 @@ sale_items = sa.Table(
     sa.Column("technician_id", sa.Text),
     sa.Column("batch", sa.Text),
     sa.Index("ix_sale_items_sold", "sold_at", "branch_code"),
+    sa.Index("ix_sale_items_branch", "branch_code", "sold_at"),
 )
 
 # Adverse reactions return visits found: the product safety signal counts them by batch.

@@ -65,7 +65,7 @@ class ReportingService(Operations):
     def _export(self, request, kind):
         mimetype, headers, body = handlers.export(self.db, identity=identity(request), query=query_args(request),
                                                   policy=self.env.policy, now=self.env.now(), kind=kind)
-        return Response(body, mimetype=mimetype, headers=headers, direct_passthrough=True)
+        return Response(body, content_type=mimetype, headers=headers, direct_passthrough=True)
 
     @api("GET", "/v1/access-log")
     def access_log(self, request):

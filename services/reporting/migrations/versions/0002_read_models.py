@@ -104,6 +104,9 @@ def upgrade():
         sa.Column("raised_at", TZ, nullable=False),
     )
     op.create_index("ix_visit_facts_due", "visit_facts", ["due_at", "branch_code"])
+    op.create_index("ix_visit_facts_branch", "visit_facts", ["branch_code", "due_at"])
+    op.create_index("ix_sale_items_branch", "sale_items", ["branch_code", "sold_at"])
+    op.create_index("ix_case_facts_branch", "case_facts", ["branch_code", "received_at"])
     op.create_index("ix_sale_items_sold", "sale_items", ["sold_at", "branch_code"])
     op.create_index("ix_adverse_reactions_batch", "adverse_reactions", ["batch", "reported_at"])
     op.create_index("ix_access_log_at", "access_log", ["accessed_at"])
@@ -117,6 +120,7 @@ def downgrade():
     for name in reversed(TABLES):
         op.drop_table(name)
     op.drop_index("ix_case_facts_closed", "case_facts")
+    op.drop_index("ix_case_facts_branch", "case_facts")
     for name in ("owner", "corrective_due", "corrective_done_at", "corrective_on_time", "decision", "anonymised_at"):
         op.drop_column("case_facts", name)
     for name in ("ix_event_log_holds", "ix_event_log_sales", "ix_event_log_record"):
