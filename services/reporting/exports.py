@@ -10,12 +10,12 @@ import io
 import logging
 import re
 import tempfile
-from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from services.reporting import queries
 from services.reporting.queries import Scope
 
 log = logging.getLogger("closeloop.reporting.exports")
@@ -53,9 +53,7 @@ _INSTANT_COLUMNS = {"received": "received_at", "first_due": "first_response_due"
 
 
 def _query(scope: Scope, filters: dict) -> tuple[str, dict]:
-    from services.reporting import queries
-
-    where = [queries._where("c.received_at", scope).replace("branch_code", "c.branch_code")]
+    where = [queries.period_where("c.received_at", scope, branch="c.branch_code")]
     branches = sorted(scope.branches) if scope.branches is not None else None
     params = {"lo": scope.lo, "hi": scope.hi, "branches": branches}
     for name in ("kind", "category"):
@@ -160,5 +158,5 @@ def file_chunks(spool, size: int = 64 * 1024):
         spool.close()
 
 
-def filename(kind: str, scope: Scope, now: datetime, zone: ZoneInfo) -> str:
+def filename(kind: str, scope: Scope, zone: ZoneInfo) -> str:
     return f"closeloop-cases-{scope.lo.astimezone(zone):%Y%m%d}-{scope.hi.astimezone(zone):%Y%m%d}.{kind}"

@@ -237,7 +237,7 @@ def kpis(store, *, identity: Identity, query: dict, policy, now: datetime) -> di
     with store.engine.connect() as conn:
         groups = queries.kpis(conn, scope, group_by, now)
         totals = queries.kpis(conn, scope, None, now).get("all") if group_by else None
-    totals = totals or groups.get("all") or queries._empty()
+    totals = totals or groups.get("all") or queries.empty_figures()
     return {"from": isoformat(scope.lo), "to": isoformat(scope.hi), "time_zone": scope.zone, "group_by": group_by,
             "branches": sorted(scope.branches) if scope.branches is not None else None, "totals": totals,
             "groups": [{"key": key, **figures} for key, figures in sorted(groups.items())] if group_by else []}
@@ -277,7 +277,7 @@ def export(store, *, identity: Identity, query: dict, policy, now: datetime, kin
     """(headers, body chunks) of the CSV or XLSX export."""
     params, scope = _checked(identity, "export:read", schemas.ExportQuery(), query, policy, now)
     zone = chain_zone(policy)
-    name = exports.filename(kind, scope, now, zone)
+    name = exports.filename(kind, scope, zone)
     headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
     if kind == "csv":
         return "text/csv; charset=utf-8", headers, exports.csv_stream(store.engine, scope, params, zone)

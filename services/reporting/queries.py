@@ -51,9 +51,10 @@ def _group_sql(group_by: str | None, at: str, table: str, scope: Scope) -> str:
     return column or "NULL::text"
 
 
-def _where(at: str, scope: Scope) -> str:
+def period_where(at: str, scope: Scope, branch: str = "branch_code") -> str:
+    """The SQL condition of the scope: `at` in its period, `branch` one of its branches."""
     where = f"{at} >= :lo AND {at} < :hi"
-    return where + (" AND branch_code = ANY(:branches)" if scope.branches is not None else "")
+    return where + (f" AND {branch} = ANY(:branches)" if scope.branches is not None else "")
 
 
 def _params(scope: Scope, now: datetime) -> dict:
@@ -135,13 +136,13 @@ def kpis(conn: sa.Connection, scope: Scope, group_by: str | None, now: datetime)
 
     def run(template: str, table: str, at: str, **more) -> list:
         join = REGION_JOIN.format(table=table) if group_by == "region" else ""
-        sql = template.format(g=_group_sql(group_by, at, table, scope), where=_where(at, scope), join=join, **more)
+        sql = template.format(g=_group_sql(group_by, at, table, scope), where=period_where(at, scope), join=join, **more)
         return conn.execute(sa.text(sql), params).all()
 
     groups: dict[str, dict] = {}
 
     def group(key) -> dict:
-        return groups.setdefault(str(key) if key is not None else "", _empty())
+        return groups.setdefault(str(key) if key is not None else "", empty_figures())
 
     for r in run(_CASES, "case_facts", "received_at", first=_HOURS.format(end="first_response_at"),
                  resolution=_HOURS.format(end="resolved_at")):
@@ -187,7 +188,7 @@ def kpis(conn: sa.Connection, scope: Scope, group_by: str | None, now: datetime)
     return groups
 
 
-def _empty() -> dict:
+def empty_figures() -> dict:
     return {
         "volume": {"total": 0, "complaints": 0, "services": 0, "complaints_per_100_services": None, "by_kind": {},
                    "by_category": {}, "by_priority": {}, "by_channel": {}},

@@ -44,8 +44,7 @@ def _due_cases(uow, closed_before: datetime, *, limit: int | None, lock: bool) -
             .order_by(c.c.closed_at, c.c.case_id))
     if held:
         find = find.where(c.c.case_id.not_in(sorted(held)))
-    rows = uow.execute((find.with_for_update(skip_locked=True) if lock else find).limit(limit)).all()
-    return [row for row in rows]
+    return uow.execute((find.with_for_update(skip_locked=True) if lock else find).limit(limit)).all()
 
 
 def _held_cases(uow, closed_before: datetime) -> int:

@@ -46,8 +46,8 @@ def _instant(value: str) -> datetime:
 
 class PeriodQuery(Strict):
     """`from` and `to` (inclusive when dates): default the last 30 days, today included."""
-    from_ = fields.Raw(data_key="from")
-    to = fields.Raw()
+    from_ = DayOrInstant(data_key="from")
+    to = DayOrInstant()
     branch = fields.String(validate=validate.Length(min=1, max=100))
     region = fields.String(validate=validate.Length(min=1, max=100))
 
@@ -68,25 +68,17 @@ class AlertQuery(Strict):
 
 
 class AccessLogQuery(PageQuery):
-    from_ = fields.Raw(data_key="from")
-    to = fields.Raw()
+    from_ = DayOrInstant(data_key="from")
+    to = DayOrInstant()
     case_id = fields.UUID()
 
 
-_PERIOD_FIELD = DayOrInstant()
-
-
 def period(params: dict, zone: ZoneInfo, now: datetime, errors: dict) -> tuple[datetime, datetime]:
-    """[lo, hi) of the query's `from` and `to`; wrong values named in `errors`."""
-    bounds = {}
-    for name, key in (("from", "from_"), ("to", "to")):
-        if key in params:
-            try:
-                bounds[name] = _PERIOD_FIELD.deserialize(params[key])
-            except ValidationError as exc:
-                errors[name] = exc.messages if isinstance(exc.messages, list) else [str(exc.messages)]
+    """[lo, hi) of the query's loaded `from` and `to` (dates or instants); a period that is not
+    one named in `errors`. With errors already (the schema's), nothing to compute."""
     if errors:
         return now, now
+    bounds = {name: params[key] for name, key in (("from", "from_"), ("to", "to")) if key in params}
     today = now.astimezone(zone).date()
     lo, hi = bounds.get("from"), bounds.get("to", today)
     hi = datetime.combine(hi + timedelta(days=1), time(), zone) if isinstance(hi, date) and not isinstance(
