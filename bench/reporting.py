@@ -625,7 +625,8 @@ def measure_ingest(env, events: int = 50_000, batches=(250, 100, 500), timeout: 
 CASE_COLUMNS = ("case_id", "branch_code", "region", "kind", "category", "priority", "channel", "technician_id",
                 "state", "received_at", "first_response_at", "first_response_due", "resolved_at", "resolution_due",
                 "closed_at", "escalation_level", "reopened", "outcome", "follow_up_score", "owner", "corrective_due",
-                "corrective_done_at", "corrective_on_time", "decision", "facts", "updated_at")
+                "corrective_done_at", "corrective_on_time", "decision", "first_bucket", "resolution_bucket", "facts",
+                "updated_at")
 REMEDY_COLUMNS = ("case_id", "remedy_id", "type", "amount", "status", "promise")
 VISIT_COLUMNS = ("visit_id", "branch_code", "kind", "status", "due_at", "finished_at", "attempts", "reached", "score",
                  "suggestions", "adverse_reaction", "facts", "updated_at")
@@ -756,7 +757,7 @@ def load_chain(url: str, now: datetime, regions_of: dict[str, str], cases: int =
         indexed = time.perf_counter() - started
         refresh = getattr(repository, "refresh_rollups", None)
         if refresh is not None:
-            refresh(engine)
+            refresh(engine, str(ZONE), now)
         rolled = time.perf_counter() - started
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             for table in tables:

@@ -323,8 +323,9 @@ def cmd_projections_rebuild(args) -> int:
         return _fail(f"cannot rebuild reporting's projections: {problem}")
     engine = db.make_engine(config["DATABASE_URL"], 1)
     try:
-        rules = load_policy(config.get("POLICY_FILE")).section("reporting")
-        done = handlers.rebuild(ReportingStore(engine), rules=rules, now=datetime.now(timezone.utc))
+        chain = load_policy(config.get("POLICY_FILE"))
+        done = handlers.rebuild(ReportingStore(engine), rules=chain.section("reporting"),
+                                now=datetime.now(timezone.utc), zone=str(handlers.chain_zone(chain)))
     except DATABASE_DOWN as exc:
         return _fail(f"reporting: database unavailable ({_first_line(exc)}); nothing rebuilt")
     except sa.exc.ProgrammingError as exc:  # a table missing: a database not migrated yet

@@ -11,7 +11,8 @@ from collections import Counter
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from services.reporting import alerts, exports, facts, models, queries, schemas
+from services.reporting import alerts, exports, facts, models, queries, repository, schemas
+from services.reporting.kpis import add_to_cells, case_measures, sale_measures, visit_measures
 from services.reporting.policy import PERMISSIONS, ReportingRules
 from shared.calendar.clock import isoformat
 from shared.messaging.envelope import build_event
@@ -25,25 +26,41 @@ ALERT_NAMESPACE = uuid.UUID("6f0c1e57-4d52-4b0e-9a57-2a7c0f3e0b11")
 _REACH = 1  # how many windows either side of new records their episodes are looked for in
 
 
-def _fold(uow, events: list[dict], now: datetime) -> dict[str, set]:
-    """The events folded into the read models; what they may raise alerts about:
+def _fold(uow, events: list[dict], now: datetime, cells: bool = True) -> dict[str, set]:
+    """The events folded into the read models (and, with `cells`, what they change added to the
+    KPI cells, when those are kept); what they may raise alerts about:
     {"complaints": case ids, "batches": {product batch: when its new reactions were reported}}."""
+    zone = uow.rollups.kept_in() if cells else None
+    zone = ZoneInfo(zone) if zone else None
+    changes: dict = {}
+
+    def count(record: dict, at: str, category, measures: dict, sign: int) -> None:
+        add_to_cells(changes, record.get(at), category, measures, zone, sign)
+
     cases = [(facts.case_of(e), e) for e in events]
     cases = [(case_id, e) for case_id, e in cases if case_id]
     counted = set()  # complaints whose place in an alert's count changed
     if cases:
         current = uow.cases.lock([case_id for case_id, _ in cases], now)
         before = {case_id: facts.alert_keys(f) for case_id, f in current.items()}
+        for f in current.values():
+            count(f, "received_at", f.get("category"), case_measures(f), -1)
         for case_id, event in cases:
             current[case_id] = facts.apply(current[case_id], event)
+        for f in current.values():
+            count(f, "received_at", f.get("category"), case_measures(f), 1)
         uow.cases.save(current, now)
         counted = {case_id for case_id, f in current.items() if facts.alert_keys(f) != before[case_id]}
     visits = [(facts.visit_of(e), e) for e in events]
     visits = [(visit_id, e) for visit_id, e in visits if visit_id]
     if visits:
         current = uow.visits.lock([visit_id for visit_id, _ in visits], now)
+        for v in current.values():
+            count(v, "due_at", None, visit_measures(v), -1)
         for visit_id, event in visits:
             current[visit_id] = facts.apply_visit(current[visit_id], event)
+        for v in current.values():
+            count(v, "due_at", None, visit_measures(v), 1)
         uow.visits.save(current, now)
     sales, reactions, reads = [], [], []
     for e in events:
@@ -53,9 +70,13 @@ def _fold(uow, events: list[dict], now: datetime) -> dict[str, set]:
             reactions.append(facts.adverse_reaction(e))
         elif e["source"] == "investigation" and e["type"] == "archive_accessed":
             reads.append(facts.archive_access(e))
-    uow.records.add(models.sale_items, sales)
+    kept = {(uuid.UUID(str(sale_id)), line) for sale_id, line in uow.records.add(models.sale_items, sales)}
+    for item in sales:  # a sale heard twice (two events of one sale) counts once
+        if (uuid.UUID(str(item["sale_id"])), item["line"]) in kept:
+            count(item, "sold_at", None, sale_measures(item), 1)
     uow.records.add(models.adverse_reactions, reactions)
     uow.records.add(models.access_log, reads)
+    uow.rollups.add(changes)
     batches: dict[str, list[datetime]] = {}
     for r in reactions:
         if r["batch"]:
@@ -177,13 +198,15 @@ def ingest(store, *, events: list[dict], rules: ReportingRules, now: datetime) -
     return len(fresh)
 
 
-def rebuild(store, *, rules: ReportingRules, now: datetime, batch: int = REBUILD_BATCH) -> int:
+def rebuild(store, *, rules: ReportingRules, now: datetime, zone: str, batch: int = REBUILD_BATCH) -> int:
     """`closeloop projections rebuild`: the read models dropped and folded again from the whole
-    log, in one transaction (readers see the old figures until it commits). The alerts raised
-    stay (what was raised and published is history): the episodes found again update them, and
-    nothing is published. Events folded."""
+    log, and the KPI cells made again from them in `zone` (the chain's), in one transaction
+    (readers see the old figures until it commits, batches wait). The alerts raised stay (what
+    was raised and published is history): the episodes found again update them, and nothing is
+    published. Events folded."""
     done = 0
     with store.unit_of_work() as uow:
+        uow.rollups.lock_all()
         for model in (uow.cases, uow.visits, uow.records):
             model.clear()
         last = 0
@@ -191,11 +214,23 @@ def rebuild(store, *, rules: ReportingRules, now: datetime, batch: int = REBUILD
             rows = uow.log.after(last, batch)
             if not rows:
                 break
-            _raise_alerts(uow, _fold(uow, [envelope for _, envelope in rows], now), rules, now, publish=False)
+            _raise_alerts(uow, _fold(uow, [envelope for _, envelope in rows], now, cells=False), rules, now,
+                          publish=False)
             done += len(rows)
             last = rows[-1][0]
+        uow.rollups.make(zone, now)
     log.info("projections rebuilt from %d logged event(s)", done)
     return done
+
+
+def make_cells(store, *, policy, now: datetime) -> int | None:
+    """The KPI cells made from the facts when they are not complete in the chain's zone (a new or
+    upgraded database, a zone changed in the policy): until then KPIs are read from the facts."""
+    zone = str(chain_zone(policy))
+    made = repository.refresh_rollups(store.engine, zone, now, only_if_needed=True)
+    if made is not None:
+        log.info("KPI cells made from the facts in %s: %d values", zone, made)
+    return made
 
 
 # -- reads: KPIs, alerts, exports, the access log ---------------------------------------------------

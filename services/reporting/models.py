@@ -15,6 +15,8 @@ queue.add_tables(metadata)
 retention_runs = anonymisation.add_tables(metadata)
 
 TZ = sa.DateTime(timezone=True)
+# What a read of the open clocks needs, in the index itself (an index-only scan).
+OPEN_CLOCKS = ("category", "first_response_at", "first_response_due", "resolved_at", "resolution_due")
 
 # Every envelope reporting consumed, once (its event id), in the order it was logged: what
 # `closeloop projections rebuild` builds the read models from again.
@@ -67,12 +69,18 @@ case_facts = sa.Table(
     sa.Column("corrective_done_at", TZ),
     sa.Column("corrective_on_time", sa.Boolean),
     sa.Column("decision", sa.Text),  # a suggestion's: adopted | declined
+    sa.Column("first_bucket", sa.SmallInteger),       # the first response's duration (kpis.bucket)
+    sa.Column("resolution_bucket", sa.SmallInteger),  # the resolution's
     sa.Column("anonymised_at", TZ),  # its customer's data scrubbed (retention.py)
     sa.Column("facts", pg.JSONB, nullable=False),
     sa.Column("updated_at", TZ, nullable=False),
     sa.Index("ix_case_facts_received", "received_at", "branch_code"),
     sa.Index("ix_case_facts_branch", "branch_code", "received_at"),  # one branch's reads
     sa.Index("ix_case_facts_closed", "closed_at", postgresql_where=sa.text("anonymised_at IS NULL")),
+    # The complaints with a clock still running: what a read of the KPI cells adds live.
+    sa.Index("ix_case_facts_open", "received_at", postgresql_where=sa.text(
+        "kind = 'complaint' AND (first_response_at IS NULL OR resolved_at IS NULL)"),
+        postgresql_include=list(OPEN_CLOCKS)),
 )
 
 # Per case, its remedies as the case's facts hold them, for counts and costs by type and branch.
@@ -164,6 +172,29 @@ alerts = sa.Table(
     sa.Column("raised_at", TZ, nullable=False),
     sa.Index("ix_alerts_key", "kind", "key", "last_at"),
     sa.Index("ix_alerts_active", "active_until"),
+)
+
+# The KPI cells: the chain's measures (kpis.py) per day, week and month, per category and for
+# every case ('*'), kept by each batch that changes them (repository.Rollups, additive) and made
+# again from the facts when needed (repository.refresh_rollups).
+kpi_values = sa.Table(
+    "kpi_values", metadata,
+    sa.Column("grain", sa.Text, primary_key=True),      # day | week | month
+    sa.Column("period", sa.Date, primary_key=True),     # the day, the week's Monday, the month's first
+    sa.Column("category", sa.Text, primary_key=True),   # '*': every case; '': none (and sales, visits)
+    sa.Column("measure", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),        # '' for a measure of one number
+    sa.Column("value", sa.Numeric, nullable=False),
+)
+
+# Whether the cells hold the facts (complete) and in which zone their days are.
+kpi_state = sa.Table(
+    "kpi_state", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("zone", sa.Text),
+    sa.Column("complete", sa.Boolean, nullable=False),
+    sa.Column("made_at", TZ),
+    sa.CheckConstraint("id = 1", name="ck_kpi_state_one_row"),
 )
 
 PURGES = ()

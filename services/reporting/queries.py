@@ -2,14 +2,22 @@
 alerts, cases breaching their SLA now, the archive access log. The figures mean what kpis.py
 computes in Python over the same facts (the tests hold the two to each other).
 
+KPIs of the whole chain over whole days, without a grouping or by category, day, week or month,
+add up the KPI cells (kpi_values: a few months, weeks and days) and count live only the clocks
+still running; any other read takes the measures from the case, visit and sale rows.
+
 A case counts in the period it was received in, a visit in the period it fell due in, a sale
 in the period it was sold in. Days, weeks and months are the chain's local ones."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+
+from services.reporting.kpis import LIVE
+from services.reporting.kpis import figures as kpi_figures
 
 GROUPINGS = ("branch", "region", "category", "technician", "handler", "day", "week", "month")
 
@@ -57,151 +65,239 @@ def period_where(at: str, scope: Scope, branch: str = "branch_code") -> str:
     return where + (f" AND {branch} = ANY(:branches)" if scope.branches is not None else "")
 
 
+# -- the measures of each group (kpis.py), in SQL over the read models: rows (g, c, measure, key, value);
+# c is the category of a KPI cell when the cells are made (repository.refresh_rollups), else ''.
+
+_CASE_SCALARS = {
+    "total": "count(*)",
+    "complaints": "count(*) FILTER (WHERE kind = 'complaint')",
+    "sla_met": "count(*) FILTER (WHERE kind = 'complaint' AND first_response_at <= first_response_due)"
+               " + count(*) FILTER (WHERE kind = 'complaint' AND resolved_at <= resolution_due)",
+    "sla_late": "count(*) FILTER (WHERE kind = 'complaint' AND first_response_at > first_response_due)"
+                " + count(*) FILTER (WHERE kind = 'complaint' AND resolved_at > resolution_due)",
+    **{f"escalated_{n}": f"count(*) FILTER (WHERE kind = 'complaint' AND escalation_level >= {n})" for n in (1, 2, 3)},
+    "resolved": "count(*) FILTER (WHERE kind = 'complaint' AND resolved_at IS NOT NULL)",
+    "reopened": "count(*) FILTER (WHERE kind = 'complaint' AND resolved_at IS NOT NULL AND reopened > 0)",
+    "score_sum": "coalesce(sum(follow_up_score), 0)",
+    "scored": "count(follow_up_score)",
+    "scored_4_5": "count(*) FILTER (WHERE follow_up_score >= 4)",
+    "praise": "count(*) FILTER (WHERE kind = 'praise')",
+    "suggestions": "count(*) FILTER (WHERE kind = 'suggestion')",
+    "suggestions_adopted": "count(*) FILTER (WHERE kind = 'suggestion' AND decision = 'adopted')",
+    "actions_open": "count(*) FILTER (WHERE corrective_due IS NOT NULL AND corrective_done_at IS NULL)",
+    "actions_done": "count(*) FILTER (WHERE corrective_done_at IS NOT NULL)",
+    "actions_on_time": "count(*) FILTER (WHERE corrective_done_at IS NOT NULL AND corrective_on_time)",
+}
+_PAST_DUE = ("count(*) FILTER (WHERE {complaint}first_response_at IS NULL AND :now > first_response_due)"
+             " + count(*) FILTER (WHERE {complaint}resolved_at IS NULL AND :now > resolution_due)")
+_OPEN_BREACHED = _PAST_DUE.format(complaint="kind = 'complaint' AND ")
+_VISIT_SCALARS = {
+    "visits_due": "count(*)",
+    "visits_completed": "count(*) FILTER (WHERE status = 'completed')",
+    "visits_abandoned": "count(*) FILTER (WHERE status = 'abandoned')",
+    "visit_score_sum": "coalesce(sum(score), 0)",
+    "visit_scored": "count(score)",
+    "adverse_reactions": "count(*) FILTER (WHERE adverse_reaction)",
+    "visit_suggestions": "count(*) FILTER (WHERE suggestions)",
+}
+
+
+def _unpivot(table: str, aggregates: dict, g: str, c: str, join: str, where: str) -> str:
+    """One row per group and measure from one aggregate per measure (zeros left out)."""
+    names = list(aggregates)
+    return (f"SELECT s.g, s.c, v.measure, '' AS key, v.value::numeric FROM ("
+            f"SELECT {g} AS g, {c} AS c, {', '.join(f'{sql} AS {name}' for name, sql in aggregates.items())} "
+            f"FROM {table} {join} WHERE {where} GROUP BY 1, 2) AS s "
+            f"CROSS JOIN LATERAL (VALUES {', '.join(f'({chr(39)}{n}{chr(39)}, s.{n})' for n in names)}) "
+            f"AS v(measure, value) WHERE v.value <> 0")
+
+
+def _wide(table: str, aggregates: dict, g: str, join: str, where: str) -> str:
+    """One row per group, a column per measure."""
+    return (f"SELECT {g} AS g, {', '.join(f'{sql} AS {name}' for name, sql in aggregates.items())} "
+            f"FROM {table} {join} WHERE {where} GROUP BY 1")
+
+
+_CASE_KEYED = """
+SELECT {g} AS g, {c} AS c, m.measure, m.key, count(*)::numeric FROM case_facts {join}
+CROSS JOIN LATERAL (VALUES
+  ('by_kind', coalesce(kind, 'unknown')),
+  ('by_category', CASE WHEN kind = 'complaint' THEN coalesce(category, 'unknown') END),
+  ('by_priority', CASE WHEN kind = 'complaint' THEN coalesce(priority, 'unknown') END),
+  ('by_channel', CASE WHEN kind = 'complaint' THEN coalesce(channel, 'unknown') END){durations}) AS m(measure, key)
+WHERE {where} AND m.key IS NOT NULL GROUP BY 1, 2, 3, 4"""
+# The histograms of the durations (kept in the cells; a read of the rows takes the percentiles in SQL).
+_DURATIONS = """,
+  ('first_response', CASE WHEN kind = 'complaint' THEN first_bucket::text END),
+  ('resolution', CASE WHEN kind = 'complaint' THEN resolution_bucket::text END)"""
+# kpis.bucket_hours in SQL: the same percentiles as kpis.bucket_percentile.
+_BUCKET_HOURS = "CASE WHEN {b} = 0 THEN 0.5 / 60 ELSE power(1.02::float8, {b} - 0.5) / 60 END"
+_PERCENTILES = {
+    f"{name}_{label}": (f"percentile_cont({q}) WITHIN GROUP (ORDER BY {_BUCKET_HOURS.format(b=column)}) "
+                        f"FILTER (WHERE kind = 'complaint')")
+    for name, column in (("first_response", "first_bucket"), ("resolution", "resolution_bucket"))
+    for label, q in (("median", 0.5), ("p90", 0.9))}
+
+_REMEDIES = """
+SELECT {g} AS g, {c} AS c, v.measure, v.key, sum(v.value) FROM case_facts {join}
+JOIN case_remedies r ON r.case_id = case_facts.case_id
+CROSS JOIN LATERAL (VALUES
+  ('remedy_count', r.type, CASE WHEN r.status IN ('approved', 'fulfilled') THEN 1 END),
+  ('remedy_cost', r.type, CASE WHEN r.status IN ('approved', 'fulfilled') THEN r.amount END),
+  ('promises_kept', '', CASE WHEN r.promise = 'kept' THEN 1 END),
+  ('promises_broken', '', CASE WHEN r.promise = 'broken' THEN 1 END)) AS v(measure, key, value)
+WHERE {where} AND v.value IS NOT NULL GROUP BY 1, 2, 3, 4"""
+
+_SERVICES = """
+SELECT {g} AS g, {c} AS c, 'services', '', count(*)::numeric FROM sale_items {join}
+WHERE type = 'service' AND {where} GROUP BY 1, 2"""
+
+# Where each table's records count: the instant that places them in a period.
+_AT = {"case_facts": "received_at", "sale_items": "sold_at", "visit_facts": "due_at"}
+_VISITS_WHERE = "status IS DISTINCT FROM 'cancelled' AND due_at IS NOT NULL AND "
+
+
+def _parts(table: str, scope: Scope, group_by: str | None, cells: bool) -> dict:
+    at = _AT[table]
+    g = f"(({at} AT TIME ZONE :zone)::date)" if cells else _group_sql(group_by, at, table, scope)
+    c = ("coalesce(category, '')" if table == "case_facts" else "''") if cells else "''"
+    join = REGION_JOIN.format(table=table) if group_by == "region" and not cells else ""
+    return {"g": g, "c": c, "join": join, "where": period_where(at, scope)}
+
+
+def cells_sql(scope: Scope) -> str:
+    """One statement: every measure of the period's facts by local day (g) and category (c), rows
+    (g, c, measure, key, value): what the KPI cells of those days hold."""
+    cases, visits = (_parts(t, scope, None, True) for t in ("case_facts", "visit_facts"))
+    statements = [
+        _unpivot("case_facts", _CASE_SCALARS, cases["g"], cases["c"], cases["join"], cases["where"]),
+        _CASE_KEYED.format(**cases, durations=_DURATIONS),
+        _REMEDIES.format(**cases),
+        _SERVICES.format(**_parts("sale_items", scope, None, True)),
+        _unpivot("visit_facts", _VISIT_SCALARS, visits["g"], visits["c"], visits["join"],
+                 _VISITS_WHERE + visits["where"]),
+    ]
+    return "\nUNION ALL\n".join(f"({s.strip()})" for s in statements)
+
+
+def _from_rows(conn: sa.Connection, scope: Scope, group_by: str | None, now: datetime) -> dict[str, dict]:
+    """The measures of each group read from the case, visit and sale rows, and its percentiles."""
+    params = _params(scope, now)
+    cases, sales, visits = (_parts(t, scope, group_by, False) for t in ("case_facts", "sale_items", "visit_facts"))
+    groups: dict[str, dict] = {}
+
+    def group(g) -> dict:
+        return groups.setdefault(str(g) if g is not None else "", {})
+
+    def wide(sql: str, names) -> None:
+        for row in conn.execute(sa.text(sql), params):
+            m = group(row[0])
+            for name, value in zip(names, row[1:]):
+                m[(name, "")] = value
+
+    case_columns = {**_CASE_SCALARS, LIVE: _OPEN_BREACHED, **_PERCENTILES}
+    wide(_wide("case_facts", case_columns, cases["g"], cases["join"], cases["where"]), case_columns)
+    keyed = (f"({_CASE_KEYED.format(**cases, durations='').strip()}) UNION ALL ({_REMEDIES.format(**cases).strip()})")
+    for g, _, measure, key, value in conn.execute(sa.text(keyed), params):
+        m = group(g)
+        m[(measure, key)] = value
+    wide(_wide("sale_items", {"services": "count(*)"}, sales["g"], sales["join"], "type = 'service' AND "
+               + sales["where"]), ("services",))
+    wide(_wide("visit_facts", _VISIT_SCALARS, visits["g"], visits["join"], _VISITS_WHERE + visits["where"]),
+         _VISIT_SCALARS)
+    return groups
+
+
 def _params(scope: Scope, now: datetime) -> dict:
     return {"lo": scope.lo, "hi": scope.hi, "zone": scope.zone, "now": now,
             "branches": sorted(scope.branches) if scope.branches is not None else None,
             **region_params(scope.regions)}
 
 
-_HOURS = "extract(epoch FROM ({end} - received_at)) / 3600"
-_CASES = """
-SELECT {g} AS g,
-  count(*) AS total,
-  count(*) FILTER (WHERE kind = 'complaint') AS complaints,
-  percentile_cont(0.5) WITHIN GROUP (ORDER BY {first}) FILTER (WHERE kind = 'complaint') AS first_median,
-  percentile_cont(0.9) WITHIN GROUP (ORDER BY {first}) FILTER (WHERE kind = 'complaint') AS first_p90,
-  percentile_cont(0.5) WITHIN GROUP (ORDER BY {resolution}) FILTER (WHERE kind = 'complaint') AS resolution_median,
-  percentile_cont(0.9) WITHIN GROUP (ORDER BY {resolution}) FILTER (WHERE kind = 'complaint') AS resolution_p90,
-  count(*) FILTER (WHERE kind = 'complaint' AND first_response_at <= first_response_due)
-    + count(*) FILTER (WHERE kind = 'complaint' AND resolved_at <= resolution_due) AS sla_met,
-  count(*) FILTER (WHERE kind = 'complaint' AND (first_response_at > first_response_due
-                   OR (first_response_at IS NULL AND :now > first_response_due)))
-    + count(*) FILTER (WHERE kind = 'complaint' AND (resolved_at > resolution_due
-                   OR (resolved_at IS NULL AND :now > resolution_due))) AS sla_breached,
-  count(*) FILTER (WHERE kind = 'complaint' AND escalation_level >= 1) AS escalated_1,
-  count(*) FILTER (WHERE kind = 'complaint' AND escalation_level >= 2) AS escalated_2,
-  count(*) FILTER (WHERE kind = 'complaint' AND escalation_level >= 3) AS escalated_3,
-  count(*) FILTER (WHERE kind = 'complaint' AND resolved_at IS NOT NULL) AS resolved,
-  count(*) FILTER (WHERE kind = 'complaint' AND resolved_at IS NOT NULL AND reopened > 0) AS reopened,
-  avg(follow_up_score) AS mean_score,
-  count(follow_up_score) AS scored,
-  count(*) FILTER (WHERE follow_up_score >= 4) AS scored_4_5,
-  count(*) FILTER (WHERE kind = 'praise') AS praise,
-  count(*) FILTER (WHERE kind = 'suggestion') AS suggestions,
-  count(*) FILTER (WHERE kind = 'suggestion' AND decision = 'adopted') AS suggestions_adopted,
-  count(*) FILTER (WHERE corrective_due IS NOT NULL AND corrective_done_at IS NULL) AS actions_open,
-  count(*) FILTER (WHERE corrective_done_at IS NOT NULL) AS actions_done,
-  count(*) FILTER (WHERE corrective_done_at IS NOT NULL AND corrective_on_time) AS actions_on_time
-FROM case_facts {join} WHERE {where} GROUP BY 1"""
+# -- the KPI cells: the chain's measures per day, week and month (and category), kept as events
+# come (repository.Rollups); a period of whole days of the whole chain adds up a few of them.
 
-_VOLUME = """
-SELECT {g} AS g, 'by_kind' AS dim, kind AS value, count(*) AS n FROM case_facts {join} WHERE {where} GROUP BY 1, 3
-UNION ALL
-SELECT {g}, 'by_' || dim, value, count(*) FROM case_facts {join} CROSS JOIN
-  LATERAL (VALUES ('category', category), ('priority', priority), ('channel', channel)) AS d(dim, value)
-WHERE kind = 'complaint' AND {where} GROUP BY 1, 2, 3"""
-
-_REMEDIES = """
-SELECT {g} AS g, r.type, count(*) FILTER (WHERE r.status IN ('approved', 'fulfilled')) AS n,
-       coalesce(sum(r.amount) FILTER (WHERE r.status IN ('approved', 'fulfilled')), 0) AS cost,
-       count(*) FILTER (WHERE r.promise = 'kept') AS kept, count(*) FILTER (WHERE r.promise = 'broken') AS broken
-FROM case_remedies r JOIN case_facts USING (case_id) {join} WHERE {where} GROUP BY 1, 2"""
-
-_SERVICES = """
-SELECT {g} AS g, count(*) AS services FROM sale_items {join} WHERE type = 'service' AND {where} GROUP BY 1"""
-
-_VISITS = """
-SELECT {g} AS g,
-  count(*) AS due,
-  count(*) FILTER (WHERE status = 'completed') AS completed,
-  count(*) FILTER (WHERE status = 'abandoned') AS abandoned,
-  avg(score) AS mean_score,
-  count(*) FILTER (WHERE adverse_reaction) AS adverse_reactions,
-  count(*) FILTER (WHERE suggestions) AS suggestions
-FROM visit_facts {join}
-WHERE status IS DISTINCT FROM 'cancelled' AND due_at IS NOT NULL AND {where} GROUP BY 1"""
+CELL_GROUPINGS = {None: ("month", "week", "day"), "category": ("month", "week", "day"),
+                  "month": ("month", "day"), "week": ("week", "day"), "day": ("day",)}
+_CELL_GROUP = {None: "'all'", "category": "v.category", "day": "to_char(v.period, 'YYYY-MM-DD')",
+               "week": "to_char(date_trunc('week', v.period), 'YYYY-MM-DD')",
+               "month": "to_char(date_trunc('month', v.period), 'YYYY-MM-DD')"}
 
 
-def _share(part, whole) -> float | None:
-    return None if not whole else round(100 * part / whole, 1)
+def whole_days(scope: Scope) -> tuple[date, date] | None:
+    """The first and last local day of a period of whole days (midnight to midnight), else None."""
+    zone = ZoneInfo(scope.zone)
+    lo, hi = scope.lo.astimezone(zone), scope.hi.astimezone(zone)
+    if lo.time() != time() or hi.time() != time():
+        return None
+    return lo.date(), hi.date() - timedelta(days=1)
 
 
-def _round(value, digits: int = 2) -> float | None:
-    return None if value is None else round(float(value), digits)
+def cover(first: date, last: date, grains: tuple[str, ...]) -> dict[str, list[date]]:
+    """The fewest cells of `grains` that cover first..last exactly: whole months, then whole
+    weeks (from Monday), then days."""
+    found: dict[str, list[date]] = {grain: [] for grain in ("month", "week", "day")}
+    day = first
+    while day <= last:
+        following = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+        if "month" in grains and day.day == 1 and following - timedelta(days=1) <= last:
+            found["month"].append(day)
+            day = following
+        elif "week" in grains and day.weekday() == 0 and day + timedelta(days=6) <= last:
+            found["week"].append(day)
+            day += timedelta(days=7)
+        else:
+            found["day"].append(day)
+            day += timedelta(days=1)
+    return found
 
 
-def kpis(conn: sa.Connection, scope: Scope, group_by: str | None, now: datetime) -> dict[str, dict]:
-    """{group: figures} for the period (group 'all' without a grouping)."""
-    params = _params(scope, now)
+def cells_usable(conn: sa.Connection, scope: Scope, group_by: str | None) -> bool:
+    """The cells answer this read: the whole chain, a grouping they hold, whole days, and cells
+    made in the chain's zone (a zone changed in the policy: not until they are made again)."""
+    if scope.branches is not None or group_by not in CELL_GROUPINGS or whole_days(scope) is None:
+        return False
+    state = conn.execute(sa.text("SELECT zone, complete FROM kpi_state")).first()
+    return state is not None and state.complete and state.zone == scope.zone
 
-    def run(template: str, table: str, at: str, **more) -> list:
-        join = REGION_JOIN.format(table=table) if group_by == "region" else ""
-        sql = template.format(g=_group_sql(group_by, at, table, scope), where=period_where(at, scope), join=join, **more)
-        return conn.execute(sa.text(sql), params).all()
 
+def _from_cells(conn: sa.Connection, scope: Scope, group_by: str | None, now: datetime) -> dict[str, dict]:
+    first, last = whole_days(scope)
+    cells = [(grain, period) for grain, periods in cover(first, last, CELL_GROUPINGS[group_by]).items()
+             for period in periods]
+    sql = (f"SELECT {_CELL_GROUP[group_by]} AS g, v.measure, v.key, sum(v.value)::float8 "
+           "FROM unnest(CAST(:grains AS text[]), CAST(:periods AS date[])) AS p(grain, period) "
+           "JOIN kpi_values v ON v.grain = p.grain AND v.period = p.period "
+           f"WHERE v.category {'<>' if group_by == 'category' else '='} '*' GROUP BY 1, 2, 3 HAVING sum(v.value) <> 0")
+    # Tens of thousands of (measure, key) rows for a year: summed in a hash table in memory, not
+    # sorted on disk (PostgreSQL's default work_mem, 4 MB, would).
+    conn.execute(sa.text("SELECT set_config('work_mem', '64MB', true)"))
     groups: dict[str, dict] = {}
-
-    def group(key) -> dict:
-        return groups.setdefault(str(key) if key is not None else "", empty_figures())
-
-    for r in run(_CASES, "case_facts", "received_at", first=_HOURS.format(end="first_response_at"),
-                 resolution=_HOURS.format(end="resolved_at")):
-        g = group(r.g)
-        g["volume"]["total"], g["volume"]["complaints"] = r.total, r.complaints
-        g["response"] = {
-            "first_response_hours": {"median": _round(r.first_median), "p90": _round(r.first_p90)},
-            "resolution_hours": {"median": _round(r.resolution_median), "p90": _round(r.resolution_p90)},
-            "sla_compliance_pct": _share(r.sla_met, r.sla_met + r.sla_breached),
-            "escalations_by_level": {str(level): n for level, n in
-                                     ((1, r.escalated_1), (2, r.escalated_2), (3, r.escalated_3)) if n},
-            "resolution_rate_pct": _share(r.resolved, r.complaints),
-            "reopen_rate_pct": _share(r.reopened, r.resolved)}
-        g["satisfaction"] = {"mean_score": _round(r.mean_score), "share_4_5_pct": _share(r.scored_4_5, r.scored),
-                             "praise": r.praise}
-        g["closed_loop"] = {"corrective_actions_open": r.actions_open,
-                            "done_on_time_pct": _share(r.actions_on_time, r.actions_done),
-                            "suggestions": r.suggestions, "suggestions_adopted": r.suggestions_adopted}
-    for r in run(_VOLUME, "case_facts", "received_at"):
-        group(r.g)["volume"][r.dim][r.value or "unknown"] = r.n
-    for r in run(_REMEDIES, "case_facts", "received_at"):
-        remedies = group(r.g)["remedies"]
-        if r.n:
-            remedies["count_by_type"][r.type] = r.n
-            remedies["cost_by_type"][r.type] = float(r.cost)
-        remedies["_kept"] += r.kept
-        remedies["_broken"] += r.broken
-    for r in run(_SERVICES, "sale_items", "sold_at"):
-        group(r.g)["volume"]["services"] = r.services
-    for r in run(_VISITS, "visit_facts", "due_at"):
-        group(r.g)["aftercare"] = {
-            "visits_due": r.due, "completed": r.completed,
-            "reached_pct": _share(r.completed, r.completed + r.abandoned),
-            "abandoned": r.abandoned, "mean_score": _round(r.mean_score), "adverse_reactions": r.adverse_reactions,
-            "suggestions_recorded": r.suggestions}
-    for g in groups.values():
-        remedies = g["remedies"]
-        kept, broken = remedies.pop("_kept"), remedies.pop("_broken")
-        remedies["promises_kept_pct"] = _share(kept, kept + broken)
-        services = g["volume"]["services"]
-        g["volume"]["complaints_per_100_services"] = (round(100 * g["volume"]["complaints"] / services, 2)
-                                                      if services else None)
+    for g, measure, key, value in conn.execute(sa.text(sql), {"grains": [c[0] for c in cells],
+                                                              "periods": [c[1] for c in cells]}):
+        groups.setdefault(g, {})[(measure, key)] = value
+    # What the cells cannot hold: the complaints' clocks running past due now.
+    # (From the index alone: the complaints with a clock running, and the columns it includes.)
+    live = (f"SELECT {_group_sql(group_by, 'received_at', 'case_facts', scope)} AS g, {_PAST_DUE.format(complaint='')} "
+            f"FROM case_facts WHERE kind = 'complaint' AND (first_response_at IS NULL OR resolved_at IS NULL) "
+            f"AND {period_where('received_at', scope)} GROUP BY 1")
+    for g, n in conn.execute(sa.text(live), _params(scope, now)):
+        g = str(g) if g is not None else ""
+        if g in groups or n:
+            groups.setdefault(g, {})[(LIVE, "")] = n
     return groups
 
 
+def kpis(conn: sa.Connection, scope: Scope, group_by: str | None, now: datetime) -> dict[str, dict]:
+    """{group: figures} for the period (group 'all' without a grouping): from the KPI cells
+    where they answer it, else from the read models."""
+    if cells_usable(conn, scope, group_by):
+        return {g: kpi_figures(m) for g, m in _from_cells(conn, scope, group_by, now).items()}
+    return {g: kpi_figures(m, percentiles=True) for g, m in _from_rows(conn, scope, group_by, now).items()}
+
+
 def empty_figures() -> dict:
-    return {
-        "volume": {"total": 0, "complaints": 0, "services": 0, "complaints_per_100_services": None, "by_kind": {},
-                   "by_category": {}, "by_priority": {}, "by_channel": {}},
-        "response": {"first_response_hours": {"median": None, "p90": None},
-                     "resolution_hours": {"median": None, "p90": None}, "sla_compliance_pct": None,
-                     "escalations_by_level": {}, "resolution_rate_pct": None, "reopen_rate_pct": None},
-        "satisfaction": {"mean_score": None, "share_4_5_pct": None, "praise": 0},
-        "remedies": {"count_by_type": {}, "cost_by_type": {}, "_kept": 0, "_broken": 0},
-        "aftercare": {"visits_due": 0, "completed": 0, "reached_pct": None, "abandoned": 0, "mean_score": None,
-                      "adverse_reactions": 0, "suggestions_recorded": 0},
-        "closed_loop": {"corrective_actions_open": 0, "done_on_time_pct": None, "suggestions": 0,
-                        "suggestions_adopted": 0},
-    }
+    return kpi_figures({})
 
 
 def open_alerts(conn: sa.Connection, branches: frozenset[str] | None, now: datetime, kind: str | None,

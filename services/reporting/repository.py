@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from services.reporting import alerts
 from services.reporting import facts as case_facts
-from services.reporting import models
+from services.reporting import kpis, models, queries
 from shared.persistence.unit_of_work import Store, UnitOfWork
 
 # The columns KPIs filter and group by, from the folded facts.
@@ -115,7 +115,9 @@ class CaseFacts(Folded):
         action = facts.get("corrective_action") or {}
         return {**{name: facts.get(name) for name in _COLUMNS}, "owner": facts.get("owner"),
                 "corrective_due": action.get("due"), "corrective_done_at": action.get("done_at"),
-                "corrective_on_time": action.get("on_time"), "decision": facts.get("decision")}
+                "corrective_on_time": action.get("on_time"), "decision": facts.get("decision"),
+                "first_bucket": kpis.duration_bucket(facts.get("received_at"), facts.get("first_response_at")),
+                "resolution_bucket": kpis.duration_bucket(facts.get("received_at"), facts.get("resolved_at"))}
 
     def save(self, folded: dict[str, dict], now: datetime) -> None:
         super().save(folded, now)
@@ -151,9 +153,11 @@ class Records:
     def __init__(self, uow: UnitOfWork):
         self._uow = uow
 
-    def add(self, table: sa.Table, rows: list[dict]) -> None:
-        if rows:
-            _insert_many(self._uow, insert(table).on_conflict_do_nothing(), rows)
+    def add(self, table: sa.Table, rows: list[dict]) -> set[tuple]:
+        """The rows not kept before, kept: their keys."""
+        if not rows:
+            return set()
+        return {tuple(r) for r in _insert_many(self._uow, insert(table).on_conflict_do_nothing(), rows)}
 
     def clear(self) -> None:
         for table in (models.sale_items, models.adverse_reactions, models.access_log):
@@ -218,6 +222,76 @@ class Alerts:
 
 
 
+# Ingest holds it shared while it changes the cells, a making of them all exclusively: cells are
+# made from facts no batch is still changing, and a batch after that adds to them.
+_ROLLUP_LOCK = 0x6b706943  # 'kpiC'
+
+
+class Rollups:
+    """The KPI cells (models.kpi_values): each batch adds what its records' changes add to the
+    chain's measures of their day, week and month, for their category and for every case."""
+
+    def __init__(self, uow: UnitOfWork):
+        self._uow = uow
+
+    def kept_in(self) -> str | None:
+        """Held for this transaction: the zone the cells are kept in, or None when they are to
+        be made again (refresh_rollups) and a batch leaves them alone."""
+        row = self._uow.execute(sa.text("SELECT pg_advisory_xact_lock_shared(:lock), zone, complete FROM kpi_state"),
+                                {"lock": _ROLLUP_LOCK}).first()
+        return row.zone if row is not None and row.complete else None
+
+    def add(self, changes: dict[tuple, object]) -> None:
+        """{(grain, period, category, measure, key): value added}."""
+        rows = [(*key, value) for key, value in sorted(changes.items()) if value]
+        if not rows:
+            return
+        # One statement of six arrays (thousands of rows a batch: no per-row binding), in key
+        # order: two batches adding to one cell wait for each other in one order.
+        columns = list(zip(*rows))
+        self._uow.execute(sa.text(
+            "INSERT INTO kpi_values (grain, period, category, measure, key, value) "
+            "SELECT * FROM unnest(CAST(:grains AS text[]), CAST(:periods AS date[]), CAST(:categories AS text[]), "
+            "CAST(:measures AS text[]), CAST(:keys AS text[]), CAST(:values AS numeric[])) "
+            "ON CONFLICT (grain, period, category, measure, key) DO UPDATE SET value = kpi_values.value + "
+            "excluded.value"), dict(zip(("grains", "periods", "categories", "measures", "keys", "values"),
+                                        map(list, columns))))
+
+    def make(self, zone: str, now: datetime) -> int:
+        """Every cell made again from the facts, in `zone` (the caller holds the lock
+        exclusively: `lock_all`). How many values."""
+        uow = self._uow
+        uow.execute(models.kpi_values.delete())
+        always = queries.Scope(datetime(1900, 1, 1, tzinfo=now.tzinfo), datetime(9999, 1, 1, tzinfo=now.tzinfo),
+                               None, {}, zone)
+        params = {"lo": always.lo, "hi": always.hi, "zone": zone, "now": now, "branches": None,
+                  **queries.region_params({})}
+        # Day cells from the facts, then every case's ('*') from the categories', then weeks and
+        # months from days; each grain written in key order, so that a period's cells share pages.
+        uow.execute(sa.text(
+            "CREATE TEMPORARY TABLE made_cells ON COMMIT DROP AS "
+            "SELECT 'day'::text AS grain, g AS period, c AS category, measure, key, sum(value) AS value FROM ("
+            f"{queries.cells_sql(always)}) AS m(g, c, measure, key, value) GROUP BY 2, 3, 4, 5"), params)
+        uow.execute(sa.text(
+            "INSERT INTO made_cells SELECT 'day', period, '*', measure, key, sum(value) FROM made_cells "
+            "GROUP BY 2, 4, 5"))
+        for grain in ("week", "month"):
+            uow.execute(sa.text(
+                f"INSERT INTO made_cells SELECT '{grain}', date_trunc('{grain}', period)::date, category, measure, "
+                "key, sum(value) FROM made_cells WHERE grain = 'day' GROUP BY 2, 3, 4, 5"))
+        uow.execute(sa.text("INSERT INTO kpi_values (grain, period, category, measure, key, value) "
+                            "SELECT * FROM made_cells ORDER BY 1, 2, 3, 4, 5"))
+        uow.execute(sa.text("UPDATE kpi_state SET zone = :zone, complete = true, made_at = :now"),
+                    {"zone": zone, "now": now})
+        return uow.execute(sa.text("SELECT count(*) FROM kpi_values")).scalar()
+
+    def lock_all(self) -> None:
+        self._uow.execute(sa.text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": _ROLLUP_LOCK})
+
+    def state(self):
+        return self._uow.execute(sa.text("SELECT zone, complete FROM kpi_state")).first()
+
+
 class ReportingUnitOfWork(UnitOfWork):
     def _open(self) -> None:
         self.log = EventLog(self)
@@ -225,7 +299,29 @@ class ReportingUnitOfWork(UnitOfWork):
         self.visits = VisitFacts(self)
         self.records = Records(self)
         self.alerts = Alerts(self)
+        self.rollups = Rollups(self)
 
 
 class ReportingStore(Store):
     unit_of_work_class = ReportingUnitOfWork
+
+
+def refresh_rollups(engine: sa.Engine, zone: str = "Asia/Shanghai", now: datetime | None = None,
+                    only_if_needed: bool = False) -> int | None:
+    """The KPI cells made again from the facts in `zone` (the chain's: handlers.chain_zone),
+    in one transaction that waits for the batches in flight and holds new ones meanwhile. With
+    `only_if_needed`, nothing when they are complete in that zone already. How many values
+    (None: nothing done)."""
+    from datetime import timezone
+
+    with ReportingStore(engine).unit_of_work() as uow:
+        if only_if_needed:
+            state = uow.rollups.state()
+            if state is not None and state.complete and state.zone == zone:
+                return None
+        uow.rollups.lock_all()
+        if only_if_needed:  # another replica may have made them while this one waited
+            state = uow.rollups.state()
+            if state is not None and state.complete and state.zone == zone:
+                return None
+        return uow.rollups.make(zone, now or datetime.now(timezone.utc))

@@ -3,6 +3,7 @@ intake, investigation and aftercare arrives in batches (shared.messaging.batches
 once and folded into the read models, and may raise an alert; HTTP serves the KPIs, alerts,
 exports, the archive access log and the dashboard. Errors become the JSON error shape in
 shared.web.http."""
+from nameko.timer import timer
 from werkzeug.wrappers import Response
 
 from services.reporting import dashboard, handlers, openapi, retention
@@ -34,6 +35,12 @@ class ReportingService(Operations):
     @handle_all("aftercare")
     def ingest(self, events):
         handlers.ingest(self.db, events=events, rules=self.env.rules, now=self.env.now())
+
+    # -- the KPI cells, made (again) from the facts when they are not complete in the chain's zone --
+
+    @timer(interval=10, eager=True)
+    def make_kpi_cells(self):
+        handlers.make_cells(self.db, policy=self.env.policy, now=self.env.now())
 
     # -- personal data past the retention (shared.persistence.anonymisation runs retention.KINDS) -----
 

@@ -841,7 +841,8 @@ def test_readers_see_the_old_figures_while_a_rebuild_runs(lone):
     before = jsonbody(lone.ask("/v1/kpis"))
     engine = db.make_engine(lone.url, 1)
     sa.event.listen(engine, "before_cursor_execute", lambda *args: time.sleep(0.15))
-    rebuilding = eventlet.spawn(handlers.rebuild, ReportingStore(engine), rules=ReportingRules(), now=NOW, batch=5)
+    rebuilding = eventlet.spawn(handlers.rebuild, ReportingStore(engine), rules=ReportingRules(), now=NOW,
+                                 zone="Asia/Shanghai", batch=5)
     try:
         time.sleep(1)  # the read models cleared; the fold under way
         assert not rebuilding.dead

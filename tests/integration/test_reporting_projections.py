@@ -53,7 +53,7 @@ def test_batches_in_any_order_with_copies_log_each_event_once_and_give_the_case_
     assert case.first_response_at == datetime.fromisoformat(at(1.5)) and case.category == "safety"
 
     before = rows(store, "SELECT case_id, facts, state, resolved_at FROM case_facts")
-    assert handlers.rebuild(store, rules=RULES, now=NOW, batch=4) == len(LIFE) + 1
+    assert handlers.rebuild(store, rules=RULES, now=NOW, zone="Asia/Shanghai", batch=4) == len(LIFE) + 1
     assert rows(store, "SELECT case_id, facts, state, resolved_at FROM case_facts") == before
 
 
@@ -105,5 +105,5 @@ def test_retention_scrubs_the_customer_from_a_case_closed_three_years_ago_and_th
     assert "13812346138" not in payload["description"] and "王女士" not in payload["description"]
     assert payload["customer_ref"] is None and payload["customer_masked"] == {} and "过敏" in payload["description"]
     assert rows(store, columns) == before
-    handlers.rebuild(store, rules=RULES, now=NOW)
+    handlers.rebuild(store, rules=RULES, now=NOW, zone="Asia/Shanghai")
     assert rows(store, columns) == before
