@@ -17,5 +17,5 @@ RUN pip install -e .
 # Development signing keys are mounted here by docker-compose; production passes
 # CLOSELOOP_JWT_PUBLIC_KEY(_FILE) instead.
 ENV CLOSELOOP_KEYS_DIR=/app/.keys
-EXPOSE 8001 8002 8003 8004
+EXPOSE 8001 8002 8003 8004 8005
 CMD ["closeloop", "--help"]

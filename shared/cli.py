@@ -87,9 +87,9 @@ def cmd_keys_ensure(args) -> int:
 def cmd_db_upgrade(args) -> int:
     from shared.persistence import db
 
-    for service in args.services or settings.RUNNABLE_SERVICES:
-        if service not in settings.RUNNABLE_SERVICES:
-            return _fail(f"no migrations for {service!r} yet; services: {', '.join(settings.RUNNABLE_SERVICES)}")
+    for service in args.services or settings.DATABASE_SERVICES:
+        if service not in settings.DATABASE_SERVICES:
+            return _fail(f"no migrations for {service!r} yet; services: {', '.join(settings.DATABASE_SERVICES)}")
         url = settings.service_database_url(service)
         created = db.create_database(url)
         problem = db.check_utf8(url)
@@ -410,6 +410,7 @@ def cmd_dev(args) -> int:
     for service in settings.RUNNABLE_SERVICES:
         children.append(subprocess.Popen([*exe, "serve", service]))
         children.append(subprocess.Popen([*exe, "relay", service]))
+    children.append(subprocess.Popen([*exe, "serve", "console"]))  # the staff's web front end: no relay
     stopping = []
 
     def stop(signum, frame):
@@ -434,6 +435,100 @@ def cmd_dev(args) -> int:
     if failed and not stopping:
         return _fail(f"a process stopped on its own: {failed}")
     return 0
+
+
+# -- staff accounts of the console ------------------------------------------------------------------
+
+def _read_password(login: str) -> str | None:
+    """From standard input when it is not a terminal (one line), else prompted twice; None when the
+    two prompts differ or nothing was given."""
+    import getpass
+
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline()
+        return line[:-1] if line.endswith("\n") else line
+    first = getpass.getpass(f"password for {login}: ")
+    if getpass.getpass(f"password for {login} again: ") != first:
+        print("closeloop: the two passwords differ", file=sys.stderr)
+        return None
+    return first
+
+
+def _staff_command(action, args) -> int:
+    """Runs `action(store, now)` on the console's database, saying what went wrong in a line."""
+    from datetime import datetime, timezone
+
+    import sqlalchemy as sa
+
+    from services.console.exceptions import StaffRefused, UnknownStaff
+    from services.console.repository import ConsoleStore
+    from shared.persistence import db
+    from shared.persistence.retention import DATABASE_DOWN
+
+    config = settings.service_config("console")
+    problem = _database_problem(config)
+    if problem:
+        return _fail(f"console: {problem}")
+    engine = db.make_engine(config["DATABASE_URL"], 1)
+    try:
+        return action(ConsoleStore(engine), datetime.now(timezone.utc))
+    except StaffRefused as refused:
+        print(f"closeloop: {refused}:", file=sys.stderr)
+        for field, messages in refused.fields.items():
+            print(f"  - {field}: {'; '.join(messages)}", file=sys.stderr)
+        return 2
+    except UnknownStaff as unknown:
+        return _fail(f"no staff member has the login {str(unknown)!r}")
+    except DATABASE_DOWN as exc:
+        return _fail(f"console: database unavailable ({_first_line(exc)}); nothing changed")
+    except sa.exc.ProgrammingError as exc:  # a table missing: a database not migrated yet
+        return _fail(f"console: {_first_line(exc)}; migrate it first (closeloop db upgrade console)")
+    finally:
+        engine.dispose()
+
+
+def cmd_staff_add(args) -> int:
+    from services.console import handlers
+    from shared.calendar.policy import PolicyError, load_policy
+
+    try:
+        policy = load_policy(os.environ.get("CLOSELOOP_POLICY_FILE") or None)
+    except PolicyError as exc:
+        return _fail(str(exc))
+    password = _read_password(args.login)
+    if password is None:
+        return 2
+
+    def add(store, now):
+        member = handlers.add_staff(store, login=args.login, name=args.name, role=args.role, branch=args.branch,
+                                    region=args.region, password=password, policy=policy, now=now)
+        print(f"staff member {member.login} added: {member.role}, scope {member.scope_label()}")
+        return 0
+    return _staff_command(add, args)
+
+
+def cmd_staff_disable(args) -> int:
+    from services.console import handlers
+
+    def disable(store, now):
+        ended = handlers.disable_staff(store, login=args.login, now=now)
+        print(f"staff member {args.login} disabled; {ended} session(s) ended")
+        return 0
+    return _staff_command(disable, args)
+
+
+def cmd_staff_reset_password(args) -> int:
+    from services.console import handlers
+
+    password = _read_password(args.login)
+    if password is None:
+        return 2
+
+    def reset(store, now):
+        ended = handlers.reset_password(store, login=args.login, password=password, now=now)
+        print(f"password of {args.login} changed; {ended} session(s) ended")
+        return 0
+    return _staff_command(reset, args)
 
 
 def cmd_demo(args) -> int:
@@ -616,7 +711,7 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     relay = sub.add_parser("relay", help="run one service's outbox relay and notification sender")
-    relay.add_argument("service", choices=sorted(settings.SERVICE_CLASSES))
+    relay.add_argument("service", choices=sorted(settings.RUNNABLE_SERVICES))
     relay.add_argument("--batch-size", type=int, default=500)
     relay.add_argument("--healthcheck", action="store_true",
                        help="exit 0 if this machine's relay had a healthy round in the last 30 s")
@@ -624,7 +719,7 @@ def parser() -> argparse.ArgumentParser:
 
     purge = sub.add_parser("purge", help="delete rows older than the policy's "
                                          "retention (what `relay` does hourly)")
-    purge.add_argument("service", choices=sorted(settings.SERVICE_CLASSES))
+    purge.add_argument("service", choices=sorted(settings.RUNNABLE_SERVICES))
     purge.add_argument("--batch-size", type=int, default=1000, help="rows per transaction (default 1000)")
     purge.set_defaults(func=cmd_purge)
 
@@ -669,6 +764,27 @@ def parser() -> argparse.ArgumentParser:
     dlq.choices["replay"].add_argument("--include-malformed", action="store_true",
                                        help="also replay messages parked as malformed (they fail again "
                                             "unless the consumer now reads them)")
+
+    staff = sub.add_parser("staff", help="the console's staff accounts (exit 2 on a refusal, naming every "
+                                         "wrong field)").add_subparsers(dest="action", required=True)
+    from services.console.policy import STAFF_ROLES
+
+    add = staff.add_parser("add", help="add a staff member; the password is read from standard input when it is "
+                                       "not a terminal, else prompted twice")
+    add.add_argument("login", help="what they sign in with: lower-case letters, digits, '.', '_', '-'")
+    add.add_argument("--name", required=True, help="the name the console shows")
+    add.add_argument("--role", required=True, help=f"one of {', '.join(STAFF_ROLES)}")
+    where = add.add_mutually_exclusive_group(required=True)
+    where.add_argument("--branch", help="one branch code of the chain policy, or '*' for every branch")
+    where.add_argument("--region", help="every branch of one region of the chain policy")
+    add.set_defaults(func=cmd_staff_add)
+    disable = staff.add_parser("disable", help="the staff member may no longer sign in; their sessions end now")
+    disable.add_argument("login")
+    disable.set_defaults(func=cmd_staff_disable)
+    reset = staff.add_parser("reset-password", help="set a new password (standard input or prompted twice); "
+                                                   "their sessions end")
+    reset.add_argument("login")
+    reset.set_defaults(func=cmd_staff_reset_password)
 
     dev = sub.add_parser("dev", help="migrate, declare the bus, then run every service and relay locally")
     dev.add_argument("--demo-clock", nargs="?", type=int, const=30, metavar="DAYS",

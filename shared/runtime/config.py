@@ -16,8 +16,13 @@ SERVICES = ("intake", "investigation", "aftercare", "reporting")
 SERVICE_CLASSES = {"intake": "services.intake.service:IntakeService",
                    "investigation": "services.investigation.service:InvestigationService",
                    "aftercare": "services.aftercare.service:AftercareService",
-                   "reporting": "services.reporting.service:ReportingService"}
-RUNNABLE_SERVICES = tuple(SERVICE_CLASSES)
+                   "reporting": "services.reporting.service:ReportingService",
+                   "console": "services.console.service:ConsoleService"}
+# The services on the bus, each with its outbox relay. The console is not: it is the staff's web
+# front end, calling their APIs; it has a database (staff, sessions) and a server only.
+RUNNABLE_SERVICES = tuple(name for name in SERVICE_CLASSES if name in SERVICES)
+# Every service with a database of its own to create and migrate.
+DATABASE_SERVICES = tuple(SERVICE_CLASSES)
 
 
 def service_class(name: str):
@@ -46,7 +51,7 @@ def _number(env, key: str, kind):
     return kind(env.get(f"CLOSELOOP_{key}", DEFAULTS[key]))
 
 
-HTTP_PORTS = {"intake": 8001, "investigation": 8002, "aftercare": 8003, "reporting": 8004}
+HTTP_PORTS = {"intake": 8001, "investigation": 8002, "aftercare": 8003, "reporting": 8004, "console": 8005}
 
 
 def secret(name: str, env=os.environ) -> bytes | None:

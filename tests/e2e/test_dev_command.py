@@ -1,6 +1,6 @@
-"""`make dev` runs every runnable service (intake, investigation) and each one's relay as local
-processes: a complaint posted to intake opens its case on investigation, and stopping make stops
-them all."""
+"""`make dev` runs every runnable service (intake, investigation, aftercare, reporting) and each
+one's relay, and the console, as local processes: a complaint posted to intake opens its case on
+investigation, the console answers, and stopping make stops them all."""
 import os
 import signal
 import subprocess
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.runtime.config import RUNNABLE_SERVICES, with_database
+from shared.runtime.config import DATABASE_SERVICES, RUNNABLE_SERVICES, with_database
 from shared.testing.fixtures import RUN_ID, drop_at_exit, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -40,9 +40,9 @@ def alive(pid: int) -> bool:
 
 
 def test_make_dev_serves_every_service_and_sigterm_to_make_stops_every_process(infra, amqp_uri, token):
-    ports = {service: free_port() for service in RUNNABLE_SERVICES}
+    ports = {service: free_port() for service in DATABASE_SERVICES}  # the console's too
     prefix = f"cltest_{RUN_ID}_dev"
-    for service in RUNNABLE_SERVICES:
+    for service in DATABASE_SERVICES:
         drop_at_exit(with_database(infra.database_url, f"{prefix}_{service}"))
     env = {**os.environ, "AMQP_URI": amqp_uri, "DATABASE_URL": infra.database_url,
            "CLOSELOOP_DB_PREFIX": prefix, **{f"{s.upper()}_PORT": str(p) for s, p in ports.items()}}
@@ -76,7 +76,8 @@ def test_make_dev_serves_every_service_and_sigterm_to_make_stops_every_process(i
         assert opened["branch_code"] == "GZ001"
         assert "assign" in [t["name"] for t in opened["open_tasks"]]
         started = descendants(make.pid)
-        assert len(started) >= 1 + 2 * len(RUNNABLE_SERVICES)  # the supervisor, each service and its relay
+        # the supervisor, each service and its relay, the console
+        assert len(started) >= 1 + 2 * len(RUNNABLE_SERVICES) + 1
 
         make.send_signal(signal.SIGTERM)
         make.wait(timeout=30)

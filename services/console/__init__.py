@@ -1,0 +1,1 @@
+"""Console: the staff's web front end (issue 12)."""

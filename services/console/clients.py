@@ -1,0 +1,137 @@
+"""The four services' public APIs, called with the signed-in staff member's own identity.
+
+Each call carries a token the console signs for the staff member (role, scope, their login as
+subject) with the private key `closeloop token issue` uses; it lives 5 minutes and is cached per
+session until a minute before its end, so a disabled staff member's calls stop within minutes
+even in a tab that never reloads, and the services keep holding only the public key.
+
+A service's refusal comes back as ServiceRefused with its status, code and per-field errors (the
+JSON shape of shared.web.errors), for a form to show each beside its field; a service that does
+not answer in time, or answers garbage, is ServiceDown."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import requests
+
+from services.console.policy import RULES
+from services.console.repository import StaffMember
+from shared.runtime.config import HTTP_PORTS
+from shared.security import auth
+
+SERVICES = ("intake", "investigation", "aftercare", "reporting")
+
+
+def base_urls(config: dict, env=os.environ) -> dict[str, str]:
+    """INTAKE_URL, INVESTIGATION_URL, AFTERCARE_URL, REPORTING_URL from the service's config, else
+    the environment, else the local defaults of `make dev` (http://127.0.0.1:800N)."""
+    urls = {}
+    for name in SERVICES:
+        key = f"{name.upper()}_URL"
+        urls[name] = (config.get(key) or env.get(key) or f"http://127.0.0.1:{HTTP_PORTS[name]}").rstrip("/")
+    return urls
+
+
+class ServiceRefused(Exception):
+    """A service answered 4xx: `fields` maps each wrong field (as the API names it) to its messages."""
+
+    def __init__(self, service: str, status: int, code: str, message: str, fields: dict | None = None):
+        super().__init__(f"{service}: {status} {code}: {message}")
+        self.service, self.status, self.code, self.message = service, status, code, message
+        self.fields = {str(k): [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in (fields or {}).items()}
+
+
+class ServiceDown(Exception):
+    """A service did not answer in time, could not be reached, or answered 5xx or non-JSON."""
+
+    def __init__(self, service: str, why: str):
+        super().__init__(f"{service}: {why}")
+        self.service, self.why = service, why
+
+
+class StaffTokens:
+    """Short-lived tokens per session, made when missing or near their end. Time is the system's:
+    the services check expiry against their own real clocks, whatever clock the console runs on."""
+
+    def __init__(self, rules=RULES.tokens, private_key: bytes | None = None):
+        self._rules = rules
+        self._key = private_key
+        self._cache: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def for_session(self, session_id_hash: str, member: StaffMember) -> str:
+        now = time.time()
+        with self._lock:
+            cached = self._cache.get(session_id_hash)
+            if cached is not None and cached[0] - self._rules.renew_before.total_seconds() > now:
+                return cached[1]
+        if self._key is None:
+            self._key = auth.load_private_key()
+        token = auth.issue_token(role=member.role, subject=member.login, ttl=self._rules.ttl,
+                                 private_key=self._key, now=datetime.fromtimestamp(now, timezone.utc),
+                                 **member.token_scope())
+        with self._lock:
+            if len(self._cache) > 10_000:  # sessions that ended without saying so
+                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            self._cache[session_id_hash] = (now + self._rules.ttl.total_seconds(), token)
+        return token
+
+    def forget(self, session_id_hash: str) -> None:
+        with self._lock:
+            self._cache.pop(session_id_hash, None)
+
+
+@dataclass
+class ServiceClient:
+    name: str
+    base_url: str
+    timeout: float = RULES.service_timeout_seconds
+
+    def __post_init__(self):
+        self._http = requests.Session()
+
+    def call(self, method: str, path: str, token: str, *, params: dict | None = None, json: dict | None = None,
+             correlation_id: str | None = None) -> dict:
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        if correlation_id:
+            headers["X-Correlation-Id"] = correlation_id
+        try:
+            answer = self._http.request(method, self.base_url + path, params=params, json=json, headers=headers,
+                                        timeout=self.timeout)
+        except requests.Timeout:
+            raise ServiceDown(self.name, f"no answer within {self.timeout:g} s") from None
+        except requests.RequestException as exc:
+            raise ServiceDown(self.name, f"unreachable ({exc.__class__.__name__})") from None
+        try:
+            body = answer.json()
+        except ValueError:
+            raise ServiceDown(self.name, f"answered {answer.status_code} without JSON") from None
+        if answer.status_code >= 500:
+            raise ServiceDown(self.name, f"answered {answer.status_code}")
+        if answer.status_code >= 400:
+            error = body.get("error") if isinstance(body, dict) else None
+            error = error if isinstance(error, dict) else {}
+            fields = error.get("fields") if isinstance(error.get("fields"), dict) else {}
+            raise ServiceRefused(self.name, answer.status_code, str(error.get("code", "refused")),
+                                 str(error.get("message", "")), fields)
+        if not isinstance(body, dict):
+            raise ServiceDown(self.name, "answered JSON that is not an object")
+        return body
+
+    def get(self, path: str, token: str, **params) -> dict:
+        return self.call("GET", path, token, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, token: str, body: dict) -> dict:
+        return self.call("POST", path, token, json=body)
+
+
+class Services:
+    """`services.investigation.get("/v1/tasks", token)`; one client (and connection pool) a service."""
+
+    def __init__(self, urls: dict[str, str], timeout: float = RULES.service_timeout_seconds):
+        for name in SERVICES:
+            setattr(self, name, ServiceClient(name, urls[name], timeout))

@@ -1,0 +1,3 @@
+from shared.persistence.migrations_env import run
+
+run()

@@ -1,0 +1,72 @@
+"""The console's figures: who may be a staff member, how long a session lives, how hard a
+wrong password is held back, how long a token for the services lives. Code, not the chain
+policy file: they are the console's security contract, the same for every chain."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from shared.security.auth import ROLES
+
+# Every role of DESIGN.md but a branch's POS/CRM system, which is a machine client with a token.
+STAFF_ROLES = tuple(role for role in ROLES if role != "branch_integration")
+
+LANGUAGES = ("zh", "en")
+DEFAULT_LANGUAGE = "zh"
+
+
+@dataclass(frozen=True)
+class Passwords:
+    min_length: int = 10
+    max_length: int = 256  # argon2 hashes anything, but a megabyte of "password" is a denial of service
+
+
+@dataclass(frozen=True)
+class Sessions:
+    idle: timedelta = timedelta(minutes=30)          # no request this long: signed out
+    absolute: timedelta = timedelta(hours=12)        # a shift, then sign in again whatever happens
+    anonymous: timedelta = timedelta(hours=1)        # a sign-in page left open (its CSRF token, its language)
+    touch_every: timedelta = timedelta(seconds=60)   # last_seen written at most this often (not every poll)
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """Failed sign-ins, counted per login name (as typed) and per client address within
+    `window`. A login: the first `free` failures cost nothing; after them each attempt waits
+    2, 4, 8... s after the last failure (`slow_base` doubled), and at `lock_after` failures
+    it is locked for `lock_for`. An address: `address_lock_after` failures lock it for
+    `lock_for`. A refused attempt (too early, locked) does not count and checks no password."""
+
+    window: timedelta = timedelta(minutes=15)
+    free: int = 3
+    slow_base: timedelta = timedelta(seconds=2)
+    lock_after: int = 10
+    address_lock_after: int = 30
+    lock_for: timedelta = timedelta(minutes=15)
+
+    def wait_after(self, failures: int) -> timedelta:
+        """How long after the last failure the next attempt may come."""
+        if failures >= self.lock_after:
+            return self.lock_for
+        if failures < self.free:
+            return timedelta(0)
+        return self.slow_base * (2 ** (failures - self.free))
+
+
+@dataclass(frozen=True)
+class Tokens:
+    ttl: timedelta = timedelta(minutes=5)         # a disabled staff member's calls stop within this
+    renew_before: timedelta = timedelta(minutes=1)  # a cached token this close to its end is replaced
+
+
+@dataclass(frozen=True)
+class ConsoleRules:
+    passwords: Passwords = Passwords()
+    sessions: Sessions = Sessions()
+    throttle: Throttle = Throttle()
+    tokens: Tokens = Tokens()
+    service_timeout_seconds: float = 5.0  # a page never waits longer on one service call
+
+
+RULES = ConsoleRules()
+

@@ -1,0 +1,116 @@
+"""Console: the staff's web front end. Thin entrypoints: each page calls a handler (handlers.py,
+login.py) with the database, the clock and the clients of the four services; answers are HTML
+(web.py), assets come from static/. Owns staff accounts and sessions; reads and writes the other
+services only through their APIs, with the signed-in staff member's own token."""
+from __future__ import annotations
+
+import time
+
+import sqlalchemy as sa
+from nameko.extensions import DependencyProvider
+from nameko.timer import timer
+from werkzeug.wrappers import Response
+
+from services.console import assets, handlers, login
+from services.console.clients import Services, StaffTokens, base_urls
+from services.console.policy import RULES
+from services.console.repository import ConsoleStore
+from services.console.web import page
+from shared.observability.logs import CorrelationLogging
+from shared.persistence.unit_of_work import Database
+from shared.runtime.provider import Runtime
+from shared.web import health
+from shared.web.http import api
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Backends(DependencyProvider):
+    """The four services' clients (base URLs from the config or the environment) and the cache
+    of the staff members' tokens, one of each per process."""
+
+    def setup(self):
+        self.services = Services(base_urls(self.container.config), RULES.service_timeout_seconds)
+        self.tokens = StaffTokens(RULES.tokens)
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+
+class ConsoleService:
+    name = "console"
+
+    db = Database(ConsoleStore)
+    env = Runtime()
+    backends = Backends()
+    logging = CorrelationLogging()
+
+    # -- signing in and out (login.py: the one module a chain's single sign-on replaces) ----------
+
+    @page("GET", "/login")
+    def login_form(self, request):
+        return login.form(self.db, request, self.env.now())
+
+    @page("POST", "/login")
+    def login_submit(self, request):
+        return login.password_sign_in(self.db, request, self.env.now())
+
+    @page("POST", "/logout")
+    def logout(self, request):
+        return login.sign_out(self.db, request, self.env.now())
+
+    @page("GET", "/logout")
+    def logout_page(self, request):
+        return login.confirm_sign_out(self.db, request, self.env.now())
+
+    @page("POST", "/language")
+    def language(self, request):
+        return handlers.choose_language(self.db, request, now=self.env.now())
+
+    # -- pages --------------------------------------------------------------------------------------
+
+    @page("GET", "/")
+    def my_work(self, request):
+        return handlers.my_work(self.db, request, services=self.backends.services, tokens=self.backends.tokens,
+                                policy=self.env.policy, now=self.env.now())
+
+    @page("GET", "/static/<path:name>")
+    def static(self, request, name):
+        return assets.serve(name)
+
+    @page("GET", "/<path:anything>")
+    @page("POST", "/<path:anything>")
+    def not_found(self, request, anything):
+        return handlers.not_found(self.db, request, now=self.env.now())
+
+    # -- housekeeping -------------------------------------------------------------------------------
+
+    @timer(interval=600)
+    def purge_sessions(self):
+        handlers.purge_sessions(self.db, now=self.env.now(), rules=RULES)
+
+    # -- operations ---------------------------------------------------------------------------------
+
+    @api("GET", "/health", public=True)
+    def health(self, request):
+        return self._ready()
+
+    @api("GET", "/health/ready", public=True)
+    def ready(self, request):
+        return self._ready()
+
+    def _ready(self):
+        started = time.perf_counter()
+        try:
+            with self.db.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - a probe gets an answer, whatever failed
+            return 503, {"service": self.name, "status": "down", "reasons": ["the database is unreachable"],
+                         "checks": {"database": {"status": "down", "error": exc.__class__.__name__}}}
+        latency = round((time.perf_counter() - started) * 1000, 1)
+        return 200, {"service": self.name, "status": "ok", "reasons": [],
+                     "checks": {"database": {"status": "ok", "latency_ms": latency}}}
+
+    @api("GET", "/metrics", public=True)
+    def metrics(self, request):
+        return Response(health.replica_metrics_text(self.name), content_type=PROMETHEUS_TEXT)

@@ -1,0 +1,66 @@
+"""The console's parts that need no servers: its catalog covers every message, htmx is the file
+VENDORED.md names, dates read as the issue says, the guessing figures, templates escape data."""
+import hashlib
+import re
+from datetime import datetime, timedelta, timezone
+
+from services.console import catalog, rendering
+from services.console.policy import RULES, STAFF_ROLES
+from services.console.repository import StaffMember
+from services.console.schemas import password_problem
+
+STATIC = rendering.HERE / "static"
+
+
+def test_every_message_the_console_uses_is_translated_into_chinese():
+    missing = catalog.untranslated("zh")
+    assert missing == {}, f"add these to translations/zh/LC_MESSAGES/console.po: {missing}"
+    assert rendering.gettext("zh", "My work") == "我的工作"
+    assert rendering.gettext("en", "My work") == "My work"
+
+
+def test_the_vendored_htmx_is_the_pinned_release_the_base_template_loads():
+    notes = (STATIC / "vendor" / "VENDORED.md").read_text()
+    digest = re.search(r"sha256 of `htmx-2\.0\.11\.min\.js`: `([0-9a-f]{64})`", notes).group(1)
+    body = (STATIC / "vendor" / "htmx-2.0.11.min.js").read_bytes()
+    assert hashlib.sha256(body).hexdigest() == digest
+    assert b'version:"2.0.11"' in body and "0BSD" in notes
+    assert '/static/vendor/htmx-2.0.11.min.js' in (rendering.TEMPLATES / "base.html").read_text()
+
+
+def test_times_show_in_the_branch_zone_chinese_and_iso_like():
+    instant = datetime(2026, 11, 23, 6, 5, tzinfo=timezone.utc)
+    assert rendering.format_instant(instant, "Asia/Shanghai", "zh") == "2026年11月23日 14:05"
+    assert rendering.format_instant("2026-11-23T06:05:00Z", "Asia/Shanghai", "en") == "2026-11-23 14:05"
+    assert rendering.format_instant(None, "Asia/Shanghai", "zh") == ""
+    assert rendering.format_remaining(2 * 3600 + 5 * 60 + 30, "zh") == "剩余 2小时5分"
+    assert rendering.format_remaining(-(26 * 3600 + 60), "en") == "overdue 1d 2h 1m"
+
+
+def test_guessing_is_slowed_after_three_failures_and_locked_at_ten():
+    throttle = RULES.throttle
+    assert [throttle.wait_after(n).total_seconds() for n in range(0, 7)] == [0, 0, 0, 2, 4, 8, 16]
+    assert throttle.wait_after(10) == throttle.lock_for == timedelta(minutes=15)
+    assert RULES.tokens.ttl == timedelta(minutes=5) and RULES.sessions.idle == timedelta(minutes=30)
+
+
+def test_staff_roles_are_the_design_s_people_and_passwords_have_a_floor():
+    assert "branch_integration" not in STAFF_ROLES and {"store_manager", "hq_admin", "auditor"} <= set(STAFF_ROLES)
+    assert password_problem("short") and password_problem(" " * 12) and password_problem("x" * 300)
+    assert password_problem("long-enough-1") is None
+
+
+def test_templates_escape_what_they_show_and_gettext_never_takes_data():
+    member = StaffMember(id="1", login="amy", display_name='<script>alert("x")</script>', role="store_manager",
+                         scope_kind="branch", scope_value="SH001", active=True, password_hash="")
+    task = {"case_id": "c", "reference": "<img src=x onerror=alert(1)>", "title": "<b>Assign</b>", "name": "assign",
+            "priority": "urgent", "branch_code": "SH001", "paused": False, "state": "ok", "due_iso": "", "due": "",
+            "remaining": ""}
+    page = rendering.render("my_work.html", "zh", staff=member, csrf_token="t", tasks=[task], problem=None,
+                            now_iso="", breached=0, soon=0)
+    assert "<script>alert" not in page and "&lt;script&gt;" in page
+    assert "<img" not in page and "<b>Assign" not in page
+    assert "店长" in page and "Content" not in page
+    for template in rendering.TEMPLATES.glob("*.html"):  # `_(variable)` would trust the variable as markup
+        for call in re.findall(r"_\(([^)\"]*)\)", template.read_text()):
+            assert call.strip() in {"notice", "message", "problem"}, (template.name, call)
