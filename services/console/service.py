@@ -74,6 +74,14 @@ class ConsoleService:
         return handlers.my_work(self.db, request, services=self.backends.services, tokens=self.backends.tokens,
                                 policy=self.env.policy, now=self.env.now())
 
+    # -- a case and its tasks (cases.py) ---------------------------------------------------------
+
+    # -- the front desk: new complaint, new sale, look-up (front_desk.py) --------------------------
+
+    # -- aftercare: the call list and a visit (call_list.py) ---------------------------------------
+
+    # -- HQ and everyone: alerts, the dashboard's link, notifications (overview.py) -----------------
+
     @page("GET", "/static/<path:name>")
     def static(self, request, name):
         return assets.serve(name)
