@@ -62,7 +62,8 @@ from shared.messaging.envelope import build_event
 from shared.persistence import db
 from shared.runtime import config as settings
 
-VHOST = "closeloop-bench-reporting"
+# Two runs on one broker at once (an ingest and an export) each need their own: CLOSELOOP_BENCH_VHOST.
+VHOST = os.environ.get("CLOSELOOP_BENCH_VHOST", "closeloop-bench-reporting")
 ZONE = ZoneInfo("Asia/Shanghai")
 BRANCHES, REGIONS = 1000, 20
 CATEGORIES = ("service_quality", "product_quality", "hygiene_environment", "booking", "staff_attitude", "pricing",
@@ -903,8 +904,10 @@ def _explain(conn, statements: list[tuple[str, dict]]) -> list[dict]:
             plan = [_cut(row[0]) for row in raw.fetchall()]
             figure = lambda label: next((float(line.split(label)[1].split()[0]) for line in plan  # noqa: E731
                                          if label in line), None)
-            found.append({"statement": re.search(r"FROM (\w+)", sql).group(1)
-                          + (", by kind, category, priority and channel" if "LATERAL" in sql else ""),
+            table = re.search(r"FROM (\w+)", sql)
+            found.append({"statement": (table.group(1) if table else sql.split("(")[0][:40])
+                          + (", by kind, category, priority and channel" if "by_kind" in sql else "")
+                          + (", remedies" if "case_remedies" in sql else ""),
                           "execution_ms": figure("Execution Time:"), "jit_ms": figure("Total "), "plan": plan})
     finally:
         raw.close()
@@ -1078,16 +1081,16 @@ def _export_once(env, amqp, policy_file, kind: str, lo, hi, expected: int, work:
 
 
 def _export_plan(url: str, lo: datetime, hi: datetime, regions_of) -> list[str]:
-    """EXPLAIN of the CSV export's statement as its server-side cursor plans it (a cursor
-    plans for its first rows)."""
+    """EXPLAIN of the CSV export's statement as its COPY plans it (for all its rows, JIT off as
+    the export sets it): index order, no sort of every row before the first."""
     from services.reporting import exports, queries
 
-    sql, params = exports._query(queries.Scope(lo, hi, None, regions_of, str(ZONE)), {})
+    sql, params = exports._query(queries.Scope(lo, hi, None, regions_of, str(ZONE)), {}, for_csv=True)
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
-            plan = [_cut(line) for line in conn.execute(
-                sa.text("EXPLAIN DECLARE bench_export NO SCROLL CURSOR FOR " + sql), params).scalars()]
+            conn.execute(sa.text("SELECT set_config('jit', 'off', true)"))
+            plan = [_cut(line) for line in conn.execute(sa.text("EXPLAIN " + sql), params).scalars()]
             conn.rollback()
     finally:
         engine.dispose()
