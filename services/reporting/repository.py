@@ -237,8 +237,11 @@ class Rollups:
     def kept_in(self) -> str | None:
         """Held for this transaction: the zone the cells are kept in, or None when they are to
         be made again (refresh_rollups) and a batch leaves them alone."""
-        row = self._uow.execute(sa.text("SELECT pg_advisory_xact_lock_shared(:lock), zone, complete FROM kpi_state"),
-                                {"lock": _ROLLUP_LOCK}).first()
+        self._uow.execute(sa.text("SELECT pg_advisory_xact_lock_shared(:lock)"), {"lock": _ROLLUP_LOCK})
+        # Read after the lock is held, in a statement of its own: a statement's snapshot is taken
+        # before it waits, so one that waited for a making of the cells would still see them
+        # incomplete and leave its changes out of them (found by killing reporting mid-batch).
+        row = self.state()
         return row.zone if row is not None and row.complete else None
 
     def add(self, changes: dict[tuple, object]) -> None:

@@ -258,3 +258,32 @@ def test_cells_made_in_another_zone_wait_to_be_made_again(chain):
     with store.engine.connect() as conn:
         assert queries.cells_usable(conn, scope, None)
     check(store, folded, None, lambda f: "all", lo, hi)
+
+
+def test_a_batch_that_waited_while_the_cells_were_made_adds_to_them(database_factory):
+    """A batch that starts while the cells are being made waits for them, then adds its changes
+    (found by killing reporting mid-batch: it read the cells' state before its wait and left its
+    changes out)."""
+    import time
+
+    import eventlet
+
+    rng = random.Random(9)
+    events = [e for _ in range(30) for e in random_case(rng)]
+    store = ReportingStore(db.make_engine(database_factory("reporting"), 4))
+    with store.unit_of_work() as maker:
+        maker.rollups.lock_all()  # a making of the cells under way
+        batch = eventlet.spawn(handlers.ingest, store, events=events, rules=ReportingRules(), now=NOW)
+        deadline = time.monotonic() + 10
+        with store.engine.connect() as conn:
+            while not conn.execute(sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                           "AND NOT granted")).scalar():
+                assert time.monotonic() < deadline, "the batch never waited for the making"
+                eventlet.sleep(0.01)
+        maker.rollups.make("Asia/Shanghai", NOW)
+    assert batch.wait() == len(events)
+    kept = cells(store)
+    assert kept
+    repository.refresh_rollups(store.engine, "Asia/Shanghai", NOW)
+    assert cells(store) == kept
+    store.engine.dispose()
