@@ -284,7 +284,8 @@ class Work:
     def _call(self, visit: dict, agent: Person, now: datetime) -> None:
         rng = self._rng(f"{visit['id']}:{visit['attempts_made']}")
         path = f"/v1/visits/{visit['id']}"
-        self.api.call("aftercare", "GET", path, agent)  # the agent opens it: the customer's number, from intake
+        # The agent opens it and asks for the customer's number (intake logs the read and its purpose).
+        self.api.call("aftercare", "GET", path, agent, params={"contact": "true", "purpose": "return visit call"})
         allergy = visit["sale_id"] in self.allergy_sales
         low_score = visit["kind"] == "follow_up" and not self.reopened_one
         never = self._rng(visit["id"]).random() < 0.06  # a customer who never answers: the visit is abandoned

@@ -18,7 +18,7 @@ from services.aftercare.dependencies import VisitProcess
 from services.aftercare.domain import Actor, Visit, follow_up_id, plan_follow_up, plan_return_visits
 from services.aftercare.exceptions import VisitRuleBroken, VisitStateConflict
 from services.aftercare.policy import PERMISSIONS
-from services.aftercare.schemas import AttemptIn, VisitQuery
+from services.aftercare.schemas import AttemptIn, VisitQuery, VisitReadQuery
 from shared.security.auth import Identity
 from shared.security.contact import ContactUnavailable
 from shared.web.errors import Conflict, NotFound, RuleRefused, ValidationFailed, branch_gone
@@ -26,8 +26,8 @@ from shared.web.requests import load, load_query, page, path_id
 from shared.workflow import InstanceExists, StepResult, TaskNotWaiting
 
 log = logging.getLogger("closeloop.aftercare")
-VISIT_QUERY, ATTEMPT_IN = VisitQuery(), AttemptIn()
-CONTACT_PURPOSE = "return_visit"  # what intake's contact-access log says the agent read it for
+VISIT_QUERY, VISIT_READ_QUERY, ATTEMPT_IN = VisitQuery(), VisitReadQuery(), AttemptIn()
+CONTACT_WAIT = 3.0  # seconds: less than the console waits for one call (5 s), so its user hears why
 
 
 # -- the process and the visit ---------------------------------------------------------------------
@@ -160,23 +160,30 @@ def list_visits(store, *, identity: Identity, query: dict, policy, now: datetime
 
 
 def get_visit(store, *, identity: Identity, visit_id: str, policy, read_contact: Callable | None,
-              now: datetime) -> dict:
-    """A visit with the sale or case it follows, its attempts, and the customer's contact from
-    intake for the agent working it (logged there); without intake, the visit comes with
-    `contact_unavailable` saying why. Branch and region roles who may not call get no contact."""
+              now: datetime, query: dict | None = None) -> dict:
+    """A visit with the sale or case it follows and its attempts. The customer's contact only
+    on request (`contact=true` with a `purpose`): read from intake now for the agent working it,
+    logged there with the purpose; without intake, the visit comes with `contact_unavailable`
+    saying why. Branch and region roles who may not call, and finished visits, get no contact.
+    In the API's order: 404, 403, 400."""
     visit_id = path_id(visit_id, "visit")
     with store.unit_of_work() as uow:
         visit = _visit_in_scope(uow, identity, visit_id)
         PERMISSIONS.require(identity, "visit:read")
+    params, errors = load(VISIT_READ_QUERY, query or {})
+    if errors:
+        raise ValidationFailed("invalid query", fields=errors)
     shown = visit.view(now, policy.branches.get(visit.planned.branch_code), detail=True)
     contact, unavailable = None, None
-    if not visit.open:
+    if not params["contact"]:
+        pass  # not asked: intake is not asked, nothing is logged
+    elif not visit.open:
         unavailable = f"the visit is {visit.status}: its customer's contact is not read"
     elif not PERMISSIONS.may(identity, "visit:attempt"):
         unavailable = f"a {identity.role} does not call customers: no contact read"
     elif read_contact is not None:  # asked outside the transaction: no lock held while waiting
         try:
-            contact = read_contact(identity, visit.planned.record_id, CONTACT_PURPOSE)
+            contact = read_contact(identity, visit.planned.record_id, params["purpose"])
         except ContactUnavailable as why:
             unavailable = str(why)
     return {**shown, "contact": contact, "contact_unavailable": unavailable}

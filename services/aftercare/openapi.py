@@ -11,9 +11,11 @@ DOCUMENT = document("Closeloop aftercare", "1", {
                          parameters=query_parameters(schemas.VisitQuery()), errors=(400, 401, 403)),
     },
     "/v1/visits/{visit_id}": {
-        "get": operation("One visit: the sale or case it follows, its attempts, and the customer's contact from "
-                         "intake for the agent working it (logged there)", response=schemas.VisitDetailOut(),
-                         parameters=_VISIT, errors=(401, 403, 404)),
+        "get": operation("One visit: the sale or case it follows and its attempts; with contact=true and a purpose, "
+                         "the customer's contact read from intake now for the agent working it (intake logs the "
+                         "read with the purpose; without intake within 3 s, contact_unavailable says why). Without "
+                         "contact=true intake is not asked", response=schemas.VisitDetailOut(),
+                         parameters=_VISIT + query_parameters(schemas.VisitReadQuery()), errors=(400, 401, 403, 404)),
     },
     "/v1/visits/{visit_id}/attempts": {
         "post": operation("Record a call: reached (with the questionnaire's answers), not reached, or a call back "

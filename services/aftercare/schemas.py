@@ -1,6 +1,8 @@
-"""Aftercare's request and response shapes (marshmallow): the queue's query, an attempt with
-seed 004's questionnaire, and what the API answers. Requests reject unknown fields so a typo is
+"""Aftercare's request and response shapes (marshmallow): the queue's query, a visit's read (the
+contact on request, with a purpose), an attempt with seed 004's questionnaire, and what the API answers. Requests reject unknown fields so a typo is
 named instead of silently ignored."""
+import unicodedata
+
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from services.aftercare.domain import FINISHED, KINDS, OUTCOMES
@@ -17,6 +19,27 @@ class VisitQuery(PageQuery):
     due_before = AwareDateTime()
     status = fields.String(load_default="open", validate=validate.OneOf(QUEUE_STATUSES))
     branch = fields.String(validate=validate.Length(min=1, max=100))
+
+
+def _a_purpose(value: str) -> None:
+    if sum(unicodedata.category(c).startswith("L") for c in value) < 2:
+        raise ValidationError("a purpose of at least 2 letters: why the contact is read")
+
+
+class VisitReadQuery(Strict):
+    """`GET /v1/visits/{id}`: the visit alone, or with `contact=true` and a `purpose` the
+    customer's contact read from intake now (intake logs the read with the purpose)."""
+    contact = fields.Boolean(load_default=False, truthy={"true"}, falsy={"false"},
+                             metadata={"description": "true: read the customer's contact from intake now"})
+    purpose = Text(500, _a_purpose, metadata={"description": "why the contact is read (required with contact=true; "
+                                                             "intake logs it)"})
+
+    @validates_schema
+    def _purpose_with_contact(self, data, **kwargs):
+        if data.get("contact") and "purpose" not in data:
+            raise ValidationError({"purpose": ["required with contact=true: say why the contact is read"]})
+        if not data.get("contact") and "purpose" in data:
+            raise ValidationError({"purpose": ["a purpose comes with contact=true"]})
 
 
 class AnswersIn(Strict):
@@ -91,7 +114,8 @@ class VisitDetailOut(VisitOut):
     message = fields.Dict(allow_none=True)
     outcome = fields.Dict(allow_none=True)
     finished_at = fields.String(allow_none=True)
-    contact = fields.Dict(allow_none=True, metadata={"description": "from intake, for the caller (logged there)"})
+    contact = fields.Dict(allow_none=True, metadata={"description": "with contact=true: from intake, for the caller "
+                                                                 "(logged there); null when not asked"})
     contact_unavailable = fields.String(allow_none=True)
 
 

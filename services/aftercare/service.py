@@ -88,7 +88,8 @@ class AftercareService(Operations):
     @api("GET", "/v1/visits/<visit_id>")
     def get_visit(self, request, visit_id):
         return handlers.get_visit(self.db, identity=identity(request), visit_id=visit_id, policy=self.env.policy,
-                                  read_contact=visit_contact_reader(self.intake), now=self.env.now())
+                                  read_contact=visit_contact_reader(self.intake, handlers.CONTACT_WAIT),
+                                  now=self.env.now(), query=query_args(request))
 
     @api("POST", "/v1/visits/<visit_id>/attempts")
     def record_attempt(self, request, visit_id):

@@ -95,8 +95,8 @@ class ServiceClient:
         self._http = requests.Session()
 
     def call(self, method: str, path: str, token: str, *, params: dict | None = None, json: dict | None = None,
-             correlation_id: str | None = None) -> dict:
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+             correlation_id: str | None = None, headers: dict | None = None) -> dict:
+        headers = {**(headers or {}), "Authorization": f"Bearer {token}", "Accept": "application/json"}
         if correlation_id:
             headers["X-Correlation-Id"] = correlation_id
         try:
@@ -127,6 +127,13 @@ class ServiceClient:
 
     def post(self, path: str, token: str, body: dict) -> dict:
         return self.call("POST", path, token, json=body)
+
+    def post_once(self, path: str, token: str, body: dict, idempotency_key: str,
+                  correlation_id: str | None = None) -> dict:
+        """A POST with an `Idempotency-Key`: sent again with the same key and body (a double
+        click, a retry), the service answers its first answer instead of creating twice."""
+        return self.call("POST", path, token, json=body, correlation_id=correlation_id,
+                         headers={"Idempotency-Key": idempotency_key})
 
 
 class Services:

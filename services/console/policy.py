@@ -57,6 +57,13 @@ class Throttle:
 class Tokens:
     ttl: timedelta = timedelta(minutes=5)         # a disabled staff member's calls stop within this
     renew_before: timedelta = timedelta(minutes=1)  # a cached token this close to its end is replaced
+    # The dashboard link's token (GET /alerts): reporting's dashboard is a page of its own whose
+    # script keeps the token from the URL's #fragment and calls the API with it; the console
+    # cannot renew it behind the staff member's back as it does the 5-minute call tokens, so a
+    # 5-minute token would leave a dashboard tab refused mid-read. 30 minutes is a sitting at the
+    # charts. The price: a staff member disabled (or whose role or scope changes) keeps reading
+    # KPIs and alerts, read-only, through a dashboard tab opened before, for up to 30 minutes.
+    dashboard_ttl: timedelta = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 from werkzeug.wrappers import Response
 
-from services.console import assets, handlers, login
+from services.console import assets, call_list, cases, front_desk, handlers, login, overview
 from services.console.clients import Services, StaffTokens, base_urls
 from services.console.policy import RULES
 from services.console.repository import ConsoleStore
@@ -76,11 +76,83 @@ class ConsoleService:
 
     # -- a case and its tasks (cases.py) ---------------------------------------------------------
 
+    @page("GET", "/cases/<case_id>")
+    def case_page(self, request, case_id):
+        return cases.case_page(self.db, request, case_id, **self._deps())
+
+    @page("POST", "/cases/<case_id>/contact")
+    def case_contact(self, request, case_id):
+        return cases.show_contact(self.db, request, case_id, **self._deps())
+
+    @page("POST", "/cases/<case_id>/tasks/<task>")
+    def complete_case_task(self, request, case_id, task):
+        return cases.complete_task(self.db, request, case_id, task, **self._deps())
+
     # -- the front desk: new complaint, new sale, look-up (front_desk.py) --------------------------
+
+    @page("GET", "/complaints/new")
+    def new_complaint_form(self, request):
+        return front_desk.complaint_form(self.db, request, policy=self.env.policy, now=self.env.now())
+
+    @page("POST", "/complaints/new")
+    def new_complaint(self, request):
+        return front_desk.complaint_submit(self.db, request, **self._deps())
+
+    @page("GET", "/sales/new")
+    def new_sale_form(self, request):
+        return front_desk.sale_form(self.db, request, policy=self.env.policy, now=self.env.now())
+
+    @page("POST", "/sales/new")
+    def new_sale(self, request):
+        return front_desk.sale_submit(self.db, request, **self._deps())
+
+    @page("GET", "/lookup")
+    def lookup(self, request):
+        return front_desk.lookup(self.db, request, **self._deps())
+
 
     # -- aftercare: the call list and a visit (call_list.py) ---------------------------------------
 
+    @page("GET", "/visits")
+    def call_list_page(self, request):
+        return call_list.call_list(self.db, request, **self._deps())
+
+    @page("POST", "/visits/next")
+    def next_visit(self, request):
+        return call_list.next_visit(self.db, request, **self._deps())
+
+    @page("GET", "/visits/<visit_id>")
+    def visit(self, request, visit_id):
+        return call_list.visit_page(self.db, request, visit_id, **self._deps())
+
+    @page("GET", "/visits/<visit_id>/contact")
+    def visit_contact(self, request, visit_id):
+        return call_list.contact(self.db, request, visit_id, **self._deps())
+
+    @page("POST", "/visits/<visit_id>/attempts")
+    def visit_attempt(self, request, visit_id):
+        return call_list.record_attempt(self.db, request, visit_id, **self._deps())
+
+    @page("GET", "/visits/<visit_id>/urgent-case")
+    def visit_urgent_case(self, request, visit_id):
+        return call_list.urgent_case(self.db, request, visit_id, **self._deps())
+
+    def _deps(self) -> dict:
+        """What a page working the services needs: their clients, the staff tokens, the policy, now."""
+        return dict(services=self.backends.services, tokens=self.backends.tokens, policy=self.env.policy,
+                    now=self.env.now())
+
     # -- HQ and everyone: alerts, the dashboard's link, notifications (overview.py) -----------------
+
+    dashboard = overview.DashboardLink()  # the dashboard link's tokens; its base from DASHBOARD_URL
+
+    @page("GET", "/alerts")
+    def alerts(self, request):
+        return overview.alerts(self.db, request, dashboard=self.dashboard, **self._deps())
+
+    @page("GET", "/notifications")
+    def notifications(self, request):
+        return overview.notifications(self.db, request, **self._deps())
 
     @page("GET", "/static/<path:name>")
     def static(self, request, name):

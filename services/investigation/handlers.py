@@ -15,13 +15,15 @@ from services.investigation.domain import SYSTEM, Actor, Case, CaseRuleBroken, C
 from services.investigation.policy import PERMISSIONS
 from services.investigation.remedies import RemedyRefused
 from services.investigation.schemas import (
-    PROCESS_TASK, TASK_BODIES, ArchiveQuery, CaseQuery, LegalHoldIn, PauseIn, ResumeIn, TaskQuery,
+    PROCESS_TASK, TASK_BODIES, ArchiveQuery, CaseQuery, ContactQuery, LegalHoldIn, PauseIn, ResumeIn, TaskQuery,
 )
 from shared.calendar.clock import isoformat
 from shared.notifications.queue import StaffMessage
-from shared.security.contact import ContactUnavailable
+from shared.security.contact import ContactUnavailable, contact_reader
 from shared.security.auth import Identity
-from shared.web.errors import Conflict, Forbidden, NotFound, RuleRefused, ValidationFailed, branch_gone
+from shared.web.errors import (
+    Conflict, Forbidden, NotFound, RuleRefused, ServiceUnavailable, ValidationFailed, branch_gone,
+)
 from shared.web.requests import load, load_query, page, path_id
 from shared.workflow import InstanceExists, StepResult, TaskNotWaiting
 
@@ -176,6 +178,46 @@ def read_archive(store, *, identity: Identity, case_id: str, read_query: Callabl
         return {"case": case.view(now, uow.cases.timeline(case_id)), "contact": contact,
                 "contact_unavailable": unavailable, "purpose": data["purpose"], "accessed_at": isoformat(now),
                 "accessed_by": identity.subject}
+
+
+# -- the customer's contact on request, for the staff member working the case ----------------------
+
+CONTACT_CALL = "intake.get_contact"  # intake's RPC for a record's contact; a grant is made for this call only
+CONTACT_WAIT = 3.0  # seconds: less than the console waits for one call (5 s), so its user hears why
+CONTACT_QUERY = ContactQuery()
+
+
+def case_contact_reader(intake_rpc, timeout: float = CONTACT_WAIT):
+    """`read(identity, record_id, purpose)` -> the contact intake gives the user working the case
+    (logged in intake's contact-access log with the purpose), or ContactUnavailable."""
+    return contact_reader(intake_rpc, CONTACT_CALL, timeout)
+
+
+def read_contact(store, *, identity: Identity, case_id: str, read_query: Callable[[], dict], read_contact,
+                 now: datetime) -> dict:
+    """The customer's contact, asked of intake now with the caller's identity and stated purpose
+    (intake logs the read), for a role that works cases, on a case in its scope that is not
+    closed (a closed case's is the archive's). Never stored here. In the API's order: 404, 409,
+    403, 400; intake not answering (or refusing): 503 saying why."""
+    case_id = path_id(case_id, "case")
+    with store.unit_of_work() as uow:
+        case = _case_in_scope(uow, identity, case_id)
+        if case.state == "closed":
+            raise Conflict(f"case {case.reference} is closed: its contact is read through the archive "
+                           "(GET /v1/archive/cases/{id}, HQ and auditors)")
+        PERMISSIONS.require(identity, "case:contact")
+        data, errors = load(CONTACT_QUERY, read_query())
+        if errors:
+            raise ValidationFailed("say why the contact is read (purpose=...)", fields=errors)
+        _, record_id = case.message_record()
+        reference = case.reference
+    try:  # outside the transaction: no lock held while intake is asked
+        contact = read_contact(identity, record_id, data["purpose"])
+    except ContactUnavailable as why:
+        log.warning("contact of case %s not read: %s", case_id, why)
+        raise ServiceUnavailable(f"the customer's contact is not available now: {why}", retry_after=5) from None
+    return {"case_id": case_id, "reference": reference, "contact": contact, "purpose": data["purpose"],
+            "read_at": isoformat(now), "read_by": identity.subject}
 
 
 # -- legal holds: a case's personal data kept past the retention -----------------------------------
@@ -437,3 +479,84 @@ def message_outcome(store, *, event: dict, now: datetime) -> bool:
         case.message_outcome(event["type"], payload, now)
         _commit(uow, case, now, event["event_id"])
     return True
+
+
+# -- staff notices for the console ---------------------------------------------------------------
+# The escalation and approval messages a case queues for staff (StaffNotice -> the shared
+# notifications table, audience "staff", addressed to a role in a branch, a region or every
+# branch) are sent through the notification port; the console also lists them. A notice is the
+# caller's when it is addressed to the caller's role and its case lies in the caller's scope (the
+# address is the case's branch, its region or every branch, so this is the same rule). The
+# text is investigation's (English, from masked data); `kind` names what happened, read from
+# the wording domain.py gives each notice, so a reader can label it in its own language.
+
+import sqlalchemy as _sa  # noqa: E402 - this section's own needs, kept beside it
+from marshmallow import Schema as _Schema, fields as _fields  # noqa: E402
+
+from shared.web.requests import PageQuery as _PageQuery  # noqa: E402
+
+
+class NoticeQuery(_PageQuery):
+    """Only the page (limit 1-200, default 50; cursor): the caller's role and scope are the filter."""
+
+
+class NoticeOut(_Schema):
+    id = _fields.String()
+    kind = _fields.String(metadata={"description": "approval_requested, approval_overdue, escalated, sla_warning, "
+                                                   "overdue, corrective_action_overdue, customer_message_failed "
+                                                   "or other"})
+    case_id = _fields.String()
+    reference = _fields.String()
+    branch_code = _fields.String()
+    text = _fields.String()
+    created_at = _fields.String()
+    addressed_to = _fields.Dict(metadata={"description": "role, and branch or region (neither: every branch)"})
+
+
+class NoticePage(_Schema):
+    items = _fields.List(_fields.Nested(NoticeOut))
+    next_cursor = _fields.String(allow_none=True)
+
+
+NOTICE_QUERY = NoticeQuery()
+# The first wording that matches names the kind (domain.py writes them; the order matters:
+# "an approval is overdue since" before "overdue since", "escalated to you" before both).
+NOTICE_KINDS = (("approval_requested", "awaits your approval"), ("approval_overdue", "an approval is overdue"),
+                ("escalated", "escalated to you"), ("sla_warning", "of the time is gone"),
+                ("corrective_action_overdue", "the corrective action owned by"),
+                ("customer_message_failed", "could not be sent"), ("overdue", "overdue since"))
+_NOTICES_SQL = """
+SELECT n.id, n.subject_id, n.body, n.created_at, n.recipient, c.reference, c.branch_code
+FROM notifications n JOIN cases c ON c.id::text = n.subject_id
+WHERE n.audience = 'staff' AND split_part(n.recipient, ';', 1) = :role {scope} {after}
+ORDER BY n.id DESC LIMIT :limit"""
+
+
+def _notice_kind(text: str) -> str:
+    return next((kind for kind, words in NOTICE_KINDS if words in text), "other")
+
+
+def _notice_view(row) -> dict:
+    parts = dict(part.split(":", 1) for part in row.recipient.split(";") if ":" in part)
+    return {"id": str(row.id), "kind": _notice_kind(row.body), "case_id": str(row.subject_id),
+            "reference": row.reference, "branch_code": row.branch_code, "text": row.body,
+            "created_at": isoformat(row.created_at),
+            "addressed_to": {"role": parts.get("role"), "branch": parts.get("branch"), "region": parts.get("region")}}
+
+
+def list_notices(store, *, identity: Identity, query: dict) -> dict:
+    """GET /v1/notifications: the notices addressed to the caller's role about cases in its
+    scope, newest first, keyset-paginated by the notice's id (a 400 names each bad parameter)."""
+    params, after = load_query(NOTICE_QUERY, query, extra=1)
+    if after is not None and not (after[2].isdigit() and len(after[2]) <= 19):
+        raise ValidationFailed("invalid cursor", fields={"cursor": ["not a cursor this API gave out"]})
+    limit = params["limit"]
+    values: dict = {"role": f"role:{identity.role}", "limit": limit + 1}
+    scope = after_sql = ""
+    if identity.branches is not None:
+        scope, values["branches"] = "AND c.branch_code = ANY(:branches)", sorted(identity.branches)
+    if after is not None:
+        after_sql, values["after"] = "AND n.id < :after", int(after[2])
+    with store.unit_of_work() as uow:
+        rows = uow.conn.execute(_sa.text(_NOTICES_SQL.format(scope=scope, after=after_sql)), values).all()
+    return page(rows, limit, _notice_view, lambda r: (r.created_at, r.subject_id, str(r.id)))

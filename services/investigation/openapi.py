@@ -1,5 +1,5 @@
 """Investigation's OpenAPI document, from the schemas that validate its requests."""
-from services.investigation import schemas
+from services.investigation import handlers, schemas
 from shared.web.openapi import document, operation, operations_paths, query_parameters, schema_to_json
 
 _CASE = [{"name": "case_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}]
@@ -34,6 +34,14 @@ DOCUMENT = document("Closeloop investigation", "1", {
                           request=schemas.ResumeIn(), response=schemas.CaseOut(), parameters=_CASE,
                           errors=(400, 401, 403, 404, 409)),
     },
+    "/v1/cases/{case_id}/contact": {
+        "get": operation("The customer's contact, on request, for the staff member working the case (investigator, "
+                         "store, regional or HQ manager, in scope; not a closed case: the archive's): intake is asked "
+                         "with the caller's identity and the purpose, and logs the read; nothing is kept here. 503 "
+                         "when intake does not answer within 3 s", response=schemas.CaseContactOut(),
+                         parameters=_CASE + query_parameters(schemas.ContactQuery()),
+                         errors=(400, 401, 403, 404, 409, 503)),
+    },
     "/v1/archive/cases/{case_id}": {
         "get": operation("A closed case's whole record with the customer's contact (from intake), for HQ and "
                          "auditors; the read is logged with its purpose (archive_accessed)",
@@ -51,6 +59,13 @@ DOCUMENT = document("Closeloop investigation", "1", {
         "get": operation("Waiting tasks the caller may complete, soonest deadline first",
                          response=schemas.TaskPage(), parameters=query_parameters(schemas.TaskQuery()),
                          errors=(400, 401, 403)),
+    },
+    # -- staff notices for the console --
+    "/v1/notifications": {
+        "get": operation("The staff notices (escalations, approvals waiting, SLA warnings) addressed to the caller's "
+                         "role about cases in its scope, newest first; `kind` names what happened",
+                         response=handlers.NoticePage(), parameters=query_parameters(handlers.NoticeQuery()),
+                         errors=(400, 401)),
     },
     **operations_paths(),
 })

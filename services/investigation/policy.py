@@ -39,6 +39,9 @@ PERMISSIONS = Permissions({
     # The archive: a closed case's whole record with the customer's contact, read with a stated
     # purpose and logged (archive_accessed); HQ and auditors only.
     "case:archive": {"hq_admin", "hq_analyst", "auditor"},
+    # An open case's customer contact, read through intake with a stated purpose (intake logs it):
+    # the roles that work cases.
+    "case:contact": {"investigator", "store_manager", "regional_manager", "hq_admin"},
     # Keeping a case's personal data past the retention (a dispute, a lawsuit), and letting it go.
     "case:legal_hold": {"hq_admin"},
 })

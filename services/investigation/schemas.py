@@ -144,6 +144,12 @@ class ArchiveQuery(Strict):
     purpose = Text(500, _a_purpose, required=True)
 
 
+class ContactQuery(Strict):
+    """Why the staff member working the case reads the customer's contact now (a call back, the
+    complaint handled): intake logs it with who read it. The same rule of purpose as intake's."""
+    purpose = Text(500, _a_purpose, required=True)
+
+
 class LegalHoldIn(Strict):
     reason = Text(500, required=True)  # why: a dispute, a lawsuit, a regulator's request
 
@@ -264,6 +270,15 @@ class ArchiveOut(Schema):
     purpose = fields.String()
     accessed_at = fields.String()
     accessed_by = fields.String()
+
+
+class CaseContactOut(Schema):
+    case_id = fields.String()
+    reference = fields.String()
+    contact = fields.Nested(ContactOut)
+    purpose = fields.String(metadata={"description": "as intake logged it"})
+    read_at = fields.String()
+    read_by = fields.String()
 
 
 class LegalHoldOut(Schema):

@@ -117,6 +117,12 @@ class InvestigationService(Operations):
                                      read_contact=archived_contact_reader(self.intake), now=self.env.now(),
                                      causation_id=correlation_id(request))
 
+    @api("GET", "/v1/cases/<case_id>/contact")
+    def read_contact(self, request, case_id):
+        return handlers.read_contact(self.db, identity=identity(request), case_id=case_id,
+                                     read_query=lambda: query_args(request),
+                                     read_contact=handlers.case_contact_reader(self.intake), now=self.env.now())
+
     @api("PUT", "/v1/cases/<case_id>/legal-hold")
     def set_legal_hold(self, request, case_id):
         return handlers.set_legal_hold(self.db, identity=identity(request), case_id=case_id,
@@ -136,3 +142,9 @@ class InvestigationService(Operations):
 
     def more_shared_metrics(self) -> str:
         return polling.timer_gauges(self.name, self.db.engine, self.processes.engine, self.env.now())
+
+    # -- staff notices for the console ---------------------------------------------------------------
+
+    @api("GET", "/v1/notifications")
+    def list_notices(self, request):
+        return handlers.list_notices(self.db, identity=identity(request), query=query_args(request))

@@ -378,6 +378,19 @@ def http():
     session.close()
 
 
+def purge_queues_of(amqp_uri: str, service: str) -> None:
+    """Empty a service's event queues on the tests' shared vhost: events that tests which ran
+    without the service published there wait for it, and are not this test's."""
+    from shared.messaging.consumer import handlers_of
+    from shared.runtime.config import service_class
+
+    with kombu.Connection(amqp_uri) as conn:
+        channel = conn.channel()
+        for handler in handlers_of(service_class(service), (1000,)):
+            handler.queue()(channel).declare()
+            channel.queue_purge(handler.queue_name)
+
+
 def wait_until(condition, what: str, timeout: float = 15.0, interval: float = 0.05):
     """Poll `condition` until it is true, or fail naming `what` at the deadline."""
     deadline = time.monotonic() + timeout

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from services.investigation.handlers import ADVERSE_REACTION_CASES
 from shared.testing.fixtures import database_rows, handled, jsonbody, wait_until
-from tests.e2e.test_investigation_cases import SHANGHAI, Chain, bearer, publish_raw
+from tests.e2e.test_investigation_cases import Chain, bearer, publish_raw
 from tests.e2e.test_investigation_closure import done, resolve, to_remedy
 
 pytestmark = pytest.mark.e2e
@@ -70,8 +70,10 @@ def queue(chain, role=AGENT, **query) -> tuple[int, dict]:
     return answer.status_code, jsonbody(answer)
 
 
-def visit(chain, visit_id, role=AGENT) -> tuple[int, dict]:
-    answer = chain.http.get(chain.aftercare.url(f"/v1/visits/{visit_id}"),
+def visit(chain, visit_id, role=AGENT, purpose: str | None = None) -> tuple[int, dict]:
+    """The visit; with `purpose`, its contact read from intake too (contact=true: logged there)."""
+    params = {"contact": "true", "purpose": purpose} if purpose else None
+    answer = chain.http.get(chain.aftercare.url(f"/v1/visits/{visit_id}"), params=params,
                             headers=bearer(chain.token(role[0], branch=role[1])), timeout=10)
     return answer.status_code, jsonbody(answer)
 
@@ -98,6 +100,8 @@ def test_a_hair_colour_sale_is_an_allergy_check_due_two_days_later_at_the_next_c
     wait_until(lambda: [v for v in queue(chain)[1]["items"] if v["id"] == listed["id"]], "the visit in the queue")
     status, detail = visit(chain, listed["id"])
     assert status == 200 and detail["follows"]["type"] == "sale" and detail["follows"]["id"] == sale_id
+    assert detail["contact"] is None and detail["contact_unavailable"] is None  # not asked: intake not asked
+    status, detail = visit(chain, listed["id"], purpose="过敏回访")
     assert detail["contact"]["phone"] == "13700002222" and detail["contact_unavailable"] is None  # from intake
     assert visit(chain, listed["id"], role=("aftercare_agent", "SH002"))[0] == 404
     assert queue(chain, role=("aftercare_agent", "SH002"))[1]["items"] == []
@@ -134,7 +138,7 @@ def test_three_calls_unanswered_then_a_message_through_intake_then_the_visit_is_
     chain.clock.set(DUE + timedelta(days=7))  # no answer 7 days after due
     [abandoned] = visit_events(chain, sale_id, "visit_abandoned")
     assert abandoned["payload"]["attempts"] == 3 and abandoned["payload"]["reason"] == "no answer"
-    status, detail = visit(chain, visit_id)
+    status, detail = visit(chain, visit_id, purpose="回访")
     assert detail["status"] == "abandoned" and detail["contact"] is None  # a finished visit's contact is not read
     late = attempt(chain, visit_id, {"outcome": "reached", "answers": ANSWERS})
     assert late.status_code == 409 and "abandoned" in jsonbody(late)["error"]["message"]
@@ -258,7 +262,7 @@ def test_the_api_answers_in_its_error_order_and_names_every_wrong_field(chain):
     assert queue(chain, role=("front_desk", "SH001"))[0] == 403
     status, hq = queue(chain, role=("hq_admin", "*"))
     assert status == 200 and visit_id in [v["id"] for v in hq["items"]]
-    status, detail = visit(chain, visit_id, role=("hq_analyst", "*"))
+    status, detail = visit(chain, visit_id, role=("hq_analyst", "*"), purpose="回访")
     assert status == 200 and detail["contact"] is None and "does not call" in detail["contact_unavailable"]
     done(attempt(chain, visit_id, {"outcome": "reached", "answers": ANSWERS}))
     assert attempt(chain, visit_id, {"outcome": "not_reached"}).status_code == 409  # finished

@@ -21,6 +21,46 @@ console = test_console.console  # the console fixture, shared
 DEADLINE = 15
 
 
+class Phone:
+    """What every console browser test does with Debian's Chromium at 390 px: wait for a
+    condition (failing with the page), sign in, and take a screenshot of the whole page."""
+
+    def __init__(self, chromium, tmp_path, prefix: str = "console"):
+        self.chromium, self.tmp_path, self.prefix = chromium, tmp_path, prefix
+
+    def until(self, condition, what: str):
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        try:
+            return WebDriverWait(self.chromium, DEADLINE, poll_frequency=0.1).until(lambda d: condition(d))
+        except Exception:
+            raise AssertionError(f"waited {DEADLINE}s for {what}; page: {self.chromium.page_source[:2000]}") from None
+
+    def sign_in(self, url: str, login: str, password: str = PASSWORD) -> None:
+        """Open `url` signed out, sign in on the form it sends the browser to."""
+        from selenium.webdriver.common.by import By
+
+        self.chromium.get(url)
+        self.until(lambda d: d.find_elements(By.ID, "login-form"), "the sign-in form")
+        self.chromium.find_element(By.ID, "login").send_keys(login)
+        self.chromium.find_element(By.ID, "password").send_keys(password)
+        self.chromium.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+
+    def shot(self, name: str, tall: bool = True, most: int = 4000) -> str:
+        """A screenshot with no sideways scroll: the whole page (`tall`), as a phone scrolls it."""
+        chromium = self.chromium
+        assert chromium.execute_script("return document.documentElement.scrollWidth") <= 390, name
+        if tall:
+            height = chromium.execute_script("return document.documentElement.scrollHeight")
+            chromium.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": 390, "height": min(max(844, height), most), "deviceScaleFactor": 1, "mobile": True})
+        path = str(self.tmp_path / f"{self.prefix}-{name}.png")
+        assert chromium.save_screenshot(path)
+        chromium.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                 {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+        return path
+
+
 @pytest.fixture
 def chromium():
     if not (os.path.exists(CHROMIUM) and shutil.which(CHROMEDRIVER)):
@@ -47,7 +87,6 @@ def chromium():
 def test_a_store_manager_signs_in_and_sees_my_work_in_chinese_and_english(
         chromium, console, start_service, amqp_uri, clock, token, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     investigation = start_service("investigation", clock=clock)
     c = console(INVESTIGATION_URL=investigation.base_url)
@@ -58,17 +97,9 @@ def test_a_store_manager_signs_in_and_sees_my_work_in_chinese_and_english(
     wait_until(lambda: requests.get(case, headers=manager, timeout=5).status_code == 200, "the case to open")
     c.add("amy", name="王店长")
 
-    def until(condition, what):
-        try:
-            return WebDriverWait(chromium, DEADLINE, poll_frequency=0.1).until(lambda d: condition(d))
-        except Exception:
-            raise AssertionError(f"waited {DEADLINE}s for {what}; page: {chromium.page_source[:1500]}") from None
-
-    chromium.get(c.service.base_url + "/")  # not signed in: the sign-in form
-    until(lambda d: d.find_elements(By.ID, "login-form"), "the sign-in form")
-    chromium.find_element(By.ID, "login").send_keys("amy")
-    chromium.find_element(By.ID, "password").send_keys(PASSWORD)
-    chromium.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+    phone = Phone(chromium, tmp_path)
+    until = phone.until
+    phone.sign_in(c.service.base_url + "/", "amy")  # not signed in: the sign-in form first
     until(lambda d: d.find_elements(By.CSS_SELECTOR, ".task .countdown"), "my work with its task")
     assert chromium.find_element(By.TAG_NAME, "h1").text == "我的工作"
     assert "SH001-20261122-0001" in chromium.find_element(By.CSS_SELECTOR, ".task .ref").text

@@ -7,7 +7,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-import kombu
 import openpyxl
 import pytest
 import sqlalchemy as sa
@@ -16,11 +15,9 @@ from services.investigation.handlers import ADVERSE_REACTION_CASES
 from services.reporting import handlers
 from services.reporting.policy import ReportingRules
 from services.reporting.repository import ReportingStore
-from shared.messaging.consumer import handlers_of
 from shared.messaging.envelope import build_event
 from shared.persistence import db
-from shared.runtime.config import service_class
-from shared.testing.fixtures import database_rows, jsonbody, wait_until
+from shared.testing.fixtures import database_rows, jsonbody, purge_queues_of, wait_until
 from shared.testing.samples import complaint_request
 from tests.e2e.test_investigation_cases import COMPLAINT_REQUEST, FINDINGS, Chain, bearer, publish_raw
 
@@ -31,11 +28,7 @@ HQ = ("hq_analyst", "*")
 def purge_reporting_queues(amqp_uri: str) -> None:
     """Reporting's queues take every event of the other services, also those of tests that ran
     without reporting: what an earlier test left there is not this chain's."""
-    with kombu.Connection(amqp_uri) as conn:
-        channel = conn.channel()
-        for handler in handlers_of(service_class("reporting"), (1000,)):
-            handler.queue()(channel).declare()
-            channel.queue_purge(handler.queue_name)
+    purge_queues_of(amqp_uri, "reporting")
 
 
 @pytest.fixture

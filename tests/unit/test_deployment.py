@@ -130,11 +130,12 @@ def test_dockerfile_copies_existing_paths_and_installs_the_project():
 # --- the gateway: one front door routing DESIGN.md's paths ------------------------------------
 
 GATEWAY_CONF = ROOT / "gateway" / "closeloop.conf"
-# DESIGN.md's HTTP section, path by path, with the service (and port) that answers it.
+# DESIGN.md's HTTP section, path by path, with the service (and port) that answers it (and the
+# staff notices investigation serves the console).
 ROUTES = {"/v1/complaints": "intake:8001", "/v1/sales": "intake:8001",
           "/v1/cases": "investigation:8002", "/v1/tasks": "investigation:8002",
           "/v1/archive": "investigation:8002", "/v1/standard-answers": "investigation:8002",
-          "/v1/visits": "aftercare:8003",
+          "/v1/notifications": "investigation:8002", "/v1/visits": "aftercare:8003",
           "/v1/kpis": "reporting:8004", "/v1/alerts": "reporting:8004", "/v1/exports": "reporting:8004",
           "/v1/access-log": "reporting:8004", "/v1/customers": "reporting:8004",
           "/dashboard": "reporting:8004", "/": "console:8005"}
