@@ -29,11 +29,16 @@ class Phone:
         self.chromium, self.tmp_path, self.prefix = chromium, tmp_path, prefix
 
     def until(self, condition, what: str):
+        from selenium.common.exceptions import (
+            NoSuchElementException, StaleElementReferenceException, TimeoutException)
         from selenium.webdriver.support.ui import WebDriverWait
 
+        # An element read while the page navigates or htmx swaps it goes stale: look again.
+        wait = WebDriverWait(self.chromium, DEADLINE, poll_frequency=0.1,
+                             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
         try:
-            return WebDriverWait(self.chromium, DEADLINE, poll_frequency=0.1).until(lambda d: condition(d))
-        except Exception:
+            return wait.until(lambda d: condition(d))
+        except TimeoutException:
             raise AssertionError(f"waited {DEADLINE}s for {what}; page: {self.chromium.page_source[:2000]}") from None
 
     def sign_in(self, url: str, login: str, password: str = PASSWORD) -> None:
