@@ -598,7 +598,7 @@ def ingest_run(env, amqp: str, policy_file: str, messages: list, batch: int, wor
             "backends": len(backends), "failed_events": failed, "complete": done >= total, **shape}
 
 
-def measure_ingest(env, events: int = 50_000, batches=(250, 100, 500), timeout: float = 300,
+def measure_ingest(env, events: int = 50_000, batches=(500, 250, 100), timeout: float = 300,
                    preload: int = 0) -> dict:
     now = datetime.now(timezone.utc)
     regions_of = chain()
@@ -1231,7 +1231,8 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     ingest = sub.add_parser("ingest", help="events a second one reporting process logs and folds from the bus")
     ingest.add_argument("--events", type=int, default=50_000, help="events published (default 50,000)")
-    ingest.add_argument("--batches", default="250,100,500", help="batch sizes, one run each (default 250,100,500)")
+    ingest.add_argument("--batches", default="500,250,100",
+                        help="batch sizes, one run each (default 500,250,100: the service's default first)")
     ingest.add_argument("--timeout", type=float, default=300, help="the most one run may take (default 300 s)")
     ingest.add_argument("--preload", type=int, default=0,
                         help="cases loaded (as `kpis` loads them) before each run (default none)")

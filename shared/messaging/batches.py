@@ -24,7 +24,9 @@ from shared.messaging import topology
 from shared.messaging.consumer import EventConsumer
 from shared.messaging.failures import is_temporary
 
-DEFAULT_BATCH, DEFAULT_WAIT_MS = 250, 100
+# 500: reporting's batches also add to the KPI cells; at 250 one process folds about 1,700 events a
+# second, at 500 about 2,100 (README, Benchmarks). A quiet bus still flushes after 100 ms.
+DEFAULT_BATCH, DEFAULT_WAIT_MS = 500, 100
 
 
 class BatchEventConsumer(EventConsumer):
