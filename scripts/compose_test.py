@@ -376,6 +376,7 @@ def check(project: Project) -> None:
     check_investigation(project)
     check_aftercare(project)
     check_reporting(project)
+    check_console(project)
 
 
 def check_investigation(project: Project) -> None:
@@ -523,6 +524,40 @@ def check_reporting(project: Project) -> None:
         if not got.startswith(kind):
             raise Failed(f"GET {path} through the gateway is {got!r}, not {kind}")
     say("reporting: a branch manager sees its own branch; the dashboard and its script through the gateway")
+
+
+def check_console(project: Project) -> None:
+    """The staff console behind the gateway at /: a store manager of GZ001 added with `closeloop
+    staff add` (the password on standard input) signs in through the gateway's /login form and
+    sees "my work" with the GZ001 case's task from investigation."""
+    import http.cookiejar
+    import urllib.parse
+
+    password = f"compose-{uuid.uuid4().hex[:12]}"
+    added = subprocess.run([*project.compose, *project.files, "-p", project.name, "run", "--rm", "-T", "migrate",
+                            "closeloop", "staff", "add", "gina", "--name", "GZ manager", "--role", "store_manager",
+                            "--branch", "GZ001"], cwd=ROOT, env=project.env, input=password + "\n",
+                           capture_output=True, text=True, timeout=180)
+    if added.returncode != 0:
+        raise Failed(f"closeloop staff add failed ({added.returncode}): {added.stdout[-500:]}{added.stderr[-1000:]}")
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def page(path: str, form: dict | None = None) -> tuple[int, str]:
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        try:
+            with browser.open(urllib.request.Request(f"{project.gateway}{path}", data=data), timeout=15) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+
+    status, form = page("/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    if status != 200 or not csrf:
+        raise Failed(f"GET /login through the gateway answered {status} without a form: {form[:300]}")
+    status, work = page("/login", {"login": "gina", "password": password, "csrf_token": csrf.group(1)})
+    if status != 200 or "GZ001" not in work or "我的工作" not in work:
+        raise Failed(f"signing in through the gateway ended on {status}: {work[:500]}")
+    say("console: a store manager added with `closeloop staff add` signs in through the gateway and sees my work")
 
 
 def fault(project: Project) -> None:
