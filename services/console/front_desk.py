@@ -305,24 +305,30 @@ def _send_once(request, caller, services, tokens, path: str, body: dict, key: st
         return None, form(key=key, problem=INTAKE_DOWN, status=503)
 
 
-def complaint_submit(store, request, *, services, tokens, policy, now: datetime):
+def _submit(store, request, *, services, tokens, policy, now: datetime, page, body_of, path: str, lines: str,
+            done):
+    """A front-desk form sent to intake once (its idempotency key): `done(caller, answer)`, or the
+    form again (`page`) with why; "add a row" shows the form again with nothing sent."""
     values = web.form(request)
     caller = _desk_caller(store, request, now, values=values)
     branches = _branches(caller.staff, policy)
+    form = lambda **more: page(request, caller, policy, branches, values=values, **more)  # noqa: E731
     key = values.get("idempotency_key") or ""
     if values.get("action", "").startswith("add_"):  # one more row: the form again, nothing sent
-        return _complaint_page(request, caller, policy, branches, values=values, key=key if _KEY.match(key)
-                               else str(uuid.uuid4()))
+        return form(key=key if _KEY.match(key) else str(uuid.uuid4()))
     if not _KEY.match(key):
-        return _complaint_page(request, caller, policy, branches, values=values, key=str(uuid.uuid4()),
-                               problem=NO_KEY, status=400)
-    body, sent = complaint_body(values, branches=branches, policy=policy)
-    answer, again = _send_once(request, caller, services, tokens, "/v1/complaints", body, key, {"products": sent},
-                               lambda **more: _complaint_page(request, caller, policy, branches, values=values, **more))
-    if again is not None:
-        return again
-    return web.html(request, caller, "front_desk_complaint_done.html", here="/complaints/new",
-                    complaint=_complaint_view(answer, caller.language, policy), now_iso=now.isoformat())
+        return form(key=str(uuid.uuid4()), problem=NO_KEY, status=400)
+    body, sent = body_of(values, branches=branches, policy=policy)
+    answer, again = _send_once(request, caller, services, tokens, path, body, key, {lines: sent}, form)
+    return again if again is not None else done(caller, answer)
+
+
+def complaint_submit(store, request, *, services, tokens, policy, now: datetime):
+    return _submit(store, request, services=services, tokens=tokens, policy=policy, now=now, page=_complaint_page,
+                   body_of=complaint_body, path="/v1/complaints", lines="products",
+                   done=lambda caller, answer: web.html(
+                       request, caller, "front_desk_complaint_done.html", here="/complaints/new",
+                       complaint=_complaint_view(answer, caller.language, policy), now_iso=now.isoformat()))
 
 
 def _complaint_view(answer: dict, language: str, policy) -> dict:
@@ -416,23 +422,11 @@ def sale_body(values: dict, *, branches: list[str], policy) -> tuple[dict, dict[
 
 
 def sale_submit(store, request, *, services, tokens, policy, now: datetime):
-    values = web.form(request)
-    caller = _desk_caller(store, request, now, values=values)
-    branches = _branches(caller.staff, policy)
-    key = values.get("idempotency_key") or ""
-    if values.get("action", "").startswith("add_"):
-        return _sale_page(request, caller, policy, branches, values=values,
-                          key=key if _KEY.match(key) else str(uuid.uuid4()))
-    if not _KEY.match(key):
-        return _sale_page(request, caller, policy, branches, values=values, key=str(uuid.uuid4()), problem=NO_KEY,
-                          status=400)
-    body, sent = sale_body(values, branches=branches, policy=policy)
-    answer, again = _send_once(request, caller, services, tokens, "/v1/sales", body, key, {"items": sent},
-                               lambda **more: _sale_page(request, caller, policy, branches, values=values, **more))
-    if again is not None:
-        return again
-    return web.html(request, caller, "front_desk_sale_done.html", here="/sales/new",
-                    sale=_sale_view(answer, caller.language, policy))
+    return _submit(store, request, services=services, tokens=tokens, policy=policy, now=now, page=_sale_page,
+                   body_of=sale_body, path="/v1/sales", lines="items",
+                   done=lambda caller, answer: web.html(request, caller, "front_desk_sale_done.html",
+                                                        here="/sales/new",
+                                                        sale=_sale_view(answer, caller.language, policy)))
 
 
 def _sale_view(answer: dict, language: str, policy) -> dict:

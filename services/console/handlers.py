@@ -58,15 +58,20 @@ def add_staff(store, *, login: str, name: str, role: str, branch: str | None, re
     return member
 
 
-def disable_staff(store, *, login: str, now: datetime) -> int:
-    """The staff member may no longer sign in; every session of theirs ends now. The count of
-    sessions ended."""
+def _change_staff(store, login: str, now: datetime, **changes) -> int:
+    """The staff member changed; every session of theirs ends now. The count of sessions ended."""
     with store.unit_of_work() as uow:
         member = uow.staff.by_login(login)
         if member is None:
             raise UnknownStaff(login)
-        uow.staff.update(login, now, active=False)
+        uow.staff.update(login, now, **changes)
         return uow.sessions.end_all_of(member.id)
+
+
+def disable_staff(store, *, login: str, now: datetime) -> int:
+    """The staff member may no longer sign in; every session of theirs ends now. The count of
+    sessions ended."""
+    return _change_staff(store, login, now, active=False)
 
 
 def reset_password(store, *, login: str, password: str, now: datetime) -> int:
@@ -75,13 +80,7 @@ def reset_password(store, *, login: str, password: str, now: datetime) -> int:
     problem = password_problem(password)
     if problem:
         raise StaffRefused("the password was not changed", {"password": [problem]})
-    hashed = passwords.hash_password(password)
-    with store.unit_of_work() as uow:
-        member = uow.staff.by_login(login)
-        if member is None:
-            raise UnknownStaff(login)
-        uow.staff.update(login, now, password_hash=hashed)
-        return uow.sessions.end_all_of(member.id)
+    return _change_staff(store, login, now, password_hash=passwords.hash_password(password))
 
 
 def purge_sessions(store, *, now: datetime, rules) -> int:

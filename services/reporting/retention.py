@@ -36,24 +36,37 @@ def _held_ids(uow) -> set[str]:
     return {record for record, (_, kind) in newest.items() if kind == "legal_hold_set"}
 
 
-def _due_cases(uow, closed_before: datetime, *, limit: int | None, lock: bool) -> list:
-    c = models.case_facts
+def _unheld(uow, find, record_id, *, limit: int | None, lock: bool) -> list:
+    """The rows `find` selects but those under a legal hold, locked (skipping rows another run
+    holds) when `lock`."""
     held = _held_ids(uow)
-    find = (sa.select(c.c.case_id.label("id"), c.c.facts).where(c.c.closed_at < closed_before,
-                                                                 c.c.anonymised_at.is_(None))
-            .order_by(c.c.closed_at, c.c.case_id))
     if held:
-        find = find.where(c.c.case_id.not_in(sorted(held)))
+        find = find.where(record_id.not_in(sorted(held)))
     return uow.execute((find.with_for_update(skip_locked=True) if lock else find).limit(limit)).all()
 
 
-def _held_cases(uow, closed_before: datetime) -> int:
-    c = models.case_facts
+def _count_held(uow, record_id, *due) -> int:
+    """How many records past the retention (`due`) a legal hold keeps."""
     held = _held_ids(uow)
     if not held:
         return 0
-    return uow.execute(sa.select(sa.func.count()).where(c.c.closed_at < closed_before, c.c.anonymised_at.is_(None),
-                                                        c.c.case_id.in_(sorted(held)))).scalar_one()
+    return uow.execute(sa.select(sa.func.count()).where(*due, record_id.in_(sorted(held)))).scalar_one()
+
+
+def _cases_closed_before(closed_before: datetime) -> tuple:
+    c = models.case_facts
+    return c.c.closed_at < closed_before, c.c.anonymised_at.is_(None)
+
+
+def _due_cases(uow, closed_before: datetime, *, limit: int | None, lock: bool) -> list:
+    c = models.case_facts
+    find = (sa.select(c.c.case_id.label("id"), c.c.facts).where(*_cases_closed_before(closed_before))
+            .order_by(c.c.closed_at, c.c.case_id))
+    return _unheld(uow, find, c.c.case_id, limit=limit, lock=lock)
+
+
+def _held_cases(uow, closed_before: datetime) -> int:
+    return _count_held(uow, models.case_facts.c.case_id, *_cases_closed_before(closed_before))
 
 
 def _scrub_log(uow, record_id: str, customer_masked: dict | None, now: datetime) -> None:
@@ -82,25 +95,20 @@ def _anonymise_cases(uow, rows: list, now: datetime) -> None:
         _scrub_log(uow, str(row.id), row.facts.get("customer_masked"), now)
 
 
+def _sales_before(sold_before: datetime) -> tuple:
+    log = models.event_log
+    return log.c.type == "sale_recorded", log.c.occurred_at < sold_before, log.c.anonymised_at.is_(None)
+
+
 def _due_sales(uow, sold_before: datetime, *, limit: int | None, lock: bool) -> list:
     log = models.event_log
-    held = _held_ids(uow)
-    find = (sa.select(log.c.correlation_id.label("id"), log.c.envelope)
-            .where(log.c.type == "sale_recorded", log.c.occurred_at < sold_before, log.c.anonymised_at.is_(None))
+    find = (sa.select(log.c.correlation_id.label("id"), log.c.envelope).where(*_sales_before(sold_before))
             .order_by(log.c.occurred_at, log.c.id))
-    if held:
-        find = find.where(log.c.correlation_id.not_in(sorted(held)))
-    return uow.execute((find.with_for_update(skip_locked=True) if lock else find).limit(limit)).all()
+    return _unheld(uow, find, log.c.correlation_id, limit=limit, lock=lock)
 
 
 def _held_sales(uow, sold_before: datetime) -> int:
-    log = models.event_log
-    held = _held_ids(uow)
-    if not held:
-        return 0
-    return uow.execute(sa.select(sa.func.count()).where(
-        log.c.type == "sale_recorded", log.c.occurred_at < sold_before, log.c.anonymised_at.is_(None),
-        log.c.correlation_id.in_(sorted(held)))).scalar_one()
+    return _count_held(uow, models.event_log.c.correlation_id, *_sales_before(sold_before))
 
 
 def _anonymise_sales(uow, rows: list, now: datetime) -> None:
