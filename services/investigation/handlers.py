@@ -15,7 +15,8 @@ from services.investigation.domain import SYSTEM, Actor, Case, CaseRuleBroken, C
 from services.investigation.policy import PERMISSIONS
 from services.investigation.remedies import RemedyRefused
 from services.investigation.schemas import (
-    PROCESS_TASK, TASK_BODIES, ArchiveQuery, CaseQuery, ContactQuery, LegalHoldIn, PauseIn, ResumeIn, TaskQuery,
+    PROCESS_TASK, TASK_BODIES, ArchiveQuery, CaseQuery, ContactQuery, LegalHoldIn, NoticeQuery, PauseIn, ResumeIn,
+    TaskQuery,
 )
 from shared.calendar.clock import isoformat
 from shared.notifications.queue import StaffMessage
@@ -490,34 +491,6 @@ def message_outcome(store, *, event: dict, now: datetime) -> bool:
 # text is investigation's (English, from masked data); `kind` names what happened, read from
 # the wording domain.py gives each notice, so a reader can label it in its own language.
 
-import sqlalchemy as _sa  # noqa: E402 - this section's own needs, kept beside it
-from marshmallow import Schema as _Schema, fields as _fields  # noqa: E402
-
-from shared.web.requests import PageQuery as _PageQuery  # noqa: E402
-
-
-class NoticeQuery(_PageQuery):
-    """Only the page (limit 1-200, default 50; cursor): the caller's role and scope are the filter."""
-
-
-class NoticeOut(_Schema):
-    id = _fields.String()
-    kind = _fields.String(metadata={"description": "approval_requested, approval_overdue, escalated, sla_warning, "
-                                                   "overdue, corrective_action_overdue, customer_message_failed "
-                                                   "or other"})
-    case_id = _fields.String()
-    reference = _fields.String()
-    branch_code = _fields.String()
-    text = _fields.String()
-    created_at = _fields.String()
-    addressed_to = _fields.Dict(metadata={"description": "role, and branch or region (neither: every branch)"})
-
-
-class NoticePage(_Schema):
-    items = _fields.List(_fields.Nested(NoticeOut))
-    next_cursor = _fields.String(allow_none=True)
-
-
 NOTICE_QUERY = NoticeQuery()
 # The first wording that matches names the kind (domain.py writes them; the order matters:
 # "an approval is overdue since" before "overdue since", "escalated to you" before both).
@@ -525,11 +498,6 @@ NOTICE_KINDS = (("approval_requested", "awaits your approval"), ("approval_overd
                 ("escalated", "escalated to you"), ("sla_warning", "of the time is gone"),
                 ("corrective_action_overdue", "the corrective action owned by"),
                 ("customer_message_failed", "could not be sent"), ("overdue", "overdue since"))
-_NOTICES_SQL = """
-SELECT n.id, n.subject_id, n.body, n.created_at, n.recipient, c.reference, c.branch_code
-FROM notifications n JOIN cases c ON c.id::text = n.subject_id
-WHERE n.audience = 'staff' AND split_part(n.recipient, ';', 1) = :role {scope} {after}
-ORDER BY n.id DESC LIMIT :limit"""
 
 
 def _notice_kind(text: str) -> str:
@@ -551,12 +519,7 @@ def list_notices(store, *, identity: Identity, query: dict) -> dict:
     if after is not None and not (after[2].isdigit() and len(after[2]) <= 19):
         raise ValidationFailed("invalid cursor", fields={"cursor": ["not a cursor this API gave out"]})
     limit = params["limit"]
-    values: dict = {"role": f"role:{identity.role}", "limit": limit + 1}
-    scope = after_sql = ""
-    if identity.branches is not None:
-        scope, values["branches"] = "AND c.branch_code = ANY(:branches)", sorted(identity.branches)
-    if after is not None:
-        after_sql, values["after"] = "AND n.id < :after", int(after[2])
     with store.unit_of_work() as uow:
-        rows = uow.conn.execute(_sa.text(_NOTICES_SQL.format(scope=scope, after=after_sql)), values).all()
+        rows = uow.cases.notices(identity.role, identity.branches, int(after[2]) if after is not None else None,
+                                 limit + 1)
     return page(rows, limit, _notice_view, lambda r: (r.created_at, r.subject_id, str(r.id)))

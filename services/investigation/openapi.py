@@ -1,5 +1,5 @@
 """Investigation's OpenAPI document, from the schemas that validate its requests."""
-from services.investigation import handlers, schemas
+from services.investigation import schemas
 from shared.web.openapi import document, operation, operations_paths, query_parameters, schema_to_json
 
 _CASE = [{"name": "case_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}]
@@ -64,7 +64,7 @@ DOCUMENT = document("Closeloop investigation", "1", {
     "/v1/notifications": {
         "get": operation("The staff notices (escalations, approvals waiting, SLA warnings) addressed to the caller's "
                          "role about cases in its scope, newest first; `kind` names what happened",
-                         response=handlers.NoticePage(), parameters=query_parameters(handlers.NoticeQuery()),
+                         response=schemas.NoticePage(), parameters=query_parameters(schemas.NoticeQuery()),
                          errors=(400, 401)),
     },
     **operations_paths(),

@@ -165,6 +165,20 @@ class Cases:
         return found
 
 
+    def notices(self, role: str, branches: frozenset[str] | None, before_id: int | None, limit: int) -> list:
+        """The staff notices addressed to `role` about cases of `branches` (None: every branch),
+        newest first, those older than `before_id`."""
+        scope = "AND c.branch_code = ANY(:branches)" if branches is not None else ""
+        after = "AND n.id < :before" if before_id is not None else ""
+        return self._uow.execute(sa.text(f"""
+            SELECT n.id, n.subject_id, n.body, n.created_at, n.recipient, c.reference, c.branch_code
+            FROM notifications n JOIN cases c ON c.id::text = n.subject_id
+            WHERE n.audience = 'staff' AND split_part(n.recipient, ';', 1) = :role {scope} {after}
+            ORDER BY n.id DESC LIMIT :limit"""), {"role": f"role:{role}", "limit": limit, "before": before_id,
+                                                    "branches": sorted(branches) if branches is not None else None}
+        ).all()
+
+
 class Tasks:
     """The waiting tasks across cases: what a caller may complete, in their scope."""
 

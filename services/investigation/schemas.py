@@ -286,3 +286,27 @@ class LegalHoldOut(Schema):
     reference = fields.String()
     legal_hold = fields.Dict(allow_none=True)  # {"reason", "by", "at"}; null when not held
     anonymised_at = fields.String(allow_none=True)
+
+
+# -- staff notices for the console (GET /v1/notifications) -------------------------------------------
+
+class NoticeQuery(PageQuery):
+    """Only the page (limit 1-200, default 50; cursor): the caller's role and scope are the filter."""
+
+
+class NoticeOut(Schema):
+    id = fields.String()
+    kind = fields.String(metadata={"description": "approval_requested, approval_overdue, escalated, sla_warning, "
+                                                  "overdue, corrective_action_overdue, customer_message_failed "
+                                                  "or other"})
+    case_id = fields.String()
+    reference = fields.String()
+    branch_code = fields.String()
+    text = fields.String()
+    created_at = fields.String()
+    addressed_to = fields.Dict(metadata={"description": "role, and branch or region (neither: every branch)"})
+
+
+class NoticePage(Schema):
+    items = fields.List(fields.Nested(NoticeOut))
+    next_cursor = fields.String(allow_none=True)
