@@ -4,16 +4,12 @@ read on a connection of the stream's own: memory stays the same for ten rows or 
 contact data: the customer is the masked name and number intake published and the customer_ref.
 
 The CSV is written by PostgreSQL (COPY ... TO STDOUT, FORMAT csv), values, quoting and all: the
-process only passes its lines on. psycopg2 refuses COPY on a connection made cooperative for
-eventlet (copy_expert: "cannot be used with an asynchronous callback"), so the lines are read
-through the connection's own libpq (psycopg2's `pgconn_ptr`, libpq's asynchronous COPY calls),
-waiting on the socket through eventlet like every other query. The lines are read as the body
-is sent: a slow client slows the COPY (PostgreSQL waits on a full socket), and a client that
-goes away closes the body, which cancels the COPY and drops the connection."""
+process only passes its lines on (shared.persistence.copy_out), as the body is sent: a slow
+client slows the COPY (PostgreSQL waits on a full socket), and a client that goes away closes
+the body, which cancels the COPY and drops the connection."""
 from __future__ import annotations
 
 import csv
-import ctypes
 import io
 import json
 import logging
@@ -22,13 +18,11 @@ import tempfile
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-import psycopg2
 import sqlalchemy as sa
-from eventlet.hubs import trampoline
 
 from services.reporting import queries
 from services.reporting.queries import Scope
-from shared.runtime import green
+from shared.persistence.copy_out import CopyOut
 
 log = logging.getLogger("closeloop.reporting.exports")
 FETCH = 5000         # rows a server-side cursor hands over at a time (XLSX)
@@ -168,7 +162,7 @@ def _csv_lines(engine: sa.Engine, scope: Scope, filters: dict, zone: ZoneInfo):
     way, an error) the COPY cancelled and the connection closed."""
     sql, params = _query(scope, filters, for_csv=True)
     compiled = sa.text(sql).compile(dialect=engine.dialect)
-    copy = _Copy()
+    copy = CopyOut()
     connection = engine.raw_connection()
     try:
         dbapi = connection.dbapi_connection
@@ -177,135 +171,13 @@ def _csv_lines(engine: sa.Engine, scope: Scope, filters: dict, zone: ZoneInfo):
             # the first row, nothing gained after.
             cursor.execute("SELECT set_config('TimeZone', %s, true), set_config('jit', 'off', true)", (str(zone),))
             statement = cursor.mogrify(str(compiled), {**compiled.params, **params})
-        yield from copy.lines(dbapi, b"COPY (" + statement + b") TO STDOUT WITH (FORMAT csv)")
+        for lines in copy.lines(dbapi, b"COPY (" + statement + b") TO STDOUT WITH (FORMAT csv)", CHUNK):
+            yield _crlf(lines)
     finally:
         if copy.running:  # cut short: the server stops, the connection (mid-COPY) is not reused
             copy.cancel()
             connection.invalidate()
         connection.close()
-
-
-class _LibPQ:
-    """libpq's asynchronous calls, from the libpq psycopg2 itself is linked to (symbols are
-    looked up in its C extension's dependencies): the same library that made the connection."""
-    COMMAND_OK, COPY_OUT = 1, 3  # ExecStatusType
-
-    def __init__(self):
-        from psycopg2 import _psycopg
-
-        lib = ctypes.CDLL(_psycopg.__file__)
-        pointer, number, text = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
-
-        def function(name, restype, *argtypes):
-            f = getattr(lib, name)
-            f.restype, f.argtypes = restype, argtypes
-            return f
-
-        self.send_query = function("PQsendQuery", number, pointer, text)
-        self.flush = function("PQflush", number, pointer)
-        self.consume_input = function("PQconsumeInput", number, pointer)
-        self.is_busy = function("PQisBusy", number, pointer)
-        self.get_result = function("PQgetResult", pointer, pointer)
-        self.result_status = function("PQresultStatus", number, pointer)
-        self.result_error = function("PQresultErrorMessage", text, pointer)
-        self.clear = function("PQclear", None, pointer)
-        self.error_message = function("PQerrorMessage", text, pointer)
-        self.get_copy_data = function("PQgetCopyData", number, pointer, ctypes.POINTER(ctypes.c_void_p), number)
-        self.free = function("PQfreemem", None, pointer)
-
-
-_libpq: _LibPQ | None = None
-
-
-class _Copy:
-    """One COPY ... TO STDOUT on a psycopg2 connection, its lines read as they come. `running`
-    while the connection is within the statement."""
-
-    def __init__(self):
-        global _libpq
-        if _libpq is None:
-            _libpq = _LibPQ()
-        self.pq, self.dbapi, self.running = _libpq, None, False
-
-    def lines(self, dbapi, statement: bytes):
-        """COPY's lines, CRLF-ended, joined about CHUNK bytes at a time."""
-        pq = self.pq
-        self.dbapi, self.pg, self.fd = dbapi, ctypes.c_void_p(dbapi.pgconn_ptr), dbapi.fileno()
-        self.running = True
-        if not pq.send_query(self.pg, statement):
-            self._fail()
-        while (flushed := pq.flush(self.pg)) == 1:
-            self._wait(read=False)
-        if flushed < 0:
-            self._fail()
-        result = self._result()
-        status, message = pq.result_status(result), pq.result_error(result)
-        pq.clear(result)
-        if status != pq.COPY_OUT:  # the statement failed (its error), nothing else to read
-            self._drain()
-            self.running = False
-            self._fail(message)
-        buffer = ctypes.c_void_p()
-        into, get, free, string_at = ctypes.byref(buffer), pq.get_copy_data, pq.free, ctypes.string_at
-        lines, size = [], 0
-        while True:
-            n = get(self.pg, into, 1)
-            if n > 0:
-                lines.append(string_at(buffer, n))
-                free(buffer)
-                size += n
-                if size >= CHUNK:
-                    yield _crlf(lines)
-                    lines, size = [], 0
-            elif n == 0:  # no whole line in libpq's buffer: wait for more from the socket
-                self._wait()
-                if not pq.consume_input(self.pg):
-                    self._fail()
-            elif n == -1:  # the COPY's end
-                break
-            else:
-                self._fail()
-        failure = self._drain()  # its command status, or an error after the last line
-        self.running = False
-        if failure is not None:
-            self._fail(failure)
-        if lines:
-            yield _crlf(lines)
-
-    def cancel(self) -> None:
-        """Asks the server to stop the statement."""
-        try:
-            self.dbapi.cancel()
-        except psycopg2.Error:
-            log.warning("could not cancel the CSV export's COPY", exc_info=True)
-
-    def _fail(self, message: bytes | None = None):
-        text = (message or self.pq.error_message(self.pg) or b"").decode("utf-8", "replace").strip()
-        raise psycopg2.OperationalError(text or "the CSV export's COPY failed")
-
-    def _wait(self, read: bool = True) -> None:
-        """Until the socket can be read (or written), through eventlet: other greenlets run
-        meanwhile. A database silent for DATABASE_WAIT_SECONDS fails the export."""
-        trampoline(self.fd, read=read, write=not read, timeout=green.DATABASE_WAIT_SECONDS,
-                   timeout_exc=green.DatabaseSilent(
-                       f"the database did not answer within {green.DATABASE_WAIT_SECONDS:g} s"))
-
-    def _result(self):
-        """The statement's next result (NULL: none left), once libpq has it whole."""
-        while self.pq.is_busy(self.pg):
-            self._wait()
-            if not self.pq.consume_input(self.pg):
-                self._fail()
-        return self.pq.get_result(self.pg)
-
-    def _drain(self) -> bytes | None:
-        """The statement's remaining results read: the first error's message, if any."""
-        failure = None
-        while result := self._result():
-            if self.pq.result_status(result) != self.pq.COMMAND_OK and failure is None:
-                failure = self.pq.result_error(result) or b"the CSV export's COPY failed"
-            self.pq.clear(result)
-        return failure
 
 
 def _crlf(lines: list[bytes]) -> bytes:
