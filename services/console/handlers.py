@@ -4,8 +4,10 @@ the staff member's own token; they never read another service's database."""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
+from urllib.parse import urlencode
 
 from services.console import passwords, rendering, sessions, web
 from services.console.clients import ServiceDown, ServiceRefused
@@ -94,47 +96,92 @@ def purge_sessions(store, *, now: datetime, rules) -> int:
 
 # -- my work: the tasks waiting for the staff member's role in its scope --------------------------
 
-SOON = timedelta(hours=2)  # "breaching soon": due within this
+TASKS_PAGE = 100
+DEADLINES = ("breached", "soon")
+PRIORITIES = ("urgent", "general", "low")
+_CURSOR = re.compile(r"^[A-Za-z0-9_=-]{1,400}$")
+
+
+def branches_in_scope(member, policy) -> list[str]:
+    if member.scope_kind == "branch":
+        return [member.scope_value]
+    if member.scope_kind == "region":
+        return policy.branches_in_region(member.scope_value)
+    return sorted(policy.branches)
+
+
+def work_filters(args, member, policy) -> dict:
+    """The view in the URL (bookmarkable): `deadline` breached|soon, `branch` (one in the staff
+    member's scope), `priority`. A value that does not fit (an old bookmark) is left out."""
+    wanted = {"deadline": args.get("deadline"), "branch": args.get("branch"), "priority": args.get("priority")}
+    fits = {"deadline": DEADLINES, "priority": PRIORITIES, "branch": branches_in_scope(member, policy)}
+    return {name: value for name, value in wanted.items() if value in fits[name]}
+
+
+def work_url(filters: dict, **changes) -> str:
+    chosen = {k: v for k, v in {**filters, **changes}.items() if v}
+    return "/?" + urlencode(chosen) if chosen else "/"
 
 
 def _task(item: dict, policy, now: datetime, language: str) -> dict:
-    due = rendering.parse_instant(item.get("due"))
+    due, warn = rendering.parse_instant(item.get("due")), rendering.parse_instant(item.get("warning_at"))
     branch = item.get("branch_code")
     zone = policy.branches[branch].timezone if branch in policy.branches else None
-    state = "none" if due is None else "breached" if due <= now else "soon" if due - now <= SOON else "ok"
+    state = ("none" if due is None else "breached" if due <= now
+             else "soon" if warn is not None and warn <= now else "ok")
     return {"case_id": str(item.get("case_id", "")), "reference": str(item.get("reference") or ""),
             "title": str(item.get("title") or item.get("name") or ""), "name": str(item.get("name") or ""),
             "priority": str(item.get("priority") or ""), "branch_code": str(branch or ""),
             "paused": bool(item.get("paused")), "state": state,
-            "due_iso": due.isoformat() if due else "", "due": rendering.format_instant(due, zone, language),
+            "due_iso": due.isoformat() if due else "", "warn_iso": warn.isoformat() if warn else "",
+            "due": rendering.format_instant(due, zone, language),
             "remaining": rendering.format_remaining((due - now).total_seconds(), language) if due else ""}
 
 
-def _tasks(caller, *, services, tokens, policy, now: datetime) -> tuple[list[dict], str | None]:
-    """The first page of the caller's tasks, soonest deadline first (investigation's order), and
-    a message when they could not be read."""
+def _tasks(caller, filters: dict, cursor: str | None, *, services, tokens, policy, now: datetime) -> dict:
+    """A page of the caller's tasks in the view, soonest deadline first (investigation's order),
+    the counts of the view's tabs, the next page's cursor, and a message when they could not be read."""
     token = tokens.for_session(caller.session.id_hash, caller.staff)
+    answer, problem = {}, None
     try:
-        answer = services.investigation.get("/v1/tasks", token, limit=100)
+        answer = services.investigation.get("/v1/tasks", token, limit=TASKS_PAGE, cursor=cursor, **filters)
     except ServiceRefused as refused:
         if refused.status == 403:
-            return [], N_("Your role has no case tasks.")
-        log.warning("investigation refused the task list: %s", refused)
-        return [], N_("The task list is not available right now.")
+            problem = N_("Your role has no case tasks.")
+        elif refused.status == 400 and cursor:
+            problem = N_("That page of the list is no longer available.")
+        else:
+            log.warning("investigation refused the task list: %s", refused)
+            problem = N_("The task list is not available right now.")
     except ServiceDown as down:
         log.warning("task list unavailable: %s", down)
-        return [], N_("The task list is not available right now.")
+        problem = N_("The task list is not available right now.")
     items = answer.get("items") if isinstance(answer.get("items"), list) else []
-    return [_task(item, policy, now, caller.language) for item in items if isinstance(item, dict)], None
+    counts = answer.get("counts") if isinstance(answer.get("counts"), dict) else {}
+    following = answer.get("next_cursor")
+    return {"tasks": [_task(item, policy, now, caller.language) for item in items if isinstance(item, dict)],
+            "counts": {k: int(counts.get(k) or 0) for k in ("waiting", "soon", "breached")},
+            "more": work_url(filters, cursor=following) if isinstance(following, str) and _CURSOR.match(following)
+            else None, "problem": problem}
 
 
 def my_work(store, request, *, services, tokens, policy, now: datetime):
     caller = web.open_caller(store, request, now)
-    tasks, problem = _tasks(caller, services=services, tokens=tokens, policy=policy, now=now)
+    filters = work_filters(request.args, caller.staff, policy)
+    cursor = request.args.get("cursor")
+    cursor = cursor if cursor and _CURSOR.match(cursor) else None
+    listed = _tasks(caller, filters, cursor, services=services, tokens=tokens, policy=policy, now=now)
+    tabs = [{"deadline": None, "label": N_("All waiting: %(n)s"), "n": listed["counts"]["waiting"]},
+            {"deadline": "soon", "label": N_("Breaching soon: %(n)s"), "n": listed["counts"]["soon"]},
+            {"deadline": "breached", "label": N_("Breached: %(n)s"), "n": listed["counts"]["breached"]}]
+    for tab in tabs:
+        tab.update(url=work_url(filters, deadline=tab["deadline"]), current=tab["deadline"] == filters.get("deadline"))
     template = "_tasks.html" if web.is_htmx(request) else "my_work.html"
-    response = web.html(request, caller, template, tasks=tasks, problem=problem, now_iso=now.isoformat(),
-                        breached=sum(t["state"] == "breached" for t in tasks),
-                        soon=sum(t["state"] == "soon" for t in tasks))
+    shown = {name: filters.get(name) for name in ("deadline", "branch", "priority")}
+    response = web.html(request, caller, template, **listed, tabs=tabs, filters=shown, filtered=bool(filters),
+                        older=bool(cursor),
+                        view_url=work_url(filters), branches=branches_in_scope(caller.staff, policy),
+                        priorities=PRIORITIES, now_iso=now.isoformat())
     response.headers["Vary"] = "HX-Request, Cookie"  # one URL, two answers: the page and its list
     return response
 

@@ -829,16 +829,24 @@ class Case(Aggregate):
 
     def task_view(self, task: OpenTask) -> dict:
         clock = self.clocks.get(task.clock) if task.clock else None
-        due = isoformat(clock.due) if clock is not None and clock.running else None
+        running = clock is not None and clock.running
+        due = isoformat(clock.due) if running else None
+        warning = isoformat(clock.warning_at) if running else None
         remedy = self.current_remedy
         if task.name == "fulfil" and remedy is not None and remedy.is_promise:
             due = isoformat(remedy.deadline)  # a promise is due by its own deadline
+            warning = isoformat(remedy.deadline - DEADLINE_WARNING)
         elif task.name == "close_corrective_action" and self.corrective_action:
             due = self.corrective_action["due"]
+            warning = isoformat(datetime.fromisoformat(due) - DEADLINE_WARNING)
         return {"name": task.name, "title": task.title, "roles": list(task.roles),
                 "owner_may_complete": task.owner_may_complete, "clock": task.clock, "due": due,
-                "system": task.system}
+                "warning_at": warning, "system": task.system}
 
+
+# A promise's or a corrective action's deadline (days away, set by people, not by an SLA clock)
+# is "breaching soon" from a day before it.
+DEADLINE_WARNING = timedelta(hours=24)
 
 _CLOCK_TITLES = {"first_response": "first response", "resolution": "resolution", "approval": "approval"}
 

@@ -131,23 +131,26 @@ def list_cases(store, *, identity: Identity, query: dict, now: datetime) -> dict
     return page(cases, limit, lambda c: c.view(now), lambda c: (c.opened_at, c.id))
 
 
-def list_tasks(store, *, identity: Identity, query: dict) -> dict:
+def list_tasks(store, *, identity: Identity, query: dict, now: datetime) -> dict:
     """The waiting tasks the caller may complete (by role, or as the case's owner) in scope,
-    soonest deadline first."""
+    soonest deadline first, with how many wait, are breaching soon and are breached."""
     PERMISSIONS.require(identity, "case:read")
     params, after = load_query(TASK_QUERY, query, extra=1)
     limit = params["limit"]
+    mine = {"role": identity.role, "subject": identity.subject, "branches": identity.branches,
+            "filters": params, "now": now}
     with store.unit_of_work() as uow:
-        rows = uow.tasks.for_caller(role=identity.role, subject=identity.subject, branches=identity.branches,
-                                    after=after, limit=limit + 1)
-    return page(rows, limit, _task_view, lambda r: (r.due, str(r.case_id), r.task))
+        rows = uow.tasks.for_caller(**mine, after=after, limit=limit + 1)
+        counts = uow.tasks.counts(**mine)
+    return {**page(rows, limit, _task_view, lambda r: (r.due, str(r.case_id), r.task)), "counts": counts}
 
 
 def _task_view(r) -> dict:
     return {"case_id": str(r.case_id), "reference": r.reference, "name": r.task, "title": r.title,
             "roles": list(r.roles), "owner_may_complete": r.owner_may_complete, "clock": r.clock,
-            "due": isoformat(r.due) if r.due else None, "priority": r.priority, "kind": r.kind,
-            "branch_code": r.branch_code, "waiting_since": isoformat(r.waiting_since),
+            "due": isoformat(r.due) if r.due else None,
+            "warning_at": isoformat(r.warning_at) if r.warning_at else None, "priority": r.priority,
+            "kind": r.kind, "branch_code": r.branch_code, "waiting_since": isoformat(r.waiting_since),
             "paused": r.paused_since is not None}
 
 

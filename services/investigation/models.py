@@ -91,6 +91,7 @@ case_tasks = sa.Table(
     sa.Column("approval", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("system", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("due", TZ),
+    sa.Column("warning_at", TZ),  # from here the task is "breaching soon" (its clock's warning)
     sa.Column("branch_code", sa.Text, nullable=False),
     sa.Column("waiting_since", TZ, nullable=False),
     sa.Index("ix_case_tasks_roles", "roles", postgresql_using="gin"),

@@ -89,11 +89,14 @@ class Cases:
     def _task_rows(case: Case, loaded: dict, now: datetime) -> list[dict]:
         rows = []
         for task in case.open_tasks:
-            due = case.task_view(task)["due"]
+            view = case.task_view(task)
+            due, warning = (None, None) if case.paused_since else (view["due"], view["warning_at"])
             rows.append({
                 "case_id": case.id, "task": task.name, "title": task.title, "roles": list(task.roles),
                 "owner_may_complete": task.owner_may_complete, "owner": case.owner if task.owner_may_complete else None,
-                "clock": task.clock, "approval": task.approval, "system": task.system, "due": None if case.paused_since or due is None else datetime.fromisoformat(due),
+                "clock": task.clock, "approval": task.approval, "system": task.system,
+                "due": datetime.fromisoformat(due) if due else None,
+                "warning_at": datetime.fromisoformat(warning) if warning else None,
                 "branch_code": case.branch_code,
                 "waiting_since": loaded[task.name]["waiting_since"] if task.name in loaded else now})
         return rows
@@ -185,16 +188,34 @@ class Tasks:
     def __init__(self, uow: UnitOfWork):
         self._uow = uow
 
-    def for_caller(self, *, role: str, subject: str, branches: frozenset[str] | None, after: tuple | None,
-                   limit: int) -> list:
-        """Soonest due first (no deadline last), then case and task; `after` is (due or None, case id, task)."""
+    def _mine(self, *, role: str, subject: str, branches: frozenset[str] | None, filters: dict):
+        """The caller's waiting tasks (by role, or as the case's owner) in scope, narrowed by the
+        list's filters (branch, priority, task) but not by deadline."""
         table, cases = models.case_tasks, models.cases
-        mine = sa.or_(table.c.roles.any(role), table.c.owner == subject)
-        due_key = sa.func.coalesce(table.c.due, sa.literal(NO_DEADLINE, sa.DateTime(timezone=True)))
         statement = (sa.select(table, cases.c.reference, cases.c.priority, cases.c.kind, cases.c.paused_since)
-                     .join(cases, cases.c.id == table.c.case_id).where(mine))
+                     .join(cases, cases.c.id == table.c.case_id)
+                     .where(sa.or_(table.c.roles.any(role), table.c.owner == subject)))
         if branches is not None:
             statement = statement.where(table.c.branch_code.in_(sorted(branches)))
+        if "branch" in filters:
+            statement = statement.where(table.c.branch_code == filters["branch"])
+        if "priority" in filters:
+            statement = statement.where(cases.c.priority == filters["priority"])
+        if "task" in filters:
+            statement = statement.where(table.c.task == filters["task"])
+        return statement
+
+    def for_caller(self, *, role: str, subject: str, branches: frozenset[str] | None, filters: dict,
+                   now: datetime, after: tuple | None, limit: int) -> list:
+        """Soonest due first (no deadline last), then case and task; `after` is (due or None, case
+        id, task). `filters["deadline"]`: "breached" (due now or before) or "soon" (warned, not due)."""
+        table = models.case_tasks
+        due_key = sa.func.coalesce(table.c.due, sa.literal(NO_DEADLINE, sa.DateTime(timezone=True)))
+        statement = self._mine(role=role, subject=subject, branches=branches, filters=filters)
+        if filters.get("deadline") == "breached":
+            statement = statement.where(table.c.due <= now)
+        elif filters.get("deadline") == "soon":
+            statement = statement.where(table.c.warning_at <= now, table.c.due > now)
         if after is not None:
             due, case_id, task = after
             due = due or NO_DEADLINE
@@ -203,6 +224,17 @@ class Tasks:
                 sa.literal(task)))
         statement = statement.order_by(due_key, table.c.case_id, table.c.task).limit(limit)
         return self._uow.execute(statement).all()
+
+    def counts(self, *, role: str, subject: str, branches: frozenset[str] | None, filters: dict,
+               now: datetime) -> dict:
+        """How many of the caller's tasks wait, are breaching soon and are breached (the same
+        filters as the list but its deadline)."""
+        mine = self._mine(role=role, subject=subject, branches=branches, filters=filters).subquery()
+        row = self._uow.execute(sa.select(
+            sa.func.count(),
+            sa.func.count().filter(sa.and_(mine.c.warning_at <= now, mine.c.due > now)),
+            sa.func.count().filter(mine.c.due <= now))).one()
+        return {"waiting": row[0], "soon": row[1], "breached": row[2]}
 
 
 class InvestigationUnitOfWork(UnitOfWork):

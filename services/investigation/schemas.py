@@ -165,7 +165,11 @@ class CaseQuery(PageQuery):
 
 
 class TaskQuery(PageQuery):
-    """Only the page: what the caller may complete is the filter."""
+    """What the caller may complete is the list; these narrow it (a console's view in its URL)."""
+    deadline = fields.String(validate=validate.OneOf(("breached", "soon")))
+    branch = fields.String(validate=validate.Length(max=100))
+    priority = fields.String(validate=validate.OneOf(("urgent", "general", "low")))
+    task = fields.String(validate=validate.Length(max=100))  # a task's name, as the list shows it
 
 
 # -- answers (for the OpenAPI document) -------------------------------------------------------
@@ -190,6 +194,7 @@ class OpenTaskOut(Schema):
     owner_may_complete = fields.Boolean()
     clock = fields.String(allow_none=True)
     due = fields.String(allow_none=True)
+    warning_at = fields.String(allow_none=True)  # breaching soon from here
 
 
 class TimelineOut(Schema):
@@ -249,9 +254,16 @@ class TaskOut(OpenTaskOut):
     paused = fields.Boolean()
 
 
+class TaskCounts(Schema):
+    waiting = fields.Integer()
+    soon = fields.Integer()      # warned, not yet due
+    breached = fields.Integer()  # due now or before
+
+
 class TaskPage(Schema):
     items = fields.List(fields.Nested(TaskOut))
     next_cursor = fields.String(allow_none=True)
+    counts = fields.Nested(TaskCounts)  # the filters' tasks in all (deadline aside)
 
 
 class ContactOut(Schema):

@@ -136,7 +136,7 @@ class InvestigationService(Operations):
 
     @api("GET", "/v1/tasks")
     def list_tasks(self, request):
-        return handlers.list_tasks(self.db, identity=identity(request), query=query_args(request))
+        return handlers.list_tasks(self.db, identity=identity(request), query=query_args(request), now=self.env.now())
 
     # -- operations: /health, /metrics, /openapi.json come from shared.web.operations ------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from datetime import datetime
 import sys
 import time
 import uuid
@@ -346,6 +347,64 @@ def test_my_work_lists_the_store_manager_s_tasks_from_investigation_and_not_anot
     other.sign_in("bo")
     assert "SH002-20261122-0002" in other.get("/").text and "SH001-20261122" not in other.get("/").text
     assert c.staff("add", "rita", "--name", "Rita", "--role", "regional_manager", "--region", "east") == 0
+
+
+def test_my_work_has_breaching_soon_and_breached_tabs_and_filters_kept_in_the_url(
+        console, start_service, amqp_uri, clock, token):
+    investigation = start_service("investigation", clock=clock)
+    c = console(INVESTIGATION_URL=investigation.base_url)
+    early = complaint_at("SH001", "SH001-20261121-0009", "east")
+    early["payload"].update(received_at="2026-11-21T02:00:00Z", first_response_due="2026-11-22T20:00:00Z")
+    urgent = complaint_at("SH002", "SH002-20261122-0003", "east")
+    urgent["payload"].update(priority="urgent", severity_flags=["allergy"], first_response_due="2026-11-23T01:00:00Z")
+    later = complaint_at("SH001", "SH001-20261122-0004", "east")
+    hq = {"Authorization": f"Bearer {token('hq_admin')}"}
+    for event in (early, urgent, later):
+        publish(amqp_uri, event)
+    clocks = {}
+    for event in (early, urgent, later):
+        url = f"{investigation.base_url}/v1/cases/{event['correlation_id']}"
+        wait_until(lambda: requests.get(url, headers=hq, timeout=5).status_code == 200, "the case to open")
+        sla = requests.get(url, headers=hq, timeout=5).json()["sla"]["first_response"]
+        clocks[event["payload"]["reference"]] = {k: datetime.fromisoformat(sla[k]) for k in ("warning_at", "due")}
+    order = ["SH001-20261121-0009", "SH002-20261122-0003", "SH001-20261122-0004"]  # by deadline
+
+    def due_state(reference, now):
+        clock = clocks[reference]
+        return "breached" if clock["due"] <= now else "soon" if clock["warning_at"] <= now else "ok"
+
+    now = clocks[order[0]]["warning_at"]
+    c.clock.set(now)  # the early one is breaching soon; the last is not
+    soon = [r for r in order if due_state(r, now) == "soon"]
+    assert order[0] in soon and order[2] not in soon
+    c.add("amy", branch="*")  # a store manager over every branch (a chain's duty manager)
+    browser = c.browser()
+    browser.sign_in("amy")
+
+    def listed(path):
+        page = browser.get(path)
+        assert page.status_code == 200, page.text[:300]
+        return page.text, re.findall(r'<span class="ref">([^<]+)</span>', page.text)
+
+    page, refs = listed("/")
+    assert refs == order and f"即将超时：{len(soon)}" in page and 'href="/?deadline=soon"' in page
+    assert 'aria-current="page">全部待办：3' in page
+    page, refs = listed("/?deadline=soon")
+    assert refs == soon and f'aria-current="page">即将超时：{len(soon)}' in page
+    # the filters narrow the tabs' counts too, and the tabs keep them in their links
+    page, refs = listed("/?branch=SH002&priority=urgent")
+    assert refs == ["SH002-20261122-0003"] and "全部待办：1" in page
+    assert 'href="/?branch=SH002&amp;priority=urgent&amp;deadline=soon"' in page
+    assert '<option value="SH002" selected>' in page
+    c.clock.set(clocks[order[0]]["due"])  # hours on: signed in again (the session idled out)
+    assert browser.sign_in("amy").status_code == 303
+    page, refs = listed("/?deadline=breached&branch=SH001")
+    assert refs == [order[0]] and "已超时：1" in page
+    poll = browser.get("/?deadline=breached&branch=SH001", headers={"HX-Request": "true"})
+    assert "<html" not in poll.text and re.findall(r'<span class="ref">([^<]+)</span>', poll.text) == refs
+    # an old bookmark's branch out of reach (or nonsense) is left out, not an error
+    page, refs = listed("/?branch=NOPE&deadline=late&priority=<b>")
+    assert refs == order and "&lt;b&gt;" not in page and "<b>" not in page
 
 
 def test_my_work_says_so_when_investigation_is_down(console):

@@ -330,6 +330,45 @@ def test_two_replicas_fire_each_timer_once(chain, start_service):
                     and "role:regional_manager" in m["recipient"]]) == 1
 
 
+def tasks_of(chain, role="store_manager", branch="SH001", **params) -> dict:
+    response = chain.http.get(chain.investigation.url("/v1/tasks"), params=params,
+                              headers=bearer(chain.token(role, branch=branch)), timeout=10)
+    assert response.status_code == 200, response.text
+    return jsonbody(response)
+
+
+def test_the_task_list_counts_and_lists_the_breaching_soon_and_the_breached_tasks_with_filters(chain):
+    urgent = chain.post_complaint()
+    general = chain.post_complaint(complaint_request(severity_flags=[], description="毛巾不干净"))
+    for complaint in (urgent, general):
+        chain.wait_for_case(complaint["id"])
+    warned = datetime.fromisoformat(jsonbody(chain.case(urgent["id"]))["sla"]["first_response"]["warning_at"])
+    assert tasks_of(chain)["counts"] == {"waiting": 2, "soon": 0, "breached": 0}
+    [first] = tasks_of(chain, limit=1)["items"]
+    assert first["case_id"] == urgent["id"] and datetime.fromisoformat(first["warning_at"]) == warned
+
+    chain.clock.set(warned)  # the urgent case's first response is breaching soon
+    listed = tasks_of(chain, deadline="soon")
+    assert listed["counts"] == {"waiting": 2, "soon": 1, "breached": 0}
+    assert [t["case_id"] for t in listed["items"]] == [urgent["id"]]
+    assert tasks_of(chain, deadline="breached")["items"] == []
+
+    chain.clock.set(datetime.fromisoformat(first["due"]))  # due now: breached
+    assert tasks_of(chain)["counts"] == {"waiting": 2, "soon": 0, "breached": 1}
+    assert [t["case_id"] for t in tasks_of(chain, deadline="breached")["items"]] == [urgent["id"]]
+    # the filters narrow the list and its counts; the deadline narrows the list only
+    assert tasks_of(chain, priority="general", deadline="breached") == {
+        "items": [], "next_cursor": None, "counts": {"waiting": 1, "soon": 0, "breached": 0}}
+    assert tasks_of(chain, branch="SH002")["counts"]["waiting"] == 0
+    assert tasks_of(chain, task="assign")["counts"]["waiting"] == 2
+    # escalated to HQ (the first response an hour late): HQ's list has it among the breached
+    assert urgent["id"] in [t["case_id"] for t in tasks_of(chain, role="hq_admin", branch=None,
+                                                            deadline="breached")["items"]]
+    bad = chain.http.get(chain.investigation.url("/v1/tasks"), params={"deadline": "late", "priority": "x"},
+                         headers=bearer(chain.token("store_manager", branch="SH001")))
+    assert bad.status_code == 400 and set(jsonbody(bad)["error"]["fields"]) == {"deadline", "priority"}
+
+
 def test_reads_are_scoped_and_the_query_is_checked(chain):
     complaint = chain.post_complaint()
     chain.wait_for_case(complaint["id"])

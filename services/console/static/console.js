@@ -34,10 +34,12 @@
       var left = (due - now) / 1000;
       el.textContent = words(left, zh);
       var task = el.closest(".task");
-      if (task) {
+      if (task) { // breaching soon from the task's warning (its SLA clock's), as the server says
+        var warn = Date.parse(el.getAttribute("data-warn") || "");
+        var soon = left > 0 && (isNaN(warn) ? left <= 7200 : now >= warn);
         task.classList.toggle("breached", left <= 0);
-        task.classList.toggle("soon", left > 0 && left <= 7200);
-        task.classList.toggle("ok", left > 7200);
+        task.classList.toggle("soon", soon);
+        task.classList.toggle("ok", left > 0 && !soon);
       }
     });
   }
