@@ -174,8 +174,9 @@ def my_work(store, request, *, services, tokens, policy, now: datetime):
     tabs = [{"deadline": None, "label": N_("All waiting: %(n)s"), "n": listed["counts"]["waiting"]},
             {"deadline": "soon", "label": N_("Breaching soon: %(n)s"), "n": listed["counts"]["soon"]},
             {"deadline": "breached", "label": N_("Breached: %(n)s"), "n": listed["counts"]["breached"]}]
-    for tab in tabs:
-        tab.update(url=work_url(filters, deadline=tab["deadline"]), current=tab["deadline"] == filters.get("deadline"))
+    for tab in tabs:  # translated here: a template's _() takes no variables (see test_console_pages)
+        tab.update(label=rendering.gettext(caller.language, tab["label"]) % {"n": tab["n"]},
+                   url=work_url(filters, deadline=tab["deadline"]), current=tab["deadline"] == filters.get("deadline"))
     template = "_tasks.html" if web.is_htmx(request) else "my_work.html"
     shown = {name: filters.get(name) for name in ("deadline", "branch", "priority")}
     response = web.html(request, caller, template, **listed, tabs=tabs, filters=shown, filtered=bool(filters),

@@ -56,10 +56,13 @@ def test_templates_escape_what_they_show_and_gettext_never_takes_data():
     task = {"case_id": "c", "reference": "<img src=x onerror=alert(1)>", "title": "<b>Assign</b>", "name": "assign",
             "priority": "urgent", "branch_code": "SH001", "paused": False, "state": "ok", "due_iso": "", "due": "",
             "remaining": ""}
+    tabs = [{"deadline": "soon", "label": "<i>soon</i>", "n": 1, "url": "/?deadline=soon", "current": True}]
     page = rendering.render("my_work.html", "zh", staff=member, csrf_token="t", tasks=[task], problem=None,
-                            now_iso="", breached=0, soon=0)
+                            now_iso="", tabs=tabs, filters={"deadline": "soon", "branch": None, "priority": None},
+                            filtered=True, older=False, view_url="/?deadline=soon", branches=["SH001"],
+                            priorities=["urgent"], more="/?cursor=x")
     assert "<script>alert" not in page and "&lt;script&gt;" in page
-    assert "<img" not in page and "<b>Assign" not in page
+    assert "<img" not in page and "<b>Assign" not in page and "<i>soon" not in page
     assert "店长" in page and "Content" not in page
     for template in rendering.TEMPLATES.glob("*.html"):  # `_(variable)` would trust the variable as markup
         for call in re.findall(r"_\(([^)\"]*)\)", template.read_text()):
