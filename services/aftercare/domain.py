@@ -9,20 +9,22 @@ the contact hours (the branch's local time, every day): a due time outside them 
 next contact hour, never at night. No consent to contact, no visit. Visit ids come from what
 planned them, so a duplicated event plans the same visits (and the store refuses the second).
 
-Working a visit: an agent calls when it is due; not reached, the next call is `attempts_apart`
-later (in contact hours); after `call_attempts` calls not reached, intake sends the customer a
-message; `abandon_after` past the due time with no answer, the visit is abandoned. Reached, the
-customer answers seed 004's questions: discomfort or allergy after a sale reports an adverse
-reaction (investigation opens an urgent case); a follow-up scored 1-2 or "not resolved" reports
-the dissatisfaction (investigation reopens the case). A customer may ask to be called back
-another time, within the same rules."""
+Working a visit: an agent claims it first (a Claim: "I am calling this customer", for a few
+minutes), so a colleague's "next" passes it by; the claim runs out on its own, the same agent
+claiming again extends it, and an attempt ends it. An agent calls when it is due; not reached,
+the next call is `attempts_apart` later (in contact hours); after `call_attempts` calls not
+reached, intake sends the customer a message; `abandon_after` past the due time with no answer,
+the visit is abandoned. Reached, the customer answers seed 004's questions: discomfort or allergy
+after a sale reports an adverse reaction (investigation opens an urgent case); a follow-up scored
+1-2 or "not resolved" reports the dissatisfaction (investigation reopens the case). A customer
+may ask to be called back another time, within the same rules."""
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from services.aftercare.exceptions import VisitRuleBroken, VisitStateConflict
+from services.aftercare.exceptions import VisitClaimed, VisitRuleBroken, VisitStateConflict
 from shared.calendar.branches import Branch
 from shared.calendar.clock import isoformat
 from shared.messaging.aggregate import Aggregate
@@ -138,6 +140,21 @@ class VisitEvent:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """An agent working a visit now: `by` (their staff subject) until `until`. Running, it keeps
+    colleagues off the visit; past `until` it is as if there were none."""
+    by: str
+    until: datetime
+
+    def running(self, now: datetime) -> bool:
+        return now < self.until
+
+    def held_against(self, subject: str, now: datetime) -> bool:
+        """A colleague's claim, still running: `subject` may not take the visit."""
+        return self.running(now) and self.by != subject
+
+
+@dataclass(frozen=True)
 class Actor:
     subject: str
     role: str | None
@@ -164,12 +181,14 @@ class Visit(Aggregate):
 
     def __init__(self, planned: PlannedVisit, *, status: str = "scheduled", call_at: datetime | None = None,
                  abandon_at: datetime | None = None, attempts: list | None = None, outcome: dict | None = None,
-                 message: dict | None = None, finished_at: datetime | None = None):
+                 message: dict | None = None, finished_at: datetime | None = None, claim: Claim | None = None):
         self.planned, self.status, self.outcome, self.message = planned, status, outcome, message
         self.call_at = call_at or planned.due_at
         self.abandon_at = abandon_at
         self.attempts: list[dict] = list(attempts or ())
         self.finished_at = finished_at
+        self.claim = claim
+        self.claim_ended = False  # an attempt, or the visit finished, ended the claim: stored with the change
 
     @property
     def id(self) -> str:
@@ -202,6 +221,44 @@ class Visit(Aggregate):
         last = self.attempts[-1]["outcome"] if self.attempts else None
         return {"outcome": last, "unreached": self.unreached, "messaged": self.message is not None}
 
+    # -- who works it now -------------------------------------------------------------------------
+
+    def claimed(self, now: datetime) -> Claim | None:
+        """The claim running now on an open visit, else None."""
+        if self.open and self.claim is not None and self.claim.running(now):
+            return self.claim
+        return None
+
+    def check_claimable(self, subject: str | None, now: datetime) -> None:
+        """`subject` may claim the visit now: it is open and no colleague's claim runs on it
+        (theirs may: the same agent claiming again extends it; None: whoever claims). Else
+        VisitStateConflict, or its VisitClaimed naming the colleague, says why not."""
+        if not self.open:
+            raise VisitStateConflict(f"visit {self.id} is {self.status}: nobody calls it any more")
+        held = self.claimed(now)
+        if subject is not None and held is not None and held.held_against(subject, now):
+            raise VisitClaimed(self.id, held.by, held.until)
+
+    def claim_for(self, actor: "Actor", now: datetime, length: timedelta) -> Claim:
+        """`actor` works the visit from now for `length` (a new claim, or theirs extended, or
+        shortened: the last word counts)."""
+        self.check_claimable(actor.subject, now)
+        self.claim, self.claim_ended = Claim(actor.subject, now + length), False
+        return self.claim
+
+    def release(self, actor: "Actor", now: datetime) -> bool:
+        """`actor` puts the visit back: their claim ends. True when one ran; a colleague's
+        running claim is theirs to release (VisitClaimed)."""
+        held = self.claimed(now)
+        if held is not None and held.held_against(actor.subject, now):
+            raise VisitClaimed(self.id, held.by, held.until)
+        self._end_claim()
+        return held is not None
+
+    def _end_claim(self) -> None:
+        if self.claim is not None:
+            self.claim, self.claim_ended = None, True
+
     # -- working it ------------------------------------------------------------------------------
 
     def check_workable(self, outcome: str | None, now: datetime) -> None:
@@ -228,6 +285,7 @@ class Visit(Aggregate):
         elif outcome == "call_back":
             entry["call_back_at"] = isoformat(self._call_back_time(data["call_back_at"], now, branch, rules))
         self.attempts.append(entry)
+        self._end_claim()  # the call is made: whoever claimed the visit no longer holds it
         fields = {"channel": entry["channel"], "reached": outcome != "not_reached", "attempt": entry["n"],
                   "outcome": outcome}
         if outcome == "not_reached":
@@ -331,6 +389,7 @@ class Visit(Aggregate):
             return False
         reason = "no answer" if self.attempts else "not worked"
         self.status, self.finished_at = "abandoned", now
+        self._end_claim()
         self.outcome = {"reason": reason, "at": isoformat(now), "attempts": len(self.attempts)}
         self.record(VisitEvent("visit_abandoned", now, {"attempts": len(self.attempts), "reason": reason}))
         return True
@@ -340,6 +399,7 @@ class Visit(Aggregate):
         if not self.open:
             return False
         self.status, self.finished_at = "cancelled", now
+        self._end_claim()
         self.outcome = {"reason": reason, "at": isoformat(now)}
         self.record(VisitEvent("visit_cancelled", now, {"reason": reason}))
         return True
@@ -361,6 +421,9 @@ class Visit(Aggregate):
                  "customer_ref": p.customer_ref, "customer_masked": p.customer_masked,
                  "customer_language": p.customer_language, "attempts_made": len(self.attempts),
                  "items": [_item_view(i) for i in p.items]}
+        claim = self.claimed(now)  # only while it runs: a claim run out is nobody's
+        shown.update(claimed_by=claim.by if claim else None,
+                     claimed_until=isoformat(claim.until) if claim else None)
         if detail:
             shown.update(follows=p.follows, attempts=self.attempts, message=self.message, outcome=self.outcome,
                          finished_at=isoformat(self.finished_at) if self.finished_at else None)

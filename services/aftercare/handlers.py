@@ -4,21 +4,23 @@ error order (404, 409, 403, 400, 422), steps the process, applies what the step 
 visit, and commits the visit and its events together.
 
 Plans: a sale's return visits, a resolved case's follow-up (each visit with its process
-instance, waiting until due), a reopened case's follow-up cancelled. Work: an agent's attempt
-completes the process's `call` task; its timers send the message after the calls and give the
-visit up when nobody answered."""
+instance, waiting until due), a reopened case's follow-up cancelled. Work: an agent claims the
+visit they open (colleagues' "next" passes it by) and their attempt completes the process's
+`call` task, ending the claim; its timers send the message after the calls and give the visit up
+when nobody answered."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 
 from services.aftercare import events
 from services.aftercare.dependencies import VisitProcess
 from services.aftercare.domain import Actor, Visit, follow_up_id, plan_follow_up, plan_return_visits
-from services.aftercare.exceptions import VisitRuleBroken, VisitStateConflict
+from services.aftercare.exceptions import VisitClaimed, VisitRuleBroken, VisitStateConflict
 from services.aftercare.policy import PERMISSIONS
-from services.aftercare.schemas import AttemptIn, VisitQuery, VisitReadQuery
+from services.aftercare.schemas import AttemptIn, ClaimIn, VisitQuery, VisitReadQuery
+from shared.calendar.clock import isoformat
 from shared.security.auth import Identity
 from shared.security.contact import ContactUnavailable
 from shared.web.errors import Conflict, NotFound, RuleRefused, ValidationFailed, branch_gone
@@ -26,7 +28,7 @@ from shared.web.requests import load, load_query, page, path_id
 from shared.workflow import InstanceExists, StepResult, TaskNotWaiting
 
 log = logging.getLogger("closeloop.aftercare")
-VISIT_QUERY, VISIT_READ_QUERY, ATTEMPT_IN = VisitQuery(), VisitReadQuery(), AttemptIn()
+VISIT_QUERY, VISIT_READ_QUERY, ATTEMPT_IN, CLAIM_IN = VisitQuery(), VisitReadQuery(), AttemptIn(), ClaimIn()
 CONTACT_WAIT = 3.0  # seconds: less than the console waits for one call (5 s), so its user hears why
 
 
@@ -142,7 +144,8 @@ def _visit_in_scope(uow, identity: Identity, visit_id: str, *, lock: bool = Fals
 
 def list_visits(store, *, identity: Identity, query: dict, policy, now: datetime) -> dict:
     """The agent's queue: open visits due by `due_before` (default now) in the caller's scope,
-    allergy checks first, then by when they are next called; another status lists those."""
+    allergy checks first, then by when they are next called; another status lists those.
+    `unclaimed=true` leaves out the visits a colleague works now (their claim runs)."""
     PERMISSIONS.require(identity, "visit:read")
     params, after = load_query(VISIT_QUERY, query, extra=1)
     if after is not None and (after[0] is None or after[2] not in ("0", "1")):
@@ -154,7 +157,7 @@ def list_visits(store, *, identity: Identity, query: dict, policy, now: datetime
     limit = params["limit"]
     with store.unit_of_work() as uow:
         visits = uow.visits.queue(branches=branches, status=params["status"], due_before=due_before, after=after,
-                                  limit=limit + 1)
+                                  limit=limit + 1, free_for=(identity.subject, now) if params["unclaimed"] else None)
     return page(visits, limit, lambda v: v.view(now, policy.branches.get(v.planned.branch_code)),
                 lambda v: (v.call_at, v.id, "1" if v.planned.allergy_check else "0"))
 
@@ -227,6 +230,80 @@ def record_attempt(store, *, identity: Identity, visit_id: str, read_body: Calla
         _apply(visit, result, now, policy)
         _commit(uow, visit, now, causation_id)
         return visit.view(now, branch, detail=True)
+
+
+# -- who works a visit now ---------------------------------------------------------------------------
+
+class ClaimedByColleague(Conflict):
+    """A colleague works the visit now: the 409 names them and when their claim runs out, in the
+    message and as `claimed_by` / `claimed_until` beside it."""
+    code = "claimed"
+
+    def __init__(self, claimed: VisitClaimed):
+        super().__init__(str(claimed))
+        self.claimed_by, self.claimed_until = claimed.by, isoformat(claimed.until)
+
+    def to_body(self) -> dict:
+        body = super().to_body()
+        body["error"].update(claimed_by=self.claimed_by, claimed_until=self.claimed_until)
+        return body
+
+
+def _claim_conflict(conflict: VisitStateConflict) -> Conflict:
+    return ClaimedByColleague(conflict) if isinstance(conflict, VisitClaimed) else Conflict(str(conflict))
+
+
+def claim_visit(store, *, identity: Identity, visit_id: str, read_body: Callable[[], dict], policy, rules,
+                now: datetime) -> dict:
+    """The agent works the visit from now (`minutes`, else the policy's `claim_for`): colleagues'
+    "next" passes it by until the claim runs out, the agent records their attempt, or releases
+    it. Their own claim is extended. In the API's order: 404, 409 (finished), 403, 400, then
+    409 `claimed` when a colleague's claim runs (read, or won since: one statement decides)."""
+    visit_id = path_id(visit_id, "visit")
+    actor = Actor(identity.subject, identity.role)
+    with store.unit_of_work() as uow:
+        visit = _visit_in_scope(uow, identity, visit_id)
+        try:
+            visit.check_claimable(None, now)  # finished: before the role and the body
+        except VisitStateConflict as conflict:
+            raise Conflict(str(conflict)) from None
+        PERMISSIONS.require(identity, "visit:claim")
+        data, errors = load(CLAIM_IN, read_body())
+        if errors:
+            raise ValidationFailed("the claim is invalid", fields=errors)
+        length = timedelta(minutes=data["minutes"]) if "minutes" in data else rules.claim_for
+        try:
+            claim = visit.claim_for(actor, now, length)
+        except VisitStateConflict as conflict:
+            raise _claim_conflict(conflict) from None
+        won = uow.visits.claim(visit_id, claim, now)
+        if won is None:  # a colleague claimed it, or it finished, since it was read: say which
+            visit = _visit_in_scope(uow, identity, visit_id)
+            try:
+                visit.check_claimable(actor.subject, now)
+            except VisitStateConflict as conflict:
+                raise _claim_conflict(conflict) from None
+            raise Conflict(f"visit {visit_id} changed while it was claimed: try again")
+        visit.claim = won
+        return visit.view(now, policy.branches.get(visit.planned.branch_code), detail=True)
+
+
+def release_visit(store, *, identity: Identity, visit_id: str, policy, now: datetime) -> dict:
+    """The agent puts the visit back: their claim ends (none running: nothing changes). A
+    colleague's running claim is theirs to release: 409 `claimed`. In the API's order: 404, 403,
+    409."""
+    visit_id = path_id(visit_id, "visit")
+    actor = Actor(identity.subject, identity.role)
+    with store.unit_of_work() as uow:
+        visit = _visit_in_scope(uow, identity, visit_id)
+        PERMISSIONS.require(identity, "visit:claim")
+        try:
+            visit.release(actor, now)
+        except VisitStateConflict as conflict:
+            raise _claim_conflict(conflict) from None
+        uow.visits.release(visit_id, actor.subject, now)  # only theirs: a colleague's claim made since stays
+        visit = _visit_in_scope(uow, identity, visit_id)
+        return visit.view(now, policy.branches.get(visit.planned.branch_code), detail=True)
 
 
 # -- what others say -------------------------------------------------------------------------------

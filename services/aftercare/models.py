@@ -50,6 +50,10 @@ visits = sa.Table(
     sa.Column("finished_at", TZ),
     sa.Column("anonymised_at", TZ),
     sa.Column("last_sequence", sa.BigInteger, nullable=False, server_default="0"),
+    # An agent's claim (domain.Claim): the staff subject working the visit now, until when. Set and
+    # ended by conditional updates (repository.Visits.claim), so two agents never both win it.
+    sa.Column("claimed_by", sa.Text),
+    sa.Column("claimed_until", TZ),
     # The agent's queue: a branch's open visits, allergy checks first, soonest call first; and
     # the same over every branch (an HQ call centre).
     sa.Index("ix_visits_queue", "branch_code", sa.text("allergy_check DESC"), "call_at", "id",

@@ -3,7 +3,12 @@
 A visit's lock is its process instance's row lock: every change to a visit (an attempt, a timer,
 a cancellation, a message outcome) first locks the instance row, then reads the visit. The engine
 locks the same row when it steps the instance, and the timer poll holds it while it fires, so
-the two never wait for each other in opposite orders."""
+the two never wait for each other in opposite orders.
+
+An agent's claim is the exception: it changes no process, so it takes no lock. It is one
+conditional UPDATE of the visit's row (`claim`, `release`), which PostgreSQL runs one at a time
+per row: of two agents claiming together, the second's condition is checked again on the row the
+first wrote, and it finds nothing to update."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -12,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from services.aftercare import models
-from services.aftercare.domain import PlannedVisit, Visit
+from services.aftercare.domain import Claim, PlannedVisit, Visit
 from shared.persistence.unit_of_work import Store, UnitOfWork
 from shared.workflow.tables import INSTANCES
 
@@ -85,15 +90,47 @@ class Visits:
         return self._uow.execute(sa.select(sa.literal(1)).where(t.c.visit_id == visit_id)).first() is not None
 
     def save(self, visit: Visit, now: datetime) -> None:
+        """The visit's changed state; its claim only when the change ended it (an attempt, the
+        visit finished): a claim made meanwhile is not overwritten by a timer's step."""
         t = models.visits
-        self._uow.execute(t.update().where(t.c.id == visit.id).values(**self._state(visit, now)))
+        values = self._state(visit, now)
+        if visit.claim_ended:
+            values.update(claimed_by=None, claimed_until=None)
+        self._uow.execute(t.update().where(t.c.id == visit.id).values(**values))
+
+    @staticmethod
+    def _free_for(subject: str, now: datetime) -> sa.ColumnElement:
+        """SQL true when `subject` may take the visit now: nobody's claim runs on it, or theirs does
+        (the domain's Claim.held_against, negated)."""
+        t = models.visits
+        return sa.or_(t.c.claimed_by.is_(None), t.c.claimed_until <= now, t.c.claimed_by == subject)
+
+    def claim(self, visit_id: str, claim: Claim, now: datetime) -> Claim | None:
+        """`claim` stored on the open visit if it is still free for its agent now, else None (a
+        colleague claimed it, or it finished, since it was read). One statement: of agents
+        claiming at once, exactly one wins."""
+        t = models.visits
+        row = self._uow.execute(
+            t.update().where(t.c.id == visit_id, t.c.status.in_(OPEN), self._free_for(claim.by, now))
+            .values(claimed_by=claim.by, claimed_until=claim.until, updated_at=now)
+            .returning(t.c.claimed_by, t.c.claimed_until)).first()
+        return None if row is None else Claim(row.claimed_by, row.claimed_until)
+
+    def release(self, visit_id: str, subject: str, now: datetime) -> bool:
+        """`subject`'s claim on the visit ended (run out or not); a colleague's is left alone.
+        True when there was one."""
+        t = models.visits
+        done = self._uow.execute(t.update().where(t.c.id == visit_id, t.c.claimed_by == subject)
+                                 .values(claimed_by=None, claimed_until=None, updated_at=now))
+        return done.rowcount == 1
 
     def queue(self, *, branches: frozenset[str] | None, status: str, due_before: datetime | None,
-              after: tuple | None, limit: int) -> list[Visit]:
+              after: tuple | None, limit: int, free_for: tuple[str, datetime] | None = None) -> list[Visit]:
         """A page of visits in `branches` (None: every branch), allergy checks first, then by
         when they are next called, then id; `after` is the last shown (call_at, id, allergy).
         Open visits are read per branch and per allergy flag, each part a range of the queue
-        index, so a branch with a million visits answers as fast as one with ten."""
+        index, so a branch with a million visits answers as fast as one with ten. `free_for`
+        (subject, now) leaves out the visits a colleague's claim holds now."""
         t = models.visits
         statuses = OPEN if status == "open" else (status,)
         if branches is not None and not branches:
@@ -109,6 +146,8 @@ class Visits:
                     where.append(t.c.branch_code == branch)
                 if due_before is not None:
                     where.append(t.c.call_at <= due_before)
+                if free_for is not None:
+                    where.append(self._free_for(*free_for))
                 if after is not None and (after[2] == "1") == allergy:
                     where.append(sa.tuple_(t.c.call_at, t.c.id) > sa.tuple_(sa.literal(after[0]), sa.literal(after[1])))
                 parts.append(sa.select(t).where(*where).order_by(t.c.call_at, t.c.id).limit(limit).subquery().select())
@@ -162,7 +201,9 @@ def _visit(row) -> Visit:
                            customer_masked=dict(row.customer_masked), customer_language=row.customer_language,
                            items=tuple(row.items), allergy_check=row.allergy_check, record_type=row.record_type,
                            record_id=str(row.record_id), follows=dict(row.follows))
+    claim = Claim(row.claimed_by, row.claimed_until) if row.claimed_by and row.claimed_until else None
     visit = Visit(planned, status=row.status, call_at=row.call_at, abandon_at=row.abandon_at,
-                  attempts=list(row.attempts), outcome=row.outcome, message=row.message, finished_at=row.finished_at)
+                  attempts=list(row.attempts), outcome=row.outcome, message=row.message, finished_at=row.finished_at,
+                  claim=claim)
     visit.sequence = row.last_sequence
     return visit

@@ -1,5 +1,6 @@
 """Aftercare's request and response shapes (marshmallow): the queue's query, a visit's read (the
-contact on request, with a purpose), an attempt with seed 004's questionnaire, and what the API answers. Requests reject unknown fields so a typo is
+contact on request, with a purpose), an agent's claim, an attempt with seed 004's questionnaire, and
+what the API answers. Requests reject unknown fields so a typo is
 named instead of silently ignored."""
 import unicodedata
 
@@ -19,6 +20,9 @@ class VisitQuery(PageQuery):
     due_before = AwareDateTime()
     status = fields.String(load_default="open", validate=validate.OneOf(QUEUE_STATUSES))
     branch = fields.String(validate=validate.Length(min=1, max=100))
+    unclaimed = fields.Boolean(load_default=False, truthy={"true"}, falsy={"false"},
+                               metadata={"description": "true: leave out the visits a colleague's claim holds now "
+                                                        "(the caller's own claims stay)"})
 
 
 def _a_purpose(value: str) -> None:
@@ -40,6 +44,14 @@ class VisitReadQuery(Strict):
             raise ValidationError({"purpose": ["required with contact=true: say why the contact is read"]})
         if not data.get("contact") and "purpose" in data:
             raise ValidationError({"purpose": ["a purpose comes with contact=true"]})
+
+
+class ClaimIn(Strict):
+    """`POST /v1/visits/{id}/claim`: how long the agent works the visit (the body is optional:
+    without it, the policy's `aftercare.claim_for`)."""
+    minutes = fields.Integer(strict=True, validate=validate.Range(min=1, max=60),
+                             metadata={"description": "how long the claim runs, 1-60 (default: the chain policy's "
+                                                      "aftercare.claim_for, 10 minutes)"})
 
 
 class AnswersIn(Strict):
@@ -106,6 +118,9 @@ class VisitOut(Schema):
     customer_language = fields.String()
     attempts_made = fields.Integer()
     items = fields.List(fields.Nested(ItemOut))
+    claimed_by = fields.String(allow_none=True, metadata={
+        "description": "the staff member working it now (their token's subject); null when nobody's claim runs"})
+    claimed_until = fields.String(allow_none=True, metadata={"description": "when that claim runs out"})
 
 
 class VisitDetailOut(VisitOut):

@@ -1,7 +1,8 @@
 """Aftercare: owns visits. Thin entrypoints: authenticate, call a handler, answer. Plans return
 visits from the sales intake records and satisfaction follow-ups from the cases investigation
 resolves, runs each visit's process (its timers: the message after the calls, the visit given
-up), and serves the agents' queue. Errors become the JSON error shape in shared.web.http."""
+up), and serves the agents' queue and their claims on the visits they work. Errors become the
+JSON error shape in shared.web.http."""
 from nameko.rpc import RpcProxy
 from nameko.timer import timer
 
@@ -90,6 +91,17 @@ class AftercareService(Operations):
         return handlers.get_visit(self.db, identity=identity(request), visit_id=visit_id, policy=self.env.policy,
                                   read_contact=visit_contact_reader(self.intake, handlers.CONTACT_WAIT),
                                   now=self.env.now(), query=query_args(request))
+
+    @api("POST", "/v1/visits/<visit_id>/claim")
+    def claim_visit(self, request, visit_id):
+        return handlers.claim_visit(self.db, identity=identity(request), visit_id=visit_id,
+                                    read_body=lambda: read_json(request) if request.get_data() else {},
+                                    policy=self.env.policy, rules=self.env.rules, now=self.env.now())
+
+    @api("DELETE", "/v1/visits/<visit_id>/claim")
+    def release_visit(self, request, visit_id):
+        return handlers.release_visit(self.db, identity=identity(request), visit_id=visit_id, policy=self.env.policy,
+                                      now=self.env.now())
 
     @api("POST", "/v1/visits/<visit_id>/attempts")
     def record_attempt(self, request, visit_id):

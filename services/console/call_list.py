@@ -3,10 +3,14 @@ that opens the first due visit, a visit with what it follows, its attempts and t
 inline, and the outcome of a call posted to aftercare with the staff member's own token.
 
 What the services offer and what follows from it here:
-- Aftercare has no claim or hold on a visit over HTTP: "next" opens the first visit of the queue
-  (allergy checks first, then by call time). Two agents pressing "next" together open the same
-  visit; the second to save is refused by aftercare (409, the visit finished or its next call not
-  due) and sees why.
+- Aftercare's claims (`POST|DELETE /v1/visits/{id}/claim`): opening a visit's page claims it for
+  the staff member (for the policy's minutes; opening it again extends it), so colleagues' "next"
+  passes it by. "Next" asks for the queue without what colleagues hold (`unclaimed=true`) and
+  claims the first visit; one that a colleague won meanwhile (409) is passed for the following
+  one, so two agents pressing "next" together open different visits. A visit a colleague holds
+  opens read-only, saying who calls it until when; the call list tags it. Saving a call ends the
+  claim (aftercare does), and the page the save leads back to does not claim it again; "put it
+  back" releases it, and so does "next" from the visit's page (the agent leaves it).
 - The contact: aftercare reads it from intake only when asked (`GET /v1/visits/{id}?contact=true&
   purpose=`); the page reads the visit without it. "Show the contact" sends the purpose the agent
   chose (the visit's kind, or their own words) with the CSRF header, and intake logs the read with
@@ -34,6 +38,7 @@ STATUSES = ("open", "scheduled", "in_progress", "completed", "abandoned", "cance
 OUTCOMES = ("reached", "not_reached", "call_back")
 CHANNELS = ("phone", "sms", "wechat", "email", "in_person")
 PAGE = 50
+NEXT_TRIES = 10  # "next": due visits claimed in turn until one is won (colleagues pressing it too)
 _ID = re.compile(r"^[0-9a-fA-F-]{32,36}$")
 _CURSOR = re.compile(r"^[A-Za-z0-9_=-]{1,400}$")
 _LOCAL = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
@@ -131,6 +136,26 @@ def _query_string(filters: dict, **changes) -> str:
     return urlencode(shown)
 
 
+def _holders(store, items) -> dict[str, str]:
+    """The display names of the staff claiming these visits (their logins are the claims' subjects)."""
+    logins = {str(i.get("claimed_by")) for i in items if isinstance(i, dict) and i.get("claimed_by")}
+    if not logins:
+        return {}
+    with store.unit_of_work() as uow:
+        return uow.staff.names(logins)
+
+
+def _claim_shown(item: dict, caller, zone, names: dict[str, str]) -> dict | None:
+    """Who claims the visit now, as the page shows it (`mine`: the staff member themself), or None."""
+    login = item.get("claimed_by")
+    until = rendering.parse_instant(item.get("claimed_until"))
+    if not login or until is None:
+        return None
+    login = str(login)
+    return {"mine": login == caller.staff.login, "by": names.get(login, login),
+            "until": until.astimezone(zone).strftime("%H:%M"), "until_iso": until.isoformat()}
+
+
 def _row(item: dict, policy, now: datetime, language: str) -> dict:
     branch = str(item.get("branch_code") or "")
     zone = _zone(policy, branch)
@@ -146,7 +171,8 @@ def _row(item: dict, policy, now: datetime, language: str) -> dict:
                              if i.get("name") or i.get("sku") or i.get("code")),
             "call_at": rendering.format_instant(call_at, zone, language),
             "call_at_iso": call_at.isoformat() if call_at else "",
-            "late": bool(call_at and call_at <= now)}
+            "late": bool(call_at and call_at <= now),
+            "claimed_by": str(item.get("claimed_by") or ""), "claimed_until": str(item.get("claimed_until") or "")}
 
 
 def _queue(caller, services, tokens, policy, filters: dict, now: datetime):
@@ -171,11 +197,15 @@ def _queue(caller, services, tokens, policy, filters: dict, now: datetime):
 
 
 def call_list(store, request, *, services, tokens, policy, now: datetime):
-    """GET /visits: the page, or (an htmx poll) its list alone."""
+    """GET /visits: the page, or (an htmx poll) its list alone. Visits colleagues call now are
+    listed, tagged with who ("next" passes them by)."""
     caller = _caller(store, request, now)
     branches = _branches(caller.staff, policy)
     filters, wrong = _filters(request, branches)
     rows, cursor, problem = _queue(caller, services, tokens, policy, filters, now)
+    names = _holders(store, rows)
+    for row in rows:
+        row["claim"] = _claim_shown(row, caller, _zone(policy, row["branch_code"]), names)
     query = _query_string(filters, cursor="")
     context = dict(rows=rows, problem=problem, filters=filters, wrong=wrong, branches=branches,
                    statuses=[(s, _t(caller.language, STATUS_LABELS, s)) for s in STATUSES],
@@ -189,25 +219,75 @@ def call_list(store, request, *, services, tokens, policy, now: datetime):
     return response
 
 
+def _claim(caller, services, tokens, visit_id: str) -> dict | None:
+    """The visit claimed for the staff member (aftercare answers it), or None when aftercare did
+    not give it to them: a colleague calls it, or it is finished (409), or aftercare did not answer
+    (the page reads the visit then, and says what it can)."""
+    try:
+        return services.aftercare.post(f"/v1/visits/{visit_id}/claim", _token(caller, tokens), {})
+    except ServiceRefused as refused:
+        if refused.status in (400, 404):
+            raise web.PageError(404, N_("There is no such visit.")) from None
+        if refused.status == 403:
+            raise web.PageError(403, N_("Your role does not work the call list.")) from None
+        if refused.status != 409:
+            log.warning("claim of visit %s refused: %s", visit_id, refused)
+        return None
+    except ServiceDown as down:
+        log.warning("claim of visit %s not made: %s", visit_id, down)
+        return None
+
+
+def _release(caller, services, tokens, visit_id: str) -> None:
+    """The staff member's claim on the visit ended (a colleague's is left alone: aftercare's 409)."""
+    try:
+        services.aftercare.delete(f"/v1/visits/{visit_id}/claim", _token(caller, tokens))
+    except ServiceRefused as refused:
+        if refused.status == 404:
+            raise web.PageError(404, N_("There is no such visit.")) from None
+        if refused.status == 403:
+            raise web.PageError(403, N_("Your role does not work the call list.")) from None
+        log.info("claim of visit %s not released: %s", visit_id, refused)
+    except ServiceDown as down:  # it runs out on its own
+        log.warning("claim of visit %s not released: %s", visit_id, down)
+
+
 def next_visit(store, request, *, services, tokens, policy, now: datetime):
-    """POST /visits/next: the first due visit of the queue (with the list's branch), opened.
-    Aftercare holds no claim: the first is the first, whoever else looks at it."""
+    """POST /visits/next: the first due visit of the queue (with the list's branch) that no
+    colleague calls, claimed and opened; one a colleague claimed meanwhile is passed for the next.
+    From a visit's page (`from`), that visit is put back first and not opened again."""
     values = web.form(request)
     caller = _caller(store, request, now, values=values)
     branch = values.get("branch") or ""
     if branch not in _branches(caller.staff, policy):
         branch = ""
+    left = values.get("from") or ""
+    if _ID.match(left):
+        _release(caller, services, tokens, left)
     try:
         answer = services.aftercare.get("/v1/visits", _token(caller, tokens), status="open", branch=branch or None,
-                                        limit=1)
+                                        unclaimed="true", limit=NEXT_TRIES + 1)
     except (ServiceRefused, ServiceDown) as failed:
         log.warning("next visit unavailable: %s", failed)
         raise web.PageError(503, N_("The call list is not available right now.")) from None
-    items = [i for i in answer.get("items") or [] if isinstance(i, dict) and _ID.match(str(i.get("id") or ""))]
-    if not items:
-        return web.redirect(request, caller, "/visits?" + urlencode({k: v for k, v in
-                                                                     (("branch", branch), ("empty", "1")) if v}))
-    return web.redirect(request, caller, f"/visits/{items[0]['id']}")
+    items = [i for i in answer.get("items") or [] if isinstance(i, dict) and _ID.match(str(i.get("id") or ""))
+             and str(i["id"]) != left]
+    for item in items[:NEXT_TRIES]:
+        if _claim(caller, services, tokens, str(item["id"])) is not None:
+            return web.redirect(request, caller, f"/visits/{item['id']}")
+    return web.redirect(request, caller, "/visits?" + urlencode({k: v for k, v in
+                                                                 (("branch", branch), ("empty", "1")) if v}))
+
+
+def release(store, request, visit_id: str, *, services, tokens, policy, now: datetime):
+    """POST /visits/{id}/release: the staff member puts the visit back (their claim ends), then
+    the call list."""
+    values = web.form(request)
+    caller = _caller(store, request, now, values=values)
+    if not _ID.match(visit_id):
+        raise web.PageError(404, N_("There is no such visit."))
+    _release(caller, services, tokens, visit_id)
+    return web.redirect(request, caller, "/visits")
 
 
 # -- a visit --------------------------------------------------------------------------------------
@@ -295,9 +375,13 @@ def _remedy(remedy) -> str:
     return str(remedy or "")
 
 
-def _page(request, caller, visit: dict, policy, *, typed: dict | None = None, errors: dict | None = None,
+def _page(store, request, caller, visit: dict, policy, *, typed: dict | None = None, errors: dict | None = None,
           problem: str | None = None, detail: str = "", status: int = 200, saved: str = ""):
+    """The visit's page (an htmx request: its work section). A colleague's claim on it: `held`
+    (who, until when), and it is shown read-only; the staff member's own: `mine`, to put it back."""
     shown = _shown(visit, policy, caller.language)
+    claim = _claim_shown(visit, caller, _zone(policy, shown["branch_code"]), _holders(store, [visit])) \
+        if shown["open"] else None
     typed = typed or {}
     if "outcome" not in typed:
         typed = {**typed, "outcome": "reached" if shown["allergy_check"] else ""}
@@ -305,6 +389,7 @@ def _page(request, caller, visit: dict, policy, *, typed: dict | None = None, er
                    contact_form=contact_form(visit, caller.language),
                    detail=detail,
                    saved=_t(caller.language, OUTCOME_LABELS, saved) if saved in OUTCOME_LABELS else "",
+                   held=claim if claim and not claim["mine"] else None, mine=bool(claim and claim["mine"]),
                    here=f"/visits/{shown['id']}", outcomes=[(o, _t(caller.language, OUTCOME_LABELS, o)) for o in OUTCOMES],
                    channels=[(c, _t(caller.language, CHANNEL_LABELS, c)) for c in CHANNELS])
     template = "_visit_work.html" if web.is_htmx(request) else "visit.html"
@@ -331,11 +416,16 @@ def _field_errors(errors: dict, language: str) -> dict:
 
 
 def visit_page(store, request, visit_id: str, *, services, tokens, policy, now: datetime):
-    """GET /visits/{id}: the visit, what it follows, its attempts and (open) the questionnaire."""
+    """GET /visits/{id}: the visit, what it follows, its attempts and (open) the questionnaire.
+    Opening it claims it for the staff member (colleagues' "next" passes it by); a colleague's
+    claim shows it read-only, saying who calls it until when. Back from saving a call (`saved`),
+    it is read only: the call ended the claim."""
     caller = _caller(store, request, now)
-    visit = _read_visit(caller, services, tokens, visit_id)
     saved = request.args.get("saved") or ""
-    return _page(request, caller, visit, policy, saved=saved)
+    visit = None if saved or not _ID.match(visit_id) else _claim(caller, services, tokens, visit_id)
+    if visit is None:
+        visit = _read_visit(caller, services, tokens, visit_id)
+    return _page(store, request, caller, visit, policy, saved=saved)
 
 
 def contact_form(visit: dict, language: str, *, choice: str | None = None, purpose: str = "",
@@ -438,7 +528,7 @@ def record_attempt(store, request, visit_id: str, *, services, tokens, policy, n
     branch = values.get("branch") if values.get("branch") in _branches(caller.staff, policy) else None
     body, wrong = _body(values, _zone(policy, branch))
     if wrong:  # the page again: the visit read for it (without the contact)
-        return _page(request, caller, _read_visit(caller, services, tokens, visit_id), policy, typed=typed,
+        return _page(store, request, caller, _read_visit(caller, services, tokens, visit_id), policy, typed=typed,
                      errors=wrong, status=400, problem=N_("Please fill in the fields marked."))
     try:
         services.aftercare.post(f"/v1/visits/{visit_id}/attempts", _token(caller, tokens), body)
@@ -449,15 +539,15 @@ def record_attempt(store, request, visit_id: str, *, services, tokens, policy, n
             raise web.PageError(403, N_("Your role does not work the call list.")) from None
         visit = _read_visit(caller, services, tokens, visit_id)
         if refused.status == 409:
-            return _page(request, caller, visit, policy, typed=typed, status=409,
+            return _page(store, request, caller, visit, policy, typed=typed, status=409,
                          problem=N_("Aftercare did not take this call now."), detail=refused.message)
         problem = N_("Please fill in the fields marked.") if refused.fields else N_("The request is invalid.")
-        return _page(request, caller, visit, policy, typed=typed, errors=refused.fields, status=refused.status,
+        return _page(store, request, caller, visit, policy, typed=typed, errors=refused.fields, status=refused.status,
                      problem=problem, detail="" if refused.fields else refused.message)
     except ServiceDown as down:
         log.warning("attempt on visit %s not saved: %s", visit_id, down)
         visit = _read_visit(caller, services, tokens, visit_id)  # down still: the error page says so
-        return _page(request, caller, visit, policy, typed=typed, status=503,
+        return _page(store, request, caller, visit, policy, typed=typed, status=503,
                      problem=N_("Aftercare did not answer: the call was not saved. Try again."))
     return web.redirect(request, caller, f"/visits/{visit_id}?saved={body['outcome']}")
 

@@ -125,8 +125,13 @@ class ServiceClient:
     def get(self, path: str, token: str, **params) -> dict:
         return self.call("GET", path, token, params={k: v for k, v in params.items() if v is not None})
 
-    def post(self, path: str, token: str, body: dict) -> dict:
-        return self.call("POST", path, token, json=body)
+    def post(self, path: str, token: str, body: dict, correlation_id: str | None = None) -> dict:
+        """A POST in the body (a read whose words must stay out of the URL, or a task's form)."""
+        return self.call("POST", path, token, json=body, correlation_id=correlation_id)
+
+    def delete(self, path: str, token: str) -> dict:
+        """A DELETE (the service answers what is left, as JSON)."""
+        return self.call("DELETE", path, token)
 
     def post_once(self, path: str, token: str, body: dict, idempotency_key: str,
                   correlation_id: str | None = None) -> dict:

@@ -8,8 +8,12 @@ Everything goes through intake's public API with the staff member's own token:
   filing twice; intake's per-field errors are shown beside the fields, with what was typed;
 - the look-up: `GET /v1/complaints/{id}` for an id, and for a reference (`SH001-20261122-0007`:
   branch, local day, number) `GET /v1/complaints?branch=&from=&to=` over that branch's local
-  day. Intake offers no look-up by phone over HTTP (its list has no phone filter and shows
-  phones masked), so a phone number gets a page saying to ask for the reference instead.
+  day; for a phone number, intake's `POST /v1/customers/lookup` with the purpose the front desk
+  states (a choice, or their own words; intake logs who looked whom up and why), listing the
+  customer's complaints in the staff member's branches with where each stands, linked to its case.
+  The look-up form is a POST (with the session's CSRF token) answered by the page itself, so a
+  phone never appears in a URL (the browser's history, the gateway's access log); the page shows
+  it masked only. A phone in `GET /lookup?q=` (typed into an address bar) is not looked up.
 
 Form fields are named by the API's paths (`customer.phone`, `products.0.batch`), so an error
 intake names lands beside its field; rows left empty are not sent, and the errors of the rows
@@ -26,6 +30,7 @@ from zoneinfo import ZoneInfo
 from services.console import rendering, web
 from services.console.clients import ServiceDown, ServiceRefused
 from services.console.rendering import N_
+from shared.web.text import TextRefused, clean_text
 
 log = logging.getLogger("closeloop.console.front_desk")
 
@@ -84,6 +89,7 @@ _KNOWN = (
     ("required: your token covers several branches", N_("Choose the branch.")),
     ("unknown branch", N_("Choose the branch.")),
     ("Unknown field.", N_("Invalid")),
+    ("a purpose of at least", N_("Say why in a few words (at least 2 letters).")),
 )
 
 ALREADY_SENT = N_("This form was already sent with other details (the first one was filed). The form below is "
@@ -100,8 +106,21 @@ _PLACED = re.compile(r"^(kind|channel|category|description|occurred_at|branch_co
                      r"|products|items|customer)(\.(name|phone|email|language|contact_consent|code|technician_id))?$"
                      r"|^(products|items)\.\d+\.(sku|name|batch|code|type|product_type|technician_id)$")
 _REFERENCE = re.compile(r"^([A-Z0-9]{1,20})-(\d{8})-(\d{1,6})$")
+# What looks like a phone: digits with intake's separators (spaces, dashes, brackets) and an
+# optional +. Whether it is one is intake's rule (shared.security.privacy.normalize_phone), which
+# names the field when it is not.
 _PHONE = re.compile(r"^\+?[\d\s()-]{7,20}$")
 LOOKUP_PAGES = 10  # pages of 200 complaints of one branch's day, at most
+# Why a front desk looks a customer up by phone (intake logs it); the first is the usual one.
+LOOKUP_PURPOSES = {"status": N_("The customer asks where their complaint stands"),
+                   "new_complaint": N_("The customer is making another complaint"),
+                   "call_back": N_("Calling the customer back about a complaint")}
+# Who may open a case (investigation's case:read): the look-up links each complaint to its case.
+CASE_READERS = frozenset({"front_desk", "store_manager", "aftercare_agent", "investigator", "regional_manager",
+                          "hq_analyst", "hq_admin"})
+LOOKUP_DOWN = N_("Intake is not answering right now. Try again in a moment.")
+PHONE_BY_FORM = N_("A phone number is looked up with the form below, which keeps it out of the address bar. "
+                   "Type it there again.")
 
 
 # -- what every page needs -------------------------------------------------------------------------
@@ -453,31 +472,121 @@ def _sale_view(answer: dict, language: str, policy) -> dict:
 # -- the look-up ------------------------------------------------------------------------------------------
 
 def lookup(store, request, *, services, tokens, policy, now: datetime):
-    """GET /lookup?q=: a complaint by its reference (or id), as the customer may be told."""
+    """GET /lookup?q=: a complaint by its reference (or id), as the customer may be told. A phone
+    here is in a URL already: not looked up, not shown back, the form offered instead."""
     caller = _desk_caller(store, request, now)
     q = (request.args.get("q") or "").strip()[:100]
-    found, problem, phone = None, None, False
-    if q:
-        token = tokens.for_session(caller.session.id_hash, caller.staff)
-        try:
-            answer = _find(services, token, q.upper(), policy)
-        except ServiceDown as down:
-            log.warning("look-up failed: %s", down)
-            answer, problem = None, N_("Intake is not answering right now. Try again in a moment.")
-        except ServiceRefused as refused:
-            if refused.status == 403:
-                raise web.PageError(403, NOT_YOURS) from None
-            answer = None
-        if answer is not None:
-            found = _complaint_view(answer, caller.language, policy)
-        elif problem is None:
-            phone = bool(_PHONE.match(q)) and not _REFERENCE.match(q.upper())
-            problem = (N_("A look-up by phone number is not possible: ask the customer for the reference in the "
-                          "acknowledgement they received (for example SH001-20261122-0007).") if phone
-                       else N_("No complaint with this reference in your branches."))
-    here = "/lookup" + (f"?q={quote(q)}" if q else "")
-    return web.html(request, caller, "front_desk_lookup.html", here=here, q=q, found=found, problem=problem,
+    if q and _phone_like(q):
+        return _lookup_page(request, caller, now, problem=PHONE_BY_FORM)
+    found, problem = _by_reference(caller, services, tokens, q, policy) if q else (None, None)
+    return _lookup_page(request, caller, now, q=q, found=found, problem=problem,
+                        here="/lookup" + (f"?q={quote(q)}" if q else ""))
+
+
+def lookup_submit(store, request, *, services, tokens, policy, now: datetime):
+    """POST /lookup (the page's form, with the CSRF token): a reference or id as GET does, or a
+    phone number through intake's `POST /v1/customers/lookup` with the purpose stated, answered
+    by this page (no redirect: the phone would go into the URL) and shown back masked only."""
+    values = web.form(request)
+    caller = _desk_caller(store, request, now, values=values)
+    q = (values.get("q") or "").strip()[:100]
+    typed = {"purpose_choice": values.get("purpose_choice") or "", "purpose": values.get("purpose") or ""}
+    if not q:
+        return _lookup_page(request, caller, now, typed=typed, errors={"q": [_text(caller.language)(N_("Required"))]},
+                            status=400)
+    if not _phone_like(q):
+        found, problem = _by_reference(caller, services, tokens, q, policy)
+        return _lookup_page(request, caller, now, q=q, found=found, problem=problem, typed=typed)
+    purpose = _lookup_purpose(values, caller.language)
+    if not purpose:
+        return _lookup_page(request, caller, now, typed=typed, status=400,
+                            errors={"purpose": [_text(caller.language)(N_("Required"))]})
+    token = tokens.for_session(caller.session.id_hash, caller.staff)
+    try:
+        answer = services.intake.post("/v1/customers/lookup", token, {"phone": q, "purpose": purpose},
+                                      correlation_id=request.environ.get("closeloop.correlation_id"))
+    except ServiceDown as down:
+        log.warning("look-up by phone failed: %s", down)
+        return _lookup_page(request, caller, now, typed=typed, problem=LOOKUP_DOWN, status=503)
+    except ServiceRefused as refused:
+        if refused.status == 403:
+            raise web.PageError(403, NOT_YOURS) from None
+        if refused.status != 400:
+            log.warning("intake refused a look-up by phone: %s", refused)
+            raise web.PageError(refused.status if refused.status < 500 else 502, N_("The request is invalid."))
+        shown = _shown_errors(caller.language, {"q" if name == "phone" else name: messages
+                                                for name, messages in refused.fields.items()}, {})
+        errors = {name: texts for name, texts in shown.items() if name in ("q", "purpose")}
+        other = {name: texts for name, texts in shown.items() if name not in errors}
+        return _lookup_page(request, caller, now, typed=typed, errors=errors, other=other, status=400,
+                            problem=FIX_FIELDS)
+    customer = _customer_view(answer, caller, policy)
+    return _lookup_page(request, caller, now, typed=typed, customer=customer)
+
+
+def _lookup_page(request, caller, now: datetime, *, q: str = "", found=None, customer=None, problem=None,
+                 typed: dict | None = None, errors: dict | None = None, other: dict | None = None,
+                 here: str = "/lookup", status: int = 200):
+    """The look-up page: its form (a phone never put back in it), and what was found."""
+    typed = typed or {"purpose_choice": "status", "purpose": ""}
+    t = _text(caller.language)
+    return web.html(request, caller, "front_desk_lookup.html", status=status, here=here, q=q, found=found,
+                    customer=customer, problem=problem, errors=errors or {}, other=other or {},
+                    purposes=[(key, t(msgid)) for key, msgid in LOOKUP_PURPOSES.items()], typed=typed,
                     now_iso=now.isoformat())
+
+
+def _phone_like(q: str) -> bool:
+    return bool(_PHONE.match(q)) and not _REFERENCE.match(q.upper())
+
+
+def _lookup_purpose(values: dict, language: str) -> str:
+    """The purpose as intake logs it: the front desk's own words, else the one chosen, in their language."""
+    try:
+        own = clean_text(values.get("purpose") or "")
+    except TextRefused:
+        own = values.get("purpose") or ""  # intake refuses it, beside the field
+    if own:
+        return own
+    choice = values.get("purpose_choice") or ""
+    return _text(language)(LOOKUP_PURPOSES[choice]) if choice in LOOKUP_PURPOSES else ""
+
+
+def _by_reference(caller, services, tokens, q: str, policy) -> tuple[dict | None, str | None]:
+    """(the complaint as the page shows it, None) for a reference or id, else (None, why not)."""
+    token = tokens.for_session(caller.session.id_hash, caller.staff)
+    try:
+        answer = _find(services, token, q.upper(), policy)
+    except ServiceDown as down:
+        log.warning("look-up failed: %s", down)
+        return None, LOOKUP_DOWN
+    except ServiceRefused as refused:
+        if refused.status == 403:
+            raise web.PageError(403, NOT_YOURS) from None
+        answer = None
+    if answer is None:
+        return None, N_("No complaint with this reference in your branches.")
+    return _complaint_view(answer, caller.language, policy), None
+
+
+def _customer_view(answer: dict, caller, policy) -> dict:
+    """intake's look-up by phone as the page shows it: the phone masked, each complaint as the
+    reference look-up shows it (linked to its case for a role that reads cases), the sales."""
+    customer = answer.get("customer") if isinstance(answer.get("customer"), dict) else {}
+    complaints = []
+    for item in answer.get("complaints") or []:
+        if not isinstance(item, dict):
+            continue
+        view = _complaint_view(item, caller.language, policy)
+        try:
+            case_id = str(uuid.UUID(view["id"]))
+        except ValueError:
+            case_id = None
+        view["case_path"] = f"/cases/{case_id}" if case_id and caller.staff.role in CASE_READERS else None
+        complaints.append(view)
+    sales = [_sale_view(item, caller.language, policy) for item in answer.get("sales") or [] if isinstance(item, dict)]
+    return {"phone": str(customer.get("phone") or ""), "complaints": complaints, "sales": sales,
+            "more_complaints": bool(answer.get("more_complaints")), "more_sales": bool(answer.get("more_sales"))}
 
 
 def _find(services, token: str, q: str, policy) -> dict | None:

@@ -51,6 +51,16 @@ class StaffAccounts:
         row = self._uow.execute(sa.select(models.staff).where(models.staff.c.login == login)).first()
         return None if row is None else _staff(row)
 
+    def names(self, logins) -> dict[str, str]:
+        """login -> display name, for the logins that are staff members here (a service shows who
+        did something by the subject of their token: the login, for the console's staff)."""
+        wanted = sorted({str(login) for login in logins if login})
+        if not wanted:
+            return {}
+        t = models.staff
+        return {row.login: row.display_name
+                for row in self._uow.execute(sa.select(t.c.login, t.c.display_name).where(t.c.login.in_(wanted)))}
+
     def add(self, member: StaffMember, now: datetime) -> bool:
         """False when the login is taken."""
         values = {name: getattr(member, name) for name in StaffMember.__dataclass_fields__}

@@ -110,6 +110,10 @@ class ConsoleService:
     def lookup(self, request):
         return front_desk.lookup(self.db, request, **self._deps())
 
+    @page("POST", "/lookup")
+    def lookup_submit(self, request):
+        return front_desk.lookup_submit(self.db, request, **self._deps())
+
 
     # -- aftercare: the call list and a visit (call_list.py) ---------------------------------------
 
@@ -132,6 +136,10 @@ class ConsoleService:
     @page("POST", "/visits/<visit_id>/attempts")
     def visit_attempt(self, request, visit_id):
         return call_list.record_attempt(self.db, request, visit_id, **self._deps())
+
+    @page("POST", "/visits/<visit_id>/release")
+    def visit_release(self, request, visit_id):
+        return call_list.release(self.db, request, visit_id, **self._deps())
 
     @page("GET", "/visits/<visit_id>/urgent-case")
     def visit_urgent_case(self, request, visit_id):

@@ -292,6 +292,15 @@ class Complaint(CustomerRecord):
             "anonymised_at": isoformat(self.anonymised_at) if self.anonymised_at else None,
         }
 
+    def standing(self) -> dict:
+        """Where it stands, for staff who looked its customer up by phone: no contact, no text."""
+        return {"id": self.id, "reference": self.reference, "kind": self.kind, "category": self.category,
+                "priority": self.priority, "status": self.status, "branch_code": self.branch_code,
+                "received_at": isoformat(self.received_at),
+                "first_response_due": isoformat(self.first_response_due),
+                "resolution_due": isoformat(self.resolution_due),
+                "closed_at": isoformat(self.closed_at) if self.closed_at else None}
+
     def acknowledgement_message(self, sms_allowed: Callable[[str], bool] | None = None) -> Acknowledgement | None:
         channel = self.customer.reply_channel(sms_allowed)
         if channel is None:
@@ -347,6 +356,11 @@ class Sale(CustomerRecord):
     @property
     def may_contact(self) -> bool:
         return self.contact_consent
+
+    def summary(self) -> dict:
+        """For staff who looked its customer up by phone: what was sold, no contact."""
+        return {"id": self.id, "branch_code": self.branch_code, "sold_at": isoformat(self.sold_at),
+                "contact_consent": self.contact_consent, "items": self.items}
 
     def view(self) -> dict:
         return {"id": self.id, "branch_code": self.branch_code, "sold_at": isoformat(self.sold_at),

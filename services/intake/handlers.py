@@ -7,16 +7,17 @@ from __future__ import annotations
 import logging
 import unicodedata
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 
 from services.intake import events
 from services.intake.repository import IntakeUnitOfWork
 from services.intake.domain import Complaint, Customer, Sale
 from services.intake.policy import PERMISSIONS
-from services.intake.schemas import ComplaintIn, ComplaintQuery, SaleIn
+from services.intake.schemas import ComplaintIn, ComplaintQuery, CustomerLookupIn, SaleIn
 from shared.calendar.clock import isoformat
 from shared.notifications.queue import CustomerMessage
-from shared.security.privacy import customer_ref, mask_contact, redact
+from shared.security.privacy import customer_ref, mask_contact, mask_phone, normalize_phone, redact
 from shared.persistence import idempotency
 from shared.security.auth import Identity
 from shared.web.errors import Forbidden, NotFound, TooManyRequests, ValidationFailed
@@ -25,7 +26,7 @@ from shared.web.http import bad_text
 from shared.web.requests import load, load_query, page, path_id
 from shared.web.text import TextRefused, clean_text
 
-COMPLAINT_IN, SALE_IN, COMPLAINT_QUERY = ComplaintIn(), SaleIn(), ComplaintQuery()
+COMPLAINT_IN, SALE_IN, COMPLAINT_QUERY, LOOKUP_IN = ComplaintIn(), SaleIn(), ComplaintQuery(), CustomerLookupIn()
 log = logging.getLogger("closeloop.intake")
 
 # Clocks of front-desk tills drift: an occurred_at this far ahead is still "now".
@@ -256,6 +257,44 @@ def _read_contact(store, *, identity: Identity, record_id: str, purpose, now: da
         if record_type == "sale":
             answer["contact_consent"] = record.contact_consent
     return answer
+
+
+# -- a customer looked up by phone, for a front desk ----------------------------------------------
+
+LOOKUP_LIMIT = 50  # complaints, and sales, in one answer
+LOOKUP_PURPOSE_RULE = (f"a purpose of at least {PURPOSE_MIN_LETTERS} letters (spaces and invisible characters do "
+                       f"not count, bidirectional controls are refused), at most {PURPOSE_MAX_CHARS} characters, "
+                       f"is required to look a customer up")
+
+
+def look_up_customer(store, *, identity: Identity, read_body: Callable[[], dict], ref_key: bytes,
+                     now: datetime) -> dict:
+    """A customer's complaints (where each stands) and sales in the caller's scope, newest first,
+    found by phone: normalised as on complaints and sales, then through the keyed customer_ref
+    (an index, never a scan of phones). The phone is not shown back but masked. Every look-up is
+    logged in the contact-access log with who, the purpose and the customer_ref, whatever it
+    found. An unknown phone, or one whose records are all in other branches, answers the same
+    empty lists. In the API's order: 403 (role), then 413/415/400 (the body: every wrong field)."""
+    PERMISSIONS.require(identity, "customer:lookup")
+    body = read_body()
+    data, errors = load(LOOKUP_IN, body)
+    purpose = _clean_purpose(body.get("purpose"))  # the rule of contact reads
+    if purpose is None:
+        errors["purpose"] = [LOOKUP_PURPOSE_RULE]
+    if errors:
+        raise ValidationFailed("the look-up is invalid", fields=errors)
+    phone = normalize_phone(data["phone"])
+    ref = customer_ref(ref_key, phone)
+    with store.unit_of_work() as uow:
+        complaints = uow.complaints.of_customer(ref, branches=identity.branches, limit=LOOKUP_LIMIT + 1)
+        sales = uow.sales.of_customer(ref, branches=identity.branches, limit=LOOKUP_LIMIT + 1)
+        uow.contact_access.add(accessed_at=now, subject=identity.subject, role=identity.role,
+                               record_type="customer", record_id=ref, branch_code=None, purpose=purpose,
+                               outcome="granted")
+    return {"customer_ref": ref, "customer": {"phone": mask_phone(phone)},
+            "complaints": [c.standing() for c in complaints[:LOOKUP_LIMIT]],
+            "more_complaints": len(complaints) > LOOKUP_LIMIT,
+            "sales": [s.summary() for s in sales[:LOOKUP_LIMIT]], "more_sales": len(sales) > LOOKUP_LIMIT}
 
 
 def _loggable(value, limit: int) -> str:

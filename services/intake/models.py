@@ -55,7 +55,8 @@ complaints = sa.Table(
     sa.Column("anonymised_at", sa.DateTime(timezone=True)),
     sa.Index("ix_complaints_branch_received", "branch_code", sa.text("received_at DESC"), sa.text("id DESC")),
     sa.Index("ix_complaints_received", sa.text("received_at DESC"), sa.text("id DESC")),
-    sa.Index("ix_complaints_customer_ref", "customer_ref"),
+    # A customer looked up by phone: their complaints newest first (migration 0012).
+    sa.Index("ix_complaints_customer_received", "customer_ref", sa.text("received_at DESC"), sa.text("id DESC")),
     # What retention looks for: closed complaints not anonymised yet, oldest closure first.
     sa.Index("ix_complaints_retention", "closed_at",
              postgresql_where=sa.text("closed_at IS NOT NULL AND anonymised_at IS NULL")),
@@ -81,6 +82,7 @@ sales = sa.Table(
     sa.Column("legal_holds", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("anonymised_at", sa.DateTime(timezone=True)),
     sa.Index("ix_sales_branch_sold", "branch_code", "sold_at"),
+    sa.Index("ix_sales_customer_sold", "customer_ref", sa.text("sold_at DESC"), sa.text("id DESC")),  # 0012
     sa.Index("ix_sales_retention", "sold_at", postgresql_where=sa.text("anonymised_at IS NULL")),
 )
 

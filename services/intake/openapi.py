@@ -24,6 +24,11 @@ DOCUMENT = document("Closeloop intake", "1", {
                           response=schemas.SaleOut(), status=201, parameters=_IDEMPOTENCY,
                           errors=(400, 401, 403, 409, 413, 415)),
     },
+    "/v1/customers/lookup": {
+        "post": operation("Find a customer's complaints (where each stands) and sales by phone, in the caller's "
+                          "scope, newest first; logged with the purpose", request=schemas.CustomerLookupIn(),
+                          response=schemas.CustomerLookupOut(), errors=(400, 401, 403, 413, 415)),
+    },
     "/health/live": {"get": operation(
         "Liveness: answered by the HTTP server itself, with no worker, database or broker", public=True,
         errors=())},

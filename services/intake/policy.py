@@ -43,6 +43,11 @@ PERMISSIONS = Permissions({
                      "hq_admin"},
     # ...and with a closed case's record from investigation's archive (get_archived_contact).
     "contact:archive": {"hq_admin", "hq_analyst", "auditor"},
+    # Finding a customer's complaints and sales by phone (POST /v1/customers/lookup, logged in the
+    # contact-access log): the roles that work a front desk or handle cases. Not analysts and
+    # auditors, who work with figures and the archive, nor machines, nor aftercare agents, whose
+    # visits already name their customer.
+    "customer:lookup": {"front_desk", "store_manager", "investigator", "regional_manager", "hq_admin"},
 })
 
 

@@ -92,6 +92,12 @@ class Complaints:
         statement = statement.order_by(table.c.received_at.desc(), table.c.id.desc()).limit(limit)
         return [_complaint(row) for row in self._uow.execute(statement).all()]
 
+    def of_customer(self, customer_ref: str, *, branches: frozenset[str] | None, limit: int) -> list[Complaint]:
+        """The customer's complaints in the given branches (None: all), newest first, found through
+        ix_complaints_customer_received (an anonymised one has no reference left, so it is not found)."""
+        return [_complaint(row) for row in self._uow.execute(_of_customer(
+            models.complaints, customer_ref, branches, "received_at", limit)).all()]
+
 
 class Sales:
     def __init__(self, uow: UnitOfWork):
@@ -109,6 +115,11 @@ class Sales:
         statement = sa.select(models.sales).where(models.sales.c.id == sale_id)
         row = self._uow.execute(statement.with_for_update() if for_update else statement).first()
         return None if row is None else self._uow.track(_sale(row))
+
+    def of_customer(self, customer_ref: str, *, branches: frozenset[str] | None, limit: int) -> list[Sale]:
+        """The customer's sales in the given branches (None: all), newest first (ix_sales_customer_sold)."""
+        return [_sale(row) for row in self._uow.execute(_of_customer(
+            models.sales, customer_ref, branches, "sold_at", limit)).all()]
 
     def save_progress(self, s: Sale) -> None:
         self._uow.execute(models.sales.update().where(models.sales.c.id == s.id).values(
@@ -179,6 +190,14 @@ class IntakeStore(Store):
                     return Numbered(*cursor.fetchone())
             finally:
                 dbapi.autocommit = False
+
+
+def _of_customer(table: sa.Table, customer_ref: str, branches: frozenset[str] | None, newest: str, limit: int):
+    """A customer's records by their keyed reference (an index, not a scan of phones), newest first."""
+    statement = sa.select(table).where(table.c.customer_ref == customer_ref)
+    if branches is not None:
+        statement = statement.where(table.c.branch_code.in_(sorted(branches)))
+    return statement.order_by(table.c[newest].desc(), table.c.id.desc()).limit(limit)
 
 
 def _contact_values(record) -> dict:

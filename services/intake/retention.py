@@ -11,7 +11,8 @@ priority, branch, times, status, items), so counts and KPIs survive.
 - A customer's contact is kept on each record, not shared between records, so each record is
   anonymised on its own clock.
 - The contact-access log keeps who read a record's contact and when; the purposes they gave lose
-  the customer's name and numbers with the record.
+  the customer's name and numbers with the record, and so do those of the look-ups by phone that
+  found its customer (logged under the customer_ref).
 
 The mechanism (batches, locks, the run log, the timer) is shared.persistence.anonymisation, which
 runs KINDS."""
@@ -30,6 +31,8 @@ def _kind(name: str, repository: str) -> RecordKind:
     def anonymise(uow, due, now: datetime) -> None:
         for record in due:
             uow.contact_access.scrub_purposes(record.id, record.scrubber())
+            if record.customer_ref:  # the look-ups of its customer by phone
+                uow.contact_access.scrub_purposes(record.customer_ref, record.scrubber())
             record.anonymise(now)
             records(uow).save_anonymised(record)
 

@@ -39,6 +39,10 @@ def person_name(value: str) -> None:
                               "letters); initials are fine: J.R. Smith, St. John")
 
 
+NOT_A_PHONE = ("not a phone number (a Chinese mobile such as 13812346138, a landline such as 021-12345678, "
+               "or +<country><number>)")
+
+
 class CustomerIn(Strict):
     name = Text(100, person_name, load_default=None, allow_none=True)
     phone = fields.String(load_default=None, allow_none=True)
@@ -48,8 +52,7 @@ class CustomerIn(Strict):
     @validates("phone")
     def _phone(self, value, **kwargs):
         if value is not None and normalize_phone(value) is None:
-            raise ValidationError("not a phone number (a Chinese mobile such as 13812346138, a landline "
-                                  "such as 021-12345678, or +<country><number>)")
+            raise ValidationError(NOT_A_PHONE)
 
     @validates("email")
     def _email(self, value, **kwargs):
@@ -128,6 +131,21 @@ class ComplaintQuery(PageQuery):
     to = AwareDateTime()
 
 
+class CustomerLookupIn(Strict):
+    """A front desk finds a customer by phone: in the body, never in a URL (access logs keep URLs).
+    The purpose follows the rule of contact reads (handlers.look_up_customer checks it)."""
+    phone = fields.String(required=True, metadata={
+        "description": "as typed: 138 1234 6138, +86 138-1234-6138 and 13812346138 are one customer"})
+    purpose = fields.String(required=True, metadata={
+        "description": "why the customer is looked up (at least 2 letters, at most 500 characters); logged "
+                       "with who asked, in intake's contact-access log"})
+
+    @validates("phone")
+    def _phone(self, value, **kwargs):
+        if normalize_phone(value) is None:
+            raise ValidationError(NOT_A_PHONE)
+
+
 class MaskedCustomerOut(Schema):
     name = fields.String(allow_none=True)
     phone = fields.String(allow_none=True)
@@ -173,3 +191,41 @@ class SaleOut(Schema):
     customer = fields.Nested(MaskedCustomerOut)
     items = fields.List(fields.Nested(SaleItemIn))
     anonymised_at = fields.String(allow_none=True)
+
+
+class CustomerComplaintOut(Schema):
+    """Where one of the customer's complaints stands (the status follows its case)."""
+    id = fields.String(metadata={"description": "also its case's id at investigation"})
+    reference = fields.String()
+    kind = fields.String()
+    category = fields.String()
+    priority = fields.String()
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    branch_code = fields.String()
+    received_at = fields.String()
+    first_response_due = fields.String()
+    resolution_due = fields.String()
+    closed_at = fields.String(allow_none=True)
+
+
+class CustomerSaleOut(Schema):
+    id = fields.String()
+    branch_code = fields.String()
+    sold_at = fields.String()
+    contact_consent = fields.Boolean()
+    items = fields.List(fields.Nested(SaleItemIn))
+
+
+class LookupCustomerOut(Schema):
+    phone = fields.String(metadata={"description": "masked: 138****6138"})
+
+
+class CustomerLookupOut(Schema):
+    customer_ref = fields.String(metadata={"description": "the keyed hash of the phone the events carry"})
+    customer = fields.Nested(LookupCustomerOut)
+    complaints = fields.List(fields.Nested(CustomerComplaintOut), metadata={
+        "description": "in the caller's scope, newest first, at most 50"})
+    more_complaints = fields.Boolean(metadata={"description": "more than 50 in the caller's scope"})
+    sales = fields.List(fields.Nested(CustomerSaleOut), metadata={
+        "description": "in the caller's scope, newest first, at most 50"})
+    more_sales = fields.Boolean()

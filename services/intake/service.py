@@ -58,6 +58,12 @@ class IntakeService(Operations):
     def post_sale(self, request):
         return self._create(request, "sale:create", handlers.record_sale)
 
+    @api("POST", "/v1/customers/lookup")
+    def look_up_customer(self, request):
+        """The phone in the body, never in the URL (access logs keep URLs); a read, so no key."""
+        return handlers.look_up_customer(self.db, identity=identity(request), read_body=lambda: read_json(request),
+                                         ref_key=self.env.ref_key, now=self.env.now())
+
     @rpc(expected_exceptions=RPC_ERRORS)
     def get_contact(self, grant, record_id, purpose):
         """For investigation and aftercare: the contact of a complaint's or sale's customer,

@@ -4,12 +4,14 @@ agent signs in, sees the call list with the allergy check first, "next" opens it
 request, "not reached" then "reached" with answers (aftercare's refusals beside their fields, what
 was typed kept), the allergy answer shows the urgent case investigation opened; another branch's
 visit answers 404, a role that does not call answers 403, HTML typed is shown inert, a POST without
-the CSRF token is refused."""
+the CSRF token is refused; with aftercare's claims, two agents pressing "next" open different visits
+and a colleague's visit opens read-only."""
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
 
+import eventlet
 import pytest
 
 from shared.testing.fixtures import jsonbody, wait_until
@@ -179,3 +181,55 @@ def test_call_back_in_english_a_role_that_does_not_call_and_an_empty_queue(worki
     empty = bo.post("/visits/next", {"csrf_token": bo_token})
     assert empty.status_code == 303 and empty.headers["Location"] == "/visits?empty=1"
     assert "目前没有到期的回访" in bo.get("/visits?empty=1").text
+
+
+def test_two_agents_pressing_next_open_different_visits_a_colleague_s_is_read_only_and_saving_frees_it(working):
+    """Visit claims (aftercare's): "next" claims the visit it opens, so two agents pressing it
+    together open different visits; a visit a colleague calls opens read-only, saying who until
+    when, and the call list tags it; saving a call, "put it back" and "next" from the page free it."""
+    chain, c, ann, ids = working
+    c.add("bo", role="aftercare_agent", branch="SH001", name="博 回访")
+    bo = c.browser()
+    assert bo.sign_in("bo").status_code == 303
+    tokens = {ann: csrf(ann.get("/visits").text), bo: csrf(bo.get("/visits").text)}
+    pressed = list(eventlet.GreenPool(2).imap(lambda b: b.post("/visits/next", {"csrf_token": tokens[b]}), (ann, bo)))
+    assert [p.status_code for p in pressed] == [303, 303]
+    opened = [p.headers["Location"] for p in pressed]
+    assert sorted(opened) == sorted([f"/visits/{ids['allergy']}", f"/visits/{ids['skincare']}"])
+    ann_visit, bo_visit = (path.rsplit("/", 1)[1] for path in opened)
+
+    def claimed_by(visit_id):
+        answer = chain.http.get(chain.aftercare.url(f"/v1/visits/{visit_id}"),
+                                headers=bearer(chain.token("hq_admin", branch="*")), timeout=10)
+        return jsonbody(answer)["claimed_by"]
+    assert (claimed_by(ann_visit), claimed_by(bo_visit)) == ("ann", "bo")
+
+    mine = ann.get(f"/visits/{ann_visit}").text  # opened again: still hers, extended
+    assert 'id="visit-attempt"' in mine and 'id="visit-release"' in mine and "放回回访列表" in mine
+    held = ann.get(f"/visits/{bo_visit}")  # bo's: read-only, saying who until when
+    assert held.status_code == 200 and "博 回访 正在回访这位顾客，至 10:10。" in held.text and 'id="visit-held"' in held.text
+    assert 'id="visit-attempt"' not in held.text and 'id="contact"' not in held.text
+    assert 'id="visit-release"' not in held.text and '<a href="/visits">返回回访列表</a>' in held.text
+    assert claimed_by(bo_visit) == "bo"  # looking did not take it
+    listed = ann.get("/visits").text
+    assert listed.count("博 回访 正在回访") == 1 and listed.count("您正在回访") == 1
+    assert listed.index("博 回访 正在回访") > listed.index(bo_visit) and listed.index("您正在回访") > listed.index(ann_visit)
+
+    # bo saves his call: aftercare ends his claim; the page it leads back to does not claim it again.
+    saved = bo.post(f"/visits/{bo_visit}/attempts", {"csrf_token": tokens[bo], "outcome": "not_reached",
+                                                     "branch": "SH001"})
+    assert saved.status_code == 303 and claimed_by(bo_visit) is None
+    assert 'id="visit-release"' not in bo.get(saved.headers["Location"]).text and claimed_by(bo_visit) is None
+    free = ann.get(f"/visits/{bo_visit}").text  # free now: ann's to work
+    assert 'id="visit-held"' not in free and 'id="visit-attempt"' in free and claimed_by(bo_visit) == "ann"
+    assert ann.post(f"/visits/{bo_visit}/release", {"csrf_token": tokens[ann]}).headers["Location"] == "/visits"
+
+    # ann puts hers back: bo's next opens it; from its page, his next puts it back and finds nothing else due.
+    assert bo.post(f"/visits/{ann_visit}/release", {"csrf_token": tokens[bo]}).status_code == 303  # not his: left
+    assert claimed_by(ann_visit) == "ann"
+    assert ann.post(f"/visits/{ann_visit}/release", {"csrf_token": tokens[ann]}).status_code == 303
+    assert claimed_by(ann_visit) is None
+    taken = bo.post("/visits/next", {"csrf_token": tokens[bo]})
+    assert taken.headers["Location"] == f"/visits/{ann_visit}" and claimed_by(ann_visit) == "bo"
+    left = bo.post("/visits/next", {"csrf_token": tokens[bo], "from": ann_visit})
+    assert left.headers["Location"] == "/visits?empty=1" and claimed_by(ann_visit) is None

@@ -1,8 +1,9 @@
 """The front desk's pages (issue 12) against a real intake, driven over HTTP as a browser would:
 a complaint filed through the form shows its reference, priority, deadlines and acknowledgement;
 a double submit files once; intake's errors land beside their fields with what was typed; a sale
-is recorded; the look-up tells where a complaint stands; other roles get 403; HTML typed is inert;
-a POST without the CSRF token is refused."""
+is recorded; the look-up tells where a complaint stands, by reference or by phone (a POST: the phone
+in no URL, shown masked only, the look-up logged by intake with its purpose); other roles get 403;
+HTML typed is inert; a POST without the CSRF token is refused."""
 from __future__ import annotations
 
 import re
@@ -187,9 +188,10 @@ def test_the_look_up_by_reference_tells_where_the_complaint_stands(desk, token, 
     elsewhere = browser.get("/lookup", params={"q": other.json()["reference"]})  # another branch's
     assert elsewhere.status_code == 200 and "您的门店没有这个编号的投诉" in elsewhere.text
     assert "赵" not in elsewhere.text
-    by_phone = browser.get("/lookup", params={"q": "138 1234 6138"})
-    assert "无法按手机号查询" in by_phone.text and "desk-reference" not in by_phone.text
-    assert "无法按手机号查询" not in browser.get("/lookup").text
+    by_phone = browser.get("/lookup", params={"q": "138 1234 6138"})  # a phone in a URL: not looked up
+    assert "手机号请用下面的表单查询" in by_phone.text and "desk-reference" not in by_phone.text
+    assert "138 1234 6138" not in by_phone.text and "desk-customer" not in by_phone.text
+    assert "手机号请用下面的表单查询" not in browser.get("/lookup").text
 
 
 def test_roles_that_do_not_work_the_front_desk_get_403_and_a_store_manager_of_a_region_chooses_the_branch(
@@ -261,3 +263,88 @@ def test_intake_down_keeps_what_was_typed_and_says_to_send_again(console):
     assert down.status_code == 503 and "受理服务暂时没有响应" in down.text
     assert 'value="13812346138"' in down.text and hidden(down.text, "idempotency_key") == fields["idempotency_key"]
     assert "受理服务暂时没有响应" in browser.get("/lookup", params={"q": "SH001-20261122-0001"}).text
+
+
+def looked_up(intake) -> list[tuple]:
+    """intake's log of look-ups by phone: who, role, purpose."""
+    return [tuple(r) for r in database_rows(intake.database_url, sa.text(
+        "SELECT subject, role, purpose FROM contact_access_log WHERE record_type = 'customer' ORDER BY id"))]
+
+
+def test_the_look_up_by_phone_lists_where_each_complaint_stands_with_the_phone_in_no_url(desk, token, amqp_uri):
+    c, intake, browser = desk
+    first = browser.post("/complaints/new", {**COMPLAINT, **form_of(browser, "/complaints/new")})
+    assert first.status_code == 200
+    c.clock.advance(minutes=1)
+    intake.clock.advance(minutes=1)
+    second = browser.post("/complaints/new", {**COMPLAINT, **form_of(browser, "/complaints/new"),
+                                              "customer.phone": "+86 138-1234-6138", "description": "又过敏了",
+                                              "flag.allergy": ""})
+    assert second.status_code == 200
+    theirs = requests.post(intake.url("/v1/complaints"), timeout=10,  # the same customer at another branch
+                           headers={"Authorization": f"Bearer {token('front_desk', branch='SH002')}"},
+                           json={"kind": "complaint", "channel": "phone", "description": "毛巾很脏",
+                                 "customer": {"name": "王女士", "phone": "13812346138"}})
+    assert theirs.status_code == 201
+    mine = requests.get(intake.url("/v1/complaints"), timeout=10, headers={
+        "Authorization": f"Bearer {token('front_desk', branch='SH001')}"}).json()["items"]
+    older = next(i["id"] for i in mine if i["reference"] == "SH001-20261122-0001")
+    deliver(intake, amqp_uri, case_event("case_opened", older, 1), case_event("case_acknowledged", older, 3))
+
+    page = browser.get("/lookup")
+    assert 'method="post" action="/lookup"' in page.text and 'name="purpose_choice"' in page.text
+    found = browser.post("/lookup", {"q": " 138-1234-6138 ", "purpose_choice": "status", "purpose": "",
+                                     "csrf_token": hidden(page.text, "csrf_token")})
+    assert found.status_code == 200, found.text[:2000]
+    assert "Location" not in found.headers and found.url.endswith("/lookup")  # answered here, no redirect
+    text = found.text
+    assert 'id="desk-customer-phone">138****6138<' in text
+    for typed in ("13812346138", "138-1234-6138", "1381234", "王女士"):
+        assert typed not in text, typed  # the phone masked only, in the form too
+    rows = re.findall(r'<li data-complaint="([^"]+)">(.*?)</li>', text, re.S)
+    assert [cid for cid, _ in rows][1] == older and len(rows) == 2  # newest first; not SH002's
+    newer_row, older_row = rows[0][1], rows[1][1]
+    assert re.search(rf'<a href="/cases/{older}">SH001-20261122-0001</a>', older_row)
+    assert ">处理中<" in older_row and "门店已联系顾客，正在处理投诉。" in older_row  # the reference look-up's words
+    assert "SH001-20261122-0002" in newer_row and ">已受理<" in newer_row and "门店会在下面的首次回复期限前联系顾客" in newer_row
+    assert theirs.json()["reference"] not in text
+    assert 'name="next" value="/lookup"' in text  # the language switch goes back to a URL without it
+    assert looked_up(intake) == [("fran", "front_desk", "顾客询问投诉进度")]
+
+    own = browser.post("/lookup", {"q": "13700000000", "purpose_choice": "", "purpose": "顾客来电询问",
+                                   "csrf_token": hidden(page.text, "csrf_token")})
+    assert own.status_code == 200 and "您的门店没有这个手机号的投诉" in own.text and "13700000000" not in own.text
+    assert looked_up(intake)[-1] == ("fran", "front_desk", "顾客来电询问")
+
+    # No purpose: refused beside the field, intake never asked; not a phone: intake's words beside the box.
+    unsaid = browser.post("/lookup", {"q": "13812346138", "purpose_choice": "", "purpose": " ",
+                                      "csrf_token": hidden(page.text, "csrf_token")})
+    assert unsaid.status_code == 400 and error_beside(unsaid.text, "purpose") == "必填"
+    assert "13812346138" not in unsaid.text and len(looked_up(intake)) == 2
+    wrong = browser.post("/lookup", {"q": "1234-5678", "purpose_choice": "status",
+                                     "csrf_token": hidden(page.text, "csrf_token")})
+    assert wrong.status_code == 400 and error_beside(wrong.text, "q").startswith("不是有效的电话号码")
+    assert "1234-5678" not in wrong.text and len(looked_up(intake)) == 2
+
+    # A reference typed into the same box is found as before.
+    by_reference = browser.post("/lookup", {"q": "sh001-20261122-1", "purpose_choice": "status",
+                                            "csrf_token": hidden(page.text, "csrf_token")})
+    assert by_reference.status_code == 200 and 'id="desk-reference">SH001-20261122-0001<' in by_reference.text
+    assert len(looked_up(intake)) == 2  # a reference is no look-up of a customer
+
+
+def test_the_look_up_by_phone_needs_the_session_s_csrf_token_and_a_front_desk_role(desk, console, intake):
+    c, intake, browser = desk
+    for data in ({"q": "13812346138", "purpose_choice": "status"},
+                 {"q": "13812346138", "purpose_choice": "status", "csrf_token": "forged"}):
+        refused = browser.post("/lookup", data)
+        assert refused.status_code == 403 and "表单已过期" in refused.text and "13812346138" not in refused.text
+    assert looked_up(intake) == []
+    assert c.browser().post("/lookup", {"q": "13812346138"}).status_code == 303  # not signed in
+
+    c.add("ann", role="aftercare_agent")
+    ann = c.browser()
+    assert ann.sign_in("ann").status_code == 303
+    refused = ann.post("/lookup", {"q": "13812346138", "purpose_choice": "status", "csrf_token": ann.csrf("/")})
+    assert refused.status_code == 403 and "您的角色不能使用前台页面" in refused.text
+    assert looked_up(intake) == []

@@ -114,6 +114,9 @@ def test_intake_anonymises_the_contacts_of_what_closed_past_the_retention_and_ke
     with store.unit_of_work() as uow:  # an investigator read the contact to call back
         uow.contact_access.add(accessed_at=OLD, subject="inv-7", role="investigator", record_type="complaint",
                                record_id=due, branch_code="SH001", purpose="回电王芳 13900000001", outcome="granted")
+    # ...and a front desk looked the customer up by phone (logged under the customer_ref)
+    intake_handlers.look_up_customer(store, identity=FRONT_DESK, ref_key=b"key", now=OLD, read_body=lambda: {
+        "phone": "139 0000 0001", "purpose": "王芳问进度 13900000001"})
     records = (models.complaints, models.sales, models.contact_access_log)
     before = table_rows(engine, *records)
 
@@ -138,8 +141,10 @@ def test_intake_anonymises_the_contacts_of_what_closed_past_the_retention_and_ke
     assert all(r.customer_name == "王芳" and r.customer_phone and r.anonymised_at is None for r in kept)
     assert rows[held].legal_hold["reason"] == "顾客起诉" and rows[still_open].status == "acknowledged"
     with engine.connect() as conn:
-        read = conn.execute(sa.select(models.contact_access_log)).one()
+        read, looked_up = conn.execute(sa.select(models.contact_access_log).order_by(models.contact_access_log.c.id))
     assert (read.subject, read.accessed_at, read.record_id, read.purpose) == ("inv-7", OLD, due, f"回电{X} {X}")
+    assert (looked_up.subject, looked_up.record_type, looked_up.record_id.startswith("c_"), looked_up.purpose) == (
+        "fd-1", "customer", True, f"{X}问进度 {X}")
 
     again = run(store, intake_retention.KINDS, "intake")
     assert again.touched == {"complaint": [], "sale": []}

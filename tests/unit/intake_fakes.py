@@ -40,6 +40,12 @@ class FakeRecords:
             rows = [c for c in rows if (c.received_at, c.id) < after]
         return [copy.deepcopy(c) for c in rows[:limit]]
 
+    def of_customer(self, customer_ref, *, branches, limit):
+        rows = [r for r in self._rows.values()
+                if r.customer_ref == customer_ref and (branches is None or r.branch_code in branches)]
+        rows.sort(key=lambda r: (getattr(r, "received_at", None) or r.sold_at, r.id), reverse=True)
+        return [copy.deepcopy(r) for r in rows[:limit]]
+
 
 class FakeAccessLog:
     def __init__(self, uow):

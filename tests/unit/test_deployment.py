@@ -138,6 +138,7 @@ ROUTES = {"/v1/complaints": "intake:8001", "/v1/sales": "intake:8001",
           "/v1/notifications": "investigation:8002", "/v1/visits": "aftercare:8003",
           "/v1/kpis": "reporting:8004", "/v1/alerts": "reporting:8004", "/v1/exports": "reporting:8004",
           "/v1/access-log": "reporting:8004", "/v1/customers": "reporting:8004",
+          "/v1/customers/lookup": "intake:8001",  # `= exact`: the rest of /v1/customers is reporting's
           "/dashboard": "reporting:8004", "/": "console:8005"}
 
 

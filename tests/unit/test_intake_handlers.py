@@ -281,3 +281,99 @@ def test_a_failed_delivery_is_published_without_the_gateways_words():
     complaint.message_outcome(str(uuid.uuid4()), "sms", False, "rejected +86 138 1234 6138: 王女士您好", at=NOW)
     [(sequence, failed)] = complaint.pull_events()
     assert failed.reason == "delivery_failed" and "138" not in failed.detail and "王" not in failed.detail
+
+
+# -- a customer looked up by phone ------------------------------------------------------------------
+
+def look_up(store, phone="13812346138", purpose="顾客询问投诉进度", who=FRONT_DESK, **more):
+    return handlers.look_up_customer(store, identity=who, read_body=lambda: {"phone": phone, "purpose": purpose,
+                                                                              **more},
+                                     ref_key=KEY, now=NOW)
+
+
+def sell(store, phone="13812346138", who=FRONT_DESK, sold_at="2026-11-21T15:00:00+08:00"):
+    body = {"customer": {"name": "王女士", "phone": phone, "contact_consent": True}, "sold_at": sold_at,
+            "items": [{"type": "service", "code": "HAIR-DYE", "product_type": "hair_colour"}]}
+    return handlers.record_sale(store, identity=who, body=body, policy=POLICY, rules=POLICY.section("intake"),
+                                now=NOW, ref_key=KEY)[1]
+
+
+def test_a_look_up_by_phone_finds_the_customer_s_records_in_scope_however_the_phone_is_typed_and_is_logged():
+    store = FakeIntakeStore()
+    first = register(store)[1]
+    second = register(store, body=complaint_request(description="又过敏了"))[1]
+    register(store, body=complaint_request(customer={"name": "李先生", "phone": "13900001111"}))
+    register(store, body=complaint_request(branch_code="BJ001"), who=Identity(
+        subject="fd-9", role="front_desk", branches=frozenset({"BJ001"}), scope={"branch": "BJ001"}))
+    sale = sell(store)
+    answers = [look_up(store, phone) for phone in ("13812346138", "+86 138-1234-6138", "(138) 1234 6138",
+                                                   "86 13812346138")]
+    assert all(a == answers[0] for a in answers)
+    answer = answers[0]
+    assert answer["customer_ref"].startswith("c_") and answer["customer"] == {"phone": "138****6138"}
+    # newest first (the same second: by id, as the list does), only SH001's; no contact, no text
+    assert {c["id"] for c in answer["complaints"]} == {first["id"], second["id"]}
+    assert answer["complaints"][0]["status"] == "received" and answer["complaints"][0]["branch_code"] == "SH001"
+    assert set(answer["complaints"][0]) == {"id", "reference", "kind", "category", "priority", "status",
+                                            "branch_code", "received_at", "first_response_due", "resolution_due",
+                                            "closed_at"}
+    assert [s["id"] for s in answer["sales"]] == [sale["id"]] and answer["sales"][0]["items"][0]["code"] == "HAIR-DYE"
+    assert (answer["more_complaints"], answer["more_sales"]) == (False, False)
+    assert "13812346138" not in str(answer) and "王女士" not in str(answer)
+    log = store.tables["contact_access_log"]["entries"]
+    assert len(log) == 4 and {(e["subject"], e["role"], e["record_type"], e["record_id"], e["purpose"],
+                               e["outcome"], e["accessed_at"]) for e in log} == {
+        ("fd-1", "front_desk", "customer", answer["customer_ref"], "顾客询问投诉进度", "granted", NOW)}
+    # BJ001's front desk sees its own complaint only; HQ sees all three
+    bj = look_up(store, who=Identity(subject="fd-9", role="front_desk", branches=frozenset({"BJ001"}),
+                                     scope={"branch": "BJ001"}))
+    assert [c["branch_code"] for c in bj["complaints"]] == ["BJ001"] and bj["sales"] == []
+    hq = look_up(store, who=Identity(subject="hq-1", role="hq_admin", branches=None, scope={"all": True}))
+    assert len(hq["complaints"]) == 3
+
+
+def test_an_unknown_phone_answers_empty_lists_and_is_logged_all_the_same():
+    store = FakeIntakeStore()
+    register(store, body=complaint_request(branch_code="BJ001"), who=Identity(
+        subject="fd-9", role="front_desk", branches=frozenset({"BJ001"}), scope={"branch": "BJ001"}))
+    unknown, elsewhere = look_up(store, "13700000000"), look_up(store)  # the second only in another branch
+    for answer in (unknown, elsewhere):
+        assert (answer["complaints"], answer["sales"], answer["more_complaints"]) == ([], [], False)
+        assert answer["customer_ref"].startswith("c_")
+    assert unknown["customer_ref"] != elsewhere["customer_ref"]
+    assert len(store.tables["contact_access_log"]["entries"]) == 2
+
+
+def test_a_look_up_names_every_wrong_field_and_logs_nothing():
+    store = FakeIntakeStore()
+    for body, wrong in [({}, {"phone", "purpose"}), ({"phone": "55555", "purpose": "x"}, {"phone", "purpose"}),
+                        ({"phone": None, "purpose": "\u200b\u200b"}, {"phone", "purpose"}),
+                        ({"phone": 13812346138, "purpose": "回访"}, {"phone"}),
+                        ({"phone": "13812346138", "purpose": "查" * 501}, {"purpose"}),
+                        ({"phone": "13812346138", "purpose": "\u202ekcab llac"}, {"purpose"}),
+                        ({"phone": "13812346138", "purpose": "回访", "branch": "SH001"}, {"branch"})]:
+        with pytest.raises(ValidationFailed) as refused:
+            handlers.look_up_customer(store, identity=FRONT_DESK, read_body=lambda: body, ref_key=KEY, now=NOW)
+        assert set(refused.value.fields) == wrong, (body, refused.value.fields)
+        assert "55555" not in str(refused.value.fields)  # what was typed is not echoed
+    assert "at least 2 letters" in refused.value.fields.get("purpose", ["at least 2 letters"])[0]
+    assert store.tables.get("contact_access_log", {}).get("entries", []) == []
+
+
+@pytest.mark.parametrize("role", ["hq_analyst", "auditor", "aftercare_agent", "branch_integration"])
+def test_roles_that_neither_work_a_front_desk_nor_handle_cases_may_not_look_customers_up(role):
+    store = FakeIntakeStore()
+    read = []
+    with pytest.raises(Forbidden):
+        handlers.look_up_customer(store, identity=Identity(subject="x-1", role=role, branches=None,
+                                                           scope={"all": True}),
+                                  read_body=lambda: read.append(1) or {}, ref_key=KEY, now=NOW)
+    assert read == []  # refused before the body is read: 403 comes before 400
+
+
+def test_a_look_up_answers_at_most_50_of_each_and_says_there_are_more():
+    store = FakeIntakeStore()
+    for _ in range(51):
+        register(store)
+    answer = look_up(store)
+    assert len(answer["complaints"]) == 50 and answer["more_complaints"] is True and answer["more_sales"] is False
