@@ -165,7 +165,7 @@ def _row(item: dict, policy, now: datetime, language: str) -> dict:
     return {"id": str(item.get("id") or ""), "kind": _t(language, KIND_LABELS, item.get("kind")),
             "status": str(item.get("status") or ""), "status_label": _t(language, STATUS_LABELS, item.get("status")),
             "branch_code": branch, "allergy_check": bool(item.get("allergy_check")),
-            "overdue": bool(item.get("overdue")), "attempts": int(item.get("attempts_made") or 0),
+            "overdue": bool(item.get("overdue")), "attempts": rendering.integer(item.get("attempts_made")),
             "customer": " ".join(str(v) for v in (masked.get("name"), masked.get("phone")) if v),
             "what": "、".join(str(i.get("name") or i.get("sku") or i.get("code") or "") for i in items
                              if i.get("name") or i.get("sku") or i.get("code")),

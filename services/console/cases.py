@@ -372,21 +372,21 @@ def case_view(case: dict, *, staff, language: str, policy, now: datetime, forms:
     for clock_name, clock in sorted(sla.items(), key=lambda kv: list(CLOCKS).index(kv[0]) if kv[0] in CLOCKS else 9):
         if not isinstance(clock, dict):
             continue
-        remaining = clock.get("remaining_seconds")
+        remaining = rendering.number(clock.get("remaining_seconds"), None)
         running = clock.get("stopped_at") is None
         clocks.append({"name": name("clock", clock_name), "state": clock.get("state") or "",
                        "state_label": name("clock_state", clock.get("state")), "due": when(clock.get("due")),
                        "due_iso": clock.get("due") or "", "running": running, "paused": bool(clock.get("paused")),
                        "remaining": rendering.format_remaining(remaining, language) if remaining is not None else "",
-                       "stopped": when(clock.get("stopped_at")), "breach_level": clock.get("breach_level") or 0,
-                       "paused_for": _duration(clock.get("paused_seconds") or 0, language)})
+                       "stopped": when(clock.get("stopped_at")), "breach_level": rendering.integer(clock.get("breach_level")),
+                       "paused_for": _duration(rendering.number(clock.get("paused_seconds")), language)})
 
     timeline = [{"at": when(e.get("at")), "at_iso": e.get("at") or "", "actor": e.get("actor") or "",
                  "role": name("role", e.get("role")) if e.get("role") else "", "what": name("event", e.get("what")),
                  "detail": _detail_items(e.get("detail"), zone, language)}
                 for e in case.get("timeline") or [] if isinstance(e, dict)]
 
-    shown_remedies = [{"type": name("remedy", r.get("type")), "amount": f"{float(r.get('amount') or 0):,.2f}",
+    shown_remedies = [{"type": name("remedy", r.get("type")), "amount": f"{rendering.number(r.get('amount')):,.2f}",
                        "status": r.get("status") or "", "status_label": name("remedy_status", r.get("status")),
                        "proposed_by": r.get("proposed_by") or "", "proposed_role": name("role", r.get("proposed_role")),
                        "proposed_at": when(r.get("proposed_at")), "note": r.get("note") or "",
@@ -417,7 +417,7 @@ def case_view(case: dict, *, staff, language: str, policy, now: datetime, forms:
                 if action == "approve" and awaiting:
                     notes.append(text(N_("%(type)s of %(amount)s CNY proposed by %(who)s")) % {
                         "type": name("remedy", awaiting.get("type")),
-                        "amount": f"{float(awaiting.get('amount') or 0):,.2f}",
+                        "amount": f"{rendering.number(awaiting.get('amount')):,.2f}",
                         "who": awaiting.get("proposed_by") or ""})
                 entry["forms"].append(form_view(action, case["id"], language, values=given.get("values"),
                                                 errors=given.get("errors"), problems=given.get("problems"),
@@ -444,7 +444,7 @@ def case_view(case: dict, *, staff, language: str, policy, now: datetime, forms:
         decision = {"decision": name("decision", decision.get("decision")), "note": decision.get("note") or "",
                     "to": ", ".join(map(str, decision.get("to") or [])), "by": decision.get("by") or "",
                     "at": when(decision.get("at"))}
-    level = int(case.get("escalation_level") or 0)
+    level = max(0, rendering.integer(case.get("escalation_level")))
     rules = policy.sections.get("investigation")
     ladder = getattr(rules, "escalation", None) or ("store_manager", "regional_manager", "hq_admin")
     escalation = rendering.ROLE_LABELS.get(ladder[min(level, len(ladder) - 1)], "") if level else ""
@@ -462,7 +462,7 @@ def case_view(case: dict, *, staff, language: str, policy, now: datetime, forms:
         "received_at": when(case.get("received_at")), "closed_at": when(case.get("closed_at")),
         "resolved_at": when(case.get("resolved_at")), "overdue": bool(case.get("overdue")),
         "escalation_level": level, "escalated_to": text(escalation) if escalation else "",
-        "reopened": int(case.get("reopened") or 0), "outcome": case.get("outcome") or "",
+        "reopened": rendering.integer(case.get("reopened")), "outcome": case.get("outcome") or "",
         "paused": {"since": when(paused.get("since")), "reason": paused.get("reason") or ""} if paused else None,
         "customer": {"name": masked.get("name") or "", "phone": masked.get("phone") or "",
                      "language": customer.get("language") or ""},

@@ -7,16 +7,26 @@ even in a tab that never reloads, and the services keep holding only the public 
 
 A service's refusal comes back as ServiceRefused with its status, code and per-field errors (the
 JSON shape of shared.web.errors), for a form to show each beside its field; a service that does
-not answer in time, or answers garbage, is ServiceDown."""
+not answer in time, or answers garbage, is ServiceDown.
+
+A call takes `service_timeout_seconds` at most in all, its answer read to the end (requests' own
+timeout bounds each read only: an answer trickling a byte a second would hold the page, and one of
+the console's few workers, for as long as it lasts), and an answer may be
+`service_answer_max_bytes` at most. A service that did not answer in time rests for
+`service_rest_seconds`: calls to it fail at once meanwhile, so a hung service costs its own pages
+a moment each, not every worker of the console."""
 from __future__ import annotations
 
+import json as _json
 import os
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import eventlet
 import requests
+import urllib3
 
 from services.console.policy import RULES
 from services.console.repository import StaffMember
@@ -85,42 +95,80 @@ class StaffTokens:
             self._cache.pop(session_id_hash, None)
 
 
+class _Late(Exception):
+    """The call's whole deadline passed (raised into it by an eventlet timeout)."""
+
+
+def _timed_out(exc: requests.RequestException) -> bool:
+    """requests' own timeout, also when it struck while the body was read (requests reports that
+    as a ConnectionError around urllib3's ReadTimeoutError)."""
+    return isinstance(exc, requests.Timeout) or any(isinstance(arg, urllib3.exceptions.ReadTimeoutError)
+                                                   for arg in exc.args)
+
+
 @dataclass
 class ServiceClient:
     name: str
     base_url: str
     timeout: float = RULES.service_timeout_seconds
+    rest: float = RULES.service_rest_seconds
+    max_bytes: int = RULES.service_answer_max_bytes
 
     def __post_init__(self):
         self._http = requests.Session()
+        self._resting_until = 0.0  # time.monotonic(): not asked until then (it did not answer in time)
 
     def call(self, method: str, path: str, token: str, *, params: dict | None = None, json: dict | None = None,
              correlation_id: str | None = None, headers: dict | None = None) -> dict:
         headers = {**(headers or {}), "Authorization": f"Bearer {token}", "Accept": "application/json"}
         if correlation_id:
             headers["X-Correlation-Id"] = correlation_id
+        if time.monotonic() < self._resting_until:
+            raise ServiceDown(self.name, f"no answer within {self.timeout:g} s a moment ago; not asked again yet")
         try:
-            answer = self._http.request(method, self.base_url + path, params=params, json=json, headers=headers,
-                                        timeout=self.timeout)
-        except requests.Timeout:
-            raise ServiceDown(self.name, f"no answer within {self.timeout:g} s") from None
+            with eventlet.Timeout(self.timeout, _Late):
+                status, raw = self._exchange(method, path, params=params, json=json, headers=headers)
         except requests.RequestException as exc:
-            raise ServiceDown(self.name, f"unreachable ({exc.__class__.__name__})") from None
+            if not _timed_out(exc):
+                raise ServiceDown(self.name, f"unreachable ({exc.__class__.__name__})") from None
+            self._resting_until = time.monotonic() + self.rest
+            raise ServiceDown(self.name, f"no answer within {self.timeout:g} s") from None
+        except _Late:
+            self._resting_until = time.monotonic() + self.rest
+            raise ServiceDown(self.name, f"no answer within {self.timeout:g} s") from None
+        if raw is None:
+            raise ServiceDown(self.name, f"answered {status} with more than {self.max_bytes} bytes")
         try:
-            body = answer.json()
-        except ValueError:
-            raise ServiceDown(self.name, f"answered {answer.status_code} without JSON") from None
-        if answer.status_code >= 500:
-            raise ServiceDown(self.name, f"answered {answer.status_code}")
-        if answer.status_code >= 400:
+            body = _json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ServiceDown(self.name, f"answered {status} without JSON") from None
+        if status >= 500:
+            raise ServiceDown(self.name, f"answered {status}")
+        if status >= 400:
             error = body.get("error") if isinstance(body, dict) else None
             error = error if isinstance(error, dict) else {}
             fields = error.get("fields") if isinstance(error.get("fields"), dict) else {}
-            raise ServiceRefused(self.name, answer.status_code, str(error.get("code", "refused")),
+            raise ServiceRefused(self.name, status, str(error.get("code", "refused")),
                                  str(error.get("message", "")), fields)
         if not isinstance(body, dict):
             raise ServiceDown(self.name, "answered JSON that is not an object")
         return body
+
+    def _exchange(self, method: str, path: str, **kwargs) -> tuple[int, bytes | None]:
+        """(the status, the body read in full; None: over `max_bytes`, the rest not read)."""
+        answer = self._http.request(method, self.base_url + path, timeout=self.timeout, stream=True, **kwargs)
+        done = False
+        try:
+            body = bytearray()
+            for chunk in answer.iter_content(64 * 1024):
+                body += chunk
+                if len(body) > self.max_bytes:
+                    return answer.status_code, None
+            done = True
+            return answer.status_code, bytes(body)
+        finally:
+            if not done:  # a connection with an answer half read is not used again
+                answer.close()
 
     def get(self, path: str, token: str, **params) -> dict:
         return self.call("GET", path, token, params={k: v for k, v in params.items() if v is not None})
@@ -144,6 +192,12 @@ class ServiceClient:
 class Services:
     """`services.investigation.get("/v1/tasks", token)`; one client (and connection pool) a service."""
 
-    def __init__(self, urls: dict[str, str], timeout: float = RULES.service_timeout_seconds):
+    def __init__(self, urls: dict[str, str], timeout: float = RULES.service_timeout_seconds,
+                 rest: float = RULES.service_rest_seconds):
         for name in SERVICES:
-            setattr(self, name, ServiceClient(name, urls[name], timeout))
+            setattr(self, name, ServiceClient(name, urls[name], timeout, rest))
+
+    def awake(self) -> None:
+        """Every service asked again at the next call, resting or not."""
+        for name in SERVICES:
+            getattr(self, name)._resting_until = 0.0

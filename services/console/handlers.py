@@ -160,7 +160,7 @@ def _tasks(caller, filters: dict, cursor: str | None, *, services, tokens, polic
     counts = answer.get("counts") if isinstance(answer.get("counts"), dict) else {}
     following = answer.get("next_cursor")
     return {"tasks": [_task(item, policy, now, caller.language) for item in items if isinstance(item, dict)],
-            "counts": {k: int(counts.get(k) or 0) for k in ("waiting", "soon", "breached")},
+            "counts": {k: rendering.integer(counts.get(k)) for k in ("waiting", "soon", "breached")},
             "more": work_url(filters, cursor=following) if isinstance(following, str) and _CURSOR.match(following)
             else None, "problem": problem}
 
@@ -190,15 +190,19 @@ def my_work(store, request, *, services, tokens, policy, now: datetime):
 # -- language -----------------------------------------------------------------------------------------
 
 def choose_language(store, request, *, now: datetime):
-    """POST /language: kept in the browser's session (one is made for a browser without)."""
+    """POST /language: kept in the signed-in staff member's session; a browser not signed in keeps
+    it in a cookie of its own (nothing stored), which its sign-in takes along."""
     values = web.form(request)
     caller = web.open_caller(store, request, now, staff_required=False, values=values)
     data, errors = load(LANGUAGE_FORM, values)
     if errors:
         raise web.PageError(400, N_("The form is invalid."), errors)
-    with store.unit_of_work() as uow:
-        uow.sessions.set_language(caller.session.id_hash, data["language"])
+    if caller.session is not None:
+        with store.unit_of_work() as uow:
+            uow.sessions.set_language(caller.session.id_hash, data["language"])
     caller.language = data["language"] if data["language"] in LANGUAGES else caller.language
+    if caller.session is None:  # a browser not signed in: its own cookie (a sign-in takes it along)
+        caller.new_language = caller.language
     return web.redirect(request, caller, web.safe_next(data["next"]))
 
 

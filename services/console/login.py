@@ -74,9 +74,12 @@ def _failed(found: Failures | None, now: datetime, lock_after: int, rules=RULES.
 def check_password(uow, login: str, password: str, address: str, now: datetime,
                    rules=RULES.throttle) -> StaffMember | None:
     """The active staff member with this login and password, or None (a failure, counted);
-    Held when guessing is being held back. The failure rows stay locked until commit, so two
-    guesses at one login are counted one after the other."""
+    Held when guessing is being held back. The login's and the address's counts are locked
+    (transaction locks taken in one order, whether or not their rows exist yet) until commit, so
+    guesses at one login or from one address are counted one after the other: none lost, and no
+    deadlock between two sign-ins at once."""
     login_key, address_key = _keys(login, address)
+    uow.failures.lock([login_key, address_key])
     found = uow.failures.get([login_key, address_key], lock=True)
     by_login, by_address = _current(found.get(login_key), now), _current(found.get(address_key), now)
     wait = _hold(by_login, by_address, now)
@@ -102,12 +105,11 @@ ENDED = {"expired": N_("Your session has ended. Please sign in again."),
 
 
 def form(store, request, now):
-    """GET /login: the form, with the CSRF token of a session made for it (not signed in)."""
+    """GET /login: the form, with the CSRF token of the browser's id (a cookie: nothing stored)."""
     caller = web.open_caller(store, request, now, staff_required=False)
     if caller.staff is not None:
         return web.redirect(request, caller, "/")
-    with store.unit_of_work() as uow:
-        sessions.ensure(uow, caller, now)
+    sessions.ensure(caller)
     notice = ENDED.get(request.args.get("ended", ""))
     return web.html(request, caller, "login.html", login="", errors={}, notice=notice, message=None)
 

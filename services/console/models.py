@@ -26,8 +26,8 @@ staff = sa.Table(
 )
 
 # A browser's session: the cookie holds a random id, the table only its SHA-256 (a copy of the
-# table signs nobody in). `staff_id` NULL: not signed in yet (the sign-in form's CSRF token and
-# the chosen language live there). Ended sessions are deleted.
+# table signs nobody in). `staff_id` NULL: a sign-in form's session of an earlier version (a
+# browser not signed in now has nothing stored; these are purged). Ended sessions are deleted.
 sessions = sa.Table(
     "sessions", metadata,
     sa.Column("id_hash", sa.Text, primary_key=True),

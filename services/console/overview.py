@@ -133,7 +133,7 @@ def _alert(alert: dict, policy, language: str) -> dict:
     when = {name: rendering.format_instant(rendering.parse_instant(alert.get(key)), zone, language)
             for name, key in (("first", "first_at"), ("last", "last_at"), ("until", "open_until"))}
     return {"kind": kind, "kind_label": _t(language, ALERT_KINDS, kind), "about": _about(alert, language),
-            "count": int(alert.get("count") or 0), "chain_count": alert.get("chain_count"),
+            "count": rendering.integer(alert.get("count")), "chain_count": alert.get("chain_count"),
             "branches": branches, **when, "open": bool(alert.get("open")),
             # a recurring problem counts cases (their pages are the console's); a signal counts visits
             "cases": records if kind == "recurring_problem" else []}
@@ -151,8 +151,8 @@ def _late_branch(row: dict, policy, now: datetime, language: str) -> dict:
                       "priority": _text(case.get("priority"), 20), "clock": _t(language, CLOCKS, case.get("clock")),
                       "due": rendering.format_instant(due, zone, language), "due_iso": due.isoformat() if due else "",
                       "late": rendering.format_remaining((due - now).total_seconds(), language) if due else ""})
-    return {"branch": branch, "count": int(row.get("cases") or 0), "first_response": int(row.get("first_response") or 0),
-            "resolution": int(row.get("resolution") or 0), "cases": cases}
+    return {"branch": branch, "count": rendering.integer(row.get("cases")), "first_response": rendering.integer(row.get("first_response")),
+            "resolution": rendering.integer(row.get("resolution")), "cases": cases}
 
 
 def alerts(store, request, *, services, tokens, policy, now: datetime, dashboard: DashboardLinks):

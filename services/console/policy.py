@@ -23,9 +23,9 @@ class Passwords:
 
 @dataclass(frozen=True)
 class Sessions:
-    idle: timedelta = timedelta(minutes=30)          # no request this long: signed out
+    idle: timedelta = timedelta(minutes=30)          # nothing done this long (a page's polls are not): signed out
     absolute: timedelta = timedelta(hours=12)        # a shift, then sign in again whatever happens
-    anonymous: timedelta = timedelta(hours=1)        # a sign-in page left open (its CSRF token, its language)
+    anonymous: timedelta = timedelta(hours=1)        # rows of sign-in forms from before they kept nothing stored
     touch_every: timedelta = timedelta(seconds=60)   # last_seen written at most this often (not every poll)
 
 
@@ -72,7 +72,11 @@ class ConsoleRules:
     sessions: Sessions = Sessions()
     throttle: Throttle = Throttle()
     tokens: Tokens = Tokens()
-    service_timeout_seconds: float = 5.0  # a page never waits longer on one service call
+    service_timeout_seconds: float = 5.0  # a page never waits longer on one service call, its answer read in full
+    # A service that did not answer in time is not asked again for this long: its pages say so at
+    # once instead of each holding one of the console's workers for the whole timeout.
+    service_rest_seconds: float = 10.0
+    service_answer_max_bytes: int = 8 * 1024 * 1024  # an answer larger than this is garbage, not read on
 
 
 RULES = ConsoleRules()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -85,6 +86,21 @@ def render(template: str, language: str, **context) -> str:
     if language not in LANGUAGES:
         language = DEFAULT_LANGUAGE
     return environment(language).get_template(template).render(**context)
+
+
+# -- numbers from a service's answer ----------------------------------------------------------------
+
+def number(value, default=0):
+    """A number a service's JSON holds, or `default` when it holds something else (a text, a list,
+    NaN): a service answering an odd shape makes an odd figure, not a failed page."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return default
+    return value
+
+
+def integer(value, default: int = 0) -> int:
+    found = number(value, None)
+    return default if found is None else int(found)
 
 
 # -- dates and times, in the branch's zone ---------------------------------------------------------

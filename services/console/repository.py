@@ -137,6 +137,13 @@ class LoginFailures:
     def __init__(self, uow: UnitOfWork):
         self._uow = uow
 
+    def lock(self, keys: list[str]) -> None:
+        """Transaction-scoped advisory locks on these counts, in one order: a count that has no
+        row yet is locked too (FOR UPDATE locks only rows that exist), so concurrent failures are
+        never lost and two transactions never wait for each other in a circle."""
+        for key in sorted(set(keys)):
+            self._uow.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(key, 0))))
+
     def get(self, keys: list[str], *, lock: bool = False) -> dict[str, Failures]:
         t = models.login_failures
         statement = sa.select(t).where(t.c.key.in_(keys)).order_by(t.c.key)
@@ -154,9 +161,12 @@ class LoginFailures:
         self._uow.execute(models.login_failures.delete().where(models.login_failures.c.key == key))
 
     def purge(self, before: datetime) -> int:
+        """Counts nobody needs any more; a row a sign-in holds now is left for the next purge (the
+        purge never waits, so it never deadlocks with one)."""
         t = models.login_failures
-        return self._uow.execute(t.delete().where(t.c.last_failed_at < before, sa.or_(
-            t.c.locked_until.is_(None), t.c.locked_until < before))).rowcount
+        stale = (sa.select(t.c.key).where(t.c.last_failed_at < before, sa.or_(
+            t.c.locked_until.is_(None), t.c.locked_until < before)).with_for_update(skip_locked=True))
+        return self._uow.execute(t.delete().where(t.c.key.in_(stale))).rowcount
 
 
 class ConsoleUnitOfWork(UnitOfWork):

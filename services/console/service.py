@@ -27,10 +27,14 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 class Backends(DependencyProvider):
     """The four services' clients (base URLs from the config or the environment) and the cache
-    of the staff members' tokens, one of each per process."""
+    of the staff members' tokens, one of each per process. SERVICE_TIMEOUT_SECONDS and
+    SERVICE_REST_SECONDS in the config may shorten the policy's figures (the tests do)."""
 
     def setup(self):
-        self.services = Services(base_urls(self.container.config), RULES.service_timeout_seconds)
+        config = self.container.config
+        self.services = Services(base_urls(config),
+                                 float(config.get("SERVICE_TIMEOUT_SECONDS") or RULES.service_timeout_seconds),
+                                 rest=float(config.get("SERVICE_REST_SECONDS") or RULES.service_rest_seconds))
         self.tokens = StaffTokens(RULES.tokens)
 
     def get_dependency(self, worker_ctx):

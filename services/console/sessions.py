@@ -4,10 +4,18 @@ token and the language. Checked on every request: past its absolute end, idle to
 staff member disabled, a session ends there and then. A sign-in always starts a new session (the
 id a browser had before is never the one it has after: no session fixation).
 
-Lifetimes (services.console.policy.Sessions): idle 30 minutes, absolute 12 hours; a session not
-signed in (the sign-in form's) 1 hour idle."""
+A browser that is not signed in (the sign-in form, the language it chose) has nothing stored: its
+cookie holds a random id as a signed-in one does, the form's CSRF token is derived from that id
+(`anonymous_csrf`: only who holds the cookie can know it), and its language is a cookie of its
+own. So a bot fetching /login a million times costs the database nothing.
+
+Lifetimes (services.console.policy.Sessions): idle 30 minutes, absolute 12 hours. Only what the
+staff member does counts as use: the requests a page makes by itself to refresh a list
+(`background=True`, htmx's polls) neither keep a session alive nor end it early, so a console left
+open on a shared front-desk PC signs its staff member out after 30 minutes like any other."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -19,6 +27,7 @@ from services.console.policy import DEFAULT_LANGUAGE, LANGUAGES, RULES
 from services.console.repository import Session, StaffMember
 
 COOKIE = "closeloop_session"
+LANGUAGE_COOKIE = "closeloop_language"  # the language of a browser that is not signed in
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 _ID = re.compile(r"^[A-Za-z0-9_-]{20,100}$")
@@ -42,6 +51,13 @@ def _hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def anonymous_csrf(raw_id: str) -> str:
+    """The CSRF token of a browser not signed in: a one-way function of its cookie's random id,
+    which a page may show (the id itself never leaves the HttpOnly cookie)."""
+    digest = hashlib.sha256(b"closeloop console sign-in form\x00" + raw_id.encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
 @dataclass
 class Caller:
     """The browser behind one request: its session (None: none yet) and what the answer must
@@ -52,6 +68,8 @@ class Caller:
     new_cookie: str | None = None
     clear_cookie: bool = False
     ended: str | None = None  # why the browser's session just ended (expired, disabled)
+    browser: str | None = None  # the cookie's id of a browser not signed in (nothing stored)
+    new_language: str | None = None  # a language chosen now, for the browser's language cookie
 
     @property
     def staff(self) -> StaffMember | None:
@@ -59,7 +77,9 @@ class Caller:
 
     @property
     def csrf_token(self) -> str:
-        return self.session.csrf_token if self.session else ""
+        if self.session is not None:
+            return self.session.csrf_token
+        return anonymous_csrf(self.browser) if self.browser else ""
 
 
 def _ended_why(session: Session, now: datetime, rules=RULES.sessions) -> str | None:
@@ -73,14 +93,26 @@ def _ended_why(session: Session, now: datetime, rules=RULES.sessions) -> str | N
     return None
 
 
-def load(uow, raw_id: str | None, now: datetime, rules=RULES.sessions) -> Caller:
-    """The browser's live session, or a Caller without one (`ended` says why one just ended).
-    A disabled staff member's sessions all end here, whichever browser asks first."""
-    if not raw_id or not _ID.match(raw_id):
-        return Caller(None, clear_cookie=bool(raw_id))
+def browser_language(value: str | None) -> str:
+    return value if value in LANGUAGES else DEFAULT_LANGUAGE
+
+
+def well_formed(raw_id: str | None) -> bool:
+    return bool(raw_id) and bool(_ID.match(raw_id))
+
+
+def load(uow, raw_id: str | None, now: datetime, rules=RULES.sessions, *, language: str | None = None,
+         background: bool = False) -> Caller:
+    """The browser's live session, or a Caller without one (`ended` says why one just ended;
+    `browser`: the id of a browser not signed in, `language` its cookie's). A disabled staff
+    member's sessions all end here, whichever browser asks first. A `background` request (a page
+    refreshing itself) does not count as use: it does not move the idle clock."""
+    language = browser_language(language)
+    if not well_formed(raw_id):
+        return Caller(None, language=language, clear_cookie=bool(raw_id))
     session = uow.sessions.get(_hash(raw_id))
-    if session is None:
-        return Caller(None, clear_cookie=True)
+    if session is None:  # a browser not signed in (or whose session was ended elsewhere)
+        return Caller(None, language=language, browser=raw_id)
     why = _ended_why(session, now, rules)
     if why is not None:
         if why == "disabled":
@@ -90,27 +122,28 @@ def load(uow, raw_id: str | None, now: datetime, rules=RULES.sessions) -> Caller
         # an anonymous session that lapsed is simply replaced: nobody was signed out
         return Caller(None, language=session.language, clear_cookie=True,
                       ended=why if session.staff is not None else None)
-    if now - session.last_seen_at >= rules.touch_every:
+    if not background and now - session.last_seen_at >= rules.touch_every:
         uow.sessions.touch(session.id_hash, now)
     return Caller(session, language=session.language)
 
 
-def _open(uow, staff: StaffMember | None, language: str, now: datetime, rules=RULES.sessions) -> tuple[str, Session]:
+def _open(uow, staff: StaffMember, language: str, now: datetime, rules=RULES.sessions) -> tuple[str, Session]:
     raw = secrets.token_urlsafe(32)
-    lifetime = rules.absolute if staff is not None else rules.anonymous
+    lifetime = rules.absolute
     session = Session(id_hash=_hash(raw), csrf_token=secrets.token_urlsafe(32),
                       language=language if language in LANGUAGES else DEFAULT_LANGUAGE, created_at=now,
                       last_seen_at=now, expires_at=now + lifetime, staff=staff)
-    uow.sessions.add(id_hash=session.id_hash, staff_id=staff.id if staff else None, csrf_token=session.csrf_token,
+    uow.sessions.add(id_hash=session.id_hash, staff_id=staff.id, csrf_token=session.csrf_token,
                      language=session.language, now=now, expires_at=session.expires_at)
     return raw, session
 
 
-def ensure(uow, caller: Caller, now: datetime) -> Caller:
-    """A session for a browser that has none (the sign-in form's: its CSRF token, its language)."""
-    if caller.session is None:
-        raw, session = _open(uow, None, caller.language, now)
-        caller.session, caller.new_cookie, caller.clear_cookie = session, raw, False
+def ensure(caller: Caller) -> Caller:
+    """An id for a browser that has none (the sign-in form's CSRF token derives from it): a
+    cookie, nothing stored."""
+    if caller.session is None and caller.browser is None:
+        caller.browser = caller.new_cookie = secrets.token_urlsafe(32)
+        caller.clear_cookie = False
     return caller
 
 

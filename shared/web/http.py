@@ -32,6 +32,18 @@ CORRELATION_HEADER = "X-Correlation-Id"
 LIVENESS_PATH = "/health/live"
 
 
+# On every answer that is not a page (JSON, text, a download): nothing in it may run or be framed,
+# and no browser may take it for another type. Pages (text/html) set their own policy.
+DATA_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"}
+
+
+def with_data_headers(response: Response) -> Response:
+    if response.mimetype != "text/html":
+        for name, value in DATA_HEADERS.items():
+            response.headers.setdefault(name, value)
+    return response
+
+
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
     return Response(json.dumps(body, ensure_ascii=False), status=status, headers=headers,
                     mimetype="application/json")
@@ -39,8 +51,8 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
 
 def error_response(error: ApiError, headers: dict | None = None) -> Response:
     # ASCII escapes: an error may quote the caller's input, whatever it holds.
-    return Response(json.dumps(error.to_body()), status=error.status, headers={**error.headers(), **(headers or {})},
-                    mimetype="application/json")
+    return Response(json.dumps(error.to_body()), status=error.status,
+                    headers={**DATA_HEADERS, **error.headers(), **(headers or {})}, mimetype="application/json")
 
 
 _CORRELATION = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
@@ -122,6 +134,7 @@ class ApiEndpoint(HttpRequestHandler):
         finally:
             logs.correlation_id.reset(token)
         response.headers[CORRELATION_HEADER] = cid
+        with_data_headers(response)
         elapsed = time.perf_counter() - started
         registry = metrics.registry(self.container.service_name)
         labels = {"method": request.method, "path": self.url, "status": response.status_code}

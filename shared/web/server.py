@@ -78,6 +78,7 @@ def error_bytes(error: ApiError) -> bytes:
     extra = "".join(f"{name}: {value}\r\n" for name, value in error.headers().items())
     head = (f"HTTP/1.1 {error.status} {_REASONS.get(error.status, 'Error')}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "X-Content-Type-Options: nosniff\r\nContent-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
             f"Connection: close\r\n{extra}\r\n")
     return head.encode("latin-1") + body
 
@@ -376,6 +377,7 @@ def liveness(environ, start_response):
     """`GET /health/live`: the process accepts and answers, without a worker, database or
     broker, so that a busy replica does not look dead."""
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(LIVE_BODY))),
+                              ("X-Content-Type-Options", "nosniff"),
                               ("Cache-Control", "no-store")])
     return [] if environ["REQUEST_METHOD"] == "HEAD" else [LIVE_BODY]
 
