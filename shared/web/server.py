@@ -383,6 +383,16 @@ def liveness(environ, start_response):
 
 
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+def _no_delay(sock) -> None:
+    """Answers go out at once: the server writes the headers and a body over 16 KB apart, and
+    with Nagle's algorithm the body then waits for the client's delayed ACK (40 ms on Linux,
+    measured by bench.console on every 16-64 KB answer of a kept-alive connection)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # not TCP (a test's socket pair), or already closed: nothing to speed up
+        pass
+
+
 # The peer gave up between the handshake and accept(): nothing to do.
 _ACCEPT_TRANSIENT = {errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN}
 _TOO_MANY = error_bytes(ServiceUnavailable("too many connections; try again shortly", retry_after=1))
@@ -422,6 +432,7 @@ class AcceptLoop:
                 continue
             self._open_connections += 1
             sock.settimeout(self._serv.socket_timeout)
+            _no_delay(sock)
             self.container.spawn_managed_thread(partial(self.process_request, sock, addr))
 
     @staticmethod
