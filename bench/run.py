@@ -1,7 +1,7 @@
 """`make bench`: Closeloop's throughput and latency, each figure beside its ceiling.
 
     python -m bench.run [--seconds 15] [--profile]
-        [--only intake,relay,consumer,cases,timers,lifecycle,engine,aftercare,reporting]
+        [--only intake,relay,consumer,cases,timers,lifecycle,engine,aftercare,reporting,console]
 
 Uses the RabbitMQ and PostgreSQL that `make test` would (AMQP_URI / DATABASE_URL, else the
 local defaults), in a vhost `closeloop-bench` and databases `closeloop_bench_*` of its own.
@@ -35,8 +35,9 @@ RESULTS = ROOT / "bench" / "results"
 TARGETS = {"intake_per_s": 600, "intake_p99_ms_at_200": 50, "relay_per_s": 5000, "consumer_per_s": 1000,
            "cases_per_s": 200, "timers_find_ms": 100, "timers_fire_per_s": 200,
            "aftercare_plans_per_s": 500, "aftercare_queue_ms": 20, "reporting_ingest_per_s": 2000,
-           "reporting_kpis_ms": 50, "reporting_export_rows_per_s": 50_000, "reporting_export_rss_mb": 200}
-STEPS = ("intake", "relay", "consumer", "cases", "timers", "lifecycle", "engine", "aftercare", "reporting")
+           "reporting_kpis_ms": 50, "reporting_export_rows_per_s": 50_000, "reporting_export_rss_mb": 200,
+           "console_page_p95_ms": 100, "console_page_bytes": 100_000}
+STEPS = ("intake", "relay", "consumer", "cases", "timers", "lifecycle", "engine", "aftercare", "reporting", "console")
 
 
 def log(message: str) -> None:
@@ -555,6 +556,27 @@ def step_reporting(env, seconds, work, results):
         f"{reads['export']['csv'].get('rows_per_s')} rows/s, peak RSS {reads['export']['csv'].get('peak_rss_mb')} MB")
 
 
+def step_console(env, seconds, work, results):
+    """The staff console (issue 12, bench/console.py) in a process of its own, bounded in time:
+    every page's server time for the roles that work in it, with 10,000 open cases and about
+    2,500 visits due in one branch (templates through the real path, then cloned), and the bytes
+    each page sends with its assets. Its own vhost and databases; all dropped at the end."""
+    from bench import console
+
+    log("console: four services, the console and three relays; 10,000 open cases (a few minutes loading them)")
+    try:
+        out = subprocess.run([sys.executable, "-m", "bench.console", "--json"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=3600)
+    finally:
+        console.drop_all(env)
+    if out.returncode:
+        raise RuntimeError(f"bench.console failed: {out.stderr.strip()[-2000:]}")
+    figures = results["console"] = json.loads(out.stdout)
+    slow = [f"{p['page']} ({p['role']}) {p['p95_ms']} ms" for p in figures["pages"] if not p["met"]["p95"]]
+    log(f"console: {len(figures['pages'])} pages measured; over {TARGETS['console_page_p95_ms']} ms at p95: "
+        + (", ".join(slow) or "none"))
+
+
 # --- set-up and report -----------------------------------------------------------------------
 
 def prepare(env) -> dict:
@@ -646,6 +668,8 @@ def report(results: dict) -> str:
     lines += aftercare_rows
     reporting_rows, reporting_notes = reporting_lines(results.get("reporting_ingest"), results.get("reporting_reads"))
     lines += reporting_rows
+    console_rows, console_notes = console_lines(results.get("console"))
+    lines += console_rows
     lines += cpu_line("CPU per complaint accepted", (results.get("intake") or {}).get("cpu_ms_per_complaint"))
     lines += cpu_line("CPU per case opened", (cases or {}).get("cpu_ms_per_case"))
     if timers:
@@ -672,6 +696,7 @@ def report(results: dict) -> str:
     if aftercare_notes:
         lines += ["", " ".join(aftercare_notes)]
     lines += [line for note in reporting_notes for line in ("", note)]
+    lines += [line for note in console_notes for line in ("", note)]
     return "\n".join(lines)
 
 
@@ -799,6 +824,34 @@ def reporting_lines(ingest: dict | None, reads: dict | None) -> tuple[list[str],
     return rows, notes
 
 
+def console_lines(console: dict | None) -> tuple[list[str], list[str]]:
+    """The console step's rows (a page for a role each: time and bytes) and its sentences."""
+    if not console:
+        return [], []
+    rows, target_ms, target_bytes = [], TARGETS["console_page_p95_ms"], TARGETS["console_page_bytes"]
+    for p in console["pages"]:
+        calls = "; ".join(f"{name} {c['mean_ms']} ms x{c['per_page']}" for name, c in p["calls"].items())
+        refused = "" if set(p["statuses"]) == {"200"} else f" (answers {p['statuses']})"
+        rows.append(f"| console {p['page']} ({p['role']}, `{p['path']}`): p50 / p95; bytes with its assets | "
+                    f"{p['p50_ms']} / {p['p95_ms']} ms{refused}; {p['total_bytes'] / 1000:.1f} KB | the console's own "
+                    f"mean {p['console_mean_ms']} ms (its metrics){'; ' + calls if calls else ''}; gzipped "
+                    f"{p['total_gzip_bytes'] / 1000:.1f} KB | p95 < {target_ms} ms, < {target_bytes // 1000} KB | "
+                    f"{_met(p['met']['p95'] and p['met']['bytes'])} |")
+    load, inv = console["load"], console["load"]["investigation"]
+    assets = ", ".join(f"{a['path']} {a['bytes']:,} B ({a['cache_control']})" for a in console["assets"].values())
+    sql = "; ".join(f"{name}: handler {e['handler_p50_ms']} ms, SQL "
+                    + " + ".join(f"{s['execution_ms']} ms" for s in e["statements"])
+                    for name, e in console.get("explain", {}).items() if "error" not in e)
+    notes = [f"Console: {inv['open_cases']:,} open cases of {console['branch']} ({inv['templates']} through intake's "
+             f"API and the bus, the rest their clones: {inv['tasks']:,} tasks, {inv['staff_notices']:,} staff "
+             f"notices), {load['visits_open_due']:,} visits due, loaded in {load['seed_s']} s; {console['runs']} "
+             f"sequential requests a page after {console['warm']}; load average {console['loadavg'].get('measure_start')}"
+             f" at the start of the measure, {console['loadavg'].get('measure_end')} at its end. The console "
+             f"{'gzips' if console['server_gzip'] else 'does not gzip'}; its assets: {assets}. The list pages' "
+             f"handlers in process (EXPLAIN ANALYZE): {sql}."]
+    return rows, notes
+
+
 def cpu_line(what: str, cpu: dict | None) -> list[str]:
     """CPU milliseconds by part (postgres and beam.smp: the local servers, whoever used them)."""
     if not cpu:
@@ -840,23 +893,34 @@ def main(argv=None) -> int:
             step_aftercare(env, args.seconds, work, results)
         if "reporting" in steps:
             step_reporting(env, args.seconds, work, results)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    document = {"at": stamp, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "targets": TARGETS, "results": results}
-    table = report(results)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for name in (f"{stamp}.json", "latest.json"):
-        (RESULTS / name).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        if "console" in steps:
+            step_console(env, args.seconds, work, results)
+    stamp = save_results(results)
+    print(report(results))
     profile = results.get("intake_profile")
-    markdown = (f"# Benchmarks, {stamp}\n\n{os.cpu_count()} cores, Python {platform.python_version()}\n\n{table}\n"
-                + ("\n## Where an intake process spends its time (inclusive)\n\n```\n" + "\n".join(profile) + "\n```\n"
-                   if profile else ""))
-    (RESULTS / "latest.md").write_text(markdown)
-    print(table)
     if profile:
         print("\n".join(profile[:15]))
     print(f"\nwritten: bench/results/{stamp}.json, bench/results/latest.md")
     return 0
+
+
+def save_results(results: dict, latest: str = "latest") -> str:
+    """bench/results/<time>.json and <latest>.{json,md} (the table, as printed); the time."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    document = {"at": stamp, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                         "loadavg": Path("/proc/loadavg").read_text().split()[:3]
+                                         if Path("/proc/loadavg").exists() else None},
+                "targets": TARGETS, "results": results}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in (f"{stamp}.json", f"{latest}.json"):
+        (RESULTS / name).write_text(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
+    profile = results.get("intake_profile")
+    markdown = (f"# Benchmarks, {stamp}\n\n{os.cpu_count()} cores, Python {platform.python_version()}\n\n"
+                f"{report(results)}\n"
+                + ("\n## Where an intake process spends its time (inclusive)\n\n```\n" + "\n".join(profile) + "\n```\n"
+                   if profile else ""))
+    (RESULTS / f"{latest}.md").write_text(markdown)
+    return stamp
 
 
 if __name__ == "__main__":
