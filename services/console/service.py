@@ -168,7 +168,7 @@ class ConsoleService:
 
     @page("GET", "/static/<path:name>")
     def static(self, request, name):
-        return assets.serve(name)
+        return assets.serve(name, request)
 
     @page("GET", "/<path:anything>")
     @page("POST", "/<path:anything>")

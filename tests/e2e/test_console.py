@@ -273,6 +273,23 @@ def test_html_in_names_and_typed_logins_is_shown_as_text(console):
     assert "<img src=x" not in typed.text and "&lt;img src=x" in typed.text
 
 
+def test_assets_go_gzipped_to_browsers_that_take_it_and_a_revalidation_costs_a_304(console):
+    c = console()
+    base = c.service.base_url + "/static/console.css"
+    plain = requests.get(base, headers={"Accept-Encoding": "identity"}, timeout=10)
+    packed = requests.get(base, headers={"Accept-Encoding": "gzip, deflate"}, timeout=10)
+    assert "Content-Encoding" not in plain.headers and packed.headers["Content-Encoding"] == "gzip"
+    assert packed.content == plain.content  # requests unpacks it: the same stylesheet
+    assert int(packed.headers["Content-Length"]) * 3 < int(plain.headers["Content-Length"])
+    assert plain.headers["Vary"] == "Accept-Encoding" and plain.headers["ETag"] == packed.headers["ETag"]
+    again = requests.get(base, headers={"If-None-Match": plain.headers["ETag"]}, timeout=10)
+    assert again.status_code == 304 and again.content == b""
+    refused = requests.get(base, headers={"Accept-Encoding": "gzip;q=0"}, timeout=10)
+    assert "Content-Encoding" not in refused.headers
+    page = requests.get(c.service.base_url + "/login", headers={"Accept-Encoding": "gzip"}, timeout=10)
+    assert "Content-Encoding" not in page.headers  # pages carry the CSRF token: never compressed
+
+
 def test_unknown_pages_and_bad_forms_answer_a_page_without_a_trace(console):
     c = console()
     browser = c.browser()
