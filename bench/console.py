@@ -740,6 +740,8 @@ def page_bytes(base: str, html: str, assets: dict) -> dict:
             assets[href] = fetch_asset(base, href)
     html_bytes = len(html.encode())
     return {"assets": named, "total_bytes": html_bytes + sum(assets[h]["bytes"] for h in named),
+            # what the console sends a browser that takes gzip (it compresses its assets, not pages)
+            "sent_bytes": html_bytes + sum(assets[h]["sent_bytes"] for h in named),
             "total_gzip_bytes": len(gzip.compress(html.encode(), 6)) + sum(assets[h]["gzip_bytes"] for h in named),
             # what a second view sends again: the HTML and the assets a browser may not keep
             # (no-cache without a validator is fetched whole again)
@@ -1003,10 +1005,10 @@ def measure_pages(stack: Stack, browsers: dict, target: dict, runs: int, warm: i
         figure.update(page=page, role=role, path=shown.format(**{k: "{" + k + "}" for k in target}),
                       **page_bytes(stack.urls["console"], html, assets))
         figure["met"] = {"p95": figure["p95_ms"] < TARGET_P95_MS and set(figure["statuses"]) == {"200"},
-                         "bytes": figure["total_bytes"] < TARGET_BYTES}
+                         "bytes": figure["sent_bytes"] < TARGET_BYTES}
         results.append(figure)
         log(f"  p50 {figure['p50_ms']} p95 {figure['p95_ms']} max {figure['max_ms']} ms, console's own "
-            f"{figure['console_mean_ms']} ms; {figure['total_bytes']:,} bytes with assets; {figure['statuses']}")
+            f"{figure['console_mean_ms']} ms; {figure['sent_bytes']:,} bytes sent with assets ({figure['total_bytes']:,} unpacked); {figure['statuses']}")
     return results, assets
 
 
@@ -1083,12 +1085,12 @@ def summary(figures: dict) -> str:
              f"load average: start {figures['loadavg']['start']}, measure {figures['loadavg'].get('measure_start')} "
              f"-> {figures['loadavg'].get('measure_end')}; {figures['runs']} requests a page after {figures['warm']}",
              "", f"{'page':24} {'role':16} {'p50':>7} {'p95':>7} {'max':>7} {'own':>7}  {'service calls (mean ms)':40} "
-             f"{'bytes':>9} {'gzip':>9}  met"]
+             f"{'sent':>9} {'unpacked':>9} {'all gzip':>9}  met"]
     for r in figures["pages"]:
         calls = ", ".join(f"{k.split(' ', 1)[0]} {k.split(' ', 2)[2]} {v['mean_ms']}" for k, v in r["calls"].items())
         met = ("ok" if r["met"]["p95"] else "SLOW") + "/" + ("ok" if r["met"]["bytes"] else "BIG")
         lines.append(f"{r['page']:24} {r['role']:16} {r['p50_ms']:7} {r['p95_ms']:7} {r['max_ms']:7} "
-                     f"{str(r['console_mean_ms']):>7}  {calls[:40]:40} {r['total_bytes']:9,} {r['total_gzip_bytes']:9,}"
+                     f"{str(r['console_mean_ms']):>7}  {calls[:40]:40} {r['sent_bytes']:9,} {r['total_bytes']:9,} {r['total_gzip_bytes']:9,}"
                      f"  {met}" + ("" if set(r["statuses"]) == {"200"} else f" statuses {r['statuses']}"))
     if figures.get("nodelay"):
         compared = figures["nodelay"]

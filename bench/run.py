@@ -833,7 +833,7 @@ def console_lines(console: dict | None) -> tuple[list[str], list[str]]:
         calls = "; ".join(f"{name} {c['mean_ms']} ms x{c['per_page']}" for name, c in p["calls"].items())
         refused = "" if set(p["statuses"]) == {"200"} else f" (answers {p['statuses']})"
         rows.append(f"| console {p['page']} ({p['role']}, `{p['path']}`): p50 / p95; bytes with its assets | "
-                    f"{p['p50_ms']} / {p['p95_ms']} ms{refused}; {p['total_bytes'] / 1000:.1f} KB | the console's own "
+                    f"{p['p50_ms']} / {p['p95_ms']} ms{refused}; {p['sent_bytes'] / 1000:.1f} KB sent ({p['total_bytes'] / 1000:.1f} unpacked) | the console's own "
                     f"mean {p['console_mean_ms']} ms (its metrics){'; ' + calls if calls else ''}; gzipped "
                     f"{p['total_gzip_bytes'] / 1000:.1f} KB | p95 < {target_ms} ms, < {target_bytes // 1000} KB | "
                     f"{_met(p['met']['p95'] and p['met']['bytes'])} |")

@@ -242,10 +242,10 @@ def test_serve_started_while_the_broker_is_down_waits_or_says_so_in_a_line(datab
         process = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "investigation"], cwd=ROOT,
                                    env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass  # still waiting for the broker: what is expected
+        # it waits, a line a try (0, 1, 3 s...): the second try shows it kept waiting; or it ends
+        wait_until(lambda: process.poll() is not None
+                   or log_path.read_text(errors="replace").count(" unreachable (") >= 2,
+                   "a second try at the broker, or the end", timeout=30, interval=0.2)
         output = log_path.read_text(errors="replace")
         assert "Traceback" not in output, (f"status {process.poll()}, {output.count('Traceback')} tracebacks "
                                            f"in {len(output.splitlines())} lines")
