@@ -320,24 +320,38 @@ def open_alerts(conn: sa.Connection, branches: frozenset[str] | None, now: datet
 
 def breaching(conn: sa.Connection, branches: frozenset[str] | None, now: datetime, limit: int = 50) -> list[dict]:
     """Per branch, the open cases past a deadline right now (first response not sent, or not
-    resolved), the most overdue first."""
+    resolved), the most overdue first (`limit` of them). The late cases are picked and sorted as
+    narrow rows (id, branch, due, clock); the reference and priority are read for the few shown
+    only (sorting whole case_facts rows, the facts JSON included, spilled to disk: 28 ms with
+    10,000 open cases)."""
     sql = """
-    SELECT branch_code, count(*) AS cases,
-           count(*) FILTER (WHERE first_response_at IS NULL AND first_response_due < :now) AS first_response,
-           count(*) FILTER (WHERE resolved_at IS NULL AND resolution_due < :now) AS resolution,
-           (array_agg(json_build_object('case_id', case_id, 'reference', reference, 'priority', priority,
-                                        'due', due, 'clock', clock) ORDER BY due))[1: :limit] AS worst
-    FROM (SELECT case_id, branch_code, priority, first_response_at, first_response_due, resolved_at, resolution_due,
-                 facts->>'reference' AS reference,
-                 CASE WHEN first_response_at IS NULL AND first_response_due < :now THEN first_response_due
-                      ELSE resolution_due END AS due,
-                 CASE WHEN first_response_at IS NULL AND first_response_due < :now THEN 'first_response'
-                      ELSE 'resolution' END AS clock
-          FROM case_facts
-          WHERE kind = 'complaint' AND coalesce(state, '') NOT IN ('resolved', 'closed')
-            AND ((first_response_at IS NULL AND first_response_due < :now)
-                 OR (resolved_at IS NULL AND resolution_due < :now)) {scope}) AS late
-    GROUP BY branch_code ORDER BY count(*) DESC, branch_code"""
+    WITH late AS (
+        SELECT case_id, branch_code,
+               first_response_at IS NULL AND first_response_due < :now AS first_late,
+               resolved_at IS NULL AND resolution_due < :now AS resolution_late,
+               CASE WHEN first_response_at IS NULL AND first_response_due < :now THEN first_response_due
+                    ELSE resolution_due END AS due
+        FROM case_facts
+        WHERE kind = 'complaint' AND coalesce(state, '') NOT IN ('resolved', 'closed')
+          AND ((first_response_at IS NULL AND first_response_due < :now)
+               OR (resolved_at IS NULL AND resolution_due < :now)) {scope}),
+    worst AS (
+        SELECT w.branch_code,
+               json_agg(json_build_object('case_id', w.case_id, 'reference', f.facts->>'reference',
+                                          'priority', f.priority, 'due', w.due,
+                                          'clock', CASE WHEN w.first_late THEN 'first_response' ELSE 'resolution' END)
+                        ORDER BY w.n) AS worst
+        FROM (SELECT case_id, branch_code, due, first_late,
+                     row_number() OVER (PARTITION BY branch_code ORDER BY due, case_id) AS n FROM late) AS w
+        JOIN case_facts AS f ON f.case_id = w.case_id
+        WHERE w.n <= :limit
+        GROUP BY w.branch_code)
+    SELECT b.branch_code, b.cases, b.first_response, b.resolution, worst.worst
+    FROM (SELECT branch_code, count(*) AS cases, count(*) FILTER (WHERE first_late) AS first_response,
+                 count(*) FILTER (WHERE resolution_late) AS resolution
+          FROM late GROUP BY branch_code) AS b
+    LEFT JOIN worst ON worst.branch_code = b.branch_code
+    ORDER BY b.cases DESC, b.branch_code"""
     params = {"now": now, "limit": limit}
     scope = ""
     if branches is not None:

@@ -65,6 +65,8 @@ class AlertQuery(Strict):
     kind = fields.String(validate=validate.OneOf(("recurring_problem", "safety_signal")))
     status = fields.String(load_default="open", validate=validate.OneOf(("open", "all")))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    # each alert lists its first 50 records (`records_more` when it has more), every one with `all`
+    records = fields.String(validate=validate.OneOf(("all",)))
 
 
 class AccessLogQuery(PageQuery):

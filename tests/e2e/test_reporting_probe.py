@@ -198,7 +198,7 @@ EXTREME_DATES = {
 ALERTS_BAD = {"kind=weather": "kind", "kind=": "kind", "status=closed": "status", "status=ALL": "status",
               "limit=0": "limit", "limit=501": "limit", "limit=abc": "limit", "limit=1.5": "limit",
               "limit=-1": "limit", "limit=1&limit=2": "limit", "from=2026-11-01": "from", "branch=SH001": "branch",
-              "kind=%00": "kind"}
+              "kind=%00": "kind", "records=some": "records", "records=": "records"}
 ACCESS_BAD = {**{q: f for q, f in PERIOD_BAD.items() if not q.startswith(("branch", "region"))},
               "case_id=nope": "case_id", "case_id=": "case_id", "case_id=" + "1" * 5000: "case_id",
               "limit=0": "limit", "limit=201": "limit", "limit=x": "limit", "cursor=nonsense": "cursor",
@@ -731,6 +731,11 @@ def test_reporting_killed_mid_batch_and_restarted_loses_nothing_and_alerts_once(
     # One episode of SH001's bookings: one alert, raised once, counting every complaint.
     [alert] = jsonbody(lone.ask("/v1/alerts"))["alerts"]
     assert alert["count"] == len(ids) and alert["about"] == {"branch_code": "SH001", "category": "booking"}
+    # It lists its first 50 cases (oldest first) and says there are more; records=all lists them all.
+    assert len(alert["records"]) == 50 and alert["records_more"] is True
+    [every] = jsonbody(lone.ask("/v1/alerts", records="all"))["alerts"]
+    assert len(every["records"]) == len(ids) and every["records_more"] is False
+    assert every["records"][:50] == alert["records"]
     wait_until(lambda: alerts_raised(lone), "the alert on the bus")
     assert count(lone.url, "SELECT count(*) FROM outbox WHERE routing_key = 'recurring_problem_detected'") == 1
     assert len(alerts_raised(lone)) == 1

@@ -107,3 +107,54 @@ def test_retention_scrubs_the_customer_from_a_case_closed_three_years_ago_and_th
     assert rows(store, columns) == before
     handlers.rebuild(store, rules=RULES, now=NOW, zone="Asia/Shanghai")
     assert rows(store, columns) == before
+
+
+def test_alerts_list_50_records_and_say_there_are_more_and_breaching_reads_the_worst_few(store):
+    """GET /v1/alerts's answer (handlers.alerts_now): an alert counts every record of the caller's
+    scope but lists the first 50 (`records_more`), every one with `records=all`; the breaching
+    list counts each branch's late cases and shows its 50 most overdue with their reference."""
+    import json
+
+    from services.reporting.handlers import ALERT_RECORDS
+    from shared.security.auth import Identity
+
+    hq = Identity(subject="h", role="hq_admin", branches=None, scope={"all": True})
+    sh002 = Identity(subject="m", role="store_manager", branches=frozenset({"SH002"}), scope={"branch": "SH002"})
+    records = [{"id": str(uuid.uuid4()), "branch": "SH002" if i % 12 == 5 else "SH001"} for i in range(60)]
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO alerts VALUES (:id, 'recurring_problem', :key, 60, :first, :last, :until, CAST(:r AS jsonb), "
+            "ARRAY['SH001', 'SH002'], :last)"),
+            {"id": str(uuid.uuid4()), "key": json.dumps(["recurring_problem", "technician", "T-1"]),
+             "first": NOW - timedelta(days=3), "last": NOW - timedelta(hours=1), "until": NOW + timedelta(days=13),
+             "r": json.dumps(records)})
+        # 53 complaints of SH001 past a deadline (odd: the first response, even: the resolution), 2 of
+        # SH002 and one resolved there
+        conn.execute(sa.text(
+            "INSERT INTO case_facts (case_id, branch_code, kind, priority, state, received_at, first_response_at, "
+            "first_response_due, resolution_due, facts, updated_at) "
+            "SELECT gen_random_uuid(), CASE WHEN i > 53 THEN 'SH002' ELSE 'SH001' END, 'complaint', 'urgent', "
+            "CASE WHEN i = 56 THEN 'resolved' ELSE 'open' END, :now - i * interval '1 hour', "
+            "CASE WHEN i % 2 = 0 THEN :now END, :now - i * interval '1 minute', "
+            "CASE WHEN i % 2 = 0 THEN :now - i * interval '1 minute' ELSE :now + interval '1 day' END, "
+            "jsonb_build_object('reference', 'REF-' || i, 'description', repeat('x', 2000)), :now "
+            "FROM generate_series(1, 56) AS i"), {"now": NOW})
+
+    answer = handlers.alerts_now(store, identity=hq, query={}, now=NOW)
+    [alert] = answer["alerts"]
+    assert ALERT_RECORDS == 50 and alert["count"] == 60
+    assert alert["records"] == [r["id"] for r in records[:50]] and alert["records_more"] is True
+    [every] = handlers.alerts_now(store, identity=hq, query={"records": "all"}, now=NOW)["alerts"]
+    assert every["records"] == [r["id"] for r in records] and every["records_more"] is False
+    [theirs] = handlers.alerts_now(store, identity=sh002, query={}, now=NOW)["alerts"]
+    assert theirs["count"] == 5 and theirs["records_more"] is False and theirs["branches"] == ["SH002"]
+    assert theirs["records"] == [r["id"] for r in records if r["branch"] == "SH002"]
+
+    mine, other = answer["breaching"]
+    assert (mine["branch_code"], mine["cases"], mine["first_response"], mine["resolution"]) == ("SH001", 53, 27, 26)
+    assert [w["reference"] for w in mine["worst"]] == [f"REF-{i}" for i in range(53, 3, -1)]  # the 50 most overdue
+    assert [(w["clock"], w["priority"]) for w in mine["worst"][:2]] == [("first_response", "urgent"),
+                                                                         ("resolution", "urgent")]
+    assert mine["worst"][0]["due"] == (NOW - timedelta(minutes=53)).isoformat()
+    assert (other["branch_code"], other["cases"], other["first_response"], other["resolution"],
+            [w["reference"] for w in other["worst"]]) == ("SH002", 2, 1, 1, ["REF-55", "REF-54"])

@@ -67,3 +67,30 @@ def test_templates_escape_what_they_show_and_gettext_never_takes_data():
     for template in rendering.TEMPLATES.glob("*.html"):  # `_(variable)` would trust the variable as markup
         for call in re.findall(r"_\(([^)\"]*)\)", template.read_text()):
             assert call.strip() in {"notice", "message", "problem"}, (template.name, call)
+
+
+def test_an_alert_with_more_cases_than_listed_says_how_many_more_and_labels_are_translated_once():
+    from services.console import overview
+    from shared.calendar.policy import load_policy
+
+    policy, now = load_policy(), datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)
+    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(50)]
+    answer = {"kind": "recurring_problem", "by": "technician", "about": {"technician_id": "T-1"}, "count": 60,
+              "records": ids, "records_more": True, "branches": ["SH001"], "first_at": "2026-11-20T02:00:00Z",
+              "last_at": "2026-11-21T02:00:00Z", "open": True, "open_until": "2026-12-05T02:00:00Z"}
+    late = {"branch_code": "SH001", "cases": 2, "first_response": 1, "resolution": 1, "worst": [
+        {"case_id": ids[0], "reference": "<b>R1</b>", "priority": "urgent", "due": "2026-11-21T02:00:00Z",
+         "clock": "first_response"},
+        {"case_id": ids[1], "reference": "R2", "priority": "odd<i>", "due": "2026-11-21T03:00:00Z", "clock": "x"}]}
+    for language, more, case_50, urgent in (("zh", "还有 10 起", "案件 50", "紧急"), ("en", "and 10 more", "Case 50",
+                                                                                  "Urgent")):
+        labels = overview._labels(language)
+        alert = overview._alert(answer, policy, language)
+        assert (alert["cases"], alert["more"]) == (ids, 10)
+        assert overview._alert({**answer, "records_more": False, "count": 50}, policy, language)["more"] == 0
+        branch = overview._late_branch(late, policy, now, language, labels)
+        page = rendering.render("_alerts.html", language, alerts=[alert], breaching=[branch], problem=None,
+                                now_iso=now.isoformat(), safety=0, late_cases=2, case_label=labels["case_label"],
+                                more_label=labels["more_label"])
+        assert page.count('href="/cases/') == 52 and f">{case_50}</a>" in page and more in page
+        assert "&lt;b&gt;R1&lt;/b&gt;" in page and f"· {urgent}" in page and "odd&lt;i&gt;" in page
