@@ -1,6 +1,8 @@
 """Investigation's tables (SQLAlchemy Core): cases, the tasks they wait on, their timelines,
 and the shared mechanism's tables (outbox, inbox, staff notifications, the workflow engine's
 definitions and instances). No customer contact: cases hold customer_ref and masked names."""
+from datetime import datetime, timezone
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
@@ -15,6 +17,10 @@ inbox.add_tables(metadata)
 add_workflow_tables(metadata)
 
 TZ = sa.DateTime(timezone=True)
+# Where the task list sorts a task without a deadline (last). The list's indexes below sort by
+# the same `coalesce(due, NO_DEADLINE)` as the repository's query, or the planner cannot use them.
+NO_DEADLINE = datetime(9999, 12, 31, tzinfo=timezone.utc)
+_DUE_KEY = sa.text(f"coalesce(due, '{NO_DEADLINE:%Y-%m-%d %H:%M:%S}+00'::timestamptz)")
 NULLABLE_JSON = pg.JSONB(none_as_null=True)  # None is SQL NULL (`IS NULL` finds it), not JSON null
 
 # One row per case; the process instance of the same id holds where its process stands, and
@@ -76,6 +82,9 @@ cases = sa.Table(
     sa.Index("ix_cases_next_due", "next_due", postgresql_where=sa.text("next_due IS NOT NULL")),
     sa.Index("ix_cases_retention", "closed_at",
              postgresql_where=sa.text("closed_at IS NOT NULL AND anonymised_at IS NULL")),
+    # A staff notice names its case by the id as text (notifications.subject_id): the notices'
+    # list finds each one's case by it (migration 0005).
+    sa.Index("ix_cases_id_text", sa.text("(id::text)")),
 )
 
 # The tasks each case's process waits on now, as the API shows them: replaced after every step.
@@ -96,7 +105,18 @@ case_tasks = sa.Table(
     sa.Column("waiting_since", TZ, nullable=False),
     sa.Index("ix_case_tasks_roles", "roles", postgresql_using="gin"),
     sa.Index("ix_case_tasks_owner", "owner", postgresql_where=sa.text("owner IS NOT NULL")),
+    # The task list's order (soonest due, no deadline last, then case and task), in a branch and
+    # across every branch (migration 0005): a page reads its rows in order and stops.
+    sa.Index("ix_case_tasks_branch_due", "branch_code", _DUE_KEY, "case_id", "task"),
+    sa.Index("ix_case_tasks_due", _DUE_KEY, "case_id", "task"),
 )
+
+# The staff notices a role reads (GET /v1/notifications), newest first (migration 0005). Not
+# partial (`WHERE audience = 'staff'`): every notice here is a staff notice (intake queues the
+# customers' messages), and Postgres keeps no statistics for a partial index's expression, so it
+# would guess how many notices a role has and, guessing few, join them all to their cases.
+_notifications = metadata.tables["notifications"]
+sa.Index("ix_notifications_role", sa.text("split_part(recipient, ';', 1)"), _notifications.c.id)
 
 # Every step of every case: who, in which role, when, what.
 case_timeline = sa.Table(

@@ -7,7 +7,7 @@ the same row when it steps the instance, and the timer poll holds it while it fi
 two never wait for each other in opposite orders."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -23,7 +23,7 @@ _CASE_COLUMNS = ("id", "kind", "complaint_id", "reference", "branch_code", "regi
                  "escalation_level", "paused_since", "pause_reason", "first_response", "findings", "decision",
                  "outcome", "closed_at", "written_result", "resolved_at", "follow_up", "corrective_action",
                  "reopened", "origin", "legal_hold", "anonymised_at")
-NO_DEADLINE = datetime(9999, 12, 31, tzinfo=timezone.utc)  # sorts tasks without a deadline last
+NO_DEADLINE = models.NO_DEADLINE  # sorts tasks without a deadline last (as the list's indexes do)
 # What changes after opening.
 _PROGRESS = ("state", "owner", "escalation_level", "paused_since", "pause_reason", "first_response", "findings",
              "decision", "outcome", "closed_at", "written_result", "resolved_at", "follow_up", "corrective_action",
@@ -170,7 +170,9 @@ class Cases:
 
     def notices(self, role: str, branches: frozenset[str] | None, before_id: int | None, limit: int) -> list:
         """The staff notices addressed to `role` about cases of `branches` (None: every branch),
-        newest first, those older than `before_id`."""
+        newest first, those older than `before_id`. A role's notices are found newest first
+        (ix_notifications_role), each notice's case by its id as text (ix_cases_id_text): the
+        subject is text, and a subject that is not a case id is no case's, never an error."""
         scope = "AND c.branch_code = ANY(:branches)" if branches is not None else ""
         after = "AND n.id < :before" if before_id is not None else ""
         return self._uow.execute(sa.text(f"""
@@ -188,13 +190,13 @@ class Tasks:
     def __init__(self, uow: UnitOfWork):
         self._uow = uow
 
-    def _mine(self, *, role: str, subject: str, branches: frozenset[str] | None, filters: dict):
-        """The caller's waiting tasks (by role, or as the case's owner) in scope, narrowed by the
-        list's filters (branch, priority, task) but not by deadline."""
+    def _mine(self, statement, *, role: str, subject: str, branches: frozenset[str] | None, filters: dict):
+        """`statement` (over case_tasks, or case_tasks joined to cases) narrowed to the caller's
+        waiting tasks (by role, or as the case's owner) in scope and to the list's filters (branch,
+        priority, task) but not deadline. Of cases only the priority filter reads: a statement
+        given case_tasks alone must join cases when filtered by priority (counts does)."""
         table, cases = models.case_tasks, models.cases
-        statement = (sa.select(table, cases.c.reference, cases.c.priority, cases.c.kind, cases.c.paused_since)
-                     .join(cases, cases.c.id == table.c.case_id)
-                     .where(sa.or_(table.c.roles.any(role), table.c.owner == subject)))
+        statement = statement.where(sa.or_(table.c.roles.any(role), table.c.owner == subject))
         if branches is not None:
             statement = statement.where(table.c.branch_code.in_(sorted(branches)))
         if "branch" in filters:
@@ -208,10 +210,15 @@ class Tasks:
     def for_caller(self, *, role: str, subject: str, branches: frozenset[str] | None, filters: dict,
                    now: datetime, after: tuple | None, limit: int) -> list:
         """Soonest due first (no deadline last), then case and task; `after` is (due or None, case
-        id, task). `filters["deadline"]`: "breached" (due now or before) or "soon" (warned, not due)."""
-        table = models.case_tasks
+        id, task). `filters["deadline"]`: "breached" (due now or before) or "soon" (warned, not due).
+        The order is that of ix_case_tasks_branch_due and ix_case_tasks_due: a page reads its rows
+        in order and stops."""
+        table, cases = models.case_tasks, models.cases
         due_key = sa.func.coalesce(table.c.due, sa.literal(NO_DEADLINE, sa.DateTime(timezone=True)))
-        statement = self._mine(role=role, subject=subject, branches=branches, filters=filters)
+        statement = self._mine(
+            sa.select(table, cases.c.reference, cases.c.priority, cases.c.kind, cases.c.paused_since)
+            .join(cases, cases.c.id == table.c.case_id),
+            role=role, subject=subject, branches=branches, filters=filters)
         if filters.get("deadline") == "breached":
             statement = statement.where(table.c.due <= now)
         elif filters.get("deadline") == "soon":
@@ -228,12 +235,14 @@ class Tasks:
     def counts(self, *, role: str, subject: str, branches: frozenset[str] | None, filters: dict,
                now: datetime) -> dict:
         """How many of the caller's tasks wait, are breaching soon and are breached (the same
-        filters as the list but its deadline)."""
-        mine = self._mine(role=role, subject=subject, branches=branches, filters=filters).subquery()
-        row = self._uow.execute(sa.select(
-            sa.func.count(),
-            sa.func.count().filter(sa.and_(mine.c.warning_at <= now, mine.c.due > now)),
-            sa.func.count().filter(mine.c.due <= now))).one()
+        filters as the list but its deadline). Cases are joined only for a priority filter."""
+        table, cases = models.case_tasks, models.cases
+        source = table.join(cases, cases.c.id == table.c.case_id) if "priority" in filters else table
+        row = self._uow.execute(self._mine(
+            sa.select(sa.func.count(),
+                      sa.func.count().filter(sa.and_(table.c.warning_at <= now, table.c.due > now)),
+                      sa.func.count().filter(table.c.due <= now)).select_from(source),
+            role=role, subject=subject, branches=branches, filters=filters)).one()
         return {"waiting": row[0], "soon": row[1], "breached": row[2]}
 
 
