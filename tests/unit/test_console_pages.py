@@ -82,15 +82,16 @@ def test_an_alert_with_more_cases_than_listed_says_how_many_more_and_labels_are_
         {"case_id": ids[0], "reference": "<b>R1</b>", "priority": "urgent", "due": "2026-11-21T02:00:00Z",
          "clock": "first_response"},
         {"case_id": ids[1], "reference": "R2", "priority": "odd<i>", "due": "2026-11-21T03:00:00Z", "clock": "x"}]}
-    for language, more, case_50, urgent in (("zh", "还有 10 起", "案件 50", "紧急"), ("en", "and 10 more", "Case 50",
+    for language, more, case_10, urgent in (("zh", "还有 50 起", "案件 10", "紧急"), ("en", "and 50 more", "Case 10",
                                                                                   "Urgent")):
         labels = overview._labels(language)
         alert = overview._alert(answer, policy, language)
-        assert (alert["cases"], alert["more"]) == (ids, 10)
-        assert overview._alert({**answer, "records_more": False, "count": 50}, policy, language)["more"] == 0
+        assert (alert["cases"], alert["more"]) == (ids[:10], 50)
+        few = {**answer, "records": ids[:10], "records_more": False, "count": 10}
+        assert overview._alert(few, policy, language)["more"] == 0
         branch = overview._late_branch(late, policy, now, language, labels)
         page = rendering.render("_alerts.html", language, alerts=[alert], breaching=[branch], problem=None,
                                 now_iso=now.isoformat(), safety=0, late_cases=2, case_label=labels["case_label"],
                                 more_label=labels["more_label"])
-        assert page.count('href="/cases/') == 52 and f">{case_50}</a>" in page and more in page
+        assert page.count('href="/cases/') == 12 and f">{case_10}</a>" in page and more in page
         assert "&lt;b&gt;R1&lt;/b&gt;" in page and f"· {urgent}" in page and "odd&lt;i&gt;" in page
