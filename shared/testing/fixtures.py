@@ -187,7 +187,12 @@ def start_service(amqp_uri, database_factory, tcp_proxy):
         return RunningService(name, f"http://127.0.0.1:{port}", settings, runner)
 
     yield start
-    # Side by side: each stop waits up to a second for its consumers' drain to return.
+    stop_runners(runners)
+
+
+def stop_runners(runners) -> None:
+    """Stop nameko ServiceRunners side by side (each stop waits up to a second for its consumers'
+    drain to return); AssertionError when one has not stopped within 15 s."""
     stopping = [eventlet.spawn(runner.kill) for runner in runners]
     with eventlet.Timeout(15, False):
         for thread in stopping:

@@ -17,7 +17,7 @@ from shared.calendar.clock import ManualClock
 from shared.messaging.relay import Relay
 from shared.persistence import db
 from shared.security import auth
-from shared.testing.fixtures import free_port, jsonbody, purge_queues_of, wait_until
+from shared.testing.fixtures import free_port, jsonbody, purge_queues_of, stop_runners, wait_until
 from tests.e2e.test_aftercare_visits import ANSWERS, SALE
 
 pytestmark = pytest.mark.e2e
@@ -106,12 +106,7 @@ def desk(amqp_uri, database_factory):
     relay.stop()
     relay.thread.wait()
     relay.engine.dispose()
-    stopping = [eventlet.spawn(runner.kill) for runner in runners]
-    with eventlet.Timeout(15, False):
-        for thread in stopping:
-            thread.wait()
-        return
-    raise AssertionError("a service did not stop within 15 s")
+    stop_runners(runners)
 
 
 def error(answer) -> dict:

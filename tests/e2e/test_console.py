@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -61,18 +62,35 @@ class Console:
             engine.dispose()
 
 
-class Browser:
-    """A requests session with cookies, as a browser holds them; never follows redirects."""
+class _FromAddress(HTTPAdapter):
+    """Connections from a local address of our choosing (e.g. 127.0.0.2: a gateway)."""
 
-    def __init__(self, base: str, headers: dict):
-        self.base, self.http = base, requests.Session()
-        self.http.headers.update(headers)
+    def __init__(self, address: str):
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+class Browser:
+    """A requests session with cookies, as a browser holds them; never follows redirects.
+    `source`: the local address its connections come from."""
+
+    def __init__(self, base: str, headers: dict | None = None, source: str | None = None, timeout: float = 10):
+        self.base, self.http, self.timeout = base, requests.Session(), timeout
+        self.http.headers.update(headers or {})
+        if source:
+            self.http.mount("http://", _FromAddress(source))
 
     def get(self, path: str, **kwargs) -> requests.Response:
-        return self.http.get(self.base + path, allow_redirects=False, timeout=10, **kwargs)
+        kwargs.setdefault("timeout", self.timeout)
+        return self.http.get(self.base + path, allow_redirects=False, **kwargs)
 
-    def post(self, path: str, data: dict, **kwargs) -> requests.Response:
-        return self.http.post(self.base + path, data=data, allow_redirects=False, timeout=10, **kwargs)
+    def post(self, path: str, data=None, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", self.timeout)
+        return self.http.post(self.base + path, data=data, allow_redirects=False, **kwargs)
 
     @property
     def session_id(self) -> str | None:
@@ -81,10 +99,14 @@ class Browser:
     def csrf(self, path: str = "/login") -> str:
         page = self.get(path)
         assert page.status_code == 200, page.text[:500]
-        return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        return csrf_of(page.text)
 
     def sign_in(self, login: str, password: str = PASSWORD, **headers) -> requests.Response:
         return self.post("/login", {"login": login, "password": password, "csrf_token": self.csrf()}, headers=headers)
+
+
+def csrf_of(text: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', text).group(1)
 
 
 @pytest.fixture

@@ -22,15 +22,14 @@ import pytest
 import requests
 import sqlalchemy as sa
 from eventlet import wsgi
-from requests.adapters import HTTPAdapter
 
 from services.console import rendering
 from shared.calendar.clock import ManualClock
 from shared.testing.fixtures import TcpProxy, free_port, wait_until
+from tests.e2e.test_console import PASSWORD, Browser, csrf_of
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-PASSWORD = "correct-horse-1"
 GATEWAY = "127.0.0.2"  # the console believes X-Forwarded-For from this address only (TRUSTED_PROXIES)
 TIMEOUT = 1.0  # the console's SERVICE_TIMEOUT_SECONDS here (5 s in production)
 START = datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)  # 10:00 in Shanghai
@@ -103,52 +102,6 @@ class _Quiet:
 
 # -- the console ---------------------------------------------------------------------------------------
 
-class _FromAddress(HTTPAdapter):
-    """Connections from a local address of our choosing (127.0.0.2: the gateway)."""
-
-    def __init__(self, address: str):
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
-class Browser:
-    """A requests session with cookies, as a browser holds them; never follows redirects."""
-
-    def __init__(self, base: str, headers: dict | None = None, source: str | None = None):
-        self.base, self.http = base, requests.Session()
-        self.http.headers.update(headers or {})
-        if source:
-            self.http.mount("http://", _FromAddress(source))
-
-    def get(self, path: str, **kwargs) -> requests.Response:
-        kwargs.setdefault("timeout", 20)
-        return self.http.get(self.base + path, allow_redirects=False, **kwargs)
-
-    def post(self, path: str, data=None, **kwargs) -> requests.Response:
-        kwargs.setdefault("timeout", 20)
-        return self.http.post(self.base + path, data=data, allow_redirects=False, **kwargs)
-
-    @property
-    def session_id(self) -> str | None:
-        return self.http.cookies.get("closeloop_session")
-
-    def csrf(self, path: str = "/login") -> str:
-        page = self.get(path)
-        assert page.status_code == 200, page.text[:500]
-        return csrf_of(page.text)
-
-    def sign_in(self, login: str, password: str = PASSWORD, **headers) -> requests.Response:
-        return self.post("/login", {"login": login, "password": password, "csrf_token": self.csrf()}, headers=headers)
-
-
-def csrf_of(text: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', text).group(1)
-
-
 @dataclass
 class Probe:
     base: str
@@ -158,11 +111,11 @@ class Probe:
     runner: object
 
     def browser(self, **headers) -> Browser:
-        return Browser(self.base, headers)
+        return Browser(self.base, headers, timeout=20)
 
     def via_gateway(self, client: str, **headers) -> Browser:
         """A browser at `client` behind the gateway (which replaces X-Forwarded-For with it)."""
-        return Browser(self.base, {**headers, "X-Forwarded-For": client}, source=GATEWAY)
+        return Browser(self.base, {**headers, "X-Forwarded-For": client}, source=GATEWAY, timeout=20)
 
     def awake(self) -> None:
         """The services a test left resting (they did not answer in time) asked again at once."""
@@ -746,7 +699,7 @@ def test_the_console_s_database_away_is_a_503_page_and_a_replica_shares_the_sess
     replica works on the other, and a sign-out on one ends it on both."""
     base, proxy = replica
     amy = p.signed_in("amy")
-    other = Browser(base)
+    other = Browser(base, timeout=20)
     other.http.cookies.update(amy.http.cookies)
     pool = eventlet.GreenPool()
     assert [a.status_code for a in pool.imap(lambda _: other.get("/notifications"), range(8))] == [200] * 8
@@ -807,7 +760,7 @@ def test_a_console_killed_mid_request_comes_back_with_its_sessions(p, amqp_uri):
 
     process = serve()
     try:
-        browser = Browser(base)
+        browser = Browser(base, timeout=20)
         assert browser.sign_in("amy").status_code == 303
         p.stub.answer("GET", "/v1/notifications", Answer(200, {"items": []}, delay=3))
         waiting = eventlet.spawn(browser.get, "/notifications")
