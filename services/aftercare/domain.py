@@ -279,7 +279,8 @@ class Visit(Aggregate):
         outcome = data["outcome"]
         self.check_workable(outcome, now)
         entry = {"n": len(self.attempts) + 1, "at": isoformat(now), "by": actor.subject, "role": actor.role,
-                 "channel": data.get("channel") or "phone", "outcome": outcome, "note": data.get("note")}
+                 "channel": data.get("channel") or "phone", "outcome": outcome, "note": data.get("note"),
+                 "standard_answer": data.get("standard_answer")}
         if outcome == "reached":
             self._check_answers(data["answers"])
         elif outcome == "call_back":
@@ -287,7 +288,7 @@ class Visit(Aggregate):
         self.attempts.append(entry)
         self._end_claim()  # the call is made: whoever claimed the visit no longer holds it
         fields = {"channel": entry["channel"], "reached": outcome != "not_reached", "attempt": entry["n"],
-                  "outcome": outcome}
+                  "outcome": outcome, "standard_answer": entry["standard_answer"]}
         if outcome == "not_reached":
             self.status = "in_progress"
             self.call_at = contact_time(now + rules.attempts_apart, branch, rules)
@@ -297,7 +298,7 @@ class Visit(Aggregate):
             fields["call_back_at"] = entry["call_back_at"]
         self.record(VisitEvent("visit_attempted", now, fields))
         if outcome == "reached":
-            self._complete(data["answers"], actor, now)
+            self._complete(data["answers"], actor, now, entry["standard_answer"])
 
     def _call_back_time(self, asked: datetime, now: datetime, branch: Branch, rules) -> datetime:
         if asked <= now:
@@ -325,12 +326,13 @@ class Visit(Aggregate):
         if wrong:
             raise VisitRuleBroken("the answers are incomplete", fields=wrong)
 
-    def _complete(self, answers: dict, actor: Actor, now: datetime) -> None:
+    def _complete(self, answers: dict, actor: Actor, now: datetime, standard_answer: str | None = None) -> None:
         p = self.planned
         score = answers["satisfaction"]
         self.status, self.finished_at = "completed", now
         self.outcome = {"answers": answers, "score": score, "completed_at": isoformat(now), "by": actor.subject}
-        self.record(VisitEvent("visit_completed", now, {"answers": _published_answers(answers), "score": score}))
+        self.record(VisitEvent("visit_completed", now, {"answers": _published_answers(answers), "score": score,
+                                                        "standard_answer": standard_answer}))
         if answers.get("discomfort") and p.kind == "return" and p.sale_id:
             self.outcome["adverse_reaction"] = True
             self.record(VisitEvent("adverse_reaction_reported", now, self._adverse_reaction(answers, now)))
@@ -406,6 +408,11 @@ class Visit(Aggregate):
 
     # -- what the API shows ------------------------------------------------------------------------
 
+    @property
+    def standard_answer(self) -> str | None:
+        """The standard answer the last attempt that used one used (agents pick one per call)."""
+        return next((a["standard_answer"] for a in reversed(self.attempts) if a.get("standard_answer")), None)
+
     def overdue(self, now: datetime, branch: Branch | None) -> bool:
         """Open and due on an earlier day than today (the branch's; UTC's for a branch the policy
         no longer has): it should have been called."""
@@ -420,7 +427,7 @@ class Visit(Aggregate):
                  "overdue": self.overdue(now, branch), "sale_id": p.sale_id, "case_id": p.case_id,
                  "customer_ref": p.customer_ref, "customer_masked": p.customer_masked,
                  "customer_language": p.customer_language, "attempts_made": len(self.attempts),
-                 "items": [_item_view(i) for i in p.items]}
+                 "standard_answer": self.standard_answer, "items": [_item_view(i) for i in p.items]}
         claim = self.claimed(now)  # only while it runs: a claim run out is nobody's
         shown.update(claimed_by=claim.by if claim else None,
                      claimed_until=isoformat(claim.until) if claim else None)

@@ -11,6 +11,8 @@ from shared.web.fields import AwareDateTime
 from shared.web.requests import PageQuery, Strict, StrictBoolean, Text
 
 ATTEMPT_CHANNELS = ("phone", "sms", "wechat", "email", "in_person")
+# A standard answer's id (investigation.standard_answers in the chain policy): safety-first-response-zh.
+STANDARD_ANSWER_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 QUEUE_STATUSES = ("open", "scheduled", "in_progress", *FINISHED)
 
 
@@ -73,6 +75,11 @@ class AttemptIn(Strict):
     answers = fields.Nested(AnswersIn)
     call_back_at = AwareDateTime()
     note = Text(2000, allow_none=True)
+    standard_answer = fields.String(allow_none=True, validate=[
+        validate.Length(min=1, max=100),
+        validate.Regexp(STANDARD_ANSWER_ID, error="a standard answer's id: letters, digits, '-', '_' and '.'")],
+        metadata={"description": "the id of the standard answer the agent used (the chain policy's "
+                                 "investigation.standard_answers), at most 100 characters"})
 
     @validates_schema
     def _by_outcome(self, data, **kwargs):
@@ -117,6 +124,8 @@ class VisitOut(Schema):
     customer_masked = fields.Dict()
     customer_language = fields.String()
     attempts_made = fields.Integer()
+    standard_answer = fields.String(allow_none=True, metadata={
+        "description": "the standard answer the last attempt that used one used"})
     items = fields.List(fields.Nested(ItemOut))
     claimed_by = fields.String(allow_none=True, metadata={
         "description": "the staff member working it now (their token's subject); null when nobody's claim runs"})

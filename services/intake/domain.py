@@ -63,6 +63,14 @@ class Customer:
         return None
 
 
+class NotAnInquiry(Exception):
+    """Only an inquiry is converted (one converted already is a complaint: the message says when)."""
+
+
+class InquiryClosed(Exception):
+    """The inquiry's case is closed: answered, there is nothing left to convert."""
+
+
 class Numbered(NamedTuple):
     """What numbering a complaint gave: its number of the day (None when the poster is over
     its limit, with how long to wait), and whether its acknowledgement may be sent."""
@@ -185,7 +193,8 @@ def human_reference(branch_code: str, local_day, sequence: int) -> str:
 
 @dataclass(eq=False)
 class Complaint(CustomerRecord):
-    """A complaint, suggestion or praise as received; investigation owns what follows."""
+    """A complaint, suggestion, praise or inquiry as received; investigation owns what follows.
+    An inquiry that proves to be a complaint is converted into one (`convert`)."""
 
     record_type = "complaint"
 
@@ -217,6 +226,11 @@ class Complaint(CustomerRecord):
     legal_hold: dict | None = None  # {"reason", "by", "at"} while an HQ admin holds its case
     legal_hold_sequence: int = 0  # the last legal-hold event followed (case events are numbered per case)
     anonymised_at: datetime | None = None
+    # An inquiry converted into a complaint: what it was, when, by whom and why (migration 0013).
+    converted_from: str | None = None
+    converted_at: datetime | None = None
+    converted_by: str | None = None
+    conversion_note: str | None = None
     # The text the customer receives, greeted by name; sent, never stored with the complaint.
     customer_acknowledgement: str | None = None
 
@@ -230,7 +244,7 @@ class Complaint(CustomerRecord):
             category, source = rules.classify(data["description"]), "automatic"
         flags = sorted(set(data.get("severity_flags") or []))
         priority = rules.priority(data["kind"], category, flags, data["description"])
-        due = rules.deadlines(priority, branch, received_at)
+        due = rules.deadlines(priority, branch, received_at, kind=data["kind"])
         reference = human_reference(branch.code, received_at.astimezone(branch.zone).date(), number)
         customer = Customer.from_request(data["customer"])
 
@@ -249,6 +263,36 @@ class Complaint(CustomerRecord):
             recorded_by=recorded_by, recorded_by_role=recorded_by_role)
         complaint.record(ComplaintRegistered(complaint))
         return complaint
+
+    def check_convertible(self) -> None:
+        """An inquiry whose case is not closed; else NotAnInquiry or InquiryClosed."""
+        if self.kind != "inquiry":
+            converted = (f": it was converted from an {self.converted_from} at {isoformat(self.converted_at)}"
+                         if self.converted_at else "")
+            raise NotAnInquiry(f"complaint {self.id} is a {self.kind}, not an inquiry{converted}")
+        if self.status == "closed":
+            raise InquiryClosed(f"inquiry {self.id} is closed" + (
+                f" (since {isoformat(self.closed_at)})" if self.closed_at else "") + ": it cannot be converted")
+
+    def convert(self, data: dict, *, branch: Branch, rules, at: datetime, by: str) -> None:
+        """An inquiry that proves to be a complaint becomes one, triaged as a complaint: the
+        category given, else the inquiry's own when staff chose it, else classified from the
+        description; the priority from the category, the flags (given, else the inquiry's) and the
+        text; the deadlines from the ORIGINAL receipt. Registered again (complaint_registered,
+        the same id, the next sequence)."""
+        self.check_convertible()
+        if data.get("category"):
+            self.category, self.category_source = data["category"], "manual"
+        elif self.category_source != "manual":
+            self.category, self.category_source = rules.classify(self.description), "automatic"
+        if data.get("severity_flags") is not None:
+            self.severity_flags = sorted(set(data["severity_flags"]))
+        self.priority = rules.priority("complaint", self.category, self.severity_flags, self.description)
+        due = rules.deadlines(self.priority, branch, self.received_at)
+        self.first_response_due, self.resolution_due = due.first_response_due, due.resolution_due
+        self.converted_from, self.kind = self.kind, "complaint"
+        self.converted_at, self.converted_by, self.conversion_note = at, by, data.get("note")
+        self.record(ComplaintRegistered(self))
 
     def follow_case(self, event_type: str, sequence: int, occurred_at: datetime | None = None) -> bool:
         """Take the status its case's event implies, unless a newer case event was already
@@ -274,6 +318,8 @@ class Complaint(CustomerRecord):
     def _scrub(self, scrub: Callable[[str], str]) -> None:
         self.description = scrub(self.description)
         self.acknowledgement = scrub(self.acknowledgement)  # it greets the customer by the masked name
+        if self.conversion_note:
+            self.conversion_note = scrub(self.conversion_note)
 
     def view(self) -> dict:
         """What staff see: the customer's contact masked."""
@@ -290,6 +336,9 @@ class Complaint(CustomerRecord):
             "customer": {**self.customer.masked(), "language": self.customer.language},
             "closed_at": isoformat(self.closed_at) if self.closed_at else None,
             "anonymised_at": isoformat(self.anonymised_at) if self.anonymised_at else None,
+            "converted_from": self.converted_from,
+            "converted_at": isoformat(self.converted_at) if self.converted_at else None,
+            "conversion_note": self.conversion_note,
         }
 
     def standing(self) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from shared.calendar.clock import isoformat
 from shared.messaging.envelope import ValidatedEvent, build_event
-from shared.security.privacy import anonymise_text
 from services.intake.domain import (ComplaintRegistered, CustomerMessageFailed, CustomerMessageSent,
                                     SaleRecorded)
 
@@ -17,14 +16,14 @@ def envelopes(record, *, causation_id: str | None) -> list[ValidatedEvent]:
 def envelope(event, sequence: int, causation_id: str | None) -> ValidatedEvent:
     if isinstance(event, ComplaintRegistered):
         c = event.complaint
+        scrub = c.scrubber()
         payload = {
             "complaint_id": c.id, "reference": c.reference, "kind": c.kind,
             "channel": c.channel, "category": c.category, "category_source": c.category_source,
             "priority": c.priority, "severity_flags": list(c.severity_flags),
             # Contact data never travels on the bus: a phone, e-mail or name the customer typed into
             # the description is masked there (intake keeps the text as written).
-            "description": anonymise_text(c.description, name=c.customer.name, phone=c.customer.phone,
-                                          email=c.customer.email),
+            "description": scrub(c.description),
             "occurred_at": isoformat(c.occurred_at) if c.occurred_at else None,
             "received_at": isoformat(c.received_at), "region": c.region,
             "service": c.service, "products": c.products,
@@ -33,10 +32,14 @@ def envelope(event, sequence: int, causation_id: str | None) -> ValidatedEvent:
             "first_response_due": isoformat(c.first_response_due),
             "resolution_due": isoformat(c.resolution_due),
         }
+        if c.converted_from:  # an inquiry registered again as the complaint it proved to be
+            payload.update(converted_from=c.converted_from, converted_at=isoformat(c.converted_at),
+                           conversion_note=scrub(c.conversion_note) if c.conversion_note else None)
         event_type = "complaint_registered" if c.kind == "complaint" else "feedback_registered"
         # A case's id is its complaint's id: the complaint id is the correlation id.
-        return build_event(event_type, payload, branch_code=c.branch_code, correlation_id=c.id,
-                           sequence=sequence, causation_id=causation_id, occurred_at=c.received_at)
+        # A conversion happens when it is made; the payload keeps the original receipt.
+        return build_event(event_type, payload, branch_code=c.branch_code, correlation_id=c.id, sequence=sequence,
+                           causation_id=causation_id, occurred_at=c.converted_at or c.received_at)
     if isinstance(event, SaleRecorded):
         s = event.sale
         payload = {"sale_id": s.id, "sold_at": isoformat(s.sold_at), "recorded_at": isoformat(s.recorded_at),

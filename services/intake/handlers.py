@@ -12,21 +12,23 @@ from typing import Callable
 
 from services.intake import events
 from services.intake.repository import IntakeUnitOfWork
-from services.intake.domain import Complaint, Customer, Sale
+from services.intake.domain import Complaint, Customer, InquiryClosed, NotAnInquiry, Sale
+from services.intake.exceptions import ClosedConflict, NotAnInquiryConflict
 from services.intake.policy import PERMISSIONS
-from services.intake.schemas import ComplaintIn, ComplaintQuery, CustomerLookupIn, SaleIn
+from services.intake.schemas import ComplaintIn, ComplaintQuery, ConvertIn, CustomerLookupIn, SaleIn
 from shared.calendar.clock import isoformat
 from shared.notifications.queue import CustomerMessage
 from shared.security.privacy import customer_ref, mask_contact, mask_phone, normalize_phone, redact
 from shared.persistence import idempotency
 from shared.security.auth import Identity
-from shared.web.errors import Forbidden, NotFound, TooManyRequests, ValidationFailed
+from shared.web.errors import ApiError, Forbidden, NotFound, RuleRefused, TooManyRequests, ValidationFailed
 from shared.web import fields as datetimes
 from shared.web.http import bad_text
 from shared.web.requests import load, load_query, page, path_id
 from shared.web.text import TextRefused, clean_text
 
 COMPLAINT_IN, SALE_IN, COMPLAINT_QUERY, LOOKUP_IN = ComplaintIn(), SaleIn(), ComplaintQuery(), CustomerLookupIn()
+CONVERT_IN = ConvertIn()
 log = logging.getLogger("closeloop.intake")
 
 # Clocks of front-desk tills drift: an occurred_at this far ahead is still "now".
@@ -77,12 +79,7 @@ def register_complaint(store, *, identity: Identity, body: dict, policy, rules, 
         return earlier
     data, errors = load(COMPLAINT_IN, body)
     branch_code = _branch(identity, data, policy, errors)
-    if data.get("category") is not None and data["category"] not in rules.categories:
-        errors["category"] = [f"must be one of: {', '.join(rules.categories)}"]
-    unknown_flags = sorted(set(data.get("severity_flags") or []) - set(rules.severity_flags))
-    if unknown_flags:
-        errors["severity_flags"] = [f"unknown flag(s) {', '.join(unknown_flags)}; "
-                                    f"known: {', '.join(sorted(rules.severity_flags))}"]
+    _check_triage(data, rules, errors)
     _plausible(data.get("occurred_at"), now, "occurred_at", errors)
     if errors:
         raise ValidationFailed("the complaint is invalid", fields=errors)
@@ -118,6 +115,78 @@ def register_complaint(store, *, identity: Identity, body: dict, policy, rules, 
         answer = complaint.view()
         retry.record(uow, 201, answer)
     return 201, answer
+
+
+def _check_triage(data: dict, rules, errors: dict) -> None:
+    """The category and severity flags a body gives, against the policy's."""
+    if data.get("category") is not None and data["category"] not in rules.categories:
+        errors["category"] = [f"must be one of: {', '.join(rules.categories)}"]
+    unknown_flags = sorted(set(data.get("severity_flags") or []) - set(rules.severity_flags))
+    if unknown_flags:
+        errors["severity_flags"] = [f"unknown flag(s) {', '.join(unknown_flags)}; "
+                                    f"known: {', '.join(sorted(rules.severity_flags))}"]
+
+
+def convert_complaint(store, *, identity: Identity, complaint_id: str, read_body: Callable[[], dict], policy,
+                      rules, now: datetime, idempotency_key: str | None = None,
+                      causation_id: str | None = None) -> dict:
+    """An inquiry that proves to be a complaint becomes one (Complaint.convert), registered again
+    as complaint_registered in the same transaction. Its row is locked: of two conversions at
+    once, the second waits and finds a complaint (409 not_an_inquiry, saying when), unless it is
+    a retry with the first one's Idempotency-Key: it gets the first answer. In the API's order:
+    404, 409 (not an inquiry, closed), 403, 400 (every wrong field), 422 (its branch is gone)."""
+    complaint_id = path_id(complaint_id, "complaint")
+    path = f"/v1/complaints/{complaint_id}/convert"
+    with store.unit_of_work() as uow:
+        complaint = _in_scope(uow.complaints.get(complaint_id, for_update=True), identity, "complaint",
+                              complaint_id)
+        if complaint.kind != "inquiry":
+            earlier = _earlier_conversion(uow, identity, idempotency_key, path, read_body)
+            if earlier is not None:
+                return earlier[1]
+        try:
+            complaint.check_convertible()
+        except NotAnInquiry as conflict:
+            raise NotAnInquiryConflict(str(conflict)) from None
+        except InquiryClosed as conflict:
+            raise ClosedConflict(str(conflict)) from None
+        PERMISSIONS.require(identity, "complaint:convert")
+        body = read_body()
+        data, errors = load(CONVERT_IN, body)
+        _check_triage(data, rules, errors)
+        try:
+            key = idempotency.check_key(idempotency_key)
+        except ValidationFailed as wrong:
+            errors.update(wrong.fields)
+        if errors:
+            raise ValidationFailed("the conversion is invalid", fields=errors)
+        branch = policy.branches.get(complaint.branch_code)
+        if branch is None:
+            raise RuleRefused(f"branch {complaint.branch_code} is no longer in the policy: its hours, which the "
+                              f"deadlines need, are unknown", fields={"branch_code": ["not in the policy"]})
+        retry = idempotency.Retry.of(identity, key, path, body)
+        earlier = retry.claim(uow)
+        if earlier is not None:  # cannot be: the key's conversion would have made it a complaint
+            return earlier[1]
+        complaint.convert(data, branch=branch, rules=rules, at=now, by=identity.subject)
+        uow.complaints.save_conversion(complaint)
+        for envelope in events.envelopes(complaint, causation_id=causation_id):
+            uow.publish(envelope)
+        answer = complaint.view()
+        retry.record(uow, 200, answer)
+    return answer
+
+
+def _earlier_conversion(uow, identity: Identity, key: str | None, path: str,
+                        read_body: Callable[[], dict]) -> tuple[int, dict] | None:
+    """The first answer to a retried conversion (the same Idempotency-Key and body), if any."""
+    if key is None:
+        return None
+    try:
+        retry = idempotency.Retry.of(identity, idempotency.check_key(key), path, read_body())
+    except ApiError:  # a body or key no conversion was made with: nothing to answer but the conflict
+        return None
+    return uow.idempotency.lookup(retry.principal, retry.key, retry.digest)
 
 
 def _recipient_key(reply: tuple[str, str] | None, ref_key: bytes) -> str | None:

@@ -53,6 +53,11 @@ complaints = sa.Table(
     sa.Column("legal_hold", pg.JSONB(none_as_null=True)),  # released: SQL NULL, not JSON null
     sa.Column("legal_hold_sequence", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("anonymised_at", sa.DateTime(timezone=True)),
+    # An inquiry converted into a complaint (migration 0013): its kind before, when, by whom, why.
+    sa.Column("converted_from", sa.Text),
+    sa.Column("converted_at", sa.DateTime(timezone=True)),
+    sa.Column("converted_by", sa.Text),
+    sa.Column("conversion_note", sa.Text),
     sa.Index("ix_complaints_branch_received", "branch_code", sa.text("received_at DESC"), sa.text("id DESC")),
     sa.Index("ix_complaints_received", sa.text("received_at DESC"), sa.text("id DESC")),
     # A customer looked up by phone: their complaints newest first (migration 0012).

@@ -9,7 +9,7 @@ _QUERY = query_parameters(schemas.ComplaintQuery())
 
 DOCUMENT = document("Closeloop intake", "1", {
     "/v1/complaints": {
-        "post": operation("Register a complaint, suggestion or praise", request=schemas.ComplaintIn(),
+        "post": operation("Register a complaint, suggestion, praise or inquiry (咨询)", request=schemas.ComplaintIn(),
                           response=schemas.ComplaintOut(), status=201, parameters=_IDEMPOTENCY,
                           errors=(400, 401, 403, 409, 413, 415)),
         "get": operation("List complaints in the caller's scope", response=schemas.ComplaintPage(),
@@ -18,6 +18,14 @@ DOCUMENT = document("Closeloop intake", "1", {
     "/v1/complaints/{complaint_id}": {
         "get": operation("One complaint with its status", response=schemas.ComplaintOut(), parameters=_ID,
                          errors=(401, 403, 404)),
+    },
+    "/v1/complaints/{complaint_id}/convert": {
+        "post": operation("Convert an inquiry that proves to be a complaint into one: triaged as a complaint, its "
+                          "deadlines from the inquiry's receipt, registered again (complaint_registered, "
+                          "converted_from inquiry). 409 not_an_inquiry (a complaint already, or converted: when), "
+                          "409 closed (its case is closed)", request=schemas.ConvertIn(),
+                          response=schemas.ComplaintOut(), parameters=_ID + _IDEMPOTENCY,
+                          errors=(400, 401, 403, 404, 409, 413, 415, 422)),
     },
     "/v1/sales": {
         "post": operation("Record a sale (products and services)", request=schemas.SaleIn(),

@@ -23,6 +23,11 @@ CATEGORY_CODES = ("service_quality", "product_quality", "hygiene_environment", "
 SEVERITY_FLAGS = frozenset({"allergy", "burn", "injury", "infection", "legal_threat",
                             "media_threat", "wide_reach", "serious_service_failure"})
 PRIORITIES = ("urgent", "general", "low")
+# Inquiries (consultations, 咨询) came with issue 13: a policy file written before them may leave
+# out their deadline and their word in the acknowledgements; these stand in.
+INQUIRY_DEADLINE = timedelta(hours=24)
+INQUIRY_WORDS = {"zh": "咨询", "en": "inquiry"}  # another language without its own: the English word
+_KINDS_BEFORE_INQUIRIES = ("complaint", "suggestion", "praise")
 _PLACEHOLDERS = {"greeting", "reference", "kind", "due", "branch_code", "branch_name"}
 # What intake fills the acknowledgement templates with (all text), to try each template.
 _SAMPLE = {"name": "王女士", "greeting": "您好！", "reference": "SH001-20261122-0001", "kind": "投诉",
@@ -48,6 +53,8 @@ PERMISSIONS = Permissions({
     # auditors, who work with figures and the archive, nor machines, nor aftercare agents, whose
     # visits already name their customer.
     "customer:lookup": {"front_desk", "store_manager", "investigator", "regional_manager", "hq_admin"},
+    # Turning an inquiry that proves to be a complaint into one (POST /v1/complaints/{id}/convert).
+    "complaint:convert": {"front_desk", "investigator", "store_manager", "regional_manager", "hq_admin"},
 })
 
 
@@ -121,6 +128,7 @@ class IntakeRules:
     acknowledgements: dict  # language -> {greeting, greeting_anonymous, kinds, text}
     default_language: str
     customer_messages: CustomerMessages = CustomerMessages()
+    inquiry: timedelta = INQUIRY_DEADLINE  # an inquiry's first response and resolution, from its receipt
 
     kinds = KINDS
     channels = CHANNELS
@@ -156,13 +164,18 @@ class IntakeRules:
             return "urgent"
         return "general"
 
-    def deadlines(self, priority: str, branch: Branch, received_at: datetime) -> Deadlines:
+    def deadlines(self, priority: str, branch: Branch, received_at: datetime, *,
+                  kind: str = "complaint") -> Deadlines:
+        """By priority; an inquiry's both at `inquiry` after its receipt (moved as its priority's are)."""
         if priority not in PRIORITIES:
             raise ValueError(f"unknown priority {priority!r}")
         if not isinstance(branch, Branch):
             raise TypeError(f"deadlines need the Branch, not {branch!r}")
         received = aware(received_at).astimezone(timezone.utc)
-        first, resolution = received + self.first_response[priority], received + self.resolution[priority]
+        if kind == "inquiry":
+            first = resolution = received + self.inquiry
+        else:
+            first, resolution = received + self.first_response[priority], received + self.resolution[priority]
         if priority not in self.around_the_clock:
             first, resolution = branch.next_opening(first), branch.next_opening(resolution)
         return Deadlines(first.astimezone(timezone.utc), resolution.astimezone(timezone.utc))
@@ -214,7 +227,7 @@ def _acknowledgements(c: Checker, doc: dict) -> dict:
             c.bad(where, "a language is a lower-case code such as zh or en")
         spec = c.mapping(spec, where, {"greeting", "greeting_anonymous", "kinds", "text"},
                          required=("greeting", "greeting_anonymous", "kinds", "text"))
-        kinds = c.mapping(spec.get("kinds"), f"{where}.kinds", set(KINDS), required=KINDS)
+        kinds = c.mapping(spec.get("kinds"), f"{where}.kinds", set(KINDS), required=_KINDS_BEFORE_INQUIRIES)
         for key, allowed in (("greeting", {"name"}), ("greeting_anonymous", set()), ("text", _PLACEHOLDERS)):
             try:
                 parsed = string.Formatter().parse(str(spec.get(key) or ""))
@@ -231,6 +244,8 @@ def _acknowledgements(c: Checker, doc: dict) -> dict:
                     c.bad(f"{where}.{key}", f"the template cannot be filled in: {exc}")
         template = {key: str(spec.get(key) or "") for key in ("greeting", "greeting_anonymous", "text")}
         template["kinds"] = {k: c.text(kinds[k], f"{where}.kinds.{k}") for k in KINDS if kinds.get(k)}
+        if "inquiry" not in kinds:  # a file from before inquiries
+            template["kinds"]["inquiry"] = INQUIRY_WORDS.get(str(lang), INQUIRY_WORDS["en"])
         templates[str(lang)] = template
     return templates
 
@@ -291,7 +306,7 @@ def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> IntakeRules | Non
                        c.words(urgent_words.get("en"), "intake.triage.urgent_keywords.en"))
 
     deadlines = c.mapping(doc.get("deadlines"), "intake.deadlines", {"first_response", "resolution",
-                                                                     "around_the_clock"},
+                                                                     "around_the_clock", "inquiry"},
                           required=("first_response", "resolution"))
     durations = {}
     for key in ("first_response", "resolution"):
@@ -299,6 +314,8 @@ def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> IntakeRules | Non
         durations[key] = {p: c.duration(spec[p], f"intake.deadlines.{key}.{p}") for p in PRIORITIES if p in spec}
     around_the_clock = c.subset(deadlines.get("around_the_clock"), PRIORITIES, "intake.deadlines.around_the_clock",
                                 "priority")
+    inquiry = (c.duration(deadlines["inquiry"], "intake.deadlines.inquiry") if "inquiry" in deadlines
+               else INQUIRY_DEADLINE)
 
     acknowledgements = _acknowledgements(c, doc)
     customer_messages = _customer_messages(c, doc)
@@ -311,4 +328,4 @@ def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> IntakeRules | Non
         urgent_categories=urgent_categories, urgent_flags=urgent_flags, urgent_keywords=urgent_keywords,
         first_response=durations["first_response"], resolution=durations["resolution"],
         around_the_clock=around_the_clock, acknowledgements=acknowledgements,
-        default_language=chain.default_language, customer_messages=customer_messages)
+        default_language=chain.default_language, customer_messages=customer_messages, inquiry=inquiry)

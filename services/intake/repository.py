@@ -45,6 +45,14 @@ class Complaints:
             status=c.status, status_sequence=c.status_sequence, last_sequence=c.sequence, closed_at=c.closed_at,
             legal_hold=c.legal_hold, legal_hold_sequence=c.legal_hold_sequence))
 
+    def save_conversion(self, c: Complaint) -> None:
+        """An inquiry converted into a complaint: its triage, deadlines and conversion."""
+        self._uow.execute(models.complaints.update().where(models.complaints.c.id == c.id).values(
+            kind=c.kind, category=c.category, category_source=c.category_source, priority=c.priority,
+            severity_flags=c.severity_flags, first_response_due=c.first_response_due,
+            resolution_due=c.resolution_due, converted_from=c.converted_from, converted_at=c.converted_at,
+            converted_by=c.converted_by, conversion_note=c.conversion_note, last_sequence=c.sequence))
+
     # -- retention ------------------------------------------------------------------------------
 
     @staticmethod
@@ -68,7 +76,8 @@ class Complaints:
 
     def save_anonymised(self, c: Complaint) -> None:
         self._uow.execute(models.complaints.update().where(models.complaints.c.id == c.id).values(
-            **_contact_values(c), description=c.description, acknowledgement=c.acknowledgement))
+            **_contact_values(c), description=c.description, acknowledgement=c.acknowledgement,
+            conversion_note=c.conversion_note))
 
     def page(self, *, branches: frozenset[str] | None, filters: dict, after: tuple | None,
              limit: int) -> list[Complaint]:
@@ -222,7 +231,8 @@ def _complaint(row) -> Complaint:
         acknowledgement=row.acknowledgement, recorded_by=row.recorded_by,
         recorded_by_role=row.recorded_by_role, status=row.status, status_sequence=row.status_sequence,
         closed_at=row.closed_at, legal_hold=row.legal_hold, legal_hold_sequence=row.legal_hold_sequence,
-        anonymised_at=row.anonymised_at)
+        anonymised_at=row.anonymised_at, converted_from=row.converted_from, converted_at=row.converted_at,
+        converted_by=row.converted_by, conversion_note=row.conversion_note)
     complaint.sequence = row.last_sequence
     return complaint
 

@@ -97,6 +97,16 @@ class ComplaintIn(Strict):
                            validate=validate.Length(max=50))
 
 
+class ConvertIn(Strict):
+    """An inquiry that proves to be a complaint: triaged again as one."""
+    category = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "one of the policy's categories; null: the inquiry's own if staff chose it, else "
+                       "classified from the description"})
+    severity_flags = fields.List(fields.String(), load_default=None, allow_none=True, metadata={
+        "description": "null: the inquiry's"})
+    note = Text(2000, load_default=None, allow_none=True, metadata={"description": "why it is a complaint"})
+
+
 class SaleItemIn(Strict):
     type = fields.String(required=True, validate=validate.OneOf(("product", "service")))
     sku = Text(50, load_default=None, allow_none=True)
@@ -175,6 +185,10 @@ class ComplaintOut(Schema):
     customer = fields.Nested(MaskedCustomerOut)
     closed_at = fields.String(allow_none=True)  # when its case closed
     anonymised_at = fields.String(allow_none=True)  # when retention took its personal data
+    converted_from = fields.String(allow_none=True, metadata={
+        "description": "inquiry: a complaint converted from an inquiry (received_at stays the inquiry's)"})
+    converted_at = fields.String(allow_none=True)
+    conversion_note = fields.String(allow_none=True)
 
 
 class ComplaintPage(Schema):

@@ -50,6 +50,14 @@ class IntakeService(Operations):
     def get_complaint(self, request, complaint_id):
         return handlers.get_complaint(self.db, identity=identity(request), complaint_id=complaint_id)
 
+    @api("POST", "/v1/complaints/<complaint_id>/convert")
+    def convert_complaint(self, request, complaint_id):
+        """An inquiry that proves to be a complaint; the key is checked with the body, in the API's order."""
+        return handlers.convert_complaint(
+            self.db, identity=identity(request), complaint_id=complaint_id, read_body=lambda: read_json(request),
+            policy=self.env.policy, rules=self.env.rules, now=self.env.now(),
+            idempotency_key=request.headers.get("Idempotency-Key"), causation_id=correlation_id(request))
+
     @api("GET", "/v1/complaints")
     def list_complaints(self, request):
         return handlers.list_complaints(self.db, identity=identity(request), query=query_args(request))

@@ -10,17 +10,17 @@ under subjects of its own)."""
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-import eventlet
 import pytest
 import requests
 import sqlalchemy as sa
 
 from shared.calendar.clock import ManualClock
 from shared.security import auth
-from shared.testing.fixtures import database_rows, free_port, jsonbody
+from shared.testing.fixtures import database_rows, free_port, jsonbody, stop_runners
 from shared.testing.samples import complaint_request
 
 pytestmark = pytest.mark.e2e
@@ -44,10 +44,10 @@ def bearer(role: str, branch: str | None = "SH001", region: str | None = None, s
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture(scope="module")
-def intake(amqp_uri, database_factory):
-    """Intake in the test process (as start_service starts it, for the whole module), 10:00 in
-    Shanghai on 2026-11-22."""
+@contextmanager
+def intake_in_process(amqp_uri: str, database_factory):
+    """Intake in the test process (as start_service starts it), on a fresh database, 10:00 in
+    Shanghai on 2026-11-22: for a module's fixture (tests/e2e/test_intake_inquiries.py too)."""
     from nameko.runners import ServiceRunner
 
     from shared.runtime import config
@@ -60,9 +60,17 @@ def intake(amqp_uri, database_factory):
         CUSTOMER_REF_KEY="test-customer-ref-key", DB_POOL_SIZE=5))
     runner.add_service(config.service_class("intake"))
     runner.start()
-    yield Intake(f"http://127.0.0.1:{port}", url, clock)
-    with eventlet.Timeout(15, False):
-        runner.kill()
+    try:
+        yield Intake(f"http://127.0.0.1:{port}", url, clock)
+    finally:
+        stop_runners([runner])
+
+
+@pytest.fixture(scope="module")
+def intake(amqp_uri, database_factory):
+    """One intake for the whole module."""
+    with intake_in_process(amqp_uri, database_factory) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

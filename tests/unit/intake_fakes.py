@@ -24,6 +24,8 @@ class FakeRecords:
     def save_progress(self, record) -> None:
         self._rows[record.id] = _stored(record)
 
+    save_conversion = save_progress
+
     def page(self, *, branches, filters, after, limit):
         rows = [c for c in self._rows.values() if branches is None or c.branch_code in branches]
         for name in ("status", "kind", "priority", "category"):

@@ -138,7 +138,7 @@ def test_calls_not_reached_are_a_day_apart_in_contact_hours_and_the_message_is_i
         attempt(visit, late_evening + timedelta(hours=1), outcome="not_reached")
     [(kind, fields)] = events(visit)
     assert kind == "visit_attempted" and fields == {"channel": "phone", "reached": False, "attempt": 1,
-                                                    "outcome": "not_reached"}
+                                                    "outcome": "not_reached", "standard_answer": None}
     assert visit.message_customer(DUE, BRANCH) and not visit.message_customer(DUE, BRANCH)  # once
     [(kind, request)] = events(visit)
     assert kind == "customer_message_requested" and request["language"] == "en"

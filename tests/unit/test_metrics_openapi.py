@@ -74,7 +74,7 @@ def test_openapi_document_is_json_and_describes_complaint_registration():
     schema = post["requestBody"]["content"]["application/json"]["schema"]
     assert {"kind", "channel", "customer", "description"} <= set(schema["required"])
     assert {"kind", "channel", "customer", "category", "products"} <= set(schema["properties"])
-    assert schema["properties"]["kind"]["enum"] == ["complaint", "suggestion", "praise"]
+    assert schema["properties"]["kind"]["enum"] == ["complaint", "suggestion", "praise", "inquiry"]
     assert "online_chat" in schema["properties"]["channel"]["enum"]
     assert set(schema["properties"]["customer"]["properties"]) == {"name", "phone", "email", "language"}
     products = schema["properties"]["products"]["anyOf"][0]

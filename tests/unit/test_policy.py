@@ -67,7 +67,7 @@ def test_default_policy_loads_without_problems(policy, rules):
     assert rules.default_category == "service_quality"
     assert rules.severity_flags == {"allergy", "burn", "injury", "infection", "legal_threat", "media_threat",
                                     "wide_reach", "serious_service_failure"} == intake_policy.SEVERITY_FLAGS
-    assert rules.kinds == ("complaint", "suggestion", "praise")
+    assert rules.kinds == ("complaint", "suggestion", "praise", "inquiry")
     assert "online_chat" in rules.channels and rules.channels == intake_policy.CHANNELS
     assert rules.priorities == intake_policy.PRIORITIES == ("urgent", "general", "low")
     assert rules.first_response["urgent"] == timedelta(hours=1) and rules.around_the_clock == {"urgent"}

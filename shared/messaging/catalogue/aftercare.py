@@ -47,11 +47,13 @@ class VisitAttemptedV1(VisitEventV1):
     attempt = fields.Integer(strict=True, validate=validate.Range(min=1))
     outcome = fields.String(validate=validate.OneOf(("reached", "not_reached", "call_back")))
     call_back_at = InstantString()  # the customer asked to be called again then
+    standard_answer = Text(allow_none=True)  # the id of the standard answer the agent used (policy data)
 
 
 class VisitCompletedV1(VisitEventV1):
     answers = fields.Nested(VisitAnswers, required=True)
     score = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=5))
+    standard_answer = Text(allow_none=True)  # the one used on the call that reached the customer
 
 
 class VisitAbandonedV1(VisitEventV1):

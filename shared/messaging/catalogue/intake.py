@@ -8,7 +8,9 @@ from shared.messaging.catalogue.messages import CHANNELS, RECORD_TYPES
 from shared.messaging.envelope import IdString, InstantString, Text, Tolerant
 
 SOURCE = "intake"
-KINDS = ("complaint", "suggestion", "praise")
+KINDS = ("complaint", "suggestion", "praise", "inquiry")
+# What a registration published again as a complaint was before (an inquiry converted at intake).
+CONVERTED_FROM = ("inquiry",)
 # Why a requested message did not reach the customer: no such complaint or sale here, a sale
 # without consent to contact, no contact for any channel asked, or every send failed.
 FAILURE_REASONS = ("unknown_record", "no_consent", "no_contact", "delivery_failed")
@@ -52,6 +54,11 @@ class ComplaintRegisteredV1(Schema):
     customer_language = Text(required=True)
     first_response_due = InstantString(required=True)
     resolution_due = InstantString(required=True)
+    # An inquiry converted into a complaint at intake is registered again as one: the same
+    # complaint_id, a later sequence, its original received_at and the dues from it.
+    converted_from = fields.String(allow_none=True, validate=validate.OneOf(CONVERTED_FROM))
+    converted_at = InstantString(allow_none=True)
+    conversion_note = Text(allow_none=True)  # why, as staff wrote it (contact data masked)
 
     @validates_schema(skip_on_field_errors=True)
     def _deadlines_after_receipt(self, data, **kwargs):
@@ -69,7 +76,8 @@ def _instant(text: str) -> datetime:
 
 
 class FeedbackRegisteredV1(ComplaintRegisteredV1):
-    kind = fields.String(required=True, validate=validate.OneOf(("suggestion", "praise")))
+    """A suggestion, praise or inquiry (a consultation, 咨询: answered, or converted into a complaint)."""
+    kind = fields.String(required=True, validate=validate.OneOf(("suggestion", "praise", "inquiry")))
 
 
 class SaleItem(Tolerant):
