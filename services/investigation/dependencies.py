@@ -15,9 +15,11 @@ PROCESS_DIR = Path(__file__).resolve().parent / "processes"
 REQUIRED_TASKS = {"complaint_case": ("assign", "respond", "record_findings", "propose_remedy", "approve", "fulfil",
                                     "notify_customer", "open_corrective_action", "await_follow_up",
                                     "close_corrective_action"),
-                  "feedback_case": ("acknowledge", "decide", "pass_on")}
+                  "feedback_case": ("acknowledge", "decide", "pass_on"),
+                  "inquiry_case": ("answer",)}
 # Which process a case of each kind runs.
-PROCESS_OF_KIND = {"complaint": "complaint_case", "suggestion": "feedback_case", "praise": "feedback_case"}
+PROCESS_OF_KIND = {"complaint": "complaint_case", "suggestion": "feedback_case", "praise": "feedback_case",
+                   "inquiry": "inquiry_case"}
 
 
 # The process's timers call these; what they mean for the case handlers._apply applies.

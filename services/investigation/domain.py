@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from services.investigation.exceptions import CaseRuleBroken, CaseStateConflict
@@ -26,7 +26,7 @@ from shared.calendar.branches import Branch
 from shared.calendar.clock import isoformat
 from shared.messaging.aggregate import Aggregate
 
-KINDS = ("complaint", "suggestion", "praise")
+KINDS = ("complaint", "suggestion", "praise", "inquiry")
 CLOCKS = ("first_response", "resolution")     # every case's
 TASK_CLOCKS = (*CLOCKS, "approval")            # a remedy awaiting approval runs the third
 NEVER = "9999-12-31T23:59:59+00:00"            # a timer the process arms but that never falls due
@@ -202,7 +202,8 @@ class Case(Aggregate):
                  open_tasks: tuple[OpenTask, ...] = (), remedies: list | None = None,
                  written_result: dict | None = None, resolved_at: datetime | None = None,
                  follow_up: dict | None = None, corrective_action: dict | None = None, reopened: int = 0,
-                 origin: dict | None = None, legal_hold: dict | None = None, anonymised_at: datetime | None = None):
+                 origin: dict | None = None, legal_hold: dict | None = None, anonymised_at: datetime | None = None,
+                 converted_from: str | None = None, converted_at: datetime | None = None):
         self.id, self.kind, self.complaint_id, self.reference = id, kind, complaint_id, reference
         self.branch_code, self.region, self.category, self.priority = branch_code, region, category, priority
         self.severity_flags, self.channel, self.description = severity_flags, channel, description
@@ -223,6 +224,7 @@ class Case(Aggregate):
         self.origin = origin                    # an adverse reaction: the sale, visit, technician, batch
         self.legal_hold = legal_hold            # {"reason", "by", "at"} while an HQ admin holds it
         self.anonymised_at = anonymised_at
+        self.converted_from, self.converted_at = converted_from, converted_at  # an inquiry converted into a complaint
         self.timeline: list[TimelineEntry] = []   # entries added since loaded (the repository appends them)
         self.notices: list[StaffNotice] = []
 
@@ -230,27 +232,60 @@ class Case(Aggregate):
 
     @classmethod
     def open(cls, registered: dict, *, branch: Branch, rules, now: datetime, process: str) -> "Case":
-        """A case for a registered complaint, suggestion or praise (intake's event payload)."""
+        """A case for a registered complaint, suggestion, praise or inquiry (intake's event payload).
+        An inquiry converted at intake whose case is not here yet (the events came out of order)
+        opens as the complaint it became, saying so."""
         p = registered
-        urgent = p["priority"] == "urgent"
         received = datetime.fromisoformat(p["received_at"])
-        levels = len(rules.escalation) - 1
-        clocks = {name: SlaClock.plan(name, received, datetime.fromisoformat(p[f"{name}_due"]), urgent=urgent,
-                                      branch=branch, warning_at=rules.warning_at, levels=levels)
-                  for name in CLOCKS}
+        clocks = _planned_clocks(p, received, branch, rules)
+        converted = {"converted_from": p["converted_from"],
+                     "converted_at": datetime.fromisoformat(p["converted_at"]) if p.get("converted_at") else now
+                     } if p.get("converted_from") else {}
         case = cls(id=p["complaint_id"], kind=p["kind"], complaint_id=p["complaint_id"], reference=p["reference"],
                    branch_code=branch.code, region=branch.region, category=p["category"], priority=p["priority"],
                    severity_flags=list(p.get("severity_flags") or []), channel=p.get("channel"),
                    description=p["description"], service=p.get("service"), products=list(p.get("products") or []),
                    customer_ref=p.get("customer_ref"), customer_masked=dict(p.get("customer_masked") or {}),
                    customer_language=p.get("customer_language") or "zh", received_at=received, opened_at=now,
-                   process=process, clocks=clocks)
-        case._happened("case_opened", now, None, None, kind=case.kind, reference=case.reference,
+                   process=process, clocks=clocks, **converted)
+        extra = {"converted_from": case.converted_from} if case.converted_from else {}
+        case._happened("case_opened", now, None, dict(extra), kind=case.kind, reference=case.reference,
                        category=case.category, priority=case.priority, severity_flags=case.severity_flags,
                        region=case.region, customer_ref=case.customer_ref, received_at=isoformat(received),
                        first_response_due=isoformat(clocks["first_response"].due),
-                       resolution_due=isoformat(clocks["resolution"].due), process=process)
+                       resolution_due=isoformat(clocks["resolution"].due), process=process, **extra)
         return case
+
+    def convert(self, registered: dict, *, branch: Branch, rules, now: datetime, process: str) -> bool:
+        """An inquiry converted into a complaint at intake (complaint_registered with
+        converted_from "inquiry"): in place, whatever its state, it becomes the complaint: its
+        category, priority and flags, its clocks planned again from the original receipt and the
+        dues intake computed from it (a first response already overdue is breached at once), the
+        complaint's process (the caller starts it: open tasks go), open again if it was closed.
+        False (nothing changes) unless the case is an inquiry: a replay, or a complaint's own."""
+        if self.kind != "inquiry":
+            return False
+        p = registered
+        received = datetime.fromisoformat(p["received_at"])
+        before = {"kind": self.kind, "category": self.category, "priority": self.priority, "state": self.state,
+                  "outcome": self.outcome, "first_response": self.first_response}
+        self.kind, self.category, self.priority = "complaint", p["category"], p["priority"]
+        self.severity_flags = list(p.get("severity_flags") or [])
+        self.description = p.get("description") or self.description
+        self.received_at, self.process = received, process
+        self.clocks = _planned_clocks(p, received, branch, rules)
+        self.converted_from = "inquiry"
+        self.converted_at = datetime.fromisoformat(p["converted_at"]) if p.get("converted_at") else now
+        self.open_tasks, self.paused_since, self.pause_reason = (), None, None
+        self.state, self.outcome, self.closed_at = "open", None, None
+        self.first_response = None  # the complaint's is still to give (the inquiry's answer stays on the timeline)
+        detail = {"from": before, **({"note": p["conversion_note"]} if p.get("conversion_note") else {})}
+        self._happened("case_converted", now, None, detail, from_kind="inquiry", kind=self.kind,
+                       category=self.category, priority=self.priority, severity_flags=self.severity_flags,
+                       received_at=isoformat(received), converted_at=isoformat(self.converted_at),
+                       first_response_due=isoformat(self.clocks["first_response"].due),
+                       resolution_due=isoformat(self.clocks["resolution"].due), process=process)
+        return True
 
     @classmethod
     def open_for_adverse_reaction(cls, case_id: str, report: dict, *, branch: Branch, rules, now: datetime,
@@ -363,16 +398,23 @@ class Case(Aggregate):
         clock = self.clocks["first_response"]
         within = now <= clock.due
         self.clocks["first_response"] = replace(clock, stopped_at=now)
+        answer = data.get("standard_answer")
         self.first_response = {"message": data["message"], "channel": data["channel"], "by": actor.subject,
-                               "at": isoformat(now)}
+                               "at": isoformat(now), "standard_answer": answer}
         self.state = "acknowledged"
         if data["channel"] in MESSAGE_CHANNELS:
             self._ask_intake_to_send(CustomerMessage(now, "first_response", data["message"], self.customer_language,
                                                      (data["channel"],)), actor)
-        self._happened("case_acknowledged", now, actor, {"channel": data["channel"]},
-                       channel=data["channel"], within_sla=within)
+        self._happened("case_acknowledged", now, actor, {"channel": data["channel"], "standard_answer": answer},
+                       channel=data["channel"], within_sla=within, standard_answer=answer)
 
     _acknowledge = _respond  # the feedback case's first response
+
+    def _answer(self, data: dict, actor: Actor, now: datetime, **_) -> None:
+        """An inquiry answered: its first response (as respond), which is all it needed: both
+        clocks stop and the process ends, closing the case (outcome answered)."""
+        self._respond(data, actor, now)
+        self._stop_clock("resolution", now)
 
     def _record_findings(self, data: dict, actor: Actor, now: datetime, **_) -> None:
         signed_at = data.get("signed_at") or now
@@ -383,7 +425,7 @@ class Case(Aggregate):
                          "recorded_by": actor.subject, "recorded_at": isoformat(now)}
         self.state = "investigated"
         self._happened("findings_recorded", now, actor, {"responsibility": data["responsibility"]},
-                       root_cause=data["root_cause"], responsibility=data["responsibility"],
+                       facts=data["facts"], root_cause=data["root_cause"], responsibility=data["responsibility"],
                        signed_by=data["signed_by"], signed_at=isoformat(signed_at))
 
     def _decide(self, data: dict, actor: Actor, now: datetime, **_) -> None:
@@ -477,18 +519,21 @@ class Case(Aggregate):
         if completed_at < self.received_at:
             raise CaseRuleBroken("the measures cannot be completed before the complaint was received",
                                  {"completed_at": [f"must not be before {isoformat(self.received_at)}"]})
+        answer = data.get("standard_answer")
         result = {"measures": data["measures"], "completed_at": isoformat(completed_at),
                   "responsible": data["responsible"], "follow_up": data["follow_up"], "by": actor.subject,
-                  "at": isoformat(now), "language": self.customer_language}
+                  "at": isoformat(now), "language": self.customer_language, "standard_answer": answer}
         self.written_result = result
         text = written_result_text(self.customer_language, reference=self.reference, measures=data["measures"],
                                    completed_at=completed_at.astimezone(branch.zone).strftime("%Y-%m-%d %H:%M"),
                                    responsible=data["responsible"], follow_up=data["follow_up"])
         message = CustomerMessage(now, "written_result", text, self.customer_language, MESSAGE_CHANNELS)
         self._ask_intake_to_send(message, actor)
-        self._happened("customer_notified", now, actor, {"request_event_id": message.request_id},
+        self._happened("customer_notified", now, actor, {"request_event_id": message.request_id,
+                                                         "standard_answer": answer},
                        request_event_id=message.request_id, language=self.customer_language,
-                       completed_at=result["completed_at"], responsible=data["responsible"])
+                       completed_at=result["completed_at"], responsible=data["responsible"],
+                       measures=data["measures"], follow_up=data["follow_up"], standard_answer=answer)
         clock = self.clocks["resolution"]
         within = now <= clock.due
         self._stop_clock("resolution", now)
@@ -672,6 +717,8 @@ class Case(Aggregate):
     def _feedback_outcome(self) -> str:
         if self.kind == "suggestion" and self.decision:
             return self.decision["decision"]
+        if self.kind == "inquiry":
+            return "answered"
         return "passed_on" if self.kind == "praise" else "completed"
 
     # -- clocks ----------------------------------------------------------------------------------
@@ -815,11 +862,24 @@ class Case(Aggregate):
             "follow_up": self._follow_up_view(), "corrective_action": self.corrective_action,
             "reopened": self.reopened, "origin": self.origin, "legal_hold": self.legal_hold,
             "anonymised_at": isoformat(self.anonymised_at) if self.anonymised_at else None,
+            "converted_from": self.converted_from,
+            "converted_at": isoformat(self.converted_at) if self.converted_at else None,
             "process": self.process,
         }
         if timeline is not None:
             answer["timeline"] = timeline
         return answer
+
+    def answer_facts(self, branch: Branch | None) -> dict:
+        """What a standard answer's placeholders say about this case: the masked name (None when
+        there is none), the branch's name, the reference, the deadlines in the branch's local
+        time (UTC for a branch the policy no longer has)."""
+        zone = branch.zone if branch is not None else timezone.utc
+        local = lambda at: at.astimezone(zone).strftime("%Y-%m-%d %H:%M")  # noqa: E731
+        return {"customer": (self.customer_masked or {}).get("name") or None,
+                "branch": branch.name if branch is not None else self.branch_code, "reference": self.reference or "",
+                "first_response_due": local(self.clocks["first_response"].due),
+                "resolution_due": local(self.clocks["resolution"].due)}
 
     def _follow_up_view(self) -> dict | None:
         if not self.follow_up:
@@ -842,6 +902,14 @@ class Case(Aggregate):
         return {"name": task.name, "title": task.title, "roles": list(task.roles),
                 "owner_may_complete": task.owner_may_complete, "clock": task.clock, "due": due,
                 "warning_at": warning, "system": task.system}
+
+
+def _planned_clocks(registered: dict, received: datetime, branch: Branch, rules) -> dict[str, SlaClock]:
+    """Both clocks from the receipt to intake's deadlines (`first_response_due`, `resolution_due`)."""
+    urgent, levels = registered["priority"] == "urgent", len(rules.escalation) - 1
+    return {name: SlaClock.plan(name, received, datetime.fromisoformat(registered[f"{name}_due"]), urgent=urgent,
+                                branch=branch, warning_at=rules.warning_at, levels=levels)
+            for name in CLOCKS}
 
 
 # A promise's or a corrective action's deadline (days away, set by people, not by an SLA clock)

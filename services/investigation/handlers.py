@@ -9,14 +9,14 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Callable
 
-from services.investigation import events
+from services.investigation import events, standard_answers
 from services.investigation.dependencies import CaseProcesses
 from services.investigation.domain import SYSTEM, Actor, Case, CaseRuleBroken, CaseStateConflict, OpenTask
 from services.investigation.policy import PERMISSIONS
 from services.investigation.remedies import RemedyRefused
 from services.investigation.schemas import (
     PROCESS_TASK, TASK_BODIES, ArchiveQuery, CaseQuery, ContactQuery, LegalHoldIn, NoticeQuery, PauseIn, ResumeIn,
-    TaskQuery,
+    StandardAnswerQuery, TaskQuery,
 )
 from shared.calendar.clock import isoformat
 from shared.notifications.queue import StaffMessage
@@ -32,7 +32,7 @@ log = logging.getLogger("closeloop.investigation")
 # A case opened by an adverse reaction has its own id, the same for every copy of one report.
 ADVERSE_REACTION_CASES = uuid.UUID("6f1c2a44-52a9-4a53-9d0e-2b7c1f0e7a11")
 CASE_QUERY, TASK_QUERY, PAUSE_IN, RESUME_IN = CaseQuery(), TaskQuery(), PauseIn(), ResumeIn()
-ARCHIVE_QUERY, LEGAL_HOLD_IN = ArchiveQuery(), LegalHoldIn()
+ARCHIVE_QUERY, LEGAL_HOLD_IN, STANDARD_ANSWER_QUERY = ArchiveQuery(), LegalHoldIn(), StandardAnswerQuery()
 CLOCK_SKEW = timedelta(minutes=5)  # a signature this far ahead of the server's clock is still "now"
 
 
@@ -80,26 +80,59 @@ def _process_data(task: str, data: dict) -> dict:
 # -- opening ----------------------------------------------------------------------------------------
 
 def open_case(store, *, event: dict, processes: CaseProcesses, policy, rules, now: datetime) -> bool:
-    """A registered complaint, suggestion or praise opens its case (the case id is the
+    """A registered complaint, suggestion, praise or inquiry opens its case (the case id is the
     complaint's). A second registration of one complaint (a replay under a new event id)
-    opens nothing. True when a case was opened."""
+    opens nothing. A complaint converted from an inquiry converts the inquiry's case in place,
+    or, when it comes first (the events out of order), opens the complaint's: the inquiry's
+    registration then opens nothing. True when a case was opened or converted."""
     payload = event["payload"]
     branch = policy.branch(event["branch_code"])  # unknown: a KeyError, retried then parked
     processes.register(store.engine)
-    try:
-        with store.unit_of_work() as uow:
-            definition = processes.for_kind(payload["kind"])
-            case = Case.open(payload, branch=branch, rules=rules, now=now,
-                             process=f"{definition.process_id}@{definition.hash[:12]}")
-            # The case's instance exists already (a replay), or a twin in another replica opens it
-            # now (this waits for it, then refuses): InstanceExists.
+    converted = payload["kind"] == "complaint" and payload.get("converted_from") == "inquiry"
+    with store.unit_of_work() as uow:
+        if converted and _convert(uow, event, processes, branch, rules, now):
+            return True
+        definition = processes.for_kind(payload["kind"])
+        case = Case.open(payload, branch=branch, rules=rules, now=now, process=_process_name(definition))
+        try:
+            # The case's instance exists already (a replay, or the inquiry's registration after its
+            # conversion), or a twin in another replica opens it now (this waits for it, then
+            # refuses): InstanceExists. Nothing was written: the event is taken, with no effect.
             result = processes.engine.start(uow.conn, case.id, definition, case.process_data())
-            _apply(case, result, now, rules)
-            _commit(uow, case, now, event["event_id"], new=True)
-    except InstanceExists:
-        log.info("case %s exists already: %s %s opens nothing", payload["complaint_id"], event["type"],
-                 event["event_id"])
+        except InstanceExists:
+            # A converted complaint whose inquiry's registration was handled meanwhile: convert it now.
+            if converted and _convert(uow, event, processes, branch, rules, now):
+                return True
+            log.info("case %s exists already: %s %s opens nothing", payload["complaint_id"], event["type"],
+                     event["event_id"])
+            return False
+        _apply(case, result, now, rules)
+        _commit(uow, case, now, event["event_id"], new=True)
+    return True
+
+
+def _process_name(definition) -> str:
+    return f"{definition.process_id}@{definition.hash[:12]}"
+
+
+def _convert(uow, event: dict, processes: CaseProcesses, branch, rules, now: datetime) -> bool:
+    """An inquiry's case here becomes the complaint intake converted it into (Case.convert): its
+    process instance replaced by a complaint case's, started on the clocks from the original
+    receipt, so that a deadline already passed fires its timers now. True when the case is here
+    (as an inquiry it is converted; already a complaint, a replay, nothing changes); False: not
+    here (yet)."""
+    payload = event["payload"]
+    case = uow.cases.get(payload["complaint_id"], lock=True)
+    if case is None:
         return False
+    definition = processes.for_kind("complaint")
+    if not case.convert(payload, branch=branch, rules=rules, now=now, process=_process_name(definition)):
+        log.info("case %s is a %s already: %s %s changes nothing", case.id, case.kind, event["type"],
+                 event["event_id"])
+        return True
+    result = processes.engine.restart(uow.conn, case.id, definition, case.process_data())
+    _apply(case, result, now, rules)
+    _commit(uow, case, now, event["event_id"])
     return True
 
 
@@ -182,6 +215,33 @@ def read_archive(store, *, identity: Identity, case_id: str, read_query: Callabl
         return {"case": case.view(now, uow.cases.timeline(case_id)), "contact": contact,
                 "contact_unavailable": unavailable, "purpose": data["purpose"], "accessed_at": isoformat(now),
                 "accessed_by": identity.subject}
+
+
+# -- standard answers -------------------------------------------------------------------------------
+
+def list_standard_answers(store, *, identity: Identity, query: dict, policy, rules, now: datetime) -> dict:
+    """GET /v1/standard-answers: the policy's answers (of a category, purpose, language) ranked by
+    their category's complaints received in the last 90 days in the caller's scope; with
+    `case_id` (a case in scope, else 404) each also filled with that case's facts. In order: 403,
+    400 naming each bad parameter, 404."""
+    PERMISSIONS.require(identity, "standard_answer:read")
+    data, errors = load(STANDARD_ANSWER_QUERY, query)
+    if "category" in data and rules.categories and data["category"] not in rules.categories:
+        errors.setdefault("category", []).append(f"not a category (categories: {', '.join(rules.categories)})")
+    if errors:
+        raise ValidationFailed("the query is invalid", fields=errors)
+    answers = standard_answers.selected(rules.standard_answers, category=data.get("category"),
+                                        purpose=data.get("purpose"), language=data.get("language"))
+    with store.unit_of_work() as uow:
+        case = _case_in_scope(uow, identity, path_id(data["case_id"], "case")) if "case_id" in data else None
+        complaints = uow.cases.complaints_by_category(branches=identity.branches, since=now - standard_answers.WINDOW,
+                                                      until=now)
+    facts = case.answer_facts(policy.branches.get(case.branch_code)) if case is not None else None
+    return {"answers": [{"id": a.id, "category": a.category, "purpose": a.purpose, "language": a.language,
+                         "title": a.title, "text": a.text, "complaints": count,
+                         "filled": standard_answers.filled(a, facts) if facts is not None else None}
+                        for a, count in standard_answers.ranked(answers, complaints, rules.categories)],
+            "window_days": standard_answers.WINDOW.days, "as_of": isoformat(now)}
 
 
 # -- the customer's contact on request, for the staff member working the case ----------------------
@@ -306,6 +366,9 @@ def complete_task(store, *, identity: Identity, case_id: str, task: str, read_bo
             raise RuleRefused(f"this version of investigation does not complete {task!r} yet",
                               fields={"task": [f"{task} is completed by a later version"]})
         data, errors = load(schema, body)
+        if data.get("standard_answer") is not None and rules.standard_answer(data["standard_answer"]) is None:
+            errors.setdefault("standard_answer", []).append(
+                "not a standard answer of the chain's policy (GET /v1/standard-answers lists them)")
         for name in ("signed_at", "completed_at"):  # what was done is not done in the future
             if data.get(name) is not None and data[name] > now + CLOCK_SKEW:
                 errors.setdefault(name, []).append("must not be in the future")
@@ -455,7 +518,7 @@ def open_adverse_reaction_case(store, *, event: dict, processes: CaseProcesses, 
         with store.unit_of_work() as uow:
             definition = processes.for_kind("complaint")
             case = Case.open_for_adverse_reaction(case_id, payload, branch=branch, rules=rules, now=now,
-                                                  process=f"{definition.process_id}@{definition.hash[:12]}")
+                                                  process=_process_name(definition))
             result = processes.engine.start(uow.conn, case.id, definition, case.process_data())
             _apply(case, result, now, rules)
             _commit(uow, case, now, event["event_id"], new=True)

@@ -74,6 +74,9 @@ cases = sa.Table(
     # personal data went.
     sa.Column("legal_hold", NULLABLE_JSON),
     sa.Column("anonymised_at", TZ),
+    # Issue 13: an inquiry converted into a complaint (migration 0006): what it was, and when.
+    sa.Column("converted_from", sa.Text),
+    sa.Column("converted_at", TZ),
     sa.Column("last_sequence", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("updated_at", TZ, nullable=False),
     sa.Index("ix_cases_branch_opened", "branch_code", sa.text("opened_at DESC"), sa.text("id DESC")),
@@ -85,6 +88,10 @@ cases = sa.Table(
     # A staff notice names its case by the id as text (notifications.subject_id): the notices'
     # list finds each one's case by it (migration 0005).
     sa.Index("ix_cases_id_text", sa.text("(id::text)")),
+    # The standard answers' ranking: complaints by category received in the last 90 days, in the
+    # caller's branches; read from the index alone (migration 0006).
+    sa.Index("ix_cases_complaints_received", "received_at", postgresql_include=["branch_code", "category"],
+             postgresql_where=sa.text("kind = 'complaint'")),
 )
 
 # The tasks each case's process waits on now, as the API shows them: replaced after every step.

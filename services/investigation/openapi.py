@@ -60,6 +60,15 @@ DOCUMENT = document("Closeloop investigation", "1", {
                          response=schemas.TaskPage(), parameters=query_parameters(schemas.TaskQuery()),
                          errors=(400, 401, 403)),
     },
+    "/v1/standard-answers": {
+        "get": operation("The chain's standard answers (标准应答语) of a category, purpose and language, ranked by how "
+                         "many complaints of their category were received in the last 90 days in the caller's scope "
+                         "(`complaints`, most first; ties by the category's order in the policy, then id); with "
+                         "`case_id` (a case in scope) each is also `filled` with the case's facts: masked name, "
+                         "branch name, reference, deadlines in the branch's local time",
+                         response=schemas.StandardAnswerList(),
+                         parameters=query_parameters(schemas.StandardAnswerQuery()), errors=(400, 401, 403, 404)),
+    },
     # -- staff notices for the console --
     "/v1/notifications": {
         "get": operation("The staff notices (escalations, approvals waiting, SLA warnings) addressed to the caller's "

@@ -3,11 +3,15 @@
   limit) and the remedy types (all, only `types`, or all `except`); above it an approver waits;
 - promises: the default deadline of a remedy that is a promise (a free redo within 3 days);
 - sla: when a clock warns (a fraction of its target) and who a case is escalated to at each
-  breach level (level 0 is the branch's own, the first entry).
+  breach level (level 0 is the branch's own, the first entry);
+- standard_answers: the chain's prepared replies (标准应答语), one per category, purpose and
+  language, with placeholders the case's facts fill (standard_answers.py ranks and fills them).
 Who may do what (PERMISSIONS) is code: it is the API's contract, not a chain's choice; who may
 complete each task is in the process file (the task's `roles` property)."""
 from __future__ import annotations
 
+import re
+import string
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -15,7 +19,7 @@ from shared.calendar.policy import ChainPolicy, Checker, show
 from shared.security.auth import ROLES
 from shared.security.permissions import Permissions
 
-_SECTION = {"authority", "sla", "promises", "adverse_reaction"}
+_SECTION = {"authority", "sla", "promises", "adverse_reaction", "standard_answers"}
 _SLA = {"warning_at", "escalation", "approval"}
 _ADVERSE = {"first_response", "resolution"}
 _GRANT = {"limit", "types", "except"}
@@ -26,6 +30,13 @@ DEFAULT_WARNING_AT = 0.8
 DEFAULT_ESCALATION = ("store_manager", "regional_manager", "hq_admin")
 DEFAULT_APPROVAL = "PT24H"  # an approval's deadline, counted every hour
 DEFAULT_ADVERSE = {"first_response": "PT1H", "resolution": "P7D"}  # an adverse reaction's case (urgent)
+# Standard answers: what each is for, its languages, the facts its text may name, its length.
+ANSWER_PURPOSES = ("first_response", "written_result", "visit_follow_up", "inquiry")
+ANSWER_LANGUAGES = ("zh", "en")
+ANSWER_PLACEHOLDERS = ("customer", "branch", "reference", "first_response_due", "resolution_due")
+ANSWER_FIELDS = ("id", "category", "purpose", "language", "title", "text")
+ANSWER_TEXT_MAX, ANSWER_TITLE_MAX, ANSWER_ID_MAX = 2000, 200, 100
+_ANSWER_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # Where a role is addressed when a case of a branch is escalated to it.
 BRANCH_ROLES = frozenset({"front_desk", "store_manager", "aftercare_agent", "investigator"})
 REGION_ROLES = frozenset({"regional_manager"})
@@ -34,6 +45,8 @@ _MANAGERS = {"store_manager", "regional_manager", "hq_admin"}
 PERMISSIONS = Permissions({
     # Auditors read closed cases through the archive (with a purpose, logged), not here.
     "case:read": {"front_desk", "aftercare_agent", "investigator", "hq_analyst"} | _MANAGERS,
+    # The standard answers, ranked by their category's complaints in the caller's scope.
+    "standard_answer:read": {"front_desk", "aftercare_agent", "investigator", "hq_analyst"} | _MANAGERS,
     # Waiting for the customer (pausing the clocks) and back: the owner may too, whatever the role.
     "case:pause": {"investigator"} | _MANAGERS,
     # The archive: a closed case's whole record with the customer's contact, read with a stated
@@ -58,6 +71,19 @@ class Grant:
 
 
 @dataclass(frozen=True)
+class StandardAnswer:
+    """A prepared reply: what it answers (a category), what for (a purpose), in which language;
+    its text names the case's facts as {customer}, {branch}, {reference}, {first_response_due},
+    {resolution_due}."""
+    id: str
+    category: str
+    purpose: str
+    language: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
 class InvestigationRules:
     authority: dict[str, Grant]  # role -> what it may grant
     warning_at: float = DEFAULT_WARNING_AT  # a clock warns at this fraction of its target
@@ -67,6 +93,13 @@ class InvestigationRules:
     # An adverse reaction's case: urgent, its deadlines from the report's receipt.
     adverse_reaction: dict[str, timedelta] = field(default_factory=lambda: {"first_response": timedelta(hours=1),
                                                                             "resolution": timedelta(days=7)})
+
+    # The chain's standard answers in the file's order, and the categories' order (intake's).
+    standard_answers: tuple[StandardAnswer, ...] = ()
+    categories: tuple[str, ...] = ()
+
+    def standard_answer(self, answer_id: str) -> StandardAnswer | None:
+        return next((a for a in self.standard_answers if a.id == answer_id), None)
 
     def may_grant(self, role: str, remedy_type: str, amount: float) -> bool:
         grant = self.authority.get(role)
@@ -112,9 +145,79 @@ def load_section(c: Checker, doc: dict, chain: ChainPolicy) -> InvestigationRule
     adverse = c.mapping(doc.get("adverse_reaction", DEFAULT_ADVERSE), "investigation.adverse_reaction", _ADVERSE)
     adverse = {name: c.duration(adverse.get(name, DEFAULT_ADVERSE[name]), f"investigation.adverse_reaction.{name}")
                for name in _ADVERSE}
+    categories = tuple(getattr(chain.sections.get("intake"), "categories", None) or ())
+    answers = _standard_answers(c, doc.get("standard_answers"), categories)
     return InvestigationRules(authority=authority, warning_at=float(warning_at),
                               escalation=tuple(map(str, escalation)), promises=promises,
-                              approval_time=approval or timedelta(hours=24), adverse_reaction=adverse)
+                              approval_time=approval or timedelta(hours=24), adverse_reaction=adverse,
+                              standard_answers=answers, categories=categories)
+
+
+def _standard_answers(c: Checker, given, categories: tuple[str, ...]) -> tuple[StandardAnswer, ...]:
+    """The list of answers, each {id, category, purpose, language, title, text}: ids unique,
+    categories intake's (unchecked when intake's section did not load: it says why), purposes
+    and languages known, texts of at most ANSWER_TEXT_MAX characters naming only known
+    placeholders. Every problem is named by the answer's place and id."""
+    if given is None:
+        return ()
+    if not isinstance(given, list):
+        c.bad("investigation.standard_answers", "must be a list of answers {id, category, purpose, language, "
+                                                "title, text}")
+        return ()
+    answers, seen = [], {}
+    for i, raw in enumerate(given):
+        where = f"investigation.standard_answers[{i}]"
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+            where += f" ({raw['id'][:ANSWER_ID_MAX]})"
+        ok = len(c.problems)
+        spec = c.mapping(raw, where, set(ANSWER_FIELDS), required=ANSWER_FIELDS)
+        given_now = {name: value for name, value in spec.items() if name in ANSWER_FIELDS and value not in (None, "")}
+        answer_id = given_now.get("id")
+        if answer_id is not None:
+            if not isinstance(answer_id, str) or len(answer_id) > ANSWER_ID_MAX or not _ANSWER_ID.fullmatch(answer_id):
+                c.bad(f"{where}.id", f"{show(answer_id)} is not an id: 1-{ANSWER_ID_MAX} lower-case letters, "
+                                     "digits, - and _")
+            elif answer_id in seen:
+                c.bad(f"{where}.id", f"{show(answer_id)} is the id of answer [{seen[answer_id]}] too: ids are unique")
+            else:
+                seen[answer_id] = i
+        for name, allowed, plural in (("category", categories, "categories"), ("purpose", ANSWER_PURPOSES, "purposes"),
+                                      ("language", ANSWER_LANGUAGES, "languages")):
+            if name in given_now and allowed and given_now[name] not in allowed:
+                c.bad(f"{where}.{name}", f"unknown {name} {show(given_now[name])} ({plural}: {', '.join(allowed)})")
+        for name, longest in (("title", ANSWER_TITLE_MAX), ("text", ANSWER_TEXT_MAX)):
+            value = given_now.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value.strip():
+                c.bad(f"{where}.{name}", f"{show(value)} is not a text")
+            elif len(value.strip()) > longest:
+                c.bad(f"{where}.{name}", f"{len(value.strip())} characters: at most {longest}")
+            elif name == "text":
+                for problem in placeholder_problems(value):
+                    c.bad(f"{where}.text", problem)
+        if len(c.problems) == ok and len(given_now) == len(ANSWER_FIELDS):
+            answers.append(StandardAnswer(*(given_now[name].strip() for name in ANSWER_FIELDS)))
+    return tuple(answers)
+
+
+def placeholder_problems(text: str) -> list[str]:
+    """What is wrong with a text's placeholders: one not in ANSWER_PLACEHOLDERS, one with a
+    format or conversion, a brace not closed (a literal brace is written {{ or }})."""
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        return [f"a brace is not closed ({exc}): write a literal brace as {{{{ or }}}}"]
+    problems = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in ANSWER_PLACEHOLDERS:
+            problems.append(f"unknown placeholder {{{name}}} (placeholders: "
+                            f"{', '.join('{' + p + '}' for p in ANSWER_PLACEHOLDERS)})")
+        elif spec or conversion:
+            problems.append(f"the placeholder {{{name}}} takes no format or conversion")
+    return problems
 
 
 def _grant(c: Checker, role: str, given) -> Grant:

@@ -22,12 +22,15 @@ _CASE_COLUMNS = ("id", "kind", "complaint_id", "reference", "branch_code", "regi
                  "customer_masked", "customer_language", "received_at", "opened_at", "process", "state", "owner",
                  "escalation_level", "paused_since", "pause_reason", "first_response", "findings", "decision",
                  "outcome", "closed_at", "written_result", "resolved_at", "follow_up", "corrective_action",
-                 "reopened", "origin", "legal_hold", "anonymised_at")
+                 "reopened", "origin", "legal_hold", "anonymised_at", "converted_from", "converted_at")
 NO_DEADLINE = models.NO_DEADLINE  # sorts tasks without a deadline last (as the list's indexes do)
 # What changes after opening.
 _PROGRESS = ("state", "owner", "escalation_level", "paused_since", "pause_reason", "first_response", "findings",
              "decision", "outcome", "closed_at", "written_result", "resolved_at", "follow_up", "corrective_action",
-             "reopened", "legal_hold", "anonymised_at", "customer_ref", "customer_masked", "description")
+             "reopened", "legal_hold", "anonymised_at", "customer_ref", "customer_masked", "description",
+             # an inquiry converted into a complaint
+             "kind", "category", "priority", "severity_flags", "received_at", "process", "converted_from",
+             "converted_at")
 
 
 class Cases:
@@ -167,6 +170,18 @@ class Cases:
             found.setdefault(str(row.case_id), []).append(row)
         return found
 
+
+    def complaints_by_category(self, *, branches: frozenset[str] | None, since: datetime,
+                               until: datetime) -> dict[str, int]:
+        """Complaints (kind complaint: a converted inquiry counts) received after `since` and by
+        `until`, by category, in the given branches (None: all). One grouped read of
+        ix_cases_complaints_received."""
+        table = models.cases
+        statement = (sa.select(table.c.category, sa.func.count())
+                     .where(table.c.kind == "complaint", table.c.received_at > since, table.c.received_at <= until))
+        if branches is not None:
+            statement = statement.where(table.c.branch_code.in_(sorted(branches)))
+        return {category: count for category, count in self._uow.execute(statement.group_by(table.c.category))}
 
     def notices(self, role: str, branches: frozenset[str] | None, before_id: int | None, limit: int) -> list:
         """The staff notices addressed to `role` about cases of `branches` (None: every branch),

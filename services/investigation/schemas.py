@@ -6,7 +6,7 @@ import unicodedata
 from marshmallow import Schema, ValidationError, fields, validate
 
 from services.investigation.domain import KINDS, RESPONSE_CHANNELS, STATES
-from services.investigation.policy import REMEDY_TYPES
+from services.investigation.policy import ANSWER_ID_MAX, ANSWER_LANGUAGES, ANSWER_PURPOSES, REMEDY_TYPES
 from shared.messaging.catalogue.investigation import RESPONSIBILITIES
 from shared.web.fields import AwareDateTime
 from shared.web.requests import PageQuery, Strict, StrictBoolean, Text
@@ -32,11 +32,19 @@ class AssignIn(Strict):
     note = Text(2000)
 
 
+def StandardAnswerId():
+    """The id of the standard answer the text was made from (GET /v1/standard-answers), if one
+    was: the handler checks it against the policy's."""
+    return fields.String(allow_none=True, validate=validate.Length(min=1, max=ANSWER_ID_MAX))
+
+
 class RespondIn(Strict):
     """The first response: what the customer was told, and how. By sms, wechat or email intake
-    sends `message` to the customer; by phone or in person it records what was said."""
+    sends `message` to the customer; by phone or in person it records what was said. Also an
+    inquiry's answer (task `answer`)."""
     message = Text(2000, required=True)
     channel = fields.String(required=True, validate=validate.OneOf(RESPONSE_CHANNELS))
+    standard_answer = StandardAnswerId()
 
 
 class FindingsIn(Strict):
@@ -102,6 +110,7 @@ class NotifyCustomerIn(Strict):
     completed_at = AwareDateTime(required=True)
     responsible = StaffId(required=True)
     follow_up = Text(1000, required=True)
+    standard_answer = StandardAnswerId()
 
 
 class CorrectiveActionIn(Strict):
@@ -116,7 +125,7 @@ class CloseCorrectiveActionIn(Strict):
 
 # The body of each task the API completes, by the API's name (the process file's task ids, and
 # `reject`, which completes the approval with a refusal).
-TASK_BODIES = {"assign": AssignIn(), "respond": RespondIn(), "acknowledge": RespondIn(),
+TASK_BODIES = {"assign": AssignIn(), "respond": RespondIn(), "acknowledge": RespondIn(), "answer": RespondIn(),
                "record_findings": FindingsIn(), "decide": DecideIn(), "pass_on": PassOnIn(),
                "propose_remedy": ProposeRemedyIn(), "approve": ApproveIn(), "reject": RejectIn(),
                "fulfil": FulfilIn(), "notify_customer": NotifyCustomerIn(),
@@ -162,6 +171,14 @@ class CaseQuery(PageQuery):
     branch = fields.String(validate=validate.Length(max=100))
     owner = fields.String(validate=staff_id)
     overdue = fields.Boolean()
+
+
+class StandardAnswerQuery(Strict):
+    """Which answers (none given: all); with `case_id`, each is also filled with that case's facts."""
+    category = fields.String(validate=validate.Length(min=1, max=100))  # one of the policy's (checked there)
+    purpose = fields.String(validate=validate.OneOf(ANSWER_PURPOSES))
+    language = fields.String(validate=validate.OneOf(ANSWER_LANGUAGES))
+    case_id = fields.String(validate=validate.Length(min=1, max=100))
 
 
 class TaskQuery(PageQuery):
@@ -235,6 +252,8 @@ class CaseOut(Schema):
     corrective_action = fields.Dict(allow_none=True)
     reopened = fields.Integer()
     origin = fields.Dict(allow_none=True)
+    converted_from = fields.String(allow_none=True)  # "inquiry": an inquiry converted into this complaint
+    converted_at = fields.String(allow_none=True)
     sla = fields.Dict(keys=fields.String(), values=fields.Nested(ClockOut))
     timeline = fields.List(fields.Nested(TimelineOut))
 
@@ -298,6 +317,29 @@ class LegalHoldOut(Schema):
     reference = fields.String()
     legal_hold = fields.Dict(allow_none=True)  # {"reason", "by", "at"}; null when not held
     anonymised_at = fields.String(allow_none=True)
+
+
+# -- standard answers (GET /v1/standard-answers) -------------------------------------------------
+
+class StandardAnswerOut(Schema):
+    id = fields.String()
+    category = fields.String()
+    purpose = fields.String()
+    language = fields.String()
+    title = fields.String()
+    text = fields.String(metadata={"description": "with its placeholders: {customer}, {branch}, {reference}, "
+                                                 "{first_response_due}, {resolution_due}"})
+    complaints = fields.Integer(metadata={"description": "complaints of its category received in the last "
+                                                         "window_days in the caller's scope"})
+    filled = fields.String(allow_none=True, metadata={"description": "the text with the case's facts (case_id "
+                                                                     "given), else null"})
+
+
+class StandardAnswerList(Schema):
+    answers = fields.List(fields.Nested(StandardAnswerOut), metadata={
+        "description": "most complaints first; ties by the category's order in the policy, then id"})
+    window_days = fields.Integer()
+    as_of = fields.String()
 
 
 # -- staff notices for the console (GET /v1/notifications) -------------------------------------------

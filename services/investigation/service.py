@@ -1,7 +1,8 @@
 """Investigation: owns cases. Thin entrypoints: authenticate, call a handler, answer. Opens a
-case for every registered complaint (the complaint case process) and every suggestion or
-praise (the feedback case process), fires the processes' timers, and serves cases and tasks.
-Errors become the JSON error shape in shared.web.http."""
+case for every registered complaint (the complaint case process), every suggestion or praise
+(the feedback case process) and every inquiry (the inquiry case process; converted in place when
+intake registers it again as a complaint), fires the processes' timers, and serves cases, tasks
+and the chain's standard answers. Errors become the JSON error shape in shared.web.http."""
 from nameko.rpc import RpcProxy
 from nameko.timer import timer
 
@@ -137,6 +138,11 @@ class InvestigationService(Operations):
     @api("GET", "/v1/tasks")
     def list_tasks(self, request):
         return handlers.list_tasks(self.db, identity=identity(request), query=query_args(request), now=self.env.now())
+
+    @api("GET", "/v1/standard-answers")
+    def list_standard_answers(self, request):
+        return handlers.list_standard_answers(self.db, identity=identity(request), query=query_args(request),
+                                              policy=self.env.policy, rules=self.env.rules, now=self.env.now())
 
     # -- operations: /health, /metrics, /openapi.json come from shared.web.operations ------------
 

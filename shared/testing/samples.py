@@ -45,18 +45,16 @@ def policy_for_load(directory: str | None = None) -> str:
     import os
     import tempfile
 
-    import yaml
-
     from services.intake.policy import MAX_LIMIT_MESSAGES
-    from shared.calendar.policy import DEFAULT_POLICY_PATH
+    from shared.calendar.policy import DEFAULT_POLICY_PATH, yaml_doc, yaml_text
 
-    doc = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    doc = yaml_doc(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
     # The most the check allows: a burst of a million, then over 16,000 a second.
     limit = {"messages": MAX_LIMIT_MESSAGES, "per": "PT1M"}
     doc["intake"]["customer_messages"].update(per_poster=limit, per_recipient=limit)
     fd, path = tempfile.mkstemp(prefix="closeloop-load-policy-", suffix=".yaml", dir=directory)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        yaml.safe_dump(doc, out, allow_unicode=True)
+        out.write(yaml_text(doc))
     os.chmod(path, 0o644)  # read by the containers' user too
     return path
 
@@ -67,14 +65,12 @@ def edited_policy(directory, name: str, edit) -> str:
     file's path."""
     from pathlib import Path
 
-    import yaml
+    from shared.calendar.policy import DEFAULT_POLICY_PATH, yaml_doc, yaml_text
 
-    from shared.calendar.policy import DEFAULT_POLICY_PATH
-
-    doc = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    doc = yaml_doc(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
     edit(doc)
     path = Path(directory) / name
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    path.write_text(yaml_text(doc), encoding="utf-8")
     return str(path)
 
 

@@ -230,6 +230,24 @@ class ProcessEngine:
         workflow.cancel()
         return self._save(conn, row, workflow, op)
 
+    def restart(self, conn: sa.Connection, instance_id: str, definition: ProcessDefinition,
+                data: Mapping | None = None) -> StepResult:
+        """Replace the instance's process, where it stands, by a new run of `definition` started
+        with `data` (an inquiry's case that became a complaint): the old run's tasks and timers
+        go, its timers are no longer held, its id and correlation keys stay, and the new run
+        steps until it waits (a timer due by now fires at once). InstanceNotFound."""
+        data = dict(data or {})
+        check_data(data, self.helpers, "start data")
+        row = self._lock(conn, instance_id)
+        if definition.hash not in self._stored:
+            definitions.store(conn, definition)
+        spec, subprocess_specs = self._spec(conn, definition.hash, definition.spec)
+        op = self._operation(instance_id)
+        workflow = start_workflow(spec, subprocess_specs, op.script_engine, data, op.record)
+        instances.replace_definition(conn, instance_id, definition.process_id, definition.hash)
+        row = instances.Row(row.id, definition.process_id, definition.hash, row.status, row.state, row.version)
+        return self._save(conn, row, workflow, op)
+
     # --- timers --------------------------------------------------------------------------
 
     def hold(self, conn: sa.Connection, instance_id: str) -> StepResult:

@@ -69,6 +69,12 @@ def save(conn: sa.Connection, row: Row, status: str, state: str, next_timer_due:
         .returning(INSTANCES.c.version)).scalar_one()
 
 
+def replace_definition(conn: sa.Connection, instance_id: str, process_id: str, definition_hash: str) -> None:
+    """The (locked) instance runs another process from now on (ProcessEngine.restart saves its state next)."""
+    conn.execute(INSTANCES.update().where(INSTANCES.c.id == instance_id).values(
+        process_id=process_id, definition_hash=definition_hash))
+
+
 def add_correlation_key(conn: sa.Connection, instance_id: str, key: str) -> None:
     conn.execute(INSTANCES.update().where(INSTANCES.c.id == instance_id,
                                           sa.not_(INSTANCES.c.correlation_keys.contains([key])))

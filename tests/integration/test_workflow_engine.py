@@ -568,3 +568,29 @@ def test_a_release_whose_new_dates_have_passed_fires_them_at_once_on_both_levels
                                              "warn_first_response"]
     assert sorted(e.params["kind"] for e in released.effects) == ["first_response_warning", "handling_breach"]
     assert timer_columns(database, "case-1") == (None, T0 + timedelta(hours=3))
+
+
+def test_a_restart_replaces_the_instance_s_process_where_it_stands_and_fires_what_its_new_data_made_due(
+        database, engine, definition, nested, clock):
+    """An inquiry's case converted into a complaint: the same instance (id, correlation keys) runs
+    another process from its start; the old run's tasks and timers go, a hold ends, and a date
+    already past fires in the restart itself."""
+    start(database, engine, definition, "case-1", correlation_keys=["sale-9"])
+    clock.set(T0 + timedelta(minutes=30))
+    with database.begin() as conn:
+        engine.hold(conn, "case-1")
+    clock.set(T0 + timedelta(hours=3))  # past the new process's first warning (1h), not its breach (4h)
+    with database.begin() as conn:
+        restarted = engine.restart(conn, "case-1", nested, {"clocks": clocks(1, 4, 9)})
+    assert (restarted.process_id, restarted.definition_hash, restarted.version) == ("nested_case", nested.hash, 3)
+    assert [w.name for w in restarted.waiting] == ["assign"]
+    assert [(e.name, e.params) for e in restarted.effects] == [("notify_staff", {"kind": "first_response_warning"})]
+    assert (restarted.held_since, restarted.next_timer_due) == (None, T0 + timedelta(hours=4))
+    saved = row(database, "case-1")
+    assert (saved["process_id"], saved["definition_hash"], saved["correlation_keys"], saved["held_since"]) == (
+        "nested_case", nested.hash, ["case-1", "sale-9"], None)
+    clock.set(T0 + timedelta(hours=4))
+    [breached] = fire_due(database, engine).fired  # the new run's timer; the old run's (escalate at 1h) are gone
+    assert (fired_steps(breached), breached.effects) == (["first_response_breach"], ())
+    with database.begin() as conn, pytest.raises(InstanceNotFound):
+        engine.restart(conn, "no-such-case", nested, {})

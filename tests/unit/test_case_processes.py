@@ -1,4 +1,4 @@
-"""Investigation's two processes (services/investigation/processes): they pass `closeloop process
+"""Investigation's three processes (services/investigation/processes): they pass `closeloop process
 check`, their diagrams (and aftercare's) open tidy, and they run as the service will run them. In memory, no
 database: each operation restores the saved state with a fresh script engine, steps and saves
 it, as ProcessEngine's operations do; a ManualClock is moved instead of waited for."""
@@ -18,7 +18,9 @@ from shared.workflow.timers import next_due
 
 PROCESSES = Path(__file__).resolve().parents[2] / "services" / "investigation" / "processes"
 COMPLAINT, FEEDBACK = PROCESSES / "complaint_case.bpmn", PROCESSES / "feedback_case.bpmn"
-REQUIRED = {COMPLAINT: ("assign", "respond", "record_findings"), FEEDBACK: ("acknowledge", "decide", "pass_on")}
+INQUIRY = PROCESSES / "inquiry_case.bpmn"
+REQUIRED = {COMPLAINT: ("assign", "respond", "record_findings"), FEEDBACK: ("acknowledge", "decide", "pass_on"),
+            INQUIRY: ("answer",)}
 OPERATORS = ("sla_warning", "sla_breached", "promise_deadline", "corrective_action_deadline")
 T0 = datetime(2030, 1, 7, 2, 0, tzinfo=timezone.utc)
 BEIJING = timezone(timedelta(hours=8))  # the service sends instants with an offset
@@ -114,7 +116,8 @@ def breached(clock: str, level: int):
     return ("sla_breached", {"clock": clock, "level": level})
 
 
-@pytest.mark.parametrize("path", [COMPLAINT, FEEDBACK], ids=["complaint_case", "feedback_case"])
+@pytest.mark.parametrize("path", [COMPLAINT, FEEDBACK, INQUIRY], ids=["complaint_case", "feedback_case",
+                                                                     "inquiry_case"])
 def test_each_process_passes_the_check_with_its_tasks_and_operators(path):
     report = check_file(path, REQUIRED[path], set(OPERATORS))
     assert report.problems == [] and report.process_ids == [path.stem]
@@ -304,6 +307,34 @@ def test_praise_is_acknowledged_then_passed_on_and_an_acknowledgement_in_time_st
     assert case.completed and case.calls == []
 
 
+# --- the inquiry case ----------------------------------------------------------------------
+
+INQUIRY_CLOCKS = {  # an inquiry: answered within 24 hours (first response and resolution alike)
+    "first_response": clock_at(timedelta(hours=19, minutes=12), timedelta(hours=24), timedelta(hours=24),
+                               timedelta(hours=48)),
+    "resolution": clock_at(timedelta(hours=19, minutes=12), timedelta(hours=24), timedelta(hours=24),
+                           timedelta(hours=48)),
+}
+
+
+def test_an_inquiry_waits_for_its_answer_under_the_first_response_timers_then_the_process_ends():
+    case = Case(INQUIRY, ManualClock(T0), kind="inquiry", priority="low", clocks=INQUIRY_CLOCKS)
+    [answer] = case.waiting
+    assert (answer.name, answer.title) == ("answer", "Answer the inquiry")
+    assert answer.properties == {"roles": "front_desk,investigator,store_manager,regional_manager,hq_admin",
+                                 "owner_may_complete": "true", "clock": "first_response"}
+    assert [(t.name, t.due, t.interrupting) for t in answer.timers] == [
+        ("answer_warning", T0 + timedelta(hours=19, minutes=12), False),
+        ("answer_breached", T0 + timedelta(hours=24), False),
+        ("answer_breached_again", T0 + timedelta(hours=48), False)]
+    assert case.at(timedelta(hours=19, minutes=12)) == [warning("first_response")]
+    assert case.at(timedelta(hours=24)) == [breached("first_response", 1)]
+    assert case.waiting_names == ["answer"]  # late, still to answer
+    assert case.complete("answer") == []
+    assert case.completed and case.next_due is None
+    assert case.at(timedelta(hours=48)) == []  # the last timer went with the task
+
+
 # --- the diagrams ---------------------------------------------------------------------------
 
 NS = {"bpmn": "http://www.omg.org/spec/BPMN/20100524/MODEL", "bpmndi": "http://www.omg.org/spec/BPMN/20100524/DI",
@@ -334,8 +365,8 @@ def _on_border(point, box, tolerance=1.0) -> bool:
 RETURN_VISIT = PROCESSES.parents[1] / "aftercare" / "processes" / "return_visit.bpmn"
 
 
-@pytest.mark.parametrize("path", [COMPLAINT, FEEDBACK, RETURN_VISIT], ids=["complaint_case", "feedback_case",
-                                                                         "return_visit"])
+@pytest.mark.parametrize("path", [COMPLAINT, FEEDBACK, INQUIRY, RETURN_VISIT],
+                         ids=["complaint_case", "feedback_case", "inquiry_case", "return_visit"])
 def test_each_diagram_opens_tidy(path):
     """What a process owner sees in bpmn.io: subprocesses expanded around their content, boundary
     events on their host's border, no shapes or labels on top of each other, and every flow

@@ -6,7 +6,6 @@ from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 
 from services.aftercare import policy as aftercare_policy
 from services.aftercare.policy import AftercareRules
@@ -15,7 +14,7 @@ from services.intake.policy import IntakeRules
 from services.investigation import policy as investigation_policy
 from services.investigation.policy import InvestigationRules
 from shared.calendar.branches import Branch
-from shared.calendar.policy import (DEFAULT_POLICY_PATH, ChainPolicy, Checker, PolicyError, check_policy,
+from shared.calendar.policy import (DEFAULT_POLICY_PATH, yaml_doc, yaml_text, ChainPolicy, Checker, PolicyError, check_policy,
                                     load_policy, parse_duration)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -38,12 +37,12 @@ def rules(policy) -> IntakeRules:
 
 @pytest.fixture(scope="module")
 def default_doc() -> dict:
-    return yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    return yaml_doc(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
 
 
 def write_policy(tmp_path, doc: dict, name="policy.yaml"):
     path = tmp_path / name
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    path.write_text(yaml_text(doc), encoding="utf-8")
     return path
 
 

@@ -12,6 +12,13 @@ CLOCKS = ("first_response", "resolution", "approval")
 REMEDY_TYPES = ("apology", "redo_service", "redye", "refund", "partial_refund", "exchange", "gift", "discount",
                 "voucher", "medical_expense")
 RESPONSIBILITIES = ("ours", "customer_misuse", "third_party", "unfounded")
+KINDS = ("complaint", "suggestion", "praise", "inquiry")
+
+
+def StandardAnswerId():
+    """The id of the standard answer (the policy's investigation.standard_answers) a text was made
+    from; None: written without one."""
+    return Text(validate.Length(min=1, max=100), allow_none=True)
 
 
 class CaseEventV1(Schema):
@@ -24,7 +31,7 @@ class CaseEventV1(Schema):
 
 
 class CaseOpenedV1(CaseEventV1):
-    kind = fields.String(validate=validate.OneOf(("complaint", "suggestion", "praise")))
+    kind = fields.String(validate=validate.OneOf(KINDS))
     reference = fields.String()
     category = fields.String()
     priority = fields.String(validate=validate.OneOf(("urgent", "general", "low")))
@@ -36,6 +43,8 @@ class CaseOpenedV1(CaseEventV1):
     resolution_due = InstantString()
     process = fields.String()  # the process the case runs: its id and content hash
     origin = fields.Nested("CaseOpenedOrigin", allow_none=True)  # a case not opened for a complaint
+    # "inquiry": opened as the complaint an inquiry was converted into (its inquiry's case was not here)
+    converted_from = fields.String(validate=validate.OneOf(("inquiry",)))
 
 
 class CaseAssignedV1(CaseEventV1):
@@ -43,8 +52,25 @@ class CaseAssignedV1(CaseEventV1):
 
 
 class CaseAcknowledgedV1(CaseEventV1):
+    """The first response (an inquiry's answer too)."""
     channel = fields.String()
     within_sla = fields.Boolean()
+    standard_answer = StandardAnswerId()
+
+
+class CaseConvertedV1(CaseEventV1):
+    """An inquiry's case became the complaint intake converted it into: its category, priority and
+    deadlines (from the original receipt) are the complaint's; its process starts again at assign."""
+    from_kind = fields.String(required=True, validate=validate.OneOf(("inquiry",)))
+    kind = fields.String(required=True, validate=validate.OneOf(("complaint",)))
+    category = fields.String(required=True)
+    priority = fields.String(required=True, validate=validate.OneOf(("urgent", "general", "low")))
+    severity_flags = fields.List(fields.String())
+    received_at = InstantString(required=True)  # the inquiry's: the clocks count from it
+    converted_at = InstantString()
+    first_response_due = InstantString(required=True)
+    resolution_due = InstantString(required=True)
+    process = fields.String()
 
 
 class CaseReopenedV1(CaseEventV1):
@@ -77,6 +103,7 @@ class CaseEscalatedV1(CaseEventV1):
 
 
 class FindingsRecordedV1(CaseEventV1):
+    facts = Text()  # what the investigation found happened
     root_cause = Text(required=True)
     responsibility = fields.String(required=True, validate=validate.OneOf(RESPONSIBILITIES))
     signed_by = Text(required=True)
@@ -145,6 +172,9 @@ class CustomerNotifiedV1(CaseEventV1):
     language = fields.String()
     completed_at = InstantString()
     responsible = Text()
+    measures = Text()
+    follow_up = Text()
+    standard_answer = StandardAnswerId()
 
 
 class CaseResolvedV1(CaseEventV1):
@@ -184,6 +214,7 @@ SCHEMAS = {
     ("case_opened", 1): CaseOpenedV1,
     ("case_assigned", 1): CaseAssignedV1,
     ("case_acknowledged", 1): CaseAcknowledgedV1,
+    ("case_converted", 1): CaseConvertedV1,
     ("case_resolved", 1): CaseResolvedV1,
     ("case_reopened", 1): CaseReopenedV1,
     ("case_closed", 1): CaseClosedV1,
