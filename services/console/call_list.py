@@ -18,7 +18,10 @@ What the services offer and what follows from it here:
 - The urgent case an allergy answer opens: aftercare answers the visit with
   `outcome.adverse_reaction`; investigation opens the case from the event, moments later. The page
   says so at once, then asks investigation's case list (the staff member's scope, urgent safety
-  cases) for the one whose `origin.visit_id` is this visit, until it is there."""
+  cases) for the one whose `origin.visit_id` is this visit, until it is there.
+- Who the customer is: one line from their file (reporting's, customer_summary.py; left out when
+  reporting is slow or away) linking to it; the call offers the standard answers for a visit's
+  follow-up (standard_answers.py), the one chosen sent to aftercare with the attempt."""
 from __future__ import annotations
 
 import logging
@@ -27,7 +30,7 @@ from datetime import datetime
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from services.console import rendering, sessions, web
+from services.console import customer_summary, rendering, sessions, standard_answers, web
 from services.console.clients import ServiceDown, ServiceRefused
 from services.console.rendering import N_
 
@@ -375,25 +378,54 @@ def _remedy(remedy) -> str:
     return str(remedy or "")
 
 
-def _page(store, request, caller, visit: dict, policy, *, typed: dict | None = None, errors: dict | None = None,
-          problem: str | None = None, detail: str = "", status: int = 200, saved: str = ""):
+def _page(store, request, caller, visit: dict, policy, *, services, tokens, typed: dict | None = None,
+          errors: dict | None = None, problem: str | None = None, detail: str = "", status: int = 200,
+          saved: str = ""):
     """The visit's page (an htmx request: its work section). A colleague's claim on it: `held`
-    (who, until when), and it is shown read-only; the staff member's own: `mine`, to put it back."""
+    (who, until when), and it is shown read-only; the staff member's own: `mine`, to put it back.
+    The whole page also with the customer's summary (reporting's; left out when it is slow or
+    away); an open visit's call with the standard answers for a visit's follow-up."""
     shown = _shown(visit, policy, caller.language)
     claim = _claim_shown(visit, caller, _zone(policy, shown["branch_code"]), _holders(store, [visit])) \
         if shown["open"] else None
     typed = typed or {}
     if "outcome" not in typed:
         typed = {**typed, "outcome": "reached" if shown["allergy_check"] else ""}
+    partial = web.is_htmx(request)
+    token = _token(caller, tokens)
+    case_id = str(visit.get("case_id") or "") or None
+    file = None if partial else customer_summary.read_aside(caller.staff, services, token, visit.get("customer_ref"))
+    answers = _answers(visit, shown, file, services, token, policy, caller.language) \
+        if shown["open"] and not (claim and not claim["mine"]) else []
     context = dict(visit=shown, typed=typed, errors=_field_errors(errors or {}, caller.language), problem=problem,
+                   answers=answers, answers_unavailable=rendering.gettext(caller.language, standard_answers.UNAVAILABLE)
+                   if answers is None else "",
+                   summary=customer_summary.line(file, caller.language, this_case=case_id),
                    contact_form=contact_form(visit, caller.language),
                    detail=detail,
                    saved=_t(caller.language, OUTCOME_LABELS, saved) if saved in OUTCOME_LABELS else "",
                    held=claim if claim and not claim["mine"] else None, mine=bool(claim and claim["mine"]),
                    here=f"/visits/{shown['id']}", outcomes=[(o, _t(caller.language, OUTCOME_LABELS, o)) for o in OUTCOMES],
                    channels=[(c, _t(caller.language, CHANNEL_LABELS, c)) for c in CHANNELS])
-    template = "_visit_work.html" if web.is_htmx(request) else "visit.html"
-    return web.html(request, caller, template, status=200 if web.is_htmx(request) else status, **context)
+    template = "_visit_work.html" if partial else "visit.html"
+    return web.html(request, caller, template, status=200 if partial else status, **context)
+
+
+def _answers(visit: dict, shown: dict, file: dict | None, services, token: str, policy, language: str):
+    """The standard answers for the visit's follow-up (None: investigation could not say): of
+    the category of the case it follows (as the customer's file knows it; all categories
+    without), in the customer's language, filled by the console with the visit's masked name,
+    branch and case reference."""
+    case_id = str(visit.get("case_id") or "")
+    category = next((c.get("category") for c in (file or {}).get("cases") or []
+                     if isinstance(c, dict) and case_id and str(c.get("case_id")) == case_id), None)
+    masked = visit.get("customer_masked") if isinstance(visit.get("customer_masked"), dict) else {}
+    branch = policy.branches.get(shown["branch_code"])
+    facts = {"customer": masked.get("name"), "branch": branch.name if branch is not None else shown["branch_code"],
+             "reference": shown["follows"]["reference"]}
+    return standard_answers.offered(services, token, purpose=standard_answers.VISIT_PURPOSE,
+                                    language=visit.get("customer_language"), policy=policy, page_language=language,
+                                    category=category if isinstance(category, str) else None, facts=facts)
 
 
 KNOWN_MESSAGES = {"Missing data for required field.": N_("Required"), "Invalid": N_("Invalid"),
@@ -425,7 +457,7 @@ def visit_page(store, request, visit_id: str, *, services, tokens, policy, now: 
     visit = None if saved or not _ID.match(visit_id) else _claim(caller, services, tokens, visit_id)
     if visit is None:
         visit = _read_visit(caller, services, tokens, visit_id)
-    return _page(store, request, caller, visit, policy, saved=saved)
+    return _page(store, request, caller, visit, policy, services=services, tokens=tokens, saved=saved)
 
 
 def contact_form(visit: dict, language: str, *, choice: str | None = None, purpose: str = "",
@@ -488,6 +520,9 @@ def _body(values: dict, zone) -> tuple[dict, dict]:
     note = (values.get("note") or "").strip()
     if note:
         body["note"] = note
+    chosen = (values.get("standard_answer") or "").strip()
+    if chosen:
+        body["standard_answer"] = chosen
     if outcome == "call_back":
         text = values.get("call_back_at") or ""
         at = _parse_local(text, zone)
@@ -528,7 +563,8 @@ def record_attempt(store, request, visit_id: str, *, services, tokens, policy, n
     branch = values.get("branch") if values.get("branch") in _branches(caller.staff, policy) else None
     body, wrong = _body(values, _zone(policy, branch))
     if wrong:  # the page again: the visit read for it (without the contact)
-        return _page(store, request, caller, _read_visit(caller, services, tokens, visit_id), policy, typed=typed,
+        return _page(store, request, caller, _read_visit(caller, services, tokens, visit_id), policy,
+                     services=services, tokens=tokens, typed=typed,
                      errors=wrong, status=400, problem=N_("Please fill in the fields marked."))
     try:
         services.aftercare.post(f"/v1/visits/{visit_id}/attempts", _token(caller, tokens), body)
@@ -539,15 +575,18 @@ def record_attempt(store, request, visit_id: str, *, services, tokens, policy, n
             raise web.PageError(403, N_("Your role does not work the call list.")) from None
         visit = _read_visit(caller, services, tokens, visit_id)
         if refused.status == 409:
-            return _page(store, request, caller, visit, policy, typed=typed, status=409,
+            return _page(store, request, caller, visit, policy, services=services, tokens=tokens, typed=typed,
+                         status=409,
                          problem=N_("Aftercare did not take this call now."), detail=refused.message)
         problem = N_("Please fill in the fields marked.") if refused.fields else N_("The request is invalid.")
-        return _page(store, request, caller, visit, policy, typed=typed, errors=refused.fields, status=refused.status,
+        return _page(store, request, caller, visit, policy, services=services, tokens=tokens, typed=typed,
+                     errors=refused.fields, status=refused.status,
                      problem=problem, detail="" if refused.fields else refused.message)
     except ServiceDown as down:
         log.warning("attempt on visit %s not saved: %s", visit_id, down)
         visit = _read_visit(caller, services, tokens, visit_id)  # down still: the error page says so
-        return _page(store, request, caller, visit, policy, typed=typed, status=503,
+        return _page(store, request, caller, visit, policy, services=services, tokens=tokens, typed=typed,
+                     status=503,
                      problem=N_("Aftercare did not answer: the call was not saved. Try again."))
     return web.redirect(request, caller, f"/visits/{visit_id}?saved={body['outcome']}")
 

@@ -11,6 +11,12 @@ POST answers 303 to the page. What investigation refuses appears beside the fiel
 service that does not answer keeps what was typed. Out of scope answers the console's 404 page, a
 role that may not read cases its 403 page.
 
+The respond, answer (an inquiry's) and written-result forms offer the chain's standard answers
+(standard_answers.py), and the page says in one line who the customer is, linking to their file
+(customer_summary.py; left out when reporting is slow or away). An open inquiry may be converted
+into a complaint (`/cases/{id}/convert`, intake's convert); investigation converts the case a
+moment later.
+
 The customer's contact: the page shows the masked customer; a staff member who works cases
 (investigator, store, regional or HQ manager) may ask for the full contact with a purpose (a
 choice or their own words). The form posts to `/cases/{id}/contact` (`show_contact`), which
@@ -25,11 +31,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import eventlet
 import sqlalchemy as sa
 from werkzeug.wrappers import Response
 
-from services.console import models, rendering, web
+from services.console import customer_summary, models, rendering, standard_answers, web
 from services.console.clients import ServiceDown, ServiceRefused
+from services.console.front_desk import FLAG_LABELS, FLAGS
 from services.console.rendering import N_
 
 log = logging.getLogger("closeloop.console")
@@ -40,7 +48,7 @@ _CASE_ID = re.compile(r"^[0-9A-Za-z-]{1,64}$")
 STATES = {"open": N_("Open"), "assigned": N_("Assigned"), "acknowledged": N_("Acknowledged"),
           "investigated": N_("Investigated"), "resolved": N_("Resolved"), "reopened": N_("Reopened"),
           "closed": N_("Closed")}
-KINDS = {"complaint": N_("Complaint"), "suggestion": N_("Suggestion"), "praise": N_("Praise")}
+KINDS = {"complaint": N_("Complaint"), "suggestion": N_("Suggestion"), "praise": N_("Praise"), "inquiry": N_("Inquiry")}
 CATEGORIES = {"service_quality": N_("Service quality"), "product_quality": N_("Product quality"),
               "hygiene_environment": N_("Hygiene and environment"), "booking": N_("Booking"), "price": N_("Price"),
               "staff_attitude": N_("Staff attitude"), "after_sales": N_("After-sales"), "safety": N_("Safety")}
@@ -69,7 +77,8 @@ TASKS = {"assign": N_("Assign an owner"), "respond": N_("First response to the c
          "notify_customer": N_("Written result to the customer"),
          "open_corrective_action": N_("Open a corrective action"),
          "close_corrective_action": N_("Close the corrective action"), "decide": N_("Adopt or decline"),
-         "pass_on": N_("Pass the praise on"), "await_follow_up": N_("Satisfaction follow-up (aftercare)")}
+         "pass_on": N_("Pass the praise on"), "await_follow_up": N_("Satisfaction follow-up (aftercare)"),
+         "answer": N_("Answer the inquiry")}
 EVENTS = {"case_opened": N_("Case opened"), "case_assigned": N_("Owner assigned"),
           "case_acknowledged": N_("First response given"), "sla_warning": N_("Deadline warning"),
           "sla_breached": N_("Deadline breached"), "case_escalated": N_("Escalated"),
@@ -87,12 +96,17 @@ EVENTS = {"case_opened": N_("Case opened"), "case_assigned": N_("Owner assigned"
           "customer_message_requested": N_("Message to the customer requested"),
           "customer_message_sent": N_("Message to the customer sent"),
           "customer_message_failed": N_("Message to the customer failed"),
-          "follow_up_received": N_("Follow-up outcome received"), "archive_accessed": N_("Archive read")}
+          "follow_up_received": N_("Follow-up outcome received"), "archive_accessed": N_("Archive read"),
+          "case_converted": N_("Converted into a complaint")}
+# How a closed case ended (investigation's outcomes).
+OUTCOMES = {"satisfied": N_("Customer satisfied"), "no_feedback": N_("No feedback from the customer"),
+            "adopted": N_("Adopted"), "declined": N_("Declined"), "passed_on": N_("Praise passed on"),
+            "completed": N_("Completed"), "answered": N_("Answered")}
 ROLE_LABELS = rendering.ROLE_LABELS
 LABELS = {"state": STATES, "kind": KINDS, "category": CATEGORIES, "channel": CHANNELS, "clock": CLOCKS,
           "clock_state": CLOCK_STATES, "responsibility": RESPONSIBILITIES, "remedy": REMEDY_TYPES,
           "remedy_status": REMEDY_STATUSES, "promise": PROMISES, "decision": DECISIONS, "task": TASKS,
-          "event": EVENTS, "role": ROLE_LABELS, "priority": rendering.PRIORITY_LABELS}
+          "event": EVENTS, "role": ROLE_LABELS, "priority": rendering.PRIORITY_LABELS, "outcome": OUTCOMES}
 
 # The contact on request: the roles that work cases (investigation's rule), the purposes offered.
 CONTACT_ROLES = frozenset({"investigator", "store_manager", "regional_manager", "hq_admin"})
@@ -138,11 +152,18 @@ def _options(labels: dict, values=None) -> tuple:
 
 
 NOTE = Field("note", "textarea", N_("Note"))
+# The standard answers offered (standard_answers.py): a choice that fills the form's text area.
+ANSWERS = Field("standard_answer", "answers", N_("Standard answers"),
+                hint=N_("Ranked by how often their category was complained about lately. Choosing one puts its "
+                        "text below, to edit before sending."))
+MESSAGE = Field("message", "textarea", N_("What the customer was told"), True)
+RESPONSE_CHANNEL = Field("channel", "select", N_("Channel"), True, _options(CHANNELS, RESPONSE_CHANNELS),
+                         hint=N_("By SMS, WeChat or email the message is sent to the customer"))
 FORMS: dict[str, tuple[Field, ...]] = {
     "assign": (Field("owner", "staff", N_("Owner"), True, hint=N_("The staff member's login")), NOTE),
-    "respond": (Field("message", "textarea", N_("What the customer was told"), True),
-                Field("channel", "select", N_("Channel"), True, _options(CHANNELS, RESPONSE_CHANNELS),
-                      hint=N_("By SMS, WeChat or email the message is sent to the customer"))),
+    "respond": (ANSWERS, MESSAGE, RESPONSE_CHANNEL),
+    "acknowledge": (MESSAGE, RESPONSE_CHANNEL),
+    "answer": (ANSWERS, Field("message", "textarea", N_("The answer"), True), RESPONSE_CHANNEL),
     "record_findings": (Field("facts", "textarea", N_("Facts"), True),
                         Field("service_log_checked", "checkbox", N_("Service log checked")),
                         Field("product_batch_checked", "checkbox", N_("Product batch checked")),
@@ -158,7 +179,7 @@ FORMS: dict[str, tuple[Field, ...]] = {
     "approve": (Field("remedy_id", "hidden", ""), NOTE),
     "reject": (Field("remedy_id", "hidden", ""), Field("reason", "textarea", N_("Reason"), True)),
     "fulfil": (NOTE,),
-    "notify_customer": (Field("measures", "textarea", N_("Measures taken"), True),
+    "notify_customer": (ANSWERS, Field("measures", "textarea", N_("Measures taken"), True),
                         Field("completed_at", "datetime", N_("Completed at"), True),
                         Field("responsible", "staff", N_("Responsible"), True),
                         Field("follow_up", "textarea", N_("Follow-up plan"), True)),
@@ -169,7 +190,6 @@ FORMS: dict[str, tuple[Field, ...]] = {
     "decide": (Field("decision", "select", N_("Decision"), True, _options(DECISIONS)), NOTE),
     "pass_on": (Field("to", "list", N_("To (staff logins)"), True, hint=N_("Separated by commas")), NOTE),
 }
-FORMS["acknowledge"] = FORMS["respond"]
 # An open task's forms: the approval is approved or rejected.
 ACTIONS = {"approve": ("approve", "reject")}
 SUBMIT = {"reject": N_("Reject"), "approve": N_("Approve")}
@@ -244,9 +264,11 @@ def _service_fields(refused: ServiceRefused, action: str) -> tuple[dict, list[st
 
 def form_view(action: str, case_id: str, language: str, *, values: dict | None = None,
               errors: dict | None = None, problems: list[str] | None = None, notes: list[str] | None = None,
-              defaults: dict | None = None, staff_choices: list | None = None) -> dict:
-    """What _case_task.html draws: the action's fields with their values, labels and errors."""
+              defaults: dict | None = None, staff_choices: list | None = None, answers: list | None = None) -> dict:
+    """What _case_task.html draws: the action's fields with their values, labels and errors; the
+    standard answers offered (`answers`; None: investigation could not say)."""
     text = rendering.translations(language).gettext
+    offers = action in standard_answers.TASK_PURPOSES
     values, errors, defaults = values or {}, errors or {}, defaults or {}
     fields = []
     for f in FORMS[action]:
@@ -261,7 +283,10 @@ def form_view(action: str, case_id: str, language: str, *, values: dict | None =
             "heading": action in ("approve", "reject"),  # else the task's own title says it
             "submit": text(SUBMIT.get(action, N_("Complete"))), "fields": fields,
             "problems": [text(p) if p in _OWN_MESSAGES else p for p in (problems or [])],
-            "notes": notes or [], "staff_choices": staff_choices or [], "danger": action == "reject"}
+            "notes": notes or [], "staff_choices": staff_choices or [], "danger": action == "reject",
+            "answers": answers or [],
+            "fills": f"{action}-{standard_answers.FILLS[action]}" if offers else "",
+            "answers_unavailable": text(standard_answers.UNAVAILABLE) if offers and answers is None else ""}
 
 
 _OWN_MESSAGES = frozenset((REQUIRED, BAD_INSTANT, BAD_AMOUNT, SAVE_DOWN, MAY_NOT_DO, REFUSED, MOVED_ON))
@@ -328,7 +353,8 @@ def _duration(seconds: float, language: str) -> str:
 
 
 _DETAIL_LABELS = {"channel": CHANNELS, "responsibility": RESPONSIBILITIES, "type": REMEDY_TYPES,
-                  "status": REMEDY_STATUSES, "decision": DECISIONS, "role": ROLE_LABELS, "to_role": ROLE_LABELS}
+                  "status": REMEDY_STATUSES, "decision": DECISIONS, "role": ROLE_LABELS, "to_role": ROLE_LABELS,
+                  "kind": KINDS, "from_kind": KINDS, "category": CATEGORIES, "outcome": OUTCOMES}
 
 
 def _detail_items(detail, case_zone: ZoneInfo, language: str) -> list[tuple[str, str]]:
@@ -354,10 +380,10 @@ def _detail_items(detail, case_zone: ZoneInfo, language: str) -> list[tuple[str,
 
 
 def case_view(case: dict, *, staff, language: str, policy, now: datetime, forms: dict | None = None,
-              staff_choices: list | None = None) -> dict:
+              staff_choices: list | None = None, answers: dict | None = None) -> dict:
     """The case as the template draws it: labels translated, instants in the branch's zone,
     the forms of the open tasks the staff member may complete (`forms`: one drawn again with
-    what was typed and what was refused)."""
+    what was typed and what was refused; `answers`: the standard answers each form offers)."""
     text = rendering.translations(language).gettext
     zone = _zone(policy, case.get("branch_code"))
     when = lambda instant: rendering.format_instant(instant, zone, language)  # noqa: E731
@@ -422,7 +448,7 @@ def case_view(case: dict, *, staff, language: str, policy, now: datetime, forms:
                 entry["forms"].append(form_view(action, case["id"], language, values=given.get("values"),
                                                 errors=given.get("errors"), problems=given.get("problems"),
                                                 notes=notes, defaults=_defaults(action, case, staff, zone, now),
-                                                staff_choices=choices))
+                                                staff_choices=choices, answers=(answers or {}).get(action)))
         tasks.append(entry)
 
     findings = _pick(case.get("findings"), "facts", "root_cause", "responsibility", "signed_by", "signed_at",
@@ -462,7 +488,9 @@ def case_view(case: dict, *, staff, language: str, policy, now: datetime, forms:
         "received_at": when(case.get("received_at")), "closed_at": when(case.get("closed_at")),
         "resolved_at": when(case.get("resolved_at")), "overdue": bool(case.get("overdue")),
         "escalation_level": level, "escalated_to": text(escalation) if escalation else "",
-        "reopened": rendering.integer(case.get("reopened")), "outcome": case.get("outcome") or "",
+        "reopened": rendering.integer(case.get("reopened")), "outcome": name("outcome", case.get("outcome")),
+        "kind_code": str(case.get("kind") or ""), "converted_from": name("kind", case.get("converted_from"))
+        if case.get("converted_from") else "", "converted_at": when(case.get("converted_at")),
         "paused": {"since": when(paused.get("since")), "reason": paused.get("reason") or ""} if paused else None,
         "customer": {"name": masked.get("name") or "", "phone": masked.get("phone") or "",
                      "language": customer.get("language") or ""},
@@ -498,24 +526,42 @@ def _read_case(services, token: str, case_id: str) -> dict:
         raise ServiceDown("investigation", f"answered {refused.status}") from None
 
 
-def _render_case(request, caller, case: dict, *, store, policy, now, status: int = 200, partial: bool = False,
-                 forms: dict | None = None, notice: str | None = None, problem: str | None = None,
-                 contact: dict | None = None) -> Response:
-    choices = _staff_choices(store, policy, case.get("branch_code")) if any(
-        _may_complete(t, caller.staff, case.get("owner")) for t in case.get("open_tasks") or []
-        if isinstance(t, dict)) else []
+def _render_case(request, caller, case: dict, *, store, services, tokens, policy, now, status: int = 200,
+                 partial: bool = False, forms: dict | None = None, notice: str | None = None,
+                 problem: str | None = None, contact: dict | None = None, convert: dict | None = None,
+                 converted: bool = False) -> Response:
+    """The case's page (`partial`: its part alone, for htmx): the forms of the tasks the staff
+    member may complete with the standard answers they offer; the whole page also with the
+    customer's summary from reporting (left out when reporting is slow or away)."""
+    mine = [t for t in case.get("open_tasks") or [] if isinstance(t, dict)
+            and _may_complete(t, caller.staff, case.get("owner"))]
+    token = _token(caller, tokens)
+    customer = case.get("customer") if isinstance(case.get("customer"), dict) else {}
+    # The customer's file (reporting) is read while the answers (investigation) are.
+    file = None if partial else eventlet.spawn(customer_summary.read_aside, caller.staff, services, token,
+                                               customer.get("ref"))
+    choices = _staff_choices(store, policy, case.get("branch_code")) if mine else []
+    answers = standard_answers.for_case(case, [str(t.get("name")) for t in mine], services, token, policy=policy,
+                                        language=caller.language)
     view = case_view(case, staff=caller.staff, language=caller.language, policy=policy, now=now, forms=forms,
-                     staff_choices=choices)
-    template = "_case.html" if partial else "case.html"
-    response = web.html(request, caller, template, status=status, case=view, now_iso=now.isoformat(),
-                        notice=notice, problem=problem, here=_case_path(view["id"]),
-                        contact=contact or contact_view(view["id"], caller.language))
+                     staff_choices=choices, answers=answers)
+    context = dict(case=view, now_iso=now.isoformat(), notice=notice, problem=problem, here=_case_path(view["id"]),
+                   contact=contact or contact_view(view["id"], caller.language),
+                   convert=convert or convert_view(case, caller.staff, caller.language, policy, converted=converted))
+    if partial:
+        template = "_case.html"
+    else:
+        template = "case.html"
+        context.update(summary=customer_summary.line(file.wait(), caller.language, this_case=view["id"]),
+                       converted=_converted_notice(view, caller.language) if converted else "")
+    response = web.html(request, caller, template, status=status, **context)
     response.headers["Vary"] = "HX-Request, Cookie"
     return response
 
 
 def case_page(store, request, case_id: str, *, services, tokens, policy, now: datetime) -> Response:
-    """GET /cases/{id}: the page (an htmx request: the case's part alone)."""
+    """GET /cases/{id}: the page (an htmx request: the case's part alone). `?converted=1`: back
+    from converting the inquiry (intake's), which investigation takes over a moment later."""
     caller = web.open_caller(store, request, now)
     try:
         case = _read_case(services, _token(caller, tokens), case_id)
@@ -524,8 +570,8 @@ def case_page(store, request, case_id: str, *, services, tokens, policy, now: da
         raise web.PageError(503, CASE_DOWN) from None
     done = request.args.get("done")
     notice = SAVED if done in FORMS else None
-    return _render_case(request, caller, case, store=store, policy=policy, now=now, partial=web.is_htmx(request),
-                        notice=notice)
+    return _render_case(request, caller, case, store=store, services=services, tokens=tokens, policy=policy, now=now,
+                        partial=web.is_htmx(request), notice=notice, converted=request.args.get("converted") == "1")
 
 
 def complete_task(store, request, case_id: str, action: str, *, services, tokens, policy, now: datetime) -> Response:
@@ -539,6 +585,7 @@ def complete_task(store, request, case_id: str, action: str, *, services, tokens
     values = {k: v for k, v in values.items() if k != "csrf_token"}
     token = _token(caller, tokens)
     htmx = web.is_htmx(request)
+    deps = dict(store=store, services=services, tokens=tokens, policy=policy, now=now)
     # The branch's zone for the typed instants: the case's, read first (its 404 is the page's).
     try:
         case = _read_case(services, token, case_id)
@@ -547,7 +594,7 @@ def complete_task(store, request, case_id: str, action: str, *, services, tokens
     zone = _zone(policy, case.get("branch_code"))
     body, errors = body_from_form(action, values, zone)
     if errors:
-        return _refused(request, caller, case, action, values, errors, [], store=store, policy=policy, now=now)
+        return _refused(request, caller, case, action, values, errors, [], **deps)
     try:
         case = services.investigation.post(f"/v1/cases/{case_id}/tasks/{action}", token, body)
     except ServiceDown as down:
@@ -561,42 +608,131 @@ def complete_task(store, request, case_id: str, action: str, *, services, tokens
                 case = _read_case(services, token, case_id)
             except ServiceDown:
                 return _form_again(request, caller, action, case_id, values, {}, [MOVED_ON], status=409)
-            return _render_case(request, caller, case, store=store, policy=policy, now=now, partial=htmx,
-                                status=200 if htmx else 409, problem=MOVED_ON)
+            return _render_case(request, caller, case, **deps, partial=htmx, status=200 if htmx else 409,
+                                problem=MOVED_ON)
         beside, above = _service_fields(refused, action)
         problems = [MAY_NOT_DO if refused.status == 403 else REFUSED]
         if refused.message:
             problems.append(refused.message)
-        return _refused(request, caller, case, action, values, beside, problems + above, store=store, policy=policy,
-                        now=now, status=refused.status)
+        return _refused(request, caller, case, action, values, beside, problems + above, **deps, status=refused.status)
     if htmx:
-        return _render_case(request, caller, case, store=store, policy=policy, now=now, partial=True, notice=SAVED)
+        return _render_case(request, caller, case, **deps, partial=True, notice=SAVED)
     return web.redirect(request, caller, f"{_case_path(case_id)}?done={action}")
 
 
-def _refused(request, caller, case: dict, action: str, values: dict, errors: dict, problems: list, *, store, policy,
-             now, status: int = 400) -> Response:
+def _refused(request, caller, case: dict, action: str, values: dict, errors: dict, problems: list, *, store,
+             services, tokens, policy, now, status: int = 400) -> Response:
     """The refused form with what was typed: alone for htmx (swapped in place of the form), else
     the whole page with it."""
     if web.is_htmx(request):
+        answers = standard_answers.for_case(case, [action], services, _token(caller, tokens), policy=policy,
+                                            language=caller.language)
         return _form_again(request, caller, action, case["id"], values, errors, problems, status=status,
-                           choices=_staff_choices(store, policy, case.get("branch_code")))
+                           choices=_staff_choices(store, policy, case.get("branch_code")), answers=answers.get(action))
     forms = {action: {"values": values, "errors": errors, "problems": problems}}
-    return _render_case(request, caller, case, store=store, policy=policy, now=now, status=status, forms=forms)
+    return _render_case(request, caller, case, store=store, services=services, tokens=tokens, policy=policy, now=now,
+                        status=status, forms=forms)
 
 
 def _form_again(request, caller, action: str, case_id: str, values: dict, errors: dict, problems: list, *,
-                status: int, choices: list | None = None) -> Response:
+                status: int, choices: list | None = None, answers: list | None = None) -> Response:
     """The one form, as typed, with its messages; a page of its own without htmx. htmx swaps
     only 2xx answers: it gets 200 and is retargeted at the form."""
     form = form_view(action, case_id, caller.language, values=values, errors=errors, problems=problems,
-                     staff_choices=choices)
+                     staff_choices=choices, answers=answers)
     if web.is_htmx(request):
         response = web.html(request, caller, "_case_task.html", form=form)
         response.headers["HX-Retarget"] = f"#form-{action}"
         response.headers["HX-Reswap"] = "outerHTML"
         return response
     return web.html(request, caller, "case_form.html", status=status, form=form, here=_case_path(case_id))
+
+
+# -- an inquiry converted into a complaint (intake's), investigation following ----------------------
+
+CONVERT_ROLES = frozenset({"front_desk", "investigator", "store_manager", "regional_manager", "hq_admin"})
+CONVERT_REFUSED = N_("Intake refused to convert the inquiry. See the fields marked.")
+CONVERT_NOT_YOURS = N_("Your role may not convert an inquiry into a complaint.")
+CONVERT_NOT_INQUIRY = N_("This is no longer an inquiry: it was converted already.")
+CONVERT_CLOSED = N_("The inquiry's case is closed: it can no longer be converted.")
+CONVERT_DOWN = N_("Intake is not answering: the inquiry was not converted. Try again in a moment.")
+CONVERTED = N_("Converted into a complaint: its deadlines count from %(received)s, when the inquiry was received.")
+CONVERTING = N_("Investigation takes the complaint over in a moment: reload the page to see its tasks.")
+_CONVERT_FIELDS = ("category", "severity_flags", "note")
+
+
+def convert_view(case: dict, staff, language: str, policy, *, values: dict | None = None,
+                 errors: dict | None = None, problems: list | None = None, converted: bool = False) -> dict | None:
+    """The "convert into a complaint" form of an open inquiry, for a role that may (intake's
+    complaint:convert); None for any other case (or just converted: intake would refuse it)."""
+    if (case.get("kind") != "inquiry" or case.get("state") == "closed" or converted
+            or getattr(staff, "role", None) not in CONVERT_ROLES):
+        return None
+    text = rendering.translations(language).gettext
+    flagged = set(case.get("severity_flags") or []) if values is None else {
+        flag for flag in FLAGS if values.get(f"flag.{flag}")}
+    values, errors = values or {}, errors or {}
+    category = values.get("category", case.get("category") or "")
+    return {"case_id": str(case.get("id") or ""), "category": category,
+            "categories": [(code, standard_answers.category_label(policy, code, language))
+                           for code in (getattr(policy.sections.get("intake"), "categories", {}) or {})],
+            "flags": [(flag, text(FLAG_LABELS[flag]), flag in flagged) for flag in FLAGS],
+            "note": values.get("note", ""), "errors": {k: v for k, v in errors.items() if k in _CONVERT_FIELDS},
+            "problems": list(problems or []) + [f"{k}: {'; '.join(v)}" for k, v in errors.items()
+                                                if k not in _CONVERT_FIELDS]}
+
+
+def _converted_notice(view: dict, language: str) -> str:
+    text = rendering.translations(language).gettext
+    notice = text(CONVERTED) % {"received": view["received_at"]}
+    return notice + (" " + text(CONVERTING) if view["kind_code"] == "inquiry" else "")
+
+
+def convert(store, request, case_id: str, *, services, tokens, policy, now: datetime) -> Response:
+    """POST /cases/{id}/convert: the inquiry converted into a complaint by intake
+    (`POST /v1/complaints/{id}/convert` with the staff member's token: a category, severity
+    flags, a note), then 303 to the case (`?converted=1`), which investigation converts a moment
+    later. Refused: the page again with intake's reasons beside the form's fields."""
+    values = web.form(request)
+    caller = web.open_caller(store, request, now, values=values)
+    if not _CASE_ID.match(case_id):
+        raise web.PageError(404, NOT_FOUND)
+    text = rendering.translations(caller.language).gettext
+    body = {"category": (values.get("category") or "").strip() or None,
+            "severity_flags": [flag for flag in FLAGS if values.get(f"flag.{flag}")] or None,
+            "note": (values.get("note") or "").strip() or None}
+    token = _token(caller, tokens)
+    errors, details = {}, []
+    try:
+        services.intake.post(f"/v1/complaints/{case_id}/convert", token, {k: v for k, v in body.items() if v},
+                             correlation_id=request.environ.get("closeloop.correlation_id"))
+    except ServiceDown as down:
+        log.warning("inquiry %s not converted: %s", case_id, down)
+        problem, status = CONVERT_DOWN, 503
+    except ServiceRefused as refused:
+        if refused.status == 404:
+            raise web.PageError(404, NOT_FOUND) from None
+        status = refused.status
+        if refused.status == 403:
+            problem = CONVERT_NOT_YOURS
+        elif refused.status == 409:
+            problem = CONVERT_CLOSED if refused.code == "closed" else CONVERT_NOT_INQUIRY
+            details = [refused.message] if refused.message else []
+        else:
+            errors = {name: [text(SERVICE_WORDS[m]) if m in SERVICE_WORDS else m for m in messages]
+                      for name, messages in refused.fields.items()}
+            problem, details = CONVERT_REFUSED, [refused.message] if refused.message and not errors else []
+    else:
+        return web.redirect(request, caller, f"{_case_path(case_id)}?converted=1")
+    try:
+        case = _read_case(services, token, case_id)
+    except ServiceDown:
+        raise web.PageError(503, CASE_DOWN) from None
+    form = convert_view(case, caller.staff, caller.language, policy, values=values, errors=errors,
+                        problems=[text(problem)] + details)
+    # No form to show it in (the case is no inquiry any more, or closed): the case's own message.
+    return _render_case(request, caller, case, store=store, services=services, tokens=tokens, policy=policy, now=now,
+                        status=status, convert=form, problem=None if form else problem)
 
 
 # -- the customer's contact, on request, with a purpose ----------------------------------------------
@@ -672,7 +808,7 @@ def show_contact(store, request, case_id: str, *, services, tokens, policy, now:
             case = _read_case(services, _token(caller, tokens), case_id)
         except ServiceDown:
             raise web.PageError(503, CASE_DOWN) from None
-        response = _render_case(request, caller, case, store=store, policy=policy, now=now, status=status,
-                                contact=view)
+        response = _render_case(request, caller, case, store=store, services=services, tokens=tokens, policy=policy,
+                                now=now, status=status, contact=view)
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -119,23 +119,26 @@ class ServiceClient:
         self._resting_until = 0.0  # time.monotonic(): not asked until then (it did not answer in time)
 
     def call(self, method: str, path: str, token: str, *, params: dict | None = None, json: dict | None = None,
-             correlation_id: str | None = None, headers: dict | None = None) -> dict:
+             correlation_id: str | None = None, headers: dict | None = None, timeout: float | None = None) -> dict:
+        """`timeout`: a shorter deadline than the client's, for what a page can do without (a
+        summary beside the page's own record): it waits that long at most, then goes without."""
         headers = {**(headers or {}), "Authorization": f"Bearer {token}", "Accept": "application/json"}
         if correlation_id:
             headers["X-Correlation-Id"] = correlation_id
+        limit = min(timeout, self.timeout) if timeout else self.timeout
         if time.monotonic() < self._resting_until:
-            raise ServiceDown(self.name, f"no answer within {self.timeout:g} s a moment ago; not asked again yet")
+            raise ServiceDown(self.name, "no answer in time a moment ago; not asked again yet")
         try:
-            with eventlet.Timeout(self.timeout, _Late):
-                status, raw = self._exchange(method, path, params=params, json=json, headers=headers)
+            with eventlet.Timeout(limit, _Late):
+                status, raw = self._exchange(method, path, params=params, json=json, headers=headers, timeout=limit)
         except requests.RequestException as exc:
             if not _timed_out(exc):
                 raise ServiceDown(self.name, f"unreachable ({exc.__class__.__name__})") from None
             self._resting_until = time.monotonic() + self.rest
-            raise ServiceDown(self.name, f"no answer within {self.timeout:g} s") from None
+            raise ServiceDown(self.name, f"no answer within {limit:g} s") from None
         except _Late:
             self._resting_until = time.monotonic() + self.rest
-            raise ServiceDown(self.name, f"no answer within {self.timeout:g} s") from None
+            raise ServiceDown(self.name, f"no answer within {limit:g} s") from None
         if raw is None:
             raise ServiceDown(self.name, f"answered {status} with more than {self.max_bytes} bytes")
         try:
@@ -154,9 +157,9 @@ class ServiceClient:
             raise ServiceDown(self.name, "answered JSON that is not an object")
         return body
 
-    def _exchange(self, method: str, path: str, **kwargs) -> tuple[int, bytes | None]:
+    def _exchange(self, method: str, path: str, timeout: float, **kwargs) -> tuple[int, bytes | None]:
         """(the status, the body read in full; None: over `max_bytes`, the rest not read)."""
-        answer = self._http.request(method, self.base_url + path, timeout=self.timeout, stream=True, **kwargs)
+        answer = self._http.request(method, self.base_url + path, timeout=timeout, stream=True, **kwargs)
         done = False
         try:
             body = bytearray()
@@ -170,8 +173,9 @@ class ServiceClient:
             if not done:  # a connection with an answer half read is not used again
                 answer.close()
 
-    def get(self, path: str, token: str, **params) -> dict:
-        return self.call("GET", path, token, params={k: v for k, v in params.items() if v is not None})
+    def get(self, path: str, token: str, *, timeout: float | None = None, **params) -> dict:
+        return self.call("GET", path, token, params={k: v for k, v in params.items() if v is not None},
+                         timeout=timeout)
 
     def post(self, path: str, token: str, body: dict, correlation_id: str | None = None) -> dict:
         """A POST in the body (a read whose words must stay out of the URL, or a task's form)."""

@@ -1,4 +1,4 @@
-"""The front desk's pages: a new complaint (or suggestion, or praise), a new sale, and a look-up
+"""The front desk's pages: a new complaint (or inquiry, suggestion, praise), a new sale, and a look-up
 that tells a customer where their complaint stands. For the roles front_desk and store_manager;
 the branch is the staff member's (a choice only when their scope holds several branches).
 
@@ -10,7 +10,8 @@ Everything goes through intake's public API with the staff member's own token:
   branch, local day, number) `GET /v1/complaints?branch=&from=&to=` over that branch's local
   day; for a phone number, intake's `POST /v1/customers/lookup` with the purpose the front desk
   states (a choice, or their own words; intake logs who looked whom up and why), listing the
-  customer's complaints in the staff member's branches with where each stands, linked to its case.
+  customer's complaints in the staff member's branches with where each stands, linked to its case,
+  and the customer's file (reporting's, by the `customer_ref` intake answers: customers.py).
   The look-up form is a POST (with the session's CSRF token) answered by the page itself, so a
   phone never appears in a URL (the browser's history, the gateway's access log); the page shows
   it masked only. A phone in `GET /lookup?q=` (typed into an address bar) is not looked up.
@@ -27,7 +28,7 @@ from datetime import date, datetime, time, timedelta
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from services.console import rendering, web
+from services.console import customer_summary, rendering, web
 from services.console.clients import ServiceDown, ServiceRefused
 from services.console.rendering import N_
 from shared.web.text import TextRefused, clean_text
@@ -35,14 +36,15 @@ from shared.web.text import TextRefused, clean_text
 log = logging.getLogger("closeloop.console.front_desk")
 
 DESK_ROLES = frozenset({"front_desk", "store_manager"})
-KINDS = ("complaint", "suggestion", "praise")
+KINDS = ("complaint", "inquiry", "suggestion", "praise")
 CHANNELS = ("front_desk", "phone", "wechat", "social_media", "email", "web_form", "online_chat")
 FLAGS = ("allergy", "burn", "injury", "infection", "serious_service_failure", "legal_threat", "media_threat",
          "wide_reach")
 CUSTOMER_LANGUAGES = (("zh", "中文"), ("en", "English"))  # each in its own language
 PRODUCT_ROWS, ITEM_ROWS, MAX_ROWS = 2, 3, 20
 
-KIND_LABELS = {"complaint": N_("Complaint"), "suggestion": N_("Suggestion"), "praise": N_("Praise")}
+KIND_LABELS = {"complaint": N_("Complaint"), "suggestion": N_("Suggestion"), "praise": N_("Praise"),
+               "inquiry": N_("Inquiry")}
 CHANNEL_LABELS = {"front_desk": N_("At the front desk"), "phone": N_("Phone"), "wechat": N_("WeChat"),
                   "social_media": N_("Social media"), "email": N_("Email"), "web_form": N_("Web form"),
                   "online_chat": N_("Online chat")}
@@ -585,7 +587,10 @@ def _customer_view(answer: dict, caller, policy) -> dict:
         view["case_path"] = f"/cases/{case_id}" if case_id and caller.staff.role in CASE_READERS else None
         complaints.append(view)
     sales = [_sale_view(item, caller.language, policy) for item in answer.get("sales") or [] if isinstance(item, dict)]
-    return {"phone": str(customer.get("phone") or ""), "complaints": complaints, "sales": sales,
+    ref = answer.get("customer_ref")
+    file = (customer_summary.file_path(ref) if isinstance(ref, str) and customer_summary.REF.match(ref)
+            and caller.staff.role in customer_summary.FILE_ROLES else None)
+    return {"phone": str(customer.get("phone") or ""), "complaints": complaints, "sales": sales, "file": file,
             "more_complaints": bool(answer.get("more_complaints")), "more_sales": bool(answer.get("more_sales"))}
 
 

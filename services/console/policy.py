@@ -77,6 +77,9 @@ class ConsoleRules:
     # once instead of each holding one of the console's workers for the whole timeout.
     service_rest_seconds: float = 10.0
     service_answer_max_bytes: int = 8 * 1024 * 1024  # an answer larger than this is garbage, not read on
+    # What a page shows beside its own record (the customer's summary, the standard answers): waited
+    # for this long at most, then the page goes without it (and the service rests, as above).
+    aside_timeout_seconds: float = 1.5
 
 
 RULES = ConsoleRules()

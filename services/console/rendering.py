@@ -42,7 +42,7 @@ TASK_TITLES = frozenset((N_("Assign an owner"), N_("First response to the custom
                          N_("Propose a remedy"), N_("Approve the remedy"), N_("Fulfil the remedy"),
                          N_("Written result to the customer"), N_("Open a corrective action"),
                          N_("Chase the action"), N_("Record the promise broken"), N_("Acknowledge"),
-                         N_("Adopt or decline"), N_("Pass the praise on")))
+                         N_("Adopt or decline"), N_("Pass the praise on"), N_("Answer the inquiry")))
 
 
 @functools.lru_cache(maxsize=None)

@@ -11,7 +11,7 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 from werkzeug.wrappers import Response
 
-from services.console import assets, call_list, cases, front_desk, handlers, login, overview
+from services.console import assets, call_list, cases, customers, front_desk, handlers, login, overview
 from services.console.clients import Services, StaffTokens, base_urls
 from services.console.policy import RULES
 from services.console.repository import ConsoleStore
@@ -91,6 +91,16 @@ class ConsoleService:
     @page("POST", "/cases/<case_id>/tasks/<task>")
     def complete_case_task(self, request, case_id, task):
         return cases.complete_task(self.db, request, case_id, task, **self._deps())
+
+    @page("POST", "/cases/<case_id>/convert")
+    def convert_inquiry(self, request, case_id):
+        return cases.convert(self.db, request, case_id, **self._deps())
+
+    # -- a customer's file (customers.py; reporting's) ------------------------------------------
+
+    @page("GET", "/customers/<customer_ref>")
+    def customer_file(self, request, customer_ref):
+        return customers.customer_page(self.db, request, customer_ref, **self._deps())
 
     # -- the front desk: new complaint, new sale, look-up (front_desk.py) --------------------------
 

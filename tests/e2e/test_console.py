@@ -111,12 +111,13 @@ def csrf_of(text: str) -> str:
 
 @pytest.fixture
 def console(start_service, database_factory, clock, monkeypatch):
-    """The console on a fresh database, on the test's clock; investigation unreachable unless a
-    test starts one (console_with(...))."""
+    """The console on a fresh database, on the test's clock; investigation and reporting
+    unreachable unless a test starts them (console_with(...))."""
     def start(**overrides) -> Console:
         url = database_factory("console")
         monkeypatch.setenv("CONSOLE_DATABASE_URL", url)  # what `closeloop staff` works on
         overrides.setdefault("INVESTIGATION_URL", NOBODY)
+        overrides.setdefault("REPORTING_URL", NOBODY)  # (not a reporting `make dev` may run on this machine)
         service = start_service("console", clock=clock, database_url=url, **overrides)
         return Console(service, url, clock)
     return start
