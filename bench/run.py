@@ -1,7 +1,7 @@
 """`make bench`: Closeloop's throughput and latency, each figure beside its ceiling.
 
     python -m bench.run [--seconds 15] [--profile]
-        [--only intake,relay,consumer,cases,timers,lifecycle,engine,aftercare,reporting,console]
+        [--only intake,relay,consumer,cases,timers,lifecycle,engine,aftercare,reporting,console,customer_file]
 
 Uses the RabbitMQ and PostgreSQL that `make test` would (AMQP_URI / DATABASE_URL, else the
 local defaults), in a vhost `closeloop-bench` and databases `closeloop_bench_*` of its own.
@@ -36,8 +36,9 @@ TARGETS = {"intake_per_s": 600, "intake_p99_ms_at_200": 50, "relay_per_s": 5000,
            "cases_per_s": 200, "timers_find_ms": 100, "timers_fire_per_s": 200,
            "aftercare_plans_per_s": 500, "aftercare_queue_ms": 20, "reporting_ingest_per_s": 2000,
            "reporting_kpis_ms": 50, "reporting_export_rows_per_s": 50_000, "reporting_export_rss_mb": 200,
-           "console_page_p95_ms": 100, "console_page_bytes": 100_000}
-STEPS = ("intake", "relay", "consumer", "cases", "timers", "lifecycle", "engine", "aftercare", "reporting", "console")
+           "console_page_p95_ms": 100, "console_page_bytes": 100_000, "customer_file_p95_ms": 50}
+STEPS = ("intake", "relay", "consumer", "cases", "timers", "lifecycle", "engine", "aftercare", "reporting", "console",
+         "customer_file")
 
 
 def log(message: str) -> None:
@@ -556,6 +557,19 @@ def step_reporting(env, seconds, work, results):
         f"{reads['export']['csv'].get('rows_per_s')} rows/s, peak RSS {reads['export']['csv'].get('peak_rss_mb')} MB")
 
 
+def own_run(module: str, env, drop_all, timeout: float = 3600) -> dict:
+    """`python -m bench.<module> --json` in a process of its own: its figures. What it made (its
+    vhost, its databases) is dropped after by `drop_all(env)`, also when the run is cut short."""
+    try:
+        out = subprocess.run([sys.executable, "-m", f"bench.{module}", "--json"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=timeout)
+    finally:
+        drop_all(env)
+    if out.returncode:
+        raise RuntimeError(f"bench.{module} failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout)
+
+
 def step_console(env, seconds, work, results):
     """The staff console (issue 12, bench/console.py) in a process of its own, bounded in time:
     every page's server time for the roles that work in it, with 10,000 open cases and about
@@ -564,17 +578,23 @@ def step_console(env, seconds, work, results):
     from bench import console
 
     log("console: four services, the console and three relays; 10,000 open cases (a few minutes loading them)")
-    try:
-        out = subprocess.run([sys.executable, "-m", "bench.console", "--json"], env=env, cwd=ROOT,
-                             capture_output=True, text=True, timeout=3600)
-    finally:
-        console.drop_all(env)
-    if out.returncode:
-        raise RuntimeError(f"bench.console failed: {out.stderr.strip()[-2000:]}")
-    figures = results["console"] = json.loads(out.stdout)
+    figures = results["console"] = own_run("console", env, console.drop_all)
     slow = [f"{p['page']} ({p['role']}) {p['p95_ms']} ms" for p in figures["pages"] if not p["met"]["p95"]]
     log(f"console: {len(figures['pages'])} pages measured; over {TARGETS['console_page_p95_ms']} ms at p95: "
         + (", ".join(slow) or "none"))
+
+
+def step_customer_file(env, seconds, work, results):
+    """The customer file (issue 13, bench/customer_file.py) in a process of its own, bounded in
+    time: GET /v1/customers/{customer_ref} of a reporting process over HTTP among 1,000,000
+    customers loaded with COPY, for a customer with 200 cases, 200 sales and 200 visits and for
+    ordinary ones, with an HQ token and a branch token. Its own vhost and database; both dropped
+    at the end."""
+    from bench import customer_file
+
+    log("customer file: 1,000,000 customers' records (a few minutes loading them), then the file over HTTP")
+    figures = results["customer_file"] = own_run("customer_file", env, customer_file.drop_all)
+    log("customer file p95 ms: " + ", ".join(f"{k} {figures[k]['p95_ms']}" for k in CUSTOMER_FILE_SERIES))
 
 
 # --- set-up and report -----------------------------------------------------------------------
@@ -670,6 +690,7 @@ def report(results: dict) -> str:
     lines += reporting_rows
     console_rows, console_notes = console_lines(results.get("console"))
     lines += console_rows
+    lines += customer_file_lines(results.get("customer_file"))
     lines += cpu_line("CPU per complaint accepted", (results.get("intake") or {}).get("cpu_ms_per_complaint"))
     lines += cpu_line("CPU per case opened", (cases or {}).get("cpu_ms_per_case"))
     if timers:
@@ -852,6 +873,24 @@ def console_lines(console: dict | None) -> tuple[list[str], list[str]]:
     return rows, notes
 
 
+CUSTOMER_FILE_SERIES = {"heavy_hq": "a customer with 200 cases, 200 sales and 200 visits, HQ",
+                        "heavy_branch": "that customer, one branch's manager",
+                        "ordinary_hq": "ordinary customers (one a request), HQ",
+                        "ordinary_branch": "ordinary customers, one branch's manager (404 when none there)"}
+
+
+def customer_file_lines(figures: dict | None) -> list[str]:
+    """The customer file step's rows: p50 / p95 / p99 of each series against the target."""
+    if not figures:
+        return []
+    target = TARGETS["customer_file_p95_ms"]
+    load = figures["load"]
+    return [f"| customer file `GET /v1/customers/{{ref}}` among {load['customers']:,} customers: {what} "
+            f"(p50 / p95 / p99) | {f['p50_ms']} / {f['p95_ms']} / {f['p99_ms']} ms | {f['mean_bytes']} B an answer, "
+            f"{f['runs']} requests | p95 < {target} ms | {_met(f['p95_ms'] < target and not f['errors'])} |"
+            for key, what in CUSTOMER_FILE_SERIES.items() for f in (figures[key],)]
+
+
 def cpu_line(what: str, cpu: dict | None) -> list[str]:
     """CPU milliseconds by part (postgres and beam.smp: the local servers, whoever used them)."""
     if not cpu:
@@ -895,6 +934,8 @@ def main(argv=None) -> int:
             step_reporting(env, args.seconds, work, results)
         if "console" in steps:
             step_console(env, args.seconds, work, results)
+        if "customer_file" in steps:
+            step_customer_file(env, args.seconds, work, results)
     stamp = save_results(results)
     print(report(results))
     profile = results.get("intake_profile")

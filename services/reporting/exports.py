@@ -191,12 +191,18 @@ def _crlf(lines: list[bytes]) -> bytes:
 
 def xlsx_file(engine: sa.Engine, scope: Scope, filters: dict, zone: ZoneInfo):
     """A write-only workbook (rows go to disk as they come), then the file in chunks."""
+    return workbook("cases", COLUMNS, _rows(engine, scope, filters, zone))
+
+
+def workbook(title: str, columns, chunks):
+    """A write-only workbook of one sheet: `columns`, then the rows of `chunks` (lists of rows)
+    as they come (to disk), text as text cells; the file, spooled, from its start."""
     from openpyxl import Workbook
 
     book = Workbook(write_only=True)
-    sheet = book.create_sheet("cases")
-    sheet.append(list(COLUMNS))
-    for chunk in _rows(engine, scope, filters, zone):
+    sheet = book.create_sheet(title)
+    sheet.append(list(columns))
+    for chunk in chunks:
         for row in chunk:
             sheet.append([_text_cell(sheet, v) if isinstance(v, str) else float(v) if isinstance(v, Decimal) else v
                           for v in row])

@@ -14,10 +14,18 @@ in any order and more than once (a retried delivery, a replay):
   one record, so a case_resolved heard after the case_closed it led to does not reopen it;
 - intake's registration and investigation's case_opened both describe the complaint: intake's
   wins, as the record's source, whichever came first.
-No contact data: the events carry `customer_ref` and masks only, and the facts keep the ref."""
+No contact data: the events carry `customer_ref` and masks only, and the facts keep the ref.
+Free text (the description, the findings, the measures, the corrective action: the case
+library's) is kept scrubbed only (scrub.py), with the customer's surname once the mask is known.
+
+An inquiry converted into a complaint (intake's complaint_registered with `converted_from`,
+investigation's case_converted) is a complaint from then on, whichever event comes first: the
+inquiry's registration heard after its conversion only fills what is still unknown."""
 from __future__ import annotations
 
 from datetime import datetime
+
+from services.reporting.scrub import scrub_text
 
 # The state each investigation event leaves the case in.
 STATE_OF = {"case_opened": "open", "case_assigned": "assigned", "case_acknowledged": "acknowledged",
@@ -50,7 +58,8 @@ def new_case(case_id: str) -> dict:
             "responsibility": None, "remedies": {}, "resolved_at": None, "resolved_within_sla": None,
             "reopened": 0, "closed_at": None, "outcome": None, "corrective_action": None,
             "decision": None, "follow_up_score": None, "follow_up_at": None, "origin": None,
-            "state": None, "described_by": None, "sequences": {}}
+            "state": None, "described_by": None, "sequences": {}, "products": [], "converted_from": None,
+            "converted_at": None, "texts": {}, "standard_answers": {}}
 
 
 def _later(a: str | None, b: str | None) -> str | None:
@@ -73,12 +82,24 @@ def apply(facts: dict, event: dict) -> dict:
     facts["branch_code"] = facts["branch_code"] or event.get("branch_code")
 
     if source == "intake" and kind in ("complaint_registered", "feedback_registered"):
-        _describe(facts, payload, "intake")
+        converted = payload.get("converted_from")
+        if facts.get("converted_from") and not converted:
+            _fill(facts, payload)  # the inquiry's registration, heard after its conversion
+        else:
+            _describe(facts, payload, "intake")
+        if converted:
+            facts["converted_from"] = converted
+            facts["converted_at"] = _earlier(facts.get("converted_at"), payload.get("converted_at") or at)
         service = payload.get("service") or {}
         facts["channel"] = payload.get("channel")
         facts["technician_id"] = service.get("technician_id")
         facts["service_code"] = service.get("code")
         facts["batches"] = sorted({p["batch"] for p in payload.get("products") or [] if p.get("batch")})
+        _add_products(facts, payload.get("products") or [])
+        texts = facts.setdefault("texts", {})
+        if payload.get("description") is not None:
+            texts["description"] = payload["description"]
+        _scrub_texts(facts)  # the mask now known: every text scrubbed with the surname
         return facts
     if source == "aftercare":
         if kind == "visit_completed" and payload.get("kind") == "follow_up":
@@ -94,6 +115,8 @@ def apply(facts: dict, event: dict) -> dict:
         if facts["described_by"] != "intake":
             _describe(facts, payload, "investigation")
         facts["opened_at"] = _earlier(facts["opened_at"], at)
+        if payload.get("converted_from"):  # opened as the complaint an inquiry became
+            facts["converted_from"] = payload["converted_from"]
         if payload.get("origin"):
             origin = payload["origin"]
             facts["origin"] = origin
@@ -103,11 +126,25 @@ def apply(facts: dict, event: dict) -> dict:
             batch = (origin.get("product") or {}).get("batch")
             if batch and batch not in facts["batches"]:
                 facts["batches"] = sorted({*facts["batches"], batch})
+            if origin.get("product"):
+                _add_products(facts, [origin["product"]])
     elif kind == "case_assigned" and _newer(facts, "owner", sequence):
         facts["owner"] = payload.get("owner")
     elif kind == "case_acknowledged":
         if facts["first_response_at"] is None or _earlier(at, facts["first_response_at"]) == at:
             facts["first_response_at"], facts["first_response_within_sla"] = at, payload.get("within_sla")
+            _answer_used(facts, "first_response", payload, at)
+    elif kind == "case_converted":
+        for name in ("kind", "category", "priority", "severity_flags", "received_at", "first_response_due",
+                     "resolution_due"):
+            if payload.get(name) is not None and _newer(facts, name, sequence):
+                facts[name] = list(payload[name]) if name == "severity_flags" else payload[name]
+        facts["converted_from"] = payload.get("from_kind") or "inquiry"
+        facts["converted_at"] = _earlier(facts.get("converted_at"), payload.get("converted_at") or at)
+    elif kind == "customer_notified":
+        if _newer(facts, "measures", sequence):
+            _set_text(facts, "measures", payload.get("measures"))
+            _answer_used(facts, "written_result", payload, at)
     elif kind == "sla_breached":
         clock = payload["clock"]
         facts["breaches"][clock] = max(facts["breaches"].get(clock, 0), payload.get("level") or 1)
@@ -119,6 +156,8 @@ def apply(facts: dict, event: dict) -> dict:
                 facts[f"{clock}_due"] = due
     elif kind == "findings_recorded" and _newer(facts, "responsibility", sequence):
         facts["responsibility"] = payload.get("responsibility")
+        _set_text(facts, "findings", payload.get("facts"))
+        _set_text(facts, "root_cause", payload.get("root_cause"))
     elif kind in ("remedy_proposed", "remedy_approved", "remedy_rejected", "remedy_fulfilled", "promise_made",
                   "promise_kept", "promise_broken"):
         _remedy(facts, kind, payload)
@@ -137,6 +176,8 @@ def apply(facts: dict, event: dict) -> dict:
     elif kind in ("corrective_action_opened", "corrective_action_closed"):
         action = facts["corrective_action"] or {}
         action.update({"due": payload.get("due"), "owner": payload.get("owner")})
+        if payload.get("action") is not None and _newer(facts, "action", sequence):
+            _set_text(facts, "action", payload["action"])
         if kind == "corrective_action_closed":
             action.update({"done_at": payload.get("done_at"), "on_time": payload.get("on_time")})
         facts["corrective_action"] = action
@@ -163,6 +204,45 @@ def _newer(facts: dict, name: str, sequence: int) -> bool:
         return False
     facts["sequences"][name] = sequence
     return True
+
+
+def _fill(facts: dict, payload: dict) -> None:
+    """What a registration says that the facts do not know yet."""
+    for name in _DESCRIBED:
+        if facts.get(name) is None and payload.get(name) is not None:
+            facts[name] = list(payload[name]) if name == "severity_flags" else payload[name]
+    facts["described_by"] = "intake"
+
+
+def _add_products(facts: dict, products: list[dict]) -> None:
+    """The products a case is about (sku and batch), each once, in one order whatever came first."""
+    known = {(p.get("sku"), p.get("batch")) for p in facts.get("products") or []}
+    known |= {(p.get("sku"), p.get("batch")) for p in products if p.get("sku") or p.get("batch")}
+    facts["products"] = [{"sku": sku, "batch": batch} for sku, batch in sorted(known, key=lambda k: (k[0] or "",
+                                                                                                    k[1] or ""))]
+
+
+def _set_text(facts: dict, name: str, text: str | None) -> None:
+    """A free text of the case, kept scrubbed (with the customer's surname when the mask is known)."""
+    texts = facts.setdefault("texts", {})
+    texts[name] = scrub_text(text, (facts.get("customer_masked") or {}).get("name"))
+
+
+def _scrub_texts(facts: dict) -> None:
+    masked = (facts.get("customer_masked") or {}).get("name")
+    texts = facts.setdefault("texts", {})
+    for name, text in texts.items():
+        texts[name] = scrub_text(text, masked)
+
+
+def _answer_used(facts: dict, purpose: str, payload: dict, at: str) -> None:
+    """The standard answer (an id of the policy's) the first response or the newest written result
+    used, if any."""
+    used = facts.setdefault("standard_answers", {})
+    if payload.get("standard_answer"):
+        used[purpose] = {"id": payload["standard_answer"], "at": at}
+    else:
+        used.pop(purpose, None)
 
 
 def _describe(facts: dict, payload: dict, by: str) -> None:
@@ -216,7 +296,8 @@ def visit_of(event: dict) -> str | None:
 def new_visit(visit_id: str) -> dict:
     return {"visit_id": visit_id, "branch_code": None, "kind": None, "sale_id": None, "case_id": None,
             "due_at": None, "status": None, "attempts": 0, "reached": False, "score": None, "finished_at": None,
-            "suggestions": False, "discomfort": False, "adverse_reaction": False, "sequences": {}}
+            "suggestions": False, "discomfort": False, "adverse_reaction": False, "sequences": {},
+            "customer_ref": None, "answers": None, "standard_answer": None}
 
 
 def apply_visit(visit: dict, event: dict) -> dict:
@@ -224,8 +305,15 @@ def apply_visit(visit: dict, event: dict) -> dict:
     visit = _copied(visit)
     kind, payload, at = event["type"], event["payload"], event["occurred_at"]
     visit["branch_code"] = visit["branch_code"] or event.get("branch_code")
-    for name in ("kind", "sale_id", "case_id"):
-        visit[name] = visit[name] or payload.get(name)
+    for name in ("kind", "sale_id", "case_id", "customer_ref"):
+        visit[name] = visit.get(name) or payload.get(name)
+    if kind in ("visit_attempted", "visit_completed") and payload.get("standard_answer"):
+        # the newest call's (a completion after the attempt at the same instant)
+        used = visit.get("standard_answer")
+        mine = {"id": payload["standard_answer"], "at": at, "completed": kind == "visit_completed"}
+        when = lambda u: (datetime.fromisoformat(u["at"]), u["completed"], u["id"])  # noqa: E731
+        if used is None or when(mine) >= when(used):
+            visit["standard_answer"] = mine
     if kind in VISIT_STATUS_OF and _newer(visit, "status", event.get("sequence") or 0):
         visit["status"] = VISIT_STATUS_OF[kind]
     if kind == "visit_scheduled":
@@ -235,13 +323,38 @@ def apply_visit(visit: dict, event: dict) -> dict:
         visit["reached"] = visit["reached"] or bool(payload.get("reached"))
     elif kind == "visit_completed":
         answers = payload.get("answers") or {}
-        visit.update(score=payload.get("score"), reached=True, finished_at=at,
+        visit.update(score=payload.get("score"), reached=True, finished_at=at, answers=dict(answers),
                      suggestions=bool(answers.get("suggestions")), discomfort=bool(answers.get("discomfort")))
     elif kind in ("visit_abandoned", "visit_cancelled"):
         visit["finished_at"] = visit["finished_at"] or at
     elif kind == "adverse_reaction_reported":
         visit["adverse_reaction"] = True
     return visit
+
+
+# -- the standard answers used, with the satisfaction that followed --------------------------------
+
+VISIT_ANSWER = "visit_follow_up"
+
+
+def answer_uses(record: dict) -> list[dict]:
+    """The standard answers a case's facts (its first response, its newest written result; an
+    inquiry's answer) or a visit's facts (its newest call) say were used: rows of answer_uses."""
+    if "visit_id" in record:
+        used = record.get("standard_answer")
+        if not used:
+            return []
+        return [{"record_id": record["visit_id"], "purpose": VISIT_ANSWER, "standard_answer": used["id"],
+                 "branch_code": record.get("branch_code"), "used_at": used["at"],
+                 "score": record.get("score") if record.get("status") == "completed" else None}]
+    rows = []
+    for purpose, used in sorted((record.get("standard_answers") or {}).items()):
+        if purpose == "first_response" and record.get("kind") == "inquiry":
+            purpose = "inquiry"
+        rows.append({"record_id": record["case_id"], "purpose": purpose, "standard_answer": used["id"],
+                     "branch_code": record.get("branch_code"), "used_at": used["at"],
+                     "score": record.get("follow_up_score")})
+    return rows
 
 
 # -- records that are whole in one event --------------------------------------------------------
@@ -254,6 +367,22 @@ def sale_items(event: dict) -> list[dict]:
              "type": item.get("type"), "product_type": item.get("product_type"),
              "technician_id": item.get("technician_id"), "batch": item.get("batch")}
             for line, item in enumerate(p.get("items") or [])]
+
+
+SALE_ITEM = ("type", "sku", "code", "name", "product_type", "batch", "technician_id")  # what the file shows
+
+
+def sale(event: dict) -> dict | None:
+    """A sale as the customer file shows it (intake's sale_recorded): who (the ref and the mask),
+    whether they consented to contact, and its items (None: no sale to show, no time of sale)."""
+    p = event["payload"]
+    if not p.get("sold_at"):
+        return None
+    masked = p.get("customer_masked") or {}
+    return {"sale_id": p["sale_id"], "branch_code": event["branch_code"], "sold_at": p["sold_at"],
+            "customer_ref": p.get("customer_ref"), "customer_masked": {k: masked.get(k) for k in ("name", "phone")},
+            "contact_consent": p.get("contact_consent"),
+            "items": [{k: item.get(k) for k in SALE_ITEM} for item in p.get("items") or []]}
 
 
 def adverse_reaction(event: dict) -> dict:

@@ -11,13 +11,13 @@ from collections import Counter
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from services.reporting import alerts, exports, facts, models, queries, repository, schemas
+from services.reporting import alerts, customers, exports, facts, library, models, queries, repository, schemas
 from services.reporting.kpis import add_to_cells, case_measures, sale_measures, visit_measures
 from services.reporting.policy import PERMISSIONS, ReportingRules
 from shared.calendar.clock import isoformat
 from shared.messaging.envelope import build_event
 from shared.security.auth import Identity
-from shared.web.errors import ValidationFailed
+from shared.web.errors import NotFound, ValidationFailed
 from shared.web.requests import load, load_query, page
 
 log = logging.getLogger("closeloop.reporting")
@@ -65,10 +65,13 @@ def _fold(uow, events: list[dict], now: datetime, cells: bool = True) -> dict[st
         for v in current.values():
             count(v, "due_at", None, visit_measures(v), 1)
         uow.visits.save(current, now)
-    sales, reactions, reads = [], [], []
+    sales, sold, reactions, reads = [], [], [], []
     for e in events:
         if e["source"] == "intake" and e["type"] == "sale_recorded":
             sales += facts.sale_items(e)
+            whole = facts.sale(e)
+            if whole:
+                sold.append(whole)
         elif e["source"] == "aftercare" and e["type"] == "adverse_reaction_reported":
             reactions.append(facts.adverse_reaction(e))
         elif e["source"] == "investigation" and e["type"] == "archive_accessed":
@@ -77,6 +80,7 @@ def _fold(uow, events: list[dict], now: datetime, cells: bool = True) -> dict[st
     for item in sales:  # a sale heard twice (two events of one sale) counts once
         if (uuid.UUID(str(item["sale_id"])), item["line"]) in kept:
             count(item, "sold_at", None, sale_measures(item), 1)
+    uow.records.add(models.sales, sold)
     uow.records.add(models.adverse_reactions, reactions)
     uow.records.add(models.access_log, reads)
     uow.rollups.add(changes)
@@ -281,6 +285,21 @@ def kpis(store, *, identity: Identity, query: dict, policy, now: datetime) -> di
             "groups": [{"key": key, **figures} for key, figures in sorted(groups.items())] if group_by else []}
 
 
+def standard_answers(store, *, identity: Identity, query: dict, policy, now: datetime) -> dict:
+    """GET /v1/kpis/standard-answers: how often each standard answer was used in the period, and
+    the satisfaction that followed (`satisfied`: the share of those scores of 4 or 5, in %)."""
+    _, scope = _checked(identity, "kpi:read", schemas.PeriodQuery(), query, policy, now)
+    with store.engine.connect() as conn:
+        used = queries.standard_answers(conn, scope)
+    return {"from": isoformat(scope.lo), "to": isoformat(scope.hi), "time_zone": scope.zone,
+            "branches": sorted(scope.branches) if scope.branches is not None else None,
+            "answers": [{"standard_answer": u["standard_answer"], "purpose": u["purpose"], "used": u["used"],
+                         "followed_up": u["followed_up"],
+                         "mean_score": round(u["mean_score"], 2) if u["mean_score"] is not None else None,
+                         "satisfied": round(100 * u["satisfied"] / u["followed_up"], 1) if u["followed_up"] else None}
+                        for u in used]}
+
+
 def alerts_now(store, *, identity: Identity, query: dict, now: datetime) -> dict:
     PERMISSIONS.require(identity, "alert:read")
     params, errors = load(schemas.AlertQuery(), query)
@@ -328,6 +347,19 @@ def export(store, *, identity: Identity, query: dict, policy, now: datetime, kin
             exports.file_chunks(spool))
 
 
+def case_library(store, *, identity: Identity, query: dict, policy, now: datetime, kind: str):
+    """(mimetype, headers, body chunks) of the case library, CSV or XLSX: closed complaints of
+    the period, nobody named."""
+    params, scope = _checked(identity, "export:read", schemas.LibraryQuery(), query, policy, now)
+    zone = chain_zone(policy)
+    headers = {"Content-Disposition": f'attachment; filename="{library.filename(kind, scope, zone)}"',
+               "Cache-Control": "no-store"}
+    if kind == "csv":
+        return "text/csv; charset=utf-8", headers, library.csv_stream(store.engine, scope, params)
+    return ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", headers,
+            exports.file_chunks(library.xlsx_file(store.engine, scope, params)))
+
+
 def access_log(store, *, identity: Identity, query: dict, policy, now: datetime) -> dict:
     PERMISSIONS.require(identity, "access_log:read")
     params, after = load_query(schemas.AccessLogQuery(), query)
@@ -340,3 +372,19 @@ def access_log(store, *, identity: Identity, query: dict, policy, now: datetime)
         rows = queries.access_log(conn, lo, hi, identity.branches, case_id, after, params["limit"] + 1)
     view = lambda r: {**r, "accessed_at": isoformat(r["accessed_at"])}  # noqa: E731
     return page(rows, params["limit"], view, lambda r: (r["accessed_at"], r["event_id"]))
+
+
+def customer_file(store, *, identity: Identity, customer_ref: str, query: dict) -> str:
+    """GET /v1/customers/{customer_ref}: the customer's file as the caller's scope shows it, as
+    JSON text (its lists written by PostgreSQL: customers.py)."""
+    PERMISSIONS.require(identity, "customer:read")
+    _, errors = load(schemas.CustomerQuery(), query)
+    if not customers.valid_ref(customer_ref):
+        errors["customer_ref"] = ["a customer reference: c_ and 32 hexadecimal digits (as intake's look-up gives it)"]
+    if errors:
+        raise ValidationFailed("invalid request", fields=errors)
+    with store.engine.connect() as conn:
+        found = customers.read(conn, customer_ref, identity.branches)
+    if found is None:
+        raise NotFound(f"no records of customer {customer_ref} in your scope")
+    return found

@@ -31,7 +31,8 @@ SCALARS = ("total", "complaints", "sla_met", "sla_late", "escalated_1", "escalat
            "reopened", "score_sum", "scored", "scored_4_5", "praise", "suggestions", "suggestions_adopted",
            "actions_open", "actions_done", "actions_on_time", "promises_kept", "promises_broken", "services",
            "visits_due", "visits_completed", "visits_abandoned", "visit_score_sum", "visit_scored",
-           "adverse_reactions", "visit_suggestions")
+           "adverse_reactions", "visit_suggestions", "inquiries", "inquiries_answered", "inquiries_in_time",
+           "inquiries_converted")
 KEYED = ("by_kind", "by_category", "by_priority", "by_channel", "remedy_count", "remedy_cost", "first_response",
          "resolution")
 LIVE = "open_breached"  # clocks running past their due at `now`: never in a cell
@@ -128,6 +129,7 @@ def case_measures(f: dict) -> Measures:
         m[("score_sum", "")], m[("scored", "")] = score, 1
         if score >= 4:
             m[("scored_4_5", "")] = 1
+    m.update(inquiry_measures(f))
     if kind == "praise":
         m[("praise", "")] = 1
     if kind == "suggestion":
@@ -150,6 +152,23 @@ def case_measures(f: dict) -> Measures:
         if r.get("promise") in ("kept", "broken"):
             m[(f"promises_{r['promise']}", "")] += 1
     return dict(m)
+
+
+def inquiry_measures(f: dict) -> Measures:
+    """Inquiries (consultations) counted apart: every case received as one (converted ones too),
+    those answered (the first response) while inquiries, answered by their deadline, converted
+    into complaints (which count as complaints from then on)."""
+    converted = f.get("converted_from") == "inquiry"
+    if f.get("kind") != "inquiry" and not converted:
+        return {}
+    m = {("inquiries", ""): 1}
+    if converted:
+        m[("inquiries_converted", "")] = 1
+    elif f.get("first_response_at"):
+        m[("inquiries_answered", "")] = 1
+        if f.get("first_response_due") and _at(f["first_response_at"]) <= _at(f["first_response_due"]):
+            m[("inquiries_in_time", "")] = 1
+    return m
 
 
 def open_breached(f: dict, now: datetime) -> int:
@@ -268,6 +287,9 @@ def figures(measures: Measures, percentiles: bool = False) -> dict:
                       "abandoned": n("visits_abandoned"),
                       "mean_score": _mean(one.get("visit_score_sum", 0), n("visit_scored")),
                       "adverse_reactions": n("adverse_reactions"), "suggestions_recorded": n("visit_suggestions")},
+        "inquiries": {"received": n("inquiries"), "answered": n("inquiries_answered"),
+                      "answered_in_time": n("inquiries_in_time"), "converted": n("inquiries_converted"),
+                      "answered_in_time_pct": _share(n("inquiries_in_time"), n("inquiries_answered"))},
         "closed_loop": {"corrective_actions_open": n("actions_open"),
                         "done_on_time_pct": _share(n("actions_on_time"), n("actions_done")),
                         "suggestions": n("suggestions"), "suggestions_adopted": n("suggestions_adopted")},

@@ -72,9 +72,12 @@ case_facts = sa.Table(
     sa.Column("first_bucket", sa.SmallInteger),       # the first response's duration (kpis.bucket)
     sa.Column("resolution_bucket", sa.SmallInteger),  # the resolution's
     sa.Column("anonymised_at", TZ),  # its customer's data scrubbed (retention.py)
+    sa.Column("customer_ref", sa.Text),    # the customer file's key (cleared by retention)
+    sa.Column("converted_from", sa.Text),  # 'inquiry': an inquiry converted into this complaint
     sa.Column("facts", pg.JSONB, nullable=False),
     sa.Column("updated_at", TZ, nullable=False),
     sa.Index("ix_case_facts_received", "received_at", "branch_code"),
+    sa.Index("ix_case_facts_customer", "customer_ref", "received_at"),  # the customer file
     sa.Index("ix_case_facts_branch", "branch_code", "received_at"),  # one branch's reads
     sa.Index("ix_case_facts_closed", "closed_at", postgresql_where=sa.text("anonymised_at IS NULL")),
     # The complaints with a clock still running: what a read of the KPI cells adds live.
@@ -108,10 +111,39 @@ visit_facts = sa.Table(
     sa.Column("score", sa.Integer),
     sa.Column("suggestions", sa.Boolean, nullable=False, server_default="false"),
     sa.Column("adverse_reaction", sa.Boolean, nullable=False, server_default="false"),
+    sa.Column("customer_ref", sa.Text),  # the customer file's key (cleared by retention)
     sa.Column("facts", pg.JSONB, nullable=False),
     sa.Column("updated_at", TZ, nullable=False),
     sa.Index("ix_visit_facts_due", "due_at", "branch_code"),
     sa.Index("ix_visit_facts_branch", "branch_code", "due_at"),
+    sa.Index("ix_visit_facts_customer", "customer_ref", "due_at"),  # the customer file
+)
+
+# Sales as the customer file shows them (facts.sale), one row per sale: who bought (the ref and
+# the mask, both cleared by retention), their consent to contact, the items with their names.
+sales = sa.Table(
+    "sales", metadata,
+    sa.Column("sale_id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("branch_code", sa.Text, nullable=False),
+    sa.Column("sold_at", TZ, nullable=False),
+    sa.Column("customer_ref", sa.Text),
+    sa.Column("customer_masked", pg.JSONB),
+    sa.Column("contact_consent", sa.Boolean),
+    sa.Column("items", pg.JSONB, nullable=False),
+    sa.Index("ix_sales_customer", "customer_ref", "sold_at"),
+)
+
+# Which standard answer each first response, written result and visit used (one row per record
+# and purpose), with the satisfaction that followed: the case's follow-up score, the visit's.
+answer_uses = sa.Table(
+    "answer_uses", metadata,
+    sa.Column("record_id", pg.UUID(as_uuid=False), primary_key=True),  # a case's or a visit's id
+    sa.Column("purpose", sa.Text, primary_key=True),  # first_response | written_result | visit_follow_up | inquiry
+    sa.Column("standard_answer", sa.Text, nullable=False),
+    sa.Column("branch_code", sa.Text),
+    sa.Column("used_at", TZ, nullable=False),
+    sa.Column("score", sa.Integer),
+    sa.Index("ix_answer_uses_used", "used_at", "branch_code"),
 )
 
 # Sales, one row per item: services sold per branch and technician (complaints per 100 services).

@@ -19,6 +19,9 @@ PERMISSIONS = Permissions({
     "alert:read": _MANAGERS,
     "export:read": _MANAGERS,
     "access_log:read": {"auditor", "hq_admin"},
+    # the customer file: whoever serves a returning customer, in their scope
+    "customer:read": {"front_desk", "aftercare_agent", "investigator", "store_manager", "regional_manager",
+                      "hq_admin", "hq_analyst"},
 })
 _RULE = {"at_least", "within"}
 DEFAULTS = {"recurring_problem": (3, "P14D"), "safety_signal": (2, "P30D")}

@@ -84,6 +84,13 @@ _CASE_SCALARS = {
     "praise": "count(*) FILTER (WHERE kind = 'praise')",
     "suggestions": "count(*) FILTER (WHERE kind = 'suggestion')",
     "suggestions_adopted": "count(*) FILTER (WHERE kind = 'suggestion' AND decision = 'adopted')",
+    # kpis.inquiry_measures
+    "inquiries": "count(*) FILTER (WHERE kind = 'inquiry' OR converted_from = 'inquiry')",
+    "inquiries_converted": "count(*) FILTER (WHERE converted_from = 'inquiry')",
+    "inquiries_answered": "count(*) FILTER (WHERE kind = 'inquiry' AND converted_from IS DISTINCT FROM 'inquiry' "
+                          "AND first_response_at IS NOT NULL)",
+    "inquiries_in_time": "count(*) FILTER (WHERE kind = 'inquiry' AND converted_from IS DISTINCT FROM 'inquiry' "
+                         "AND first_response_at <= first_response_due)",
     "actions_open": "count(*) FILTER (WHERE corrective_due IS NOT NULL AND corrective_done_at IS NULL)",
     "actions_done": "count(*) FILTER (WHERE corrective_done_at IS NOT NULL)",
     "actions_on_time": "count(*) FILTER (WHERE corrective_done_at IS NOT NULL AND corrective_on_time)",
@@ -298,6 +305,16 @@ def kpis(conn: sa.Connection, scope: Scope, group_by: str | None, now: datetime)
 
 def empty_figures() -> dict:
     return kpi_figures({})
+
+
+def standard_answers(conn: sa.Connection, scope: Scope) -> list[dict]:
+    """Each standard answer's uses in the period (by when it was used) and scope, per purpose,
+    with the satisfaction that followed (the case's follow-up score, the visit's), most used first."""
+    sql = (f"SELECT standard_answer, purpose, count(*) AS used, count(score) AS followed_up, "
+           f"avg(score)::float8 AS mean_score, count(*) FILTER (WHERE score >= 4) AS satisfied "
+           f"FROM answer_uses WHERE {period_where('used_at', scope)} "
+           f"GROUP BY 1, 2 ORDER BY used DESC, standard_answer, purpose")
+    return [dict(r._mapping) for r in conn.execute(sa.text(sql), _params(scope, scope.lo))]
 
 
 def open_alerts(conn: sa.Connection, branches: frozenset[str] | None, now: datetime, kind: str | None,

@@ -16,7 +16,7 @@ from shared.persistence.unit_of_work import Store, UnitOfWork
 # The columns KPIs filter and group by, from the folded facts.
 _COLUMNS = ("branch_code", "region", "kind", "category", "priority", "channel", "technician_id", "state",
             "received_at", "first_response_at", "first_response_due", "resolved_at", "resolution_due", "closed_at",
-            "escalation_level", "reopened", "outcome", "follow_up_score")
+            "escalation_level", "reopened", "outcome", "follow_up_score", "customer_ref", "converted_from")
 
 
 def _insert_many(uow: UnitOfWork, statement, rows: list[dict], returning=None):
@@ -97,9 +97,22 @@ class Folded:
         _insert_many(self._uow, statement.on_conflict_do_update(
             index_elements=[self.key], set_={name: statement.excluded[name] for name in rows[0] if name != self.key}),
             rows)
+        # The standard answers they used, as their facts say now.
+        t = models.answer_uses
+        self._uow.execute(t.delete().where(t.c.record_id.in_(list(folded)), self._uses))
+        uses = [row for facts in folded.values() for row in case_facts.answer_uses(facts)]
+        if uses:
+            _insert_many(self._uow, insert(t), uses)
+
+    @property
+    def _uses(self):
+        """Which rows of answer_uses are this model's."""
+        purpose = models.answer_uses.c.purpose
+        return purpose == case_facts.VISIT_ANSWER if self.key == "visit_id" else purpose != case_facts.VISIT_ANSWER
 
     def clear(self) -> None:
         # DELETE, not TRUNCATE: readers keep the old rows until the rebuild commits.
+        self._uow.execute(models.answer_uses.delete().where(self._uses))
         self._uow.execute(self.table.delete())
 
 
@@ -143,7 +156,7 @@ class VisitFacts(Folded):
     def columns(self, facts: dict) -> dict:
         return {name: facts.get(name) for name in ("branch_code", "kind", "status", "due_at", "finished_at",
                                                     "attempts", "reached", "score", "suggestions",
-                                                    "adverse_reaction")}
+                                                    "adverse_reaction", "customer_ref")}
 
 
 class Records:
@@ -160,7 +173,7 @@ class Records:
         return {tuple(r) for r in _insert_many(self._uow, insert(table).on_conflict_do_nothing(), rows)}
 
     def clear(self) -> None:
-        for table in (models.sale_items, models.adverse_reactions, models.access_log):
+        for table in (models.sale_items, models.sales, models.adverse_reactions, models.access_log):
             self._uow.execute(table.delete())
 
 

@@ -5,7 +5,10 @@ than the policy's `retention.personal_data` (P3Y), or a sale was made that long 
 legal hold on it (investigation's `legal_hold_set`, newest by sequence, read from the log), its
 facts lose the customer and every logged event about it (by correlation id: the case's, or the
 sale's and its return visits') loses the customer and the phone numbers, e-mail addresses and
-names in its texts. Figures keep their shape: KPIs and a rebuild give the same counts.
+names in its texts. The customer file's links go with it: the case's, the sale's and their
+visits' `customer_ref` columns (and the sale's mask), and the texts the facts keep (a case's
+library texts, a visit's answers) are scrubbed again. Figures keep their shape: KPIs and a
+rebuild give the same counts.
 
 The run mechanism is shared.persistence.anonymisation, which runs KINDS."""
 from __future__ import annotations
@@ -15,13 +18,22 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from services.reporting import models
+from services.reporting.scrub import scrub_text
 from shared.persistence.anonymisation import RecordKind
-from shared.security.privacy import scrub_json, scrubber
+from shared.security.privacy import scrub_json
 
 # Payload fields that are free text (or hold some), scrubbed; the rest are codes, times and counts.
 TEXT_FIELDS = ("description", "discomfort_description", "answers", "comment", "text", "note", "reason", "message",
-               "measures", "follow_up", "facts", "root_cause", "purpose")
+               "measures", "follow_up", "facts", "root_cause", "purpose", "conversion_note", "action")
 HOLDS = ("legal_hold_set", "legal_hold_released")
+
+
+def scrubber(customer_masked: dict | None):
+    """What anonymises a record's texts: the case library's scrubber (scrub.py: numbers,
+    addresses, messaging ids, titles and the surname the mask kept), so that the texts the facts
+    keep and the log's, folded again, are scrubbed alike."""
+    name = (customer_masked or {}).get("name")
+    return lambda text: scrub_text(text, name)
 
 
 def _held_ids(uow) -> set[str]:
@@ -70,12 +82,17 @@ def _held_cases(uow, closed_before: datetime) -> int:
 
 
 def _scrub_log(uow, record_id: str, customer_masked: dict | None, now: datetime) -> None:
+    """The record's logged events scrubbed, and the visits they are about (a sale's return
+    visits, a case's follow-ups) lose the customer."""
     log = models.event_log
     scrub = scrubber(customer_masked)
+    visits = set()
     for row in uow.execute(sa.select(log.c.id, log.c.envelope).where(log.c.correlation_id == record_id,
                                                                       log.c.anonymised_at.is_(None))).all():
         envelope = dict(row.envelope)
         payload = dict(envelope["payload"])
+        if row.envelope.get("source") == "aftercare" and payload.get("visit_id"):
+            visits.add(payload["visit_id"])
         for name in TEXT_FIELDS:
             if payload.get(name) is not None:
                 payload[name] = scrub_json(payload[name], scrub)
@@ -85,13 +102,28 @@ def _scrub_log(uow, record_id: str, customer_masked: dict | None, now: datetime)
             payload["customer_masked"] = {}
         envelope["payload"] = payload
         uow.execute(log.update().where(log.c.id == row.id).values(envelope=envelope, anonymised_at=now))
+    _anonymise_visits(uow, sorted(visits), scrub)
+
+
+def _anonymise_visits(uow, visit_ids: list[str], scrub) -> None:
+    v = models.visit_facts
+    if not visit_ids:
+        return
+    for row in uow.execute(sa.select(v.c.visit_id, v.c.facts).where(v.c.visit_id.in_(visit_ids))).all():
+        facts = {**row.facts, "customer_ref": None}
+        if facts.get("answers") is not None:
+            facts["answers"] = scrub_json(facts["answers"], scrub)
+        uow.execute(v.update().where(v.c.visit_id == row.visit_id).values(facts=facts, customer_ref=None))
 
 
 def _anonymise_cases(uow, rows: list, now: datetime) -> None:
     c = models.case_facts
     for row in rows:
         facts = {**row.facts, "customer_ref": None, "customer_masked": None}
-        uow.execute(c.update().where(c.c.case_id == row.id).values(facts=facts, anonymised_at=now))
+        if facts.get("texts"):
+            facts["texts"] = scrub_json(facts["texts"], scrubber(row.facts.get("customer_masked")))
+        uow.execute(c.update().where(c.c.case_id == row.id).values(facts=facts, customer_ref=None,
+                                                                   anonymised_at=now))
         _scrub_log(uow, str(row.id), row.facts.get("customer_masked"), now)
 
 
@@ -112,8 +144,11 @@ def _held_sales(uow, sold_before: datetime) -> int:
 
 
 def _anonymise_sales(uow, rows: list, now: datetime) -> None:
+    s = models.sales
     for row in rows:
         _scrub_log(uow, row.id, row.envelope["payload"].get("customer_masked"), now)
+        uow.execute(s.update().where(s.c.sale_id == row.id).values(customer_ref=None,
+                                                                   customer_masked={"name": None, "phone": None}))
 
 
 KINDS = (RecordKind("case", due=_due_cases, anonymise=_anonymise_cases, held=_held_cases),

@@ -57,7 +57,7 @@ class KpiQuery(PeriodQuery):
 
 
 class ExportQuery(PeriodQuery):
-    kind = fields.String(validate=validate.OneOf(("complaint", "suggestion", "praise")))
+    kind = fields.String(validate=validate.OneOf(("complaint", "suggestion", "praise", "inquiry")))
     category = fields.String(validate=validate.Length(min=1, max=100))
 
 
@@ -67,6 +67,15 @@ class AlertQuery(Strict):
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
     # each alert lists its first 50 records (`records_more` when it has more), every one with `all`
     records = fields.String(validate=validate.OneOf(("all",)))
+
+
+class CustomerQuery(Strict):
+    """The customer file takes no parameters: any given is named."""
+
+
+class LibraryQuery(PeriodQuery):
+    """The case library: closed complaints of a period (by when they closed), one category."""
+    category = fields.String(validate=validate.Length(min=1, max=100))
 
 
 class AccessLogQuery(PageQuery):

@@ -57,6 +57,11 @@ class ReportingService(Operations):
         return handlers.kpis(self.db, identity=identity(request), query=query_args(request), policy=self.env.policy,
                              now=self.env.now())
 
+    @api("GET", "/v1/kpis/standard-answers")
+    def standard_answers(self, request):
+        return handlers.standard_answers(self.db, identity=identity(request), query=query_args(request),
+                                         policy=self.env.policy, now=self.env.now())
+
     @api("GET", "/v1/alerts")
     def alerts(self, request):
         return handlers.alerts_now(self.db, identity=identity(request), query=query_args(request), now=self.env.now())
@@ -69,10 +74,23 @@ class ReportingService(Operations):
     def export_xlsx(self, request):
         return self._export(request, "xlsx")
 
-    def _export(self, request, kind):
-        mimetype, headers, body = handlers.export(self.db, identity=identity(request), query=query_args(request),
-                                                  policy=self.env.policy, now=self.env.now(), kind=kind)
+    @api("GET", "/v1/exports/case-library.csv")
+    def case_library_csv(self, request):
+        return self._export(request, "csv", handlers.case_library)
+
+    @api("GET", "/v1/exports/case-library.xlsx")
+    def case_library_xlsx(self, request):
+        return self._export(request, "xlsx", handlers.case_library)
+
+    def _export(self, request, kind, export=handlers.export):
+        mimetype, headers, body = export(self.db, identity=identity(request), query=query_args(request),
+                                         policy=self.env.policy, now=self.env.now(), kind=kind)
         return Response(body, content_type=mimetype, headers=headers, direct_passthrough=True)
+
+    @api("GET", "/v1/customers/<customer_ref>")
+    def customer_file(self, request, customer_ref):
+        return Response(handlers.customer_file(self.db, identity=identity(request), customer_ref=customer_ref,
+                                               query=query_args(request)), mimetype="application/json")
 
     @api("GET", "/v1/access-log")
     def access_log(self, request):

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -166,28 +167,55 @@ class RunningService:
 def start_service(amqp_uri, database_factory, tcp_proxy):
     """Start a service in the test process: `start_service("intake", clock=ManualClock())`.
     (It asks for tcp_proxy so that proxies outlive the services connected through them.)"""
-    from nameko.runners import ServiceRunner
-
-    from shared.runtime import config
-
     runners = []
 
     def start(name: str, *, clock=None, database_url: str | None = None, amqp: str | None = None,
               **overrides) -> RunningService:
-        service_class = config.service_class(name)
-        port = free_port()
-        settings = config.service_config(name, env={}, AMQP_URI=amqp or amqp_uri,
-                                DATABASE_URL=database_url or database_factory(name),
-                                WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", CLOCK=clock,
-                                CUSTOMER_REF_KEY="test-customer-ref-key", DB_POOL_SIZE=5, **overrides)
-        runner = ServiceRunner(settings)
-        runner.add_service(service_class)
-        runner.start()
-        runners.append(runner)
-        return RunningService(name, f"http://127.0.0.1:{port}", settings, runner)
+        service = run_service(name, amqp or amqp_uri, database_url or database_factory(name), clock, **overrides)
+        runners.append(service.runner)
+        return service
 
     yield start
     stop_runners(runners)
+
+
+def run_service(name: str, amqp_uri: str, database_url: str, clock=None, **overrides) -> RunningService:
+    """A service started in the test process (its runner: stop it with stop_runners)."""
+    from nameko.runners import ServiceRunner
+
+    from shared.runtime import config
+
+    port = free_port()
+    settings = config.service_config(name, env={}, AMQP_URI=amqp_uri, DATABASE_URL=database_url,
+                                     WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", CLOCK=clock,
+                                     CUSTOMER_REF_KEY="test-customer-ref-key", DB_POOL_SIZE=5, **overrides)
+    runner = ServiceRunner(settings)
+    runner.add_service(config.service_class(name))
+    runner.start()
+    return RunningService(name, f"http://127.0.0.1:{port}", settings, runner)
+
+
+@contextmanager
+def services_in_process(amqp_uri: str, database_factory, names, clock, relays: bool = True):
+    """For a module's fixture (one start for its tests): the services `names` on fresh databases
+    and one clock, each with its relay; {name: RunningService (its `database_url` too)}."""
+    running, started = {}, []
+    try:
+        for name in names:
+            service = run_service(name, amqp_uri, database_factory(name), clock)
+            service.database_url = service.config["DATABASE_URL"]
+            running[name] = service
+            if relays:
+                relay = Relay(db.make_engine(service.database_url, 2), amqp_uri)
+                relay.thread = eventlet.spawn(relay.run)
+                started.append(relay)
+        yield running
+    finally:
+        stop_runners([s.runner for s in running.values()])
+        for relay in started:
+            relay.stop()
+            relay.thread.wait()
+            relay.engine.dispose()
 
 
 def stop_runners(runners) -> None:

@@ -301,6 +301,32 @@ def test_exports_stream_the_cases_masked_and_the_access_log_is_for_auditors(chai
     assert bad.status_code == 400 and set(jsonbody(bad)["error"]["fields"]) == {"from", "kind"}
     assert get("/v1/exports/cases.csv", "front_desk", "SH001").status_code == 403
 
+    # The customer file: the three complaints and a sale of one phone number at two branches, each
+    # reader the records of their scope (issue 13); the case library and the standard answers answer.
+    sale = {**hair_colour_sale("T-9", local(0, 10)), "customer": {"name": "王女士", "phone": "13812346138",
+                                                                  "contact_consent": False, "language": "zh"}}
+    sale_id = post(chain, "/v1/sales", sale, "SH002")["id"]
+    wait_until(lambda: database_rows(chain.databases["reporting"], sa.text("SELECT count(*) FROM sales"))[0][0] == 1,
+               "the sale in reporting")
+    [(ref,)] = database_rows(chain.databases["reporting"], sa.text("SELECT DISTINCT customer_ref FROM case_facts"))
+    whole = get(f"/v1/customers/{ref}", "hq_analyst")
+    assert whole.status_code == 200, whole.text
+    body = jsonbody(whole)
+    assert sorted(c["case_id"] for c in body["cases"]) == sorted(ids) and [s["sale_id"] for s in body["sales"]] == [
+        sale_id]
+    assert body["customer_masked"] == {"name": "王**", "phone": "138****6138"} and body["contact_consent"] is False
+    assert (body["summary"]["complaints"], body["summary"]["sales"]) == (3, 1)
+    sh002 = jsonbody(get(f"/v1/customers/{ref}", "store_manager", "SH002"))
+    assert [c["case_id"] for c in sh002["cases"]] == [ids[2]] and len(sh002["sales"]) == 1
+    assert get(f"/v1/customers/{ref}", "front_desk", "BJ001").status_code == 404
+    assert set(jsonbody(get("/v1/customers/13812346138", "front_desk", "SH001"))["error"]["fields"]) == {
+        "customer_ref"}
+    library = get("/v1/exports/case-library.csv", "hq_analyst", category="booking")
+    assert library.status_code == 200 and library.content.decode().lstrip("\ufeff").startswith("case_id,category,")
+    assert get("/v1/exports/case-library.xlsx", "hq_analyst").status_code == 200
+    used = get("/v1/kpis/standard-answers", "store_manager", "SH001")
+    assert used.status_code == 200 and jsonbody(used)["answers"] == []
+
     log = get("/v1/access-log", "auditor")
     assert log.status_code == 200
     [entry] = jsonbody(log)["items"]

@@ -186,8 +186,9 @@ PERIOD_BAD = {  # query -> the field the 400 must name
 }
 KPI_BAD = {**PERIOD_BAD, "group_by=year": "group_by", "group_by=": "group_by", "group_by=BRANCH": "group_by",
            "group_by=branch&group_by=day": "group_by", "group_by=branch%00": "group_by"}
-EXPORT_BAD = {**PERIOD_BAD, "kind=inquiry": "kind", "kind=": "kind", "category=": "category",
+EXPORT_BAD = {**PERIOD_BAD, "kind=order": "kind", "kind=": "kind", "category=": "category",
               "category=" + "c" * 101: "category", "group_by=branch": "group_by"}
+LIBRARY_BAD = {**{q: f for q, f in EXPORT_BAD.items() if not q.startswith("kind")}, "kind=complaint": "kind"}
 # Dates at the ends of the calendar: refused naming the field, or answered (with nothing); never a 500.
 EXTREME_DATES = {
     "to=9999-12-31": "to",  # its day ends in year 10000
@@ -210,7 +211,10 @@ def raw_get(service, path, query, role=("hq_admin", "*"), token=None):
 
 
 ENDPOINTS = (("/v1/kpis", KPI_BAD), ("/v1/exports/cases.csv", EXPORT_BAD), ("/v1/exports/cases.xlsx", EXPORT_BAD),
-             ("/v1/alerts", ALERTS_BAD), ("/v1/access-log", ACCESS_BAD))
+             ("/v1/alerts", ALERTS_BAD), ("/v1/access-log", ACCESS_BAD),
+             ("/v1/exports/case-library.csv", LIBRARY_BAD), ("/v1/exports/case-library.xlsx", LIBRARY_BAD),
+             ("/v1/kpis/standard-answers", {**PERIOD_BAD, "group_by=branch": "group_by"}),
+             ("/v1/customers/c_" + "0" * 32, {"limit=5": "limit", "from=2026-11-01": "from", "x=%00": "x"}))
 
 
 def test_malformed_and_extreme_queries_are_400_naming_the_field_on_every_endpoint(lone):

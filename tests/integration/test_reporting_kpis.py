@@ -35,7 +35,7 @@ def envelope(source, event_type, record_id, sequence, t, branch, **payload) -> d
 def random_case(rng: random.Random) -> list[dict]:
     """One case's events: a complaint (mostly), suggestion or praise, worked more or less well."""
     case_id, branch = str(uuid.uuid4()), rng.choice(sorted(BRANCHES))
-    kind = rng.choices(("complaint", "suggestion", "praise"), (8, 1, 1))[0]
+    kind = rng.choices(("complaint", "suggestion", "praise", "inquiry"), (8, 1, 1, 2))[0]
     received = START + timedelta(minutes=rng.randrange(40 * 24 * 60))
     priority = "low" if kind != "complaint" else rng.choice(("urgent", "general", "general"))
     first_due = received + timedelta(hours={"urgent": 1, "general": 24, "low": 72}[priority])
@@ -51,6 +51,16 @@ def random_case(rng: random.Random) -> list[dict]:
                        resolution_due=iso(resolution_due), customer_ref="c", customer_masked={"name": "王**"},
                        service={"code": "S", "technician_id": tech} if tech else None, products=[])]
     events.append(envelope("investigation", "case_opened", case_id, next(seq), received, branch, **ids, kind=kind))
+    if kind == "inquiry" and rng.random() < 0.3:  # converted into a complaint: one of intake's or investigation's
+        converted = {**events[0]["payload"], "kind": "complaint", "category": rng.choice(CATEGORIES),
+                     "priority": "general", "converted_from": "inquiry", "converted_at": iso(received)}
+        if rng.random() < 0.7:
+            events.append(envelope("intake", "complaint_registered", case_id, 2, received, branch, **converted))
+        if rng.random() < 0.7:
+            events.append(envelope("investigation", "case_converted", case_id, next(seq), received, branch, **ids,
+                                   from_kind="inquiry", kind="complaint", category=converted["category"],
+                                   priority="general", received_at=iso(received),
+                                   first_response_due=iso(first_due), resolution_due=iso(resolution_due)))
     if rng.random() < 0.6:
         events.append(envelope("investigation", "case_assigned", case_id, next(seq), received, branch, **ids,
                                owner=rng.choice(("M-1", "M-2"))))
@@ -114,7 +124,7 @@ def chain(database_factory):
     store.engine.dispose()
 
 
-CASE_SECTIONS = ("response", "satisfaction", "remedies", "closed_loop")
+CASE_SECTIONS = ("response", "satisfaction", "remedies", "closed_loop", "inquiries")
 
 
 def expected(folded: list[dict], key, lo: datetime, hi: datetime, branches=None) -> dict:
@@ -156,6 +166,9 @@ def local_day(f) -> str:
 def test_every_grouping_gives_the_figures_computed_over_the_facts(chain):
     store, folded = chain
     assert len(folded) == 400
+    converted = [f for f in folded if f["converted_from"] == "inquiry"]
+    assert converted and {f["kind"] for f in converted} == {"complaint"}
+    assert any(f["kind"] == "inquiry" and f["first_response_at"] for f in folded)
     check(store, folded, None, lambda f: "all")
     check(store, folded, "branch", lambda f: f["branch_code"])
     check(store, folded, "region", lambda f: BRANCHES[f["branch_code"]])
