@@ -34,9 +34,10 @@ def as_user(amqp_uri: str, user: str, password: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def users(amqp_uri):
-    """intake and investigation users on this run's vhost, named uniquely (users are global)."""
+    """intake and investigation users on this run's vhost, named uniquely (users are global); made
+    once for the module (the management API takes seconds for each), the tests only use them."""
     admin = BrokerAdmin(amqp_uri)
     prefix = f"t{uuid.uuid4().hex[:8]}-"
     passwords = {"intake": uuid.uuid4().hex, "investigation": uuid.uuid4().hex}

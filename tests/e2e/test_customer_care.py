@@ -147,6 +147,12 @@ def test_an_inquiry_is_answered_and_closed_and_another_converted_keeps_its_recei
     again = chain.call("POST", "intake", f"/v1/complaints/{complaint['id']}/convert", "store_manager", json={})
     assert again.status_code == 409 and jsonbody(again)["error"]["code"] == "not_an_inquiry"
 
+    def counted():  # the module's only inquiries: counted apart from the complaints
+        figures = chain.ok("GET", "reporting", "/v1/kpis", "hq_analyst", "*")["totals"]["inquiries"]
+        return figures if figures["converted"] == 1 and figures["answered"] == 1 else None
+    inquiries = wait_until(counted, "reporting to count the inquiries")
+    assert (inquiries["received"], inquiries["answered_in_time"]) == (2, 1)
+
 
 def test_standard_answers_come_ranked_by_how_often_their_category_was_complained_about_in_scope(chain):
     for category, times in (("price", 3), ("staff_attitude", 1)):
