@@ -74,6 +74,18 @@ class Events:
                 self.add("aftercare", "visit_completed", branch, case, at + timedelta(days=1), 2, case_id=case,
                          kind="follow_up", visit_id=str(uuid.uuid4()), score=score, answers={"satisfaction": score})
 
+    def inquiry(self, branch: str, received: datetime, answered_after: float | None):
+        case, due = str(uuid.uuid4()), received + timedelta(hours=24)
+        self.add("intake", "feedback_registered", branch, case, received, complaint_id=case, kind="inquiry",
+                 reference=f"{branch}-{received:%Y%m%d}-9{case[:3]}", channel="phone", category="after_sales",
+                 priority="low", severity_flags=[], received_at=received.isoformat(), region=BRANCHES[branch],
+                 first_response_due=due.isoformat(), resolution_due=due.isoformat(), customer_ref=None)
+        if answered_after is not None:
+            at = received + timedelta(hours=answered_after)
+            self.add("investigation", "case_acknowledged", branch, case, at, 2, case_id=case, channel="phone",
+                     within_sla=at <= due)
+            self.add("investigation", "case_closed", branch, case, at, 3, case_id=case, outcome="answered")
+
     def sale(self, rng, branch: str, sold: datetime, *, batch: str | None = None, outcome: str | None = None,
              reaction_at: datetime | None = None):
         sale, visit = str(uuid.uuid4()), str(uuid.uuid4())
@@ -126,6 +138,9 @@ def chain_month() -> list[dict]:
         number += 1
         events.complaint(rng, branch, sold + timedelta(days=1, hours=2), "safety", number, flags=["allergy"],
                          products=[{"sku": "DYE-5N", "batch": BATCH}], answered_after=1, resolved_after=30, score=3)
+    # Consultations, counted apart: two answered (one late), one waiting.
+    for branch, days_ago, answered in (("SH001", 6, 2.0), ("BJ001", 3, 30.0), ("SH002", 0, None)):
+        events.inquiry(branch, NOW - timedelta(days=days_ago, hours=4), answered)
     return events.all
 
 
@@ -256,6 +271,8 @@ def test_the_dashboard_draws_the_chain_in_chinese_and_english_from_the_token_in_
         "the branches breaching their SLA now"
     aftercare = dict(zip(texts(browser, "#aftercare .name"), texts(browser, "#aftercare .value")))
     assert aftercare["不良反应"] == "3" and aftercare["应回访"] != "0" and aftercare["接通率"].endswith("%")
+    inquiries = dict(zip(texts(browser, "#inquiries .name"), texts(browser, "#inquiries .value")))
+    assert (inquiries["咨询"], inquiries["已答复"], inquiries["按时答复"], inquiries["转为投诉"]) == ("3", "2", "50%", "0")
     zh = screenshot(browser, shots, "zh", 1280)
     browser.set_window_size(1280, 2000)
 

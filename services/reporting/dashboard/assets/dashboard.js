@@ -26,7 +26,8 @@
       complaints: "投诉", per100: "每百次服务投诉", sla: "SLA 达标率", firstResponse: "首次响应（中位）",
       resolutionRate: "解决率", meanScore: "平均评分", share45: "4–5 分占比", resolutionHours: "解决用时（中位）",
       branch: "门店", visitsDue: "应回访", completed: "已完成", reached: "接通率", abandoned: "已放弃",
-      adverse: "不良反应", visitScore: "回访评分", hours: "小时", noData: "此周期没有数据",
+      adverse: "不良反应", visitScore: "回访评分", inquiries: "客户咨询", inquiriesReceived: "咨询",
+      inquiriesAnswered: "已答复", inquiriesInTime: "按时答复", inquiriesConverted: "转为投诉", hours: "小时", noData: "此周期没有数据",
       noAlerts: "没有待处理的预警", alertsFailed: "预警暂时无法加载（HTTP {s}），请稍后刷新。", noBreaching: "没有正在超时的案件", lateCases: "{n} 件超时",
       firstResponseLate: "首次响应超时", resolutionLate: "解决超时", clockFirst: "首次响应",
       clockResolution: "解决", overdue: "逾期", days: "天", allAlerts: "显示全部 {n} 条预警", fewerAlerts: "收起",
@@ -54,7 +55,9 @@
       firstResponse: "First response (median)", resolutionRate: "Resolution rate", meanScore: "Mean score",
       share45: "Scores 4–5", resolutionHours: "Resolution (median)", branch: "Branch", visitsDue: "Visits due",
       completed: "Completed", reached: "Reached", abandoned: "Abandoned", adverse: "Adverse reactions",
-      visitScore: "Visit score", hours: "h", noData: "No data in this period", noAlerts: "No open alerts",
+      visitScore: "Visit score", inquiries: "Inquiries", inquiriesReceived: "Inquiries",
+      inquiriesAnswered: "Answered", inquiriesInTime: "Answered in time", inquiriesConverted: "Became complaints",
+      hours: "h", noData: "No data in this period", noAlerts: "No open alerts",
       alertsFailed: "The alerts could not be loaded (HTTP {s}); refresh in a moment.",
       noBreaching: "No case is breaching its SLA", lateCases: "{n} late cases",
       firstResponseLate: "First response late", resolutionLate: "Resolution late", clockFirst: "first response",
@@ -299,6 +302,7 @@
     renderLeague(d.branches.groups);
     renderAlerts(d.alerts);
     renderAftercare(s.totals.aftercare);
+    renderInquiries(s.totals.inquiries);
     $("asof").textContent = d.alerts.as_of ? t("asOf", {t: zoneTime(d.alerts.as_of), z: state.zone}) : "";
   }
 
@@ -451,6 +455,12 @@
       ["visitsDue", num(a.visits_due)], ["completed", num(a.completed)], ["reached", pct(a.reached_pct)],
       ["abandoned", num(a.abandoned)], ["adverse", num(a.adverse_reactions), a.adverse_reactions ? "warn" : ""],
       ["visitScore", score(a.mean_score)]]);
+  }
+
+  function renderInquiries(q) {  // consultations, counted apart from the complaints
+    cards($("inquiries"), [
+      ["inquiriesReceived", num(q.received)], ["inquiriesAnswered", num(q.answered)],
+      ["inquiriesInTime", pct(q.answered_in_time_pct)], ["inquiriesConverted", num(q.converted)]]);
   }
 
   // -- controls ----------------------------------------------------------------------------------
