@@ -12,7 +12,8 @@ from shared.web.requests import PageQuery, Strict, StrictBoolean, Text
 
 ATTEMPT_CHANNELS = ("phone", "sms", "wechat", "email", "in_person")
 # A standard answer's id (investigation.standard_answers in the chain policy): safety-first-response-zh.
-STANDARD_ANSWER_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# To the very end (\Z: `$` would let a trailing newline through, an id reporting counts apart).
+STANDARD_ANSWER_ID = r"\A[A-Za-z0-9][A-Za-z0-9_.-]*\Z"
 QUEUE_STATUSES = ("open", "scheduled", "in_progress", *FINISHED)
 
 

@@ -354,12 +354,14 @@ def _duration(seconds: float, language: str) -> str:
 
 _DETAIL_LABELS = {"channel": CHANNELS, "responsibility": RESPONSIBILITIES, "type": REMEDY_TYPES,
                   "status": REMEDY_STATUSES, "decision": DECISIONS, "role": ROLE_LABELS, "to_role": ROLE_LABELS,
-                  "kind": KINDS, "from_kind": KINDS, "category": CATEGORIES, "outcome": OUTCOMES}
+                  "kind": KINDS, "from_kind": KINDS, "category": CATEGORIES, "outcome": OUTCOMES,
+                  "state": STATES, "priority": rendering.PRIORITY_LABELS}
 
 
 def _detail_items(detail, case_zone: ZoneInfo, language: str) -> list[tuple[str, str]]:
     """A timeline entry's detail as (key, text) pairs; instants in the branch's zone, known
-    codes in words."""
+    codes in words. A detail within (what a converted inquiry was: `from`) is its own pairs,
+    "key: text" each, those without a value left out."""
     if not isinstance(detail, dict):
         return []
     items = []
@@ -375,6 +377,8 @@ def _detail_items(detail, case_zone: ZoneInfo, language: str) -> list[tuple[str,
             value = ", ".join(map(str, value))
         elif isinstance(value, bool):
             value = "✓" if value else "✗"
+        elif isinstance(value, dict):
+            value = "; ".join(f"{inner}: {text}" for inner, text in _detail_items(value, case_zone, language) if text)
         items.append((str(key), "" if value is None else str(value)))
     return items
 
@@ -698,13 +702,16 @@ def convert(store, request, case_id: str, *, services, tokens, policy, now: date
     if not _CASE_ID.match(case_id):
         raise web.PageError(404, NOT_FOUND)
     text = rendering.translations(caller.language).gettext
+    # The flags as the form shows them (the inquiry's ticked to begin with), always sent: one
+    # unticked is not the complaint's (left out, intake would keep the inquiry's).
     body = {"category": (values.get("category") or "").strip() or None,
-            "severity_flags": [flag for flag in FLAGS if values.get(f"flag.{flag}")] or None,
+            "severity_flags": [flag for flag in FLAGS if values.get(f"flag.{flag}")],
             "note": (values.get("note") or "").strip() or None}
     token = _token(caller, tokens)
     errors, details = {}, []
     try:
-        services.intake.post(f"/v1/complaints/{case_id}/convert", token, {k: v for k, v in body.items() if v},
+        services.intake.post(f"/v1/complaints/{case_id}/convert", token,
+                             {k: v for k, v in body.items() if v is not None},
                              correlation_id=request.environ.get("closeloop.correlation_id"))
     except ServiceDown as down:
         log.warning("inquiry %s not converted: %s", case_id, down)

@@ -14,6 +14,7 @@ Answers the service cannot give (down, refused) leave the form as it was: withou
 from __future__ import annotations
 
 import logging
+import string
 
 from services.console import rendering
 from services.console.clients import ServiceDown, ServiceRefused
@@ -47,11 +48,19 @@ def category_label(policy, code, language: str) -> str:
 
 
 def fill(text: str, facts: dict) -> str:
-    """The placeholders the console knows the value of, put in (the others left for the handler)."""
-    for name in PLACEHOLDERS:
-        if facts.get(name):
-            text = text.replace("{" + name + "}", str(facts[name]))
-    return text
+    """An answer's text (a template: {{ and }} are literal braces) with the placeholders the
+    console knows the value of put in, the others left for the handler as {name}; a text that is
+    no template (investigation's policy check lets none through) as it is."""
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError:
+        return text
+    filled = []
+    for literal, name, _, _ in parts:
+        filled.append(literal)
+        if name is not None:
+            filled.append(str(facts[name]) if name in PLACEHOLDERS and facts.get(name) else "{" + name + "}")
+    return "".join(filled)
 
 
 def offered(services, token: str, *, purpose: str, language: str, policy, page_language: str,
@@ -70,12 +79,13 @@ def offered(services, token: str, *, purpose: str, language: str, policy, page_l
     for item in answer.get("answers") or []:
         if not isinstance(item, dict) or not item.get("id"):
             continue
-        text = item.get("filled") if isinstance(item.get("filled"), str) else str(item.get("text") or "")
+        # Filled by investigation (a case's), else the template, filled here with what the console knows.
+        text = item.get("filled") if isinstance(item.get("filled"), str) else fill(str(item.get("text") or ""),
+                                                                                  facts or {})
         n = rendering.integer(item.get("complaints"))
         shown.append({"id": str(item["id"]), "title": str(item.get("title") or item["id"]),
                       "category": category_label(policy, item.get("category"), page_language),
-                      "complaints": n, "count": count % {"n": n, "days": days},
-                      "text": fill(text, facts or {})})
+                      "complaints": n, "count": count % {"n": n, "days": days}, "text": text})
     return shown
 
 

@@ -20,7 +20,9 @@ STATUSES = ("received", "acknowledged", "investigating", "resolved", "closed")
 # A complaint's status as its case moves (investigation's case events), for the front desk
 # telling a customer where it stands: received until the customer has had a first response,
 # then acknowledged; investigating once the investigation shows (findings, waiting for the
-# customer, a reopened case); resolved when the written result went out; closed.
+# customer, a reopened case); resolved when the written result went out; closed. An inquiry's
+# case converted into the complaint intake made of it is received again (it starts over at its
+# assignment), even when the inquiry's answer closed it meanwhile (the two crossed).
 STATUS_AFTER_CASE_EVENT = {
     "case_opened": "received",
     "case_assigned": "received",
@@ -30,6 +32,7 @@ STATUS_AFTER_CASE_EVENT = {
     "case_resolved": "resolved",
     "case_reopened": "investigating",
     "case_closed": "closed",
+    "case_converted": "received",
 }
 # A legal hold an HQ admin sets on the case keeps the complaint's personal data past the retention.
 LEGAL_HOLD_EVENTS = ("legal_hold_set", "legal_hold_released")

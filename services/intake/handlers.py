@@ -134,7 +134,8 @@ def convert_complaint(store, *, identity: Identity, complaint_id: str, read_body
     as complaint_registered in the same transaction. Its row is locked: of two conversions at
     once, the second waits and finds a complaint (409 not_an_inquiry, saying when), unless it is
     a retry with the first one's Idempotency-Key: it gets the first answer. In the API's order:
-    404, 409 (not an inquiry, closed), 403, 400 (every wrong field), 422 (its branch is gone)."""
+    404, 409 (not an inquiry, closed), 403, 409 (a key another request used), 400 (every wrong
+    field), 422 (its branch is gone)."""
     complaint_id = path_id(complaint_id, "complaint")
     path = f"/v1/complaints/{complaint_id}/convert"
     with store.unit_of_work() as uow:
@@ -152,19 +153,23 @@ def convert_complaint(store, *, identity: Identity, complaint_id: str, read_body
             raise ClosedConflict(str(conflict)) from None
         PERMISSIONS.require(identity, "complaint:convert")
         body = read_body()
-        data, errors = load(CONVERT_IN, body)
-        _check_triage(data, rules, errors)
+        errors = {}
         try:
             key = idempotency.check_key(idempotency_key)
         except ValidationFailed as wrong:
-            errors.update(wrong.fields)
+            key, errors = None, dict(wrong.fields)
+        retry = idempotency.Retry.of(identity, key, path, body)
+        if key is not None:  # a key another request used: 409, before the body is judged (400)
+            uow.idempotency.lookup(retry.principal, retry.key, retry.digest)
+        data, invalid = load(CONVERT_IN, body)
+        errors.update(invalid)
+        _check_triage(data, rules, errors)
         if errors:
             raise ValidationFailed("the conversion is invalid", fields=errors)
         branch = policy.branches.get(complaint.branch_code)
         if branch is None:
             raise RuleRefused(f"branch {complaint.branch_code} is no longer in the policy: its hours, which the "
                               f"deadlines need, are unknown", fields={"branch_code": ["not in the policy"]})
-        retry = idempotency.Retry.of(identity, key, path, body)
         earlier = retry.claim(uow)
         if earlier is not None:  # cannot be: the key's conversion would have made it a complaint
             return earlier[1]

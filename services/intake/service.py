@@ -100,6 +100,7 @@ class IntakeService(Operations):
     @handle_event("investigation", "case_resolved")
     @handle_event("investigation", "case_reopened")
     @handle_event("investigation", "case_closed")
+    @handle_event("investigation", "case_converted")
     def follow_case(self, event):
         handlers.follow_case(self.db, event=event)
 

@@ -209,7 +209,7 @@ def test_no_acknowledgement_without_a_way_to_reach_the_customer(policy):
 def test_follow_case_takes_the_status_each_case_event_implies(policy):
     expected = {"case_opened": "received", "case_assigned": "received", "case_acknowledged": "acknowledged",
                 "sla_paused": "investigating", "findings_recorded": "investigating", "case_resolved": "resolved",
-                "case_reopened": "investigating", "case_closed": "closed"}
+                "case_reopened": "investigating", "case_closed": "closed", "case_converted": "received"}
     assert STATUS_AFTER_CASE_EVENT == expected  # every case event intake follows
     c = register(policy)
     for sequence, (event_type, status) in enumerate(expected.items(), start=1):

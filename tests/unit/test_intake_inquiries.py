@@ -177,3 +177,37 @@ def test_an_answered_inquiry_shows_closed_and_is_no_longer_converted():
     assert (shown["kind"], shown["status"], shown["closed_at"]) == ("inquiry", "closed", "2026-11-22T04:00:00Z")
     conflict = refused(lambda: convert(store, inquiry["id"], Exception, who=ANALYST))
     assert (conflict.status, conflict.code) == (409, "closed")
+
+
+def test_a_conversion_that_crossed_the_inquiry_s_answer_is_followed_back_to_received():
+    """The inquiry was answered (its case closed) while intake converted it: investigation then
+    converts the closed case in place (case_converted, the next sequence): the complaint is
+    received again, its retention clock (closed_at) cleared."""
+    store = FakeIntakeStore()
+    _, inquiry = register(store)
+    convert(store, inquiry["id"], {"category": "safety"})
+
+    def follow(event_type: str, sequence: int, **payload) -> bool:
+        event = parse_event(build_event(event_type, {"case_id": inquiry["id"], "complaint_id": inquiry["id"],
+                                                     **payload}, branch_code="SH001", correlation_id=inquiry["id"],
+                                        occurred_at=NOW + timedelta(hours=sequence), sequence=sequence))
+        return handlers.follow_case(store.for_event("intake.follow_case", event["event_id"]), event=event)
+
+    assert follow("case_closed", 3, outcome="answered")
+    assert store.complaint(inquiry["id"]).status == "closed"
+    assert follow("case_converted", 4, from_kind="inquiry", kind="complaint", category="safety", priority="urgent",
+                  received_at="2026-11-22T02:00:00Z", first_response_due="2026-11-22T03:00:00Z",
+                  resolution_due="2026-11-29T02:00:00Z")
+    shown = handlers.get_complaint(store, identity=FRONT_DESK, complaint_id=inquiry["id"])
+    assert (shown["kind"], shown["status"], shown["closed_at"]) == ("complaint", "received", None)
+
+
+def test_a_key_used_for_another_request_is_a_conflict_before_the_body_is_judged():
+    """The Idempotency-Key of the inquiry's own registration, sent again with its conversion: 409
+    (the API's order: before the body's 400), and nothing converted."""
+    store = FakeIntakeStore()
+    _, inquiry = register(store, key="till-7-0001")
+    for body in ({"category": "weather"}, {"category": "safety"}):
+        conflict = refused(lambda: convert(store, inquiry["id"], body, key="till-7-0001"))
+        assert conflict.status == 409 and list(conflict.fields) == ["Idempotency-Key"], conflict.fields
+    assert store.complaint(inquiry["id"]).kind == "inquiry" and len(store.published) == 1
