@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 from services.console import customer_summary, rendering, sessions, standard_answers, web
 from services.console.clients import ServiceDown, ServiceRefused
+from services.console.policy import RULES
 from services.console.rendering import N_
 
 log = logging.getLogger("closeloop.console")
@@ -42,9 +43,9 @@ OUTCOMES = ("reached", "not_reached", "call_back")
 CHANNELS = ("phone", "sms", "wechat", "email", "in_person")
 PAGE = 50
 NEXT_TRIES = 10  # "next": due visits claimed in turn until one is won (colleagues pressing it too)
-_ID = re.compile(r"^[0-9a-fA-F-]{32,36}$")
-_CURSOR = re.compile(r"^[A-Za-z0-9_=-]{1,400}$")
-_LOCAL = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
+_ID = re.compile(r"\A[0-9a-fA-F-]{32,36}\Z")
+_CURSOR = re.compile(r"\A[A-Za-z0-9_=-]{1,400}\Z")
+_LOCAL = re.compile(r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?\Z")
 
 STATUS_LABELS = {"open": N_("Open"), "scheduled": N_("Scheduled"), "in_progress": N_("In progress"),
                  "completed": N_("Completed"), "abandoned": N_("Abandoned"), "cancelled": N_("Cancelled")}
@@ -423,9 +424,12 @@ def _answers(visit: dict, shown: dict, file: dict | None, services, token: str, 
     branch = policy.branches.get(shown["branch_code"])
     facts = {"customer": masked.get("name"), "branch": branch.name if branch is not None else shown["branch_code"],
              "reference": shown["follows"]["reference"]}
+    # Beside the visit (aftercare's): investigation is given the summary's short deadline, after
+    # which the call goes without the answers (the form says so and still works).
     return standard_answers.offered(services, token, purpose=standard_answers.VISIT_PURPOSE,
                                     language=visit.get("customer_language"), policy=policy, page_language=language,
-                                    category=category if isinstance(category, str) else None, facts=facts)
+                                    category=category if isinstance(category, str) else None, facts=facts,
+                                    timeout=RULES.aside_timeout_seconds)
 
 
 KNOWN_MESSAGES = {"Missing data for required field.": N_("Required"), "Invalid": N_("Invalid"),

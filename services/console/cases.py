@@ -41,7 +41,7 @@ from services.console.front_desk import FLAG_LABELS, FLAGS
 from services.console.rendering import N_
 
 log = logging.getLogger("closeloop.console")
-_CASE_ID = re.compile(r"^[0-9A-Za-z-]{1,64}$")
+_CASE_ID = re.compile(r"\A[0-9A-Za-z-]{1,64}\Z")
 
 # -- labels (English msgids, translated where shown) -------------------------------------------
 

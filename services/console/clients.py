@@ -14,10 +14,18 @@ timeout bounds each read only: an answer trickling a byte a second would hold th
 the console's few workers, for as long as it lasts), and an answer may be
 `service_answer_max_bytes` at most. A service that did not answer in time rests for
 `service_rest_seconds`: calls to it fail at once meanwhile, so a hung service costs its own pages
-a moment each, not every worker of the console."""
+a moment each, not every worker of the console.
+
+A file (reporting's exports) is not read whole: `download` answers its head and an iterator over
+its body, passed on to the browser a chunk at a time (constant memory, however large). Its head
+is waited for `export_wait_seconds` (a workbook is built before its first byte is sent), then each
+read of the body `service_timeout_seconds`, however long the whole takes; a body that goes quiet
+longer, or breaks, is DownloadCut, which ends the browser's download unfinished (never a file
+that looks whole but is short)."""
 from __future__ import annotations
 
 import json as _json
+import logging
 import os
 import threading
 import time
@@ -33,6 +41,7 @@ from services.console.repository import StaffMember
 from shared.runtime.config import HTTP_PORTS
 from shared.security import auth
 
+log = logging.getLogger("closeloop.console")
 SERVICES = ("intake", "investigation", "aftercare", "reporting")
 
 
@@ -95,6 +104,12 @@ class StaffTokens:
             self._cache.pop(session_id_hash, None)
 
 
+class DownloadCut(Exception):
+    """A file's body stopped part way: the service was quiet longer than a read's deadline, or the
+    connection broke. Raised into the console's own answer, whose connection then ends without the
+    body's end, so the browser says the download failed."""
+
+
 class _Late(Exception):
     """The call's whole deadline passed (raised into it by an eventlet timeout)."""
 
@@ -113,6 +128,7 @@ class ServiceClient:
     timeout: float = RULES.service_timeout_seconds
     rest: float = RULES.service_rest_seconds
     max_bytes: int = RULES.service_answer_max_bytes
+    wait: float = RULES.export_wait_seconds  # a file's head (download)
 
     def __post_init__(self):
         self._http = requests.Session()
@@ -139,6 +155,10 @@ class ServiceClient:
         except _Late:
             self._resting_until = time.monotonic() + self.rest
             raise ServiceDown(self.name, f"no answer within {limit:g} s") from None
+        return self._body(status, raw)
+
+    def _body(self, status: int, raw: bytes | None) -> dict:
+        """An answer's JSON object; a refusal ServiceRefused, anything else odd ServiceDown."""
         if raw is None:
             raise ServiceDown(self.name, f"answered {status} with more than {self.max_bytes} bytes")
         try:
@@ -160,18 +180,55 @@ class ServiceClient:
     def _exchange(self, method: str, path: str, timeout: float, **kwargs) -> tuple[int, bytes | None]:
         """(the status, the body read in full; None: over `max_bytes`, the rest not read)."""
         answer = self._http.request(method, self.base_url + path, timeout=timeout, stream=True, **kwargs)
+        return answer.status_code, self._read(answer)
+
+    def _read(self, answer: requests.Response) -> bytes | None:
+        """The body in full; None: over `max_bytes`, the rest not read."""
         done = False
         try:
             body = bytearray()
             for chunk in answer.iter_content(64 * 1024):
                 body += chunk
                 if len(body) > self.max_bytes:
-                    return answer.status_code, None
+                    return None
             done = True
-            return answer.status_code, bytes(body)
+            return bytes(body)
         finally:
             if not done:  # a connection with an answer half read is not used again
                 answer.close()
+
+    def download(self, path: str, token: str, *, params: dict | None = None,
+                 correlation_id: str | None = None) -> "Download":
+        """A GET whose answer is a file, its body not read yet: the head waited for `wait` s at
+        most, then each read of the body `timeout` s (Download). A refusal is ServiceRefused and
+        a service away ServiceDown, as for `call`; a slow head does not rest the service (a large
+        workbook takes its time), but a resting service is not asked."""
+        headers = {"Authorization": f"Bearer {token}"}
+        if correlation_id:
+            headers["X-Correlation-Id"] = correlation_id
+        if time.monotonic() < self._resting_until:
+            raise ServiceDown(self.name, "no answer in time a moment ago; not asked again yet")
+        try:
+            with eventlet.Timeout(self.wait, _Late):
+                answer = self._http.get(self.base_url + path, params=params, headers=headers, stream=True,
+                                        allow_redirects=False, timeout=(self.timeout, self.wait))
+        except requests.RequestException as exc:
+            why = f"no answer within {self.wait:g} s" if _timed_out(exc) else f"unreachable ({exc.__class__.__name__})"
+            raise ServiceDown(self.name, why) from None
+        except _Late:
+            raise ServiceDown(self.name, f"no answer within {self.wait:g} s") from None
+        status = answer.status_code
+        if 200 <= status < 300:
+            return Download(self.name, answer, self.timeout)
+        try:  # a refusal: its JSON, read as a call's
+            with eventlet.Timeout(self.timeout, _Late):
+                raw = self._read(answer)
+        except (requests.RequestException, _Late):
+            answer.close()
+            raise ServiceDown(self.name, f"answered {status}, its body not read in time") from None
+        if status >= 400:
+            self._body(status, raw)  # raises: a 4xx is ServiceRefused, a 5xx ServiceDown
+        raise ServiceDown(self.name, f"answered {status}")  # a redirect
 
     def get(self, path: str, token: str, *, timeout: float | None = None, **params) -> dict:
         return self.call("GET", path, token, params={k: v for k, v in params.items() if v is not None},
@@ -193,13 +250,50 @@ class ServiceClient:
                          headers={"Idempotency-Key": idempotency_key})
 
 
+class Download:
+    """A file a service answers, as it comes: `headers`, and its body's chunks when iterated, each
+    read given `read_timeout` s (DownloadCut past it, or when the connection breaks). Closed at its
+    end, or by whoever stops reading early (the WSGI server calls `close`)."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, service: str, answer: requests.Response, read_timeout: float):
+        self.service, self.read_timeout = service, read_timeout
+        self.headers = answer.headers
+        self._answer = answer
+
+    def __iter__(self):
+        raw = self._answer.raw
+        try:
+            while True:
+                try:  # read1: what has come, up to CHUNK (read() would wait for a whole CHUNK)
+                    with eventlet.Timeout(self.read_timeout, _Late):
+                        chunk = raw.read1(self.CHUNK, decode_content=True)
+                except _Late:
+                    self._cut(f"nothing more within {self.read_timeout:g} s")
+                except (urllib3.exceptions.HTTPError, OSError) as exc:
+                    self._cut(f"the body broke off ({exc.__class__.__name__})")
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            self.close()
+
+    def _cut(self, why: str):
+        log.warning("a download from %s ended unfinished: %s", self.service, why)
+        raise DownloadCut(f"{self.service}: {why}") from None
+
+    def close(self) -> None:
+        self._answer.close()
+
+
 class Services:
     """`services.investigation.get("/v1/tasks", token)`; one client (and connection pool) a service."""
 
     def __init__(self, urls: dict[str, str], timeout: float = RULES.service_timeout_seconds,
-                 rest: float = RULES.service_rest_seconds):
+                 rest: float = RULES.service_rest_seconds, wait: float = RULES.export_wait_seconds):
         for name in SERVICES:
-            setattr(self, name, ServiceClient(name, urls[name], timeout, rest))
+            setattr(self, name, ServiceClient(name, urls[name], timeout, rest, wait=wait))
 
     def awake(self) -> None:
         """Every service asked again at the next call, resting or not."""

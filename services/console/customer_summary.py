@@ -21,7 +21,7 @@ log = logging.getLogger("closeloop.console")
 # Reporting's customer:read.
 FILE_ROLES = frozenset({"front_desk", "aftercare_agent", "investigator", "store_manager", "regional_manager",
                         "hq_admin", "hq_analyst"})
-REF = re.compile(r"^[A-Za-z0-9_-]{1,100}$")  # intake's keyed hash, c_ and 32 hex digits; reporting checks it
+REF = re.compile(r"\A[A-Za-z0-9_-]{1,100}\Z")  # intake's keyed hash, c_ and 32 hex digits; reporting checks it
 
 ONE_EARLIER = N_("1 earlier complaint")
 EARLIER = N_("%(n)s earlier complaints")

@@ -102,16 +102,16 @@ FIX_FIELDS = N_("Please fill in the fields marked.")
 NO_KEY = N_("The form has no idempotency key; it was sent from elsewhere. Check it and send it again.")
 NOT_YOURS = N_("Your role does not work at the front desk.")
 
-_KEY = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+_KEY = re.compile(r"\A[A-Za-z0-9-]{8,64}\Z")
 # The fields the forms show errors beside; intake's errors for any other name are listed above the form.
-_PLACED = re.compile(r"^(kind|channel|category|description|occurred_at|branch_code|sold_at|severity_flags|service"
-                     r"|products|items|customer)(\.(name|phone|email|language|contact_consent|code|technician_id))?$"
-                     r"|^(products|items)\.\d+\.(sku|name|batch|code|type|product_type|technician_id)$")
-_REFERENCE = re.compile(r"^([A-Z0-9]{1,20})-(\d{8})-(\d{1,6})$")
+_PLACED = re.compile(r"\A(kind|channel|category|description|occurred_at|branch_code|sold_at|severity_flags|service"
+                     r"|products|items|customer)(\.(name|phone|email|language|contact_consent|code|technician_id))?\Z"
+                     r"|\A(products|items)\.\d+\.(sku|name|batch|code|type|product_type|technician_id)\Z")
+_REFERENCE = re.compile(r"\A([A-Z0-9]{1,20})-(\d{8})-(\d{1,6})\Z")
 # What looks like a phone: digits with intake's separators (spaces, dashes, brackets) and an
 # optional +. Whether it is one is intake's rule (shared.security.privacy.normalize_phone), which
 # names the field when it is not.
-_PHONE = re.compile(r"^\+?[\d\s()-]{7,20}$")
+_PHONE = re.compile(r"\A\+?[\d\s()-]{7,20}\Z")
 LOOKUP_PAGES = 10  # pages of 200 complaints of one branch's day, at most
 # Why a front desk looks a customer up by phone (intake logs it); the first is the usual one.
 LOOKUP_PURPOSES = {"status": N_("The customer asks where their complaint stands"),

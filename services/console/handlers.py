@@ -99,7 +99,7 @@ def purge_sessions(store, *, now: datetime, rules) -> int:
 TASKS_PAGE = 100
 DEADLINES = ("breached", "soon")
 PRIORITIES = ("urgent", "general", "low")
-_CURSOR = re.compile(r"^[A-Za-z0-9_=-]{1,400}$")
+_CURSOR = re.compile(r"\A[A-Za-z0-9_=-]{1,400}\Z")
 
 
 def branches_in_scope(member, policy) -> list[str]:

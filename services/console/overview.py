@@ -46,7 +46,7 @@ log = logging.getLogger("closeloop.console")
 ALERT_ROLES = ("store_manager", "investigator", "regional_manager", "hq_analyst", "hq_admin")
 NOTICES_PAGE = 50
 ALERT_CASES = 10  # the case links an alert shows, then "and N more" (28 alerts of 50 links: 126 KB a page)
-_CURSOR = re.compile(r"^[A-Za-z0-9_=-]{1,400}$")
+_CURSOR = re.compile(r"\A[A-Za-z0-9_=-]{1,400}\Z")
 
 ALERT_KINDS = {"recurring_problem": N_("Recurring problem"), "safety_signal": N_("Product safety signal")}
 CATEGORIES = {"service_quality": N_("Service quality"), "product_quality": N_("Product quality"),

@@ -80,6 +80,10 @@ class ConsoleRules:
     # What a page shows beside its own record (the customer's summary, the standard answers): waited
     # for this long at most, then the page goes without it (and the service rests, as above).
     aside_timeout_seconds: float = 1.5
+    # A file from a service (reporting's case library): its first byte is waited for this long at
+    # most (a workbook is built whole before it is sent; the gateway allows exports as long), then
+    # each read of its body `service_timeout_seconds`, however long the whole body takes.
+    export_wait_seconds: float = 120.0
 
 
 RULES = ConsoleRules()

@@ -8,7 +8,7 @@ from marshmallow import fields, validate
 from services.console.policy import LANGUAGES, RULES, STAFF_ROLES
 from shared.web.requests import Strict, Text
 
-LOGIN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+LOGIN = re.compile(r"\A[a-z0-9][a-z0-9._-]{1,63}\Z")
 _LOGIN_RULE = "2-64 characters: lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 

@@ -11,7 +11,7 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 from werkzeug.wrappers import Response
 
-from services.console import assets, call_list, cases, customers, front_desk, handlers, login, overview
+from services.console import assets, call_list, cases, customers, front_desk, handlers, library, login, overview
 from services.console.clients import Services, StaffTokens, base_urls
 from services.console.policy import RULES
 from services.console.repository import ConsoleStore
@@ -27,14 +27,16 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 class Backends(DependencyProvider):
     """The four services' clients (base URLs from the config or the environment) and the cache
-    of the staff members' tokens, one of each per process. SERVICE_TIMEOUT_SECONDS and
-    SERVICE_REST_SECONDS in the config may shorten the policy's figures (the tests do)."""
+    of the staff members' tokens, one of each per process. SERVICE_TIMEOUT_SECONDS,
+    SERVICE_REST_SECONDS and EXPORT_WAIT_SECONDS in the config may shorten the policy's figures
+    (the tests do)."""
 
     def setup(self):
         config = self.container.config
         self.services = Services(base_urls(config),
                                  float(config.get("SERVICE_TIMEOUT_SECONDS") or RULES.service_timeout_seconds),
-                                 rest=float(config.get("SERVICE_REST_SECONDS") or RULES.service_rest_seconds))
+                                 rest=float(config.get("SERVICE_REST_SECONDS") or RULES.service_rest_seconds),
+                                 wait=float(config.get("EXPORT_WAIT_SECONDS") or RULES.export_wait_seconds))
         self.tokens = StaffTokens(RULES.tokens)
 
     def get_dependency(self, worker_ctx):
@@ -175,6 +177,16 @@ class ConsoleService:
     @page("GET", "/notifications")
     def notifications(self, request):
         return overview.notifications(self.db, request, **self._deps())
+
+    # -- the case library and the standard answers' use (library.py; reporting's) ------------------
+
+    @page("GET", "/library")
+    def library_page(self, request):
+        return library.library_page(self.db, request, **self._deps())
+
+    @page("GET", "/library/case-library")
+    def case_library_download(self, request):
+        return library.download(self.db, request, **self._deps())
 
     @page("GET", "/static/<path:name>")
     def static(self, request, name):

@@ -30,7 +30,7 @@ COOKIE = "closeloop_session"
 LANGUAGE_COOKIE = "closeloop_language"  # the language of a browser that is not signed in
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
-_ID = re.compile(r"^[A-Za-z0-9_-]{20,100}$")
+_ID = re.compile(r"\A[A-Za-z0-9_-]{20,100}\Z")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 

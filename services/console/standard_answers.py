@@ -64,10 +64,12 @@ def fill(text: str, facts: dict) -> str:
 
 
 def offered(services, token: str, *, purpose: str, language: str, policy, page_language: str,
-            case_id: str | None = None, category: str | None = None, facts: dict | None = None) -> list[dict] | None:
-    """The answers as a form lists them, best ranked first; None when investigation cannot say."""
+            case_id: str | None = None, category: str | None = None, facts: dict | None = None,
+            timeout: float | None = None) -> list[dict] | None:
+    """The answers as a form lists them, best ranked first; None when investigation cannot say
+    (within `timeout` s, when given: a page whose own record is another service's)."""
     try:
-        answer = services.investigation.get("/v1/standard-answers", token, purpose=purpose,
+        answer = services.investigation.get("/v1/standard-answers", token, timeout=timeout, purpose=purpose,
                                             language=customer_language(language), case_id=case_id,
                                             category=category)
     except (ServiceDown, ServiceRefused) as failed:

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from services.investigation.handlers import ADVERSE_REACTION_CASES
-from shared.testing.fixtures import database_rows, handled, jsonbody, wait_until
+from shared.testing.fixtures import database_rows, handled, jsonbody, purge_queues_of, wait_until
 from tests.e2e.test_investigation_cases import Chain, bearer, publish_raw
 from tests.e2e.test_investigation_closure import done, resolve, to_remedy
 
@@ -21,10 +21,12 @@ ANSWERS = {"met_expectations": True, "discomfort": False, "packaging_ok": None, 
 
 
 @pytest.fixture
-def chain(http, token, clock, start_service, start_relay, start_sender, database_factory, bus_listener):
+def chain(http, token, clock, start_service, start_relay, start_sender, database_factory, bus_listener, amqp_uri):
     """Intake, investigation and aftercare with their relays and senders, 10:00 in Shanghai on 2026-11-22."""
     from services.intake.service import IntakeService
 
+    for name in ("investigation", "aftercare"):  # what earlier tests' services left unconsumed is not ours
+        purge_queues_of(amqp_uri, name)
     clock.set(datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc))
     cases_bus = bus_listener("investigation.events")
     visits_bus = bus_listener("aftercare.events")

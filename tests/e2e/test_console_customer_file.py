@@ -9,15 +9,21 @@ line linking to the file. The respond form and the visit's call offer the standa
 by their category's complaints in the reader's scope, with the count; the one chosen reaches
 investigation (case_acknowledged) and aftercare (visit_completed). An inquiry filed at the front
 desk is answered through its case page; another is converted into a complaint there, its
-deadlines counted from the inquiry's receipt."""
+deadlines counted from the inquiry's receipt. Last (it moves the clock three days), another
+customer's complaint closed after its follow-up is a row of the case library HQ downloads
+through the console (CSV and XLSX, nobody named), and the answer it was given is in the table of
+standard answers in use; a front desk has neither."""
 from __future__ import annotations
 
+import csv
 import io
 import os
 import re
 import sys
 import uuid
+import zipfile
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import eventlet
 import pytest
@@ -320,3 +326,81 @@ def test_in_a_browser_a_standard_answer_chosen_fills_the_response_and_the_file_r
                if e["level"] == "SEVERE" or "Content Security Policy" in e["message"]]
     assert refused == []
     print("\nscreenshots:", *shots)
+
+
+def test_hq_downloads_the_case_library_and_reads_the_standard_answers_in_use_a_front_desk_neither(chain, customer):
+    """The other customer's price complaint, answered with a standard answer and closed after a 5/5
+    follow-up (through the services' APIs: the console's forms are tested above), is a row of the
+    case library HQ downloads through the console, without the customer's name or phone; the answer
+    is in the table of standard answers in use. Moves the clock three days: the module's last test."""
+    case_id, used = customer["other"], "price-first-response-zh"
+
+    def task(name: str, body: dict, role: str = "store_manager") -> None:
+        done = chain.api("POST", "investigation", f"/v1/cases/{case_id}/tasks/{name}", role, "SH001", json=body)
+        assert done.status_code == 200, done.text
+
+    task("assign", {"owner": "amy"})
+    task("respond", {"message": "李先生您好，已收到", "channel": "phone", "standard_answer": used})
+    task("record_findings", {"facts": "李先生来电 13900001111 说价目表与收费不一致", "service_log_checked": True,
+                             "product_batch_checked": False, "root_cause": "价目表未更新", "responsibility": "ours",
+                             "signed_by": "ivan"}, role="investigator")
+    task("propose_remedy", {"type": "redo_service", "amount": 0})
+    task("fulfil", {"note": "补做护理"})
+    task("notify_customer", {"measures": "更新价目表并致歉", "completed_at": chain.clock.now().isoformat(),
+                             "responsible": "amy", "follow_up": "三天后回访"})
+    task("open_corrective_action", {"action": "每月核对价目表", "owner": "amy",
+                                    "due": (chain.clock.now() + timedelta(days=14)).isoformat()})
+    chain.clock.advance(days=3, hours=1)
+
+    def follow_up():
+        listed = jsonbody(chain.api("GET", "aftercare", "/v1/visits", "aftercare_agent", "SH001",
+                                    params={"limit": 200}))["items"]
+        return next((v["id"] for v in listed if v.get("case_id") == case_id), None)
+    visit_id = wait_until(follow_up, "the case's follow-up visit")
+    reached = chain.api("POST", "aftercare", f"/v1/visits/{visit_id}/attempts", "aftercare_agent", "SH001", json={
+        "outcome": "reached", "answers": {"met_expectations": True, "discomfort": False, "satisfaction": 5,
+                                          "resolved": True}})
+    assert reached.status_code in (200, 201), reached.text
+
+    def followed_up():
+        answer = chain.api("GET", "reporting", "/v1/kpis/standard-answers")
+        found = [a for a in jsonbody(answer)["answers"] if a["standard_answer"] == used]
+        return found and found[0]["followed_up"] == 1
+    wait_until(followed_up, "reporting to count the answer's follow-up")
+
+    hq = chain.browser("hq")
+    page = hq.get("/library")
+    assert page.status_code == 200 and 'href="/library"' in page.text, page.text[:2000]
+    today = chain.clock.now().astimezone(ZoneInfo("Asia/Shanghai")).date()
+    start = (today - timedelta(days=89)).isoformat()
+    assert f'id="f-from" name="from" type="date" value="{start}"' in page.text
+    assert f'id="f-to" name="to" type="date" value="{today.isoformat()}"' in page.text
+    title = next(a["title"] for a in jsonbody(chain.api("GET", "investigation", "/v1/standard-answers"))["answers"]
+                 if a["id"] == used)
+    row = re.search(rf'<tr data-answer="{used}">(.*?)</tr>', page.text, re.S).group(1)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+    assert cells == [f"<code>{used}</code>", title, "首次响应", "1", "1", "5", "100%"], cells
+
+    form = {"category": "", "from": start, "to": today.isoformat()}
+    library = hq.get("/library/case-library", params={**form, "format": "csv"})
+    assert library.status_code == 200, library.text[:2000]
+    assert library.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert re.fullmatch(r'attachment; filename="closeloop-case-library-\d{8}-\d{8}\.csv"',
+                        library.headers["Content-Disposition"])
+    text = library.content.decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert text.startswith("case_id,category,branch_code,region,received_month,")
+    [closed] = [r for r in rows if r["case_id"] == case_id]
+    assert closed["category"] == "price" and closed["follow_up_score"] == "5" and "价目表" in closed["what_happened"]
+    assert "13900001111" not in text and "李先生" not in text and PHONE not in text
+    workbook = hq.get("/library/case-library", params={**form, "category": "price", "format": "xlsx"})
+    assert workbook.status_code == 200 and workbook.headers["Content-Disposition"].endswith('.xlsx"')
+    assert "xl/workbook.xml" in zipfile.ZipFile(io.BytesIO(workbook.content)).namelist()
+    wrong = hq.get("/library/case-library", params={**form, "category": "poetry", "format": "pdf"})
+    assert wrong.status_code == 400 and "不是本连锁的投诉类别" in wrong.text and "请选择 CSV 或 XLSX" in wrong.text
+
+    fran = chain.browser("fran")
+    assert 'href="/library"' not in fran.get("/").text
+    for path in ("/library", "/library/case-library"):
+        refused = fran.get(path, params={**form, "format": "csv"})
+        assert refused.status_code == 403 and "您的角色无权查看案例库" in refused.text

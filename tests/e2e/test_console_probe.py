@@ -32,6 +32,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = "127.0.0.2"  # the console believes X-Forwarded-For from this address only (TRUSTED_PROXIES)
 TIMEOUT = 1.0  # the console's SERVICE_TIMEOUT_SECONDS here (5 s in production)
+EXPORT_WAIT = 1.0  # its EXPORT_WAIT_SECONDS, a file's head (120 s in production)
 START = datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)  # 10:00 in Shanghai
 CASE_ID = "5b0c5a52-3f7e-4d4f-9a51-6a3f4c1f0a11"
 VISIT_ID = "0d8f7c0e-9a3b-4c52-8e7e-2a1b3c4d5e6f"
@@ -45,7 +46,9 @@ class Answer:
     body: bytes | dict | list | str = field(default_factory=dict)
     content_type: str = "application/json"
     delay: float = 0.0          # seconds before the head
-    trickle: float | None = None  # seconds between bytes of the body
+    trickle: float | None = None  # seconds between pieces of the body (the first with the head)
+    piece: int = 1              # bytes a piece, trickled
+    headers: dict = field(default_factory=dict)
 
 
 class Stub:
@@ -80,14 +83,15 @@ class Stub:
         elif isinstance(body, str):
             body = body.encode()
         start_response(f"{answer.status} X", [("Content-Type", answer.content_type),
-                                              ("Content-Length", str(len(body)))])
+                                              ("Content-Length", str(len(body))), *answer.headers.items()])
         if answer.trickle is None:
             return [body]
 
         def slowly():
-            for i in range(len(body)):
-                eventlet.sleep(answer.trickle)
-                yield body[i:i + 1]
+            for i in range(0, len(body), answer.piece):
+                if i:
+                    eventlet.sleep(answer.trickle)
+                yield body[i:i + answer.piece]
         return slowly()
 
     def close(self):
@@ -158,6 +162,7 @@ def start_console(amqp_uri: str, database_url: str, clock, stub: Stub, **overrid
                                      WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", CLOCK=clock, DB_POOL_SIZE=5,
                                      CUSTOMER_REF_KEY="test-customer-ref-key", TRUSTED_PROXIES=GATEWAY,
                                      SERVICE_TIMEOUT_SECONDS=TIMEOUT, SERVICE_REST_SECONDS=60,
+                                     EXPORT_WAIT_SECONDS=EXPORT_WAIT,
                                      **{**urls, **overrides})
     runner = ServiceRunner(settings)
     runner.add_service(config.service_class("console"))
@@ -385,16 +390,18 @@ def test_the_language_form_s_next_never_leads_off_the_console(p):
 
 # -- who may see what -----------------------------------------------------------------------------------
 
+CUSTOMER = "/customers/c_" + "0" * 32
 PAGES = ("/", "/complaints/new", "/sales/new", "/lookup", "/visits", f"/visits/{VISIT_ID}",
-         f"/visits/{VISIT_ID}/urgent-case", "/alerts", "/notifications", f"/cases/{CASE_ID}")
+         f"/visits/{VISIT_ID}/urgent-case", "/alerts", "/notifications", f"/cases/{CASE_ID}", CUSTOMER, "/library")
 # What the console itself allows each role (the services decide the rest: the stub allows all).
 ALLOWED = {"store_manager": set(PAGES),
-           "front_desk": {"/", "/complaints/new", "/sales/new", "/lookup", "/notifications", f"/cases/{CASE_ID}"},
+           "front_desk": {"/", "/complaints/new", "/sales/new", "/lookup", "/notifications", f"/cases/{CASE_ID}",
+                          CUSTOMER},
            "aftercare_agent": {"/", "/visits", f"/visits/{VISIT_ID}", f"/visits/{VISIT_ID}/urgent-case",
-                               "/notifications", f"/cases/{CASE_ID}"},
-           "investigator": {"/", "/alerts", "/notifications", f"/cases/{CASE_ID}"},
-           "hq_admin": {"/", "/alerts", "/notifications", f"/cases/{CASE_ID}"},
-           "hq_analyst": {"/", "/alerts", "/notifications", f"/cases/{CASE_ID}"},
+                               "/notifications", f"/cases/{CASE_ID}", CUSTOMER},
+           "investigator": {"/", "/alerts", "/notifications", f"/cases/{CASE_ID}", CUSTOMER, "/library"},
+           "hq_admin": {"/", "/alerts", "/notifications", f"/cases/{CASE_ID}", CUSTOMER, "/library"},
+           "hq_analyst": {"/", "/alerts", "/notifications", f"/cases/{CASE_ID}", CUSTOMER, "/library"},
            "auditor": {"/", "/notifications", f"/cases/{CASE_ID}"}}
 DESK_POSTS, CALL_POSTS = ("/complaints/new", "/sales/new", "/lookup"), ("/visits/next", f"/visits/{VISIT_ID}/release")
 
@@ -500,7 +507,11 @@ def _poisoned_stub(stub: Stub) -> None:
                                                           "sales": [{"id": X, "branch_code": X, "customer": {"name": X},
                                                                      "items": [{"type": X, "sku": X, "name": X}]}]})),
             ("POST", "/v1/complaints", Answer(201, complaint)),
-            ("POST", "/v1/sales", Answer(400, refused))):
+            ("POST", "/v1/sales", Answer(400, refused)),
+            ("GET", "/v1/kpis/standard-answers", Answer(200, {"answers": [
+                {"standard_answer": X, "purpose": X, "used": 2, "followed_up": X, "mean_score": X, "satisfied": X}]})),
+            ("GET", "/v1/standard-answers", Answer(200, {"answers": [{"id": X, "title": X, "text": X}]})),
+            ("GET", "/v1/exports/case-library.csv", Answer(400, refused))):
         stub.answer(method, path, answer)
 
 
@@ -527,6 +538,7 @@ def test_markup_in_everything_the_services_say_is_shown_as_text(p):
         "look-up by phone": amy.post("/lookup", {"csrf_token": token, "q": "13812346138", "purpose_choice": "status"}),
         "complaint filed": amy.post("/complaints/new", {"csrf_token": token, "idempotency_key": "k" * 20}),
         "sale refused": amy.post("/sales/new", {"csrf_token": token, "idempotency_key": "k" * 20, "items.0.code": "A"}),
+        "library": amy.get("/library"), "library refused": amy.get("/library/case-library?format=csv"),
     }
     for what, answer in answers.items():
         assert answer.status_code < 500, (what, answer.status_code)
@@ -650,6 +662,56 @@ def test_an_answer_too_large_is_not_read_on(p):
     p.stub.answer("GET", "/v1/notifications", Answer(200, {"items": [], "pad": "x" * (9 * 1024 * 1024)}))
     page = amy.get("/notifications")
     assert page.status_code == 200 and zh("The notifications are not available right now.") in page.text
+
+
+def test_the_case_library_streams_through_whatever_its_size_each_read_given_the_timeout(p):
+    """New with the case library (issue 13): reporting's file goes through the console a chunk at a
+    time, larger than any JSON answer may be (9 MB; the cap is 8), under reporting's own file name;
+    each read has the timeout, not the whole body (a body trickling for longer than the timeout
+    arrives whole); a body that goes quiet for longer ends the download unfinished (never a short
+    file that looks whole), and a head that does not come within EXPORT_WAIT_SECONDS, a refusal
+    or a fault are the console's error pages."""
+    hq = p.signed_in("hq")
+    name = 'attachment; filename="closeloop-case-library-20260825-20261122.csv"'
+    body = b"case_id,category\r\n" + b"x" * (9 * 1024 * 1024)
+    path = "/v1/exports/case-library.csv"
+    p.stub.answer("GET", path, Answer(200, body, "text/csv; charset=utf-8", headers={"Content-Disposition": name}))
+    got = hq.get("/library/case-library?format=csv&from=2026-08-25&to=2026-11-22")
+    assert got.status_code == 200 and got.content == body and got.headers["Content-Disposition"] == name
+    assert got.headers["Content-Type"] == "text/csv; charset=utf-8" and got.headers["Cache-Control"] == "no-store"
+
+    p.stub.answer("GET", path, Answer(200, b"abcde", headers={"Content-Disposition": 'attachment; filename="a\\b"'},
+                                      content_type="text/html", trickle=0.3))  # 1.2 s in all, 0.3 s a read
+    got = hq.get("/library/case-library?format=csv")
+    assert got.status_code == 200 and got.content == b"abcde"
+    assert got.headers["Content-Type"] == "text/csv; charset=utf-8"  # the console's, whatever reporting says
+    assert got.headers["Content-Disposition"] == 'attachment; filename="closeloop-case-library.csv"'
+
+    p.stub.answer("GET", path, Answer(200, b"y" * 128 * 1024, trickle=TIMEOUT + 0.1, piece=64 * 1024))
+    started = time.monotonic()
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):  # 64 KB of 128: the download fails
+        hq.get("/library/case-library?format=csv")
+    assert time.monotonic() - started < TIMEOUT + 1
+
+    away = "The case library is not available right now: reporting is not answering. Try again in a moment."
+    for answer, status, message in (
+            (Answer(403, {"error": {"code": "forbidden", "message": "no"}}), 403,
+             "Your role may not read the case library."),
+            (Answer(400, {"error": {"code": "invalid", "message": "no", "fields": {"from": ["too early"]}}}), 400,
+             "Reporting refused the case library. Check the period and the category, then try again."),
+            (Answer(500, {"error": {"code": "internal", "message": "no"}}), 503, away),
+            (Answer(200, b"late", delay=EXPORT_WAIT + 0.3), 503, away)):
+        p.stub.answer("GET", path, answer)
+        page = hq.get("/library/case-library?format=csv")
+        assert page.status_code == status and zh(message) in page.text, (status, page.text[:500])
+        assert page.headers["Content-Type"].startswith("text/html")
+        assert status != 400 or "<code>from</code>: too early" in page.text
+    asked = len(p.stub.seen)
+    wrong = hq.get("/library/case-library?format=pdf&from=2026-02-30&to=x&category=poetry")
+    assert wrong.status_code == 400 and len(p.stub.seen) == asked  # reporting not asked
+    for named in ("format", "from", "to", "category"):
+        assert f'id="e-{named}"' in wrong.text, named
+    assert hq.get("/library").status_code == 200  # the console none the worse
 
 
 def test_numbers_that_are_not_numbers_make_a_page_not_a_500(p):

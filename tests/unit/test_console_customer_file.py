@@ -9,6 +9,7 @@ import pytest
 
 from services.console import cases, customer_summary, customers, rendering, standard_answers
 from services.console.clients import ServiceDown
+from services.console.policy import RULES
 from services.console.repository import StaffMember
 from shared.calendar.policy import load_policy
 
@@ -119,10 +120,11 @@ def test_the_file_page_labels_its_records_escapes_data_and_links_what_the_role_o
 
 class _Investigation:
     def __init__(self, answer=None, fail=None):
-        self.answer, self.fail, self.calls = answer, fail, []
+        self.answer, self.fail, self.calls, self.timeouts = answer, fail, [], []
 
     def get(self, path, token, *, timeout=None, **params):
         self.calls.append((path, params))
+        self.timeouts.append(timeout)
         if self.fail:
             raise self.fail
         return self.answer
@@ -211,3 +213,5 @@ def test_a_follow_up_visit_is_offered_the_answers_of_its_case_s_category_filled_
     assert offered[1]["text"] == "已填好"
     call_list._answers(visit, shown, None, _Services(investigation=investigation), "t", policy, "zh")
     assert investigation.calls[1][1]["category"] is None  # no file: every category's
+    # beside the visit (aftercare's): the summary's short deadline, then the form goes without them
+    assert investigation.timeouts == [RULES.aside_timeout_seconds] * 2 == [1.5, 1.5]
