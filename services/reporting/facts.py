@@ -20,7 +20,14 @@ library's) is kept scrubbed only (scrub.py), with the customer's surname once th
 
 An inquiry converted into a complaint (intake's complaint_registered with `converted_from`,
 investigation's case_converted) is a complaint from then on, whichever event comes first: the
-inquiry's registration heard after its conversion only fills what is still unknown."""
+inquiry's registration heard after its conversion only fills what is still unknown. Investigation
+converts an inquiry in place whatever its state: one already answered and closed opens again, and
+its answer is the inquiry's, not the complaint's first response. Which is which is told by the
+case's sequence: the acknowledgements and the closing numbered before case_converted are the
+inquiry's, in whatever order they are heard (`responses` keeps each acknowledgement by its number).
+
+The staff a case's events name (who acted, signed the findings, owns the case or its corrective
+action, the technician) are kept (`staff`): the case library takes their ids out of its texts."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -28,7 +35,8 @@ from datetime import datetime
 from services.reporting.scrub import scrub_text
 
 # The state each investigation event leaves the case in.
-STATE_OF = {"case_opened": "open", "case_assigned": "assigned", "case_acknowledged": "acknowledged",
+STATE_OF = {"case_opened": "open", "case_converted": "open", "case_assigned": "assigned",
+            "case_acknowledged": "acknowledged",
             "findings_recorded": "investigated", "case_resolved": "resolved", "case_reopened": "reopened",
             "case_closed": "closed"}
 # What the complaint as registered says, in the record's own words (intake's, else case_opened's).
@@ -59,7 +67,8 @@ def new_case(case_id: str) -> dict:
             "reopened": 0, "closed_at": None, "outcome": None, "corrective_action": None,
             "decision": None, "follow_up_score": None, "follow_up_at": None, "origin": None,
             "state": None, "described_by": None, "sequences": {}, "products": [], "converted_from": None,
-            "converted_at": None, "texts": {}, "standard_answers": {}}
+            "converted_at": None, "texts": {}, "standard_answers": {}, "responses": {}, "converted_seq": None,
+            "staff": []}
 
 
 def _later(a: str | None, b: str | None) -> str | None:
@@ -109,11 +118,13 @@ def apply(facts: dict, event: dict) -> dict:
     if source != "investigation":
         return facts
 
+    _add_staff(facts, payload.get("actor"), payload.get("owner"), payload.get("signed_by"))
     if kind in STATE_OF and _newer(facts, "state", sequence):
         facts["state"] = STATE_OF[kind]
     if kind == "case_opened":
         if facts["described_by"] != "intake":
             _describe(facts, payload, "investigation")
+            _scrub_texts(facts)  # a mask it carries: the texts heard before scrubbed with the surname
         facts["opened_at"] = _earlier(facts["opened_at"], at)
         if payload.get("converted_from"):  # opened as the complaint an inquiry became
             facts["converted_from"] = payload["converted_from"]
@@ -131,9 +142,9 @@ def apply(facts: dict, event: dict) -> dict:
     elif kind == "case_assigned" and _newer(facts, "owner", sequence):
         facts["owner"] = payload.get("owner")
     elif kind == "case_acknowledged":
-        if facts["first_response_at"] is None or _earlier(at, facts["first_response_at"]) == at:
-            facts["first_response_at"], facts["first_response_within_sla"] = at, payload.get("within_sla")
-            _answer_used(facts, "first_response", payload, at)
+        _responses(facts)[str(sequence)] = {"at": at, "within_sla": payload.get("within_sla"),
+                                             "standard_answer": payload.get("standard_answer")}
+        _first_responses(facts)
     elif kind == "case_converted":
         for name in ("kind", "category", "priority", "severity_flags", "received_at", "first_response_due",
                      "resolution_due"):
@@ -141,6 +152,11 @@ def apply(facts: dict, event: dict) -> dict:
                 facts[name] = list(payload[name]) if name == "severity_flags" else payload[name]
         facts["converted_from"] = payload.get("from_kind") or "inquiry"
         facts["converted_at"] = _earlier(facts.get("converted_at"), payload.get("converted_at") or at)
+        facts["converted_seq"] = max(facts.get("converted_seq") or 0, sequence)
+        if _newer(facts, "closed", sequence):  # an inquiry answered and closed: open again as the complaint
+            facts["closed_at"], facts["outcome"] = None, None
+        _responses(facts)
+        _first_responses(facts)
     elif kind == "customer_notified":
         if _newer(facts, "measures", sequence):
             _set_text(facts, "measures", payload.get("measures"))
@@ -171,7 +187,7 @@ def apply(facts: dict, event: dict) -> dict:
         facts["escalation_level"] = max(facts["escalation_level"], payload.get("escalation_level") or 0)
         if payload.get("resolution_due") and _newer(facts, "resolution_due", sequence):
             facts["resolution_due"] = payload["resolution_due"]
-    elif kind == "case_closed":
+    elif kind == "case_closed" and _newer(facts, "closed", sequence):  # not an inquiry's, heard after its conversion
         facts["closed_at"], facts["outcome"] = at, payload.get("outcome")
     elif kind in ("corrective_action_opened", "corrective_action_closed"):
         action = facts["corrective_action"] or {}
@@ -233,6 +249,39 @@ def _scrub_texts(facts: dict) -> None:
     texts = facts.setdefault("texts", {})
     for name, text in texts.items():
         texts[name] = scrub_text(text, masked)
+
+
+def _responses(facts: dict) -> dict:
+    """Each acknowledgement by its sequence number (facts folded before they were kept: their
+    first response, as one numbered 0)."""
+    if "responses" not in facts:
+        first, used = facts.get("first_response_at"), (facts.get("standard_answers") or {}).get("first_response")
+        facts["responses"] = {} if first is None else {
+            "0": {"at": first, "within_sla": facts.get("first_response_within_sla"),
+                  "standard_answer": used["id"] if used else None}}
+    return facts["responses"]
+
+
+def _first_responses(facts: dict) -> None:
+    """The first response (the earliest acknowledgement after the conversion, if any) and the
+    answer it used; an inquiry converted since: its answer (the earliest before), as `inquiry`."""
+    converted = facts.get("converted_seq")
+    mine, inquiry = [], []
+    for number, response in facts["responses"].items():
+        when = (datetime.fromisoformat(response["at"]), int(number))
+        (inquiry if converted is not None and int(number) < converted else mine).append((when, response))
+    first, answered = (min(rs, key=lambda r: r[0])[1] if rs else None for rs in (mine, inquiry))
+    facts["first_response_at"] = first["at"] if first else None
+    facts["first_response_within_sla"] = first["within_sla"] if first else None
+    for purpose, response in (("first_response", first), ("inquiry", answered)):
+        _answer_used(facts, purpose, response or {}, response["at"] if response else None)
+
+
+def _add_staff(facts: dict, *ids) -> None:
+    """Staff ids a case's event names, kept once each."""
+    named = {i for i in ids if isinstance(i, str) and i}
+    if named - set(facts.get("staff") or ()):
+        facts["staff"] = sorted({*(facts.get("staff") or ()), *named})
 
 
 def _answer_used(facts: dict, purpose: str, payload: dict, at: str) -> None:

@@ -5,9 +5,12 @@ One row per complaint case closed in the period: what happened (the description 
 findings), the root cause, the responsibility, the measures of the written result, the
 corrective action, the remedies given, the outcome and the satisfaction, with the case's id in
 place of its reference. Nobody is named: no customer, no contact, no staff or technician id.
-The texts were scrubbed as they were folded (facts.py, scrub.py); the ids of the case's own
-technician and handlers are taken out of them here, and every text is made inert against
-spreadsheet formulas."""
+The texts were scrubbed as they were folded (facts.py, scrub.py) and are scrubbed again here,
+with the scrubber's newest rules and the customer's masked name: the case's own, else the newest
+the customer's sales or other cases have (a case opened for a return visit's adverse reaction has
+no registration, so no mask of its own). The ids of the staff the case's events name (its
+technician, its handlers, the findings' signer) and the case's reference are taken out of them,
+and every text is made inert against spreadsheet formulas."""
 from __future__ import annotations
 
 import csv
@@ -19,8 +22,9 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from services.reporting import exports
+from services.reporting import customers, exports
 from services.reporting.queries import Scope, period_where
+from services.reporting.scrub import scrub_text
 from shared.security.privacy import ANONYMISED
 
 log = logging.getLogger("closeloop.reporting.library")
@@ -33,12 +37,15 @@ _HOURS = "round((extract(epoch FROM (c.{} - c.received_at)) / 3600)::numeric, 2)
 _SELECT = f"""
 SELECT c.case_id::text AS case_id, c.category, c.branch_code,
        to_char(c.received_at AT TIME ZONE :zone, 'YYYY-MM') AS received_month, c.channel, f.severity_flags, f.texts,
-       c.technician_id, c.owner, f.corrective_action ->> 'owner' AS action_owner, f.responsibility, f.remedies,
+       c.technician_id, c.owner, f.corrective_action ->> 'owner' AS action_owner, f.staff, f.reference,
+       coalesce(f.customer_masked ->> 'name', {customers.NEWEST_NAME.format(ref="c.customer_ref")}) AS masked_name,
+       f.responsibility, f.remedies,
        c.outcome, c.follow_up_score, c.reopened, c.escalation_level,
        {_HOURS.format('first_response_at')} AS first_response_hours, {_HOURS.format('resolved_at')} AS resolution_hours
 FROM case_facts c
 CROSS JOIN LATERAL jsonb_to_record(c.facts) AS f(severity_flags jsonb, texts jsonb, responsibility text,
-                                               remedies jsonb, corrective_action jsonb)
+                                               remedies jsonb, corrective_action jsonb, staff jsonb, reference text,
+                                               customer_masked jsonb)
 WHERE c.kind = 'complaint' AND {{where}}
 ORDER BY c.closed_at, c.case_id"""
 
@@ -53,10 +60,12 @@ def _query(scope: Scope, filters: dict) -> tuple[str, dict]:
     return _SELECT.format(where=" AND ".join(where)), params
 
 
-def _unnamed(text: str | None, ids: list[str]) -> str | None:
-    """The text without the case's staff ids (its technician, its handler, the action's owner)."""
+def _unnamed(text: str | None, ids: list[str], masked_name: str | None = None) -> str | None:
+    """The text scrubbed (with the customer's masked name) and without the case's staff ids and
+    reference (`ids`)."""
     if not text:
         return text
+    text = scrub_text(text, masked_name)
     for staff in sorted(ids, key=len, reverse=True):
         text = re.sub(rf"(?<![\w-]){re.escape(staff)}(?![\w-])", ANONYMISED, text)
     return text
@@ -71,15 +80,18 @@ def _remedies(remedies: dict | None) -> str:
 def row_of(r, regions: dict[str, str]) -> list:
     """One case's row of the library, as COLUMNS."""
     texts = r.texts or {}
-    staff = [s for s in (r.technician_id, r.owner, r.action_owner) if s and len(s) >= 2]
+    named = {r.technician_id, r.owner, r.action_owner, r.reference, *(r.staff or ())}
+    staff = [s for s in named if isinstance(s, str) and len(s) >= 2]
     happened = "\n\n".join(t for t in (texts.get("description"), texts.get("findings")) if t)
     written = {"what_happened": happened, "root_cause": texts.get("root_cause"), "measures": texts.get("measures"),
                "corrective_action": texts.get("action")}
-    clean = {name: exports._inert(_unnamed(text, staff) or None) for name, text in written.items()}
-    return [r.case_id, r.category, r.branch_code, regions.get(r.branch_code), r.received_month, r.channel,
-            ", ".join(r.severity_flags or []), clean["what_happened"], clean["root_cause"], r.responsibility,
-            clean["measures"], clean["corrective_action"], _remedies(r.remedies), r.outcome, r.follow_up_score,
-            r.reopened, r.escalation_level, r.first_response_hours, r.resolution_hours]
+    clean = {name: _unnamed(text, staff, r.masked_name) or None for name, text in written.items()}
+    row = [r.case_id, r.category, r.branch_code, regions.get(r.branch_code), r.received_month, r.channel,
+           ", ".join(r.severity_flags or []), clean["what_happened"], clean["root_cause"], r.responsibility,
+           clean["measures"], clean["corrective_action"], _remedies(r.remedies), r.outcome, r.follow_up_score,
+           r.reopened, r.escalation_level, r.first_response_hours, r.resolution_hours]
+    # Every text inert, codes too: they came over the bus from another service.
+    return [exports._inert(v) if isinstance(v, str) else v for v in row]
 
 
 def rows(engine: sa.Engine, scope: Scope, filters: dict):

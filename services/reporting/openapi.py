@@ -36,11 +36,12 @@ _CUSTOMER = {"type": "object", "properties": {
     "summary": {"type": "object", "properties": {
         "complaints": _INT, "inquiries": _INT, "open_cases": _INT, "sales": _INT, "visits": _INT,
         "last_visit_score": _NULLABLE(_INT), "last_visit_at": _NULLABLE(_TIME),
-        "allergies": _LIST({"at": _TIME, "batch": _NULLABLE(_TEXT), "sku": _NULLABLE(_TEXT),
-                            "source": {"type": "string", "enum": ["complaint", "visit"]}, "record_id": _TEXT})}},
+        "allergies": {**_LIST({"at": _TIME, "batch": _NULLABLE(_TEXT), "sku": _NULLABLE(_TEXT),
+                               "source": {"type": "string", "enum": ["complaint", "visit"]}, "record_id": _TEXT}),
+                      "description": "the newest 200, newest first"}}},
     "satisfaction": {**_LIST({"at": _TIME, "score": _INT, "kind": {"type": "string", "enum": ["return", "follow_up"]},
                               "visit_id": _NULLABLE(_TEXT), "case_id": _NULLABLE(_TEXT)}),
-                     "description": "every score given, oldest first"},
+                     "description": "the scores given, oldest first: the newest 200"},
     "cases": {**_LIST({"case_id": _TEXT, "reference": _TEXT, "kind": _TEXT, "branch_code": _TEXT, "category": _TEXT,
                        "priority": _TEXT, "severity_flags": {"type": "array", "items": _TEXT}, "received_at": _TIME,
                        "state": _TEXT, "outcome": _NULLABLE(_TEXT), "closed_at": _NULLABLE(_TIME),
@@ -57,8 +58,9 @@ _CUSTOMER = {"type": "object", "properties": {
                         "finished_at": _NULLABLE(_TIME), "score": _NULLABLE(_INT), "answers": _NULLABLE({"type": "object"}),
                         "adverse_reaction": _BOOL, "sale_id": _NULLABLE(_TEXT), "case_id": _NULLABLE(_TEXT)}),
                "description": "newest first, 200 at most"},
-    "more": {"type": "object", "properties": {"cases": _BOOL, "sales": _BOOL, "visits": _BOOL},
-             "description": "a list holds 200 of more records"}}}
+    "more": {"type": "object", "properties": {"cases": _BOOL, "sales": _BOOL, "visits": _BOOL, "allergies": _BOOL,
+                                              "satisfaction": _BOOL},
+             "description": "a list (the summary's allergies too) holds 200 of more"}}}
 
 _ANSWERS = {"type": "object", "properties": {
     "from": _TIME, "to": _TIME, "time_zone": _TEXT, "branches": _NULLABLE({"type": "array", "items": _TEXT}),

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from services.reporting import models
+from services.reporting import customers, models
 from services.reporting.scrub import scrub_text
 from shared.persistence.anonymisation import RecordKind
 from shared.security.privacy import scrub_json
@@ -116,15 +116,27 @@ def _anonymise_visits(uow, visit_ids: list[str], scrub) -> None:
         uow.execute(v.update().where(v.c.visit_id == row.visit_id).values(facts=facts, customer_ref=None))
 
 
+def _masked(uow, facts: dict) -> dict | None:
+    """The case's masked customer; one without a masked name of its own (a case opened for an
+    adverse reaction) the customer's newest elsewhere (customers.NEWEST_NAME), while it is held."""
+    masked = facts.get("customer_masked")
+    if (masked or {}).get("name") or not facts.get("customer_ref"):
+        return masked
+    name = uow.execute(sa.text("SELECT " + customers.NEWEST_NAME.format(ref=":ref")),
+                       {"ref": facts["customer_ref"]}).scalar()
+    return {**(masked or {}), "name": name} if name else masked
+
+
 def _anonymise_cases(uow, rows: list, now: datetime) -> None:
     c = models.case_facts
     for row in rows:
+        masked = _masked(uow, row.facts)
         facts = {**row.facts, "customer_ref": None, "customer_masked": None}
         if facts.get("texts"):
-            facts["texts"] = scrub_json(facts["texts"], scrubber(row.facts.get("customer_masked")))
+            facts["texts"] = scrub_json(facts["texts"], scrubber(masked))
         uow.execute(c.update().where(c.c.case_id == row.id).values(facts=facts, customer_ref=None,
                                                                    anonymised_at=now))
-        _scrub_log(uow, str(row.id), row.facts.get("customer_masked"), now)
+        _scrub_log(uow, str(row.id), masked, now)
 
 
 def _sales_before(sold_before: datetime) -> tuple:

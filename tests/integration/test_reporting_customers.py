@@ -206,7 +206,7 @@ def test_hq_sees_the_customer_s_whole_file_across_branches(loaded):
              "source": "complaint", "record_id": allergy.id}]}
     assert [(s["kind"], s["score"], s["case_id"]) for s in found["satisfaction"]] == [
         ("follow_up", 5, allergy.id), ("return", 3, None)]
-    assert found["more"] == {"cases": False, "sales": False, "visits": False}
+    assert found["more"] == {"cases": False, "sales": False, "visits": False, "allergies": False, "satisfaction": False}
     assert "13812346138" not in str(found) and OTHER not in str(found)
 
 
@@ -321,7 +321,8 @@ def test_a_customer_with_more_than_200_of_a_kind_gets_the_newest_200_and_counts_
     cases = [Case("SH001", n, category="safety" if n == 0 else "booking") for n in range(203)]
     handlers.ingest(store, events=[e for c in cases for e in c.events], rules=ReportingRules(), now=NOW)
     found = file_of(store)
-    assert len(found["cases"]) == 200 and found["more"] == {"cases": True, "sales": False, "visits": False}
+    assert len(found["cases"]) == 200 and found["more"] == {
+        "cases": True, "sales": False, "visits": False, "allergies": False, "satisfaction": False}
     assert found["cases"][0]["case_id"] == cases[-1].id and found["summary"]["complaints"] == 203
     assert found["summary"]["open_cases"] == 203
     # the oldest, not listed, still reports its allergy
