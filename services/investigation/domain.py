@@ -251,8 +251,8 @@ class Case(Aggregate):
         extra = {"converted_from": case.converted_from} if case.converted_from else {}
         case._happened("case_opened", now, None, dict(extra), kind=case.kind, reference=case.reference,
                        category=case.category, priority=case.priority, severity_flags=case.severity_flags,
-                       region=case.region, customer_ref=case.customer_ref, received_at=isoformat(received),
-                       first_response_due=isoformat(clocks["first_response"].due),
+                       region=case.region, customer_ref=case.customer_ref, customer_masked=case.customer_masked,
+                       received_at=isoformat(received), first_response_due=isoformat(clocks["first_response"].due),
                        resolution_due=isoformat(clocks["resolution"].due), process=process, **extra)
         return case
 
@@ -315,7 +315,8 @@ class Case(Aggregate):
         case._happened("case_opened", now, None, {"origin": "adverse_reaction", "sale_id": p["sale_id"]},
                        kind=case.kind, reference=case.reference, category=case.category, priority=case.priority,
                        severity_flags=case.severity_flags, region=case.region, customer_ref=case.customer_ref,
-                       received_at=isoformat(received), first_response_due=isoformat(clocks["first_response"].due),
+                       customer_masked=case.customer_masked, received_at=isoformat(received),
+                       first_response_due=isoformat(clocks["first_response"].due),
                        resolution_due=isoformat(clocks["resolution"].due), process=process, origin=origin)
         return case
 

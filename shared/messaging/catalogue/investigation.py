@@ -4,6 +4,7 @@ data: the customer is `customer_ref` and masked names only. Fields added after t
 release are optional, so that an event of an older producer still reads."""
 from marshmallow import Schema, fields, validate
 
+from shared.messaging.catalogue.intake import MaskedCustomer
 from shared.messaging.catalogue.messages import CustomerMessageRequestedV1
 from shared.messaging.envelope import IdString, InstantString, Text
 
@@ -38,6 +39,7 @@ class CaseOpenedV1(CaseEventV1):
     severity_flags = fields.List(fields.String())
     region = fields.String()
     customer_ref = fields.String(allow_none=True)
+    customer_masked = fields.Nested(MaskedCustomer, allow_none=True)  # for the reports' scrubbing of texts
     received_at = InstantString()
     first_response_due = InstantString()
     resolution_due = InstantString()
