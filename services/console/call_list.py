@@ -413,11 +413,13 @@ def _page(store, request, caller, visit: dict, policy, *, services, tokens, type
 
 
 def _answers(visit: dict, shown: dict, file: dict | None, services, token: str, policy, language: str):
-    """The standard answers for the visit's follow-up (None: investigation could not say): of
-    the category of the case it follows (as the customer's file knows it; all categories
+    """The standard answers for a case's follow-up visit (None: investigation could not say;
+    none for a return visit after a sale): of the category of the case it follows (as the customer's file knows it; all categories
     without), in the customer's language, filled by the console with the visit's masked name,
     branch and case reference."""
     case_id = str(visit.get("case_id") or "")
+    if not case_id:  # a return visit after a sale: the answers speak of a problem reported
+        return []
     category = next((c.get("category") for c in (file or {}).get("cases") or []
                      if isinstance(c, dict) and case_id and str(c.get("case_id")) == case_id), None)
     masked = visit.get("customer_masked") if isinstance(visit.get("customer_masked"), dict) else {}

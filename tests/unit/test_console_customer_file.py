@@ -213,5 +213,9 @@ def test_a_follow_up_visit_is_offered_the_answers_of_its_case_s_category_filled_
     assert offered[1]["text"] == "已填好"
     call_list._answers(visit, shown, None, _Services(investigation=investigation), "t", policy, "zh")
     assert investigation.calls[1][1]["category"] is None  # no file: every category's
+    after_sale = {**visit, "kind": "return", "case_id": None, "sale_id": VISIT}
+    assert call_list._answers(after_sale, shown, a_file(), _Services(investigation=investigation), "t", policy,
+                              "zh") == []  # a return visit after a sale: no answers about a reported problem
+    assert len(investigation.calls) == 2
     # beside the visit (aftercare's): the summary's short deadline, then the form goes without them
     assert investigation.timeouts == [RULES.aside_timeout_seconds] * 2 == [1.5, 1.5]
