@@ -39,6 +39,7 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
+from bench import storage
 from shared.calendar.clock import ManualClock, isoformat
 from shared.messaging.envelope import build_event
 from shared.persistence import db
@@ -56,11 +57,7 @@ def database_url(env=os.environ) -> str:
 
 def fresh_database(env=os.environ) -> str:
     """closeloop_bench_aftercare (with the bench's prefix), dropped, created and migrated."""
-    url = database_url(env)
-    db.drop_database(url)  # what an earlier or interrupted run left
-    db.create_database(url)
-    db.migrate("aftercare", url)
-    return url
+    return storage.fresh(database_url(env), "aftercare")
 
 
 def _ms(seconds: float) -> float:

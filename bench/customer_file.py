@@ -47,6 +47,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench import storage
 from shared.calendar.clock import isoformat
 from shared.persistence import db
 from shared.runtime import config as settings
@@ -85,11 +86,7 @@ def database_url(env=os.environ) -> str:
 
 
 def fresh_database(env=os.environ) -> str:
-    url = database_url(env)
-    db.drop_database(url)  # what an earlier or interrupted run left
-    db.create_database(url)
-    db.migrate("reporting", url)
-    return url
+    return storage.fresh(database_url(env), "reporting")
 
 
 def drop_all(env=os.environ) -> None:
@@ -297,15 +294,8 @@ def load(url: str, now: datetime, customers: int = 1_000_000, seed: int = 13, ch
         # The KPI cells, as a running service keeps them (else its timer makes them while measured).
         repository.refresh_rollups(engine, "Asia/Shanghai", now)
         rolled = time.perf_counter() - started
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for table in TABLES:
-                conn.execute(sa.text(f"VACUUM (ANALYZE) {table}"))
-            try:
-                conn.execute(sa.text("CHECKPOINT"))
-            except sa.exc.DBAPIError:
-                pass  # not a superuser: left to the server's schedule
-            sizes = {t: conn.execute(sa.text(f"SELECT pg_size_pretty(pg_table_size('{t}')) || ' + ' || "
-                                             f"pg_size_pretty(pg_indexes_size('{t}'))")).scalar() for t in TABLES}
+        sizes = storage.settle(engine, TABLES)
+        with engine.connect() as conn:
             heavy_rows = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t} WHERE customer_ref = :r"),
                                           {"r": HEAVY_REF}).scalar() for t in ("case_facts", "sales", "visit_facts")}
             customers_with = conn.execute(sa.text(

@@ -57,6 +57,7 @@ from zoneinfo import ZoneInfo
 import kombu
 import sqlalchemy as sa
 
+from bench import storage
 from shared.calendar.clock import isoformat
 from shared.messaging.envelope import build_event
 from shared.persistence import db
@@ -760,15 +761,7 @@ def load_chain(url: str, now: datetime, regions_of: dict[str, str], cases: int =
         if refresh is not None:
             refresh(engine, str(ZONE), now)
         rolled = time.perf_counter() - started
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for table in tables:
-                conn.execute(sa.text(f"VACUUM (ANALYZE) {table}"))
-            try:
-                conn.execute(sa.text("CHECKPOINT"))
-            except sa.exc.DBAPIError:
-                pass  # not a superuser: left to the server's schedule
-            sizes = {t: conn.execute(sa.text(f"SELECT pg_size_pretty(pg_table_size('{t}')) || ' + ' || "
-                                             f"pg_size_pretty(pg_indexes_size('{t}'))")).scalar() for t in tables}
+        sizes = storage.settle(engine, tables)
     finally:
         engine.dispose()
     return {"rows": counts, "copy_s": round(copied, 1), "index_s": round(indexed - copied, 1),

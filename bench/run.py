@@ -487,14 +487,10 @@ def step_engine(env, seconds, work, results):
 def fresh_database(service: str, env) -> str:
     """The bench's database of `service` (closeloop_bench_<service>, or <SERVICE>_DATABASE_URL's),
     dropped if an earlier or interrupted run left it, created and migrated: its URL."""
-    from shared.persistence import db
+    from bench import storage
     from shared.runtime import config as settings
 
-    url = settings.service_database_url(service, env)
-    db.drop_database(url)
-    db.create_database(url)
-    db.migrate(service, url)
-    return url
+    return storage.fresh(settings.service_database_url(service, env), service)
 
 
 def bench_module(module: str, env, *argv: str, timeout: float, database_url: str) -> dict:

@@ -25,16 +25,15 @@ import zipfile
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-import eventlet
 import pytest
 import requests
 
 from shared import cli
 from shared.calendar.clock import ManualClock
-from shared.messaging.relay import Relay
-from shared.persistence import db
 from shared.security import auth
-from shared.testing.fixtures import BusListener, free_port, jsonbody, purge_queues_of, stop_runners, wait_until
+from shared.testing.fixtures import (
+    BusListener, jsonbody, purge_queues_of, run_service, services_in_process, stop_runners, wait_until,
+)
 from shared.testing.samples import complaint_request
 from tests.e2e import test_console_browser
 from tests.e2e.test_console import PASSWORD, Browser, csrf_of
@@ -86,50 +85,29 @@ def staff(*argv) -> None:
 def chain(amqp_uri, database_factory):
     """The four services, their relays and the console (fran at SH001's front desk, amy its store
     manager, ada its aftercare agent, hq an HQ admin), 10:00 in Shanghai on 2026-11-22."""
-    from nameko.runners import ServiceRunner
-
-    from shared.runtime import config
-
     for name in ("investigation", "aftercare", "reporting"):
         purge_queues_of(amqp_uri, name)  # what other modules' services left for them
     clock = ManualClock(START)
-    runners, urls, databases, relays = [], {}, {}, []
-
-    def start(name: str, **overrides) -> None:
-        databases[name] = database_factory(name)
-        port = free_port()
-        runner = ServiceRunner(config.service_config(
-            name, env={}, AMQP_URI=amqp_uri, DATABASE_URL=databases[name], WEB_SERVER_ADDRESS=f"127.0.0.1:{port}",
-            CLOCK=clock, CUSTOMER_REF_KEY="test-customer-ref-key", DB_POOL_SIZE=5, **overrides))
-        runner.add_service(config.service_class(name))
-        runner.start()
-        runners.append(runner)
-        urls[name] = f"http://127.0.0.1:{port}"
-
-    for name in SERVICES:
-        start(name)
-    start("console", **{f"{name.upper()}_URL": urls[name] for name in SERVICES})
-    for name in ("intake", "investigation", "aftercare"):
-        relay = Relay(db.make_engine(databases[name], 2), amqp_uri)
-        relay.thread = eventlet.spawn(relay.run)
-        relays.append(relay)
-    before = os.environ.get("CONSOLE_DATABASE_URL")
-    os.environ["CONSOLE_DATABASE_URL"] = databases["console"]  # what `closeloop staff` works on
-    try:
-        staff("add", "fran", "--name", "前台小芳", "--role", "front_desk", "--branch", "SH001")
-        staff("add", "amy", "--name", "王店长", "--role", "store_manager", "--branch", "SH001")
-        staff("add", "ada", "--name", "回访小周", "--role", "aftercare_agent", "--branch", "SH001")
-        staff("add", "hq", "--name", "总部", "--role", "hq_admin", "--branch", "*")
-    finally:
-        os.environ.pop("CONSOLE_DATABASE_URL") if before is None else os.environ.update(CONSOLE_DATABASE_URL=before)
-    chain = Chain(urls, clock)
-    yield chain
-    chain.http.close()
-    for relay in relays:
-        relay.stop()
-        relay.thread.wait()
-        relay.engine.dispose()
-    stop_runners(runners)
+    with services_in_process(amqp_uri, database_factory, SERVICES, clock) as running:
+        console = run_service("console", amqp_uri, database_factory("console"), clock,
+                              **{f"{name.upper()}_URL": running[name].base_url for name in SERVICES})
+        before = os.environ.get("CONSOLE_DATABASE_URL")
+        os.environ["CONSOLE_DATABASE_URL"] = console.config["DATABASE_URL"]  # what `closeloop staff` works on
+        try:
+            staff("add", "fran", "--name", "前台小芳", "--role", "front_desk", "--branch", "SH001")
+            staff("add", "amy", "--name", "王店长", "--role", "store_manager", "--branch", "SH001")
+            staff("add", "ada", "--name", "回访小周", "--role", "aftercare_agent", "--branch", "SH001")
+            staff("add", "hq", "--name", "总部", "--role", "hq_admin", "--branch", "*")
+        finally:
+            os.environ.pop("CONSOLE_DATABASE_URL") if before is None else \
+                os.environ.update(CONSOLE_DATABASE_URL=before)
+        chain = Chain({**{name: service.base_url for name, service in running.items()},
+                       "console": console.base_url}, clock)
+        try:
+            yield chain
+        finally:
+            chain.http.close()
+            stop_runners([console.runner])
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from shared.calendar.clock import ManualClock
 from shared.security import auth
-from shared.testing.fixtures import database_rows, free_port, jsonbody, stop_runners
+from shared.testing.fixtures import database_rows, jsonbody, run_service, stop_runners
 from shared.testing.samples import complaint_request
 
 pytestmark = pytest.mark.e2e
@@ -48,22 +48,13 @@ def bearer(role: str, branch: str | None = "SH001", region: str | None = None, s
 def intake_in_process(amqp_uri: str, database_factory):
     """Intake in the test process (as start_service starts it), on a fresh database, 10:00 in
     Shanghai on 2026-11-22: for a module's fixture (tests/e2e/test_intake_inquiries.py too)."""
-    from nameko.runners import ServiceRunner
-
-    from shared.runtime import config
-
     clock = ManualClock(datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc))
     url = database_factory("intake")
-    port = free_port()
-    runner = ServiceRunner(config.service_config(
-        "intake", env={}, AMQP_URI=amqp_uri, DATABASE_URL=url, WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", CLOCK=clock,
-        CUSTOMER_REF_KEY="test-customer-ref-key", DB_POOL_SIZE=5))
-    runner.add_service(config.service_class("intake"))
-    runner.start()
+    service = run_service("intake", amqp_uri, url, clock)
     try:
-        yield Intake(f"http://127.0.0.1:{port}", url, clock)
+        yield Intake(service.base_url, url, clock)
     finally:
-        stop_runners([runner])
+        stop_runners([service.runner])
 
 
 @pytest.fixture(scope="module")

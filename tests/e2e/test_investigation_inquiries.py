@@ -10,17 +10,15 @@ import json
 import uuid
 from datetime import datetime, timedelta
 
-import eventlet
 import pytest
 import requests
 
 from shared.calendar.clock import ManualClock, isoformat
 from shared.messaging.envelope import build_event
-from shared.messaging.relay import Publisher, Relay
-from shared.persistence import db
+from shared.messaging.relay import Publisher
 from shared.security import auth
 from shared.testing.fixtures import (
-    BusListener, free_port, handled, jsonbody, purge_queues_of, stop_runners, wait_until,
+    BusListener, handled, jsonbody, purge_queues_of, services_in_process, wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -95,32 +93,16 @@ class Desk:
 
 @pytest.fixture(scope="module")
 def desk(amqp_uri, database_factory):
-    from nameko.runners import ServiceRunner
-
-    from shared.runtime import config
-
     purge_queues_of(amqp_uri, "investigation")  # registrations other modules left: not this module's cases
     clock = ManualClock(START)
-    database = database_factory("investigation")
     cases_bus = BusListener(amqp_uri, "investigation.events")
-    port = free_port()
-    settings = config.service_config("investigation", env={}, AMQP_URI=amqp_uri, DATABASE_URL=database,
-                                     WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", CLOCK=clock,
-                                     CUSTOMER_REF_KEY="test-customer-ref-key", DB_POOL_SIZE=5)
-    runner = ServiceRunner(settings)
-    runner.add_service(config.service_class("investigation"))
-    runner.start()
-    relay = Relay(db.make_engine(database, 2), amqp_uri)
-    relay.thread = eventlet.spawn(relay.run)
     publisher = Publisher(amqp_uri)
-    desk = Desk(f"http://127.0.0.1:{port}", database, publisher, cases_bus, clock)
-    yield desk
-    desk.http.close()
+    with services_in_process(amqp_uri, database_factory, ["investigation"], clock) as running:
+        investigation = running["investigation"]
+        desk = Desk(investigation.base_url, investigation.database_url, publisher, cases_bus, clock)
+        yield desk
+        desk.http.close()
     publisher.close()
-    relay.stop()
-    relay.thread.wait()
-    relay.engine.dispose()
-    stop_runners([runner])
     cases_bus.close()
 
 

@@ -1,0 +1,30 @@
+"""The benchmarks' databases: made fresh for a step, and settled after a bulk load."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from shared.persistence import db
+
+
+def fresh(url: str, service: str) -> str:
+    """`url`'s database dropped if an earlier or interrupted run left it, created and migrated
+    to `service`'s schema: its URL."""
+    db.drop_database(url)
+    db.create_database(url)
+    db.migrate(service, url)
+    return url
+
+
+def settle(engine: sa.Engine, tables) -> dict[str, str]:
+    """After a bulk load: each table vacuumed and analysed (the planner's statistics, the
+    visibility map for index-only scans), a checkpoint when the role may ask for one; each
+    table's size and its indexes'."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in tables:
+            conn.execute(sa.text(f"VACUUM (ANALYZE) {table}"))
+        try:
+            conn.execute(sa.text("CHECKPOINT"))
+        except sa.exc.DBAPIError:
+            pass  # not a superuser: left to the server's schedule
+        return {t: conn.execute(sa.text(f"SELECT pg_size_pretty(pg_table_size('{t}')) || ' + ' || "
+                                        f"pg_size_pretty(pg_indexes_size('{t}'))")).scalar() for t in tables}
