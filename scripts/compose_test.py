@@ -376,6 +376,7 @@ def check(project: Project) -> None:
     check_investigation(project)
     check_aftercare(project)
     check_reporting(project)
+    check_customer_care(project)
     check_console(project)
 
 
@@ -524,6 +525,45 @@ def check_reporting(project: Project) -> None:
         if not got.startswith(kind):
             raise Failed(f"GET {path} through the gateway is {got!r}, not {kind}")
     say("reporting: a branch manager sees its own branch; the dashboard and its script through the gateway")
+
+
+def check_customer_care(project: Project) -> None:
+    """Issue 13 through the gateway's routes: the customer of the aftercare check's sale found by
+    phone at intake (`= /v1/customers/lookup`) and their file read from reporting (the rest of
+    `/v1/customers`); the standard answers ranked by investigation; their use and the case library
+    from reporting."""
+    hq = {"Authorization": f"Bearer {token('hq_admin', '*')}", "Content-Type": "application/json"}
+    status, found = http("POST", f"{project.gateway}/v1/customers/lookup",
+                         {"phone": "13812346139", "purpose": "compose test: the customer file"}, hq)
+    if status != 200 or not str(found.get("customer_ref", "")).startswith("c_") or not found.get("sales"):
+        raise Failed(f"the phone look-up through the gateway: {status} {str(found)[:300]}")
+    seen: list = []
+
+    def filed():
+        status, body = http("GET", f"{project.gateway}/v1/customers/{found['customer_ref']}", headers=hq)
+        seen[:] = [status, str(body)[:300]]
+        return body if status == 200 and isinstance(body, dict) and body.get("sales") else None
+    try:
+        file = until("the customer's sale in their file", filed, 60, 0.5)
+    except Failed as exc:
+        raise Failed(f"{exc}; last answer: {seen}") from None
+    status, answers = http("GET", f"{project.gateway}/v1/standard-answers?purpose=first_response&language=zh",
+                           headers=hq)
+    if status != 200 or len(answers.get("answers", [])) < 8:
+        raise Failed(f"GET /v1/standard-answers through the gateway: {status} {str(answers)[:300]}")
+    status, usage = http("GET", f"{project.gateway}/v1/kpis/standard-answers", headers=hq)
+    if status != 200 or "answers" not in usage:
+        raise Failed(f"GET /v1/kpis/standard-answers through the gateway: {status} {str(usage)[:300]}")
+    request = urllib.request.Request(f"{project.gateway}/v1/exports/case-library.csv", headers=hq)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            kind, head = answer.headers.get("Content-Type", ""), answer.read().decode("utf-8-sig").split("\r\n")[0]
+    except urllib.error.URLError as exc:
+        raise Failed(f"GET /v1/exports/case-library.csv through the gateway failed: {exc}") from None
+    if not kind.startswith("text/csv") or not head.startswith("case_id,category"):
+        raise Failed(f"the case library through the gateway is {kind!r}: {head[:200]!r}")
+    say(f"customer care: the phone's customer found at intake, their file ({len(file['sales'])} sale) at reporting, "
+        f"{len(answers['answers'])} standard answers ranked, their use and the case library through the gateway")
 
 
 def check_console(project: Project) -> None:
