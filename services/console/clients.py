@@ -14,7 +14,9 @@ timeout bounds each read only: an answer trickling a byte a second would hold th
 the console's few workers, for as long as it lasts), and an answer may be
 `service_answer_max_bytes` at most. A service that did not answer in time rests for
 `service_rest_seconds`: calls to it fail at once meanwhile, so a hung service costs its own pages
-a moment each, not every worker of the console.
+a moment each, not every worker of the console. A call given a shorter deadline (what a page can
+do without: a summary beside its own record) that passes it rests only such calls: a service
+slower than an aside's deadline but within a page's still serves its own pages.
 
 A file (reporting's exports) is not read whole: `download` answers its head and an iterator over
 its body, passed on to the browser a chunk at a time (constant memory, however large). Its head
@@ -133,6 +135,7 @@ class ServiceClient:
     def __post_init__(self):
         self._http = requests.Session()
         self._resting_until = 0.0  # time.monotonic(): not asked until then (it did not answer in time)
+        self._asides_resting_until = 0.0  # the same for calls with a shorter deadline (an aside missed it)
 
     def call(self, method: str, path: str, token: str, *, params: dict | None = None, json: dict | None = None,
              correlation_id: str | None = None, headers: dict | None = None, timeout: float | None = None) -> dict:
@@ -142,7 +145,8 @@ class ServiceClient:
         if correlation_id:
             headers["X-Correlation-Id"] = correlation_id
         limit = min(timeout, self.timeout) if timeout else self.timeout
-        if time.monotonic() < self._resting_until:
+        aside = limit < self.timeout
+        if time.monotonic() < (max(self._resting_until, self._asides_resting_until) if aside else self._resting_until):
             raise ServiceDown(self.name, "no answer in time a moment ago; not asked again yet")
         try:
             with eventlet.Timeout(limit, _Late):
@@ -150,12 +154,19 @@ class ServiceClient:
         except requests.RequestException as exc:
             if not _timed_out(exc):
                 raise ServiceDown(self.name, f"unreachable ({exc.__class__.__name__})") from None
-            self._resting_until = time.monotonic() + self.rest
+            self._rest(aside)
             raise ServiceDown(self.name, f"no answer within {limit:g} s") from None
         except _Late:
-            self._resting_until = time.monotonic() + self.rest
+            self._rest(aside)
             raise ServiceDown(self.name, f"no answer within {limit:g} s") from None
         return self._body(status, raw)
+
+    def _rest(self, aside: bool) -> None:
+        """Not asked for `rest` s: by any call, or (an aside's deadline missed) by asides only."""
+        if aside:
+            self._asides_resting_until = time.monotonic() + self.rest
+        else:
+            self._resting_until = time.monotonic() + self.rest
 
     def _body(self, status: int, raw: bytes | None) -> dict:
         """An answer's JSON object; a refusal ServiceRefused, anything else odd ServiceDown."""
@@ -298,4 +309,4 @@ class Services:
     def awake(self) -> None:
         """Every service asked again at the next call, resting or not."""
         for name in SERVICES:
-            getattr(self, name)._resting_until = 0.0
+            getattr(self, name)._resting_until = getattr(self, name)._asides_resting_until = 0.0

@@ -4,8 +4,8 @@ to B2026-11-03", linking to the file (`/customers/{customer_ref}`, customers.py)
 
 The line is beside the page's own record: reporting is asked with a short deadline
 (`aside_timeout_seconds`), and when it is slow, down or refuses, the page is shown without the
-line (a service that did not answer in time rests, as clients.py says, so the next pages do not
-wait for it either)."""
+line (a service that did not answer in time rests for the next pages' lines, as clients.py says,
+so they do not wait for it either; its own pages, given the whole deadline, still ask it)."""
 from __future__ import annotations
 
 import logging

@@ -143,17 +143,38 @@ def _rows(engine: sa.Engine, scope: Scope, filters: dict, zone: ZoneInfo):
             yield out
 
 
-def csv_stream(engine: sa.Engine, scope: Scope, filters: dict, zone: ZoneInfo):
+def csv_stream(engine: sa.Engine, scope: Scope, filters: dict, zone: ZoneInfo) -> "Streamed":
     """UTF-8 with a byte-order mark (Excel then reads Chinese right), a header line, the rows
-    (CRLF-ended, quoted where needed, as Python's csv.writer would)."""
+    (CRLF-ended, quoted where needed, as Python's csv.writer would). The COPY is begun here, in
+    the request's handler (see Streamed)."""
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\r\n").writerow(COLUMNS)
-    yield ("\ufeff" + buffer.getvalue()).encode()
-    try:
-        yield from _csv_lines(engine, scope, filters, zone)
-    except Exception:  # the status line has gone: all a client can see is a cut body
-        log.exception("the CSV export stopped part way")
-        raise
+    return Streamed(("\ufeff" + buffer.getvalue()).encode(), _csv_lines(engine, scope, filters, zone), "the CSV export")
+
+
+class Streamed:
+    """A streamed body whose first chunk is read before the status line goes out (in the
+    request's handler): the database away is then the API's 503 with Retry-After, as for every
+    read, instead of the HTTP server's bare 500 (a generator first run by the server fails after
+    the handler has answered). A failure after that can only cut the body: the connection ends
+    without the chunked body's end, so no client takes it for a whole file (logged). `close`
+    ends the query (a client gone, or the body never sent)."""
+
+    def __init__(self, head: bytes, chunks, what: str):
+        self._chunks, self._what = chunks, what
+        self._first = [head, next(chunks, b"")]
+
+    def __iter__(self):
+        first, self._first = self._first, []
+        yield from first
+        try:
+            yield from self._chunks
+        except Exception:  # the status line has gone: all a client can see is a cut body
+            log.exception("%s stopped part way", self._what)
+            raise
+
+    def close(self) -> None:
+        self._chunks.close()
 
 
 def _csv_lines(engine: sa.Engine, scope: Scope, filters: dict, zone: ZoneInfo):

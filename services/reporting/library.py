@@ -105,21 +105,24 @@ def rows(engine: sa.Engine, scope: Scope, filters: dict):
             yield [row_of(r, scope.regions) for r in chunk]
 
 
-def csv_stream(engine: sa.Engine, scope: Scope, filters: dict):
-    """UTF-8 with a byte-order mark, a header line, the rows (CRLF-ended, quoted where needed)."""
+def csv_stream(engine: sa.Engine, scope: Scope, filters: dict) -> exports.Streamed:
+    """UTF-8 with a byte-order mark, a header line, the rows (CRLF-ended, quoted where needed);
+    the query run and its first rows read here, in the request's handler (exports.Streamed: the
+    database away is a 503, a failure part way a cut body)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(COLUMNS)
+    return exports.Streamed(("\ufeff" + buffer.getvalue()).encode(), _csv_chunks(engine, scope, filters),
+                            "the case library export")
+
+
+def _csv_chunks(engine: sa.Engine, scope: Scope, filters: dict):
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
-    yield ("\ufeff" + buffer.getvalue()).encode()
-    try:
-        for chunk in rows(engine, scope, filters):
-            buffer.seek(0)
-            buffer.truncate()
-            writer.writerows(chunk)
-            yield buffer.getvalue().encode()
-    except Exception:  # the status line has gone: all a client can see is a cut body
-        log.exception("the case library export stopped part way")
-        raise
+    for chunk in rows(engine, scope, filters):
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerows(chunk)
+        yield buffer.getvalue().encode()
 
 
 def xlsx_file(engine: sa.Engine, scope: Scope, filters: dict):
