@@ -72,13 +72,19 @@ def launch(amqp_uri: str, database_url: str, log_path: Path, nofile: int | None 
     return served
 
 
-def stop(served: Served) -> None:
-    served.process.send_signal(signal.SIGTERM)
-    try:
-        served.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        served.process.kill()
-        served.process.wait(timeout=10)
+def stop(served: Served, graceful: bool = True) -> None:
+    """SIGTERM and its drain (what an orchestrator does), or at once: after a transport test the
+    drain only waits out the sockets it left stalled (3-6 s), and stopping is tested elsewhere
+    (test_investigation_ops_probe, test_dev_command)."""
+    if graceful:
+        served.process.send_signal(signal.SIGTERM)
+        try:
+            served.process.wait(timeout=20)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    served.process.kill()
+    served.process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -94,7 +100,7 @@ def serve_intake(amqp_uri, database_factory, tmp_path):
 
     yield start
     for served in started:
-        stop(served)
+        stop(served, graceful=False)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +109,7 @@ def front_door(amqp_uri, database_factory, tmp_path_factory):
     served = launch(amqp_uri, database_factory("intake"), tmp_path_factory.mktemp("front-door") / "intake.log",
                     **FAST)
     yield served
-    stop(served)
+    stop(served, graceful=False)
 
 
 @pytest.fixture(scope="module")
