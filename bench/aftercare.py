@@ -349,11 +349,7 @@ def load_visits(url: str, now: datetime, visits: int = 1_000_000, others: int = 
     started = time.perf_counter()
     try:
         with engine.begin() as conn:
-            indexes = conn.execute(sa.text(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'visits' AND indexname <> 'visits_pkey'"
-            )).all()
-            for name, _ in indexes:
-                conn.execute(sa.text(f'DROP INDEX "{name}"'))
+            indexes = storage.drop_indexes(conn, ("visits",))
             cursor = conn.connection.dbapi_connection.cursor()
             plan = [("SH001", visits)] + [(b, others // len(OTHER_BRANCHES) + (i < others % len(OTHER_BRANCHES)))
                                          for i, b in enumerate(OTHER_BRANCHES)]
@@ -364,9 +360,7 @@ def load_visits(url: str, now: datetime, visits: int = 1_000_000, others: int = 
                     cursor.copy_expert(f"COPY visits ({', '.join(COLUMNS)}) FROM STDIN", buffer)
                     left -= chunk
             copied = time.perf_counter() - started
-            conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
-            for _, definition in indexes:
-                conn.execute(sa.text(definition))
+            storage.remake_indexes(conn, indexes)
         indexed = time.perf_counter() - started
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(sa.text("VACUUM (ANALYZE) visits"))

@@ -216,11 +216,7 @@ def load(url: str, now: datetime, customers: int = 1_000_000, seed: int = 13, ch
     started = time.perf_counter()
     try:
         with engine.begin() as conn:
-            indexes = conn.execute(sa.text(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ANY(:tables) "
-                "AND indexname NOT IN (SELECT conname FROM pg_constraint)"), {"tables": list(TABLES)}).all()
-            for name, _ in indexes:
-                conn.execute(sa.text(f'DROP INDEX "{name}"'))
+            indexes = storage.drop_indexes(conn, TABLES)
             cursor = conn.connection.dbapi_connection.cursor()
 
             def put(table: str, row: dict) -> None:
@@ -287,9 +283,7 @@ def load(url: str, now: datetime, customers: int = 1_000_000, seed: int = 13, ch
             for table in TABLES:
                 flush(table)
             copied = time.perf_counter() - started
-            conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
-            for _, definition in indexes:
-                conn.execute(sa.text(definition))
+            storage.remake_indexes(conn, indexes)
         indexed = time.perf_counter() - started
         # The KPI cells, as a running service keeps them (else its timer makes them while measured).
         repository.refresh_rollups(engine, "Asia/Shanghai", now)
@@ -339,9 +333,10 @@ def _series(conn, token: str, refs: list[str], runs: int, warm: int = 20) -> dic
         if status == 200:
             sizes.append(size)
     bad = {s: n for s, n in statuses.items() if s not in ("200", "404")}
-    return {**_percentiles(times), "statuses": statuses, "errors": sum(bad.values()),
+    figures = _percentiles(times)
+    return {**figures, "statuses": statuses, "errors": sum(bad.values()),
             "mean_bytes": round(sum(sizes) / len(sizes)) if sizes else None,
-            "met": _percentiles(times)["p95_ms"] < TARGET_P95_MS}
+            "met": figures["p95_ms"] < TARGET_P95_MS}
 
 
 def _explain(url: str, ref: str, branches) -> dict:
@@ -353,9 +348,7 @@ def _explain(url: str, ref: str, branches) -> dict:
     try:
         with engine.connect() as conn:
             for name, (sql, alias, item) in customers.LISTS.items():
-                scope = customers._SCOPE.format(table=alias) if branches is not None else ""
-                statement = sql.format(scope=scope, where="", item=f", {item} AS item")
-                statement += f" LIMIT {customers.LIST_MOST + 1}"
+                statement = customers.statement(sql, alias, branches, item=item, limit=customers.LIST_MOST + 1)
                 plan = [r[0] for r in conn.execute(sa.text("EXPLAIN (ANALYZE, BUFFERS) " + statement),
                                                     {"ref": ref, "branches": sorted(branches or ())})]
                 found[name] = plan

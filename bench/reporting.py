@@ -715,11 +715,7 @@ def load_chain(url: str, now: datetime, regions_of: dict[str, str], cases: int =
     counts = dict.fromkeys(tables, 0)
     try:
         with engine.begin() as conn:
-            indexes = conn.execute(sa.text(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ANY(:tables) "
-                "AND indexname NOT IN (SELECT conname FROM pg_constraint)"), {"tables": list(tables)}).all()
-            for name, _ in indexes:
-                conn.execute(sa.text(f'DROP INDEX "{name}"'))
+            indexes = storage.drop_indexes(conn, tables)
             cursor = conn.connection.dbapi_connection.cursor()
             buffers = {t: [] for t in tables}
 
@@ -753,9 +749,7 @@ def load_chain(url: str, now: datetime, regions_of: dict[str, str], cases: int =
                     flush()
             flush(force=True)
             copied = time.perf_counter() - started
-            conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
-            for _, definition in indexes:
-                conn.execute(sa.text(definition))
+            storage.remake_indexes(conn, indexes)
         indexed = time.perf_counter() - started
         refresh = getattr(repository, "refresh_rollups", None)
         if refresh is not None:

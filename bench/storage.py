@@ -1,4 +1,5 @@
-"""The benchmarks' databases: made fresh for a step, and settled after a bulk load."""
+"""The benchmarks' databases: made fresh for a step, their indexes set aside for a bulk load,
+and settled after it."""
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -13,6 +14,24 @@ def fresh(url: str, service: str) -> str:
     db.create_database(url)
     db.migrate(service, url)
     return url
+
+
+def drop_indexes(conn: sa.Connection, tables) -> list[str]:
+    """Before a bulk load (COPY): the secondary indexes of `tables` dropped (not those of a
+    primary key or unique constraint); their definitions, for remake_indexes."""
+    indexes = conn.execute(sa.text(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ANY(:tables) "
+        "AND indexname NOT IN (SELECT conname FROM pg_constraint)"), {"tables": list(tables)}).all()
+    for name, _ in indexes:
+        conn.execute(sa.text(f'DROP INDEX "{name}"'))
+    return [definition for _, definition in indexes]
+
+
+def remake_indexes(conn: sa.Connection, definitions: list[str]) -> None:
+    """After the load: the indexes drop_indexes dropped made again, as the migrations define them."""
+    conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
+    for definition in definitions:
+        conn.execute(sa.text(definition))
 
 
 def settle(engine: sa.Engine, tables) -> dict[str, str]:

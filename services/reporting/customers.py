@@ -121,14 +121,19 @@ def valid_ref(text: str) -> bool:
     return isinstance(text, str) and CUSTOMER_REF.fullmatch(text) is not None
 
 
+def statement(sql: str, table: str, branches, where: str = "", item: str = "", limit: int | None = None) -> str:
+    """`sql` for a customer (:ref) in scope (`table`: the alias the scope names; :branches, unless
+    `branches` is None), the first `limit` rows; with `item`, each as the file shows it too."""
+    scope = _SCOPE.format(table=table) if branches is not None else ""
+    text = sql.format(scope=scope, where=where, item=f", {item} AS item" if item else "")
+    return text + (f" LIMIT {int(limit)}" if limit else "")
+
+
 def _read(conn: sa.Connection, sql: str, table: str, ref: str, branches, where: str = "", item: str = "",
           limit: int | None = None) -> list:
-    """The rows of `sql` for the customer in scope (`table`: the alias the scope names), the
-    first `limit` of them; with `item`, each as the file shows it too."""
-    scope = _SCOPE.format(table=table) if branches is not None else ""
-    statement = sql.format(scope=scope, where=where, item=f", {item} AS item" if item else "")
-    statement += f" LIMIT {int(limit)}" if limit else ""
-    return conn.execute(sa.text(statement), {"ref": ref, "branches": sorted(branches or ())}).all()
+    """The rows of `statement(...)` for the customer `ref`."""
+    return conn.execute(sa.text(statement(sql, table, branches, where, item, limit)),
+                        {"ref": ref, "branches": sorted(branches or ())}).all()
 
 
 def read(conn: sa.Connection, ref: str, branches: frozenset[str] | None, most: int = LIST_MOST) -> str | None:
