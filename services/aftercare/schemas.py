@@ -7,6 +7,7 @@ import unicodedata
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from services.aftercare.domain import FINISHED, KINDS, OUTCOMES
+from shared.messaging.catalogue.investigation import ANSWER_ID_MAX
 from shared.web.fields import AwareDateTime
 from shared.web.requests import PageQuery, Strict, StrictBoolean, Text
 
@@ -77,10 +78,10 @@ class AttemptIn(Strict):
     call_back_at = AwareDateTime()
     note = Text(2000, allow_none=True)
     standard_answer = fields.String(allow_none=True, validate=[
-        validate.Length(min=1, max=100),
+        validate.Length(min=1, max=ANSWER_ID_MAX),
         validate.Regexp(STANDARD_ANSWER_ID, error="a standard answer's id: letters, digits, '-', '_' and '.'")],
         metadata={"description": "the id of the standard answer the agent used (the chain policy's "
-                                 "investigation.standard_answers), at most 100 characters"})
+                                 f"investigation.standard_answers), at most {ANSWER_ID_MAX} characters"})
 
     @validates_schema
     def _by_outcome(self, data, **kwargs):

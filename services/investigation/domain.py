@@ -238,9 +238,8 @@ class Case(Aggregate):
         p = registered
         received = datetime.fromisoformat(p["received_at"])
         clocks = _planned_clocks(p, received, branch, rules)
-        converted = {"converted_from": p["converted_from"],
-                     "converted_at": datetime.fromisoformat(p["converted_at"]) if p.get("converted_at") else now
-                     } if p.get("converted_from") else {}
+        converted = ({"converted_from": p["converted_from"], "converted_at": _converted_at(p, now)}
+                     if p.get("converted_from") else {})
         case = cls(id=p["complaint_id"], kind=p["kind"], complaint_id=p["complaint_id"], reference=p["reference"],
                    branch_code=branch.code, region=branch.region, category=p["category"], priority=p["priority"],
                    severity_flags=list(p.get("severity_flags") or []), channel=p.get("channel"),
@@ -275,7 +274,7 @@ class Case(Aggregate):
         self.received_at, self.process = received, process
         self.clocks = _planned_clocks(p, received, branch, rules)
         self.converted_from = "inquiry"
-        self.converted_at = datetime.fromisoformat(p["converted_at"]) if p.get("converted_at") else now
+        self.converted_at = _converted_at(p, now)
         self.open_tasks, self.paused_since, self.pause_reason = (), None, None
         self.state, self.outcome, self.closed_at = "open", None, None
         self.first_response = None  # the complaint's is still to give (the inquiry's answer stays on the timeline)
@@ -903,6 +902,11 @@ class Case(Aggregate):
         return {"name": task.name, "title": task.title, "roles": list(task.roles),
                 "owner_may_complete": task.owner_may_complete, "clock": task.clock, "due": due,
                 "warning_at": warning, "system": task.system}
+
+
+def _converted_at(registered: dict, now: datetime) -> datetime:
+    """When intake converted the inquiry (an older producer's payload without it: now)."""
+    return datetime.fromisoformat(registered["converted_at"]) if registered.get("converted_at") else now
 
 
 def _planned_clocks(registered: dict, received: datetime, branch: Branch, rules) -> dict[str, SlaClock]:

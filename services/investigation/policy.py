@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from shared.calendar.policy import ChainPolicy, Checker, show
+from shared.messaging.catalogue.investigation import ANSWER_ID_MAX
 from shared.security.auth import ROLES
 from shared.security.permissions import Permissions
 
@@ -35,7 +36,7 @@ ANSWER_PURPOSES = ("first_response", "written_result", "visit_follow_up", "inqui
 ANSWER_LANGUAGES = ("zh", "en")
 ANSWER_PLACEHOLDERS = ("customer", "branch", "reference", "first_response_due", "resolution_due")
 ANSWER_FIELDS = ("id", "category", "purpose", "language", "title", "text")
-ANSWER_TEXT_MAX, ANSWER_TITLE_MAX, ANSWER_ID_MAX = 2000, 200, 100
+ANSWER_TEXT_MAX, ANSWER_TITLE_MAX = 2000, 200
 _ANSWER_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # Where a role is addressed when a case of a branch is escalated to it.
 BRANCH_ROLES = frozenset({"front_desk", "store_manager", "aftercare_agent", "investigator"})
@@ -98,8 +99,12 @@ class InvestigationRules:
     standard_answers: tuple[StandardAnswer, ...] = ()
     categories: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        # By id, built once at load: a task's body names the answer it used (its ids are unique).
+        object.__setattr__(self, "_answers_by_id", {a.id: a for a in self.standard_answers})
+
     def standard_answer(self, answer_id: str) -> StandardAnswer | None:
-        return next((a for a in self.standard_answers if a.id == answer_id), None)
+        return self._answers_by_id.get(answer_id)
 
     def may_grant(self, role: str, remedy_type: str, amount: float) -> bool:
         grant = self.authority.get(role)

@@ -32,9 +32,8 @@ CORRELATION_HEADER = "X-Correlation-Id"
 LIVENESS_PATH = "/health/live"
 
 
-# On every answer that is not a page (JSON, text, a download): nothing in it may run or be framed,
-# and no browser may take it for another type. Pages (text/html) set their own policy.
-DATA_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"}
+# On every answer that is not a page (the transport's own error answers carry them too).
+DATA_HEADERS = transport.DATA_HEADERS
 
 
 def with_data_headers(response: Response) -> Response:

@@ -72,14 +72,19 @@ _BY_STATUS = {400: MalformedRequest, 408: RequestTimeout, 413: PayloadTooLarge, 
               431: HeadersTooLarge, 501: NotImplementedCoding, 505: VersionNotSupported}
 
 
+# On every answer that is not a page (JSON, text, a download): nothing in it may run or be framed,
+# and no browser may take it for another type. Pages (text/html) set their own policy.
+DATA_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"}
+_DATA_HEAD = "".join(f"{name}: {value}\r\n" for name, value in DATA_HEADERS.items())
+
+
 def error_bytes(error: ApiError) -> bytes:
     """A whole HTTP/1.1 answer in the JSON error shape that closes the connection."""
     body = json.dumps(error.to_body()).encode()
     extra = "".join(f"{name}: {value}\r\n" for name, value in error.headers().items())
     head = (f"HTTP/1.1 {error.status} {_REASONS.get(error.status, 'Error')}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            "X-Content-Type-Options: nosniff\r\nContent-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
-            f"Connection: close\r\n{extra}\r\n")
+            f"{_DATA_HEAD}Connection: close\r\n{extra}\r\n")
     return head.encode("latin-1") + body
 
 
@@ -383,6 +388,8 @@ def liveness(environ, start_response):
 
 
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
 def _no_delay(sock) -> None:
     """Answers go out at once: the server writes the headers and a body over 16 KB apart, and
     with Nagle's algorithm the body then waits for the client's delayed ACK (40 ms on Linux,

@@ -151,11 +151,7 @@ class ProcessEngine:
         """A new instance of `definition`, stepped until it waits. InstanceExists if the id is taken."""
         data = dict(data or {})
         check_data(data, self.helpers, "start data")
-        if definition.hash not in self._stored:
-            definitions.store(conn, definition)
-        spec, subprocess_specs = self._spec(conn, definition.hash, definition.spec)
-        op = self._operation(instance_id)
-        workflow = start_workflow(spec, subprocess_specs, op.script_engine, data, op.record)
+        workflow, op = self._new_run(conn, instance_id, definition, data)
         row = instances.Row(instance_id, definition.process_id, definition.hash, RUNNING, "", 0)
         keys = list(dict.fromkeys([instance_id, *correlation_keys]))
         return self._save(conn, row, workflow, op, keys=keys)
@@ -239,14 +235,20 @@ class ProcessEngine:
         data = dict(data or {})
         check_data(data, self.helpers, "start data")
         row = self._lock(conn, instance_id)
+        workflow, op = self._new_run(conn, instance_id, definition, data)
+        instances.replace_definition(conn, instance_id, definition.process_id, definition.hash)
+        row = instances.Row(row.id, definition.process_id, definition.hash, row.status, row.state, row.version)
+        return self._save(conn, row, workflow, op)
+
+    def _new_run(self, conn: sa.Connection, instance_id: str, definition: ProcessDefinition,
+                 data: dict) -> tuple[BpmnWorkflow, _Operation]:
+        """A run of `definition` started with `data` (checked by the caller) and stepped until it
+        waits (start, restart); the definition stored first if this engine has not stored it yet."""
         if definition.hash not in self._stored:
             definitions.store(conn, definition)
         spec, subprocess_specs = self._spec(conn, definition.hash, definition.spec)
         op = self._operation(instance_id)
-        workflow = start_workflow(spec, subprocess_specs, op.script_engine, data, op.record)
-        instances.replace_definition(conn, instance_id, definition.process_id, definition.hash)
-        row = instances.Row(row.id, definition.process_id, definition.hash, row.status, row.state, row.version)
-        return self._save(conn, row, workflow, op)
+        return start_workflow(spec, subprocess_specs, op.script_engine, data, op.record), op
 
     # --- timers --------------------------------------------------------------------------
 

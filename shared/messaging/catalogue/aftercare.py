@@ -5,6 +5,7 @@ them all. A visit's correlation id is the sale's id (return visits) or the case'
 No contact data: the customer is `customer_ref` and masked names only."""
 from marshmallow import Schema, fields, validate
 
+from shared.messaging.catalogue.investigation import StandardAnswerId
 from shared.messaging.catalogue.messages import CustomerMessageRequestedV1
 from shared.messaging.envelope import IdString, InstantString, Text, Tolerant
 
@@ -47,13 +48,13 @@ class VisitAttemptedV1(VisitEventV1):
     attempt = fields.Integer(strict=True, validate=validate.Range(min=1))
     outcome = fields.String(validate=validate.OneOf(("reached", "not_reached", "call_back")))
     call_back_at = InstantString()  # the customer asked to be called again then
-    standard_answer = Text(allow_none=True)  # the id of the standard answer the agent used (policy data)
+    standard_answer = StandardAnswerId()  # the standard answer the agent used (policy data)
 
 
 class VisitCompletedV1(VisitEventV1):
     answers = fields.Nested(VisitAnswers, required=True)
     score = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=5))
-    standard_answer = Text(allow_none=True)  # the one used on the call that reached the customer
+    standard_answer = StandardAnswerId()  # the one used on the call that reached the customer
 
 
 class VisitAbandonedV1(VisitEventV1):

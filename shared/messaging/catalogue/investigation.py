@@ -16,10 +16,13 @@ RESPONSIBILITIES = ("ours", "customer_misuse", "third_party", "unfounded")
 KINDS = ("complaint", "suggestion", "praise", "inquiry")
 
 
+ANSWER_ID_MAX = 100  # a standard answer's id, at most (the policy's check, the APIs' bodies, the events)
+
+
 def StandardAnswerId():
     """The id of the standard answer (the policy's investigation.standard_answers) a text was made
     from; None: written without one."""
-    return Text(validate.Length(min=1, max=100), allow_none=True)
+    return Text(validate.Length(min=1, max=ANSWER_ID_MAX), allow_none=True)
 
 
 class CaseEventV1(Schema):
