@@ -420,8 +420,8 @@ def _answers(visit: dict, shown: dict, file: dict | None, services, token: str, 
     case_id = str(visit.get("case_id") or "")
     if not case_id:  # a return visit after a sale: the answers speak of a problem reported
         return []
-    category = next((c.get("category") for c in (file or {}).get("cases") or []
-                     if isinstance(c, dict) and case_id and str(c.get("case_id")) == case_id), None)
+    category = next((c.get("category") for c in rendering.objects((file or {}).get("cases"))
+                     if str(c.get("case_id")) == case_id), None)
     masked = visit.get("customer_masked") if isinstance(visit.get("customer_masked"), dict) else {}
     branch = policy.branches.get(shown["branch_code"])
     facts = {"customer": masked.get("name"), "branch": branch.name if branch is not None else shown["branch_code"],

@@ -132,7 +132,8 @@ BAD_AMOUNT = N_("An amount in CNY, e.g. 5000 or 49.90")
 
 def label(group: str, value) -> str:
     """The msgid of `value` in `group`, or the value itself (data is never looked up)."""
-    return LABELS.get(group, {}).get(value, "" if value is None else str(value))
+    table = LABELS.get(group, {})
+    return table[value] if isinstance(value, str) and value in table else "" if value is None else str(value)
 
 
 # -- the forms ---------------------------------------------------------------------------------
@@ -295,7 +296,7 @@ _OWN_MESSAGES = frozenset((REQUIRED, BAD_INSTANT, BAD_AMOUNT, SAVE_DOWN, MAY_NOT
 # -- the case, as the page shows it ----------------------------------------------------------------
 
 def _zone(policy, branch: str | None) -> ZoneInfo:
-    b = policy.branches.get(branch) if branch else None
+    b = policy.branches.get(branch) if isinstance(branch, str) and branch else None
     return b.zone if b is not None else ZoneInfo("Asia/Shanghai")
 
 
@@ -312,7 +313,7 @@ def _may_complete(task: dict, staff, owner: str | None) -> bool:
 def _staff_choices(store, policy, branch: str | None) -> list[tuple[str, str]]:
     """The console's active staff whose scope covers the branch: suggestions for an owner,
     a signer, a responsible person (any staff id may still be typed)."""
-    b = policy.branches.get(branch) if branch else None
+    b = policy.branches.get(branch) if isinstance(branch, str) and branch else None
     s = models.staff.c
     covers = [s.scope_kind == "all"]
     if b is not None:
@@ -478,7 +479,7 @@ def case_view(case: dict, *, staff, language: str, policy, now: datetime, forms:
     rules = policy.sections.get("investigation")
     ladder = getattr(rules, "escalation", None) or ("store_manager", "regional_manager", "hq_admin")
     escalation = rendering.ROLE_LABELS.get(ladder[min(level, len(ladder) - 1)], "") if level else ""
-    customer = case.get("customer") or {}
+    customer = case.get("customer") if isinstance(case.get("customer"), dict) else {}
     masked = customer.get("masked") if isinstance(customer.get("masked"), dict) else {}
     service = _pick(case.get("service"), "code", "name", "technician_id")
     return {
@@ -673,8 +674,8 @@ def convert_view(case: dict, staff, language: str, policy, *, values: dict | Non
             or getattr(staff, "role", None) not in CONVERT_ROLES):
         return None
     text = rendering.translations(language).gettext
-    flagged = set(case.get("severity_flags") or []) if values is None else {
-        flag for flag in FLAGS if values.get(f"flag.{flag}")}
+    given = case.get("severity_flags") if isinstance(case.get("severity_flags"), list) else []
+    flagged = {flag for flag in FLAGS if (flag in given if values is None else values.get(f"flag.{flag}"))}
     values, errors = values or {}, errors or {}
     category = values.get("category", case.get("category") or "")
     return {"case_id": str(case.get("id") or ""), "category": category,

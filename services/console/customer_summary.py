@@ -63,7 +63,7 @@ def line(file: dict | None, language: str, *, this_case: str | None = None) -> d
         return None
     text = rendering.translations(language).gettext
     summary = file.get("summary") if isinstance(file.get("summary"), dict) else {}
-    cases = [c for c in file.get("cases") or [] if isinstance(c, dict)]
+    cases = rendering.objects(file.get("cases"))
     complaints = rendering.integer(summary.get("complaints"))
     if any(str(c.get("case_id")) == this_case and c.get("kind") == "complaint" for c in cases):
         complaints -= 1
@@ -72,8 +72,8 @@ def line(file: dict | None, language: str, *, this_case: str | None = None) -> d
     score = rendering.number(summary.get("last_visit_score"), None)
     if score is not None:
         parts.append(text(LAST_SCORE) % {"score": f"{score:g}"})
-    allergies = [a for a in summary.get("allergies") or [] if isinstance(a, dict)
-                 and (this_case is None or str(a.get("record_id")) != this_case)]
+    allergies = [a for a in rendering.objects(summary.get("allergies"))
+                 if this_case is None or str(a.get("record_id")) != this_case]
     named = []
     for allergy in allergies:
         what = str(allergy.get("batch") or allergy.get("sku") or "")

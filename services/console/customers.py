@@ -62,8 +62,15 @@ def customer_page(store, request, customer_ref: str, *, services, tokens, policy
     return response
 
 
-def _listed(answer: dict, key: str) -> list[dict]:
-    return [item for item in answer.get(key) or [] if isinstance(item, dict)]
+def _items(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _named(text, labels: dict, value, default: str | None = None) -> str:
+    """A code's label translated; an unknown code as it is (or `default`), never a lookup of an odd shape."""
+    if isinstance(value, str) and value in labels:
+        return text(labels[value])
+    return str(value or "") if default is None else default
 
 
 def _yes_no(value, text) -> str:
@@ -74,11 +81,11 @@ def file_view(answer: dict, staff, language: str, policy) -> dict:
     """Reporting's file as the template draws it: labels translated, times in the branch's zone,
     links only to the pages the reader's role opens."""
     text = rendering.translations(language).gettext
-    label = lambda group, value: text(cases.label(group, value)) if value in cases.LABELS[group] else str(value or "")  # noqa: E731,E501
+    label = lambda group, value: _named(text, cases.LABELS[group], value)  # noqa: E731
     opens_cases, opens_visits = staff.role in CASE_READERS, staff.role in call_list.ROLES
     case_path = lambda case_id: f"/cases/{case_id}" if opens_cases and case_id else ""  # noqa: E731
     visit_path = lambda visit_id: f"/visits/{visit_id}" if opens_visits and visit_id else ""  # noqa: E731
-    raw_cases, raw_sales, raw_visits = _listed(answer, "cases"), _listed(answer, "sales"), _listed(answer, "visits")
+    raw_cases, raw_sales, raw_visits = (rendering.objects(answer.get(key)) for key in ("cases", "sales", "visits"))
     branch_of = {str(r.get(key)): r.get("branch_code") for key, records in (("case_id", raw_cases),
                                                                             ("sale_id", raw_sales),
                                                                             ("visit_id", raw_visits))
@@ -93,17 +100,15 @@ def file_view(answer: dict, staff, language: str, policy) -> dict:
     score = rendering.number(summary.get("last_visit_score"), None)
 
     allergies = []
-    for a in summary.get("allergies") or []:
-        if not isinstance(a, dict):
-            continue
+    for a in rendering.objects(summary.get("allergies")):
         record, source = str(a.get("record_id") or ""), a.get("source")
         allergies.append({"at": when(a.get("at"), branch_of.get(record)), "batch": str(a.get("batch") or ""),
-                          "sku": str(a.get("sku") or ""), "source": text(SOURCES[source]) if source in SOURCES else "",
+                          "sku": str(a.get("sku") or ""), "source": _named(text, SOURCES, source, ""),
                           "path": case_path(record) if source == "complaint" else visit_path(record)
                           if source == "visit" else ""})
 
     satisfaction = []
-    for point in _listed(answer, "satisfaction"):
+    for point in rendering.objects(answer.get("satisfaction")):
         n = rendering.number(point.get("score"), None)
         if n is None:
             continue
@@ -111,7 +116,7 @@ def file_view(answer: dict, staff, language: str, policy) -> dict:
         visit, case = str(point.get("visit_id") or ""), str(point.get("case_id") or "")
         satisfaction.append({"at": when(point.get("at"), branch_of.get(visit) or branch_of.get(case)),
                              "score": f"{n:g}", "level": max(1, min(5, round(n))),
-                             "kind": text(SATISFACTION_KINDS[kind]) if kind in SATISFACTION_KINDS else "",
+                             "kind": _named(text, SATISFACTION_KINDS, kind, ""),
                              "path": visit_path(visit) or case_path(case)})
 
     shown_cases = []
@@ -122,33 +127,30 @@ def file_view(answer: dict, staff, language: str, policy) -> dict:
                      "amount": f"{rendering.number(r.get('amount')):,.2f}" if r.get("amount") is not None else "",
                      "status": label("remedy_status", r.get("status")),
                      "promise": label("promise", r.get("promise")) if r.get("promise") else ""}
-                    for r in c.get("remedies") or [] if isinstance(r, dict)]
+                    for r in rendering.objects(c.get("remedies"))]
         shown_cases.append({
             "id": case_id, "path": case_path(case_id), "reference": str(c.get("reference") or case_id),
             "kind": label("kind", c.get("kind")), "kind_code": str(c.get("kind") or ""),
             "branch_code": str(branch or ""), "category": label("category", c.get("category")),
-            "priority": str(c.get("priority") or ""), "flags": [text(FLAG_LABELS[f]) if f in FLAG_LABELS else str(f)
-                                                      for f in c.get("severity_flags") or []],
+            "priority": str(c.get("priority") or ""), "flags": [_named(text, FLAG_LABELS, f)
+                                                      for f in _items(c.get("severity_flags"))],
             "received": when(c.get("received_at"), branch), "state": str(c.get("state") or ""),
             "state_label": label("state", c.get("state")), "outcome": label("outcome", c.get("outcome"))
             if c.get("outcome") else "", "closed": when(c.get("closed_at"), branch),
             "responsibility": label("responsibility", c.get("responsibility")) if c.get("responsibility") else "",
             "remedies": remedies, "follow_up_score": f"{follow:g}" if follow is not None else "",
-            "batches": [str(b) for b in c.get("batches") or []]})
+            "batches": [str(b) for b in _items(c.get("batches"))]})
 
     shown_sales = []
     for sale in raw_sales:
         branch = sale.get("branch_code")
         lines = []
-        for item in sale.get("items") or []:
-            if not isinstance(item, dict):
-                continue
+        for item in rendering.objects(sale.get("items")):
             kind, product_type = item.get("type"), item.get("product_type")
-            lines.append({"type": text(ITEM_TYPE_LABELS[kind]) if kind in ITEM_TYPE_LABELS else str(kind or ""),
+            lines.append({"type": _named(text, ITEM_TYPE_LABELS, kind),
                           "name": str(item.get("name") or item.get("sku") or item.get("code") or ""),
                           "code": str(item.get("sku") or item.get("code") or ""),
-                          "product_type": text(PRODUCT_TYPE_LABELS[product_type])
-                          if product_type in PRODUCT_TYPE_LABELS else str(product_type or ""),
+                          "product_type": _named(text, PRODUCT_TYPE_LABELS, product_type),
                           "batch": str(item.get("batch") or ""), "technician": str(item.get("technician_id") or "")})
         consented = sale.get("contact_consent")
         shown_sales.append({"id": str(sale.get("sale_id") or ""), "branch_code": str(branch or ""),
@@ -171,8 +173,8 @@ def file_view(answer: dict, staff, language: str, policy) -> dict:
         status = v.get("status")
         shown_visits.append({
             "id": visit_id, "path": visit_path(visit_id), "branch_code": str(branch or ""),
-            "kind": text(call_list.KIND_LABELS[v["kind"]]) if v.get("kind") in call_list.KIND_LABELS else "",
-            "status": text(call_list.STATUS_LABELS[status]) if status in call_list.STATUS_LABELS else str(status or ""),
+            "kind": _named(text, call_list.KIND_LABELS, v.get("kind"), ""),
+            "status": _named(text, call_list.STATUS_LABELS, status),
             "due": when(v.get("due_at"), branch), "finished": when(v.get("finished_at"), branch),
             "score": f"{n:g}" if n is not None else "", "answers": answers,
             "adverse_reaction": bool(v.get("adverse_reaction")), "case_path": case_path(str(v.get("case_id") or ""))

@@ -159,18 +159,19 @@ def usage_rows(used: dict, answers: dict | None, language: str) -> list[dict]:
     """Reporting's uses, most used first, each with its answer's title (investigation's, by id;
     "" when unknown) and its purpose in words."""
     titles = {}
-    for item in (answers or {}).get("answers") or []:
-        if isinstance(item, dict) and item.get("id") and item.get("title"):
+    for item in rendering.objects((answers or {}).get("answers")):
+        if item.get("id") and item.get("title"):
             titles[str(item["id"])] = str(item["title"])
     text = rendering.translations(language).gettext
     rows = []
-    for u in used.get("answers") or []:
-        if not isinstance(u, dict) or not u.get("standard_answer"):
+    for u in rendering.objects(used.get("answers")):
+        if not u.get("standard_answer"):
             continue
         answer_id, purpose = str(u["standard_answer"])[:100], u.get("purpose")
         satisfied = rendering.number(u.get("satisfied"), None)
         rows.append({"id": answer_id, "title": titles.get(answer_id, ""),
-                     "purpose": text(PURPOSES[purpose]) if purpose in PURPOSES else str(purpose or "")[:50],
+                     "purpose": text(PURPOSES[purpose]) if isinstance(purpose, str) and purpose in PURPOSES
+                     else str(purpose or "")[:50],
                      "used": rendering.integer(u.get("used")), "followed_up": rendering.integer(u.get("followed_up")),
                      "mean_score": _score(u.get("mean_score")),
                      "satisfied": "" if satisfied is None else f"{_score(satisfied)}%"})

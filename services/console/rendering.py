@@ -103,6 +103,11 @@ def integer(value, default: int = 0) -> int:
     return default if found is None else int(found)
 
 
+def objects(value) -> list[dict]:
+    """The objects of a list a service's JSON holds (anything else in it, or no list, left out)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 # -- dates and times, in the branch's zone ---------------------------------------------------------
 
 def parse_instant(text) -> datetime | None:
@@ -120,7 +125,7 @@ def format_instant(instant, zone: str | ZoneInfo | None, language: str) -> str:
     """zh `2026年11月23日 14:05`, en `2026-11-23 14:05` (ISO-like), in `zone` (a branch's)."""
     if isinstance(instant, str):
         instant = parse_instant(instant)
-    if instant is None:
+    if not isinstance(instant, datetime):  # None, or a service's odd shape (a number, a list)
         return ""
     local = instant.astimezone(ZoneInfo(zone) if isinstance(zone, str) else zone or timezone.utc)
     if language == "zh":

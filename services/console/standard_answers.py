@@ -41,7 +41,7 @@ def customer_language(language) -> str:
 def category_label(policy, code, language: str) -> str:
     """A category as the chain's policy names it, in the page's language (the code when unknown)."""
     rules = policy.sections.get("intake")
-    found = (getattr(rules, "categories", {}) or {}).get(code)
+    found = (getattr(rules, "categories", {}) or {}).get(code) if isinstance(code, str) else None
     if found is None:
         return "" if code is None else str(code)
     return found.label_zh if language == "zh" else found.label_en
@@ -78,8 +78,8 @@ def offered(services, token: str, *, purpose: str, language: str, policy, page_l
     days = rendering.integer(answer.get("window_days"), 90)
     count = rendering.gettext(page_language, COUNT)
     shown = []
-    for item in answer.get("answers") or []:
-        if not isinstance(item, dict) or not item.get("id"):
+    for item in rendering.objects(answer.get("answers")):
+        if not item.get("id"):
             continue
         # Filled by investigation (a case's), else the template, filled here with what the console knows.
         text = item.get("filled") if isinstance(item.get("filled"), str) else fill(str(item.get("text") or ""),

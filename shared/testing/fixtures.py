@@ -381,18 +381,24 @@ class TcpProxy:
             self.cut()
 
 
+def proxied(url: str, default_port: int = 5432) -> tuple[TcpProxy, str]:
+    """A proxy in front of the server of `url`, and the same URL through the proxy (close it
+    yourself; the tcp_proxy fixture does for a test)."""
+    parts = urlsplit(url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or default_port)
+    netloc = parts.netloc.rsplit("@", 1)
+    auth_part = netloc[0] + "@" if len(netloc) == 2 else ""
+    return proxy, parts._replace(netloc=f"{auth_part}127.0.0.1:{proxy.port}").geturl()
+
+
 @pytest.fixture
 def tcp_proxy():
     proxies = []
 
     def make(url: str, default_port: int) -> tuple[TcpProxy, str]:
-        """A proxy in front of the server of `url`, and the same URL through the proxy."""
-        parts = urlsplit(url)
-        proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or default_port)
+        proxy, through = proxied(url, default_port)
         proxies.append(proxy)
-        netloc = parts.netloc.rsplit("@", 1)
-        auth_part = netloc[0] + "@" if len(netloc) == 2 else ""
-        return proxy, parts._replace(netloc=f"{auth_part}127.0.0.1:{proxy.port}").geturl()
+        return proxy, through
 
     yield make
     for proxy in proxies:

@@ -25,7 +25,7 @@ from eventlet import wsgi
 
 from services.console import rendering
 from shared.calendar.clock import ManualClock
-from shared.testing.fixtures import TcpProxy, free_port, wait_until
+from shared.testing.fixtures import free_port, proxied, run_service, wait_until
 from tests.e2e.test_console import PASSWORD, Browser, csrf_of
 
 pytestmark = pytest.mark.e2e
@@ -152,22 +152,11 @@ STAFF = (("amy", "store_manager", "SH001"), ("fred", "front_desk", "SH001"), ("a
 
 
 def start_console(amqp_uri: str, database_url: str, clock, stub: Stub, **overrides):
-    from nameko.runners import ServiceRunner
-
-    from shared.runtime import config
-
-    port = free_port()
     urls = {f"{name.upper()}_URL": stub.url for name in ("intake", "investigation", "aftercare", "reporting")}
-    settings = config.service_config("console", env={}, AMQP_URI=amqp_uri, DATABASE_URL=database_url,
-                                     WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", CLOCK=clock, DB_POOL_SIZE=5,
-                                     CUSTOMER_REF_KEY="test-customer-ref-key", TRUSTED_PROXIES=GATEWAY,
-                                     SERVICE_TIMEOUT_SECONDS=TIMEOUT, SERVICE_REST_SECONDS=60,
-                                     EXPORT_WAIT_SECONDS=EXPORT_WAIT,
-                                     **{**urls, **overrides})
-    runner = ServiceRunner(settings)
-    runner.add_service(config.service_class("console"))
-    runner.start()
-    return runner, f"http://127.0.0.1:{port}"
+    console = run_service("console", amqp_uri, database_url, clock, TRUSTED_PROXIES=GATEWAY,
+                          SERVICE_TIMEOUT_SECONDS=TIMEOUT, SERVICE_REST_SECONDS=60, EXPORT_WAIT_SECONDS=EXPORT_WAIT,
+                          **{**urls, **overrides})
+    return console.runner, console.base_url
 
 
 def stop(runner) -> None:
@@ -744,11 +733,8 @@ def test_numbers_that_are_not_numbers_make_a_page_not_a_500(p):
 @pytest.fixture(scope="module")
 def replica(probe, amqp_uri):
     """A second console on the same database, through a TCP proxy the test can cut."""
-    parts = urlsplit(probe.database_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    credentials = parts.netloc.rsplit("@", 1)
-    netloc = (credentials[0] + "@" if len(credentials) == 2 else "") + f"127.0.0.1:{proxy.port}"
-    runner, base = start_console(amqp_uri, parts._replace(netloc=netloc).geturl(), probe.clock, probe.stub)
+    proxy, through = proxied(probe.database_url)
+    runner, base = start_console(amqp_uri, through, probe.clock, probe.stub)
     yield base, proxy
     stop(runner)
     proxy.close()

@@ -6,7 +6,6 @@ the README promises; those that found a defect say so in a `# Found by this prob
 import csv
 import io
 import json
-from urllib.parse import urlsplit
 
 import eventlet
 import pytest
@@ -21,20 +20,12 @@ from services.reporting.repository import ReportingStore
 from shared.calendar.clock import ManualClock
 from shared.persistence import db
 from shared.security import auth
-from shared.testing.fixtures import TcpProxy, free_port, run_service, stop_runners, wait_until
+from shared.testing.fixtures import TcpProxy, free_port, proxied, run_service, stop_runners, wait_until
 from tests.integration.test_reporting_customers import NOW, REF, the_issue_s_customer
 
 pytestmark = pytest.mark.e2e
 PERIOD = {"from": "2026-11-01", "to": "2026-11-30"}
 LIBRARY_ROWS = 8_000  # 2 MB of CSV: more than a reader's socket buffers hold, 2 of the cursor's fetches
-
-
-def _proxied(url: str) -> tuple[TcpProxy, str]:
-    parts = urlsplit(url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    netloc = parts.netloc.rsplit("@", 1)
-    login = netloc[0] + "@" if len(netloc) == 2 else ""
-    return proxy, parts._replace(netloc=f"{login}127.0.0.1:{proxy.port}").geturl()
 
 
 class Running:
@@ -58,7 +49,7 @@ def services(amqp_uri, database_factory):
     try:
         for name in ("reporting", "investigation"):
             url = database_factory(name)
-            proxy, through = _proxied(url)
+            proxy, through = proxied(url)
             proxies.append(proxy)
             running[name] = Running(run_service(name, amqp_uri, through, clock), proxy, url)
         store = ReportingStore(db.make_engine(running["reporting"].url, 2))
