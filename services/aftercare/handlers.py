@@ -194,6 +194,16 @@ def get_visit(store, *, identity: Identity, visit_id: str, policy, read_contact:
 
 # -- working a visit ----------------------------------------------------------------------------------
 
+
+def _known_answer(data: dict, policy, errors: dict) -> None:
+    """The standard answer an attempt names is one of the chain's (the policy's
+    investigation.standard_answers, which reporting counts by id)."""
+    chosen, answers = data.get("standard_answer"), policy.sections.get("investigation")
+    if chosen is not None and answers is not None and answers.standard_answer(chosen) is None:
+        errors.setdefault("standard_answer", []).append(
+            "not a standard answer of the chain's policy (GET /v1/standard-answers lists them)")
+
+
 def record_attempt(store, *, identity: Identity, visit_id: str, read_body: Callable[[], dict],
                    process: VisitProcess, policy, rules, now: datetime, causation_id: str | None = None) -> dict:
     """An agent's call: reached (with the answers), not reached, or a call back asked for. In
@@ -212,6 +222,7 @@ def record_attempt(store, *, identity: Identity, visit_id: str, read_body: Calla
             raise Conflict(str(conflict)) from None
         PERMISSIONS.require(identity, "visit:attempt")
         data, errors = load(ATTEMPT_IN, read_body())
+        _known_answer(data, policy, errors)
         if errors:
             raise ValidationFailed("the attempt is invalid", fields=errors)
         branch = policy.branches.get(visit.planned.branch_code)

@@ -200,9 +200,13 @@ def test_a_case_closed_after_its_follow_up_reaches_the_training_library_without_
         listed = chain.ok("GET", "aftercare", "/v1/visits", "aftercare_agent", params={"limit": 200})["items"]
         return next((v["id"] for v in listed if v.get("case_id") == case_id), None)
     visit_id = wait_until(follow_up, "the case's follow-up visit")
-    chain.ok("POST", "aftercare", f"/v1/visits/{visit_id}/attempts", "aftercare_agent", json={
-        "outcome": "reached", "answers": {"met_expectations": True, "discomfort": False, "satisfaction": 5,
-                                          "resolved": True}})
+    call = {"outcome": "reached", "answers": {"met_expectations": True, "discomfort": False, "satisfaction": 5,
+                                              "resolved": True}}
+    unknown = chain.call("POST", "aftercare", f"/v1/visits/{visit_id}/attempts", "aftercare_agent",
+                         json={**call, "standard_answer": "no-such-answer"})
+    assert unknown.status_code == 400 and set(jsonbody(unknown)["error"]["fields"]) == {"standard_answer"}
+    chain.ok("POST", "aftercare", f"/v1/visits/{visit_id}/attempts", "aftercare_agent",
+             json={**call, "standard_answer": "service-quality-visit-follow-up-zh"})
     chain.case(case_id, when=lambda c: c["state"] == "closed", what="the case closed satisfied")
 
     def exported():
@@ -221,4 +225,10 @@ def test_a_case_closed_after_its_follow_up_reaches_the_training_library_without_
                       params={"category": "service_quality"})
     assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
     assert chain.call("GET", "reporting", "/v1/exports/case-library.csv", "front_desk").status_code == 403
+
+    def used():  # the visit's answer, and the satisfaction that followed it
+        listed = chain.ok("GET", "reporting", "/v1/kpis/standard-answers", "hq_analyst", "*")["answers"]
+        return next((a for a in listed if a["standard_answer"] == "service-quality-visit-follow-up-zh"), None)
+    usage = wait_until(used, "reporting to count the visit's standard answer")
+    assert (usage["used"], usage["followed_up"], usage["mean_score"]) == (1, 1, 5)
     assert uuid.UUID(case_id)
